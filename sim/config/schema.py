@@ -1,0 +1,156 @@
+"""Structured-config schemas: one dataclass per config group, mirroring the packages of `sim`.
+
+Every field carries its unit in the comment beside it. Bounds are declared in ``metadata`` and
+checked in one place (:func:`sim.config.validate.validate`) before a simulation starts; OmegaConf
+checks types and unknown keys when the config is composed.
+
+Metadata keys: ``ge`` / ``gt`` / ``le`` (numeric bounds, applied elementwise to lists),
+``share`` (value or every element in [0, 1]), ``choices`` (allowed strings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def bounded(default: Any, **meta: Any) -> Any:
+    """A dataclass field with a default and validation metadata."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+OBJECTIVES = ("ocpm", "cpc", "cpm")
+PRICING_RULES = ("gsp", "second_price", "first_price", "vcg")
+
+
+@dataclass
+class WorldConfig:
+    """The ground-truth marketplace (``sim.world``)."""
+
+    latent_dim: int = bounded(8, ge=1)  # dimension of user and ad latent vectors
+    n_users: int = bounded(20_000, ge=1)
+    n_segments: int = bounded(8, ge=1)
+    surfaces: list[str] = bounded(["home_feed", "search", "shopping"])
+    surface_mix: list[float] = bounded([0.5, 0.3, 0.2], share=True)  # request share per surface
+    surface_ctr_shift: list[float] = bounded([0.0, 0.3, 0.1])  # logit shift of true pCTR
+    surface_cvr_shift: list[float] = bounded([0.0, 0.2, 0.6])  # logit shift of true pCVR
+    n_advertisers: int = bounded(200, ge=1)
+    ads_per_advertiser: int = bounded(10, ge=1)  # live ads per advertiser at any time
+    objective_mix: dict[str, float] = bounded({"ocpm": 0.5, "cpc": 0.3, "cpm": 0.2}, share=True)
+    target_cpa_mean: float = bounded(40.0, gt=0)  # currency per conversion (ocpm)
+    max_cpc_mean: float = bounded(1.5, gt=0)  # currency per click (cpc)
+    cpm_price_mean: float = bounded(20.0, gt=0)  # currency per 1000 impressions (cpm)
+    bid_sigma: float = bounded(0.3, ge=0)  # lognormal spread of bids across advertisers
+    daily_budget_mean: float = bounded(150.0, gt=0)  # currency per day
+    budget_sigma: float = bounded(0.8, ge=0)  # lognormal spread of budgets
+    base_ctr_logit: float = -3.2
+    base_cvr_logit: float = -2.4
+    ctr_affinity: float = bounded(1.2, ge=0)  # weight of user-ad affinity in true pCTR logit
+    cvr_affinity: float = bounded(0.8, ge=0)  # weight of user-ad affinity in true pCVR logit
+    creative_sigma: float = bounded(0.4, ge=0)  # spread of per-ad CTR quality (logit)
+    quality_sigma: float = bounded(0.8, ge=0)  # spread of per-ad latent conversion quality
+    feature_noise: float = bounded(0.5, ge=0)  # noise of observable views of latent state
+    position_ctr: list[float] = bounded([1.0, 0.75, 0.55], gt=0, le=1)  # true CTR factor by slot
+    ad_lifetime_days: float = bounded(7.0, gt=0)  # mean lifetime of an ad (exponential)
+    churn_interval_s: float = bounded(3600.0, gt=0)  # how often expired ads are replaced
+    conversion_delay_mean_s: float = bounded(6 * 3600.0, ge=0)  # mean click-to-conversion delay
+    attribution_window_s: float = bounded(86_400.0, ge=0)  # conversions later than this are lost
+
+
+@dataclass
+class TrafficConfig:
+    """Request arrivals (``sim.world.traffic``)."""
+
+    requests_per_day: float = bounded(150_000.0, gt=0)  # mean requests per simulated day
+    tick_s: float = bounded(300.0, gt=0)  # one batch of requests per tick, seconds
+    diurnal_amplitude: float = bounded(0.5, ge=0, le=1)  # relative swing of the arrival rate
+    peak_hour: float = bounded(20.0, ge=0, le=24)  # hour of day of the peak rate
+    user_activity_sigma: float = bounded(1.0, ge=0)  # lognormal spread of per-user activity
+
+
+@dataclass
+class FunnelConfig:
+    """Retrieval -> L1 -> L2 sizes and the ANN index (``sim.serving``)."""
+
+    k_retrieval: int = bounded(200, ge=1)  # candidates retrieved from the index per request
+    k_l1: int = bounded(50, ge=1)  # candidates kept by L1
+    k_l2: int = bounded(10, ge=1)  # candidates kept by L2 and sent to the auction
+    index_factory: str = "Flat"  # faiss index_factory string (inner-product metric)
+    index_rebuild_interval_s: float = bounded(3600.0, gt=0)  # index snapshot + build cadence
+    ctr_prior_contexts: int = bounded(64, ge=1)  # reference contexts for the per-ad L1 pCTR prior
+
+
+@dataclass
+class AuctionConfig:
+    """The auction (``sim.auction``)."""
+
+    rule: str = bounded("gsp", choices=PRICING_RULES)
+    n_slots: int = bounded(3, ge=1)
+    reserve: float = bounded(0.0, ge=0)  # minimum eCPM score, currency per impression
+    slot_ctr: list[float] = bounded([1.0, 0.75, 0.55], gt=0, le=1)  # platform's slot CTR belief
+
+
+@dataclass
+class PacingConfig:
+    """The per-advertiser pacing controller (``sim.pacing``)."""
+
+    enabled: bool = True
+    interval_s: float = bounded(900.0, gt=0)  # seconds between multiplier updates
+    gain: float = bounded(2.0, gt=0)  # step size on the log multiplier per unit of error
+    min_multiplier: float = bounded(0.01, gt=0, le=1)
+    max_multiplier: float = bounded(1.0, gt=0, le=1)
+
+
+@dataclass
+class ModelsConfig:
+    """L1 two-tower and L2 ranker, and their start-up training (``sim.models``)."""
+
+    l1_family: str = bounded("simple", choices=("simple",))
+    embedding_dim: int = bounded(16, ge=1)  # two-tower output dimension (before the bias slot)
+    l1_hidden: int = bounded(64, ge=1)
+    l2_hidden: int = bounded(128, ge=1)
+    learning_rate: float = bounded(3e-3, gt=0)
+    epochs: int = bounded(4, ge=1)
+    batch_size: int = bounded(4096, ge=1)
+    exploration_requests: int = bounded(60_000, ge=1)  # randomised-serving warm-up requests
+    distill_ads_per_request: int = bounded(16, ge=1)  # random ads per request for L1 distillation
+    label_weight: float = bounded(1.0, ge=0)  # weight of conversion labels next to L2 teacher
+    torch_threads: int = bounded(2, ge=1)
+    faiss_threads: int = bounded(2, ge=1)
+
+
+@dataclass
+class LogsConfig:
+    """Log sampling and parquet writing (``sim.logs``)."""
+
+    full_request_rate: float = bounded(0.01, share=True)  # requests logged with every candidate
+    partial_request_rate: float = bounded(0.05, share=True)  # requests logged with a subset
+    partial_candidates: int = bounded(10, ge=1)  # candidates per partial-request sample
+    flush_rows: int = bounded(250_000, ge=1)  # rows buffered per table before a part is written
+
+
+@dataclass
+class ExperimentConfig:
+    """Arms of the experiment (``sim.experiment``); only ``control`` is served for now."""
+
+    arms: list[str] = bounded(["control"])
+
+
+@dataclass
+class Config:
+    """The whole run. The scenario applied (a file in ``scenarios/``) is the Hydra group
+    choice ``scenario`` and is recorded in ``manifest.json``."""
+
+    seed: int = bounded(0, ge=0)
+    days: float = bounded(2.0, gt=0)  # simulated days of live traffic after the warm-up
+    progress: str = bounded("auto", choices=("auto", "on", "off"))
+    world: WorldConfig = field(default_factory=WorldConfig)
+    traffic: TrafficConfig = field(default_factory=TrafficConfig)
+    funnel: FunnelConfig = field(default_factory=FunnelConfig)
+    auction: AuctionConfig = field(default_factory=AuctionConfig)
+    pacing: PacingConfig = field(default_factory=PacingConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    logs: LogsConfig = field(default_factory=LogsConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)

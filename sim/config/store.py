@@ -1,0 +1,51 @@
+"""Registering the schemas and the scenarios with Hydra, and composing a config without the CLI.
+
+``conf/config.yaml`` is the primary config; its defaults list starts from the ``base_config``
+schema (so every key is typed and unknown keys fail), then one group per package, then the
+scenario. Scenarios live in ``scenarios/NAME.yaml`` at the top of the repository and are
+registered here as the ``scenario`` group with package ``_global_``, so ``scenario=NAME`` on the
+command line applies ``scenarios/NAME.yaml`` as an overlay that states only what it changes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from sim.config.schema import Config
+from sim.config.validate import validate
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = ROOT / "conf"
+SCENARIO_DIR = ROOT / "scenarios"
+
+
+def register_configs(scenario_dir: Path = SCENARIO_DIR) -> list[str]:
+    """Store the ``base_config`` schema and every ``scenarios/*.yaml``; return the scenario names."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    names = []
+    for path in sorted(scenario_dir.glob("*.yaml")):
+        node = OmegaConf.load(path)
+        cs.store(group="scenario", name=path.stem, node=node, package="_global_")
+        names.append(path.stem)
+    return names
+
+
+def to_config(cfg: DictConfig) -> Config:
+    """Turn a composed DictConfig into a validated :class:`Config` (raises ConfigError)."""
+    obj = OmegaConf.to_object(cfg)
+    if not isinstance(obj, Config):
+        raise TypeError(f"expected a config built on the `base_config` schema, got {type(obj)}")
+    return validate(obj)
+
+
+def load_config(scenario: str = "default", overrides: list[str] | None = None) -> Config:
+    """Compose and validate a config the way ``python -m sim scenario=NAME ...`` does."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"scenario={scenario}", *(overrides or [])])
+    return to_config(cfg)

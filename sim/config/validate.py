@@ -1,0 +1,109 @@
+"""Range and consistency checks on a composed config, run before any simulation starts.
+
+OmegaConf already rejects unknown keys and values of the wrong type when the config is composed.
+This module checks what types cannot say: bounds declared in each field's ``metadata`` and the
+relations between fields. Every message names the key and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from sim.config.schema import OBJECTIVES, Config
+
+
+class ConfigError(ValueError):
+    """A config value is out of range or inconsistent; the message names the key and value."""
+
+
+def _check_value(key: str, value: Any, meta: dict[str, Any]) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        if "choices" in meta and value not in meta["choices"]:
+            raise ConfigError(f"`{key}` must be one of {list(meta['choices'])}, got {value!r}")
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"`{key}` must be finite, got {value!r}")
+    if "ge" in meta and value < meta["ge"]:
+        raise ConfigError(f"`{key}` must be >= {meta['ge']}, got {value!r}")
+    if "gt" in meta and value <= meta["gt"]:
+        raise ConfigError(f"`{key}` must be > {meta['gt']}, got {value!r}")
+    if "le" in meta and value > meta["le"]:
+        raise ConfigError(f"`{key}` must be <= {meta['le']}, got {value!r}")
+    if meta.get("share") and not 0.0 <= value <= 1.0:
+        raise ConfigError(f"`{key}` must be a share in [0, 1], got {value!r}")
+
+
+def _walk(obj: Any, prefix: str) -> None:
+    for f in dataclasses.fields(obj):
+        key = f"{prefix}{f.name}"
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _walk(value, key + ".")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                _check_value(f"{key}[{i}]", v, dict(f.metadata))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                _check_value(f"{key}.{k}", v, dict(f.metadata))
+        else:
+            _check_value(key, value, dict(f.metadata))
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _check_relations(cfg: Config) -> None:
+    w, fun, auc, pac = cfg.world, cfg.funnel, cfg.auction, cfg.pacing
+    n_surf = len(w.surfaces)
+    _require(n_surf >= 1, f"`world.surfaces` must name at least one surface, got {w.surfaces}")
+    for name in ("surface_mix", "surface_ctr_shift", "surface_cvr_shift"):
+        values = getattr(w, name)
+        _require(
+            len(values) == n_surf,
+            f"`world.{name}` must have one entry per surface ({n_surf}), got {values}",
+        )
+    _require(
+        abs(sum(w.surface_mix) - 1.0) < 1e-6,
+        f"`world.surface_mix` must sum to 1, got {w.surface_mix} (sum {sum(w.surface_mix)})",
+    )
+    unknown = sorted(set(w.objective_mix) - set(OBJECTIVES))
+    _require(not unknown, f"`world.objective_mix` has unknown objective(s) {unknown}; "
+             f"known: {list(OBJECTIVES)}")
+    total = sum(w.objective_mix.values())
+    _require(abs(total - 1.0) < 1e-6,
+             f"`world.objective_mix` must sum to 1, got {dict(w.objective_mix)} (sum {total})")
+    _require(fun.k_l1 <= fun.k_retrieval,
+             f"`funnel.k_l1` ({fun.k_l1}) must be <= `funnel.k_retrieval` ({fun.k_retrieval})")
+    _require(fun.k_l2 <= fun.k_l1,
+             f"`funnel.k_l2` ({fun.k_l2}) must be <= `funnel.k_l1` ({fun.k_l1})")
+    _require(auc.n_slots <= fun.k_l2,
+             f"`auction.n_slots` ({auc.n_slots}) must be <= `funnel.k_l2` ({fun.k_l2})")
+    for name, values in (("auction.slot_ctr", auc.slot_ctr), ("world.position_ctr", w.position_ctr)):
+        _require(len(values) >= auc.n_slots,
+                 f"`{name}` needs at least `auction.n_slots` ({auc.n_slots}) entries, got {values}")
+        _require(all(a >= b for a, b in zip(values, values[1:], strict=False)),
+                 f"`{name}` must be non-increasing, got {values}")
+    _require(pac.min_multiplier <= pac.max_multiplier,
+             f"`pacing.min_multiplier` ({pac.min_multiplier}) must be <= "
+             f"`pacing.max_multiplier` ({pac.max_multiplier})")
+    _require(cfg.experiment.arms[:1] == ["control"],
+             f"`experiment.arms` must start with 'control', got {cfg.experiment.arms}")
+    _require(len(set(cfg.experiment.arms)) == len(cfg.experiment.arms),
+             f"`experiment.arms` must not repeat an arm, got {cfg.experiment.arms}")
+    _require(set(cfg.experiment.arms) <= {"control"},
+             f"`experiment.arms`: only 'control' is served so far, got {cfg.experiment.arms}")
+    n_ads = w.n_advertisers * w.ads_per_advertiser
+    _require(fun.k_retrieval <= n_ads,
+             f"`funnel.k_retrieval` ({fun.k_retrieval}) must be <= the live catalog "
+             f"(world.n_advertisers x world.ads_per_advertiser = {n_ads})")
+
+
+def validate(cfg: Config) -> Config:
+    """Check every declared bound and relation of ``cfg``; raise :class:`ConfigError` if any fails."""
+    _walk(cfg, "")
+    _check_relations(cfg)
+    return cfg

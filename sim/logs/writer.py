@@ -1,0 +1,93 @@
+"""Streaming parquet writer: bounded memory, files under their final names only when complete.
+
+Rows are buffered per table; every ``flush_rows`` rows a part file is written to
+``logs/.parts/<table>/``. :meth:`LogWriter.close` streams the parts of each table into
+``logs/<table>.parquet.tmp`` and renames it to ``logs/<table>.parquet``. A run that dies leaves
+only ``.parts`` and ``.tmp`` files, never a half file under a final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from sim.logs.schema import SCHEMAS
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to ``path.tmp`` then rename it to ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+class LogWriter:
+    """Appends column batches to the declared tables and writes parquet on :meth:`close`."""
+
+    def __init__(self, log_dir: Path, flush_rows: int) -> None:
+        self.dir = log_dir
+        self.parts_dir = log_dir / ".parts"
+        self.flush_rows = flush_rows
+        self._buffers: dict[str, list[pl.DataFrame]] = {t: [] for t in SCHEMAS}
+        self._buffered: dict[str, int] = dict.fromkeys(SCHEMAS, 0)
+        self._parts: dict[str, int] = dict.fromkeys(SCHEMAS, 0)
+        self.rows: dict[str, int] = dict.fromkeys(SCHEMAS, 0)
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+
+    def append(self, table: str, columns: dict[str, Any]) -> None:
+        """Add rows: ``columns`` maps every column of the table's schema to an array or scalar."""
+        schema = SCHEMAS[table]
+        if set(columns) != set(schema):
+            missing, extra = set(schema) - set(columns), set(columns) - set(schema)
+            raise ValueError(f"table `{table}`: missing columns {sorted(missing)}, "
+                             f"unexpected {sorted(extra)}")
+        n = max((np.size(v) for v in columns.values() if np.ndim(v) > 0), default=1)
+        if n == 0:
+            return
+        data = {c: pl.Series(c, np.broadcast_to(np.asarray(columns[c]), (n,)), dtype=dt,
+                             strict=False) for c, dt in schema.items()}
+        self._buffers[table].append(pl.DataFrame(data))
+        self._buffered[table] += n
+        self.rows[table] += n
+        if self._buffered[table] >= self.flush_rows:
+            self._flush(table)
+
+    def _flush(self, table: str) -> None:
+        if not self._buffers[table]:
+            return
+        out = self.parts_dir / table
+        out.mkdir(exist_ok=True)
+        frame = pl.concat(self._buffers[table], rechunk=True)
+        frame.write_parquet(out / f"part-{self._parts[table]:05d}.parquet")
+        self._parts[table] += 1
+        self._buffers[table], self._buffered[table] = [], 0
+
+    def close(self) -> dict[str, int]:
+        """Write every table to its final name; return the row count per table."""
+        for table, schema in SCHEMAS.items():
+            self._flush(table)
+            final = self.dir / f"{table}.parquet"
+            tmp = self.dir / f"{table}.parquet.tmp"
+            if self._parts[table] == 0:
+                pl.DataFrame(schema=schema).write_parquet(tmp)
+            else:
+                pl.scan_parquet(self.parts_dir / table / "*.parquet").sink_parquet(tmp)
+            os.replace(tmp, final)
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
+        return dict(self.rows)

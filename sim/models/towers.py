@@ -1,0 +1,61 @@
+"""The L1 two-tower CVR model.
+
+The query tower maps user features and the surface to a vector ``q`` in R^D; the item tower maps
+an ad's feature families to ``(i, b)`` in R^(D+1). Serving appends a constant 1 to ``q``, so the
+L1 logit of pCVR is a single inner product ``<(q, 1), (i, b)> = <q, i> + b``: exactly what a
+faiss inner-product index over the item vectors returns. Item vectors are computed once per
+index build and stored in the index; query vectors once per request.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Standardize(nn.Module):
+    """Fixed affine standardisation with statistics taken from the training data."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("std", torch.ones(width))
+
+    def fit(self, x: torch.Tensor) -> None:
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp_min(1e-3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def mlp(width_in: int, hidden: int, width_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(width_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                         nn.ReLU(), nn.Linear(hidden, width_out))
+
+
+class TwoTower(nn.Module):
+    """``simple`` family: two-layer MLP towers. Inputs: (B, query_width) and (N, item_width)."""
+
+    family = "simple"
+
+    def __init__(self, query_width: int, item_width: int, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.query_norm = Standardize(query_width)
+        self.item_norm = Standardize(item_width)
+        self.query_tower = mlp(query_width, hidden, dim)
+        self.item_tower = mlp(item_width, hidden, dim + 1)
+
+    def query_vectors(self, query_x: torch.Tensor) -> torch.Tensor:
+        """(B, D+1) query vectors with the constant 1 appended."""
+        q = self.query_tower(self.query_norm(query_x))
+        return torch.cat([q, torch.ones_like(q[:, :1])], dim=1)
+
+    def item_vectors(self, item_x: torch.Tensor) -> torch.Tensor:
+        """(N, D+1) item vectors, the last column the item bias."""
+        return self.item_tower(self.item_norm(item_x))
+
+    def forward(self, query_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
+        """Logit of pCVR for aligned pairs: (N, query_width), (N, item_width) -> (N,)."""
+        return (self.query_vectors(query_x) * self.item_vectors(item_x)).sum(1)

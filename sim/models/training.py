@@ -1,0 +1,84 @@
+"""Training loops: the L2 ranker on impressions, the L1 two-tower by distillation from L2.
+
+Both are plain minibatch Adam over tensors built from logs. Shuffling uses a torch Generator seeded
+from the run's named stream, so training is reproducible for a fixed ``models.torch_threads``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from sim.config.schema import ModelsConfig
+from sim.models.ranker import Ranker
+from sim.models.towers import TwoTower
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """Final-epoch mean training losses."""
+
+    loss: float
+    steps: int
+
+
+def _batches(n: int, cfg: ModelsConfig, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(n, generator=gen)
+        yield from perm.split(cfg.batch_size)
+
+
+def train_ranker(
+    model: Ranker, x: torch.Tensor, position: torch.Tensor, click: torch.Tensor,
+    conversion: torch.Tensor, cfg: ModelsConfig, gen: torch.Generator,
+) -> FitReport:
+    """Fit pCTR on every impression and pCVR on clicked impressions (BCE on both heads)."""
+    model.norm.fit(x)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    clicked = click > 0.5
+    losses, steps = [], 0
+    n_per_epoch = (x.shape[0] + cfg.batch_size - 1) // cfg.batch_size
+    for idx in _batches(x.shape[0], cfg, gen):
+        out = model(x[idx], position[idx])
+        loss = F.binary_cross_entropy_with_logits(out[:, 0], click[idx])
+        m = clicked[idx]
+        if m.any():
+            loss = loss + F.binary_cross_entropy_with_logits(out[m, 1], conversion[idx][m])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps += 1
+        losses.append(float(loss))
+    return FitReport(sum(losses[-n_per_epoch:]) / min(len(losses), n_per_epoch), steps)
+
+
+def distill_two_tower(
+    model: TwoTower, query_x: torch.Tensor, item_x: torch.Tensor, teacher: torch.Tensor,
+    label: torch.Tensor, has_label: torch.Tensor, cfg: ModelsConfig, gen: torch.Generator,
+) -> FitReport:
+    """Fit the L1 logit to the L2 teacher's pCVR on every pair, plus conversion labels where known.
+
+    ``query_x`` (N, Fq), ``item_x`` (N, Fi) are aligned pairs; ``teacher`` (N,) probabilities;
+    ``label`` (N,) 0/1 conversions, used where ``has_label`` (clicked impressions).
+    """
+    model.query_norm.fit(query_x)
+    model.item_norm.fit(item_x)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    losses, steps = [], 0
+    n_per_epoch = (query_x.shape[0] + cfg.batch_size - 1) // cfg.batch_size
+    for idx in _batches(query_x.shape[0], cfg, gen):
+        logit = model(query_x[idx], item_x[idx])
+        loss = F.binary_cross_entropy_with_logits(logit, teacher[idx])
+        m = has_label[idx]
+        if cfg.label_weight > 0 and m.any():
+            loss = loss + cfg.label_weight * F.binary_cross_entropy_with_logits(
+                logit[m], label[idx][m])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps += 1
+        losses.append(float(loss))
+    return FitReport(sum(losses[-n_per_epoch:]) / min(len(losses), n_per_epoch), steps)

@@ -1,0 +1,1 @@
+"""The ground-truth marketplace: users, advertisers and ads, traffic, and the true response."""

@@ -1,0 +1,183 @@
+"""Advertisers and their ads: objectives, bids, budgets, latent state and feature families.
+
+The catalog has a fixed number of *slots* (``n_advertisers x ads_per_advertiser``); slot ``s``
+always belongs to advertiser ``s // ads_per_advertiser``. When an ad expires, a new ad (a new
+``ad_id``) of the same advertiser takes its slot, so arrays keep their shape while ads arrive and
+expire. Ids are never reused.
+
+Every observable feature family is a noisy, partial view of the ad's latent state
+(:data:`FAMILIES`); the ground truth (``latent``, ``quality``, ``creative``) is kept apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.config.schema import OBJECTIVES, WorldConfig
+
+OCPM, CPC, CPM = 0, 1, 2
+OFFSITE_WINDOWS_DAYS = (1, 7, 30, 90)
+OFFSITE_DAILY_RATE = 0.6  # offsite conversion visits per day of an ad of quality 0
+N_ANNOTATIONS = 4
+N_IMAGE = 8
+
+# Family name -> number of columns, for an ad feature vector of latent dimension d.
+FAMILIES: tuple[str, ...] = (
+    "base", "targeting", "offsite_conversions", "annotations", "image_embedding",
+)
+
+
+def family_widths(d: int) -> dict[str, int]:
+    """Columns of each feature family."""
+    return {"base": d + len(OBJECTIVES), "targeting": 3,
+            "offsite_conversions": len(OFFSITE_WINDOWS_DAYS),
+            "annotations": N_ANNOTATIONS, "image_embedding": N_IMAGE}
+
+
+def family_slices(d: int) -> dict[str, slice]:
+    """Column slice of each family in the ad feature matrix."""
+    out, start = {}, 0
+    for name, width in family_widths(d).items():
+        out[name] = slice(start, start + width)
+        start += width
+    return out
+
+
+@dataclass(frozen=True)
+class Advertisers:
+    """One row per advertiser. Bids are in currency: per conversion, per click, per mille."""
+
+    objective: np.ndarray  # (A,) int8: OCPM, CPC or CPM
+    target_cpa: np.ndarray  # (A,) float64, currency per conversion (ocpm)
+    max_cpc: np.ndarray  # (A,) float64, currency per click (cpc)
+    cpm_price: np.ndarray  # (A,) float64, currency per 1000 impressions (cpm)
+    daily_budget: np.ndarray  # (A,) float64, currency per day
+    centroid: np.ndarray  # (A, d) float64, ground truth
+
+    @property
+    def n(self) -> int:
+        return int(self.objective.shape[0])
+
+
+@dataclass(frozen=True)
+class FeatureMaps:
+    """World constants that turn latent state into observable families."""
+
+    annotation_proj: np.ndarray  # (N_ANNOTATIONS, d)
+    image_proj: np.ndarray  # (N_IMAGE, d + 2)
+    targeting_bias: np.ndarray  # (3,)
+    targeting_weight: np.ndarray  # (3,)
+
+
+@dataclass
+class Catalog:
+    """The live ads, one per slot. Mutated only by :func:`replace_ads` (ad churn)."""
+
+    ad_id: np.ndarray  # (S,) int64
+    advertiser: np.ndarray  # (S,) int32
+    latent: np.ndarray  # (S, d) float32, ground truth
+    quality: np.ndarray  # (S,) float32, latent conversion quality (logit shift of pCVR)
+    creative: np.ndarray  # (S,) float32, latent click quality (logit shift of pCTR)
+    created_at: np.ndarray  # (S,) float64 seconds
+    expires_at: np.ndarray  # (S,) float64 seconds
+    features: np.ndarray  # (S, F) float32, observable families side by side
+    next_id: int
+
+    @property
+    def n(self) -> int:
+        return int(self.ad_id.shape[0])
+
+
+def build_advertisers(cfg: WorldConfig, rng: np.random.Generator) -> Advertisers:
+    """Draw objectives by ``objective_mix``, lognormal bids and budgets, latent centroids."""
+    a = cfg.n_advertisers
+    shares = np.array([cfg.objective_mix.get(o, 0.0) for o in OBJECTIVES])
+    objective = rng.choice(len(OBJECTIVES), size=a, p=shares / shares.sum()).astype(np.int8)
+
+    def spread(mean: float, sigma: float) -> np.ndarray:
+        return mean * rng.lognormal(-0.5 * sigma**2, sigma, size=a)
+
+    return Advertisers(
+        objective=objective,
+        target_cpa=spread(cfg.target_cpa_mean, cfg.bid_sigma),
+        max_cpc=spread(cfg.max_cpc_mean, cfg.bid_sigma),
+        cpm_price=spread(cfg.cpm_price_mean, cfg.bid_sigma),
+        daily_budget=spread(cfg.daily_budget_mean, cfg.budget_sigma),
+        centroid=rng.normal(0.0, 1.0, size=(a, cfg.latent_dim)),
+    )
+
+
+def build_feature_maps(cfg: WorldConfig, rng: np.random.Generator) -> FeatureMaps:
+    d = cfg.latent_dim
+    return FeatureMaps(
+        annotation_proj=rng.normal(0.0, 1.0 / np.sqrt(d), size=(N_ANNOTATIONS, d)),
+        image_proj=rng.normal(0.0, 1.0 / np.sqrt(d + 2), size=(N_IMAGE, d + 2)),
+        targeting_bias=rng.normal(-0.5, 0.5, size=3),
+        targeting_weight=rng.uniform(0.5, 1.5, size=3),
+    )
+
+
+def observe_features(
+    latent: np.ndarray, quality: np.ndarray, creative: np.ndarray, objective: np.ndarray,
+    maps: FeatureMaps, noise: float, rng: np.random.Generator,
+) -> np.ndarray:
+    """Observable feature families of ads (n, F) from their latent state; see :data:`FAMILIES`."""
+    n, d = latent.shape
+    base = np.concatenate(
+        [latent + rng.normal(0.0, noise, size=(n, d)),
+         np.eye(len(OBJECTIVES))[objective]], axis=1)
+    logits = quality[:, None] * maps.targeting_weight + maps.targeting_bias
+    targeting = (rng.random((n, 3)) < 1.0 / (1.0 + np.exp(-logits))).astype(np.float64)
+    days = np.asarray(OFFSITE_WINDOWS_DAYS, dtype=np.float64)
+    rate = OFFSITE_DAILY_RATE * np.exp(quality + rng.normal(0.0, 0.3, size=n))
+    offsite = np.log1p(rng.poisson(rate[:, None] * days))
+    annotations = latent @ maps.annotation_proj.T + rng.normal(0.0, noise, size=(n, N_ANNOTATIONS))
+    state = np.concatenate([latent, creative[:, None], 0.5 * quality[:, None]], axis=1)
+    image = state @ maps.image_proj.T + rng.normal(0.0, noise, size=(n, N_IMAGE))
+    return np.concatenate([base, targeting, offsite, annotations, image], axis=1).astype(np.float32)
+
+
+def _draw_ads(
+    slots: np.ndarray, adv: Advertisers, cfg: WorldConfig, maps: FeatureMaps, now: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, ...]:
+    owner = (slots // cfg.ads_per_advertiser).astype(np.int32)
+    n = slots.shape[0]
+    latent = adv.centroid[owner] * 0.7 + rng.normal(0.0, 0.7, size=(n, cfg.latent_dim))
+    quality = rng.normal(0.0, cfg.quality_sigma, size=n)
+    creative = rng.normal(0.0, cfg.creative_sigma, size=n)
+    lifetime = rng.exponential(cfg.ad_lifetime_days * 86_400.0, size=n)
+    feats = observe_features(latent, quality, creative, adv.objective[owner], maps,
+                             cfg.feature_noise, rng)
+    return owner, latent.astype(np.float32), quality.astype(np.float32), \
+        creative.astype(np.float32), now + lifetime, feats
+
+
+def build_catalog(
+    cfg: WorldConfig, adv: Advertisers, maps: FeatureMaps, rng: np.random.Generator
+) -> Catalog:
+    """The initial catalog at time 0 (ads already live, with residual lifetimes)."""
+    s = cfg.n_advertisers * cfg.ads_per_advertiser
+    slots = np.arange(s)
+    owner, latent, quality, creative, expires, feats = _draw_ads(slots, adv, cfg, maps, 0.0, rng)
+    return Catalog(np.arange(s, dtype=np.int64), owner, latent, quality, creative,
+                   np.zeros(s), expires, feats, next_id=s)
+
+
+def replace_ads(
+    cat: Catalog, now: float, adv: Advertisers, cfg: WorldConfig, maps: FeatureMaps,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Replace every ad expired by ``now`` with a new ad of the same advertiser; return the slots."""
+    slots = np.flatnonzero(cat.expires_at <= now)
+    if slots.size == 0:
+        return slots
+    _, latent, quality, creative, expires, feats = _draw_ads(slots, adv, cfg, maps, now, rng)
+    cat.ad_id[slots] = np.arange(cat.next_id, cat.next_id + slots.size)
+    cat.next_id += int(slots.size)
+    cat.latent[slots], cat.quality[slots], cat.creative[slots] = latent, quality, creative
+    cat.created_at[slots], cat.expires_at[slots] = now, expires
+    cat.features[slots] = feats
+    return slots

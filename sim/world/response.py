@@ -1,0 +1,90 @@
+"""The true response: pCTR and pCVR as functions of user and ad latent state, and the draws.
+
+True rates (no model ever sees these; they are logged beside every estimate)::
+
+    logit pCTR = base_ctr + ctr_shift[surface] + ctr_affinity * <u, v>/sqrt(d) + creative
+    logit pCVR = base_cvr + cvr_shift[surface] + cvr_affinity * <u * w, v>/sqrt(d) + quality
+
+with ``w`` a fixed per-dimension weighting (conversion intent differs from click intent). The
+position effect multiplies pCTR by ``position_ctr[slot]``. pCVR is the probability of a
+conversion given a click. Draws are keyed by ``(seed, request_id, ad_id, event)``
+(:func:`sim.rng.keyed_uniform`), so two worlds agree on the outcome of the same impression.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.config.schema import WorldConfig
+from sim.rng import CLICK, CONVERSION, CONVERSION_DELAY, keyed_uniform
+
+
+@dataclass(frozen=True)
+class Truth:
+    """World constants of the response model."""
+
+    base_ctr: float
+    base_cvr: float
+    ctr_shift: np.ndarray  # (n_surfaces,)
+    cvr_shift: np.ndarray  # (n_surfaces,)
+    ctr_affinity: float
+    cvr_affinity: float
+    cvr_weight: np.ndarray  # (d,)
+    position_ctr: np.ndarray  # (n_positions,)
+
+
+def build_truth(cfg: WorldConfig, rng: np.random.Generator) -> Truth:
+    return Truth(
+        base_ctr=cfg.base_ctr_logit, base_cvr=cfg.base_cvr_logit,
+        ctr_shift=np.asarray(cfg.surface_ctr_shift, dtype=np.float64),
+        cvr_shift=np.asarray(cfg.surface_cvr_shift, dtype=np.float64),
+        ctr_affinity=cfg.ctr_affinity, cvr_affinity=cfg.cvr_affinity,
+        cvr_weight=rng.uniform(0.0, 2.0, size=cfg.latent_dim),
+        position_ctr=np.asarray(cfg.position_ctr, dtype=np.float64),
+    )
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def true_rates(
+    truth: Truth, user_latent: np.ndarray, surface: np.ndarray, ad_latent: np.ndarray,
+    creative: np.ndarray, quality: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """True (pCTR at the top position, pCVR) for every (request, candidate) pair.
+
+    Shapes: ``user_latent`` (B, d), ``surface`` (B,), ``ad_latent`` (B, K, d), ``creative`` and
+    ``quality`` (B, K). Returns two (B, K) float64 arrays of probabilities.
+    """
+    scale = 1.0 / np.sqrt(user_latent.shape[1])
+    u = user_latent[:, None, :].astype(np.float64)
+    ctr_aff = np.einsum("bkd,bkd->bk", np.broadcast_to(u, ad_latent.shape), ad_latent) * scale
+    cvr_aff = np.einsum("bkd,bkd->bk", np.broadcast_to(u * truth.cvr_weight, ad_latent.shape),
+                        ad_latent) * scale
+    ctr = truth.base_ctr + truth.ctr_shift[surface][:, None] + truth.ctr_affinity * ctr_aff
+    cvr = truth.base_cvr + truth.cvr_shift[surface][:, None] + truth.cvr_affinity * cvr_aff
+    return _sigmoid(ctr + creative), _sigmoid(cvr + quality)
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Drawn outcomes of impressions; every array has the shape of the impressions given."""
+
+    click: np.ndarray  # bool
+    conversion: np.ndarray  # bool (only ever true where click is true)
+    delay_s: np.ndarray  # float64 seconds from click to conversion (drawn for every impression)
+
+
+def draw_outcomes(
+    seed: int, request_id: np.ndarray, ad_id: np.ndarray, pctr: np.ndarray, pcvr: np.ndarray,
+    delay_mean_s: float,
+) -> Outcomes:
+    """Clicks with probability ``pctr``, conversions given a click with ``pcvr``, exponential delay."""
+    click = keyed_uniform(seed, request_id, ad_id, CLICK) < pctr
+    conversion = click & (keyed_uniform(seed, request_id, ad_id, CONVERSION) < pcvr)
+    u = keyed_uniform(seed, request_id, ad_id, CONVERSION_DELAY)
+    delay = -delay_mean_s * np.log1p(-u)
+    return Outcomes(click, conversion, delay)
