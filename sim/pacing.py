@@ -22,7 +22,7 @@ import numpy as np
 
 from sim.config.schema import PacingConfig
 
-RATIO_CLIP = 10.0  # one update moves the multiplier by at most this factor ** gain
+RATIO_CLIP = 2.0  # one update moves the multiplier by at most this factor ** gain
 
 
 def update_multiplier(

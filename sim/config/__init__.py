@@ -1,7 +1,7 @@
 """Configuration: structured schemas, their registration with Hydra, and validation."""
 
 from sim.config.schema import Config
-from sim.config.store import SCENARIO_DIR, CONF_DIR, load_config, register_configs
+from sim.config.store import CONF_DIR, SCENARIO_DIR, load_config, register_configs
 from sim.config.validate import ConfigError, validate
 
 __all__ = [

@@ -39,18 +39,18 @@ class WorldConfig:
     n_advertisers: int = bounded(200, ge=1)
     ads_per_advertiser: int = bounded(10, ge=1)  # live ads per advertiser at any time
     objective_mix: dict[str, float] = bounded({"ocpm": 0.5, "cpc": 0.3, "cpm": 0.2}, share=True)
-    target_cpa_mean: float = bounded(40.0, gt=0)  # currency per conversion (ocpm)
-    max_cpc_mean: float = bounded(1.5, gt=0)  # currency per click (cpc)
-    cpm_price_mean: float = bounded(20.0, gt=0)  # currency per 1000 impressions (cpm)
+    target_cpa_mean: float = bounded(4.0, gt=0)  # currency per conversion (ocpm)
+    max_cpc_mean: float = bounded(1.0, gt=0)  # currency per click (cpc)
+    cpm_price_mean: float = bounded(100.0, gt=0)  # currency per 1000 impressions (cpm)
     bid_sigma: float = bounded(0.3, ge=0)  # lognormal spread of bids across advertisers
-    daily_budget_mean: float = bounded(150.0, gt=0)  # currency per day
+    daily_budget_mean: float = bounded(400.0, gt=0)  # currency per day
     budget_sigma: float = bounded(0.8, ge=0)  # lognormal spread of budgets
-    base_ctr_logit: float = -3.2
-    base_cvr_logit: float = -2.4
+    base_ctr_logit: float = -3.8
+    base_cvr_logit: float = -3.2
     ctr_affinity: float = bounded(1.2, ge=0)  # weight of user-ad affinity in true pCTR logit
-    cvr_affinity: float = bounded(0.8, ge=0)  # weight of user-ad affinity in true pCVR logit
+    cvr_affinity: float = bounded(0.6, ge=0)  # weight of user-ad affinity in true pCVR logit
     creative_sigma: float = bounded(0.4, ge=0)  # spread of per-ad CTR quality (logit)
-    quality_sigma: float = bounded(0.8, ge=0)  # spread of per-ad latent conversion quality
+    quality_sigma: float = bounded(0.6, ge=0)  # spread of per-ad latent conversion quality
     feature_noise: float = bounded(0.5, ge=0)  # noise of observable views of latent state
     position_ctr: list[float] = bounded([1.0, 0.75, 0.55], gt=0, le=1)  # true CTR factor by slot
     ad_lifetime_days: float = bounded(7.0, gt=0)  # mean lifetime of an ad (exponential)
@@ -88,7 +88,7 @@ class AuctionConfig:
 
     rule: str = bounded("gsp", choices=PRICING_RULES)
     n_slots: int = bounded(3, ge=1)
-    reserve: float = bounded(0.0, ge=0)  # minimum eCPM score, currency per impression
+    reserve: float = bounded(0.002, ge=0)  # minimum eCPM score, currency per impression
     slot_ctr: list[float] = bounded([1.0, 0.75, 0.55], gt=0, le=1)  # platform's slot CTR belief
 
 
@@ -98,7 +98,7 @@ class PacingConfig:
 
     enabled: bool = True
     interval_s: float = bounded(900.0, gt=0)  # seconds between multiplier updates
-    gain: float = bounded(2.0, gt=0)  # step size on the log multiplier per unit of error
+    gain: float = bounded(0.5, gt=0)  # exponent on the planned/actual ratio per update
     min_multiplier: float = bounded(0.01, gt=0, le=1)
     max_multiplier: float = bounded(1.0, gt=0, le=1)
 
@@ -110,12 +110,12 @@ class ModelsConfig:
     l1_family: str = bounded("simple", choices=("simple",))
     embedding_dim: int = bounded(16, ge=1)  # two-tower output dimension (before the bias slot)
     l1_hidden: int = bounded(64, ge=1)
-    l2_hidden: int = bounded(128, ge=1)
+    l2_hidden: int = bounded(64, ge=1)
     learning_rate: float = bounded(3e-3, gt=0)
-    epochs: int = bounded(4, ge=1)
+    epochs: int = bounded(3, ge=1)
     batch_size: int = bounded(4096, ge=1)
     exploration_requests: int = bounded(60_000, ge=1)  # randomised-serving warm-up requests
-    distill_ads_per_request: int = bounded(16, ge=1)  # random ads per request for L1 distillation
+    distill_ads_per_request: int = bounded(8, ge=1)  # random ads per request for L1 distillation
     label_weight: float = bounded(1.0, ge=0)  # weight of conversion labels next to L2 teacher
     torch_threads: int = bounded(2, ge=1)
     faiss_threads: int = bounded(2, ge=1)

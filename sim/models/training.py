@@ -51,7 +51,7 @@ def train_ranker(
         loss.backward()
         opt.step()
         steps += 1
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return FitReport(sum(losses[-n_per_epoch:]) / min(len(losses), n_per_epoch), steps)
 
 
@@ -80,5 +80,5 @@ def distill_two_tower(
         loss.backward()
         opt.step()
         steps += 1
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return FitReport(sum(losses[-n_per_epoch:]) / min(len(losses), n_per_epoch), steps)

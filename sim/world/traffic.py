@@ -52,6 +52,15 @@ def day_share(t: float, cfg: TrafficConfig) -> float:
     return float(done / total)
 
 
+def draw_audience(rng: np.random.Generator, n: int, users: Users,
+                  surface_mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` users drawn by activity and their surfaces: (n,) int64 and (n,) int8."""
+    user = np.searchsorted(users.activity_cdf, rng.random(n), side="right").astype(np.int64)
+    user = np.minimum(user, users.n - 1)
+    surface = np.searchsorted(np.cumsum(surface_mix), rng.random(n), side="right")
+    return user, np.minimum(surface, len(surface_mix) - 1).astype(np.int8)
+
+
 def draw_requests(
     rng: np.random.Generator,
     t0: float,
@@ -68,9 +77,6 @@ def draw_requests(
     grid = np.linspace(t0, t1, 65)
     cum = cumulative_rate(grid, cfg)
     times = np.sort(np.interp(rng.uniform(cum[0], cum[-1], size=n), cum, grid))
-    user = np.searchsorted(users.activity_cdf, rng.random(n), side="right").astype(np.int64)
-    user = np.minimum(user, users.n - 1)
-    surface = np.searchsorted(np.cumsum(surface_mix), rng.random(n), side="right")
-    surface = np.minimum(surface, len(surface_mix) - 1).astype(np.int8)
+    user, surface = draw_audience(rng, n, users, surface_mix)
     ids = np.arange(first_id, first_id + n, dtype=np.int64)
     return RequestBatch(ids, times, user, users.segment[user], surface)

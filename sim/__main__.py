@@ -1,0 +1,39 @@
+"""``python -m sim [scenario=NAME] [key=value ...] [-m]``: run a scenario (or a Hydra sweep).
+
+The last line printed is ``run_dir: PATH``. Bad config stops the program before the simulation
+starts, with the key and the value in the message.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from sim.config import CONF_DIR, ConfigError, register_configs
+from sim.config.store import to_config
+from sim.progress import progress_bar, wants_progress
+from sim.run import run
+
+register_configs()
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def main(dcfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    try:
+        cfg = to_config(dcfg)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    bar = progress_bar(cfg.days * 86_400.0) if wants_progress(cfg.progress) else None
+    run(cfg, run_dir, scenario=hc.runtime.choices.get("scenario", "default"), progress=bar)
+    print(f"run_dir: {run_dir}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Offline metrics of probability predictions: pure functions, the teaching API.
+
+Shapes: ``y`` and ``p`` are 1-D arrays of equal length N; ``y`` holds 0/1 labels and ``p``
+probabilities in (0, 1). Probabilities are clipped to ``[eps, 1 - eps]`` (``eps = 1e-7``) before
+a logarithm is taken. Every function raises ``ValueError`` naming the argument on bad input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-7
+
+
+def _arrays(y: np.ndarray | None, p: np.ndarray, name_p: str = "p") -> tuple[np.ndarray, ...]:
+    p = np.asarray(p, dtype=np.float64)
+    if p.ndim != 1 or p.size == 0:
+        raise ValueError(f"`{name_p}` must be a non-empty 1-D array, got shape {p.shape}")
+    if np.any(~np.isfinite(p)) or np.any((p < 0) | (p > 1)):
+        raise ValueError(f"`{name_p}` must hold probabilities in [0, 1]")
+    if y is None:
+        return (p,)
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape != p.shape:
+        raise ValueError(f"`y` must have the shape of `{name_p}` {p.shape}, got {y.shape}")
+    if np.any((y != 0) & (y != 1)):
+        raise ValueError("`y` must hold 0/1 labels")
+    return y, p
+
+
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean binary cross-entropy ``-mean(y ln p + (1 - y) ln(1 - p))``, nats per example."""
+    y, p = _arrays(y, p)
+    p = np.clip(p, EPS, 1 - EPS)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def normalized_entropy(y: np.ndarray, p: np.ndarray) -> float:
+    """Log loss divided by the entropy of the base rate (He et al., 2014). 1 = no better than
+    predicting the observed base rate; lower is better. Raises if the labels are all 0 or all 1."""
+    y, p = _arrays(y, p)
+    rate = y.mean()
+    if rate in (0.0, 1.0):
+        raise ValueError("`y` must contain both classes for normalized entropy")
+    base = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+    return log_loss(y, p) / float(base)
+
+
+def calibration_ratio(p: np.ndarray, y: np.ndarray) -> float:
+    """``sum(p) / sum(y)``: predicted over observed positives (1 = calibrated, > 1 = over)."""
+    y, p = _arrays(y, p)
+    if y.sum() == 0:
+        raise ValueError("`y` has no positives; the calibration ratio is undefined")
+    return float(p.sum() / y.sum())
+
+
+def log_mae(p: np.ndarray, teacher: np.ndarray) -> float:
+    """``mean |ln p - ln teacher|``: the L1 distillation metric against the L2 teacher's pCVR."""
+    (p,) = _arrays(None, p)
+    (t,) = _arrays(None, teacher, "teacher")
+    if t.shape != p.shape:
+        raise ValueError(f"`teacher` must have the shape of `p` {p.shape}, got {t.shape}")
+    return float(np.mean(np.abs(np.log(np.clip(p, EPS, 1)) - np.log(np.clip(t, EPS, 1)))))
+
+
+def ece(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
+    """Expected calibration error over ``n_bins`` equal-width bins of ``p`` on [0, 1]:
+    ``sum_b (n_b / N) |mean(p in b) - mean(y in b)|``."""
+    y, p = _arrays(y, p)
+    if n_bins < 1:
+        raise ValueError(f"`n_bins` must be >= 1, got {n_bins}")
+    b = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    n = np.bincount(b, minlength=n_bins)
+    sp = np.bincount(b, weights=p, minlength=n_bins)
+    sy = np.bincount(b, weights=y, minlength=n_bins)
+    m = n > 0
+    return float(np.sum(np.abs(sp[m] - sy[m])) / p.size)

@@ -1,0 +1,86 @@
+"""Running one world into a run directory: manifest, logs, metrics.
+
+``run(cfg, run_dir, scenario)`` is what ``python -m sim`` calls after Hydra composed and
+validated the config. ``manifest.json`` is written first with status ``running`` and rewritten at
+the end with ``complete`` or ``failed`` (with the error); every file is written under a temporary
+name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from sim.config.schema import Config
+from sim.logs.writer import LogWriter, write_json_atomic
+from sim.simulation import Progress, Simulation
+from sim.summary import summarize
+
+PACKAGES = ("adsim", "simpy", "numpy", "torch", "faiss-cpu", "scipy", "polars", "hydra-core")
+
+
+def config_hash(cfg: Config) -> str:
+    """sha256 of the config's canonical JSON (sorted keys)."""
+    blob = json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def run(cfg: Config, run_dir: Path, scenario: str,
+        progress: Progress | None = None) -> dict[str, Any]:
+    """Simulate ``cfg`` into ``run_dir``; return the metrics. Re-raises after recording a failure."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {
+        "status": "running", "scenario": scenario, "seed": cfg.seed,
+        "config_hash": config_hash(cfg), "packages": package_versions(),
+        "argv": sys.argv, "sim_start_s": 0.0, "sim_end_s": cfg.days * 86_400.0,
+        "wall_start": _now(), "wall_end": None, "wall_s": None, "error": None,
+    }
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    started = time.perf_counter()
+    try:
+        writer = LogWriter(run_dir / "logs", cfg.logs.flush_rows)
+        sim = Simulation(cfg, writer, progress)
+        setup_s = time.perf_counter() - started
+        stats = sim.run()
+        manifest["rows"] = writer.close()
+        wall = time.perf_counter() - started
+        metrics = summarize(run_dir, list(cfg.experiment.arms), cfg.days, extra={
+            "warmup": stats.bootstrap, "index_builds": stats.index_builds})
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        manifest.update({
+            "status": "complete", "requests": stats.requests, "setup_s": setup_s,
+            "data_plane_s": stats.data_plane_s,
+            "requests_per_s": stats.requests / max(wall - setup_s, 1e-9),
+        })
+        return metrics
+    except BaseException as exc:
+        manifest.update({"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                         "traceback": traceback.format_exc()})
+        raise
+    finally:
+        manifest["wall_end"] = _now()
+        manifest["wall_s"] = time.perf_counter() - started
+        write_json_atomic(run_dir / "manifest.json", manifest)

@@ -1,0 +1,1 @@
+"""Serving: feature assembly, the ANN index of item embeddings, and the funnel."""

@@ -1,0 +1,183 @@
+"""The funnel for one batch of requests and one arm: retrieval -> L1 -> L2 -> auction -> response.
+
+Everything is vectorised over the (requests x candidates) arrays of the batch; there is no Python
+loop over requests or candidates. Shapes below: B requests, Kr retrieved, K1 kept by L1, K2 kept
+by L2, S auction slots. Columns of a stage's arrays index into the previous stage's columns.
+
+1. Query tower: one torch forward for the batch -> (B, D+1) query vectors.
+2. Retrieval: one faiss search of the arm's deployed index -> top-Kr rows; rows whose ad expired
+   since the build, or whose advertiser has no budget left today, are dropped.
+3. L1: the inner product faiss returned *is* the L1 logit of pCVR (item vectors stored in the
+   index, query vector live). L1 utility = eCPM from L1 pCVR, the index's per-ad pCTR prior, the
+   advertiser's bid and pacing multiplier; top-K1.
+4. L2: one torch forward over the (B x K1) pairs with every feature of the L2 store (the live
+   catalog's feature families) -> pCTR, pCVR; utility = eCPM; top-K2.
+5. Auction over the K2 bids (:func:`sim.auction.allocate`).
+6. Response: true pCTR (with the position effect) and pCVR, drawn clicks and conversions keyed
+   by (seed, request_id, ad_id, event); the cost of each impression.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sim.auction import AuctionResult, allocate
+from sim.bidding import expected_value, make_bids
+from sim.config.schema import Config
+from sim.serving.arm import Arm
+from sim.serving.features import query_inputs, surface_onehot
+from sim.serving.index import search
+from sim.world.marketplace import Marketplace
+from sim.world.response import Outcomes, draw_outcomes, true_rates
+from sim.world.traffic import RequestBatch
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+def top_k(values: np.ndarray, k: int) -> np.ndarray:
+    """Columns of the ``k`` largest values per row, best first; ties to the lower column."""
+    n = values.shape[1]
+    if k < n:
+        part = np.argpartition(-values, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(n), values.shape).copy()
+    key = np.lexsort((part, -np.take_along_axis(values, part, axis=1)), axis=1)
+    return np.take_along_axis(part, key, axis=1)
+
+
+def take(a: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    return np.take_along_axis(a, cols, axis=1)
+
+
+@dataclass(frozen=True)
+class Impressions:
+    """Flat arrays, one entry per filled slot (N impressions)."""
+
+    row: np.ndarray  # int64 row of the batch
+    position: np.ndarray  # int16 slot, 0 = top
+    retrieval_col: np.ndarray  # int64 column in the retrieval arrays
+    slot: np.ndarray  # int64 catalog slot
+    ad_id: np.ndarray
+    advertiser: np.ndarray
+    bid: np.ndarray
+    price: np.ndarray  # per unit of quality
+    per_click: np.ndarray
+    l1_pcvr: np.ndarray
+    l2_pctr: np.ndarray
+    l2_pcvr: np.ndarray
+    true_pctr: np.ndarray  # at the impression's position
+    true_pcvr: np.ndarray
+    outcomes: Outcomes
+    cost: np.ndarray  # currency charged for this impression (including its click, if per click)
+
+
+@dataclass(frozen=True)
+class Served:
+    """All stage arrays of one batch, kept for logging and metrics."""
+
+    batch: RequestBatch
+    slot: np.ndarray  # (B, Kr) catalog slot of each retrieved row
+    ad_id: np.ndarray  # (B, Kr)
+    advertiser: np.ndarray  # (B, Kr)
+    live: np.ndarray  # (B, Kr) bool
+    l1_pcvr: np.ndarray  # (B, Kr)
+    ctr_prior: np.ndarray  # (B, Kr)
+    l1_value: np.ndarray  # (B, Kr), -inf where not live
+    sel1: np.ndarray  # (B, K1) retrieval columns kept by L1
+    ok1: np.ndarray  # (B, K1) bool
+    l2_pctr: np.ndarray  # (B, K1)
+    l2_pcvr: np.ndarray  # (B, K1)
+    l2_value: np.ndarray  # (B, K1)
+    sel2: np.ndarray  # (B, K2) L1 columns kept by L2
+    ok2: np.ndarray  # (B, K2) bool
+    auction: AuctionResult
+    impressions: Impressions
+
+
+def l2_predict(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
+               slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """L2 (pCTR, pCVR) for candidates ``slot`` (B, K) of the batch's requests; (B, K) float32."""
+    b, k = slot.shape
+    ns = len(cfg.world.surfaces)
+    user_x = np.repeat(market.users.features[batch.user], k, axis=0)
+    surf_x = np.repeat(surface_onehot(batch.surface, ns), k, axis=0)
+    ad_x = market.catalog.features[slot.ravel()]
+    with torch.inference_mode():
+        x = arm.l2.inputs(torch.from_numpy(user_x), torch.from_numpy(surf_x),
+                          torch.from_numpy(ad_x))
+        p = torch.sigmoid(arm.l2(x)).numpy()
+    return p[:, 0].reshape(b, k), p[:, 1].reshape(b, k)
+
+
+def _retrieve(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
+              eligible: np.ndarray) -> tuple[np.ndarray, ...]:
+    qx = query_inputs(market.users, batch.user, batch.surface, len(cfg.world.surfaces))
+    with torch.inference_mode():
+        qv = arm.l1.query_vectors(torch.from_numpy(qx)).numpy()
+    logits, rows = search(arm.index, qv, cfg.funnel.k_retrieval)
+    valid = rows >= 0
+    r = np.where(valid, rows, 0)
+    slot = arm.index.slot[r]
+    ad_id = arm.index.ad_id[r]
+    advertiser = market.catalog.advertiser[slot]
+    live = valid & (market.catalog.ad_id[slot] == ad_id) & eligible[advertiser]
+    return slot, ad_id, advertiser, live, sigmoid(logits), arm.index.ctr_prior[r]
+
+
+def _respond(market: Marketplace, cfg: Config, seed: int, batch: RequestBatch, s: dict,
+             res: AuctionResult) -> Impressions:
+    filled = res.winners >= 0
+    row, position = np.nonzero(filled)
+    col2 = res.winners[row, position]
+    col1 = s["sel2"][row, col2]
+    colr = s["sel1"][row, col1]
+    slot = s["slot"][row, colr]
+    cat = market.catalog
+    pctr, pcvr = true_rates(market.truth, market.users.latent[batch.user[row]],
+                            batch.surface[row], cat.latent[slot][:, None, :],
+                            cat.creative[slot][:, None], cat.quality[slot][:, None])
+    pctr = pctr[:, 0] * market.truth.position_ctr[position]
+    pcvr = pcvr[:, 0]
+    ad_id = s["ad_id"][row, colr]
+    out = draw_outcomes(seed, batch.request_id[row], ad_id, pctr, pcvr,
+                        cfg.world.conversion_delay_mean_s)
+    per_click = s["per_click"][row, col2]
+    price = res.prices[row, position]
+    cost = np.where(per_click, price * out.click, price)
+    return Impressions(
+        row=row, position=position.astype(np.int16), retrieval_col=colr, slot=slot,
+        ad_id=ad_id, advertiser=s["advertiser"][row, colr], bid=s["bid"][row, col2],
+        price=price, per_click=per_click, l1_pcvr=s["l1_pcvr"][row, colr],
+        l2_pctr=s["l2_pctr"][row, col1], l2_pcvr=s["l2_pcvr"][row, col1],
+        true_pctr=pctr, true_pcvr=pcvr, outcomes=out, cost=cost)
+
+
+def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestBatch,
+          eligible: np.ndarray) -> Served:
+    """Run the funnel for ``batch`` on ``arm``; ``eligible`` (A,) marks advertisers with budget."""
+    adv, m = market.advertisers, arm.multiplier
+    slot, ad_id, advertiser, live, l1_pcvr, prior = _retrieve(arm, market, cfg, batch, eligible)
+    l1_value = np.where(live, expected_value(adv, advertiser, prior, l1_pcvr, m), -np.inf)
+    sel1 = top_k(l1_value, cfg.funnel.k_l1)
+    ok1 = np.isfinite(take(l1_value, sel1))
+    adv1 = take(advertiser, sel1)
+    l2_pctr, l2_pcvr = l2_predict(arm, market, cfg, batch, take(slot, sel1))
+    l2_value = np.where(ok1, expected_value(adv, adv1, l2_pctr, l2_pcvr, m), -np.inf)
+    sel2 = top_k(l2_value, cfg.funnel.k_l2)
+    ok2 = np.isfinite(take(l2_value, sel2))
+    bids = make_bids(adv, take(adv1, sel2), take(l2_pctr, sel2), take(l2_pcvr, sel2), m)
+    auc = cfg.auction
+    res = allocate(np.where(ok2, bids.bid, np.nan), quality=bids.quality, n_slots=auc.n_slots,
+                   reserve=auc.reserve, rule=auc.rule,
+                   slot_ctr=np.asarray(auc.slot_ctr[:auc.n_slots]))
+    stage = {"sel1": sel1, "sel2": sel2, "slot": slot, "ad_id": ad_id, "advertiser": advertiser,
+             "l1_pcvr": l1_pcvr, "l2_pctr": l2_pctr, "l2_pcvr": l2_pcvr, "bid": bids.bid,
+             "per_click": bids.per_click}
+    imps = _respond(market, cfg, seed, batch, stage, res)
+    return Served(batch, slot, ad_id, advertiser, live, l1_pcvr, prior, l1_value, sel1, ok1,
+                  l2_pctr, l2_pcvr, l2_value, sel2, ok2, res, imps)

@@ -1,0 +1,48 @@
+"""The ANN index of L1 item embeddings: built from a catalog snapshot, searched per batch.
+
+An index is an immutable snapshot: the faiss index over the item vectors (inner-product metric),
+and beside it, row for row, the catalog slot, ``ad_id``, model version and the per-ad L1 pCTR prior
+the rows were built with. Serving swaps a whole new :class:`DeployedIndex` in at once. Rows whose
+ad has expired since the build are dropped at serving (their slot holds another ``ad_id`` now).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DeployedIndex:
+    index: faiss.Index
+    slot: np.ndarray  # (n,) int64 catalog slot of each row
+    ad_id: np.ndarray  # (n,) int64
+    version: np.ndarray  # (n,) int32 model version that embedded the row
+    ctr_prior: np.ndarray  # (n,) float32 L1's per-ad pCTR estimate
+    built_at: float  # simulated seconds
+
+    @property
+    def n(self) -> int:
+        return int(self.slot.shape[0])
+
+
+def build_index(
+    vectors: np.ndarray, slot: np.ndarray, ad_id: np.ndarray, version: np.ndarray,
+    ctr_prior: np.ndarray, factory: str, built_at: float,
+) -> DeployedIndex:
+    """Build a faiss index (``factory`` string, inner product) over ``vectors`` (n, D+1)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        index.train(vectors)
+    index.add(vectors)
+    return DeployedIndex(index, slot.astype(np.int64), ad_id.astype(np.int64),
+                         version.astype(np.int32), ctr_prior.astype(np.float32), built_at)
+
+
+def search(idx: DeployedIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` rows per query: (scores (B, k) float32 inner products, rows (B, k) int64, -1 = none)."""
+    scores, rows = idx.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return scores, rows

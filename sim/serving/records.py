@@ -1,0 +1,119 @@
+"""Log rows of one served batch: pure functions from :class:`Served` to table columns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sim.bidding import expected_value
+from sim.config.schema import OBJECTIVES, Config
+from sim.rng import LOG_FULL_REQUEST, LOG_PARTIAL_CANDIDATE, LOG_PARTIAL_REQUEST, keyed_uniform
+from sim.serving.arm import Arm
+from sim.serving.funnel import Served, l2_predict
+from sim.world.marketplace import Marketplace
+from sim.world.response import true_rates
+from sim.world.traffic import DAY_S
+
+Columns = dict[str, Any]
+
+
+def _day(t: np.ndarray) -> np.ndarray:
+    return np.floor(t / DAY_S).astype(np.int32)
+
+
+def request_rows(s: Served, arm: str, surfaces: np.ndarray) -> Columns:
+    b = s.batch
+    return {"request_id": b.request_id, "time": b.time, "day": _day(b.time), "arm": arm,
+            "user_id": b.user, "segment": b.segment, "surface": surfaces[b.surface],
+            "n_retrieved": s.live.sum(1), "n_impressions": (s.auction.winners >= 0).sum(1)}
+
+
+def impression_rows(s: Served, arm: str, surfaces: np.ndarray, objective: np.ndarray) -> Columns:
+    i, b = s.impressions, s.batch
+    t = b.time[i.row]
+    return {"request_id": b.request_id[i.row], "time": t, "day": _day(t), "arm": arm,
+            "user_id": b.user[i.row], "surface": surfaces[b.surface[i.row]], "ad_id": i.ad_id,
+            "advertiser_id": i.advertiser, "objective": np.asarray(OBJECTIVES)[objective[i.advertiser]],
+            "position": i.position, "bid": i.bid, "price": i.price, "per_click": i.per_click,
+            "cost": i.cost, "l1_pcvr": i.l1_pcvr, "l2_pctr": i.l2_pctr, "l2_pcvr": i.l2_pcvr,
+            "true_pctr": i.true_pctr, "true_pcvr": i.true_pcvr, "click": i.outcomes.click,
+            "conversion": i.outcomes.conversion}
+
+
+def click_rows(s: Served, arm: str, objective: np.ndarray) -> Columns:
+    i, b = s.impressions, s.batch
+    c = i.outcomes.click
+    t = b.time[i.row[c]]
+    return {"request_id": b.request_id[i.row[c]], "time": t, "day": _day(t), "arm": arm,
+            "ad_id": i.ad_id[c], "advertiser_id": i.advertiser[c],
+            "objective": np.asarray(OBJECTIVES)[objective[i.advertiser[c]]],
+            "position": i.position[c], "cost": np.where(i.per_click[c], i.price[c], 0.0),
+            "l1_pcvr": i.l1_pcvr[c], "l2_pcvr": i.l2_pcvr[c], "true_pcvr": i.true_pcvr[c],
+            "conversion": i.outcomes.conversion[c]}
+
+
+def conversion_rows(s: Served, arm: str, objective: np.ndarray, window_s: float,
+                    horizon_s: float) -> Columns:
+    i, b = s.impressions, s.batch
+    c = i.outcomes.conversion
+    click_t = b.time[i.row[c]]
+    delay = i.outcomes.delay_s[c]
+    t = click_t + delay
+    return {"request_id": b.request_id[i.row[c]], "click_time": click_t, "time": t,
+            "day": _day(t), "arm": arm, "ad_id": i.ad_id[c], "advertiser_id": i.advertiser[c],
+            "objective": np.asarray(OBJECTIVES)[objective[i.advertiser[c]]],
+            "attributed": (delay <= window_s) & (t < horizon_s)}
+
+
+def sampled_candidates(s: Served, seed: int, full_rate: float, partial_rate: float,
+                       partial_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which candidates to log: (rows (N,), retrieval columns (N,), is_full (N,))."""
+    rid = s.batch.request_id
+    full = keyed_uniform(seed, rid, 0, LOG_FULL_REQUEST) < full_rate
+    partial = ~full & (keyed_uniform(seed, rid, 0, LOG_PARTIAL_REQUEST) < partial_rate)
+    keep = s.live & full[:, None]
+    if partial.any():
+        sub = np.flatnonzero(partial)
+        u = keyed_uniform(seed, rid[sub][:, None], s.ad_id[sub], LOG_PARTIAL_CANDIDATE)
+        u = np.where(s.live[sub], u, np.inf)
+        k = min(partial_k, u.shape[1])
+        cut = np.partition(u, k - 1, axis=1)[:, k - 1:k]
+        keep[sub] = np.isfinite(u) & (u <= cut)
+    row, col = np.nonzero(keep)
+    return row, col, full[row]
+
+
+def candidate_rows(s: Served, arm: Arm, market: Marketplace, cfg: Config, seed: int,
+                   surfaces: np.ndarray) -> Columns | None:
+    """The sampled-candidate log source; L2 scores and the truth for every logged candidate."""
+    lc = cfg.logs
+    row, col, is_full = sampled_candidates(s, seed, lc.full_request_rate,
+                                           lc.partial_request_rate, lc.partial_candidates)
+    if row.size == 0:
+        return None
+    b, cat, adv = s.batch, market.catalog, market.advertisers
+    slot = s.slot[row, col]
+    advertiser = s.advertiser[row, col]
+    sub = b.take(row)
+    pctr, pcvr = l2_predict(arm, market, cfg, sub, slot[:, None])
+    pctr, pcvr = pctr[:, 0], pcvr[:, 0]
+    passed = np.zeros((2, *s.live.shape), dtype=bool)
+    np.put_along_axis(passed[0], s.sel1, s.ok1, axis=1)
+    np.put_along_axis(passed[1], np.take_along_axis(s.sel1, s.sel2, axis=1), s.ok2, axis=1)
+    won = np.zeros(s.live.shape, dtype=bool)
+    won[s.impressions.row, s.impressions.retrieval_col] = True
+    t_ctr, t_cvr = true_rates(market.truth, market.users.latent[sub.user], sub.surface,
+                              cat.latent[slot][:, None, :], cat.creative[slot][:, None],
+                              cat.quality[slot][:, None])
+    return {"request_id": sub.request_id, "time": sub.time, "day": _day(sub.time),
+            "arm": arm.name, "source": np.where(is_full, "full_request", "partial_request"),
+            "surface": surfaces[sub.surface], "ad_id": s.ad_id[row, col],
+            "advertiser_id": advertiser,
+            "objective": np.asarray(OBJECTIVES)[adv.objective[advertiser]],
+            "retrieval_rank": col, "l1_pcvr": s.l1_pcvr[row, col],
+            "ctr_prior": s.ctr_prior[row, col], "l1_value": s.l1_value[row, col],
+            "l2_pctr": pctr, "l2_pcvr": pcvr,
+            "l2_value": expected_value(adv, advertiser, pctr, pcvr, arm.multiplier),
+            "passed_l1": passed[0][row, col], "passed_l2": passed[1][row, col],
+            "won": won[row, col], "true_pctr": t_ctr[:, 0], "true_pcvr": t_cvr[:, 0]}

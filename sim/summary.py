@@ -1,0 +1,99 @@
+"""``metrics.json`` from a run's parquet logs (analysis after the run, never inside the loop).
+
+Every key is documented in the README's "metrics.json" section.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from sim.metrics import calibration_ratio, log_loss
+from sim.world.traffic import DAY_S
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return float(a / b) if b else None
+
+
+def _pred_metrics(clicks: pl.DataFrame, col: str) -> tuple[float | None, float | None]:
+    if clicks.height == 0 or not clicks["conversion"].any():
+        return None, None
+    y, p = clicks["conversion"].to_numpy(), clicks[col].to_numpy().astype(float)
+    return calibration_ratio(p, y), log_loss(y, p)
+
+
+def _money(imps: pl.DataFrame, convs: pl.DataFrame) -> dict[str, Any]:
+    spend = float(imps["cost"].sum())
+    conv = convs.filter(pl.col("attributed"))
+    ocpm_spend = float(imps.filter(pl.col("objective") == "ocpm")["cost"].sum())
+    ocpm_conv = conv.filter(pl.col("objective") == "ocpm").height
+    return {"spend": spend, "conversions": conv.height, "cpa": _ratio(ocpm_spend, ocpm_conv),
+            "cpa_all": _ratio(spend, conv.height), "ocpm_spend": ocpm_spend,
+            "ocpm_conversions": ocpm_conv}
+
+
+def arm_metrics(logs: dict[str, pl.DataFrame], arm: str) -> dict[str, Any]:
+    imps = logs["impressions"].filter(pl.col("arm") == arm)
+    clicks = logs["clicks"].filter(pl.col("arm") == arm)
+    convs = logs["conversions"].filter(pl.col("arm") == arm)
+    days = logs["budget_days"].filter(pl.col("arm") == arm)
+    l1_cal, l1_ll = _pred_metrics(clicks, "l1_pcvr")
+    l2_cal, l2_ll = _pred_metrics(clicks, "l2_pcvr")
+    out: dict[str, Any] = {
+        **_money(imps, convs),
+        "revenue": float(days["billed"].sum()),
+        "clicks": clicks.height, "impressions": imps.height,
+        "ocpm_impression_share": _ratio(imps.filter(pl.col("objective") == "ocpm").height,
+                                        imps.height),
+        "l1_calibration": l1_cal, "l1_logloss": l1_ll,
+        "l2_calibration": l2_cal, "l2_logloss": l2_ll,
+    }
+    convs = convs.with_columns((pl.col("click_time") // DAY_S).cast(pl.Int32).alias("click_day"))
+    daily = []
+    for day in sorted(set(imps["day"].to_list())):
+        di = imps.filter(pl.col("day") == day)
+        dc = convs.filter(pl.col("click_day") == day)
+        dd = days.filter(pl.col("day") == day)
+        daily.append({"day": day, **_money(di, dc), "impressions": di.height,
+                      "clicks": int(di["click"].sum()), "revenue": float(dd["billed"].sum())})
+    out["daily"] = daily
+    return out
+
+
+def overspend(days: pl.DataFrame) -> dict[str, Any]:
+    """Budget overspend per advertiser-day; ``max_tick_ratio`` <= 1 means within one tick."""
+    over = days.filter(pl.col("overspend") > 0)
+    ratio = (over["overspend"] / over["max_tick_spend"]).max() if over.height else 0.0
+    return {"total": float(days["overspend"].sum()),
+            "max": float(days["overspend"].max() or 0.0),
+            "advertiser_days_over": over.height,
+            "advertiser_days_capped": days.filter(pl.col("spend") >= pl.col("budget")).height,
+            "advertiser_days": days.height, "max_tick_ratio": float(ratio or 0.0)}
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    return x
+
+
+def summarize(run_dir: Path, arms: list[str], sim_days: float,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Compute the metrics of a finished run from ``run_dir/logs``."""
+    names = ("impressions", "clicks", "conversions", "budget_days", "requests")
+    logs = {n: pl.read_parquet(run_dir / "logs" / f"{n}.parquet") for n in names}
+    return _clean({
+        "arms": {a: arm_metrics(logs, a) for a in arms},
+        "requests": logs["requests"]["request_id"].n_unique(),
+        "sim_days": sim_days,
+        "overspend": overspend(logs["budget_days"]),
+        **(extra or {}),
+    })

@@ -1,0 +1,49 @@
+"""The marketplace: every piece of ground truth of one world, built from the run's named streams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.config.schema import Config
+from sim.rng import Streams
+from sim.world.catalog import (
+    Advertisers,
+    Catalog,
+    FeatureMaps,
+    build_advertisers,
+    build_catalog,
+    build_feature_maps,
+    replace_ads,
+)
+from sim.world.response import Truth, build_truth
+from sim.world.users import Users, build_users
+
+
+@dataclass
+class Marketplace:
+    users: Users
+    advertisers: Advertisers
+    maps: FeatureMaps
+    catalog: Catalog
+    truth: Truth
+    surface_mix: np.ndarray  # (n_surfaces,) request share
+
+
+def build_marketplace(cfg: Config, streams: Streams) -> Marketplace:
+    """Draw users, advertisers, feature maps, the initial catalog and the response constants."""
+    w = cfg.world
+    rng = streams.get("world")
+    users = build_users(w, cfg.traffic, streams.get("users"))
+    adv = build_advertisers(w, rng)
+    maps = build_feature_maps(w, rng)
+    catalog = build_catalog(w, adv, maps, streams.get("catalog"))
+    truth = build_truth(w, rng)
+    mix = np.asarray(w.surface_mix, dtype=np.float64)
+    return Marketplace(users, adv, maps, catalog, truth, mix / mix.sum())
+
+
+def churn(market: Marketplace, cfg: Config, now: float, rng: np.random.Generator) -> np.ndarray:
+    """Replace the ads expired by ``now``; return their slots."""
+    return replace_ads(market.catalog, now, market.advertisers, cfg.world, market.maps, rng)
