@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from sim.config import CONF_DIR, ConfigError, register_configs
 from sim.config.store import to_config
+from sim.logs.writer import write_json_atomic
 from sim.progress import progress_bar, wants_progress
 from sim.run import run
 
@@ -28,6 +29,8 @@ def main(dcfg: DictConfig) -> None:
     try:
         cfg = to_config(dcfg)
     except ConfigError as exc:
+        write_json_atomic(run_dir / "manifest.json", {
+            "status": "failed", "error": f"ConfigError: {exc}", "stage": "config"})
         print(f"config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     bar = progress_bar(cfg.days * 86_400.0) if wants_progress(cfg.progress) else None

@@ -32,10 +32,13 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "advertiser_id": I32, "objective": STR, "position": I16, "cost": F64,
         "l1_pcvr": F32, "l2_pcvr": F32, "true_pcvr": F64, "conversion": BOOL,
     },
-    # One row per conversion; ``attributed`` = within the attribution window and the horizon.
+    # One row per conversion (drawn at click time). ``attributed``: within the attribution
+    # window of the click, whether or not it lands before the end of the run; ``observed``: it
+    # lands before the end of the run (what a live system would have seen by then).
     "conversions": {
         "request_id": I64, "click_time": F64, "time": F64, "day": I32, "arm": STR,
         "ad_id": I64, "advertiser_id": I32, "objective": STR, "attributed": BOOL,
+        "observed": BOOL,
     },
     # Sampled candidates: ``source`` is ``full_request`` (every retrieved candidate of a sampled
     # request) or ``partial_request`` (a random subset of a sampled request's candidates).

@@ -63,7 +63,7 @@ def conversion_rows(s: Served, arm: str, objective: np.ndarray, window_s: float,
     return {"request_id": b.request_id[i.row[c]], "click_time": click_t, "time": t,
             "day": _day(t), "arm": arm, "ad_id": i.ad_id[c], "advertiser_id": i.advertiser[c],
             "objective": np.asarray(OBJECTIVES)[objective[i.advertiser[c]]],
-            "attributed": (delay <= window_s) & (t < horizon_s)}
+            "attributed": delay <= window_s, "observed": t < horizon_s}
 
 
 def sampled_candidates(s: Served, seed: int, full_rate: float, partial_rate: float,

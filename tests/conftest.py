@@ -1,0 +1,60 @@
+"""Shared fixtures: a tiny world that runs in a few seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from sim.config import load_config
+from sim.config.schema import Config
+from sim.run import run
+
+TINY = [
+    "days=0.25",
+    "world.n_users=400",
+    "world.n_advertisers=12",
+    "world.ads_per_advertiser=8",
+    "world.daily_budget_mean=60",
+    "traffic.requests_per_day=16000",
+    "traffic.tick_s=600",
+    "funnel.k_retrieval=40",
+    "funnel.k_l1=16",
+    "funnel.k_l2=6",
+    "funnel.ctr_prior_contexts=8",
+    "models.exploration_requests=2000",
+    "models.epochs=2",
+    "models.batch_size=1024",
+    "models.torch_threads=1",
+    "models.faiss_threads=1",
+    "logs.full_request_rate=0.05",
+    "logs.partial_request_rate=0.1",
+    "progress=off",
+]
+
+
+def tiny_config(*overrides: str) -> Config:
+    return load_config("default", [*TINY, *overrides])
+
+
+def run_tiny(run_dir: Path, *overrides: str) -> dict[str, Any]:
+    return run(tiny_config(*overrides), run_dir, scenario="default")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny run shared by the tests that only read its outputs."""
+    d = tmp_path_factory.mktemp("tiny")
+    run_tiny(d)
+    return d
+
+
+def read_log(run_dir: Path, table: str) -> pl.DataFrame:
+    return pl.read_parquet(run_dir / "logs" / f"{table}.parquet")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())

@@ -1,0 +1,33 @@
+"""The command line: ``python -m sim`` runs a scenario and prints ``run_dir: PATH`` last."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import TINY, read_json
+
+
+def test_cli_runs_and_prints_run_dir_last(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "sim", "scenario=default", *TINY,
+                          f"hydra.run.dir={tmp_path}"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == f"run_dir: {tmp_path}"
+    assert read_json(tmp_path / "manifest.json")["status"] == "complete"
+    assert read_json(tmp_path / "manifest.json")["scenario"] == "default"
+    metrics = read_json(tmp_path / "metrics.json")
+    assert metrics["arms"]["control"]["spend"] > 0
+    assert (tmp_path / ".hydra" / "config.yaml").exists()
+
+
+def test_cli_sweep_runs_each_job(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "sim", "-m", "seed=0,1", *TINY, "days=0.05",
+                          f"hydra.sweep.dir={tmp_path}"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    for job in ("0", "1"):
+        assert read_json(tmp_path / job / "manifest.json")["status"] == "complete"
+    seeds = {read_json(tmp_path / j / "manifest.json")["seed"] for j in ("0", "1")}
+    assert seeds == {0, 1}

@@ -1,0 +1,96 @@
+"""Bad input stops the program before the simulation starts, naming the key and the value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from sim.config import ConfigError, load_config
+from sim.config.store import CONF_DIR, SCENARIO_DIR
+
+from conftest import read_json
+
+
+@pytest.mark.parametrize(("override", "key", "value"), [
+    ("world.n_users=-3", "world.n_users", "-3"),
+    ("funnel.k_l1=-1", "funnel.k_l1", "-1"),
+    ("logs.full_request_rate=1.5", "logs.full_request_rate", "1.5"),
+    ("logs.partial_request_rate=-0.1", "logs.partial_request_rate", "-0.1"),
+    ("traffic.diurnal_amplitude=2", "traffic.diurnal_amplitude", "2"),
+    ("world.daily_budget_mean=0", "world.daily_budget_mean", "0"),
+    ("world.daily_budget_mean=-5", "world.daily_budget_mean", "-5"),
+    ("auction.rule=dutch", "auction.rule", "dutch"),
+    ("world.surface_mix=[0.5,0.6,0.2]", "world.surface_mix", "0.6"),
+    ("world.objective_mix.ocpm=0.9", "world.objective_mix", "1.4"),
+    ("funnel.k_l2=100", "funnel.k_l2", "100"),
+    ("auction.slot_ctr=[0.5,1.0,0.3]", "auction.slot_ctr", "0.5"),
+])
+def test_out_of_range_values_name_key_and_value(override: str, key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("default", [override])
+    assert key in str(err.value) and value in str(err.value)
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("world.n_userz=10", "world.n_userz"),
+    ("world.n_users=abc", "world.n_users"),
+    ("days=soon", "days"),
+    ("pacing.enabled=maybe", "pacing.enabled"),
+    ("world.objective_mix={ocpm:0.5,cpc:0.3,cpm:0.2,cpa:0.0}", "world.objective_mix"),
+])
+def test_unknown_keys_and_wrong_types_fail_at_composition(override: str, key: str) -> None:
+    with pytest.raises(ConfigCompositionException) as err:
+        load_config("default", [override])
+    text = str(err.value) + str(err.value.__cause__)
+    assert key in text
+
+
+def test_defaults_compose_and_validate() -> None:
+    cfg = load_config("default")
+    assert cfg.auction.rule == "gsp"
+    assert load_config("default", ["auction=vcg"]).auction.rule == "vcg"
+
+
+def test_every_scenario_composes() -> None:
+    for path in sorted(SCENARIO_DIR.glob("*.yaml")):
+        load_config(path.stem)
+
+
+def test_every_config_group_option_composes() -> None:
+    for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
+        for option in sorted(group.glob("*.yaml")):
+            load_config("default", [f"{group.name}={option.stem}"])
+
+
+def test_scenario_with_unknown_key_fails(tmp_path: Path) -> None:
+    from sim.config.store import register_configs
+
+    (tmp_path / "bad.yaml").write_text("# @package _global_\nworld:\n  n_userz: 3\n")
+    register_configs(tmp_path)
+    with pytest.raises(ConfigCompositionException) as err:
+        load_config("bad")
+    assert "n_userz" in str(err.value) + str(err.value.__cause__)
+
+
+def test_cli_rejects_bad_value_before_simulating(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sim", "world.n_users=-3", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "world.n_users" in out.stderr and "-3" in out.stderr
+    manifest = read_json(tmp_path / "manifest.json")
+    assert manifest["status"] == "failed" and "world.n_users" in manifest["error"]
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_cli_rejects_unknown_key(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sim", "world.n_userz=3", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "world.n_userz" in out.stderr
+    assert not (tmp_path / "manifest.json").exists()

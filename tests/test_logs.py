@@ -1,0 +1,90 @@
+"""Pinned log schemas, and files that appear under their final names only when complete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from sim.logs import SCHEMAS, LogWriter
+
+from conftest import read_log
+
+PINNED = {
+    "requests": ["request_id", "time", "day", "arm", "user_id", "segment", "surface",
+                 "n_retrieved", "n_impressions"],
+    "impressions": ["request_id", "time", "day", "arm", "user_id", "surface", "ad_id",
+                    "advertiser_id", "objective", "position", "bid", "price", "per_click",
+                    "cost", "l1_pcvr", "l2_pctr", "l2_pcvr", "true_pctr", "true_pcvr", "click",
+                    "conversion"],
+    "clicks": ["request_id", "time", "day", "arm", "ad_id", "advertiser_id", "objective",
+               "position", "cost", "l1_pcvr", "l2_pcvr", "true_pcvr", "conversion"],
+    "conversions": ["request_id", "click_time", "time", "day", "arm", "ad_id", "advertiser_id",
+                    "objective", "attributed", "observed"],
+    "candidates": ["request_id", "time", "day", "arm", "source", "surface", "ad_id",
+                   "advertiser_id", "objective", "retrieval_rank", "l1_pcvr", "ctr_prior",
+                   "l1_value", "l2_pctr", "l2_pcvr", "l2_value", "passed_l1", "passed_l2", "won",
+                   "true_pctr", "true_pcvr"],
+    "spend": ["time", "day", "arm", "advertiser_id", "tick_spend", "spent_today", "budget"],
+    "pacing": ["time", "day", "arm", "advertiser_id", "multiplier", "planned", "actual",
+               "spent_today", "budget"],
+    "budget_days": ["day", "arm", "advertiser_id", "objective", "budget", "spend", "billed",
+                    "overspend", "max_tick_spend"],
+    "index_builds": ["time", "arm", "n_items", "model_version", "build_s"],
+}
+
+
+def test_declared_schemas_are_pinned() -> None:
+    assert {t: list(s) for t, s in SCHEMAS.items()} == PINNED
+
+
+@pytest.mark.parametrize("table", sorted(PINNED))
+def test_run_writes_each_table_with_its_schema(tiny_run: Path, table: str) -> None:
+    frame = read_log(tiny_run, table)
+    assert frame.schema == pl.Schema(SCHEMAS[table])
+    assert frame.height > 0
+
+
+def test_no_temporary_files_left(tiny_run: Path) -> None:
+    leftovers = [p.name for p in tiny_run.rglob("*") if p.name.endswith(".tmp") or ".parts" in p.parts]
+    assert leftovers == []
+
+
+def test_writer_final_files_only_on_close(tmp_path: Path) -> None:
+    w = LogWriter(tmp_path, flush_rows=3)
+    cols = {"time": np.arange(5.0), "arm": "control", "n_items": np.arange(5),
+            "model_version": 1, "build_s": 0.1}
+    w.append("index_builds", cols)
+    assert not (tmp_path / "index_builds.parquet").exists()  # flushed to a part, not final
+    assert list((tmp_path / ".parts" / "index_builds").glob("*.parquet"))
+    rows = w.close()
+    assert rows["index_builds"] == 5
+    frame = pl.read_parquet(tmp_path / "index_builds.parquet")
+    assert frame["time"].to_list() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert not (tmp_path / ".parts").exists()
+    assert pl.read_parquet(tmp_path / "clicks.parquet").height == 0  # empty table, full schema
+
+
+def test_writer_rejects_wrong_columns(tmp_path: Path) -> None:
+    w = LogWriter(tmp_path, flush_rows=10)
+    with pytest.raises(ValueError, match="missing columns"):
+        w.append("index_builds", {"time": 1.0})
+
+
+def test_truth_logged_beside_estimates(tiny_run: Path) -> None:
+    imps = read_log(tiny_run, "impressions")
+    for col in ("l1_pcvr", "l2_pctr", "l2_pcvr", "true_pctr", "true_pcvr"):
+        assert imps[col].is_between(0, 1).all()
+    # clicks are drawn from the true pCTR: the click rate matches its mean
+    n = imps.height
+    rate, mean = imps["click"].mean(), imps["true_pctr"].mean()
+    assert abs(rate - mean) < 4 * np.sqrt(mean * (1 - mean) / n)
+    cands = read_log(tiny_run, "candidates")
+    assert set(cands["source"].unique()) == {"full_request", "partial_request"}
+    # full-request samples hold every live retrieved candidate of their request
+    full = cands.filter(pl.col("source") == "full_request")
+    reqs = read_log(tiny_run, "requests").join(
+        full.group_by("request_id").len(), on="request_id", how="inner")
+    assert (reqs["len"] == reqs["n_retrieved"]).all()

@@ -1,0 +1,113 @@
+"""Whole-world properties: exact control-plane traces, determinism, common random numbers,
+budget eligibility, failure recording."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+import sim.run as run_module
+
+from conftest import read_json, read_log, run_tiny, tiny_config
+
+
+def test_control_plane_trace(tmp_path: Path) -> None:
+    run_tiny(tmp_path, "days=1.25", "funnel.index_rebuild_interval_s=21600",
+             "pacing.interval_s=10800")
+    builds = read_log(tmp_path, "index_builds")
+    assert builds["time"].to_list() == [0.0, 21600.0, 43200.0, 64800.0, 86400.0]
+    assert builds["model_version"].to_list() == [1] * 5
+    pacing = read_log(tmp_path, "pacing").group_by("time", maintain_order=True).agg(
+        pl.col("day").first())
+    times = [10800.0 * k for k in range(1, 10)]  # the horizon (1.25 d = 108000 s) runs nothing
+    assert pacing["time"].to_list() == times
+    assert pacing["day"].to_list() == [0] * 8 + [1]  # the update at 86400 closes day 0
+    days = read_log(tmp_path, "budget_days")
+    assert days["day"].unique().sort().to_list() == [0, 1]
+    # the reset at midnight: day 1's spend starts from zero
+    spend = read_log(tmp_path, "spend").filter(pl.col("day") == 1).sort("time")
+    first = spend.group_by("advertiser_id").agg(pl.all().first())
+    np.testing.assert_allclose(first["spent_today"], first["tick_spend"])
+
+
+def test_same_seed_same_metrics_other_seed_differs(tmp_path: Path) -> None:
+    run_tiny(tmp_path / "a")
+    run_tiny(tmp_path / "b")
+    run_tiny(tmp_path / "c", "seed=1")
+    a, b, c = (json.loads((tmp_path / x / "metrics.json").read_text()) for x in "abc")
+    assert a == b
+    assert a != c
+    assert read_log(tmp_path / "a", "impressions").equals(read_log(tmp_path / "b", "impressions"))
+
+
+def test_common_random_numbers_across_worlds(tmp_path: Path) -> None:
+    run_tiny(tmp_path / "gsp")
+    run_tiny(tmp_path / "fp", "auction=first_price")
+    key = ["request_id", "ad_id", "position"]
+    a = read_log(tmp_path / "gsp", "impressions").select(*key, "click", "conversion", "true_pctr")
+    b = read_log(tmp_path / "fp", "impressions").select(*key, "click", "conversion", "true_pctr")
+    both = a.join(b, on=key, suffix="_fp")
+    assert both.height > 100
+    assert (both["click"] == both["click_fp"]).all()
+    assert (both["conversion"] == both["conversion_fp"]).all()
+    assert (both["true_pctr"] == both["true_pctr_fp"]).all()
+
+
+def test_capped_advertisers_stop_winning(tiny_run: Path) -> None:
+    cfg = tiny_config()
+    spend = read_log(tiny_run, "spend")
+    capped = (spend.filter(pl.col("spent_today") >= pl.col("budget"))
+              .group_by("advertiser_id", "day").agg(pl.col("time").min().alias("capped_at")))
+    assert capped.height > 0
+    late = (read_log(tiny_run, "impressions").join(capped, on=["advertiser_id", "day"])
+            .filter(pl.col("time") >= pl.col("capped_at") + cfg.traffic.tick_s))
+    assert late.height == 0
+
+
+def test_impressions_are_distinct_ads_per_request(tiny_run: Path) -> None:
+    imps = read_log(tiny_run, "impressions")
+    assert imps.select("request_id", "ad_id").is_unique().all()
+    assert imps.select("request_id", "position").is_unique().all()
+    reqs = read_log(tiny_run, "requests")
+    assert reqs["n_impressions"].sum() == imps.height
+
+
+def test_metrics_are_finite_and_consistent(tiny_run: Path) -> None:
+    m = read_json(tiny_run / "metrics.json")
+    arm = m["arms"]["control"]
+    for key in ("cpa", "spend", "conversions", "clicks", "impressions", "revenue",
+                "ocpm_impression_share", "l1_calibration", "l1_logloss", "l2_calibration"):
+        assert arm[key] is not None and np.isfinite(arm[key]), key
+    assert arm["revenue"] <= arm["spend"] + 1e-9
+    assert sum(d["impressions"] for d in arm["daily"]) == arm["impressions"]
+    assert m["requests"] == read_log(tiny_run, "requests").height
+    convs = read_log(tiny_run, "conversions")
+    assert arm["conversions"] == convs["attributed"].sum()
+    assert (convs["time"] >= convs["click_time"]).all()
+
+
+def test_failed_run_says_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("index deployer exploded")
+
+    monkeypatch.setattr(run_module.Simulation, "run", boom)
+    with pytest.raises(RuntimeError):
+        run_tiny(tmp_path)
+    manifest = read_json(tmp_path / "manifest.json")
+    assert manifest["status"] == "failed"
+    assert "index deployer exploded" in manifest["error"]
+    assert not (tmp_path / "metrics.json").exists()
+    assert not list((tmp_path / "logs").glob("*.parquet"))
+
+
+def test_complete_manifest(tiny_run: Path) -> None:
+    man = read_json(tiny_run / "manifest.json")
+    assert man["status"] == "complete"
+    for key in ("seed", "config_hash", "packages", "sim_start_s", "sim_end_s", "wall_s",
+                "wall_start", "wall_end", "scenario"):
+        assert key in man
+    assert man["packages"]["torch"] is not None
