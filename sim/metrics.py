@@ -75,3 +75,23 @@ def ece(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
     sy = np.bincount(b, weights=y, minlength=n_bins)
     m = n > 0
     return float(np.sum(np.abs(sp[m] - sy[m])) / p.size)
+
+
+def binary_entropy(rate: float) -> float:
+    """Entropy of a Bernoulli(``rate``) variable in nats (0 at rate 0 or 1)."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"`rate` must be in [0, 1], got {rate}")
+    if rate in (0.0, 1.0):
+        return 0.0
+    return float(-(rate * np.log(rate) + (1 - rate) * np.log(1 - rate)))
+
+
+def cross_entropy(q: np.ndarray, p: np.ndarray) -> float:
+    """Mean ``-(q ln p + (1 - q) ln(1 - p))`` for soft targets ``q`` in [0, 1]: the expected log
+    loss of ``p`` when the outcome is drawn with probability ``q`` (nats per example)."""
+    (q,) = _arrays(None, q, "q")
+    (p,) = _arrays(None, p)
+    if q.shape != p.shape:
+        raise ValueError(f"`q` must have the shape of `p` {p.shape}, got {q.shape}")
+    p = np.clip(p, EPS, 1 - EPS)
+    return float(-np.mean(q * np.log(p) + (1 - q) * np.log1p(-p)))

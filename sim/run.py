@@ -65,10 +65,13 @@ def run(cfg: Config, run_dir: Path, scenario: str,
         sim = Simulation(cfg, writer, progress)
         setup_s = time.perf_counter() - started
         stats = sim.run()
-        manifest["rows"] = writer.close()
         wall = time.perf_counter() - started
+        offline = sim.evaluate()
+        manifest["rows"] = writer.close()
+        manifest["evaluation_s"] = time.perf_counter() - started - wall
         metrics = summarize(run_dir, list(cfg.experiment.arms), cfg.days, extra={
-            "warmup": stats.bootstrap, "index_builds": stats.index_builds})
+            "warmup": stats.bootstrap, "offline": offline,
+            "releases": sim.lifecycle.releases})
         write_json_atomic(run_dir / "metrics.json", metrics)
         manifest.update({
             "status": "complete", "requests": stats.requests, "setup_s": setup_s,

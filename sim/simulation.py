@@ -4,15 +4,20 @@ Processes (each a thin generator around pure functions):
 
 * ``control``   every ``pacing.interval_s``: pacing update for the interval just ended; at each
                 day boundary, close the day's budgets (log ``budget_days``) and reset them.
-* ``churn``     every ``world.churn_interval_s``: replace expired ads with new ones.
-* ``deployer``  every ``funnel.index_rebuild_interval_s``: rebuild each arm's index and swap it in.
+* ``churn``     every ``world.churn_interval_s``: replace expired ads, refresh some ads' features.
+* ``releaser``  every ``models.release_interval_s``: train and register the next model versions;
+                each arm's query tower follows after the rollout delay (:mod:`sim.lifecycle`).
+* per arm, the index pipeline (:mod:`sim.serving.pipeline`): ``enrichment``, ``snapshots``,
+                and the ``large`` and ``fresh`` tier builds, each deployed after its delay.
 * ``traffic``   every ``traffic.tick_s``: draw the requests of [t, t + tick) and serve them as one
                 batch per arm.
 
-Same-time order is explicit: control-plane events are scheduled with SimPy's URGENT priority and
-run before the traffic of the same instant, in the order the processes were started (control,
-churn, deployer). So the requests of [t, t + tick) see the budgets, multipliers, catalog and index
-as they are at ``t``.
+Same-time order is explicit: every event is scheduled with the priority of its stage
+(:data:`STAGES`, earlier first), so at any instant pacing runs before churn, churn before a
+release, a release before a query rollout, then enrichment, the snapshot, deploys, the large and
+the fresh builds, and the traffic last. So the requests of [t, t + tick) see the budgets,
+multipliers, catalog, models and index tiers as they are at ``t``, a build at ``t`` reads the
+snapshot of ``t``, and a run stops at its horizon before anything scheduled there happens.
 """
 
 from __future__ import annotations
@@ -29,30 +34,42 @@ import torch
 from simpy.core import URGENT
 
 from sim.config.schema import OBJECTIVES, Config
+from sim.evaluation import eval_rows, offline_eval, skew_sweep
+from sim.lifecycle import Lifecycle
 from sim.logs.writer import LogWriter
-from sim.models.bootstrap import Bootstrap, train_initial_models
+from sim.models.bootstrap import train_initial_models
+from sim.models.registry import Registry
+from sim.models.training_log import TrainingLog
 from sim.pacing import Ledger, planned_spend, update_multiplier
 from sim.rng import Streams
 from sim.serving import records
 from sim.serving.arm import Arm
-from sim.serving.deployer import build_arm_index, reference_contexts
+from sim.serving.deployer import reference_contexts
 from sim.serving.funnel import serve
+from sim.serving.pipeline import TIERS, IndexPipeline
 from sim.world.marketplace import Marketplace, build_marketplace, churn
 from sim.world.traffic import DAY_S, day_share, draw_requests
 
 Progress = Callable[[float, int], None]
 
 
-class Urgent(simpy.events.Event):
-    """A timeout that fires before NORMAL events of the same instant (control-plane events)."""
+STAGES = ("pacing", "churn", "release", "query_rollout", "enrichment", "snapshot", "deploy",
+          "large_build", "fresh_build", "traffic")
+# SimPy pops events by (time, priority, insertion). URGENT (0) stays reserved for SimPy itself
+# (process start, the end of the run), so stages take priorities 1, 2, ...
+PRIORITY = {stage: URGENT + 1 + i for i, stage in enumerate(STAGES)}
 
-    def __init__(self, env: simpy.Environment, delay: float) -> None:
+
+class Scheduled(simpy.events.Event):
+    """A timeout carrying the priority of a stage (see :data:`STAGES`)."""
+
+    def __init__(self, env: simpy.Environment, stage: str, delay: float) -> None:
         if delay < 0:
             raise ValueError(f"Negative delay {delay}")
         super().__init__(env)
         self._ok = True
         self._value = None
-        env.schedule(self, URGENT, delay)
+        env.schedule(self, PRIORITY[stage], delay)
 
 
 @dataclass
@@ -61,8 +78,31 @@ class Stats:
     impressions: int = 0
     batches: int = 0
     data_plane_s: float = 0.0
-    index_builds: int = 0
     bootstrap: dict[str, Any] = field(default_factory=dict)
+
+
+def lineages(cfg: Config) -> dict[str, str]:
+    """Every L1 lineage trained in the run (lineage -> family): each arm's, plus a readiness-check
+    lineage for each family of ``models.skew_check_families`` that no arm serves."""
+    out = {f"{arm}/l1": cfg.models.l1_family for arm in cfg.experiment.arms}
+    served = set(out.values())
+    for family in checked_families(cfg):
+        if family not in served:
+            out[f"readiness/{family}"] = family
+    return out
+
+
+def readiness_lineages(cfg: Config) -> dict[str, str]:
+    """The lineage the skew sweep uses for each checked family (family -> lineage)."""
+    out = {}
+    for lineage, family in lineages(cfg).items():
+        out.setdefault(family, lineage)
+    return {f: out[f] for f in checked_families(cfg)}
+
+
+def checked_families(cfg: Config) -> list[str]:
+    """The families the skew sweep covers: ``models.skew_check_families``, or the served one."""
+    return list(cfg.models.skew_check_families) or [cfg.models.l1_family]
 
 
 class Simulation:
@@ -75,39 +115,47 @@ class Simulation:
         self.streams = Streams(cfg.seed)
         self.horizon = cfg.days * DAY_S
         self.market: Marketplace = build_marketplace(cfg, self.streams)
-        boot: Bootstrap = train_initial_models(self.market, cfg, self.streams)
-        self.stats = Stats(bootstrap={
-            "impressions": boot.impressions, "clicks": boot.clicks,
-            "conversions": boot.conversions, "l2_train_loss": boot.l2_fit.loss,
-            "l1_train_loss": boot.l1_fit.loss})
+        self.registry = Registry()
+        self.l1_lineages = lineages(cfg)
+        self.readiness = readiness_lineages(cfg)
+        boot = train_initial_models(self.market, cfg, self.streams, self.registry,
+                                    self.l1_lineages, "control/l2")
+        for lineage in self.registry.lineages():
+            self.writer.append("model_releases", self.registry.log_rows(self.registry.latest(lineage)))
+        self.stats = Stats(bootstrap=boot)
+        self.training_log = TrainingLog(cfg.models.train_window_s, cfg.models.train_max_rows,
+                                        keep_s=cfg.models.train_window_s + cfg.models.label_wait_s)
         self.contexts = reference_contexts(self.market, cfg, self.streams.get("contexts"))
         self.surfaces = np.asarray(cfg.world.surfaces)
-        self.arms: list[Arm] = []
-        for name in cfg.experiment.arms:
-            index = self._build_index(boot.l1, boot.l2, 1, name, 0.0)
-            self.arms.append(Arm(name, boot.l1, boot.l2, index,
-                                 Ledger(self.market.advertisers.daily_budget.copy()),
-                                 np.full(self.market.advertisers.n,
-                                         cfg.pacing.max_multiplier)))
         self.env = simpy.Environment()
+        self.arms: list[Arm] = []
+        for code, name in enumerate(cfg.experiment.arms):
+            l1 = self.registry.latest(f"{name}/l1")
+            self.arms.append(Arm(
+                name, code, l1.family, f"{name}/l1", "control/l2", l1.model, 1,
+                self.registry.latest("control/l2").model,
+                Ledger(self.market.advertisers.daily_budget.copy()),
+                np.full(self.market.advertisers.n, cfg.pacing.max_multiplier)))
+        self.lifecycle = Lifecycle(cfg, self.market, self.registry, self.training_log, self.arms,
+                                   self.l1_lineages, self.streams, writer)
+        self.pipelines = [IndexPipeline(arm, self.market, cfg, self.lifecycle.item_tower(arm),
+                                        self.contexts, writer) for arm in self.arms]
+        for pipe in self.pipelines:
+            pipe.initial_deploy(0.0)
         self.next_request_id = 0
 
-    # -- control plane --------------------------------------------------------------------
+    def wait(self, stage: str, delay: float) -> Scheduled:
+        """An event ``delay`` seconds from now, ordered by ``stage`` among same-time events."""
+        return Scheduled(self.env, stage, delay)
 
-    def _build_index(self, l1: Any, l2: Any, version: int, arm: str, now: float) -> Any:
-        index, build_s = build_arm_index(l1, l2, version, self.market, self.cfg,
-                                         self.contexts, now)
-        self.writer.append("index_builds", {"time": now, "arm": arm, "n_items": index.n,
-                                            "model_version": version, "build_s": build_s})
-        self.stats.index_builds += 1
-        return index
+    # -- control plane --------------------------------------------------------------------
 
     def control(self) -> Generator[simpy.Event, None, None]:
         dt = self.cfg.pacing.interval_s
         adv = self.market.advertisers
         while True:
             start = self.env.now
-            yield Urgent(self.env, dt)
+            yield self.wait("pacing", dt)
             now = self.env.now
             s0 = day_share(start, self.cfg.traffic)
             s1 = 1.0 if now % DAY_S == 0 else day_share(now, self.cfg.traffic)
@@ -137,15 +185,8 @@ class Simulation:
     def churn(self) -> Generator[simpy.Event, None, None]:
         rng = self.streams.get("churn")
         while True:
-            yield Urgent(self.env, self.cfg.world.churn_interval_s)
+            yield self.wait("churn", self.cfg.world.churn_interval_s)
             churn(self.market, self.cfg, self.env.now, rng)
-
-    def deployer(self) -> Generator[simpy.Event, None, None]:
-        while True:
-            yield Urgent(self.env, self.cfg.funnel.index_rebuild_interval_s)
-            for arm in self.arms:
-                arm.index = self._build_index(arm.l1, arm.l2, arm.l1_version, arm.name,
-                                              self.env.now)
 
     # -- data plane -----------------------------------------------------------------------
 
@@ -167,7 +208,7 @@ class Simulation:
                 self.stats.batches += 1
             if self.progress is not None:
                 self.progress(t1, self.stats.requests)
-            yield self.env.timeout(t1 - t0)
+            yield self.wait("traffic", t1 - t0)
 
     def _serve(self, arm: Arm, batch: Any) -> None:
         cfg, w = self.cfg, self.writer
@@ -183,23 +224,72 @@ class Simulation:
         w.append("clicks", records.click_rows(served, arm.name, objective))
         w.append("conversions", records.conversion_rows(
             served, arm.name, objective, cfg.world.attribution_window_s, self.horizon))
-        cand = records.candidate_rows(served, arm, self.market, cfg, cfg.seed, self.surfaces)
+        lc = cfg.logs
+        sample = records.sampled_candidates(served, cfg.seed, lc.full_request_rate,
+                                            lc.partial_request_rate, lc.partial_candidates)
+        cand = records.candidate_rows(served, arm, self.market, cfg, sample, self.surfaces)
         if cand is not None:
             w.append("candidates", cand)
+        self.training_log.append(records.training_rows(
+            served, arm, self.market, None if cand is None else cand["true_pcvr"], sample))
+        self._count_versions(arm, served)
         spent = np.flatnonzero(tick > 0)
         w.append("spend", {"time": self.env.now, "day": int(self.env.now // DAY_S),
                            "arm": arm.name, "advertiser_id": spent, "tick_spend": tick[spent],
                            "spent_today": arm.ledger.spent_today[spent],
                            "budget": arm.ledger.budget[spent]})
 
+    def _count_versions(self, arm: Arm, served: Any) -> None:
+        """Accumulate (hour, tier, query - item version) counts of the live retrieved candidates."""
+        hour = int(self.env.now // 3600)
+        tier = served.tier[served.live].astype(np.int64)
+        dist = served.query_version - served.item_version[served.live].astype(np.int64)
+        code = tier * 4096 + (dist + 2048)
+        keys, counts = np.unique(code, return_counts=True)
+        for key, c in zip(keys.tolist(), counts.tolist(), strict=True):  # a few (tier, distance)
+            k = (hour, key // 4096, key % 4096 - 2048)
+            arm.version_counts[k] = arm.version_counts.get(k, 0) + c
+
+    def _flush_version_counts(self) -> None:
+        for arm in self.arms:
+            if not arm.version_counts:
+                continue
+            keys = sorted(arm.version_counts)
+            self.writer.append("version_distance", {
+                "hour": [k[0] for k in keys], "arm": arm.name,
+                "tier": [TIERS[k[1]] for k in keys], "distance": [k[2] for k in keys],
+                "candidates": [arm.version_counts[k] for k in keys]})
+            arm.version_counts.clear()
+
     # -- run ------------------------------------------------------------------------------
 
     def run(self) -> Stats:
         """Run to the horizon, then close the last (possibly partial) day."""
-        for proc in (self.control, self.churn, self.deployer, self.traffic):
-            self.env.process(proc())
-        self.env.run(until=self.horizon)
+        env, wait = self.env, self.wait
+        env.process(self.control())
+        env.process(self.churn())
+        env.process(self.lifecycle.releaser(env, wait))
+        for pipe in self.pipelines:
+            env.process(pipe.enrichment(env, wait))
+            env.process(pipe.snapshots(env, wait))
+            env.process(pipe.tier_builds(env, wait, "large"))
+            env.process(pipe.tier_builds(env, wait, "fresh"))
+        env.process(self.traffic())
+        env.run(until=self.horizon)
+        self._flush_version_counts()
         last_day = int(np.ceil(self.horizon / DAY_S)) - 1
         for arm in self.arms:
             self._close_day(arm, last_day)
         return self.stats
+
+    def evaluate(self) -> dict[str, Any]:
+        """Offline evaluation and the skew sweep on the last training window (after the run)."""
+        rows = self.training_log.window(self.horizon + 1.0)
+        if rows is None:
+            return {}
+        rows = eval_rows(rows, self.cfg, self.streams.get("offline_eval"))
+        users, cfg, w = self.market.users, self.cfg, self.writer
+        models = {arm.name: arm.l1_lineage for arm in self.arms}
+        out = {"models": offline_eval(self.registry, models, "control/l2", rows, users, cfg, w)}
+        out |= skew_sweep(self.registry, self.readiness, "control/l2", rows, users, cfg, w)
+        return out

@@ -64,6 +64,20 @@ def arm_metrics(logs: dict[str, pl.DataFrame], arm: str) -> dict[str, Any]:
     return out
 
 
+def version_distance(vd: pl.DataFrame, arm: str) -> dict[str, Any]:
+    """Share of live retrieved candidates by (query version - item version), overall and by tier."""
+    rows = vd.filter(pl.col("arm") == arm)
+
+    def shares(frame: pl.DataFrame) -> dict[str, float]:
+        g = frame.group_by("distance").agg(pl.col("candidates").sum()).sort("distance")
+        total = g["candidates"].sum()
+        return {str(d): c / total for d, c in zip(g["distance"], g["candidates"], strict=True)}
+
+    return {"all": shares(rows),
+            "by_tier": {t: shares(rows.filter(pl.col("tier") == t))
+                        for t in sorted(set(rows["tier"].to_list()))}}
+
+
 def overspend(days: pl.DataFrame) -> dict[str, Any]:
     """Budget overspend per advertiser-day; ``max_tick_ratio`` <= 1 means within one tick."""
     over = days.filter(pl.col("overspend") > 0)
@@ -88,10 +102,11 @@ def _clean(x: Any) -> Any:
 def summarize(run_dir: Path, arms: list[str], sim_days: float,
               extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compute the metrics of a finished run from ``run_dir/logs``."""
-    names = ("impressions", "clicks", "conversions", "budget_days", "requests")
+    names = ("impressions", "clicks", "conversions", "budget_days", "requests", "version_distance")
     logs = {n: pl.read_parquet(run_dir / "logs" / f"{n}.parquet") for n in names}
     return _clean({
-        "arms": {a: arm_metrics(logs, a) for a in arms},
+        "arms": {a: arm_metrics(logs, a) | {
+            "version_distance": version_distance(logs["version_distance"], a)} for a in arms},
         "requests": logs["requests"]["request_id"].n_unique(),
         "sim_days": sim_days,
         "overspend": overspend(logs["budget_days"]),

@@ -13,26 +13,66 @@ from sim.logs import SCHEMAS, LogWriter
 from conftest import read_log
 
 PINNED = {
-    "requests": ["request_id", "time", "day", "arm", "user_id", "segment", "surface",
-                 "n_retrieved", "n_impressions"],
-    "impressions": ["request_id", "time", "day", "arm", "user_id", "surface", "ad_id",
-                    "advertiser_id", "objective", "position", "bid", "price", "per_click",
-                    "cost", "l1_pcvr", "l2_pctr", "l2_pcvr", "true_pctr", "true_pcvr", "click",
-                    "conversion"],
-    "clicks": ["request_id", "time", "day", "arm", "ad_id", "advertiser_id", "objective",
-               "position", "cost", "l1_pcvr", "l2_pcvr", "true_pcvr", "conversion"],
-    "conversions": ["request_id", "click_time", "time", "day", "arm", "ad_id", "advertiser_id",
-                    "objective", "attributed", "observed"],
-    "candidates": ["request_id", "time", "day", "arm", "source", "surface", "ad_id",
-                   "advertiser_id", "objective", "retrieval_rank", "l1_pcvr", "ctr_prior",
-                   "l1_value", "l2_pctr", "l2_pcvr", "l2_value", "passed_l1", "passed_l2", "won",
-                   "true_pctr", "true_pcvr"],
-    "spend": ["time", "day", "arm", "advertiser_id", "tick_spend", "spent_today", "budget"],
-    "pacing": ["time", "day", "arm", "advertiser_id", "multiplier", "planned", "actual",
-               "spent_today", "budget"],
-    "budget_days": ["day", "arm", "advertiser_id", "objective", "budget", "spend", "billed",
-                    "overspend", "max_tick_spend"],
-    "index_builds": ["time", "arm", "n_items", "model_version", "build_s"],
+    "requests": [
+        "request_id", "time", "day", "arm", "user_id", "segment", "surface", "n_retrieved",
+        "n_impressions"
+    ],
+    "impressions": [
+        "request_id", "time", "day", "arm", "user_id", "surface", "ad_id", "advertiser_id",
+        "objective", "position", "bid", "price", "per_click", "cost", "l1_pcvr", "l2_pctr",
+        "l2_pcvr", "true_pctr", "true_pcvr", "click", "conversion", "tier", "item_version",
+        "query_version"
+    ],
+    "clicks": [
+        "request_id", "time", "day", "arm", "ad_id", "advertiser_id", "objective", "position",
+        "cost", "l1_pcvr", "l2_pcvr", "true_pcvr", "conversion"
+    ],
+    "conversions": [
+        "request_id", "click_time", "time", "day", "arm", "ad_id", "advertiser_id", "objective",
+        "attributed", "observed"
+    ],
+    "candidates": [
+        "request_id", "time", "day", "arm", "source", "surface", "ad_id", "advertiser_id",
+        "objective", "retrieval_rank", "l1_pcvr", "ctr_prior", "l1_value", "l2_pctr", "l2_pcvr",
+        "l2_value", "passed_l1", "passed_l2", "won", "true_pctr", "true_pcvr", "tier",
+        "item_version", "query_version"
+    ],
+    "spend": [
+        "time", "day", "arm", "advertiser_id", "tick_spend", "spent_today", "budget"
+    ],
+    "pacing": [
+        "time", "day", "arm", "advertiser_id", "multiplier", "planned", "actual", "spent_today",
+        "budget"
+    ],
+    "budget_days": [
+        "day", "arm", "advertiser_id", "objective", "budget", "spend", "billed", "overspend",
+        "max_tick_spend"
+    ],
+    "index_builds": [
+        "time", "deploy_time", "arm", "tier", "mode", "snapshot_time", "n_items", "min_version",
+        "max_version", "n_versions", "build_s"
+    ],
+    "snapshots": [
+        "time", "arm", "n_items", "min_version", "max_version", "n_versions"
+    ],
+    "model_releases": [
+        "time", "lineage", "kind", "family", "version", "window_start", "window_end", "rows",
+        "train_loss", "parameters", "feature_view"
+    ],
+    "rollouts": [
+        "time", "arm", "lineage", "side", "version"
+    ],
+    "version_distance": [
+        "hour", "arm", "tier", "distance", "candidates"
+    ],
+    "offline_eval": [
+        "model", "lineage", "version", "source", "decile", "rows", "log_mae", "log_loss",
+        "normalized_entropy", "calibration", "label_log_loss", "label_calibration"
+    ],
+    "skew_sweep": [
+        "family", "lineage", "query_version", "distance", "source", "tier", "anchors", "rows",
+        "log_loss", "excess_loss", "calibration", "log_mae", "delta_excess_loss", "delta_log_mae"
+    ],
 }
 
 
@@ -55,13 +95,13 @@ def test_no_temporary_files_left(tiny_run: Path) -> None:
 def test_writer_final_files_only_on_close(tmp_path: Path) -> None:
     w = LogWriter(tmp_path, flush_rows=3)
     cols = {"time": np.arange(5.0), "arm": "control", "n_items": np.arange(5),
-            "model_version": 1, "build_s": 0.1}
-    w.append("index_builds", cols)
-    assert not (tmp_path / "index_builds.parquet").exists()  # flushed to a part, not final
-    assert list((tmp_path / ".parts" / "index_builds").glob("*.parquet"))
+            "min_version": 1, "max_version": 2, "n_versions": 2}
+    w.append("snapshots", cols)
+    assert not (tmp_path / "snapshots.parquet").exists()  # flushed to a part, not final
+    assert list((tmp_path / ".parts" / "snapshots").glob("*.parquet"))
     rows = w.close()
-    assert rows["index_builds"] == 5
-    frame = pl.read_parquet(tmp_path / "index_builds.parquet")
+    assert rows["snapshots"] == 5
+    frame = pl.read_parquet(tmp_path / "snapshots.parquet")
     assert frame["time"].to_list() == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert not (tmp_path / ".parts").exists()
     assert pl.read_parquet(tmp_path / "clicks.parquet").height == 0  # empty table, full schema
@@ -70,7 +110,7 @@ def test_writer_final_files_only_on_close(tmp_path: Path) -> None:
 def test_writer_rejects_wrong_columns(tmp_path: Path) -> None:
     w = LogWriter(tmp_path, flush_rows=10)
     with pytest.raises(ValueError, match="missing columns"):
-        w.append("index_builds", {"time": 1.0})
+        w.append("snapshots", {"time": 1.0})
 
 
 def test_truth_logged_beside_estimates(tiny_run: Path) -> None:

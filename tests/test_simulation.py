@@ -16,11 +16,31 @@ from conftest import read_json, read_log, run_tiny, tiny_config
 
 
 def test_control_plane_trace(tmp_path: Path) -> None:
-    run_tiny(tmp_path, "days=1.25", "funnel.index_rebuild_interval_s=21600",
-             "pacing.interval_s=10800")
+    run_tiny(tmp_path, "days=1.25", "pacing.interval_s=10800", "models.release_interval_s=43200",
+             "models.query_rollout_delay_s=3600", "models.label_wait_s=3600",
+             "models.train_window_s=36000", "index.snapshot_interval_s=21600",
+             "index.enrich_interval_s=3600", "index.fresh_build_interval_s=21600",
+             "index.large_build_interval_s=43200", "index.large_deploy_s=21600")
+    snaps = read_log(tmp_path, "snapshots")
+    assert snaps["time"].to_list() == [0.0, 21600.0, 43200.0, 64800.0, 86400.0]
     builds = read_log(tmp_path, "index_builds")
-    assert builds["time"].to_list() == [0.0, 21600.0, 43200.0, 64800.0, 86400.0]
-    assert builds["model_version"].to_list() == [1] * 5
+    trace = list(zip(builds["tier"], builds["time"], builds["deploy_time"], builds["snapshot_time"],
+                     strict=True))
+    assert trace == [
+        ("large", 0.0, 0.0, 0.0), ("fresh", 0.0, 0.0, 0.0),
+        ("fresh", 21600.0, 21600.0, 21600.0), ("fresh", 43200.0, 43200.0, 43200.0),
+        ("large", 43200.0, 64800.0, 43200.0), ("fresh", 64800.0, 64800.0, 64800.0),
+        ("fresh", 86400.0, 86400.0, 86400.0),
+    ]  # the large build of 86400 would deploy at the horizon (108000): it never serves
+    releases = read_log(tmp_path, "model_releases")
+    assert list(zip(releases["time"], releases["lineage"], releases["version"], strict=True)) == [
+        (0.0, "control/l2", 1), (0.0, "control/l1", 1),
+        (43200.0, "control/l2", 2), (43200.0, "control/l1", 2),
+        (86400.0, "control/l2", 3), (86400.0, "control/l1", 3)]
+    assert releases.filter(pl.col("version") == 2)["window_end"].to_list() == [39600.0] * 2
+    rollouts = read_log(tmp_path, "rollouts")
+    assert list(zip(rollouts["time"], rollouts["side"], rollouts["version"], strict=True)) == [
+        (43200.0, "item", 2), (46800.0, "query", 2), (86400.0, "item", 3), (90000.0, "query", 3)]
     pacing = read_log(tmp_path, "pacing").group_by("time", maintain_order=True).agg(
         pl.col("day").first())
     times = [10800.0 * k for k in range(1, 10)]  # the horizon (1.25 d = 108000 s) runs nothing
@@ -32,6 +52,19 @@ def test_control_plane_trace(tmp_path: Path) -> None:
     spend = read_log(tmp_path, "spend").filter(pl.col("day") == 1).sort("time")
     first = spend.group_by("advertiser_id").agg(pl.all().first())
     np.testing.assert_allclose(first["spent_today"], first["tick_spend"])
+
+    # Requests see exactly what is deployed at their time: the query version switches at the
+    # rollouts, and the large tier serves version-1 vectors until its second build deploys.
+    imps = read_log(tmp_path, "impressions")
+    span = (pl.col("time") >= 46800.0).cast(pl.Int8) + (pl.col("time") >= 90000.0).cast(pl.Int8)
+    qv = imps.group_by(span.alias("span")).agg(pl.col("query_version").unique()).sort("span")
+    assert [sorted(v) for v in qv["query_version"].to_list()] == [[1], [2], [3]]
+    large = imps.filter(pl.col("tier") == "large")
+    assert large.filter(pl.col("time") < 64800.0)["item_version"].unique().to_list() == [1]
+    second = builds.filter((pl.col("tier") == "large") & (pl.col("time") == 43200.0))
+    late = large.filter(pl.col("time") >= 64800.0)["item_version"]
+    assert late.min() >= second["min_version"][0] and late.max() <= second["max_version"][0]
+    assert imps.filter(pl.col("tier") == "fresh")["item_version"].max() == 3
 
 
 def test_same_seed_same_metrics_other_seed_differs(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ def bounded(default: Any, **meta: Any) -> Any:
 
 
 OBJECTIVES = ("ocpm", "cpc", "cpm")
+L1_FAMILIES = ("simple", "dhen")
 PRICING_RULES = ("gsp", "second_price", "first_price", "vcg")
 
 
@@ -55,6 +56,7 @@ class WorldConfig:
     position_ctr: list[float] = bounded([1.0, 0.75, 0.55], gt=0, le=1)  # true CTR factor by slot
     ad_lifetime_days: float = bounded(7.0, gt=0)  # mean lifetime of an ad (exponential)
     churn_interval_s: float = bounded(3600.0, gt=0)  # how often expired ads are replaced
+    feature_refresh_per_day: float = bounded(0.2, ge=0)  # share of live ads whose features change
     conversion_delay_mean_s: float = bounded(6 * 3600.0, ge=0)  # mean click-to-conversion delay
     attribution_window_s: float = bounded(86_400.0, ge=0)  # conversions later than this are lost
 
@@ -77,9 +79,33 @@ class FunnelConfig:
     k_retrieval: int = bounded(200, ge=1)  # candidates retrieved from the index per request
     k_l1: int = bounded(50, ge=1)  # candidates kept by L1
     k_l2: int = bounded(10, ge=1)  # candidates kept by L2 and sent to the auction
-    index_factory: str = "Flat"  # faiss index_factory string (inner-product metric)
-    index_rebuild_interval_s: float = bounded(3600.0, gt=0)  # index snapshot + build cadence
     ctr_prior_contexts: int = bounded(64, ge=1)  # reference contexts for the per-ad L1 pCTR prior
+
+
+BUILD_MODES = ("streaming", "batch", "hybrid")
+
+
+@dataclass
+class IndexConfig:
+    """The item-embedding pipeline: enrichment, snapshots, the two index tiers
+    (``sim.serving.pipeline``).
+
+    ``large`` holds the whole catalog as of its snapshot; ``fresh`` holds the ads created or
+    changed since the snapshot of the deployed ``large`` build. A tier build starts every
+    ``*_build_interval_s`` from the latest snapshot and is swapped in ``*_deploy_s`` later.
+    ``build_mode``: ``streaming`` (both tiers from the snapshot's stored vectors, mixed versions),
+    ``batch`` (each build re-embeds its items with the item tower live at build start, one
+    version per build), ``hybrid`` (batch ``large``, streaming ``fresh``).
+    """
+
+    factory: str = "Flat"  # faiss index_factory string (inner-product metric)
+    build_mode: str = bounded("streaming", choices=BUILD_MODES)
+    enrich_interval_s: float = bounded(600.0, gt=0)  # streaming enrichment of new/changed ads
+    snapshot_interval_s: float = bounded(3600.0, gt=0)  # embedding-table snapshot cadence
+    fresh_build_interval_s: float = bounded(3600.0, gt=0)
+    fresh_deploy_s: float = bounded(0.0, ge=0)  # build + deploy time of a fresh-tier build
+    large_build_interval_s: float = bounded(86_400.0, gt=0)
+    large_deploy_s: float = bounded(86_400.0, ge=0)  # build + deploy time of a large-tier build
 
 
 @dataclass
@@ -107,16 +133,35 @@ class PacingConfig:
 class ModelsConfig:
     """L1 two-tower and L2 ranker, and their start-up training (``sim.models``)."""
 
-    l1_family: str = bounded("simple", choices=("simple",))
+    l1_family: str = bounded("simple", choices=L1_FAMILIES)
     embedding_dim: int = bounded(16, ge=1)  # two-tower output dimension (before the bias slot)
-    l1_hidden: int = bounded(64, ge=1)
+    l1_hidden: int = bounded(64, ge=1)  # simple: hidden width of each tower
+    dhen_layers: int = bounded(2, ge=1)  # dhen: ensemble layers per tower
+    dhen_token_dim: int = bounded(16, ge=2)  # dhen: width of each feature-family token
+    dhen_heads: int = bounded(2, ge=1)  # dhen: attention heads (must divide dhen_token_dim)
     l2_hidden: int = bounded(64, ge=1)
     learning_rate: float = bounded(3e-3, gt=0)
     epochs: int = bounded(3, ge=1)
     batch_size: int = bounded(4096, ge=1)
     exploration_requests: int = bounded(60_000, ge=1)  # randomised-serving warm-up requests
-    distill_ads_per_request: int = bounded(8, ge=1)  # random ads per request for L1 distillation
+    distill_ads_per_request: int = bounded(4, ge=1)  # random ads per request for L1 distillation
     label_weight: float = bounded(1.0, ge=0)  # weight of conversion labels next to L2 teacher
+    release_interval_s: float = bounded(86_400.0, gt=0)  # a new version of every live model
+    release_epochs: int = bounded(2, ge=1)  # warm-start epochs per release
+    release_learning_rate: float = bounded(3e-3, gt=0)
+    reinit_share: float = bounded(0.0, share=True)  # share of layers re-initialised per release
+    train_window_s: float = bounded(86_400.0, gt=0)  # log window a release trains on
+    label_wait_s: float = bounded(43_200.0, ge=0)  # the window ends this long before the release
+    train_max_rows: int = bounded(1_500_000, ge=1)  # cap on the logged rows kept for training
+    train_sample_rows: int = bounded(300_000, ge=1)  # rows a release samples from its window
+    query_rollout_delay_s: float = bounded(3600.0, ge=0)  # release -> query tower live
+    # families the skew sweep checks; each one no arm serves is trained as a readiness lineage
+    # beside the live models (empty: only the served family)
+    skew_check_families: list[str] = bounded([], choices=L1_FAMILIES)
+    skew_max_distance: int = bounded(4, ge=0)  # item versions older than the query, in the sweep
+    skew_gate_distance: int = bounded(2, ge=1)  # the readiness gate looks at this distance
+    skew_gate_max_increase: float = bounded(0.25, ge=0)  # max relative loss increase to pass
+    offline_eval_rows: int = bounded(50_000, ge=1)  # rows per log source in offline evaluation
     torch_threads: int = bounded(2, ge=1)
     faiss_threads: int = bounded(2, ge=1)
 
@@ -149,6 +194,7 @@ class Config:
     world: WorldConfig = field(default_factory=WorldConfig)
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
     funnel: FunnelConfig = field(default_factory=FunnelConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
     auction: AuctionConfig = field(default_factory=AuctionConfig)
     pacing: PacingConfig = field(default_factory=PacingConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)

@@ -96,6 +96,18 @@ def _check_relations(cfg: Config) -> None:
              f"`experiment.arms` must not repeat an arm, got {cfg.experiment.arms}")
     _require(set(cfg.experiment.arms) <= {"control"},
              f"`experiment.arms`: only 'control' is served so far, got {cfg.experiment.arms}")
+    m = cfg.models
+    _require(m.dhen_token_dim % m.dhen_heads == 0,
+             f"`models.dhen_heads` ({m.dhen_heads}) must divide `models.dhen_token_dim` "
+             f"({m.dhen_token_dim})")
+    _require(m.skew_gate_distance <= m.skew_max_distance,
+             f"`models.skew_gate_distance` ({m.skew_gate_distance}) must be <= "
+             f"`models.skew_max_distance` ({m.skew_max_distance})")
+    for name in ("tick_s",):
+        value = getattr(cfg.traffic, name)
+        _require(86_400.0 % value == 0, f"`traffic.{name}` must divide a day (86400 s), got {value}")
+    _require(86_400.0 % pac.interval_s == 0,
+             f"`pacing.interval_s` must divide a day (86400 s), got {pac.interval_s}")
     n_ads = w.n_advertisers * w.ads_per_advertiser
     _require(fun.k_retrieval <= n_ads,
              f"`funnel.k_retrieval` ({fun.k_retrieval}) must be <= the live catalog "

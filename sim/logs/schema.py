@@ -24,7 +24,7 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "ad_id": I64, "advertiser_id": I32, "objective": STR, "position": I16,
         "bid": F64, "price": F64, "per_click": BOOL, "cost": F64,
         "l1_pcvr": F32, "l2_pctr": F32, "l2_pcvr": F32, "true_pctr": F64, "true_pcvr": F64,
-        "click": BOOL, "conversion": BOOL,
+        "click": BOOL, "conversion": BOOL, "tier": STR, "item_version": I32, "query_version": I32,
     },
     # One row per click; ``cost`` is the click charge (0 unless charged per click).
     "clicks": {
@@ -48,7 +48,7 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "ad_id": I64, "advertiser_id": I32, "objective": STR, "retrieval_rank": I16,
         "l1_pcvr": F32, "ctr_prior": F32, "l1_value": F64, "l2_pctr": F32, "l2_pcvr": F32,
         "l2_value": F64, "passed_l1": BOOL, "passed_l2": BOOL, "won": BOOL,
-        "true_pctr": F64, "true_pcvr": F64,
+        "true_pctr": F64, "true_pcvr": F64, "tier": STR, "item_version": I32, "query_version": I32,
     },
     # Spend per advertiser per tick (only ticks with spend).
     "spend": {
@@ -65,8 +65,43 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "day": I32, "arm": STR, "advertiser_id": I32, "objective": STR, "budget": F64,
         "spend": F64, "billed": F64, "overspend": F64, "max_tick_spend": F64,
     },
-    # Index builds (snapshot of the live catalog, embedded with the live item tower).
+    # Index tier builds: started at ``time`` from the snapshot of ``snapshot_time``, swapped in at
+    # ``deploy_time``; the model versions of the item vectors it holds.
     "index_builds": {
-        "time": F64, "arm": STR, "n_items": I64, "model_version": I32, "build_s": F64,
+        "time": F64, "deploy_time": F64, "arm": STR, "tier": STR, "mode": STR,
+        "snapshot_time": F64, "n_items": I64, "min_version": I32, "max_version": I32,
+        "n_versions": I32, "build_s": F64,
+    },
+    # Embedding-table snapshots.
+    "snapshots": {
+        "time": F64, "arm": STR, "n_items": I64, "min_version": I32, "max_version": I32,
+        "n_versions": I32,
+    },
+    # Every registered model version (version 1 is the start-up model, at time 0).
+    "model_releases": {
+        "time": F64, "lineage": STR, "kind": STR, "family": STR, "version": I32,
+        "window_start": F64, "window_end": F64, "rows": I64, "train_loss": F64,
+        "parameters": I64, "feature_view": STR,
+    },
+    # When a version went live on a side of an arm: ``item`` (enrichment and batch builds use
+    # it from then on) or ``query`` (the query tower serving requests).
+    "rollouts": {"time": F64, "arm": STR, "lineage": STR, "side": STR, "version": I32},
+    # Live retrieved candidates (what L1 scored) per hour, tier and query-minus-item version.
+    "version_distance": {
+        "hour": I32, "arm": STR, "tier": STR, "distance": I32, "candidates": I64,
+    },
+    # Offline evaluation in the clean world (one checkpoint for both towers), per log source and
+    # decile of the L2 teacher's pCVR (decile -1 = all rows).
+    "offline_eval": {
+        "model": STR, "lineage": STR, "version": I32, "source": STR, "decile": I32, "rows": I64,
+        "log_mae": F64, "log_loss": F64, "normalized_entropy": F64, "calibration": F64,
+        "label_log_loss": F64, "label_calibration": F64,
+    },
+    # The skew sweep: query tower of version a, item tower of a - ``distance``, averaged over the
+    # anchors a; ``delta_*`` is the mean change against the clean pairing (a, a).
+    "skew_sweep": {
+        "family": STR, "lineage": STR, "query_version": I32, "distance": I32, "source": STR,
+        "tier": STR, "anchors": I32, "rows": I64, "log_loss": F64, "excess_loss": F64,
+        "calibration": F64, "log_mae": F64, "delta_excess_loss": F64, "delta_log_mae": F64,
     },
 }

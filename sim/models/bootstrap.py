@@ -2,27 +2,29 @@
 
 Before live traffic starts, ``models.exploration_requests`` requests are served ads drawn
 uniformly from the catalog into every slot, and their clicks and conversions are drawn from the
-true response (keyed by their own request ids, above :data:`EXPLORATION_ID_BASE`). On that log:
+true response (keyed by their own request ids, above :data:`EXPLORATION_ID_BASE`); every
+conversion of the warm-up is known by time 0. On that log:
 
-* the L2 ranker learns pCTR from every impression and pCVR from clicked impressions;
-* the L1 two-tower model is distilled from L2: for each exploration request, the shown ads plus
-  ``models.distill_ads_per_request`` random ads are scored by L2 (the teacher's pCVR), and the
-  L1 logit is fit to it, plus the conversion labels of clicked impressions.
+* the L2 ranker (version 1 of ``<arm>/l2``) learns pCTR from every impression and pCVR from the
+  clicked ones;
+* each L1 lineage's version 1 is distilled from L2: the shown ads plus
+  ``models.distill_ads_per_request`` random ads per request are scored by the L2 teacher, and the
+  L1 logit is fit to its pCVR, plus the conversion labels of clicked impressions.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from sim.config.schema import Config
+from sim.models.families import make_l1, parameter_count
 from sim.models.ranker import Ranker
-from sim.models.towers import TwoTower
-from sim.models.training import FitReport, distill_two_tower, train_ranker
+from sim.models.registry import ModelVersion, Registry
+from sim.models.releases import fit_l1, fit_l2
+from sim.models.training_log import FULL, WINNER, LoggedRows
 from sim.rng import Streams
-from sim.serving.features import query_inputs, surface_onehot
+from sim.world.catalog import FAMILIES
 from sim.world.marketplace import Marketplace
 from sim.world.response import draw_outcomes, true_rates
 from sim.world.traffic import draw_audience
@@ -30,66 +32,54 @@ from sim.world.traffic import draw_audience
 EXPLORATION_ID_BASE = 1 << 40
 
 
-@dataclass(frozen=True)
-class Bootstrap:
-    l1: TwoTower
-    l2: Ranker
-    l2_fit: FitReport
-    l1_fit: FitReport
-    impressions: int
-    clicks: int
-    conversions: int
-
-
-def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-
-
-def train_initial_models(market: Marketplace, cfg: Config, streams: Streams) -> Bootstrap:
-    """Draw the exploration log and train L2, then distill L1 from it."""
+def exploration_rows(market: Marketplace, cfg: Config, streams: Streams) -> LoggedRows:
+    """The exploration log: shown impressions (WINNER rows) and random unshown pairs (FULL rows)."""
     rng = streams.get("exploration")
-    gen = torch.Generator().manual_seed(streams.torch_seed("training"))
-    torch.manual_seed(streams.torch_seed("init"))  # parameter initialisation (torch's own RNG)
-    n, s = cfg.models.exploration_requests, cfg.auction.n_slots
-    ns, cat, users = len(cfg.world.surfaces), market.catalog, market.users
+    n, s, k = cfg.models.exploration_requests, cfg.auction.n_slots, cfg.models.distill_ads_per_request
+    cat, users = market.catalog, market.users
     user, surface = draw_audience(rng, n, users, market.surface_mix)
     request_id = EXPLORATION_ID_BASE + np.arange(n, dtype=np.int64)
-    slot = rng.integers(0, cat.n, size=(n, s))
+    slot = rng.integers(0, cat.n, size=(n, s + k))
     pctr, pcvr = true_rates(market.truth, users.latent[user], surface, cat.latent[slot],
                             cat.creative[slot], cat.quality[slot])
-    position = np.broadcast_to(np.arange(s), (n, s))
-    pctr = pctr * market.truth.position_ctr[:s]
-    out = draw_outcomes(cfg.seed, request_id[:, None], cat.ad_id[slot], pctr, pcvr,
+    shown = np.zeros((n, s + k), dtype=bool)
+    shown[:, :s] = True
+    position = np.where(shown, np.arange(s + k), -1).astype(np.int16)
+    pctr_pos = pctr * np.where(shown, market.truth.position_ctr[np.minimum(np.arange(s + k), s - 1)], 1)
+    out = draw_outcomes(cfg.seed, request_id[:, None], cat.ad_id[slot], pctr_pos, pcvr,
                         cfg.world.conversion_delay_mean_s)
+    click = out.click & shown
+    conv_time = np.where(click & out.conversion, -0.5, np.inf)
+    m = n * (s + k)
+    return LoggedRows(
+        time=np.full(m, -1.0), arm=np.zeros(m, np.int8), user=np.repeat(user, s + k),
+        surface=np.repeat(surface, s + k), ad_features=cat.features[slot.ravel()],
+        ad_id=cat.ad_id[slot].ravel(), source=np.where(shown, WINNER, FULL).astype(np.int8).ravel(),
+        tier=np.zeros(m, np.int8), item_version=np.zeros(m, np.int32),
+        query_version=np.zeros(m, np.int32), position=position.ravel(), click=click.ravel(),
+        conversion_time=conv_time.ravel(), true_pcvr=pcvr.ravel(),
+        l1_pcvr=np.full(m, np.nan, np.float32))
 
-    l2 = Ranker(users.features.shape[1], ns, cat.features.shape[1], cfg.world.latent_dim,
-                cfg.models.l2_hidden, s)
-    x = l2.inputs(_t(np.repeat(users.features[user], s, axis=0)),
-                  _t(np.repeat(surface_onehot(surface, ns), s, axis=0)),
-                  _t(cat.features[slot.ravel()]))
-    l2_fit = train_ranker(l2, x, torch.from_numpy(position.ravel().astype(np.int64)),
-                          _t(out.click.ravel()), _t(out.conversion.ravel()), cfg.models, gen)
-    l2.eval()
 
-    k = cfg.models.distill_ads_per_request
-    pair_slot = np.concatenate([slot, rng.integers(0, cat.n, size=(n, k))], axis=1)
-    width = s + k
-    pair_user = np.repeat(user, width)
-    pair_surface = np.repeat(surface, width)
-    with torch.inference_mode():
-        px = l2.inputs(_t(users.features[pair_user]), _t(surface_onehot(pair_surface, ns)),
-                       _t(cat.features[pair_slot.ravel()]))
-        teacher = torch.sigmoid(l2(px)[:, 1])
-    has_label = np.zeros((n, width), dtype=bool)
-    has_label[:, :s] = out.click
-    label = np.zeros((n, width), dtype=np.float32)
-    label[:, :s] = out.conversion
-    qx = query_inputs(users, pair_user, pair_surface, ns)
-    l1 = TwoTower(qx.shape[1], cat.features.shape[1], cfg.models.embedding_dim,
-                  cfg.models.l1_hidden)
-    l1_fit = distill_two_tower(l1, _t(qx), _t(cat.features[pair_slot.ravel()]), teacher.clone(),
-                               _t(label.ravel()), torch.from_numpy(has_label.ravel()),
-                               cfg.models, gen)
-    l1.eval()
-    return Bootstrap(l1, l2, l2_fit, l1_fit, n * s, int(out.click.sum()),
-                     int(out.conversion.sum()))
+def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, registry: Registry,
+                         l1_lineages: dict[str, str], l2_lineage: str) -> dict[str, int]:
+    """Register version 1 of ``l2_lineage`` and of every L1 lineage (lineage -> family)."""
+    rows = exploration_rows(market, cfg, streams)
+    gen = torch.Generator().manual_seed(streams.torch_seed("training/1"))
+    torch.manual_seed(streams.torch_seed("init"))  # parameter initialisation (torch's generator)
+    view = tuple(FAMILIES)
+    l2 = Ranker(market.users.features.shape[1], len(cfg.world.surfaces),
+                market.catalog.features.shape[1], cfg.world.latent_dim, cfg.models.l2_hidden,
+                cfg.auction.n_slots)
+    fit = fit_l2(l2, rows, 0.0, market.users, cfg, cfg.models, gen, fit_norm=True)
+    registry.register(ModelVersion(l2_lineage, 1, "l2", "ranker", 0.0, -1.0, 0.0, view,
+                                   int((rows.source == WINNER).sum()), fit.loss,
+                                   parameter_count(l2), l2))
+    for lineage, family in l1_lineages.items():
+        l1 = make_l1(family, cfg)
+        fit = fit_l1(l1, l2, rows, 0.0, market.users, cfg, cfg.models, gen, fit_norm=True)
+        registry.register(ModelVersion(lineage, 1, "l1", family, 0.0, -1.0, 0.0, view, len(rows),
+                                       fit.loss, parameter_count(l1), l1))
+    shown = rows.source == WINNER
+    return {"impressions": int(shown.sum()), "clicks": int(rows.click.sum()),
+            "conversions": int(np.isfinite(rows.conversion_time).sum())}

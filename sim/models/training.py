@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from sim.config.schema import ModelsConfig
 from sim.models.ranker import Ranker
-from sim.models.towers import TwoTower
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,13 @@ def _batches(n: int, cfg: ModelsConfig, gen: torch.Generator) -> Iterator[torch.
 
 def train_ranker(
     model: Ranker, x: torch.Tensor, position: torch.Tensor, click: torch.Tensor,
-    conversion: torch.Tensor, cfg: ModelsConfig, gen: torch.Generator,
+    conversion: torch.Tensor, cfg: ModelsConfig, gen: torch.Generator, fit_norm: bool = True,
 ) -> FitReport:
-    """Fit pCTR on every impression and pCVR on clicked impressions (BCE on both heads)."""
-    model.norm.fit(x)
+    """Fit pCTR on every impression and pCVR on clicked impressions (BCE on both heads).
+
+    ``fit_norm=False`` keeps the input standardisation of a warm-started model."""
+    if fit_norm:
+        model.norm.fit(x)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     clicked = click > 0.5
     losses, steps = [], 0
@@ -56,16 +59,18 @@ def train_ranker(
 
 
 def distill_two_tower(
-    model: TwoTower, query_x: torch.Tensor, item_x: torch.Tensor, teacher: torch.Tensor,
+    model: nn.Module, query_x: torch.Tensor, item_x: torch.Tensor, teacher: torch.Tensor,
     label: torch.Tensor, has_label: torch.Tensor, cfg: ModelsConfig, gen: torch.Generator,
+    fit_norm: bool = True,
 ) -> FitReport:
     """Fit the L1 logit to the L2 teacher's pCVR on every pair, plus conversion labels where known.
 
     ``query_x`` (N, Fq), ``item_x`` (N, Fi) are aligned pairs; ``teacher`` (N,) probabilities;
     ``label`` (N,) 0/1 conversions, used where ``has_label`` (clicked impressions).
     """
-    model.query_norm.fit(query_x)
-    model.item_norm.fit(item_x)
+    if fit_norm:
+        model.query_norm.fit(query_x)
+        model.item_norm.fit(item_x)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     losses, steps = [], 0
     n_per_epoch = (query_x.shape[0] + cfg.batch_size - 1) // cfg.batch_size

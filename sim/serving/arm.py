@@ -1,13 +1,18 @@
-"""An arm: the serving stack one slice of traffic sees (models, index) and its money state."""
+"""An arm: the serving stack one slice of traffic sees, and its money state.
+
+The live query tower (``query_model`` at ``query_version``) and the deployed index tiers may come
+from different model versions: the query side rolls forward on release (after a rollout delay),
+the item side only as enrichment re-embeds ads and new tier builds deploy.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+from torch import nn
 
 from sim.models.ranker import Ranker
-from sim.models.towers import TwoTower
 from sim.pacing import Ledger
 from sim.serving.index import DeployedIndex
 
@@ -15,13 +20,28 @@ from sim.serving.index import DeployedIndex
 @dataclass
 class Arm:
     name: str
-    l1: TwoTower
+    code: int  # index of the arm in experiment.arms
+    family: str  # L1 family
+    l1_lineage: str
+    l2_lineage: str
+    query_model: nn.Module
+    query_version: int
     l2: Ranker
-    index: DeployedIndex
     ledger: Ledger
     multiplier: np.ndarray  # (A,) pacing multipliers in (0, 1]
-    l1_version: int = 1
+    tiers: dict[str, DeployedIndex] = field(default_factory=dict)
+    # tier -> (rows,) bool: rows whose ad a fresher deployed tier holds (skipped at retrieval)
+    superseded: dict[str, np.ndarray] = field(default_factory=dict)
     interval_spent: np.ndarray = field(init=False)  # spend since the last pacing update
+    # (hour, tier code, distance) -> served candidates, flushed to the version_distance log
+    version_counts: dict[tuple[int, int, int], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.interval_spent = np.zeros_like(self.multiplier)
+
+    def deploy(self, idx: DeployedIndex) -> None:
+        """Swap in a tier build and recompute which ``large`` rows the ``fresh`` tier supersedes."""
+        self.tiers[idx.tier] = idx
+        if "fresh" in self.tiers and "large" in self.tiers:
+            self.superseded["large"] = np.isin(self.tiers["large"].ad_id,
+                                               self.tiers["fresh"].ad_id)

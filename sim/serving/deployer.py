@@ -1,15 +1,12 @@
-"""The index deployer: snapshot the live catalog, embed it with the live item tower, build, swap.
+"""The per-ad L1 pCTR prior stored beside each index row.
 
-Each build embeds every live ad with the arm's current L1 item tower, computes the per-ad L1 pCTR
-prior (the L2 ranker's pCTR averaged over a fixed set of reference contexts, the engagement
-estimate L1 ranks with beside its own pCVR), builds a faiss index and returns it; the caller
-swaps it into the arm at once. Ads that arrive between builds are not retrievable until the next
-build (a freshness lag that the fast/large tier split of the lifecycle issue refines).
+L1 ranks by eCPM, which needs an engagement estimate beside its own pCVR: the L2 ranker's pCTR of
+the ad averaged over a fixed set of reference (user, surface) contexts, computed when the index
+is built (:mod:`sim.serving.pipeline`).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,9 +14,7 @@ import torch
 
 from sim.config.schema import Config
 from sim.models.ranker import Ranker
-from sim.models.towers import TwoTower
 from sim.serving.features import surface_onehot
-from sim.serving.index import DeployedIndex, build_index
 from sim.world.marketplace import Marketplace
 from sim.world.traffic import draw_audience
 
@@ -56,18 +51,3 @@ def ctr_prior(l2: Ranker, ctx: ReferenceContexts, ad_x: np.ndarray) -> np.ndarra
             p = torch.sigmoid(l2(x)[:, 0]).reshape(k, c)
             out[start:start + k] = p.mean(1).numpy()
     return out
-
-
-def build_arm_index(l1: TwoTower, l2: Ranker, version: int, market: Marketplace, cfg: Config,
-                    ctx: ReferenceContexts, now: float) -> tuple[DeployedIndex, float]:
-    """Build an index over the live catalog at ``now``; return it and the wall seconds it took."""
-    start = time.perf_counter()
-    cat = market.catalog
-    live = np.flatnonzero(cat.expires_at > now)
-    ad_x = cat.features[live]
-    with torch.inference_mode():
-        vectors = l1.item_vectors(torch.from_numpy(ad_x)).numpy()
-    prior = ctr_prior(l2, ctx, ad_x)
-    idx = build_index(vectors, live, cat.ad_id[live], np.full(live.size, version), prior,
-                      cfg.funnel.index_factory, now)
-    return idx, time.perf_counter() - start

@@ -5,11 +5,13 @@ loop over requests or candidates. Shapes below: B requests, Kr retrieved, K1 kep
 by L2, S auction slots. Columns of a stage's arrays index into the previous stage's columns.
 
 1. Query tower: one torch forward for the batch -> (B, D+1) query vectors.
-2. Retrieval: one faiss search of the arm's deployed index -> top-Kr rows; rows whose ad expired
-   since the build, or whose advertiser has no budget left today, are dropped.
-3. L1: the inner product faiss returned *is* the L1 logit of pCVR (item vectors stored in the
-   index, query vector live). L1 utility = eCPM from L1 pCVR, the index's per-ad pCTR prior, the
-   advertiser's bid and pacing multiplier; top-K1.
+2. Retrieval: one faiss search per deployed index tier, merged (duplicates keep the fresher
+   tier's row) -> top-Kr rows; rows whose ad expired since the build, or whose advertiser has no
+   budget left today, are dropped.
+3. L1: the inner product faiss returned *is* the L1 logit of pCVR: the item vector stored in the
+   index (of whatever version embedded it) dotted with the live query tower's vector (of the
+   live query version). Version skew acts here and nowhere else. L1 utility = eCPM from L1
+   pCVR, the index's per-ad pCTR prior, the advertiser's bid and pacing multiplier; top-K1.
 4. L2: one torch forward over the (B x K1) pairs with every feature of the L2 store (the live
    catalog's feature families) -> pCTR, pCVR; utility = eCPM; top-K2.
 5. Auction over the K2 bids (:func:`sim.auction.allocate`).
@@ -30,6 +32,7 @@ from sim.config.schema import Config
 from sim.serving.arm import Arm
 from sim.serving.features import query_inputs, surface_onehot
 from sim.serving.index import search
+from sim.serving.pipeline import TIERS
 from sim.world.marketplace import Marketplace
 from sim.world.response import Outcomes, draw_outcomes, true_rates
 from sim.world.traffic import RequestBatch
@@ -97,6 +100,9 @@ class Served:
     ok2: np.ndarray  # (B, K2) bool
     auction: AuctionResult
     impressions: Impressions
+    tier: np.ndarray  # (B, Kr) int8 code of the tier each candidate came from (TIERS order)
+    item_version: np.ndarray  # (B, Kr) int32 model version of the candidate's item vector
+    query_version: int  # model version of the query tower that served the batch
 
 
 def l2_predict(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
@@ -114,19 +120,53 @@ def l2_predict(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
     return p[:, 0].reshape(b, k), p[:, 1].reshape(b, k)
 
 
+def retrieve(arm: Arm, queries: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+    """Search every deployed tier and merge: (logits, tier code, index row) each (B, k).
+
+    An ad in both tiers keeps the fresher tier's row: rows the ``fresh`` tier supersedes are
+    masked in the ``large`` tier (:meth:`Arm.deploy` keeps that mask). Missing entries have row
+    -1 and logit -inf."""
+    logits, rows, tiers = [], [], []
+    for code, name in enumerate(TIERS):  # at most two tiers: a loop over tiers, not requests
+        if name not in arm.tiers:
+            continue
+        lg, rw = search(arm.tiers[name], queries, k)
+        ok = rw >= 0
+        if name in arm.superseded:
+            ok &= ~arm.superseded[name][np.where(ok, rw, 0)]
+        logits.append(np.where(ok, lg, -np.inf))
+        rows.append(np.where(ok, rw, -1))
+        tiers.append(np.full(rw.shape, code, np.int8))
+    lg, rw, tr = (np.concatenate(x, axis=1) for x in (logits, rows, tiers))
+    if len(logits) == 1:
+        return lg, tr, rw
+    keep = top_k(lg, k)
+    return take(lg, keep), take(tr, keep), take(rw, keep)
+
+
 def _retrieve(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
-              eligible: np.ndarray) -> tuple[np.ndarray, ...]:
+              eligible: np.ndarray) -> dict[str, np.ndarray]:
     qx = query_inputs(market.users, batch.user, batch.surface, len(cfg.world.surfaces))
     with torch.inference_mode():
-        qv = arm.l1.query_vectors(torch.from_numpy(qx)).numpy()
-    logits, rows = search(arm.index, qv, cfg.funnel.k_retrieval)
+        qv = arm.query_model.query_vectors(torch.from_numpy(qx)).numpy()
+    logits, tier, rows = retrieve(arm, qv, cfg.funnel.k_retrieval)
     valid = rows >= 0
     r = np.where(valid, rows, 0)
-    slot = arm.index.slot[r]
-    ad_id = arm.index.ad_id[r]
+    slot = np.zeros(rows.shape, np.int64)
+    ad_id = np.full(rows.shape, -1, np.int64)
+    version = np.zeros(rows.shape, np.int32)
+    prior = np.zeros(rows.shape, np.float32)
+    for t, name in enumerate(TIERS):
+        if name in arm.tiers:
+            m = valid & (tier == t)
+            idx = arm.tiers[name]
+            slot[m], ad_id[m] = idx.slot[r[m]], idx.ad_id[r[m]]
+            version[m], prior[m] = idx.version[r[m]], idx.ctr_prior[r[m]]
     advertiser = market.catalog.advertiser[slot]
     live = valid & (market.catalog.ad_id[slot] == ad_id) & eligible[advertiser]
-    return slot, ad_id, advertiser, live, sigmoid(logits), arm.index.ctr_prior[r]
+    return {"slot": slot, "ad_id": ad_id, "advertiser": advertiser, "live": live,
+            "l1_pcvr": sigmoid(np.where(valid, logits, 0.0)), "ctr_prior": prior,
+            "tier": tier, "item_version": version}
 
 
 def _respond(market: Marketplace, cfg: Config, seed: int, batch: RequestBatch, s: dict,
@@ -161,7 +201,9 @@ def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestB
           eligible: np.ndarray) -> Served:
     """Run the funnel for ``batch`` on ``arm``; ``eligible`` (A,) marks advertisers with budget."""
     adv, m = market.advertisers, arm.multiplier
-    slot, ad_id, advertiser, live, l1_pcvr, prior = _retrieve(arm, market, cfg, batch, eligible)
+    ret = _retrieve(arm, market, cfg, batch, eligible)
+    slot, ad_id, advertiser, live = ret["slot"], ret["ad_id"], ret["advertiser"], ret["live"]
+    l1_pcvr, prior = ret["l1_pcvr"], ret["ctr_prior"]
     l1_value = np.where(live, expected_value(adv, advertiser, prior, l1_pcvr, m), -np.inf)
     sel1 = top_k(l1_value, cfg.funnel.k_l1)
     ok1 = np.isfinite(take(l1_value, sel1))
@@ -180,4 +222,5 @@ def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestB
              "per_click": bids.per_click}
     imps = _respond(market, cfg, seed, batch, stage, res)
     return Served(batch, slot, ad_id, advertiser, live, l1_pcvr, prior, l1_value, sel1, ok1,
-                  l2_pctr, l2_pcvr, l2_value, sel2, ok2, res, imps)
+                  l2_pctr, l2_pcvr, l2_value, sel2, ok2, res, imps, ret["tier"],
+                  ret["item_version"], arm.query_version)

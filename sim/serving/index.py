@@ -8,6 +8,7 @@ ad has expired since the build are dropped at serving (their slot holds another 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import faiss
@@ -21,7 +22,10 @@ class DeployedIndex:
     ad_id: np.ndarray  # (n,) int64
     version: np.ndarray  # (n,) int32 model version that embedded the row
     ctr_prior: np.ndarray  # (n,) float32 L1's per-ad pCTR estimate
-    built_at: float  # simulated seconds
+    built_at: float  # simulated seconds when the build started
+    tier: str = "large"
+    snapshot_time: float = 0.0  # the embedding-table snapshot the build read
+    build_s: float = 0.0  # wall seconds the build took
 
     @property
     def n(self) -> int:
@@ -30,19 +34,26 @@ class DeployedIndex:
 
 def build_index(
     vectors: np.ndarray, slot: np.ndarray, ad_id: np.ndarray, version: np.ndarray,
-    ctr_prior: np.ndarray, factory: str, built_at: float,
+    ctr_prior: np.ndarray, factory: str, built_at: float, tier: str = "large",
+    snapshot_time: float = 0.0,
 ) -> DeployedIndex:
     """Build a faiss index (``factory`` string, inner product) over ``vectors`` (n, D+1)."""
+    started = time.perf_counter()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    if not index.is_trained:
+    if not index.is_trained and vectors.shape[0] > 0:
         index.train(vectors)
-    index.add(vectors)
+    if vectors.shape[0] > 0:
+        index.add(vectors)
     return DeployedIndex(index, slot.astype(np.int64), ad_id.astype(np.int64),
-                         version.astype(np.int32), ctr_prior.astype(np.float32), built_at)
+                         version.astype(np.int32), ctr_prior.astype(np.float32), built_at, tier,
+                         snapshot_time, time.perf_counter() - started)
 
 
 def search(idx: DeployedIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` rows per query: (scores (B, k) float32 inner products, rows (B, k) int64, -1 = none)."""
+    if idx.n == 0:
+        b = queries.shape[0]
+        return np.full((b, k), -np.inf, np.float32), np.full((b, k), -1, np.int64)
     scores, rows = idx.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     return scores, rows

@@ -8,14 +8,17 @@ import numpy as np
 
 from sim.bidding import expected_value
 from sim.config.schema import OBJECTIVES, Config
+from sim.models.training_log import FULL, PARTIAL, WINNER, LoggedRows
 from sim.rng import LOG_FULL_REQUEST, LOG_PARTIAL_CANDIDATE, LOG_PARTIAL_REQUEST, keyed_uniform
 from sim.serving.arm import Arm
 from sim.serving.funnel import Served, l2_predict
+from sim.serving.pipeline import TIERS
 from sim.world.marketplace import Marketplace
 from sim.world.response import true_rates
 from sim.world.traffic import DAY_S
 
 Columns = dict[str, Any]
+TIER_NAMES = np.asarray(TIERS)
 
 
 def _day(t: np.ndarray) -> np.ndarray:
@@ -38,7 +41,10 @@ def impression_rows(s: Served, arm: str, surfaces: np.ndarray, objective: np.nda
             "position": i.position, "bid": i.bid, "price": i.price, "per_click": i.per_click,
             "cost": i.cost, "l1_pcvr": i.l1_pcvr, "l2_pctr": i.l2_pctr, "l2_pcvr": i.l2_pcvr,
             "true_pctr": i.true_pctr, "true_pcvr": i.true_pcvr, "click": i.outcomes.click,
-            "conversion": i.outcomes.conversion}
+            "conversion": i.outcomes.conversion,
+            "tier": TIER_NAMES[s.tier[i.row, i.retrieval_col]],
+            "item_version": s.item_version[i.row, i.retrieval_col],
+            "query_version": s.query_version}
 
 
 def click_rows(s: Served, arm: str, objective: np.ndarray) -> Columns:
@@ -84,12 +90,11 @@ def sampled_candidates(s: Served, seed: int, full_rate: float, partial_rate: flo
     return row, col, full[row]
 
 
-def candidate_rows(s: Served, arm: Arm, market: Marketplace, cfg: Config, seed: int,
+def candidate_rows(s: Served, arm: Arm, market: Marketplace, cfg: Config,
+                   sample: tuple[np.ndarray, np.ndarray, np.ndarray],
                    surfaces: np.ndarray) -> Columns | None:
     """The sampled-candidate log source; L2 scores and the truth for every logged candidate."""
-    lc = cfg.logs
-    row, col, is_full = sampled_candidates(s, seed, lc.full_request_rate,
-                                           lc.partial_request_rate, lc.partial_candidates)
+    row, col, is_full = sample
     if row.size == 0:
         return None
     b, cat, adv = s.batch, market.catalog, market.advertisers
@@ -116,4 +121,32 @@ def candidate_rows(s: Served, arm: Arm, market: Marketplace, cfg: Config, seed: 
             "l2_pctr": pctr, "l2_pcvr": pcvr,
             "l2_value": expected_value(adv, advertiser, pctr, pcvr, arm.multiplier),
             "passed_l1": passed[0][row, col], "passed_l2": passed[1][row, col],
-            "won": won[row, col], "true_pctr": t_ctr[:, 0], "true_pcvr": t_cvr[:, 0]}
+            "won": won[row, col], "true_pctr": t_ctr[:, 0], "true_pcvr": t_cvr[:, 0],
+            "tier": TIER_NAMES[s.tier[row, col]], "item_version": s.item_version[row, col],
+            "query_version": s.query_version}
+
+
+def training_rows(s: Served, arm: Arm, market: Marketplace, truth_pcvr: np.ndarray | None,
+                  sample: tuple[np.ndarray, np.ndarray, np.ndarray]) -> LoggedRows:
+    """Rows for the training logs: every impression, and the sampled candidates, with the ad
+    features as they are now (logging time). ``truth_pcvr`` is the sampled candidates' true pCVR."""
+    i, b, cat = s.impressions, s.batch, market.catalog
+    row, col, is_full = sample
+    rows = np.concatenate([i.row, row])
+    cols = np.concatenate([i.retrieval_col, col])
+    n_imp = i.row.size
+    conv_t = np.where(i.outcomes.conversion, b.time[i.row] + i.outcomes.delay_s, np.inf)
+    return LoggedRows(
+        time=b.time[rows], arm=np.full(rows.size, arm.code, np.int8), user=b.user[rows],
+        surface=b.surface[rows], ad_features=cat.features[s.slot[rows, cols]],
+        ad_id=s.ad_id[rows, cols],
+        source=np.concatenate([np.full(n_imp, WINNER), np.where(is_full, FULL, PARTIAL)]
+                              ).astype(np.int8),
+        tier=s.tier[rows, cols], item_version=s.item_version[rows, cols],
+        query_version=np.full(rows.size, s.query_version, np.int32),
+        position=np.concatenate([i.position, np.full(row.size, -1, np.int16)]),
+        click=np.concatenate([i.outcomes.click, np.zeros(row.size, bool)]),
+        conversion_time=np.concatenate([conv_t, np.full(row.size, np.inf)]),
+        true_pcvr=np.concatenate([i.true_pcvr, truth_pcvr if truth_pcvr is not None
+                                  else np.zeros(0)]),
+        l1_pcvr=s.l1_pcvr[rows, cols].astype(np.float32))

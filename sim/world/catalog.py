@@ -11,7 +11,7 @@ Every observable feature family is a noisy, partial view of the ad's latent stat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -84,6 +84,10 @@ class Catalog:
     expires_at: np.ndarray  # (S,) float64 seconds
     features: np.ndarray  # (S, F) float32, observable families side by side
     next_id: int
+    changed_at: np.ndarray = field(init=False)  # (S,) float64 last time the features changed
+
+    def __post_init__(self) -> None:
+        self.changed_at = self.created_at.copy()
 
     @property
     def n(self) -> int:
@@ -178,6 +182,23 @@ def replace_ads(
     cat.ad_id[slots] = np.arange(cat.next_id, cat.next_id + slots.size)
     cat.next_id += int(slots.size)
     cat.latent[slots], cat.quality[slots], cat.creative[slots] = latent, quality, creative
-    cat.created_at[slots], cat.expires_at[slots] = now, expires
+    cat.created_at[slots], cat.expires_at[slots], cat.changed_at[slots] = now, expires, now
     cat.features[slots] = feats
+    return slots
+
+
+def refresh_features(
+    cat: Catalog, now: float, share: float, adv: Advertisers, cfg: WorldConfig, maps: FeatureMaps,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Re-observe the features of a random ``share`` of ads (a creative or metadata update): the
+    latent state stays, the noisy views change. Returns the changed slots."""
+    slots = np.flatnonzero(rng.random(cat.n) < share)
+    if slots.size:
+        owner = cat.advertiser[slots]
+        cat.features[slots] = observe_features(
+            cat.latent[slots].astype(np.float64), cat.quality[slots].astype(np.float64),
+            cat.creative[slots].astype(np.float64), adv.objective[owner], maps,
+            cfg.feature_noise, rng)
+        cat.changed_at[slots] = now
     return slots

@@ -15,6 +15,7 @@ from sim.world.catalog import (
     build_advertisers,
     build_catalog,
     build_feature_maps,
+    refresh_features,
     replace_ads,
 )
 from sim.world.response import Truth, build_truth
@@ -45,5 +46,9 @@ def build_marketplace(cfg: Config, streams: Streams) -> Marketplace:
 
 
 def churn(market: Marketplace, cfg: Config, now: float, rng: np.random.Generator) -> np.ndarray:
-    """Replace the ads expired by ``now``; return their slots."""
-    return replace_ads(market.catalog, now, market.advertisers, cfg.world, market.maps, rng)
+    """Replace the ads expired by ``now`` and refresh the features of a share of the others
+    (``world.feature_refresh_per_day`` pro rata); return the replaced slots."""
+    w = cfg.world
+    share = min(1.0, w.feature_refresh_per_day * w.churn_interval_s / 86_400.0)
+    refresh_features(market.catalog, now, share, market.advertisers, w, market.maps, rng)
+    return replace_ads(market.catalog, now, market.advertisers, w, market.maps, rng)

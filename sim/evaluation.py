@@ -1,0 +1,177 @@
+"""Offline evaluation in the clean world, and the version-skew sensitivity sweep.
+
+*Clean world*: one checkpoint for both towers, every logged feature, the training logs' rows.
+For each log source (``auction_winner``, ``full_request``, ``partial_request``) and decile of the
+L2 teacher's pCVR, on up to ``models.offline_eval_rows`` rows per source of the last window:
+
+* ``log_mae``: mean |ln p - ln teacher| against the L2 teacher's pCVR;
+* ``log_loss``, ``normalized_entropy``, ``calibration``: against the *true* pCVR as a soft label
+  (the expected log loss; calibration = sum p / sum true pCVR). The simulator knows the truth, so
+  these are defined on unshown candidates too and carry no label noise;
+* ``label_log_loss``, ``label_calibration``: against drawn conversions on clicked impressions
+  (``auction_winner`` only), what a real team could compute.
+
+*Skew sweep* (the seeds' version-skew sensitivity check): for each family, fix the query tower at
+the latest version V and pair it with the item tower of version V - k, k = 0..skew_max_distance;
+loss and calibration per log source and per index tier. ``excess_loss`` is the log loss minus
+the entropy of the truth (the mean KL divergence from the true pCVR): the part of the loss a model
+can change, so relative changes are not diluted by irreducible noise. The readiness gate fails a
+family whose overall excess loss at ``skew_gate_distance`` rises by more than
+``skew_gate_max_increase`` (relative to distance 0).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from sim.config.schema import Config
+from sim.logs.writer import LogWriter
+from sim.metrics import binary_entropy, calibration_ratio, cross_entropy, log_loss, log_mae
+from sim.models.registry import Registry
+from sim.models.releases import l1_pcvr, teacher_pcvr
+from sim.models.training_log import SOURCES, WINNER, LoggedRows
+from sim.serving.features import query_inputs
+from sim.serving.pipeline import TIERS
+from sim.world.users import Users
+
+
+def eval_rows(rows: LoggedRows, cfg: Config, rng: np.random.Generator) -> LoggedRows:
+    """Up to ``offline_eval_rows`` rows per log source, drawn without replacement."""
+    keep = []
+    for code in range(len(SOURCES)):
+        idx = np.flatnonzero(rows.source == code)
+        if idx.size > cfg.models.offline_eval_rows:
+            idx = np.sort(rng.choice(idx, cfg.models.offline_eval_rows, replace=False))
+        keep.append(idx)
+    return rows.take(np.concatenate(keep))
+
+
+def score(p: np.ndarray, rows: LoggedRows, teacher: np.ndarray) -> dict[str, Any]:
+    """The offline metrics of predictions ``p`` on ``rows`` (see the module docstring)."""
+    truth = rows.true_pcvr
+    ce = cross_entropy(truth, p)
+    out: dict[str, Any] = {"rows": len(rows), "log_mae": log_mae(p, teacher), "log_loss": ce,
+                           "normalized_entropy": ce / max(binary_entropy(float(truth.mean())), 1e-12),
+                           "calibration": float(p.sum() / truth.sum()),
+                           "label_log_loss": None, "label_calibration": None}
+    clicked = rows.click & (rows.source == WINNER)
+    y = np.isfinite(rows.conversion_time[clicked])
+    if y.any():
+        out["label_log_loss"] = log_loss(y.astype(float), p[clicked])
+        out["label_calibration"] = calibration_ratio(p[clicked], y.astype(float))
+    return out
+
+
+def offline_eval(registry: Registry, models: dict[str, str], l2_lineage: str, rows: LoggedRows,
+                 users: Users, cfg: Config, writer: LogWriter) -> dict[str, Any]:
+    """``offline.<model>.<source>.{overall, deciles}`` for each named model (name -> lineage)."""
+    ns = len(cfg.world.surfaces)
+    teacher = teacher_pcvr(registry.latest(l2_lineage).model, rows, users, ns)
+    edges = np.quantile(teacher, np.linspace(0, 1, 11)[1:-1])
+    decile = np.searchsorted(edges, teacher, side="right")
+    out: dict[str, Any] = {}
+    for name, lineage in models.items():
+        mv = registry.latest(lineage)
+        p = l1_pcvr(mv.model, rows, users, ns)
+        per_source: dict[str, Any] = {}
+        for code, source in enumerate(SOURCES):
+            m = rows.source == code
+            if not m.any():
+                continue
+            entry = {"overall": score(p[m], rows.take(np.flatnonzero(m)), teacher[m]),
+                     "deciles": []}
+            _log_offline(writer, name, mv.lineage, mv.version, source, -1, entry["overall"])
+            for d in range(10):
+                md = m & (decile == d)
+                if md.sum() > 0:
+                    s = score(p[md], rows.take(np.flatnonzero(md)), teacher[md])
+                    entry["deciles"].append({"decile": d, **s})
+                    _log_offline(writer, name, mv.lineage, mv.version, source, d, s)
+            per_source[source] = entry
+        out[name] = {"lineage": lineage, "version": mv.version, "family": mv.family,
+                     "sources": per_source}
+    return out
+
+
+def _log_offline(writer: LogWriter, name: str, lineage: str, version: int, source: str,
+                 decile: int, s: dict[str, Any]) -> None:
+    writer.append("offline_eval", {"model": name, "lineage": lineage, "version": version,
+                                   "source": source, "decile": decile,
+                                   **{k: (np.nan if v is None else v) for k, v in s.items()}})
+
+
+def _pair_metrics(p: np.ndarray, rows: LoggedRows, teacher: np.ndarray, m: np.ndarray
+                  ) -> dict[str, float]:
+    ce = cross_entropy(rows.true_pcvr[m], p[m])
+    return {"rows": int(m.sum()), "log_loss": ce,
+            "excess_loss": ce - cross_entropy(rows.true_pcvr[m], rows.true_pcvr[m]),
+            "calibration": float(p[m].sum() / rows.true_pcvr[m].sum()),
+            "log_mae": log_mae(p[m], teacher[m])}
+
+
+def skew_sweep(registry: Registry, families: dict[str, str], l2_lineage: str, rows: LoggedRows,
+               users: Users, cfg: Config, writer: LogWriter) -> dict[str, Any]:
+    """``skew_sweep.<family>.<distance>`` and ``skew_gate.<family>`` (family -> lineage).
+
+    For distance k, every query version a with an item version a - k is an *anchor*: the metrics
+    of (query a, item a - k) are averaged over anchors, and ``delta`` is the mean change against
+    the clean pairing (query a, item a) of the same anchor, which cancels how good or stale each
+    version is on this window and leaves the effect of the skew. ``latest_query`` is the seeds'
+    single-anchor curve (query fixed at the latest version)."""
+    ns = len(cfg.world.surfaces)
+    teacher = teacher_pcvr(registry.latest(l2_lineage).model, rows, users, ns)
+    qx = torch.from_numpy(query_inputs(users, rows.user, rows.surface, ns))
+    ix = torch.from_numpy(np.ascontiguousarray(rows.ad_features))
+    groups = {"all": np.ones(len(rows), bool)}
+    groups |= {f"source:{s}": rows.source == c for c, s in enumerate(SOURCES)}
+    groups |= {f"tier:{t}": rows.tier == c for c, t in enumerate(TIERS)}
+    groups = {k: m for k, m in groups.items() if m.any()}
+    sweep: dict[str, Any] = {}
+    gate: dict[str, Any] = {}
+    for family, lineage in families.items():
+        versions = registry.versions(lineage)
+        with torch.inference_mode():
+            qv = [mv.model.query_vectors(qx) for mv in versions]
+            iv = [mv.model.item_vectors(ix) for mv in versions]
+        n = len(versions)
+        sweep[family] = {}
+        for k in range(min(cfg.models.skew_max_distance, n - 1) + 1):
+            entry: dict[str, Any] = {}
+            for name, m in groups.items():
+                pairs, deltas = [], []
+                for a in range(k, n):  # anchor query version a + 1, item version a + 1 - k
+                    p = torch.sigmoid((qv[a] * iv[a - k]).sum(1)).double().numpy()
+                    clean = torch.sigmoid((qv[a] * iv[a]).sum(1)).double().numpy()
+                    pm, cm = _pair_metrics(p, rows, teacher, m), _pair_metrics(clean, rows, teacher, m)
+                    pairs.append(pm)
+                    deltas.append({key: pm[key] - cm[key] for key in pm if key != "rows"})
+                mean = {key: float(np.mean([x[key] for x in pairs])) for key in pairs[0]}
+                delta = {key: float(np.mean([x[key] for x in deltas])) for key in deltas[0]}
+                entry[name] = {**mean, "anchors": len(pairs), "delta": delta,
+                               "latest_query": pairs[-1]}
+                kind, _, value = name.partition(":")
+                writer.append("skew_sweep", {
+                    "family": family, "lineage": lineage, "query_version": n, "distance": k,
+                    "source": value if kind == "source" else "all",
+                    "tier": value if kind == "tier" else "all", "anchors": len(pairs),
+                    **{key: mean[key] for key in ("rows", "log_loss", "excess_loss",
+                                                  "calibration", "log_mae")},
+                    "delta_excess_loss": delta["excess_loss"], "delta_log_mae": delta["log_mae"]})
+            sweep[family][str(k)] = entry
+        gate[family] = _gate(sweep[family], cfg)
+    return {"skew_sweep": sweep, "skew_gate": gate}
+
+
+def _gate(curve: dict[str, Any], cfg: Config) -> dict[str, Any]:
+    d = cfg.models.skew_gate_distance
+    base = curve["0"]["all"]["excess_loss"]  # the clean pairings, averaged over anchors
+    out: dict[str, Any] = {"distance": d, "threshold": cfg.models.skew_gate_max_increase,
+                           "increase": None, "result": "not_enough_versions"}
+    if str(d) in curve:
+        inc = curve[str(d)]["all"]["delta"]["excess_loss"] / base
+        out["increase"] = inc
+        out["result"] = "pass" if inc <= cfg.models.skew_gate_max_increase else "fail"
+    return out

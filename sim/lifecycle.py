@@ -1,0 +1,113 @@
+"""The model lifecycle: releases on a cadence, and the rollout of each release to serving.
+
+Every ``models.release_interval_s`` a release trains the next version of every live model on the
+training logs of a ``models.train_window_s`` window that ends ``models.label_wait_s`` before the
+release (so that most conversions of its clicks have arrived), each warm-started from its previous
+version: first the L2 ranker (live at once: it scores the next batch), then every L1 lineage
+(each arm's, and the readiness-check lineages of the skew sweep), distilled from the new L2.
+On release, the new L1 item tower becomes the one enrichment and batch builds use; the new query
+tower goes live ``models.query_rollout_delay_s`` later. The index catches up only as items are
+re-embedded and new tier builds deploy: that lag is where version skew comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+import numpy as np
+import simpy
+import torch
+
+from sim.config.schema import Config
+from sim.logs.writer import LogWriter
+from sim.models.families import parameter_count
+from sim.models.registry import ModelVersion, Registry
+from sim.models.releases import fit_l1, fit_l2, release_config, warm_start
+from sim.models.training_log import WINNER, TrainingLog
+from sim.rng import Streams
+from sim.serving.arm import Arm
+from sim.world.catalog import FAMILIES
+from sim.world.marketplace import Marketplace
+
+
+class Lifecycle:
+    def __init__(self, cfg: Config, market: Marketplace, registry: Registry, log: TrainingLog,
+                 arms: list[Arm], l1_lineages: dict[str, str], streams: Streams,
+                 writer: LogWriter) -> None:
+        self.cfg, self.market, self.registry, self.log = cfg, market, registry, log
+        self.arms, self.l1_lineages, self.streams, self.writer = arms, l1_lineages, streams, writer
+        self.releases = 0
+
+    def release(self, now: float) -> int | None:
+        """Train and register the next version of every lineage; None if no logs yet."""
+        end = now - self.cfg.models.label_wait_s  # wait for late conversions before training
+        rows = self.log.window(end)
+        if rows is None or not np.any(rows.source == WINNER):
+            return None
+        if len(rows) > self.cfg.models.train_sample_rows:
+            rng = self.streams.get("release_sample")
+            rows = rows.take(np.sort(rng.choice(len(rows), self.cfg.models.train_sample_rows,
+                                                replace=False)))
+        version = self.registry.latest(self.arms[0].l2_lineage).version + 1
+        gen = torch.Generator().manual_seed(self.streams.torch_seed(f"training/{version}"))
+        torch.manual_seed(self.streams.torch_seed(f"reinit/{version}"))
+        mcfg, share = release_config(self.cfg), self.cfg.models.reinit_share
+        view = tuple(FAMILIES)
+        start = end - self.cfg.models.train_window_s
+        users = self.market.users
+        for arm in self.arms:
+            prev = self.registry.latest(arm.l2_lineage)
+            l2 = warm_start(prev.model, share, gen)
+            fit = fit_l2(l2, rows, now, users, self.cfg, mcfg, gen, fit_norm=False)
+            self._register(ModelVersion(arm.l2_lineage, version, "l2", "ranker", now, start, end,
+                                        view, int((rows.source == WINNER).sum()), fit.loss,
+                                        parameter_count(l2), l2))
+            arm.l2 = l2
+        teacher = self.arms[0].l2
+        for lineage, family in self.l1_lineages.items():
+            prev = self.registry.latest(lineage)
+            l1 = warm_start(prev.model, share, gen)
+            fit = fit_l1(l1, teacher, rows, now, users, self.cfg, mcfg, gen, fit_norm=False)
+            self._register(ModelVersion(lineage, version, "l1", family, now, start, end, view,
+                                        len(rows), fit.loss, parameter_count(l1), l1))
+        for arm in self.arms:
+            self.writer.append("rollouts", {"time": now, "arm": arm.name,
+                                            "lineage": arm.l1_lineage, "side": "item",
+                                            "version": version})
+        self.releases += 1
+        return version
+
+    def _register(self, mv: ModelVersion) -> None:
+        self.registry.register(mv)
+        self.writer.append("model_releases", self.registry.log_rows(mv))
+
+    def roll_out_query(self, arm: Arm, version: int, now: float) -> None:
+        arm.query_model = self.registry.get(arm.l1_lineage, version).model
+        arm.query_version = version
+        self.writer.append("rollouts", {"time": now, "arm": arm.name, "lineage": arm.l1_lineage,
+                                        "side": "query", "version": version})
+
+    def item_tower(self, arm: Arm) -> Callable[[], tuple[Any, int]]:
+        """The item tower enrichment and batch builds of ``arm`` use: the latest version."""
+        def live() -> tuple[Any, int]:
+            mv = self.registry.latest(arm.l1_lineage)
+            return mv.model, mv.version
+        return live
+
+    # -- processes -------------------------------------------------------------------------
+
+    def releaser(self, env: simpy.Environment, wait: Callable[[str, float], simpy.Event]
+                 ) -> Generator[simpy.Event, None, None]:
+        while True:
+            yield wait("release", self.cfg.models.release_interval_s)
+            version = self.release(env.now)
+            if version is not None:
+                for arm in self.arms:
+                    env.process(self._query_rollout(env, wait, arm, version))
+
+    def _query_rollout(self, env: simpy.Environment, wait: Callable[[str, float], simpy.Event],
+                       arm: Arm, version: int) -> Generator[simpy.Event, None, None]:
+        yield wait("query_rollout", self.cfg.models.query_rollout_delay_s)
+        if version > arm.query_version:
+            self.roll_out_query(arm, version, env.now)

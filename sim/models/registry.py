@@ -1,0 +1,66 @@
+"""The model registry: every trained checkpoint, as a version of a lineage.
+
+A *lineage* is a sequence of versions of one model: ``control/l1``, ``control/l2``, or a
+readiness-check lineage ``readiness/dhen`` trained beside the live models for the skew sweep.
+Version 1 is trained at start-up; each release adds the next version, warm-started from the
+previous one. Every version keeps its family, training window, feature view and metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+
+@dataclass
+class ModelVersion:
+    lineage: str
+    version: int
+    kind: str  # "l1" or "l2"
+    family: str  # "simple", "dhen" or "ranker"
+    trained_at: float  # simulated seconds
+    window_start: float
+    window_end: float
+    feature_view: tuple[str, ...]  # ad feature families the training logs held
+    rows: int
+    train_loss: float
+    parameters: int
+    model: nn.Module
+    offline: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._versions: dict[str, list[ModelVersion]] = {}
+
+    def register(self, mv: ModelVersion) -> ModelVersion:
+        versions = self._versions.setdefault(mv.lineage, [])
+        expected = len(versions) + 1
+        if mv.version != expected:
+            raise ValueError(f"lineage `{mv.lineage}`: expected version {expected}, got {mv.version}")
+        versions.append(mv)
+        return mv
+
+    def latest(self, lineage: str) -> ModelVersion:
+        return self._versions[lineage][-1]
+
+    def get(self, lineage: str, version: int) -> ModelVersion:
+        versions = self._versions[lineage]
+        if not 1 <= version <= len(versions):
+            raise KeyError(f"lineage `{lineage}` has no version {version} (1..{len(versions)})")
+        return versions[version - 1]
+
+    def versions(self, lineage: str) -> list[ModelVersion]:
+        return list(self._versions.get(lineage, []))
+
+    def lineages(self) -> list[str]:
+        return list(self._versions)
+
+    def log_rows(self, mv: ModelVersion) -> dict[str, Any]:
+        """The ``model_releases`` log row of a version."""
+        return {"time": mv.trained_at, "lineage": mv.lineage, "kind": mv.kind,
+                "family": mv.family, "version": mv.version, "window_start": mv.window_start,
+                "window_end": mv.window_end, "rows": mv.rows, "train_loss": mv.train_loss,
+                "parameters": mv.parameters, "feature_view": ",".join(mv.feature_view)}

@@ -1,0 +1,94 @@
+"""Training a model version from logged rows: the start-up version and warm-started releases.
+
+* :func:`fit_l2` fits the L2 ranker on the impressions (pCTR on every impression, pCVR on the
+  clicked ones, with conversion labels as known at ``known_at``: late conversions are missing).
+* :func:`fit_l1` distills an L1 two-tower model from the L2 teacher's pCVR on every logged row
+  (impressions and sampled candidates), plus the conversion labels of clicked impressions.
+* :func:`warm_start` copies the previous version and re-initialises a share of its layers.
+
+A release continues from the previous version with ``release_learning_rate`` for
+``release_epochs`` and keeps its input standardisation, so consecutive versions stay related but
+drift apart: how far, and how much that matters when a query vector of one version meets an item
+vector of another, is what the skew sweep measures.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import torch
+from torch import nn
+
+from sim.config.schema import Config, ModelsConfig
+from sim.models.ranker import Ranker
+from sim.models.training import FitReport, distill_two_tower, train_ranker
+from sim.models.training_log import WINNER, LoggedRows
+from sim.serving.features import query_inputs, surface_onehot
+from sim.world.users import Users
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def l2_inputs(l2: Ranker, rows: LoggedRows, users: Users, n_surfaces: int) -> torch.Tensor:
+    return l2.inputs(_t(users.features[rows.user]), _t(surface_onehot(rows.surface, n_surfaces)),
+                     _t(rows.ad_features))
+
+
+def teacher_pcvr(l2: Ranker, rows: LoggedRows, users: Users, n_surfaces: int) -> np.ndarray:
+    """The L2 teacher's pCVR for every row, (n,) float64."""
+    with torch.inference_mode():
+        return torch.sigmoid(l2(l2_inputs(l2, rows, users, n_surfaces))[:, 1]).double().numpy()
+
+
+def l1_pcvr(l1: nn.Module, rows: LoggedRows, users: Users, n_surfaces: int) -> np.ndarray:
+    """The L1 model's pCVR for every row with both towers of this one version, (n,) float64."""
+    with torch.inference_mode():
+        qx = _t(query_inputs(users, rows.user, rows.surface, n_surfaces))
+        return torch.sigmoid(l1(qx, _t(rows.ad_features))).double().numpy()
+
+
+def fit_l2(model: Ranker, rows: LoggedRows, known_at: float, users: Users, cfg: Config,
+           mcfg: ModelsConfig, gen: torch.Generator, fit_norm: bool) -> FitReport:
+    imp = rows.take(np.flatnonzero(rows.source == WINNER))
+    x = l2_inputs(model, imp, users, len(cfg.world.surfaces))
+    conv = imp.click & imp.converted_by(known_at)
+    pos = torch.from_numpy(np.maximum(imp.position, 0).astype(np.int64))
+    report = train_ranker(model, x, pos, _t(imp.click), _t(conv), mcfg, gen, fit_norm)
+    model.eval()
+    return report
+
+
+def fit_l1(model: nn.Module, l2: Ranker, rows: LoggedRows, known_at: float, users: Users,
+           cfg: Config, mcfg: ModelsConfig, gen: torch.Generator, fit_norm: bool) -> FitReport:
+    ns = len(cfg.world.surfaces)
+    teacher = torch.from_numpy(teacher_pcvr(l2, rows, users, ns).astype(np.float32))
+    label = rows.click & rows.converted_by(known_at)
+    qx = _t(query_inputs(users, rows.user, rows.surface, ns))
+    report = distill_two_tower(model, qx, _t(rows.ad_features), teacher, _t(label),
+                               torch.from_numpy(rows.click), mcfg, gen, fit_norm)
+    model.eval()
+    return report
+
+
+def warm_start(model: nn.Module, reinit_share: float, gen: torch.Generator) -> nn.Module:
+    """A trainable copy of ``model`` with each Linear layer re-initialised with prob. ``reinit_share``.
+
+    Re-initialisation draws from torch's default generator, which the caller seeds from the run's
+    named stream first."""
+    new = copy.deepcopy(model)
+    if reinit_share > 0:
+        for module in new.modules():
+            if isinstance(module, nn.Linear) and torch.rand((), generator=gen) < reinit_share:
+                module.reset_parameters()
+    new.train()
+    return new
+
+
+def release_config(cfg: Config) -> ModelsConfig:
+    """The training knobs of a release (its learning rate and epochs)."""
+    m = cfg.models
+    return dataclasses.replace(m, learning_rate=m.release_learning_rate, epochs=m.release_epochs)

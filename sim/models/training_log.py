@@ -1,0 +1,93 @@
+"""The training logs: what serving logged, with features as they were at logging time.
+
+Releases train on a window of these rows and offline evaluation reads them, so the model sees the
+features the *training logs* held (not the index's view of an ad). Three log sources, as in the
+seeds: ``auction_winner`` (every impression), ``full_request`` (every live retrieved candidate of
+a sampled request) and ``partial_request`` (a random subset of a sampled request's candidates).
+Labels arrive late: a conversion counts for training at time ``t`` only if it happened by ``t``.
+
+Rows are kept in chunks (one per served batch) and pruned by age and by ``max_rows``, so memory
+is bounded by the window and the sampling rates, not by the run's length.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+SOURCES = ("auction_winner", "full_request", "partial_request")
+WINNER, FULL, PARTIAL = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class LoggedRows:
+    """Aligned arrays, one entry per logged (request, ad) row."""
+
+    time: np.ndarray  # float64 seconds
+    arm: np.ndarray  # int8 arm index
+    user: np.ndarray  # int64
+    surface: np.ndarray  # int8
+    ad_features: np.ndarray  # (n, F) float32, as logged
+    ad_id: np.ndarray  # int64
+    source: np.ndarray  # int8: WINNER, FULL or PARTIAL
+    tier: np.ndarray  # int8 index tier the candidate was retrieved from
+    item_version: np.ndarray  # int32 version of the item vector served
+    query_version: np.ndarray  # int32 version of the query tower served
+    position: np.ndarray  # int16 slot for impressions, -1 otherwise
+    click: np.ndarray  # bool (False where not shown)
+    conversion_time: np.ndarray  # float64 time of the conversion, inf if none
+    true_pcvr: np.ndarray  # float64 ground truth, for offline evaluation only
+    l1_pcvr: np.ndarray  # float32 the online L1 prediction
+
+    def __len__(self) -> int:
+        return int(self.time.shape[0])
+
+    def take(self, idx: np.ndarray) -> LoggedRows:
+        return LoggedRows(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+    def converted_by(self, t: float) -> np.ndarray:
+        """Conversion labels as known at time ``t`` (bool)."""
+        return self.conversion_time <= t
+
+    @staticmethod
+    def concat(parts: list[LoggedRows]) -> LoggedRows:
+        return LoggedRows(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                             for f in fields(LoggedRows)})
+
+
+class TrainingLog:
+    """A bounded window of logged rows."""
+
+    def __init__(self, window_s: float, max_rows: int, keep_s: float | None = None) -> None:
+        self.window_s = window_s
+        self.keep_s = window_s if keep_s is None else keep_s  # how long rows are kept
+        self.max_rows = max_rows
+        self._chunks: deque[LoggedRows] = deque()
+        self._rows = 0
+
+    def append(self, rows: LoggedRows) -> None:
+        if len(rows) == 0:
+            return
+        self._chunks.append(rows)
+        self._rows += len(rows)
+        while self._chunks and (self._rows - len(self._chunks[0]) >= self.max_rows or
+                                self._chunks[0].time[-1] < rows.time[-1] - self.keep_s):
+            self._rows -= len(self._chunks.popleft())
+
+    def window(self, end: float, arm: int | None = None,
+               length: float | None = None) -> LoggedRows | None:
+        """Rows logged in ``[end - length, end)`` (default length: the window; of one arm, if
+        given); None if empty."""
+        if not self._chunks:
+            return None
+        rows = LoggedRows.concat(list(self._chunks))
+        length = self.window_s if length is None else length
+        keep = (rows.time >= end - length) & (rows.time < end)
+        if arm is not None:
+            keep &= rows.arm == arm
+        return rows.take(np.flatnonzero(keep)) if keep.any() else None
+
+    def __len__(self) -> int:
+        return self._rows
