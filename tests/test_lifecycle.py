@@ -1,0 +1,149 @@
+"""The model lifecycle and the index pipeline: families, registry, training logs, tier builds,
+version telemetry, offline evaluation and the skew sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from sim.models.families import item_slices, make_l1, parameter_count, query_slices
+from sim.models.registry import ModelVersion, Registry
+from sim.models.training_log import FULL, WINNER, LoggedRows, TrainingLog
+from sim.serving.pipeline import EmbeddingTable, Snapshot, stale_slots, tier_members
+
+from conftest import read_json, read_log, run_tiny, tiny_config
+
+
+@pytest.mark.parametrize("family", ["simple", "dhen"])
+def test_l1_families_share_the_serving_interface(family: str) -> None:
+    cfg = tiny_config()
+    model = make_l1(family, cfg)
+    qw, iw = query_slices(cfg)[-1].stop, item_slices(cfg)[-1].stop
+    q = model.query_vectors(torch.randn(5, qw))
+    i = model.item_vectors(torch.randn(7, iw))
+    assert q.shape == (5, cfg.models.embedding_dim + 1) and torch.all(q[:, -1] == 1)
+    assert i.shape == (7, cfg.models.embedding_dim + 1)
+    qx, ix = torch.randn(3, qw), torch.randn(3, iw)
+    # the pair score is exactly the inner product the faiss index computes
+    torch.testing.assert_close(model(qx, ix), (model.query_vectors(qx) * model.item_vectors(ix)).sum(1))
+
+
+def test_families_differ_in_size() -> None:
+    cfg = tiny_config()
+    assert parameter_count(make_l1("simple", cfg)) != parameter_count(make_l1("dhen", cfg))
+
+
+def test_registry_versions_are_consecutive() -> None:
+    reg = Registry()
+    mk = lambda v: ModelVersion("a/l1", v, "l1", "simple", 0.0, 0.0, 0.0, (), 0, 0.0, 0,  # noqa: E731
+                                torch.nn.Linear(1, 1))
+    reg.register(mk(1))
+    with pytest.raises(ValueError, match="expected version 2"):
+        reg.register(mk(3))
+    reg.register(mk(2))
+    assert reg.latest("a/l1").version == 2 and reg.get("a/l1", 1).version == 1
+    with pytest.raises(KeyError):
+        reg.get("a/l1", 3)
+
+
+def _rows(times: np.ndarray, conv: np.ndarray) -> LoggedRows:
+    n = times.size
+    return LoggedRows(times, np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n, np.int8),
+                      np.zeros((n, 2), np.float32), np.arange(n), np.full(n, WINNER, np.int8),
+                      np.zeros(n, np.int8), np.ones(n, np.int32), np.ones(n, np.int32),
+                      np.zeros(n, np.int16), np.ones(n, bool), conv, np.full(n, 0.1),
+                      np.full(n, 0.1, np.float32))
+
+
+def test_training_log_window_and_late_labels() -> None:
+    log = TrainingLog(window_s=100.0, max_rows=1000, keep_s=150.0)
+    for t0 in range(0, 400, 50):
+        log.append(_rows(np.arange(t0, t0 + 50, 10.0), np.arange(t0, t0 + 50, 10.0) + 30))
+    rows = log.window(300.0)
+    assert rows is not None and rows.time.min() == 200.0 and rows.time.max() == 290.0
+    assert log.window(100.0) is None  # pruned: older than keep_s before the newest row
+    # a conversion 30 s after its click is not yet known at the end of the window
+    known = rows.converted_by(300.0)
+    assert known.tolist() == [True] * 8 + [False] * 2
+
+
+def test_stale_slots_and_tier_members() -> None:
+    table = EmbeddingTable.empty(4, 3)
+    ad_id = np.array([10, 11, 12, 13])
+    changed = np.zeros(4)
+    assert stale_slots(table, ad_id, changed).tolist() == [0, 1, 2, 3]
+    table.ad_id[:] = ad_id
+    table.version[:] = [1, 1, 2, 2]
+    table.embedded_at[:] = [0.0, 0.0, 50.0, 50.0]
+    changed[1] = 60.0
+    assert stale_slots(table, ad_id, changed).tolist() == [1]
+    snap = Snapshot(50.0, table.copy())
+    expires = np.array([100.0, 100.0, 100.0, 10.0])  # slot 3 expired
+    assert tier_members("large", snap, ad_id, expires, 60.0, 50.0).tolist() == [0, 1, 2]
+    assert tier_members("fresh", snap, ad_id, expires, 60.0, 0.0).tolist() == [2]
+    ad_id[0] = 99  # slot 0 now holds another ad than the snapshot's
+    assert tier_members("large", snap, ad_id, expires, 60.0, 50.0).tolist() == [1, 2]
+
+
+def test_batch_builds_are_version_homogeneous_and_streaming_mixes(tmp_path: Path) -> None:
+    common = ("days=0.5", "models.release_interval_s=3600", "models.label_wait_s=600",
+              "models.train_window_s=3600", "models.query_rollout_delay_s=600",
+              "world.feature_refresh_per_day=3", "index.large_build_interval_s=7200",
+              "index.large_deploy_s=7200")
+    run_tiny(tmp_path / "batch", "index=batch", *common)
+    run_tiny(tmp_path / "stream", "index=streaming", *common)
+    batch = read_log(tmp_path / "batch", "index_builds").filter(pl.col("n_items") > 0)
+    assert (batch["n_versions"] == 1).all()
+    stream = read_log(tmp_path / "stream", "index_builds")
+    assert stream["n_versions"].max() >= 3
+    vd = read_json(tmp_path / "stream" / "metrics.json")["arms"]["control"]["version_distance"]
+    assert len(vd["all"]) >= 3 and sum(vd["all"].values()) == pytest.approx(1.0)
+    assert set(vd["by_tier"]) <= {"fresh", "large"}
+
+
+def test_version_distance_matches_impressions(tiny_run: Path) -> None:
+    vd = read_log(tiny_run, "version_distance")
+    # The item side moves first (enrichment switches at release, the query tower an hour later),
+    # so between a release and its query rollout a candidate can be one version *ahead*.
+    assert vd["distance"].min() == -1
+    metrics = read_json(tiny_run / "metrics.json")["arms"]["control"]["version_distance"]
+    total = vd["candidates"].sum()
+    for d, share in metrics["all"].items():
+        assert share == pytest.approx(vd.filter(pl.col("distance") == int(d))["candidates"].sum()
+                                      / total)
+    reqs = read_log(tiny_run, "requests")
+    assert total == reqs["n_retrieved"].sum()  # every live retrieved candidate, counted once
+
+
+def test_offline_evaluation_and_skew_sweep_are_reported(tiny_run: Path) -> None:
+    m = read_json(tiny_run / "metrics.json")
+    control = m["offline"]["models"]["control"]
+    assert control["lineage"] == "control/l1" and control["version"] == 3
+    for source in ("auction_winner", "full_request", "partial_request"):
+        entry = control["sources"][source]
+        assert entry["overall"]["rows"] > 0 and entry["overall"]["log_mae"] >= 0
+        assert sum(d["rows"] for d in entry["deciles"]) == entry["overall"]["rows"]
+    sweep = m["offline"]["skew_sweep"]["simple"]
+    assert set(sweep) == {"0", "1", "2"}
+    assert sweep["0"]["all"]["delta"]["excess_loss"] == 0.0  # the clean pairing
+    assert sweep["1"]["all"]["anchors"] == 2 and sweep["2"]["all"]["anchors"] == 1
+    gate = m["offline"]["skew_gate"]["simple"]
+    assert gate["result"] in {"pass", "fail"} and gate["distance"] == 2
+    table = read_log(tiny_run, "skew_sweep")
+    assert set(table["distance"].unique().to_list()) == {0, 1, 2}
+    offline = read_log(tiny_run, "offline_eval")
+    assert set(offline["source"].unique().to_list()) == {"auction_winner", "full_request",
+                                                        "partial_request"}
+
+
+def test_training_rows_hold_features_as_logged(tiny_run: Path) -> None:
+    releases = read_log(tiny_run, "model_releases")
+    assert releases.filter(pl.col("version") > 1)["rows"].min() > 0
+    assert (releases["window_end"] <= releases["time"]).all()
+    assert set(releases["feature_view"].unique().to_list()) == {
+        "base,targeting,offsite_conversions,annotations,image_embedding"}
+    assert FULL == 1
