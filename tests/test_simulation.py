@@ -11,8 +11,10 @@ import polars as pl
 import pytest
 
 import sim.run as run_module
+from sim.config import load_config
+from sim.config.store import SCENARIO_DIR
 
-from conftest import read_json, read_log, run_tiny, tiny_config
+from conftest import TINY, read_json, read_log, run_tiny, tiny_config
 
 
 def test_control_plane_trace(tmp_path: Path) -> None:
@@ -144,3 +146,11 @@ def test_complete_manifest(tiny_run: Path) -> None:
                 "wall_start", "wall_end", "scenario"):
         assert key in man
     assert man["packages"]["torch"] is not None
+
+
+@pytest.mark.parametrize("scenario", sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")))
+def test_every_scenario_runs_on_a_tiny_horizon(scenario: str, tmp_path: Path) -> None:
+    cfg = load_config(scenario, list(TINY))
+    metrics = run_module.run(cfg, tmp_path, scenario=scenario)
+    assert metrics["arms"]["control"]["impressions"] > 0
+    assert read_json(tmp_path / "manifest.json")["status"] == "complete"

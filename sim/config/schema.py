@@ -139,6 +139,7 @@ class ModelsConfig:
     dhen_layers: int = bounded(2, ge=1)  # dhen: ensemble layers per tower
     dhen_token_dim: int = bounded(16, ge=2)  # dhen: width of each feature-family token
     dhen_heads: int = bounded(2, ge=1)  # dhen: attention heads (must divide dhen_token_dim)
+    dhen_layer_norm: bool = True  # dhen: LayerNorm after each ensemble layer's residual
     l2_hidden: int = bounded(64, ge=1)
     learning_rate: float = bounded(3e-3, gt=0)
     epochs: int = bounded(3, ge=1)

@@ -42,12 +42,12 @@ class TokenAttention(nn.Module):
 
 
 class DhenLayer(nn.Module):
-    def __init__(self, width: int, heads: int) -> None:
+    def __init__(self, width: int, heads: int, layer_norm: bool = True) -> None:
         super().__init__()
         self.cross = nn.Linear(width, width)
         self.attention = TokenAttention(width, heads)
         self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.ReLU(), nn.Linear(2 * width, width))
-        self.norm = nn.LayerNorm(width)
+        self.norm: nn.Module = nn.LayerNorm(width) if layer_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         mixed = (x0 * self.cross(x) + self.attention(x) + self.mlp(x)) / 3.0
@@ -58,11 +58,11 @@ class DhenTower(nn.Module):
     """Tokens from column slices of the input, then DHEN layers, then a linear read-out."""
 
     def __init__(self, slices: list[slice], width_out: int, token_dim: int, layers: int,
-                 heads: int) -> None:
+                 heads: int, layer_norm: bool = True) -> None:
         super().__init__()
         self.slices = slices
         self.embed = nn.ModuleList(nn.Linear(s.stop - s.start, token_dim) for s in slices)
-        self.layers = nn.ModuleList(DhenLayer(token_dim, heads) for _ in range(layers))
+        self.layers = nn.ModuleList(DhenLayer(token_dim, heads, layer_norm) for _ in range(layers))
         self.out = nn.Linear(len(slices) * token_dim, width_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,13 +80,13 @@ class DhenTwoTower(nn.Module):
     family = "dhen"
 
     def __init__(self, query_slices: list[slice], item_slices: list[slice], dim: int,
-                 token_dim: int, layers: int, heads: int) -> None:
+                 token_dim: int, layers: int, heads: int, layer_norm: bool = True) -> None:
         super().__init__()
         self.dim = dim
         self.query_norm = Standardize(query_slices[-1].stop)
         self.item_norm = Standardize(item_slices[-1].stop)
-        self.query_tower = DhenTower(query_slices, dim, token_dim, layers, heads)
-        self.item_tower = DhenTower(item_slices, dim + 1, token_dim, layers, heads)
+        self.query_tower = DhenTower(query_slices, dim, token_dim, layers, heads, layer_norm)
+        self.item_tower = DhenTower(item_slices, dim + 1, token_dim, layers, heads, layer_norm)
 
     def query_vectors(self, query_x: torch.Tensor) -> torch.Tensor:
         q = self.query_tower(self.query_norm(query_x))

@@ -30,7 +30,8 @@ def make_l1(family: str, cfg: Config) -> L1Model:
     if family == "simple":
         return TwoTower(qs[-1].stop, its[-1].stop, m.embedding_dim, m.l1_hidden)
     if family == "dhen":
-        return DhenTwoTower(qs, its, m.embedding_dim, m.dhen_token_dim, m.dhen_layers, m.dhen_heads)
+        return DhenTwoTower(qs, its, m.embedding_dim, m.dhen_token_dim, m.dhen_layers, m.dhen_heads,
+                            m.dhen_layer_norm)
     raise ValueError(f"`models.l1_family` must be one of ['simple', 'dhen'], got {family!r}")
 
 
