@@ -21,9 +21,10 @@ import torch
 
 from sim.config.schema import Config
 from sim.logs.writer import LogWriter
+from sim.metrics import cross_entropy, log_mae
 from sim.models.families import parameter_count
 from sim.models.registry import ModelVersion, Registry
-from sim.models.releases import fit_l1, fit_l2, release_config, warm_start
+from sim.models.releases import fit_l1, fit_l2, l1_pcvr, release_config, teacher_pcvr, warm_start
 from sim.models.training_log import WINNER, TrainingLog
 from sim.rng import Streams
 from sim.serving.arm import Arm
@@ -65,18 +66,31 @@ class Lifecycle:
                                         parameter_count(l2), l2))
             arm.l2 = l2
         teacher = self.arms[0].l2
+        holdout = self.log.window(now, length=self.cfg.models.label_wait_s)
         for lineage, family in self.l1_lineages.items():
             prev = self.registry.latest(lineage)
             l1 = warm_start(prev.model, share, gen)
             fit = fit_l1(l1, teacher, rows, now, users, self.cfg, mcfg, gen, fit_norm=False)
             self._register(ModelVersion(lineage, version, "l1", family, now, start, end, view,
-                                        len(rows), fit.loss, parameter_count(l1), l1))
+                                        len(rows), fit.loss, parameter_count(l1), l1,
+                                        self._holdout_metrics(l1, teacher, holdout)))
         for arm in self.arms:
             self.writer.append("rollouts", {"time": now, "arm": arm.name,
                                             "lineage": arm.l1_lineage, "side": "item",
                                             "version": version})
         self.releases += 1
         return version
+
+    def _holdout_metrics(self, l1: Any, teacher: Any, rows: Any) -> dict[str, Any]:
+        """Offline metrics of a new L1 version on the rows logged after its training window (the
+        label-wait period): log MAE against the new L2 teacher, log loss against the true pCVR."""
+        if rows is None or len(rows) == 0:
+            return {}
+        ns = len(self.cfg.world.surfaces)
+        p = l1_pcvr(l1, rows, self.market.users, ns)
+        t = teacher_pcvr(teacher, rows, self.market.users, ns)
+        return {"holdout_rows": len(rows), "log_mae": log_mae(p, t),
+                "log_loss": cross_entropy(rows.true_pcvr, p)}
 
     def _register(self, mv: ModelVersion) -> None:
         self.registry.register(mv)

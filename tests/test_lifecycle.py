@@ -143,6 +143,8 @@ def test_offline_evaluation_and_skew_sweep_are_reported(tiny_run: Path) -> None:
 def test_training_rows_hold_features_as_logged(tiny_run: Path) -> None:
     releases = read_log(tiny_run, "model_releases")
     assert releases.filter(pl.col("version") > 1)["rows"].min() > 0
+    l1 = releases.filter((pl.col("kind") == "l1") & (pl.col("version") > 1))
+    assert (l1["holdout_rows"] > 0).all() and l1["holdout_log_mae"].is_finite().all()
     assert (releases["window_end"] <= releases["time"]).all()
     assert set(releases["feature_view"].unique().to_list()) == {
         "base,targeting,offsite_conversions,annotations,image_embedding"}

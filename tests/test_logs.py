@@ -57,7 +57,8 @@ PINNED = {
     ],
     "model_releases": [
         "time", "lineage", "kind", "family", "version", "window_start", "window_end", "rows",
-        "train_loss", "parameters", "feature_view"
+        "train_loss", "parameters", "feature_view", "holdout_rows", "holdout_log_mae",
+        "holdout_log_loss"
     ],
     "rollouts": [
         "time", "arm", "lineage", "side", "version"

@@ -77,11 +77,13 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "time": F64, "arm": STR, "n_items": I64, "min_version": I32, "max_version": I32,
         "n_versions": I32,
     },
-    # Every registered model version (version 1 is the start-up model, at time 0).
+    # Every registered model version (version 1 is the start-up model, at time 0). L1 releases
+    # are scored on the rows logged after their training window (``holdout_*``; NaN for L2).
     "model_releases": {
         "time": F64, "lineage": STR, "kind": STR, "family": STR, "version": I32,
         "window_start": F64, "window_end": F64, "rows": I64, "train_loss": F64,
-        "parameters": I64, "feature_view": STR,
+        "parameters": I64, "feature_view": STR, "holdout_rows": I64, "holdout_log_mae": F64,
+        "holdout_log_loss": F64,
     },
     # When a version went live on a side of an arm: ``item`` (enrichment and batch builds use
     # it from then on) or ``query`` (the query tower serving requests).

@@ -28,7 +28,7 @@ class ModelVersion:
     train_loss: float
     parameters: int
     model: nn.Module
-    offline: dict[str, Any] = field(default_factory=dict)
+    offline: dict[str, Any] = field(default_factory=dict)  # L1: metrics on the next rows
 
 
 class Registry:
@@ -63,4 +63,7 @@ class Registry:
         return {"time": mv.trained_at, "lineage": mv.lineage, "kind": mv.kind,
                 "family": mv.family, "version": mv.version, "window_start": mv.window_start,
                 "window_end": mv.window_end, "rows": mv.rows, "train_loss": mv.train_loss,
-                "parameters": mv.parameters, "feature_view": ",".join(mv.feature_view)}
+                "parameters": mv.parameters, "feature_view": ",".join(mv.feature_view),
+                "holdout_rows": mv.offline.get("holdout_rows", 0),
+                "holdout_log_mae": mv.offline.get("log_mae", float("nan")),
+                "holdout_log_loss": mv.offline.get("log_loss", float("nan"))}
