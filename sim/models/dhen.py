@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sim.models.towers import Standardize
+from sim.models.towers import Standardize, TwoTowerBase
 
 
 class TokenAttention(nn.Module):
@@ -74,8 +74,8 @@ class DhenTower(nn.Module):
         return self.out(h.flatten(1))
 
 
-class DhenTwoTower(nn.Module):
-    """Same interface as :class:`sim.models.towers.TwoTower` with DHEN towers."""
+class DhenTwoTower(TwoTowerBase):
+    """The serving interface of :class:`sim.models.towers.TwoTowerBase` with DHEN towers."""
 
     family = "dhen"
 
@@ -87,13 +87,3 @@ class DhenTwoTower(nn.Module):
         self.item_norm = Standardize(item_slices[-1].stop)
         self.query_tower = DhenTower(query_slices, dim, token_dim, layers, heads, layer_norm)
         self.item_tower = DhenTower(item_slices, dim + 1, token_dim, layers, heads, layer_norm)
-
-    def query_vectors(self, query_x: torch.Tensor) -> torch.Tensor:
-        q = self.query_tower(self.query_norm(query_x))
-        return torch.cat([q, torch.ones_like(q[:, :1])], dim=1)
-
-    def item_vectors(self, item_x: torch.Tensor) -> torch.Tensor:
-        return self.item_tower(self.item_norm(item_x))
-
-    def forward(self, query_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
-        return (self.query_vectors(query_x) * self.item_vectors(item_x)).sum(1)

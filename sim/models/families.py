@@ -6,10 +6,10 @@ from torch import nn
 
 from sim.config.schema import Config
 from sim.models.dhen import DhenTwoTower
-from sim.models.towers import TwoTower
+from sim.models.towers import TwoTower, TwoTowerBase
 from sim.world.catalog import family_slices
 
-L1Model = TwoTower | DhenTwoTower
+L1Model = TwoTowerBase
 
 
 def query_slices(cfg: Config) -> list[slice]:

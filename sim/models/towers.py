@@ -34,18 +34,15 @@ def mlp(width_in: int, hidden: int, width_out: int) -> nn.Sequential:
                          nn.ReLU(), nn.Linear(hidden, width_out))
 
 
-class TwoTower(nn.Module):
-    """``simple`` family: two-layer MLP towers. Inputs: (B, query_width) and (N, item_width)."""
+class TwoTowerBase(nn.Module):
+    """What every L1 family shares: standardised inputs, a query tower to R^D and an item tower
+    to R^(D+1), and the pair score as their inner product. Subclasses set the four modules."""
 
-    family = "simple"
-
-    def __init__(self, query_width: int, item_width: int, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.dim = dim
-        self.query_norm = Standardize(query_width)
-        self.item_norm = Standardize(item_width)
-        self.query_tower = mlp(query_width, hidden, dim)
-        self.item_tower = mlp(item_width, hidden, dim + 1)
+    family = ""
+    query_norm: Standardize
+    item_norm: Standardize
+    query_tower: nn.Module
+    item_tower: nn.Module
 
     def query_vectors(self, query_x: torch.Tensor) -> torch.Tensor:
         """(B, D+1) query vectors with the constant 1 appended."""
@@ -59,3 +56,17 @@ class TwoTower(nn.Module):
     def forward(self, query_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
         """Logit of pCVR for aligned pairs: (N, query_width), (N, item_width) -> (N,)."""
         return (self.query_vectors(query_x) * self.item_vectors(item_x)).sum(1)
+
+
+class TwoTower(TwoTowerBase):
+    """``simple`` family: two-layer MLP towers. Inputs: (B, query_width) and (N, item_width)."""
+
+    family = "simple"
+
+    def __init__(self, query_width: int, item_width: int, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.query_norm = Standardize(query_width)
+        self.item_norm = Standardize(item_width)
+        self.query_tower = mlp(query_width, hidden, dim)
+        self.item_tower = mlp(item_width, hidden, dim + 1)

@@ -25,6 +25,18 @@ class FitReport:
     steps: int
 
 
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, losses: list[float]) -> None:
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    losses.append(float(loss.detach()))
+
+
+def _report(losses: list[float], n_per_epoch: int) -> FitReport:
+    last = losses[-n_per_epoch:]
+    return FitReport(sum(last) / max(len(last), 1), len(losses))
+
+
 def _batches(n: int, cfg: ModelsConfig, gen: torch.Generator) -> Iterator[torch.Tensor]:
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
@@ -42,7 +54,7 @@ def train_ranker(
         model.norm.fit(x)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     clicked = click > 0.5
-    losses, steps = [], 0
+    losses: list[float] = []
     n_per_epoch = (x.shape[0] + cfg.batch_size - 1) // cfg.batch_size
     for idx in _batches(x.shape[0], cfg, gen):
         out = model(x[idx], position[idx])
@@ -50,12 +62,8 @@ def train_ranker(
         m = clicked[idx]
         if m.any():
             loss = loss + F.binary_cross_entropy_with_logits(out[m, 1], conversion[idx][m])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        steps += 1
-        losses.append(float(loss.detach()))
-    return FitReport(sum(losses[-n_per_epoch:]) / min(len(losses), n_per_epoch), steps)
+        _step(opt, loss, losses)
+    return _report(losses, n_per_epoch)
 
 
 def distill_two_tower(
@@ -72,7 +80,7 @@ def distill_two_tower(
         model.query_norm.fit(query_x)
         model.item_norm.fit(item_x)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    losses, steps = [], 0
+    losses: list[float] = []
     n_per_epoch = (query_x.shape[0] + cfg.batch_size - 1) // cfg.batch_size
     for idx in _batches(query_x.shape[0], cfg, gen):
         logit = model(query_x[idx], item_x[idx])
@@ -81,9 +89,5 @@ def distill_two_tower(
         if cfg.label_weight > 0 and m.any():
             loss = loss + cfg.label_weight * F.binary_cross_entropy_with_logits(
                 logit[m], label[idx][m])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        steps += 1
-        losses.append(float(loss.detach()))
-    return FitReport(sum(losses[-n_per_epoch:]) / min(len(losses), n_per_epoch), steps)
+        _step(opt, loss, losses)
+    return _report(losses, n_per_epoch)
