@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import polars as pl
 
-I64, I32, I16, F64, F32 = pl.Int64, pl.Int32, pl.Int16, pl.Float64, pl.Float32
-STR, BOOL = pl.String, pl.Boolean
+I64, I32, I16, F64, F32 = pl.Int64(), pl.Int32(), pl.Int16(), pl.Float64(), pl.Float32()
+STR, BOOL = pl.String(), pl.Boolean()
 
 SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     # One row per request.

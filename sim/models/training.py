@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from sim.config.schema import ModelsConfig
 from sim.models.ranker import Ranker
+from sim.models.towers import TwoTowerBase
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def train_ranker(
 
 
 def distill_two_tower(
-    model: nn.Module, query_x: torch.Tensor, item_x: torch.Tensor, teacher: torch.Tensor,
+    model: TwoTowerBase, query_x: torch.Tensor, item_x: torch.Tensor, teacher: torch.Tensor,
     label: torch.Tensor, has_label: torch.Tensor, cfg: ModelsConfig, gen: torch.Generator,
     fit_norm: bool = True,
 ) -> FitReport:

@@ -24,16 +24,16 @@ from typing import Any
 import numpy as np
 import simpy
 import torch
-from torch import nn
 
 from sim.config.schema import Config
 from sim.logs.writer import LogWriter
+from sim.models.towers import TwoTowerBase
 from sim.serving.deployer import ReferenceContexts, ctr_prior
 from sim.serving.index import DeployedIndex, build_index
 from sim.world.marketplace import Marketplace
 
 TIERS = ("fresh", "large")  # search order: on a duplicate ad, the fresher tier's row wins
-ItemTower = Callable[[], tuple[nn.Module, int]]
+ItemTower = Callable[[], tuple[TwoTowerBase, int]]
 Wait = Callable[[str, float], simpy.Event]  # (stage, delay) -> event, see sim.simulation.STAGES
 
 
@@ -70,7 +70,7 @@ def _version_range(v: np.ndarray) -> dict[str, int]:
             "n_versions": int(np.unique(v).size)}
 
 
-def embed(model: nn.Module, features: np.ndarray) -> np.ndarray:
+def embed(model: TwoTowerBase, features: np.ndarray) -> np.ndarray:
     """Item vectors (n, D+1) of ads with ``features`` (n, F)."""
     with torch.inference_mode():
         return model.item_vectors(torch.from_numpy(features)).numpy()
