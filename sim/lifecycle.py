@@ -34,51 +34,70 @@ from sim.world.marketplace import Marketplace
 
 class Lifecycle:
     def __init__(self, cfg: Config, market: Marketplace, registry: Registry, log: TrainingLog,
-                 arms: list[Arm], l1_lineages: dict[str, str], streams: Streams,
+                 arms: list[Arm], readiness: dict[str, str], streams: Streams,
                  writer: LogWriter) -> None:
+        """``readiness``: extra L1 lineages (lineage -> family) trained beside ``control``'s."""
         self.cfg, self.market, self.registry, self.log = cfg, market, registry, log
-        self.arms, self.l1_lineages, self.streams, self.writer = arms, l1_lineages, streams, writer
+        self.arms, self.readiness, self.streams, self.writer = arms, readiness, streams, writer
         self.releases = 0
 
-    def release(self, now: float) -> int | None:
-        """Train and register the next version of every lineage; None if no logs yet."""
+    def release(self, now: float) -> dict[str, int]:
+        """Train and register the next version of every lineage; return each released arm's new
+        L1 version (empty if there are no logs yet).
+
+        Each arm trains on the window's logs of every arm (``experiment.training: pooled``) or of
+        its own arm (``diverted``), with its own config, from the same seeds: two arms with the
+        same config and the same data get the same models."""
         end = now - self.cfg.models.label_wait_s  # wait for late conversions before training
-        rows = self.log.window(end)
-        if rows is None or not np.any(rows.source == WINNER):
-            return None
-        if len(rows) > self.cfg.models.train_sample_rows:
-            rng = self.streams.get("release_sample")
-            rows = rows.take(np.sort(rng.choice(len(rows), self.cfg.models.train_sample_rows,
-                                                replace=False)))
-        version = self.registry.latest(self.arms[0].l2_lineage).version + 1
-        gen = torch.Generator().manual_seed(self.streams.torch_seed(f"training/{version}"))
-        torch.manual_seed(self.streams.torch_seed(f"reinit/{version}"))
-        mcfg, share = release_config(self.cfg), self.cfg.models.reinit_share
-        view = tuple(FAMILIES)
-        start = end - self.cfg.models.train_window_s
-        users = self.market.users
-        for arm in self.arms:
-            prev = self.registry.latest(arm.l2_lineage)
-            l2 = warm_start(prev.model, share, gen)
-            fit = fit_l2(l2, rows, now, users, self.cfg, mcfg, gen, fit_norm=False)
-            self._register(ModelVersion(arm.l2_lineage, version, "l2", "ranker", now, start, end,
-                                        view, int((rows.source == WINNER).sum()), fit.loss,
-                                        parameter_count(l2), l2))
-            arm.l2 = l2
-        teacher = self.arms[0].l2
+        window = self.log.window(end)
+        if window is None or not np.any(window.source == WINNER):
+            return {}
+        self.releases += 1
+        out: dict[str, int] = {}
         holdout = self.log.window(now, length=self.cfg.models.label_wait_s)
-        for lineage, family in self.l1_lineages.items():
+        for arm in self.arms:
+            rows = window
+            if self.cfg.experiment.training == "diverted":
+                rows = window.take(np.flatnonzero(window.arm == arm.code))
+            if len(rows) > arm.cfg.models.train_sample_rows:
+                rng = self.streams.fresh(f"release_sample/{self.releases}")
+                rows = rows.take(np.sort(rng.choice(len(rows), arm.cfg.models.train_sample_rows,
+                                                    replace=False)))
+            if not np.any(rows.source == WINNER):
+                continue  # e.g. an arm with no traffic yet under diverted training
+            l1s = {arm.l1_lineage: arm.family}
+            if arm.name == "control":
+                l1s |= self.readiness
+            out[arm.name] = self._release_arm(arm, l1s, rows, holdout, now, end)
+        return out
+
+    def _release_arm(self, arm: Arm, l1s: dict[str, str], rows: Any, holdout: Any, now: float,
+                     end: float) -> int:
+        """Release the arm's L2 and L1 lineages (each to its next version); return the L1 one."""
+        gen = torch.Generator().manual_seed(self.streams.torch_seed(f"release/{self.releases}"))
+        torch.manual_seed(self.streams.torch_seed(f"release-reinit/{self.releases}"))
+        acfg = arm.cfg
+        mcfg, share = release_config(acfg), acfg.models.reinit_share
+        view = tuple(FAMILIES)
+        start = end - acfg.models.train_window_s
+        users = self.market.users
+        prev = self.registry.latest(arm.l2_lineage)
+        l2 = warm_start(prev.model, share, gen)
+        fit = fit_l2(l2, rows, now, users, acfg, mcfg, gen, fit_norm=False)
+        self._register(ModelVersion(arm.l2_lineage, prev.version + 1, "l2", "ranker", now, start, end,
+                                    view, int((rows.source == WINNER).sum()), fit.loss,
+                                    parameter_count(l2), l2))
+        arm.l2 = l2
+        for lineage, family in l1s.items():
             prev = self.registry.latest(lineage)
             l1 = warm_start(prev.model, share, gen)
-            fit = fit_l1(l1, teacher, rows, now, users, self.cfg, mcfg, gen, fit_norm=False)
-            self._register(ModelVersion(lineage, version, "l1", family, now, start, end, view,
+            fit = fit_l1(l1, l2, rows, now, users, acfg, mcfg, gen, fit_norm=False)
+            self._register(ModelVersion(lineage, prev.version + 1, "l1", family, now, start, end, view,
                                         len(rows), fit.loss, parameter_count(l1), l1,
-                                        self._holdout_metrics(l1, teacher, holdout)))
-        for arm in self.arms:
-            self.writer.append("rollouts", {"time": now, "arm": arm.name,
-                                            "lineage": arm.l1_lineage, "side": "item",
-                                            "version": version})
-        self.releases += 1
+                                        self._holdout_metrics(l1, l2, holdout)))
+        version = self.registry.latest(arm.l1_lineage).version
+        self.writer.append("rollouts", {"time": now, "arm": arm.name, "lineage": arm.l1_lineage,
+                                        "side": "item", "version": version})
         return version
 
     def _holdout_metrics(self, l1: Any, teacher: Any, rows: Any) -> dict[str, Any]:
@@ -115,13 +134,13 @@ class Lifecycle:
                  ) -> Generator[simpy.Event, None, None]:
         while True:
             yield wait("release", self.cfg.models.release_interval_s)
-            version = self.release(env.now)
-            if version is not None:
-                for arm in self.arms:
-                    env.process(self._query_rollout(env, wait, arm, version))
+            released = self.release(env.now)
+            for arm in self.arms:
+                if arm.name in released:
+                    env.process(self._query_rollout(env, wait, arm, released[arm.name]))
 
     def _query_rollout(self, env: simpy.Environment, wait: Callable[[str, float], simpy.Event],
                        arm: Arm, version: int) -> Generator[simpy.Event, None, None]:
-        yield wait("query_rollout", self.cfg.models.query_rollout_delay_s)
+        yield wait("query_rollout", arm.cfg.models.query_rollout_delay_s)
         if version > arm.query_version:
             self.roll_out_query(arm, version, env.now)

@@ -51,25 +51,34 @@ class Ledger:
     budget: np.ndarray  # (A,) daily budget, currency
     spent_today: np.ndarray = field(init=False)
     max_tick_today: np.ndarray = field(init=False)  # largest single-tick spend today
+    tick_spend: np.ndarray = field(init=False)  # spend of the tick being served
     closed_days: list[dict[str, np.ndarray]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.spent_today = np.zeros_like(self.budget)
         self.max_tick_today = np.zeros_like(self.budget)
+        self.tick_spend = np.zeros_like(self.budget)
 
     def eligible(self) -> np.ndarray:
         """(A,) bool: advertisers with budget left today."""
         return self.spent_today < self.budget
 
     def charge(self, advertiser: np.ndarray, cost: np.ndarray) -> np.ndarray:
-        """Book one tick's costs; return the (A,) spend of this tick."""
-        tick = np.bincount(advertiser, weights=cost, minlength=self.budget.shape[0])
-        self.spent_today += tick
-        np.maximum(self.max_tick_today, tick, out=self.max_tick_today)
-        return tick
+        """Book costs of the current tick (several calls when several arms share these budgets);
+        return the (A,) spend of this call. :meth:`end_tick` closes the tick."""
+        spend = np.bincount(advertiser, weights=cost, minlength=self.budget.shape[0])
+        self.spent_today += spend
+        self.tick_spend += spend
+        return spend
+
+    def end_tick(self) -> None:
+        """Record the tick's spend as a candidate for the day's largest tick, and reset it."""
+        np.maximum(self.max_tick_today, self.tick_spend, out=self.max_tick_today)
+        self.tick_spend[:] = 0.0
 
     def close_day(self) -> dict[str, np.ndarray]:
         """End the day: record spend, billed amount and overspend, then reset."""
+        self.end_tick()
         day = {
             "spend": self.spent_today.copy(),
             "billed": np.minimum(self.spent_today, self.budget),
@@ -80,3 +89,24 @@ class Ledger:
         self.spent_today[:] = 0.0
         self.max_tick_today[:] = 0.0
         return day
+
+
+@dataclass
+class Budgets:
+    """One set of campaigns: a ledger, pacing multipliers, spend since the last pacing update.
+
+    Under ``budget_split`` each arm has its own; under ``user_split`` both arms share one."""
+
+    name: str
+    ledger: Ledger
+    multiplier: np.ndarray  # (A,) in (0, 1]
+    interval_spent: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.interval_spent = np.zeros_like(self.multiplier)
+
+    def book(self, advertiser: np.ndarray, cost: np.ndarray) -> np.ndarray:
+        """Charge one tick's costs; return the (A,) tick spend."""
+        tick = self.ledger.charge(advertiser, cost)
+        self.interval_spent += tick
+        return tick

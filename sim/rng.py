@@ -49,6 +49,12 @@ class Streams:
             self._cache[name] = np.random.Generator(np.random.Philox(ss))
         return self._cache[name]
 
+    def fresh(self, name: str) -> np.random.Generator:
+        """A new generator for ``name`` at the start of its stream (not cached): two callers
+        asking for the same name draw the same numbers."""
+        ss = np.random.SeedSequence(entropy=self.seed, spawn_key=(_name_key(name),))
+        return np.random.Generator(np.random.Philox(ss))
+
     def torch_seed(self, name: str) -> int:
         """A 63-bit integer seed for a torch Generator owned by component ``name``."""
         ss = np.random.SeedSequence(entropy=self.seed, spawn_key=(_name_key(name),))

@@ -2,19 +2,20 @@
 
 Processes (each a thin generator around pure functions):
 
-* ``control``   every ``pacing.interval_s``: pacing update for the interval just ended; at each
-                day boundary, close the day's budgets (log ``budget_days``) and reset them.
+* ``pacing``, ``ramp`` (:mod:`sim.campaigns`): every ``pacing.interval_s`` a pacing update for
+                the interval just ended, and at each day boundary the budgets close and reset;
+                at each ramp step the treatment share changes (and budget-split sub-budgets).
 * ``churn``     every ``world.churn_interval_s``: replace expired ads, refresh some ads' features.
 * ``releaser``  every ``models.release_interval_s``: train and register the next model versions;
                 each arm's query tower follows after the rollout delay (:mod:`sim.lifecycle`).
 * per arm, the index pipeline (:mod:`sim.serving.pipeline`): ``enrichment``, ``snapshots``,
                 and the ``large`` and ``fresh`` tier builds, each deployed after its delay.
-* ``traffic``   every ``traffic.tick_s``: draw the requests of [t, t + tick) and serve them as one
-                batch per arm.
+* ``traffic``   every ``traffic.tick_s``: draw the requests of [t, t + tick), assign each to an
+                arm by its user, and serve them as one batch per arm.
 
 Same-time order is explicit: every event is scheduled with the priority of its stage
-(:data:`STAGES`, earlier first), so at any instant pacing runs before churn, churn before a
-release, a release before a query rollout, then enrichment, the snapshot, deploys, the large and
+(:data:`STAGES`, earlier first), so at any instant pacing runs first, then a ramp step, churn, a
+release, a query rollout, enrichment, the snapshot, deploys, the large and
 the fresh builds, and the traffic last. So the requests of [t, t + tick) see the budgets,
 multipliers, catalog, models and index tiers as they are at ``t``, a build at ``t`` reads the
 snapshot of ``t``, and a run stops at its horizon before anything scheduled there happens.
@@ -33,14 +34,15 @@ import simpy
 import torch
 from simpy.core import URGENT
 
-from sim.config.schema import OBJECTIVES, Config
+from sim.campaigns import CampaignDesk
+from sim.config.schema import Config
 from sim.evaluation import eval_rows, offline_eval, skew_sweep
+from sim.experiment import arm_config, in_treatment
 from sim.lifecycle import Lifecycle
 from sim.logs.writer import LogWriter
 from sim.models.bootstrap import train_initial_models
 from sim.models.registry import Registry
 from sim.models.training_log import TrainingLog
-from sim.pacing import Ledger, planned_spend, update_multiplier
 from sim.rng import Streams
 from sim.serving import records
 from sim.serving.arm import Arm
@@ -48,12 +50,12 @@ from sim.serving.deployer import reference_contexts
 from sim.serving.funnel import serve
 from sim.serving.pipeline import TIERS, IndexPipeline
 from sim.world.marketplace import Marketplace, build_marketplace, churn
-from sim.world.traffic import DAY_S, day_share, draw_requests
+from sim.world.traffic import DAY_S, draw_requests
 
 Progress = Callable[[float, int], None]
 
 
-STAGES = ("pacing", "churn", "release", "query_rollout", "enrichment", "snapshot", "deploy",
+STAGES = ("pacing", "ramp", "churn", "release", "query_rollout", "enrichment", "snapshot", "deploy",
           "large_build", "fresh_build", "traffic")
 # SimPy pops events by (time, priority, insertion). URGENT (0) stays reserved for SimPy itself
 # (process start, the end of the run), so stages take priorities 1, 2, ...
@@ -81,23 +83,16 @@ class Stats:
     bootstrap: dict[str, Any] = field(default_factory=dict)
 
 
-def lineages(cfg: Config) -> dict[str, str]:
-    """Every L1 lineage trained in the run (lineage -> family): each arm's, plus a readiness-check
-    lineage for each family of ``models.skew_check_families`` that no arm serves."""
-    out = {f"{arm}/l1": cfg.models.l1_family for arm in cfg.experiment.arms}
-    served = set(out.values())
+def readiness_lineages(cfg: Config, arm_cfgs: dict[str, Config]) -> tuple[dict[str, str], dict[str, str]]:
+    """The skew sweep's lineage for each checked family (family -> lineage), and the readiness
+    lineages to train beside control's models for the checked families no arm serves."""
+    served = {acfg.models.l1_family: f"{arm}/l1" for arm, acfg in reversed(arm_cfgs.items())}
+    sweep, extra = {}, {}
     for family in checked_families(cfg):
+        sweep[family] = served.get(family, f"readiness/{family}")
         if family not in served:
-            out[f"readiness/{family}"] = family
-    return out
-
-
-def readiness_lineages(cfg: Config) -> dict[str, str]:
-    """The lineage the skew sweep uses for each checked family (family -> lineage)."""
-    out = {}
-    for lineage, family in lineages(cfg).items():
-        out.setdefault(family, lineage)
-    return {f: out[f] for f in checked_families(cfg)}
+            extra[f"readiness/{family}"] = family
+    return sweep, extra
 
 
 def checked_families(cfg: Config) -> list[str]:
@@ -116,10 +111,14 @@ class Simulation:
         self.horizon = cfg.days * DAY_S
         self.market: Marketplace = build_marketplace(cfg, self.streams)
         self.registry = Registry()
-        self.l1_lineages = lineages(cfg)
-        self.readiness = readiness_lineages(cfg)
-        boot = train_initial_models(self.market, cfg, self.streams, self.registry,
-                                    self.l1_lineages, "control/l2")
+        arms = list(cfg.experiment.arms)
+        self.arm_cfgs = {"control": cfg}
+        if "treatment" in arms:
+            self.arm_cfgs["treatment"] = arm_config(cfg, dict(cfg.experiment.treatment))
+        self.readiness, extra = readiness_lineages(cfg, self.arm_cfgs)
+        plan = [(f"{a}/l2", acfg, {f"{a}/l1": acfg.models.l1_family} | (extra if a == "control" else {}))
+                for a, acfg in self.arm_cfgs.items()]
+        boot = train_initial_models(self.market, cfg, self.streams, self.registry, plan)
         for lineage in self.registry.lineages():
             self.writer.append("model_releases", self.registry.log_rows(self.registry.latest(lineage)))
         self.stats = Stats(bootstrap=boot)
@@ -128,17 +127,16 @@ class Simulation:
         self.contexts = reference_contexts(self.market, cfg, self.streams.get("contexts"))
         self.surfaces = np.asarray(cfg.world.surfaces)
         self.env = simpy.Environment()
+        self.desk = CampaignDesk(cfg, self.market.advertisers, writer)
         self.arms: list[Arm] = []
-        for code, name in enumerate(cfg.experiment.arms):
+        for code, (name, acfg) in enumerate(self.arm_cfgs.items()):
             l1 = self.registry.latest(f"{name}/l1")
-            self.arms.append(Arm(
-                name, code, l1.family, f"{name}/l1", "control/l2", l1.model, 1,
-                self.registry.latest("control/l2").model,
-                Ledger(self.market.advertisers.daily_budget.copy()),
-                np.full(self.market.advertisers.n, cfg.pacing.max_multiplier)))
+            self.arms.append(Arm(name, code, acfg, l1.family, f"{name}/l1", f"{name}/l2", l1.model,
+                                 1, self.registry.latest(f"{name}/l2").model,
+                                 self.desk.by_arm[name]))
         self.lifecycle = Lifecycle(cfg, self.market, self.registry, self.training_log, self.arms,
-                                   self.l1_lineages, self.streams, writer)
-        self.pipelines = [IndexPipeline(arm, self.market, cfg, self.lifecycle.item_tower(arm),
+                                   extra, self.streams, writer)
+        self.pipelines = [IndexPipeline(arm, self.market, arm.cfg, self.lifecycle.item_tower(arm),
                                         self.contexts, writer) for arm in self.arms]
         for pipe in self.pipelines:
             pipe.initial_deploy(0.0)
@@ -149,38 +147,6 @@ class Simulation:
         return Scheduled(self.env, stage, delay)
 
     # -- control plane --------------------------------------------------------------------
-
-    def control(self) -> Generator[simpy.Event, None, None]:
-        dt = self.cfg.pacing.interval_s
-        adv = self.market.advertisers
-        while True:
-            start = self.env.now
-            yield self.wait("pacing", dt)
-            now = self.env.now
-            s0 = day_share(start, self.cfg.traffic)
-            s1 = 1.0 if now % DAY_S == 0 else day_share(now, self.cfg.traffic)
-            for arm in self.arms:
-                led = arm.ledger
-                plan = planned_spend(led.budget, led.spent_today - arm.interval_spent, s0, s1)
-                new_m = update_multiplier(arm.multiplier, arm.interval_spent, plan, self.cfg.pacing)
-                self.writer.append("pacing", {
-                    "time": now, "day": int((now - 1e-9) // DAY_S), "arm": arm.name,
-                    "advertiser_id": np.arange(adv.n), "multiplier": new_m, "planned": plan,
-                    "actual": arm.interval_spent.copy(), "spent_today": led.spent_today.copy(),
-                    "budget": led.budget})
-                arm.multiplier = new_m
-                arm.interval_spent[:] = 0.0
-                if now % DAY_S == 0:
-                    self._close_day(arm, int(now // DAY_S) - 1)
-
-    def _close_day(self, arm: Arm, day: int) -> None:
-        adv = self.market.advertisers
-        closed = arm.ledger.close_day()
-        self.writer.append("budget_days", {
-            "day": day, "arm": arm.name, "advertiser_id": np.arange(adv.n),
-            "objective": np.asarray(OBJECTIVES)[adv.objective], "budget": arm.ledger.budget,
-            "spend": closed["spend"], "billed": closed["billed"],
-            "overspend": closed["overspend"], "max_tick_spend": closed["max_tick_spend"]})
 
     def churn(self) -> Generator[simpy.Event, None, None]:
         rng = self.streams.get("churn")
@@ -201,8 +167,14 @@ class Simulation:
             self.next_request_id += len(batch)
             if len(batch):
                 started = time.perf_counter()
-                for arm in self.arms:  # one arm serves all traffic until experiments land
-                    self._serve(arm, batch)
+                # Budgets are checked once per tick, for both arms alike (the overspend this
+                # allows is at most one tick's spend, measured in budget_days).
+                eligible = {id(b): b.ledger.eligible() for b in self.desk.budgets}
+                for arm, rows in self._assign(batch):
+                    if rows.size:
+                        self._serve(arm, batch.take(rows), eligible[id(arm.budgets)])
+                for b in self.desk.budgets:
+                    b.ledger.end_tick()
                 self.stats.data_plane_s += time.perf_counter() - started
                 self.stats.requests += len(batch)
                 self.stats.batches += 1
@@ -210,13 +182,19 @@ class Simulation:
                 self.progress(t1, self.stats.requests)
             yield self.wait("traffic", t1 - t0)
 
-    def _serve(self, arm: Arm, batch: Any) -> None:
-        cfg, w = self.cfg, self.writer
+    def _assign(self, batch: Any) -> list[tuple[Arm, np.ndarray]]:
+        """Rows of the batch for each arm, by the users' assignment at the current share."""
+        if len(self.arms) == 1:
+            return [(self.arms[0], np.arange(len(batch)))]
+        treat = in_treatment(self.cfg.experiment.salt, batch.user, self.desk.share)
+        return [(self.arms[0], np.flatnonzero(~treat)), (self.arms[1], np.flatnonzero(treat))]
+
+    def _serve(self, arm: Arm, batch: Any, eligible: np.ndarray) -> None:
+        cfg, w = arm.cfg, self.writer
         objective = self.market.advertisers.objective
-        served = serve(arm, self.market, cfg, cfg.seed, batch, arm.ledger.eligible())
+        served = serve(arm, self.market, cfg, cfg.seed, batch, eligible)
         imps = served.impressions
-        tick = arm.ledger.charge(imps.advertiser, imps.cost)
-        arm.interval_spent += tick
+        tick = arm.budgets.book(imps.advertiser, imps.cost)
         self.stats.impressions += imps.row.size
         w.append("requests", records.request_rows(served, arm.name, self.surfaces))
         w.append("impressions", records.impression_rows(served, arm.name, self.surfaces,
@@ -236,8 +214,8 @@ class Simulation:
         spent = np.flatnonzero(tick > 0)
         w.append("spend", {"time": self.env.now, "day": int(self.env.now // DAY_S),
                            "arm": arm.name, "advertiser_id": spent, "tick_spend": tick[spent],
-                           "spent_today": arm.ledger.spent_today[spent],
-                           "budget": arm.ledger.budget[spent]})
+                           "spent_today": arm.budgets.ledger.spent_today[spent],
+                           "budget": arm.budgets.ledger.budget[spent]})
 
     def _count_versions(self, arm: Arm, served: Any) -> None:
         """Accumulate (hour, tier, query - item version) counts of the live retrieved candidates."""
@@ -266,7 +244,8 @@ class Simulation:
     def run(self) -> Stats:
         """Run to the horizon, then close the last (possibly partial) day."""
         env, wait = self.env, self.wait
-        env.process(self.control())
+        env.process(self.desk.pacing(env, wait))
+        env.process(self.desk.ramp(env, wait))
         env.process(self.churn())
         env.process(self.lifecycle.releaser(env, wait))
         for pipe in self.pipelines:
@@ -277,9 +256,7 @@ class Simulation:
         env.process(self.traffic())
         env.run(until=self.horizon)
         self._flush_version_counts()
-        last_day = int(np.ceil(self.horizon / DAY_S)) - 1
-        for arm in self.arms:
-            self._close_day(arm, last_day)
+        self.desk.close_day(int(np.ceil(self.horizon / DAY_S)) - 1)
         return self.stats
 
     def evaluate(self) -> dict[str, Any]:

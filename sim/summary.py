@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 
 from sim.metrics import calibration_ratio, log_loss
+from sim.stats import lift, ratio
 from sim.world.traffic import DAY_S
 
 
@@ -36,16 +37,32 @@ def _money(imps: pl.DataFrame, convs: pl.DataFrame) -> dict[str, Any]:
             "ocpm_conversions": ocpm_conv}
 
 
+def _revenue(imps: pl.DataFrame, days: pl.DataFrame, arm: str) -> float:
+    """What the platform bills for ``arm``: each advertiser-day's billed amount of the budgets the
+    arm spends from, in proportion to the arm's share of the spend on them (all of it under
+    budget-split; the arm's part of the shared budgets under user-split)."""
+    own = days.filter(pl.col("arm").is_in([arm, "shared"]))
+    if own.height == 0:
+        return 0.0
+    spenders = imps if (own["arm"] == "shared").any() else imps.filter(pl.col("arm") == arm)
+    keys = ["advertiser_id", "day"]
+    total = spenders.group_by(keys).agg(pl.col("cost").sum().alias("all"))
+    mine = imps.filter(pl.col("arm") == arm).group_by(keys).agg(pl.col("cost").sum().alias("mine"))
+    joined = (own.join(total, on=keys, how="left").join(mine, on=keys, how="left")
+              .fill_null(0.0).filter(pl.col("all") > 0))
+    return float((joined["billed"] * joined["mine"] / joined["all"]).sum())
+
+
 def arm_metrics(logs: dict[str, pl.DataFrame], arm: str) -> dict[str, Any]:
     imps = logs["impressions"].filter(pl.col("arm") == arm)
     clicks = logs["clicks"].filter(pl.col("arm") == arm)
     convs = logs["conversions"].filter(pl.col("arm") == arm)
-    days = logs["budget_days"].filter(pl.col("arm") == arm)
+    days = logs["budget_days"]
     l1_cal, l1_ll = _pred_metrics(clicks, "l1_pcvr")
     l2_cal, l2_ll = _pred_metrics(clicks, "l2_pcvr")
     out: dict[str, Any] = {
         **_money(imps, convs),
-        "revenue": float(days["billed"].sum()),
+        "revenue": _revenue(logs["impressions"], days, arm),
         "clicks": clicks.height, "impressions": imps.height,
         "ocpm_impression_share": _ratio(imps.filter(pl.col("objective") == "ocpm").height,
                                         imps.height),
@@ -57,9 +74,10 @@ def arm_metrics(logs: dict[str, pl.DataFrame], arm: str) -> dict[str, Any]:
     for day in sorted(set(imps["day"].to_list())):
         di = imps.filter(pl.col("day") == day)
         dc = convs.filter(pl.col("click_day") == day)
-        dd = days.filter(pl.col("day") == day)
         daily.append({"day": day, **_money(di, dc), "impressions": di.height,
-                      "clicks": int(di["click"].sum()), "revenue": float(dd["billed"].sum())})
+                      "clicks": int(di["click"].sum()),
+                      "revenue": _revenue(logs["impressions"].filter(pl.col("day") == day),
+                                          days.filter(pl.col("day") == day), arm)})
     out["daily"] = daily
     return out
 
@@ -76,6 +94,48 @@ def version_distance(vd: pl.DataFrame, arm: str) -> dict[str, Any]:
     return {"all": shares(rows),
             "by_tier": {t: shares(rows.filter(pl.col("tier") == t))
                         for t in sorted(set(rows["tier"].to_list()))}}
+
+
+RATIO_METRICS = {  # name -> (numerator, denominator) over per-user totals
+    "cpa": ("ocpm_spend", "ocpm_conversions"),
+    "spend_per_request": ("spend", "requests"),
+    "conversions_per_request": ("conversions", "requests"),
+    "clicks_per_request": ("clicks", "requests"),
+    "impressions_per_request": ("impressions", "requests"),
+    "ocpm_impression_share": ("ocpm_impressions", "impressions"),
+}
+
+
+def per_user(logs: dict[str, pl.DataFrame], arm: str) -> pl.DataFrame:
+    """Per-user totals of an arm: requests, impressions, clicks, spend, attributed conversions."""
+    reqs = logs["requests"].filter(pl.col("arm") == arm).group_by("user_id").agg(
+        pl.len().alias("requests"))
+    imps = logs["impressions"].filter(pl.col("arm") == arm)
+    conv = (logs["conversions"].filter((pl.col("arm") == arm) & pl.col("attributed"))
+            .join(imps.select("request_id", "ad_id", "user_id"), on=["request_id", "ad_id"]))
+    is_ocpm = pl.col("objective") == "ocpm"
+    agg_imps = imps.group_by("user_id").agg(
+        pl.len().alias("impressions"), pl.col("click").sum().alias("clicks"),
+        pl.col("cost").sum().alias("spend"), is_ocpm.sum().alias("ocpm_impressions"),
+        pl.col("cost").filter(is_ocpm).sum().alias("ocpm_spend"))
+    agg_conv = conv.group_by("user_id").agg(pl.len().alias("conversions"),
+                                            is_ocpm.sum().alias("ocpm_conversions"))
+    return (reqs.join(agg_imps, on="user_id", how="left").join(agg_conv, on="user_id", how="left")
+            .fill_null(0))
+
+
+def intervals(logs: dict[str, pl.DataFrame], arms: list[str]) -> dict[str, Any]:
+    """Per-arm 95% intervals of the ratio metrics and, with two arms, the lifts."""
+    ratios = {}
+    for arm in arms:
+        users = per_user(logs, arm)
+        ratios[arm] = {m: (ratio(users[y].to_numpy(), users[x].to_numpy()) if users.height else None)
+                       for m, (y, x) in RATIO_METRICS.items()}
+    out: dict[str, Any] = {"ci": {a: {m: (r.interval() if r else None) for m, r in rs.items()}
+                                  for a, rs in ratios.items()}}
+    if len(arms) == 2:
+        out["lift"] = {m: lift(ratios[arms[1]][m], ratios[arms[0]][m]) for m in RATIO_METRICS}
+    return out
 
 
 def overspend(days: pl.DataFrame) -> dict[str, Any]:
@@ -104,9 +164,12 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float,
     """Compute the metrics of a finished run from ``run_dir/logs``."""
     names = ("impressions", "clicks", "conversions", "budget_days", "requests", "version_distance")
     logs = {n: pl.read_parquet(run_dir / "logs" / f"{n}.parquet") for n in names}
+    stats = intervals(logs, arms)
     return _clean({
         "arms": {a: arm_metrics(logs, a) | {
-            "version_distance": version_distance(logs["version_distance"], a)} for a in arms},
+            "version_distance": version_distance(logs["version_distance"], a),
+            "ci": stats["ci"][a]} for a in arms},
+        **({"lift": stats["lift"]} if "lift" in stats else {}),
         "requests": logs["requests"]["request_id"].n_unique(),
         "sim_days": sim_days,
         "overspend": overspend(logs["budget_days"]),

@@ -63,8 +63,10 @@ def test_disabled_pacing_keeps_full_bids() -> None:
 def test_ledger_books_ticks_and_overspend() -> None:
     led = Ledger(np.array([10.0, 5.0]))
     led.charge(np.array([0, 0, 1]), np.array([4.0, 4.0, 1.0]))
+    led.end_tick()
     assert led.eligible().tolist() == [True, True]
-    led.charge(np.array([0, 1]), np.array([3.0, 1.0]))
+    led.charge(np.array([0, 1]), np.array([2.0, 1.0]))
+    led.charge(np.array([0]), np.array([1.0]))  # a second arm on the same budgets, same tick
     assert led.eligible().tolist() == [False, True]
     day = led.close_day()
     assert day["spend"].tolist() == [11.0, 2.0]

@@ -177,11 +177,35 @@ class LogsConfig:
     flush_rows: int = bounded(250_000, ge=1)  # rows buffered per table before a part is written
 
 
+DESIGNS = ("budget_split", "user_split")
+TRAINING_REGIMES = ("pooled", "diverted")
+
+
+@dataclass
+class RampStep:
+    """From ``day`` on (simulated days, may be fractional), the treatment gets ``share`` of users."""
+
+    day: float = bounded(0.0, ge=0)
+    share: float = bounded(0.5, share=True)
+
+
 @dataclass
 class ExperimentConfig:
-    """Arms of the experiment (``sim.experiment``); only ``control`` is served for now."""
+    """The experiment (``sim.experiment``).
 
-    arms: list[str] = bounded(["control"])
+    ``arms`` is ``[control]`` (no experiment) or ``[control, treatment]``. ``treatment`` is a
+    config overlay applied to the treatment arm only (any key outside ``world``, ``traffic``,
+    ``logs``, ``experiment``, ``seed``, ``days``, ``progress``, which both arms share); ``{}`` is
+    an A/A test. Users are assigned by a hash of their id and ``salt``: a user is in treatment
+    while their draw is below the current ramp share, so a growing share never moves a user back.
+    """
+
+    arms: list[str] = bounded(["control"], choices=("control", "treatment"))
+    treatment: dict[str, Any] = field(default_factory=dict)
+    design: str = bounded("budget_split", choices=DESIGNS)
+    training: str = bounded("pooled", choices=TRAINING_REGIMES)  # which logs each arm trains on
+    salt: str = "adsim"
+    ramp: list[RampStep] = field(default_factory=lambda: [RampStep(0.0, 0.5)])
 
 
 @dataclass

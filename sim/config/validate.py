@@ -94,8 +94,12 @@ def _check_relations(cfg: Config) -> None:
              f"`experiment.arms` must start with 'control', got {cfg.experiment.arms}")
     _require(len(set(cfg.experiment.arms)) == len(cfg.experiment.arms),
              f"`experiment.arms` must not repeat an arm, got {cfg.experiment.arms}")
-    _require(set(cfg.experiment.arms) <= {"control"},
-             f"`experiment.arms`: only 'control' is served so far, got {cfg.experiment.arms}")
+    ramp = cfg.experiment.ramp
+    _require(len(ramp) >= 1, "`experiment.ramp` needs at least one step")
+    _require(all(a.day < b.day for a, b in zip(ramp, ramp[1:], strict=False)),
+             f"`experiment.ramp` days must increase, got {[r.day for r in ramp]}")
+    _require(all(a.share <= b.share for a, b in zip(ramp, ramp[1:], strict=False)),
+             f"`experiment.ramp` shares must not decrease, got {[r.share for r in ramp]}")
     m = cfg.models
     _require(m.dhen_token_dim % m.dhen_heads == 0,
              f"`models.dhen_heads` ({m.dhen_heads}) must divide `models.dhen_token_dim` "

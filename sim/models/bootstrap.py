@@ -62,24 +62,28 @@ def exploration_rows(market: Marketplace, cfg: Config, streams: Streams) -> Logg
 
 
 def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, registry: Registry,
-                         l1_lineages: dict[str, str], l2_lineage: str) -> dict[str, int]:
-    """Register version 1 of ``l2_lineage`` and of every L1 lineage (lineage -> family)."""
+                         plan: list[tuple[str, Config, dict[str, str]]]) -> dict[str, int]:
+    """Register version 1 of each arm's L2 lineage and its L1 lineages (lineage -> family).
+
+    ``plan`` lists ``(l2 lineage, arm config, L1 lineages)``. Every arm trains from the same
+    exploration log with the same seeds, so two arms with the same config get the same models."""
     rows = exploration_rows(market, cfg, streams)
-    gen = torch.Generator().manual_seed(streams.torch_seed("training/1"))
-    torch.manual_seed(streams.torch_seed("init"))  # parameter initialisation (torch's generator)
     view = tuple(FAMILIES)
-    l2 = Ranker(market.users.features.shape[1], len(cfg.world.surfaces),
-                market.catalog.features.shape[1], cfg.world.latent_dim, cfg.models.l2_hidden,
-                cfg.auction.n_slots)
-    fit = fit_l2(l2, rows, 0.0, market.users, cfg, cfg.models, gen, fit_norm=True)
-    registry.register(ModelVersion(l2_lineage, 1, "l2", "ranker", 0.0, -1.0, 0.0, view,
-                                   int((rows.source == WINNER).sum()), fit.loss,
-                                   parameter_count(l2), l2))
-    for lineage, family in l1_lineages.items():
-        l1 = make_l1(family, cfg)
-        fit = fit_l1(l1, l2, rows, 0.0, market.users, cfg, cfg.models, gen, fit_norm=True)
-        registry.register(ModelVersion(lineage, 1, "l1", family, 0.0, -1.0, 0.0, view, len(rows),
-                                       fit.loss, parameter_count(l1), l1))
+    users, cat = market.users, market.catalog
+    for l2_lineage, acfg, l1s in plan:
+        gen = torch.Generator().manual_seed(streams.torch_seed("training/1"))
+        torch.manual_seed(streams.torch_seed("init"))  # parameter initialisation (torch's generator)
+        l2 = Ranker(users.features.shape[1], len(acfg.world.surfaces), cat.features.shape[1],
+                    acfg.world.latent_dim, acfg.models.l2_hidden, cfg.auction.n_slots)
+        fit = fit_l2(l2, rows, 0.0, users, acfg, acfg.models, gen, fit_norm=True)
+        registry.register(ModelVersion(l2_lineage, 1, "l2", "ranker", 0.0, -1.0, 0.0, view,
+                                       int((rows.source == WINNER).sum()), fit.loss,
+                                       parameter_count(l2), l2))
+        for lineage, family in l1s.items():
+            l1 = make_l1(family, acfg)
+            fit = fit_l1(l1, l2, rows, 0.0, users, acfg, acfg.models, gen, fit_norm=True)
+            registry.register(ModelVersion(lineage, 1, "l1", family, 0.0, -1.0, 0.0, view,
+                                           len(rows), fit.loss, parameter_count(l1), l1))
     shown = rows.source == WINNER
     return {"impressions": int(shown.sum()), "clicks": int(rows.click.sum()),
             "conversions": int(np.isfinite(rows.conversion_time).sum())}

@@ -1,4 +1,4 @@
-"""An arm: the serving stack one slice of traffic sees, and its money state.
+"""An arm: the serving stack one slice of traffic sees, and the campaigns it spends.
 
 The live query tower (``query_model`` at ``query_version``) and the deployed index tiers may come
 from different model versions: the query side rolls forward on release (after a rollout delay),
@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
+from sim.config.schema import Config
 from sim.models.ranker import Ranker
-from sim.pacing import Ledger
+from sim.pacing import Budgets
 from sim.serving.index import DeployedIndex
 
 
@@ -21,23 +22,19 @@ from sim.serving.index import DeployedIndex
 class Arm:
     name: str
     code: int  # index of the arm in experiment.arms
+    cfg: Config  # the arm's config (the treatment overlay applied for ``treatment``)
     family: str  # L1 family
     l1_lineage: str
     l2_lineage: str
     query_model: nn.Module
     query_version: int
     l2: Ranker
-    ledger: Ledger
-    multiplier: np.ndarray  # (A,) pacing multipliers in (0, 1]
+    budgets: Budgets  # this arm's campaigns (shared with the other arm under user_split)
     tiers: dict[str, DeployedIndex] = field(default_factory=dict)
     # tier -> (rows,) bool: rows whose ad a fresher deployed tier holds (skipped at retrieval)
     superseded: dict[str, np.ndarray] = field(default_factory=dict)
-    interval_spent: np.ndarray = field(init=False)  # spend since the last pacing update
     # (hour, tier code, distance) -> served candidates, flushed to the version_distance log
     version_counts: dict[tuple[int, int, int], int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.interval_spent = np.zeros_like(self.multiplier)
 
     def deploy(self, idx: DeployedIndex) -> None:
         """Swap in a tier build and recompute which ``large`` rows the ``fresh`` tier supersedes."""

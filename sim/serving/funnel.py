@@ -200,7 +200,7 @@ def _respond(market: Marketplace, cfg: Config, seed: int, batch: RequestBatch, s
 def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestBatch,
           eligible: np.ndarray) -> Served:
     """Run the funnel for ``batch`` on ``arm``; ``eligible`` (A,) marks advertisers with budget."""
-    adv, m = market.advertisers, arm.multiplier
+    adv, m = market.advertisers, arm.budgets.multiplier
     ret = _retrieve(arm, market, cfg, batch, eligible)
     slot, ad_id, advertiser, live = ret["slot"], ret["ad_id"], ret["advertiser"], ret["live"]
     l1_pcvr, prior = ret["l1_pcvr"], ret["ctr_prior"]

@@ -1,0 +1,108 @@
+"""The campaign desk: the budgets of each experiment design, pacing, ramp re-splits, day close.
+
+Processes: ``pacing`` every ``pacing.interval_s`` updates every set of budgets' multipliers for the
+interval just ended and, at each day boundary, closes the day (``budget_days`` log) and resets
+it; ``ramp`` applies each ramp step at its time, re-splitting ``budget_split`` sub-budgets by the
+new traffic shares (spend so far today stays booked where it was).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+
+import numpy as np
+import simpy
+
+from sim.config.schema import OBJECTIVES, Config
+from sim.experiment import arm_shares, treatment_share
+from sim.logs.writer import LogWriter
+from sim.pacing import Budgets, Ledger, planned_spend, update_multiplier
+from sim.world.catalog import Advertisers
+from sim.world.traffic import DAY_S, day_share
+
+Wait = Callable[[str, float], simpy.Event]
+
+
+class CampaignDesk:
+    def __init__(self, cfg: Config, adv: Advertisers, writer: LogWriter) -> None:
+        self.cfg, self.adv, self.writer = cfg, adv, writer
+        self.base_budget = adv.daily_budget.copy()
+        arms = list(cfg.experiment.arms)
+        self.share = treatment_share(0.0, cfg.experiment.ramp) if len(arms) > 1 else 0.0
+        m0 = cfg.pacing.max_multiplier
+        if cfg.experiment.design == "user_split" or len(arms) == 1:
+            shared = Budgets("shared" if len(arms) > 1 else "control",
+                             Ledger(self.base_budget.copy()), np.full(adv.n, m0))
+            self.by_arm = dict.fromkeys(arms, shared)
+        else:
+            shares = arm_shares(self.share, arms)
+            self.by_arm = {a: Budgets(a, Ledger(self.base_budget * shares[a]), np.full(adv.n, m0))
+                           for a in arms}
+
+    @property
+    def budgets(self) -> list[Budgets]:
+        """Each distinct set of budgets once."""
+        out: dict[int, Budgets] = {}
+        for b in self.by_arm.values():
+            out.setdefault(id(b), b)
+        return list(out.values())
+
+    def resplit(self, share: float) -> None:
+        """Apply a new treatment share. Under budget-split, what is left of each campaign's budget
+        today is re-split by the new traffic shares: each sub-budget becomes its spend so far plus
+        its share of the remainder, so sub-budgets still sum to the campaign budget and none falls
+        below what it has spent. From the next day on, sub-budgets are the shares of the budget."""
+        self.share = share
+        if self.cfg.experiment.design == "budget_split" and len(self.by_arm) > 1:
+            spent = sum(b.ledger.spent_today for b in self.by_arm.values())
+            remaining = np.maximum(self.base_budget - spent, 0.0)
+            for arm, s in arm_shares(share, list(self.by_arm)).items():
+                led = self.by_arm[arm].ledger
+                led.budget[:] = np.minimum(led.spent_today, self.base_budget) + remaining * s
+
+    def close_day(self, day: int) -> None:
+        for b in self.budgets:
+            closed = b.ledger.close_day()
+            self.writer.append("budget_days", {
+                "day": day, "arm": b.name, "advertiser_id": np.arange(self.adv.n),
+                "objective": np.asarray(OBJECTIVES)[self.adv.objective],
+                "budget": b.ledger.budget.copy(), "spend": closed["spend"],
+                "billed": closed["billed"], "overspend": closed["overspend"],
+                "max_tick_spend": closed["max_tick_spend"]})
+        if self.cfg.experiment.design == "budget_split" and len(self.by_arm) > 1:
+            for arm, s in arm_shares(self.share, list(self.by_arm)).items():
+                self.by_arm[arm].ledger.budget[:] = self.base_budget * s
+
+    # -- processes -------------------------------------------------------------------------
+
+    def pacing(self, env: simpy.Environment, wait: Wait) -> Generator[simpy.Event, None, None]:
+        dt = self.cfg.pacing.interval_s
+        while True:
+            start = env.now
+            yield wait("pacing", dt)
+            now = env.now
+            s0 = day_share(start, self.cfg.traffic)
+            s1 = 1.0 if now % DAY_S == 0 else day_share(now, self.cfg.traffic)
+            for b in self.budgets:
+                led = b.ledger
+                plan = planned_spend(led.budget, led.spent_today - b.interval_spent, s0, s1)
+                new_m = update_multiplier(b.multiplier, b.interval_spent, plan, self.cfg.pacing)
+                self.writer.append("pacing", {
+                    "time": now, "day": int((now - 1e-9) // DAY_S), "arm": b.name,
+                    "advertiser_id": np.arange(self.adv.n), "multiplier": new_m, "planned": plan,
+                    "actual": b.interval_spent.copy(), "spent_today": led.spent_today.copy(),
+                    "budget": led.budget.copy()})
+                b.multiplier[:] = new_m  # in place: arms sharing these budgets see it
+                b.interval_spent[:] = 0.0
+            if now % DAY_S == 0:
+                self.close_day(int(now // DAY_S) - 1)
+
+    def ramp(self, env: simpy.Environment, wait: Wait) -> Generator[simpy.Event, None, None]:
+        if len(self.by_arm) == 1:
+            return
+        for step in self.cfg.experiment.ramp:
+            delay = step.day * DAY_S - env.now
+            if delay < 0:
+                continue
+            yield wait("ramp", delay)
+            self.resplit(step.share)

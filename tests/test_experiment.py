@@ -1,0 +1,141 @@
+"""Experiments: assignment under a ramp, per-arm configs, budget designs, A/A symmetry, and the
+delta-method intervals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim.campaigns import CampaignDesk
+from sim.config import ConfigError
+from sim.config.schema import RampStep
+from sim.experiment import arm_config, assignment_draw, in_treatment, treatment_share
+from sim.logs.writer import LogWriter
+from sim.simulation import Simulation
+from sim.stats import lift, ratio
+
+from conftest import read_json, read_log, run_tiny, tiny_config
+
+TWO_ARMS = ("experiment.arms=[control,treatment]",)
+
+
+@settings(max_examples=50, deadline=None)
+@given(salt=st.text(min_size=1, max_size=8), s1=st.floats(0, 1), s2=st.floats(0, 1))
+def test_assignment_is_stable_and_monotone_under_a_ramp(salt: str, s1: float, s2: float) -> None:
+    users = np.arange(2000)
+    lo, hi = sorted((s1, s2))
+    a, b = in_treatment(salt, users, lo), in_treatment(salt, users, hi)
+    assert not np.any(a & ~b)  # nobody goes back to control when the share grows
+    assert np.array_equal(a, in_treatment(salt, users, lo))  # same draw every time
+
+
+def test_assignment_share_and_salt() -> None:
+    users = np.arange(100_000)
+    assert in_treatment("x", users, 0.3).mean() == pytest.approx(0.3, abs=0.01)
+    assert not np.array_equal(assignment_draw("x", users), assignment_draw("y", users))
+
+
+def test_treatment_share_follows_the_ramp() -> None:
+    ramp = [RampStep(1.0, 0.2), RampStep(3.0, 0.5), RampStep(5.0, 0.7)]
+    assert [treatment_share(d * 86_400.0, ramp) for d in (0, 1, 2.9, 3, 4.5, 6)] == [
+        0.0, 0.2, 0.2, 0.5, 0.5, 0.7]
+
+
+def test_treatment_overlay_is_validated() -> None:
+    cfg = tiny_config()
+    arm = arm_config(cfg, {"models": {"l1_family": "dhen"}, "funnel": {"k_l1": 10}})
+    assert arm.models.l1_family == "dhen" and arm.funnel.k_l1 == 10 and cfg.funnel.k_l1 == 16
+    with pytest.raises(ConfigError, match="world"):
+        arm_config(cfg, {"world": {"n_users": 5}})
+    with pytest.raises(ConfigError, match="l1_famly"):
+        arm_config(cfg, {"models": {"l1_famly": "dhen"}})
+    with pytest.raises(ConfigError, match="funnel.k_l1"):
+        arm_config(cfg, {"funnel": {"k_l1": 10_000}})
+
+
+def test_budget_split_sub_budgets_sum_to_the_campaign_budget(tmp_path: Path) -> None:
+    cfg = tiny_config(*TWO_ARMS, "experiment.ramp=[{day:0,share:0.2},{day:1,share:0.7}]")
+    from sim.rng import Streams
+    from sim.world.marketplace import build_marketplace
+
+    market = build_marketplace(cfg, Streams(cfg.seed))
+    desk = CampaignDesk(cfg, market.advertisers, LogWriter(tmp_path, 100))
+    base = market.advertisers.daily_budget
+    c, t = desk.by_arm["control"].ledger, desk.by_arm["treatment"].ledger
+    np.testing.assert_allclose(c.budget + t.budget, base)
+    np.testing.assert_allclose(t.budget, 0.2 * base)
+    c.charge(np.array([0, 1]), np.array([0.5 * base[0], 0.9 * base[1]]))  # spend, then ramp
+    desk.resplit(0.7)
+    np.testing.assert_allclose(c.budget + t.budget, base)
+    assert c.budget[1] >= c.spent_today[1]  # never below what it has spent
+    np.testing.assert_allclose(t.budget[0], 0.7 * 0.5 * base[0])
+    desk.close_day(0)
+    np.testing.assert_allclose(t.budget, 0.7 * base)
+    user = CampaignDesk(tiny_config(*TWO_ARMS, "experiment.design=user_split"),
+                        market.advertisers, LogWriter(tmp_path, 100))
+    assert user.by_arm["control"] is user.by_arm["treatment"]
+    np.testing.assert_allclose(user.by_arm["control"].ledger.budget, base)
+
+
+def test_aa_arms_start_with_identical_models(tmp_path: Path) -> None:
+    sim = Simulation(tiny_config(*TWO_ARMS), LogWriter(tmp_path, 10_000))
+    for kind in ("l1", "l2"):
+        a = sim.registry.latest(f"control/{kind}").model.state_dict()
+        b = sim.registry.latest(f"treatment/{kind}").model.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("design", ["budget_split", "user_split"])
+def test_two_arm_run_books_each_arm_on_its_own_budgets(tmp_path: Path, design: str) -> None:
+    run_tiny(tmp_path, *TWO_ARMS, f"experiment.design={design}",
+             "experiment.ramp=[{day:0,share:0.3},{day:0.125,share:0.6}]")
+    reqs = read_log(tmp_path, "requests")
+    # a user is in one arm per ramp step, and never moves back from treatment to control
+    first_treat = reqs.filter(pl.col("arm") == "treatment").group_by("user_id").agg(
+        pl.col("time").min().alias("t0"))
+    back = reqs.join(first_treat, on="user_id").filter(
+        (pl.col("arm") == "control") & (pl.col("time") > pl.col("t0")))
+    assert back.height == 0
+    days = read_log(tmp_path, "budget_days")
+    names = {"budget_split": {"control", "treatment"}, "user_split": {"shared"}}[design]
+    assert set(days["arm"].unique().to_list()) == names
+    assert (days["overspend"] <= days["max_tick_spend"] + 1e-9).all()
+    imps, spend = read_log(tmp_path, "impressions"), read_log(tmp_path, "spend")
+    for arm in ("control", "treatment"):
+        assert imps.filter(pl.col("arm") == arm)["cost"].sum() == pytest.approx(
+            spend.filter(pl.col("arm") == arm)["tick_spend"].sum())
+    if design == "budget_split":  # an arm's spend stays within its own sub-budget
+        for arm in ("control", "treatment"):
+            d = days.filter(pl.col("arm") == arm)
+            assert (d["spend"] <= d["budget"] + d["max_tick_spend"] + 1e-9).all()
+    m = read_json(tmp_path / "metrics.json")
+    assert set(m["arms"]) == {"control", "treatment"}
+    total_billed = float(days["billed"].sum())
+    assert sum(m["arms"][a]["revenue"] for a in m["arms"]) == pytest.approx(total_billed)
+    assert set(m["lift"]) >= {"cpa", "spend_per_request", "conversions_per_request"}
+    ci = m["arms"]["control"]["ci"]["spend_per_request"]
+    assert ci["low"] <= ci["estimate"] <= ci["high"]
+
+
+def test_delta_method_intervals_cover_at_the_nominal_rate() -> None:
+    rng = np.random.default_rng(0)
+    hits_ratio, hits_lift, reps = 0, 0, 400
+    for _ in range(reps):
+        x = rng.poisson(rng.lognormal(1.0, 1.0, size=400)) + 1.0  # requests per user
+        y = rng.binomial(x.astype(int), 0.1) * rng.lognormal(0, 0.5, size=400)  # spend per user
+        x2 = rng.poisson(rng.lognormal(1.0, 1.0, size=400)) + 1.0
+        y2 = rng.binomial(x2.astype(int), 0.1) * rng.lognormal(0, 0.5, size=400)
+        truth = 0.1 * np.exp(0.125)  # E[spend] / E[requests]
+        r = ratio(y, x)
+        iv = r.interval()
+        hits_ratio += iv["low"] <= truth <= iv["high"]
+        lf = lift(ratio(y2, x2), r)
+        hits_lift += lf["low"] <= 0.0 <= lf["high"]
+    assert 0.92 <= hits_ratio / reps <= 0.98
+    assert 0.92 <= hits_lift / reps <= 0.98
