@@ -49,7 +49,7 @@ def _revenue(imps: pl.DataFrame, days: pl.DataFrame, arm: str) -> float:
     total = spenders.group_by(keys).agg(pl.col("cost").sum().alias("all"))
     mine = imps.filter(pl.col("arm") == arm).group_by(keys).agg(pl.col("cost").sum().alias("mine"))
     joined = (own.join(total, on=keys, how="left").join(mine, on=keys, how="left")
-              .fill_null(0.0).filter(pl.col("all") > 0))
+              .fill_null(0.0).filter(pl.col("all") > 0).sort(keys))
     return float((joined["billed"] * joined["mine"] / joined["all"]).sum())
 
 
@@ -121,7 +121,7 @@ def per_user(logs: dict[str, pl.DataFrame], arm: str) -> pl.DataFrame:
     agg_conv = conv.group_by("user_id").agg(pl.len().alias("conversions"),
                                             is_ocpm.sum().alias("ocpm_conversions"))
     return (reqs.join(agg_imps, on="user_id", how="left").join(agg_conv, on="user_id", how="left")
-            .fill_null(0))
+            .fill_null(0).sort("user_id"))  # group_by order varies: sort for reproducible sums
 
 
 def intervals(logs: dict[str, pl.DataFrame], arms: list[str]) -> dict[str, Any]:
