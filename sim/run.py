@@ -20,10 +20,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from sim.config.schema import Config
+from sim.config.schema import Config, RampStep
 from sim.logs.writer import LogWriter, write_json_atomic
 from sim.simulation import Progress, Simulation
-from sim.summary import summarize
+from sim.summary import ground_truth, summarize
 
 PACKAGES = ("adsim", "simpy", "numpy", "torch", "faiss-cpu", "scipy", "polars", "hydra-core")
 
@@ -48,6 +48,13 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _at_share(cfg: Config, percent: float) -> Config:
+    """The same world with the treatment share fixed at ``percent`` % from the start."""
+    exp = dataclasses.replace(cfg.experiment, ramp=[RampStep(0.0, percent / 100.0)],
+                              ground_truth=False)
+    return dataclasses.replace(cfg, experiment=exp)
+
+
 def run(cfg: Config, run_dir: Path, scenario: str,
         progress: Progress | None = None) -> dict[str, Any]:
     """Simulate ``cfg`` into ``run_dir``; return the metrics. Re-raises after recording a failure."""
@@ -69,9 +76,13 @@ def run(cfg: Config, run_dir: Path, scenario: str,
         offline = sim.evaluate()
         manifest["rows"] = writer.close()
         manifest["evaluation_s"] = time.perf_counter() - started - wall
-        metrics = summarize(run_dir, list(cfg.experiment.arms), cfg.days, extra={
-            "warmup": stats.bootstrap, "offline": offline,
-            "releases": sim.lifecycle.releases})
+        metrics = summarize(run_dir, list(cfg.experiment.arms), cfg.days, cfg.experiment.ramp,
+                            extra={"warmup": stats.bootstrap, "offline": offline,
+                                   "releases": sim.lifecycle.releases})
+        if cfg.experiment.ground_truth and len(cfg.experiment.arms) == 2:
+            worlds = [run(_at_share(cfg, share), run_dir / "ground_truth" / f"share_{share:.0f}",
+                          scenario) for share in (0.0, 100.0)]
+            metrics["ground_truth"] = ground_truth(metrics, *worlds)
         write_json_atomic(run_dir / "metrics.json", metrics)
         manifest.update({
             "status": "complete", "requests": stats.requests, "setup_s": setup_s,

@@ -138,6 +138,57 @@ def intervals(logs: dict[str, pl.DataFrame], arms: list[str]) -> dict[str, Any]:
     return out
 
 
+def exposure_readout(logs: dict[str, pl.DataFrame], arms: list[str],
+                     ramp: list[Any]) -> dict[str, list[dict[str, Any]]]:
+    """Online calibration and loss of each arm per ramp step: if exposure bias drove a gap, the
+    treatment's numbers would improve as its share grows."""
+    clicks = logs["clicks"]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for arm in arms:
+        rows = []
+        for i, step in enumerate(ramp):
+            start = step.day * DAY_S
+            end = ramp[i + 1].day * DAY_S if i + 1 < len(ramp) else float("inf")
+            c = clicks.filter((pl.col("arm") == arm) & (pl.col("time") >= start)
+                              & (pl.col("time") < end))
+            l1_cal, l1_ll = _pred_metrics(c, "l1_pcvr")
+            l2_cal, l2_ll = _pred_metrics(c, "l2_pcvr")
+            rows.append({"step": i, "day": step.day, "share": step.share, "clicks": c.height,
+                         "l1_calibration": l1_cal, "l1_logloss": l1_ll,
+                         "l2_calibration": l2_cal, "l2_logloss": l2_ll})
+        out[arm] = rows
+    return out
+
+
+def totals(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """World totals over the arms of a run: spend, conversions, revenue, CPA (oCPM)."""
+    arms = metrics["arms"].values()
+    ocpm_spend = sum(a["ocpm_spend"] for a in arms)
+    ocpm_conv = sum(a["ocpm_conversions"] for a in arms)
+    return {"spend": sum(a["spend"] for a in arms),
+            "conversions": sum(a["conversions"] for a in arms),
+            "revenue": sum(a["revenue"] for a in arms),
+            "cpa": ocpm_spend / ocpm_conv if ocpm_conv else None}
+
+
+def ground_truth(experiment: dict[str, Any], none: dict[str, Any],
+                 everyone: dict[str, Any]) -> dict[str, Any]:
+    """The global treatment effect (all traffic treated vs none, relative) beside the experiment's
+    lift estimate of the matching per-request metric, and the estimate's bias."""
+    t0, t1 = totals(none), totals(everyone)
+    est = experiment.get("lift", {})
+    matching = {"cpa": "cpa", "conversions": "conversions_per_request",
+                "spend": "spend_per_request", "revenue": "revenue_per_request"}
+    out: dict[str, Any] = {"world_0": t0, "world_100": t1, "effects": {}}
+    for metric, lift_key in matching.items():
+        effect = t1[metric] / t0[metric] - 1.0 if t0[metric] and t1[metric] is not None else None
+        estimate = (est.get(lift_key) or {}).get("estimate")
+        out["effects"][metric] = {
+            "global_effect": effect, "estimate": estimate, "estimated_by": lift_key,
+            "bias": None if effect is None or estimate is None else estimate - effect}
+    return out
+
+
 def overspend(days: pl.DataFrame) -> dict[str, Any]:
     """Budget overspend per advertiser-day; ``max_tick_ratio`` <= 1 means within one tick."""
     over = days.filter(pl.col("overspend") > 0)
@@ -159,17 +210,26 @@ def _clean(x: Any) -> Any:
     return x
 
 
-def summarize(run_dir: Path, arms: list[str], sim_days: float,
+def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] | None = None,
               extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compute the metrics of a finished run from ``run_dir/logs``."""
     names = ("impressions", "clicks", "conversions", "budget_days", "requests", "version_distance")
     logs = {n: pl.read_parquet(run_dir / "logs" / f"{n}.parquet") for n in names}
     stats = intervals(logs, arms)
+    per_arm = {a: arm_metrics(logs, a) | {
+        "version_distance": version_distance(logs["version_distance"], a),
+        "ci": stats["ci"][a]} for a in arms}
+    if "lift" in stats:  # revenue is billed per advertiser-day, not per user: a point estimate
+        reqs = logs["requests"]
+        rpr = {a: per_arm[a]["revenue"] / max(reqs.filter(pl.col("arm") == a).height, 1)
+               for a in arms}
+        stats["lift"]["revenue_per_request"] = {
+            "estimate": rpr[arms[1]] / rpr[arms[0]] - 1.0 if rpr[arms[0]] else None,
+            "low": None, "high": None}
     return _clean({
-        "arms": {a: arm_metrics(logs, a) | {
-            "version_distance": version_distance(logs["version_distance"], a),
-            "ci": stats["ci"][a]} for a in arms},
+        "arms": per_arm,
         **({"lift": stats["lift"]} if "lift" in stats else {}),
+        **({"exposure": exposure_readout(logs, arms, ramp)} if ramp and len(arms) == 2 else {}),
         "requests": logs["requests"]["request_id"].n_unique(),
         "sim_days": sim_days,
         "overspend": overspend(logs["budget_days"]),

@@ -139,3 +139,27 @@ def test_delta_method_intervals_cover_at_the_nominal_rate() -> None:
         hits_lift += lf["low"] <= 0.0 <= lf["high"]
     assert 0.92 <= hits_ratio / reps <= 0.98
     assert 0.92 <= hits_lift / reps <= 0.98
+
+
+def test_ground_truth_worlds_of_an_aa_test_agree(tmp_path: Path) -> None:
+    m = run_tiny(tmp_path, *TWO_ARMS, "experiment.ground_truth=true")
+    gt = m["ground_truth"]
+    for key in ("spend", "conversions", "revenue", "cpa"):
+        assert gt["world_0"][key] == pytest.approx(gt["world_100"][key], rel=1e-12)
+        assert gt["effects"][key]["global_effect"] == pytest.approx(0.0, abs=1e-12)
+        effect = gt["effects"][key]
+        assert effect["bias"] == pytest.approx(effect["estimate"] - effect["global_effect"])
+    # the two worlds served every request from one arm each, and their logs agree row for row
+    zero = read_log(tmp_path / "ground_truth" / "share_0", "impressions")
+    full = read_log(tmp_path / "ground_truth" / "share_100", "impressions")
+    assert set(zero["arm"].unique()) == {"control"} and set(full["arm"].unique()) == {"treatment"}
+    assert zero.drop("arm").equals(full.drop("arm"))
+    assert read_json(tmp_path / "ground_truth" / "share_0" / "manifest.json")["status"] == "complete"
+
+
+def test_exposure_readout_per_ramp_step(tmp_path: Path) -> None:
+    m = run_tiny(tmp_path, *TWO_ARMS, "experiment.ramp=[{day:0,share:0.2},{day:0.125,share:0.7}]")
+    steps = m["exposure"]["treatment"]
+    assert [s["share"] for s in steps] == [0.2, 0.7] and [s["day"] for s in steps] == [0, 0.125]
+    clicks = read_log(tmp_path, "clicks").filter(pl.col("arm") == "treatment")
+    assert sum(s["clicks"] for s in steps) == clicks.height

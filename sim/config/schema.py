@@ -206,6 +206,9 @@ class ExperimentConfig:
     training: str = bounded("pooled", choices=TRAINING_REGIMES)  # which logs each arm trains on
     salt: str = "adsim"
     ramp: list[RampStep] = field(default_factory=lambda: [RampStep(0.0, 0.5)])
+    # also run the same world at 0% and at 100% treatment (common random numbers) and report the
+    # true global effect beside the experiment's estimate (metrics.json ``ground_truth``)
+    ground_truth: bool = False
 
 
 @dataclass
