@@ -45,7 +45,7 @@ from sim.models.registry import Registry
 from sim.models.training_log import TrainingLog
 from sim.rng import Streams
 from sim.serving import records
-from sim.serving.arm import Arm
+from sim.serving.arm import Arm, QueryCache
 from sim.serving.deployer import reference_contexts
 from sim.serving.funnel import serve
 from sim.serving.pipeline import TIERS, IndexPipeline
@@ -133,7 +133,8 @@ class Simulation:
             l1 = self.registry.latest(f"{name}/l1")
             self.arms.append(Arm(name, code, acfg, l1.family, f"{name}/l1", f"{name}/l2", l1.model,
                                  1, self.registry.latest(f"{name}/l2").model,
-                                 self.desk.by_arm[name]))
+                                 self.desk.by_arm[name],
+                                 QueryCache.empty(self.market.users.n, acfg.models.embedding_dim + 1)))
         self.lifecycle = Lifecycle(cfg, self.market, self.registry, self.training_log, self.arms,
                                    extra, self.streams, writer)
         self.pipelines = [IndexPipeline(arm, self.market, arm.cfg, self.lifecycle.item_tower(arm),

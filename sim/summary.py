@@ -9,8 +9,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
+from sim.config.schema import LATENCY_STAGES
 from sim.metrics import calibration_ratio, log_loss
 from sim.stats import lift, ratio
 from sim.world.traffic import DAY_S
@@ -37,6 +39,12 @@ def _money(imps: pl.DataFrame, convs: pl.DataFrame) -> dict[str, Any]:
             "ocpm_conversions": ocpm_conv}
 
 
+def _spend_by_key(imps: pl.DataFrame, n_adv: int, size: int) -> np.ndarray:
+    """Spend per (day, advertiser) as a dense (size,) array, summed in log order (reproducible)."""
+    key = imps["day"].to_numpy().astype(np.int64) * n_adv + imps["advertiser_id"].to_numpy()
+    return np.bincount(key, weights=imps["cost"].to_numpy(), minlength=size)[:size]
+
+
 def _revenue(imps: pl.DataFrame, days: pl.DataFrame, arm: str) -> float:
     """What the platform bills for ``arm``: each advertiser-day's billed amount of the budgets the
     arm spends from, in proportion to the arm's share of the spend on them (all of it under
@@ -44,13 +52,16 @@ def _revenue(imps: pl.DataFrame, days: pl.DataFrame, arm: str) -> float:
     own = days.filter(pl.col("arm").is_in([arm, "shared"]))
     if own.height == 0:
         return 0.0
+    n_adv = int(days["advertiser_id"].max()) + 1
+    size = (int(days["day"].max()) + 1) * n_adv
     spenders = imps if (own["arm"] == "shared").any() else imps.filter(pl.col("arm") == arm)
-    keys = ["advertiser_id", "day"]
-    total = spenders.group_by(keys).agg(pl.col("cost").sum().alias("all"))
-    mine = imps.filter(pl.col("arm") == arm).group_by(keys).agg(pl.col("cost").sum().alias("mine"))
-    joined = (own.join(total, on=keys, how="left").join(mine, on=keys, how="left")
-              .fill_null(0.0).filter(pl.col("all") > 0).sort(keys))
-    return float((joined["billed"] * joined["mine"] / joined["all"]).sum())
+    total = _spend_by_key(spenders, n_adv, size)
+    mine = _spend_by_key(imps.filter(pl.col("arm") == arm), n_adv, size)
+    k = own["day"].to_numpy().astype(np.int64) * n_adv + own["advertiser_id"].to_numpy()
+    billed = own["billed"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        part = np.where(total[k] > 0, billed * mine[k] / total[k], 0.0)
+    return float(part.sum())
 
 
 def arm_metrics(logs: dict[str, pl.DataFrame], arm: str) -> dict[str, Any]:
@@ -79,6 +90,14 @@ def arm_metrics(logs: dict[str, pl.DataFrame], arm: str) -> dict[str, Any]:
                       "revenue": _revenue(logs["impressions"].filter(pl.col("day") == day),
                                           days.filter(pl.col("day") == day), arm)})
     out["daily"] = daily
+    reqs = logs["requests"].filter(pl.col("arm") == arm)
+    if reqs.height == 0:  # an arm with no traffic (e.g. a ground-truth world at 0% or 100%)
+        out["latency_ms"] = {stage: None for stage in LATENCY_STAGES}
+        out["success_rate"] = {stage: None for stage in LATENCY_STAGES}
+        return out
+    out["latency_ms"] = {stage: {f"p{q}": float(reqs[f"{stage}_ms"].quantile(q / 100, "linear"))
+                                 for q in (50, 90, 99)} for stage in LATENCY_STAGES}
+    out["success_rate"] = {stage: float(reqs[f"{stage}_ok"].mean()) for stage in LATENCY_STAGES}
     return out
 
 

@@ -15,7 +15,8 @@ from conftest import read_log
 PINNED = {
     "requests": [
         "request_id", "time", "day", "arm", "user_id", "segment", "surface", "n_retrieved",
-        "n_impressions"
+        "n_impressions", "query_tower_ms", "item_lookup_ms", "l2_ms", "query_tower_ok",
+        "item_lookup_ok", "l2_ok"
     ],
     "impressions": [
         "request_id", "time", "day", "arm", "user_id", "surface", "ad_id", "advertiser_id",

@@ -108,6 +108,27 @@ class IndexConfig:
     large_deploy_s: float = bounded(86_400.0, ge=0)  # build + deploy time of a large-tier build
 
 
+LATENCY_STAGES = ("query_tower", "item_lookup", "l2")
+
+
+@dataclass
+class LatencyConfig:
+    """Per-request serving latency, SLAs and timeouts (``sim.serving.latency``)."""
+
+    enabled: bool = True  # False: latencies are drawn and reported, but nothing times out
+    overhead_ms: dict[str, float] = bounded(
+        {"query_tower": 2.0, "item_lookup": 1.5, "l2": 3.0}, ge=0)  # fixed cost per request
+    # milliseconds per million multiply-adds of each stage: the simulator's models stand in for
+    # production models far larger, so these are set to land medians at realistic milliseconds
+    ms_per_mflop: dict[str, float] = bounded(
+        {"query_tower": 400.0, "item_lookup": 20.0, "l2": 20.0}, ge=0)
+    batch_ref: int = bounded(512, ge=1)  # batch size at which the compute term is as stated
+    batch_exponent: float = bounded(0.3, ge=0)  # how the compute term grows with the batch
+    sigma: float = bounded(0.35, ge=0)  # lognormal spread of a request's latency
+    sla_ms: dict[str, float] = bounded(
+        {"query_tower": 20.0, "item_lookup": 25.0, "l2": 60.0}, gt=0)  # timeout per stage
+
+
 @dataclass
 class AuctionConfig:
     """The auction (``sim.auction``)."""
@@ -224,6 +245,7 @@ class Config:
     funnel: FunnelConfig = field(default_factory=FunnelConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     auction: AuctionConfig = field(default_factory=AuctionConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
     pacing: PacingConfig = field(default_factory=PacingConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)

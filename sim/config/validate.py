@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Any
 
-from sim.config.schema import OBJECTIVES, Config
+from sim.config.schema import LATENCY_STAGES, OBJECTIVES, Config
 
 
 class ConfigError(ValueError):
@@ -100,6 +100,11 @@ def _check_relations(cfg: Config) -> None:
              f"`experiment.ramp` days must increase, got {[r.day for r in ramp]}")
     _require(all(a.share <= b.share for a, b in zip(ramp, ramp[1:], strict=False)),
              f"`experiment.ramp` shares must not decrease, got {[r.share for r in ramp]}")
+    for name in ("overhead_ms", "ms_per_mflop", "sla_ms"):
+        keys = getattr(cfg.latency, name)
+        _require(set(keys) == set(LATENCY_STAGES),
+                 f"`latency.{name}` must give exactly the stages {list(LATENCY_STAGES)}, "
+                 f"got {sorted(keys)}")
     m = cfg.models
     _require(m.dhen_token_dim % m.dhen_heads == 0,
              f"`models.dhen_heads` ({m.dhen_heads}) must divide `models.dhen_token_dim` "

@@ -13,10 +13,12 @@ I64, I32, I16, F64, F32 = pl.Int64(), pl.Int32(), pl.Int16(), pl.Float64(), pl.F
 STR, BOOL = pl.String(), pl.Boolean()
 
 SCHEMAS: dict[str, dict[str, pl.DataType]] = {
-    # One row per request.
+    # One row per request, with each serving stage's latency (ms) and whether it met its SLA.
     "requests": {
         "request_id": I64, "time": F64, "day": I32, "arm": STR, "user_id": I64,
         "segment": I16, "surface": STR, "n_retrieved": I32, "n_impressions": I32,
+        "query_tower_ms": F32, "item_lookup_ms": F32, "l2_ms": F32, "query_tower_ok": BOOL,
+        "item_lookup_ok": BOOL, "l2_ok": BOOL,
     },
     # The auction-winner log source: one row per impression (every one, not sampled).
     "impressions": {

@@ -19,6 +19,22 @@ from sim.serving.index import DeployedIndex
 
 
 @dataclass
+class QueryCache:
+    """Each user's last query vector served by an arm: the query tower's timeout fallback."""
+
+    vectors: np.ndarray  # (n_users, D+1) float32
+    valid: np.ndarray  # (n_users,) bool
+
+    @staticmethod
+    def empty(n_users: int, width: int) -> QueryCache:
+        return QueryCache(np.zeros((n_users, width), np.float32), np.zeros(n_users, bool))
+
+    def store(self, users: np.ndarray, vectors: np.ndarray) -> None:
+        self.vectors[users] = vectors
+        self.valid[users] = True
+
+
+@dataclass
 class Arm:
     name: str
     code: int  # index of the arm in experiment.arms
@@ -30,6 +46,7 @@ class Arm:
     query_version: int
     l2: Ranker
     budgets: Budgets  # this arm's campaigns (shared with the other arm under user_split)
+    query_cache: QueryCache
     tiers: dict[str, DeployedIndex] = field(default_factory=dict)
     # tier -> (rows,) bool: rows whose ad a fresher deployed tier holds (skipped at retrieval)
     superseded: dict[str, np.ndarray] = field(default_factory=dict)

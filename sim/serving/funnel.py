@@ -32,6 +32,7 @@ from sim.config.schema import Config
 from sim.serving.arm import Arm
 from sim.serving.features import query_inputs, surface_onehot
 from sim.serving.index import search
+from sim.serving.latency import Latencies, draw_latencies, stage_work
 from sim.serving.pipeline import TIERS
 from sim.world.marketplace import Marketplace
 from sim.world.response import Outcomes, draw_outcomes, true_rates
@@ -103,6 +104,7 @@ class Served:
     tier: np.ndarray  # (B, Kr) int8 code of the tier each candidate came from (TIERS order)
     item_version: np.ndarray  # (B, Kr) int32 model version of the candidate's item vector
     query_version: int  # model version of the query tower that served the batch
+    latency: Latencies  # per-request latency and success of each stage
 
 
 def l2_predict(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
@@ -120,7 +122,8 @@ def l2_predict(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
     return p[:, 0].reshape(b, k), p[:, 1].reshape(b, k)
 
 
-def retrieve(arm: Arm, queries: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+def retrieve(arm: Arm, queries: np.ndarray, k: int,
+             fresh_only: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Search every deployed tier and merge: (logits, tier code, index row) each (B, k).
 
     An ad in both tiers keeps the fresher tier's row: rows the ``fresh`` tier supersedes are
@@ -134,6 +137,8 @@ def retrieve(arm: Arm, queries: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
         ok = rw >= 0
         if name in arm.superseded:
             ok &= ~arm.superseded[name][np.where(ok, rw, 0)]
+        if fresh_only is not None and name != "fresh":  # item-lookup timeout: fresh tier only
+            ok &= ~fresh_only[:, None]
         logits.append(np.where(ok, lg, -np.inf))
         rows.append(np.where(ok, rw, -1))
         tiers.append(np.full(rw.shape, code, np.int8))
@@ -145,11 +150,18 @@ def retrieve(arm: Arm, queries: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
 
 
 def _retrieve(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
-              eligible: np.ndarray) -> dict[str, np.ndarray]:
+              eligible: np.ndarray, lat: Latencies) -> dict[str, np.ndarray]:
     qx = query_inputs(market.users, batch.user, batch.surface, len(cfg.world.surfaces))
     with torch.inference_mode():
         qv = arm.query_model.query_vectors(torch.from_numpy(qx)).numpy()
-    logits, tier, rows = retrieve(arm, qv, cfg.funnel.k_retrieval)
+    # Query-tower timeout: the user's last query vector from this arm, or nothing at all.
+    ok_q = lat.ok["query_tower"]
+    cached = arm.query_cache.valid[batch.user]
+    qv = np.where(ok_q[:, None], qv, arm.query_cache.vectors[batch.user])
+    no_query = ~ok_q & ~cached
+    arm.query_cache.store(batch.user[ok_q], qv[ok_q])
+    logits, tier, rows = retrieve(arm, qv, cfg.funnel.k_retrieval, ~lat.ok["item_lookup"])
+    rows = np.where(no_query[:, None], -1, rows)
     valid = rows >= 0
     r = np.where(valid, rows, 0)
     slot = np.zeros(rows.shape, np.int64)
@@ -201,7 +213,8 @@ def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestB
           eligible: np.ndarray) -> Served:
     """Run the funnel for ``batch`` on ``arm``; ``eligible`` (A,) marks advertisers with budget."""
     adv, m = market.advertisers, arm.budgets.multiplier
-    ret = _retrieve(arm, market, cfg, batch, eligible)
+    lat = draw_latencies(cfg.latency, seed, batch.request_id, stage_work(arm, cfg.funnel.k_l1))
+    ret = _retrieve(arm, market, cfg, batch, eligible, lat)
     slot, ad_id, advertiser, live = ret["slot"], ret["ad_id"], ret["advertiser"], ret["live"]
     l1_pcvr, prior = ret["l1_pcvr"], ret["ctr_prior"]
     l1_value = np.where(live, expected_value(adv, advertiser, prior, l1_pcvr, m), -np.inf)
@@ -209,6 +222,9 @@ def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestB
     ok1 = np.isfinite(take(l1_value, sel1))
     adv1 = take(advertiser, sel1)
     l2_pctr, l2_pcvr = l2_predict(arm, market, cfg, batch, take(slot, sel1))
+    late = ~lat.ok["l2"][:, None]  # L2 timeout: fall back to L1's estimates for the request
+    l2_pctr = np.where(late, take(prior, sel1), l2_pctr)
+    l2_pcvr = np.where(late, take(l1_pcvr, sel1), l2_pcvr)
     l2_value = np.where(ok1, expected_value(adv, adv1, l2_pctr, l2_pcvr, m), -np.inf)
     sel2 = top_k(l2_value, cfg.funnel.k_l2)
     ok2 = np.isfinite(take(l2_value, sel2))
@@ -223,4 +239,4 @@ def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestB
     imps = _respond(market, cfg, seed, batch, stage, res)
     return Served(batch, slot, ad_id, advertiser, live, l1_pcvr, prior, l1_value, sel1, ok1,
                   l2_pctr, l2_pcvr, l2_value, sel2, ok2, res, imps, ret["tier"],
-                  ret["item_version"], arm.query_version)
+                  ret["item_version"], arm.query_version, lat)

@@ -29,7 +29,9 @@ def request_rows(s: Served, arm: str, surfaces: np.ndarray) -> Columns:
     b = s.batch
     return {"request_id": b.request_id, "time": b.time, "day": _day(b.time), "arm": arm,
             "user_id": b.user, "segment": b.segment, "surface": surfaces[b.surface],
-            "n_retrieved": s.live.sum(1), "n_impressions": (s.auction.winners >= 0).sum(1)}
+            "n_retrieved": s.live.sum(1), "n_impressions": (s.auction.winners >= 0).sum(1),
+            **{f"{k}_ms": v for k, v in s.latency.ms.items()},
+            **{f"{k}_ok": v for k, v in s.latency.ok.items()}}
 
 
 def impression_rows(s: Served, arm: str, surfaces: np.ndarray, objective: np.ndarray) -> Columns:
