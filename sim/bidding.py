@@ -9,7 +9,8 @@ objective  bid per unit                             quality       charged on
 =========  =======================================  ============  ==========
 
 So ``bid x quality`` is always the expected currency per impression (eCPM / 1000) and the
-auction compares like with like. The multiplier is the advertiser's pacing multiplier in (0, 1].
+auction compares like with like. The multiplier is the advertiser's pacing multiplier in (0, 1];
+``bidding.bid_scale`` multiplies every bid (an autobidder that bids more or less than value).
 """
 
 from __future__ import annotations
@@ -32,25 +33,26 @@ class Bids:
 
 def make_bids(
     adv: Advertisers, advertiser: np.ndarray, pctr: np.ndarray, pcvr: np.ndarray,
-    multiplier: np.ndarray,
+    multiplier: np.ndarray, scale: float = 1.0,
 ) -> Bids:
     """Bids for candidates of advertisers ``advertiser`` (any shape) given estimated rates.
 
-    ``multiplier`` is indexed by advertiser; ``pctr`` and ``pcvr`` have the candidates' shape.
+    ``multiplier`` is indexed by advertiser; ``pctr`` and ``pcvr`` have the candidates' shape;
+    ``scale`` (``bidding.bid_scale``) multiplies every bid.
     """
     obj = adv.objective[advertiser]
     m = multiplier[advertiser]
     ocpm = adv.target_cpa[advertiser] * pctr * pcvr
     cpc = adv.max_cpc[advertiser]
     cpm = adv.cpm_price[advertiser] / 1000.0
-    bid = np.select([obj == OCPM, obj == CPC, obj == CPM], [ocpm, cpc, cpm]) * m
+    bid = np.select([obj == OCPM, obj == CPC, obj == CPM], [ocpm, cpc, cpm]) * m * scale
     per_click = obj == CPC
     quality = np.where(per_click, pctr, 1.0)
     return Bids(bid.astype(np.float64), quality.astype(np.float64), per_click)
 
 
 def expected_value(adv: Advertisers, advertiser: np.ndarray, pctr: np.ndarray,
-                   pcvr: np.ndarray, multiplier: np.ndarray) -> np.ndarray:
+                   pcvr: np.ndarray, multiplier: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """Expected currency per impression (``bid x quality``), the utility stages rank by."""
-    b = make_bids(adv, advertiser, pctr, pcvr, multiplier)
+    b = make_bids(adv, advertiser, pctr, pcvr, multiplier, scale)
     return b.bid * b.quality

@@ -141,3 +141,17 @@ def test_bad_arguments_name_the_parameter(kwargs: dict, key: str) -> None:
 def test_negative_bid_rejected() -> None:
     with pytest.raises(ValueError, match="bids"):
         allocate(np.array([[1.0, -0.5]]))
+
+
+def test_bid_scale_multiplies_every_objective() -> None:
+    from sim.bidding import make_bids
+    from sim.world.catalog import Advertisers
+
+    adv = Advertisers(np.array([0, 1, 2], np.int8), np.array([4.0, 0, 0]), np.array([0, 1.0, 0]),
+                      np.array([0, 0, 100.0]), np.ones(3), np.zeros((3, 2)))
+    who = np.array([[0, 1, 2]])
+    pctr, pcvr, m = np.full((1, 3), 0.1), np.full((1, 3), 0.2), np.array([1.0, 0.5, 1.0])
+    base = make_bids(adv, who, pctr, pcvr, m)
+    np.testing.assert_allclose(base.bid, [[4 * 0.1 * 0.2, 0.5, 0.1]])
+    np.testing.assert_allclose(base.quality, [[1.0, 0.1, 1.0]])
+    np.testing.assert_allclose(make_bids(adv, who, pctr, pcvr, m, 1.5).bid, 1.5 * base.bid)

@@ -108,6 +108,14 @@ class IndexConfig:
     large_deploy_s: float = bounded(86_400.0, ge=0)  # build + deploy time of a large-tier build
 
 
+@dataclass
+class BiddingConfig:
+    """How bids are formed from each objective (``sim.bidding``)."""
+
+    # multiplies every bid before pacing: an autobidder's aggressiveness (1 = bid the value)
+    bid_scale: float = bounded(1.0, gt=0)
+
+
 LATENCY_STAGES = ("query_tower", "item_lookup", "l2")
 
 
@@ -245,6 +253,7 @@ class Config:
     funnel: FunnelConfig = field(default_factory=FunnelConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     auction: AuctionConfig = field(default_factory=AuctionConfig)
+    bidding: BiddingConfig = field(default_factory=BiddingConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     pacing: PacingConfig = field(default_factory=PacingConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)

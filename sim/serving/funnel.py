@@ -217,7 +217,8 @@ def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestB
     ret = _retrieve(arm, market, cfg, batch, eligible, lat)
     slot, ad_id, advertiser, live = ret["slot"], ret["ad_id"], ret["advertiser"], ret["live"]
     l1_pcvr, prior = ret["l1_pcvr"], ret["ctr_prior"]
-    l1_value = np.where(live, expected_value(adv, advertiser, prior, l1_pcvr, m), -np.inf)
+    scale = cfg.bidding.bid_scale
+    l1_value = np.where(live, expected_value(adv, advertiser, prior, l1_pcvr, m, scale), -np.inf)
     sel1 = top_k(l1_value, cfg.funnel.k_l1)
     ok1 = np.isfinite(take(l1_value, sel1))
     adv1 = take(advertiser, sel1)
@@ -225,10 +226,10 @@ def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestB
     late = ~lat.ok["l2"][:, None]  # L2 timeout: fall back to L1's estimates for the request
     l2_pctr = np.where(late, take(prior, sel1), l2_pctr)
     l2_pcvr = np.where(late, take(l1_pcvr, sel1), l2_pcvr)
-    l2_value = np.where(ok1, expected_value(adv, adv1, l2_pctr, l2_pcvr, m), -np.inf)
+    l2_value = np.where(ok1, expected_value(adv, adv1, l2_pctr, l2_pcvr, m, scale), -np.inf)
     sel2 = top_k(l2_value, cfg.funnel.k_l2)
     ok2 = np.isfinite(take(l2_value, sel2))
-    bids = make_bids(adv, take(adv1, sel2), take(l2_pctr, sel2), take(l2_pcvr, sel2), m)
+    bids = make_bids(adv, take(adv1, sel2), take(l2_pctr, sel2), take(l2_pcvr, sel2), m, scale)
     auc = cfg.auction
     res = allocate(np.where(ok2, bids.bid, np.nan), quality=bids.quality, n_slots=auc.n_slots,
                    reserve=auc.reserve, rule=auc.rule,
