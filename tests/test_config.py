@@ -94,3 +94,23 @@ def test_cli_rejects_unknown_key(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert "world.n_userz" in out.stderr
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_bad_treatment_overlay_fails_at_load() -> None:
+    with pytest.raises(ConfigError, match="l1_famly"):
+        load_config("default", ["experiment.arms=[control,treatment]",
+                                "+experiment.treatment.models.l1_famly=dhen"])
+    with pytest.raises(ConfigError, match="world"):
+        load_config("default", ["experiment.arms=[control,treatment]",
+                                "+experiment.treatment.world.n_users=5"])
+
+
+def test_cli_rejects_bad_treatment_overlay_before_simulating(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sim", "experiment.arms=[control,treatment]",
+         "+experiment.treatment.funnel.k_l1=100000", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "funnel.k_l1" in out.stderr
+    assert read_json(tmp_path / "manifest.json")["status"] == "failed"
+    assert not (tmp_path / "logs").exists()

@@ -40,7 +40,12 @@ def to_config(cfg: DictConfig) -> Config:
     obj = OmegaConf.to_object(cfg)
     if not isinstance(obj, Config):
         raise TypeError(f"expected a config built on the `base_config` schema, got {type(obj)}")
-    return validate(obj)
+    validate(obj)
+    if "treatment" in obj.experiment.arms:  # the overlay is checked now, not when the world is built
+        from sim.experiment import arm_config  # local: sim.experiment imports sim.config
+
+        arm_config(obj, dict(obj.experiment.treatment))
+    return obj
 
 
 def load_config(scenario: str = "default", overrides: list[str] | None = None) -> Config:
