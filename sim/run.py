@@ -78,7 +78,8 @@ def run(cfg: Config, run_dir: Path, scenario: str,
         manifest["evaluation_s"] = time.perf_counter() - started - wall
         metrics = summarize(run_dir, list(cfg.experiment.arms), cfg.days, cfg.experiment.ramp,
                             extra={"warmup": stats.bootstrap, "offline": offline,
-                                   "releases": sim.lifecycle.releases})
+                                   "releases": sim.lifecycle.releases},
+                            clusters=cfg.experiment.ci_clusters)
         if cfg.experiment.ground_truth and len(cfg.experiment.arms) == 2:
             worlds = [run(_at_share(cfg, share), run_dir / "ground_truth" / f"share_{share:.0f}",
                           scenario) for share in (0.0, 100.0)]

@@ -1,13 +1,29 @@
-"""Confidence intervals for ratio metrics with user-level clustering (the delta method).
+"""Confidence intervals for ratio metrics under clustering (the delta method, cluster-robust).
 
-A ratio metric R = sum_u Y_u / sum_u X_u over users u (CPA = spend / conversions, spend per
-request, ...). Users are the independent units (a user's requests are correlated), so the
-variance is taken over per-user totals: with n users, means (x̄, ȳ) and sample (co)variances,
+A ratio metric R = sum_i y_i / sum_i x_i over observation cells i (CPA = spend / conversions,
+spend per request, ...). Its linearisation gives each cell an influence
 
-    Var(R) ~= (s_yy - 2 R s_xy + R^2 s_xx) / (n x̄^2)
+    psi_i = (y_i - R x_i) / sum(x),        sum_i psi_i = 0,
 
-The relative lift of treatment over control is exp(L) - 1 with L = ln(R_t / R_c) and
-Var(L) ~= Var(R_t)/R_t^2 + Var(R_c)/R_c^2 (the arms' users are disjoint samples).
+and the variance of R is the variance of sum_i psi_i. Cells are not independent: a user's
+requests are correlated (the user is the unit of assignment), and under a Budget-Split design an
+arm's sub-campaign of one advertiser follows one pacing and budget trajectory, so all the arm's
+impressions of that advertiser share one draw. The cluster-robust variance over one clustering G is
+
+    V_G = |G| / (|G| - 1) * sum_g (sum_{i in g} psi_i)^2,
+
+and over two (users U and advertisers A; Cameron, Gelbach & Miller 2011)
+
+    V = V_U + V_A - V_{U x A},
+
+floored at max(V_U, V_A) (a finite-sample difference can go below either one-way figure). With
+users only this is the classic user-level delta method. Cells with no advertiser (a user's
+requests, the denominator of every per-request metric) get an advertiser id of their own.
+
+The relative lift of treatment over control is exp(L) - 1 with L = ln(R_t / R_c); L's influence is
+psi_t / R_t on treatment cells and -psi_c / R_c on control cells, clustered jointly, so a user who
+moved arms during a ramp and an advertiser whose shared budget couples the arms (user-split) are
+counted once with both arms' terms.
 """
 
 from __future__ import annotations
@@ -19,11 +35,35 @@ import numpy as np
 Z95 = 1.959963984540054
 
 
+def _one_way(psi: np.ndarray, cluster: np.ndarray) -> float:
+    ids, dense = np.unique(cluster, return_inverse=True)
+    g = ids.size
+    if g < 2:
+        return 0.0
+    sums = np.bincount(dense, weights=psi, minlength=g)
+    return float(g / (g - 1) * np.dot(sums, sums))
+
+
+def clustered_variance(psi: np.ndarray, user: np.ndarray, advertiser: np.ndarray | None) -> float:
+    """Variance of ``psi.sum()`` clustered by ``user`` and, if given, also by ``advertiser``."""
+    v_user = _one_way(psi, user)
+    if advertiser is None:
+        return v_user
+    v_adv = _one_way(psi, advertiser)
+    pair = user.astype(np.int64) * (int(advertiser.max()) + 1) + advertiser.astype(np.int64)
+    return max(v_user + v_adv - _one_way(psi, pair), v_user, v_adv)
+
+
 @dataclass(frozen=True)
 class Ratio:
+    """A ratio estimate, its variance, and the per-cell influence the lift needs."""
+
     estimate: float
     variance: float
     users: int
+    influence: np.ndarray
+    user: np.ndarray
+    advertiser: np.ndarray | None
 
     def interval(self) -> dict[str, float | None]:
         sd = float(np.sqrt(self.variance))
@@ -31,18 +71,27 @@ class Ratio:
                 "high": self.estimate + Z95 * sd}
 
 
-def ratio(y: np.ndarray, x: np.ndarray) -> Ratio | None:
-    """The ratio sum(y) / sum(x) of per-user totals and its delta-method variance."""
+def ratio(y: np.ndarray, x: np.ndarray, user: np.ndarray | None = None,
+          advertiser: np.ndarray | None = None) -> Ratio | None:
+    """The ratio sum(y) / sum(x) over cells and its cluster-robust delta-method variance.
+
+    ``user`` (default: every cell its own user) and ``advertiser`` (default: no second
+    clustering) are integer cluster ids per cell. Returns None with fewer than two users or
+    ``sum(x) <= 0``.
+    """
     y, x = np.asarray(y, dtype=np.float64), np.asarray(x, dtype=np.float64)
     if y.shape != x.shape or y.ndim != 1:
         raise ValueError(f"`y` and `x` must be 1-D of one shape, got {y.shape} and {x.shape}")
-    n = y.size
-    if n < 2 or x.sum() <= 0:
+    user = np.arange(y.size) if user is None else np.asarray(user, dtype=np.int64)
+    if user.shape != y.shape or (advertiser is not None and np.shape(advertiser) != y.shape):
+        raise ValueError(f"cluster ids must have the cells' shape {y.shape}")
+    n_users = np.unique(user).size
+    if n_users < 2 or x.sum() <= 0:
         return None
     r = y.sum() / x.sum()
-    c = np.cov(np.vstack([y, x]))
-    var = (c[0, 0] - 2 * r * c[0, 1] + r * r * c[1, 1]) / (n * x.mean() ** 2)
-    return Ratio(float(r), float(max(var, 0.0)), n)
+    psi = (y - r * x) / x.sum()
+    adv = None if advertiser is None else np.asarray(advertiser, dtype=np.int64)
+    return Ratio(float(r), clustered_variance(psi, user, adv), n_users, psi, user, adv)
 
 
 def lift(treatment: Ratio | None, control: Ratio | None) -> dict[str, float | None] | None:
@@ -50,6 +99,11 @@ def lift(treatment: Ratio | None, control: Ratio | None) -> dict[str, float | No
     if treatment is None or control is None or treatment.estimate <= 0 or control.estimate <= 0:
         return None
     log_lift = np.log(treatment.estimate / control.estimate)
-    sd = np.sqrt(treatment.variance / treatment.estimate**2 + control.variance / control.estimate**2)
+    psi = np.concatenate([treatment.influence / treatment.estimate,
+                          -control.influence / control.estimate])
+    user = np.concatenate([treatment.user, control.user])
+    adv = (None if treatment.advertiser is None or control.advertiser is None
+           else np.concatenate([treatment.advertiser, control.advertiser]))
+    sd = np.sqrt(clustered_variance(psi, user, adv))
     return {"estimate": float(np.expm1(log_lift)), "low": float(np.expm1(log_lift - Z95 * sd)),
             "high": float(np.expm1(log_lift + Z95 * sd))}

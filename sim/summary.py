@@ -115,7 +115,7 @@ def version_distance(vd: pl.DataFrame, arm: str) -> dict[str, Any]:
                         for t in sorted(set(rows["tier"].to_list()))}}
 
 
-RATIO_METRICS = {  # name -> (numerator, denominator) over per-user totals
+RATIO_METRICS = {  # name -> (numerator, denominator) over observation cells (see ``cells``)
     "cpa": ("ocpm_spend", "ocpm_conversions"),
     "spend_per_request": ("spend", "requests"),
     "conversions_per_request": ("conversions", "requests"),
@@ -125,30 +125,41 @@ RATIO_METRICS = {  # name -> (numerator, denominator) over per-user totals
 }
 
 
-def per_user(logs: dict[str, pl.DataFrame], arm: str) -> pl.DataFrame:
-    """Per-user totals of an arm: requests, impressions, clicks, spend, attributed conversions."""
-    reqs = logs["requests"].filter(pl.col("arm") == arm).group_by("user_id").agg(
-        pl.len().alias("requests"))
+def cells(logs: dict[str, pl.DataFrame], arm: str) -> pl.DataFrame:
+    """An arm's observation cells for the ratio metrics: one row per (user, advertiser) with the
+    user's impressions, clicks, spend and attributed conversions of that advertiser, and one row
+    per user with their requests (its ``advertiser`` a pseudo id of its own, ``n_adv + user``)."""
     imps = logs["impressions"].filter(pl.col("arm") == arm)
+    n_adv = int(logs["budget_days"]["advertiser_id"].max() or 0) + 1
+    keys = ["user_id", "advertiser_id"]
     conv = (logs["conversions"].filter((pl.col("arm") == arm) & pl.col("attributed"))
             .join(imps.select("request_id", "ad_id", "user_id"), on=["request_id", "ad_id"]))
     is_ocpm = pl.col("objective") == "ocpm"
-    agg_imps = imps.group_by("user_id").agg(
+    agg_imps = imps.group_by(keys).agg(
         pl.len().alias("impressions"), pl.col("click").sum().alias("clicks"),
         pl.col("cost").sum().alias("spend"), is_ocpm.sum().alias("ocpm_impressions"),
         pl.col("cost").filter(is_ocpm).sum().alias("ocpm_spend"))
-    agg_conv = conv.group_by("user_id").agg(pl.len().alias("conversions"),
-                                            is_ocpm.sum().alias("ocpm_conversions"))
-    return (reqs.join(agg_imps, on="user_id", how="left").join(agg_conv, on="user_id", how="left")
-            .fill_null(0).sort("user_id"))  # group_by order varies: sort for reproducible sums
+    agg_conv = conv.group_by(keys).agg(pl.len().alias("conversions"),
+                                       is_ocpm.sum().alias("ocpm_conversions"))
+    reqs = (logs["requests"].filter(pl.col("arm") == arm).group_by("user_id")
+            .agg(pl.len().alias("requests"))
+            .with_columns((pl.col("user_id") + n_adv).cast(pl.Int32).alias("advertiser_id")))
+    by_ad = agg_imps.join(agg_conv, on=keys, how="full", coalesce=True)
+    return (pl.concat([by_ad, reqs], how="diagonal_relaxed").fill_null(0)
+            .sort(keys))  # group_by order varies: sort for reproducible sums
 
 
-def intervals(logs: dict[str, pl.DataFrame], arms: list[str]) -> dict[str, Any]:
-    """Per-arm 95% intervals of the ratio metrics and, with two arms, the lifts."""
+def intervals(logs: dict[str, pl.DataFrame], arms: list[str],
+              clusters: str = "user_advertiser") -> dict[str, Any]:
+    """Per-arm 95% intervals of the ratio metrics and, with two arms, the lifts, clustered by
+    user (``clusters="user"``) or by user and advertiser (``"user_advertiser"``; ``sim.stats``)."""
     ratios = {}
     for arm in arms:
-        users = per_user(logs, arm)
-        ratios[arm] = {m: (ratio(users[y].to_numpy(), users[x].to_numpy()) if users.height else None)
+        c = cells(logs, arm)
+        user = c["user_id"].to_numpy()
+        adv = c["advertiser_id"].to_numpy() if clusters == "user_advertiser" else None
+        ratios[arm] = {m: (ratio(c[y].to_numpy(), c[x].to_numpy(), user, adv)
+                           if c.height else None)
                        for m, (y, x) in RATIO_METRICS.items()}
     out: dict[str, Any] = {"ci": {a: {m: (r.interval() if r else None) for m, r in rs.items()}
                                   for a, rs in ratios.items()}}
@@ -230,11 +241,11 @@ def _clean(x: Any) -> Any:
 
 
 def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] | None = None,
-              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+              extra: dict[str, Any] | None = None, clusters: str = "user_advertiser") -> dict[str, Any]:
     """Compute the metrics of a finished run from ``run_dir/logs``."""
     names = ("impressions", "clicks", "conversions", "budget_days", "requests", "version_distance")
     logs = {n: pl.read_parquet(run_dir / "logs" / f"{n}.parquet") for n in names}
-    stats = intervals(logs, arms)
+    stats = intervals(logs, arms, clusters)
     per_arm = {a: arm_metrics(logs, a) | {
         "version_distance": version_distance(logs["version_distance"], a),
         "ci": stats["ci"][a]} for a in arms}

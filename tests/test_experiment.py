@@ -132,10 +132,10 @@ def test_delta_method_intervals_cover_at_the_nominal_rate() -> None:
         x2 = rng.poisson(rng.lognormal(1.0, 1.0, size=400)) + 1.0
         y2 = rng.binomial(x2.astype(int), 0.1) * rng.lognormal(0, 0.5, size=400)
         truth = 0.1 * np.exp(0.125)  # E[spend] / E[requests]
-        r = ratio(y, x)
+        r = ratio(y, x)  # every cell its own user
         iv = r.interval()
         hits_ratio += iv["low"] <= truth <= iv["high"]
-        lf = lift(ratio(y2, x2), r)
+        lf = lift(ratio(y2, x2, user=np.arange(400, 800)), r)
         hits_lift += lf["low"] <= 0.0 <= lf["high"]
     assert 0.92 <= hits_ratio / reps <= 0.98
     assert 0.92 <= hits_lift / reps <= 0.98
