@@ -20,6 +20,7 @@ import simpy
 import torch
 
 from sim.config.schema import Config
+from sim.features.registry import feature_view
 from sim.logs.writer import LogWriter
 from sim.metrics import cross_entropy, log_mae
 from sim.models.families import parameter_count
@@ -28,7 +29,6 @@ from sim.models.releases import fit_l1, fit_l2, l1_pcvr, release_config, teacher
 from sim.models.training_log import WINNER, TrainingLog
 from sim.rng import Streams
 from sim.serving.arm import Arm
-from sim.world.catalog import FAMILIES
 from sim.world.marketplace import Marketplace
 
 
@@ -78,7 +78,7 @@ class Lifecycle:
         torch.manual_seed(self.streams.torch_seed(f"release-reinit/{self.releases}"))
         acfg = arm.cfg
         mcfg, share = release_config(acfg), acfg.models.reinit_share
-        view = tuple(FAMILIES)
+        view = feature_view(rows.families)
         start = end - acfg.models.train_window_s
         users = self.market.users
         prev = self.registry.latest(arm.l2_lineage)
@@ -92,7 +92,8 @@ class Lifecycle:
             prev = self.registry.latest(lineage)
             l1 = warm_start(prev.model, share, gen)
             fit = fit_l1(l1, l2, rows, now, users, acfg, mcfg, gen, fit_norm=False)
-            self._register(ModelVersion(lineage, prev.version + 1, "l1", family, now, start, end, view,
+            l1_view = feature_view(rows.families, list(acfg.models.l1_features))
+            self._register(ModelVersion(lineage, prev.version + 1, "l1", family, now, start, end, l1_view,
                                         len(rows), fit.loss, parameter_count(l1), l1,
                                         self._holdout_metrics(l1, l2, holdout)))
         version = self.registry.latest(arm.l1_lineage).version

@@ -6,6 +6,9 @@ Processes (each a thin generator around pure functions):
                 the interval just ended, and at each day boundary the budgets close and reset;
                 at each ramp step the treatment share changes (and budget-split sub-budgets).
 * ``churn``     every ``world.churn_interval_s``: replace expired ads, refresh some ads' features.
+* ``offsite``   every ``world.offsite_refresh_interval_s``: the offsite counters' feature job.
+* ``feature_changes`` per arm, each scheduled change of its feature registry at its day
+                (:mod:`sim.features.registry`).
 * ``releaser``  every ``models.release_interval_s``: train and register the next model versions;
                 each arm's query tower follows after the rollout delay (:mod:`sim.lifecycle`).
 * per arm, the index pipeline (:mod:`sim.serving.pipeline`): ``enrichment``, ``snapshots``,
@@ -14,8 +17,8 @@ Processes (each a thin generator around pure functions):
                 arm by its user, and serve them as one batch per arm.
 
 Same-time order is explicit: every event is scheduled with the priority of its stage
-(:data:`STAGES`, earlier first), so at any instant pacing runs first, then a ramp step, churn, a
-release, a query rollout, enrichment, the snapshot, deploys, the large and
+(:data:`STAGES`, earlier first), so at any instant pacing runs first, then a ramp step, churn, the
+offsite feature job, a feature-registry change, a release, a query rollout, enrichment, the snapshot, deploys, the large and
 the fresh builds, and the traffic last. So the requests of [t, t + tick) see the budgets,
 multipliers, catalog, models and index tiers as they are at ``t``, a build at ``t`` reads the
 snapshot of ``t``, and a run stops at its horizon before anything scheduled there happens.
@@ -35,13 +38,22 @@ import torch
 from simpy.core import URGENT
 
 from sim.campaigns import CampaignDesk
-from sim.config.schema import Config
+from sim.config.schema import ARTIFACTS, Config
 from sim.evaluation import eval_rows, offline_eval, skew_sweep
 from sim.experiment import arm_config, in_treatment
+from sim.features.coverage import (
+    count_coverage,
+    coverage_shares,
+    family_importance,
+    flush_coverage,
+    parity_audit,
+)
+from sim.features.registry import FeatureRegistry
 from sim.lifecycle import Lifecycle
 from sim.logs.writer import LogWriter
 from sim.models.bootstrap import train_initial_models
 from sim.models.registry import Registry
+from sim.models.releases import teacher_pcvr
 from sim.models.training_log import TrainingLog
 from sim.rng import Streams
 from sim.serving import records
@@ -55,8 +67,9 @@ from sim.world.traffic import DAY_S, draw_requests
 Progress = Callable[[float, int], None]
 
 
-STAGES = ("pacing", "ramp", "churn", "release", "query_rollout", "enrichment", "snapshot", "deploy",
-          "large_build", "fresh_build", "traffic")
+STAGES = ("pacing", "ramp", "churn", "offsite_refresh", "feature_change", "release",
+          "query_rollout", "enrichment", "snapshot", "deploy", "large_build", "fresh_build",
+          "traffic")
 # SimPy pops events by (time, priority, insertion). URGENT (0) stays reserved for SimPy itself
 # (process start, the end of the run), so stages take priorities 1, 2, ...
 PRIORITY = {stage: URGENT + 1 + i for i, stage in enumerate(STAGES)}
@@ -134,7 +147,8 @@ class Simulation:
             self.arms.append(Arm(name, code, acfg, l1.family, f"{name}/l1", f"{name}/l2", l1.model,
                                  1, self.registry.latest(f"{name}/l2").model,
                                  self.desk.by_arm[name],
-                                 QueryCache.empty(self.market.users.n, acfg.models.embedding_dim + 1)))
+                                 QueryCache.empty(self.market.users.n, acfg.models.embedding_dim + 1),
+                                 FeatureRegistry.from_config(acfg.features)))
         self.lifecycle = Lifecycle(cfg, self.market, self.registry, self.training_log, self.arms,
                                    extra, self.streams, writer)
         self.pipelines = [IndexPipeline(arm, self.market, arm.cfg, self.lifecycle.item_tower(arm),
@@ -154,6 +168,23 @@ class Simulation:
         while True:
             yield self.wait("churn", self.cfg.world.churn_interval_s)
             churn(self.market, self.cfg, self.env.now, rng)
+
+    def offsite_refresh(self) -> Generator[simpy.Event, None, None]:
+        while True:
+            yield self.wait("offsite_refresh", self.cfg.world.offsite_refresh_interval_s)
+            self.market.refresh_offsite(self.env.now)
+
+    def feature_changes(self, arm: Arm) -> Generator[simpy.Event, None, None]:
+        """Apply the arm's scheduled registry changes at their simulated times."""
+        for change in arm.cfg.features.changes:
+            delay = change.day * DAY_S - self.env.now
+            if delay > 0:
+                yield self.wait("feature_change", delay)
+            changed = arm.features.apply(change, self.env.now)
+            self.writer.append("feature_changes", {
+                "time": self.env.now, "arm": arm.name, "day": change.day,
+                "changed_artifacts": ",".join(changed),
+                **{a: ",".join(sorted(arm.features.families(a))) for a in ARTIFACTS}})
 
     # -- data plane -----------------------------------------------------------------------
 
@@ -209,9 +240,14 @@ class Simulation:
         cand = records.candidate_rows(served, arm, self.market, cfg, sample, self.surfaces)
         if cand is not None:
             w.append("candidates", cand)
-        self.training_log.append(records.training_rows(
-            served, arm, self.market, None if cand is None else cand["true_pcvr"], sample))
+        logged = records.training_rows(
+            served, arm, self.market, None if cand is None else cand["true_pcvr"], sample)
+        self.training_log.append(logged)
         self._count_versions(arm, served)
+        count_coverage(arm, int(self.env.now // 3600), served, logged.families)
+        conv = imps.outcomes.conversion
+        self.market.offsite.record(imps.slot[conv], imps.ad_id[conv],
+                                   batch.time[imps.row[conv]] + imps.outcomes.delay_s[conv])
         spent = np.flatnonzero(tick > 0)
         w.append("spend", {"time": self.env.now, "day": int(self.env.now // DAY_S),
                            "arm": arm.name, "advertiser_id": spent, "tick_spend": tick[spent],
@@ -248,6 +284,9 @@ class Simulation:
         env.process(self.desk.pacing(env, wait))
         env.process(self.desk.ramp(env, wait))
         env.process(self.churn())
+        env.process(self.offsite_refresh())
+        for arm in self.arms:
+            env.process(self.feature_changes(arm))
         env.process(self.lifecycle.releaser(env, wait))
         for pipe in self.pipelines:
             env.process(pipe.enrichment(env, wait))
@@ -257,6 +296,8 @@ class Simulation:
         env.process(self.traffic())
         env.run(until=self.horizon)
         self._flush_version_counts()
+        for arm in self.arms:
+            flush_coverage(arm, self.writer)
         self.desk.close_day(int(np.ceil(self.horizon / DAY_S)) - 1)
         return self.stats
 
@@ -270,4 +311,12 @@ class Simulation:
         models = {arm.name: arm.l1_lineage for arm in self.arms}
         out = {"models": offline_eval(self.registry, models, "control/l2", rows, users, cfg, w)}
         out |= skew_sweep(self.registry, self.readiness, "control/l2", rows, users, cfg, w)
+        out["importance"] = {}
+        teacher = teacher_pcvr(self.registry.latest("control/l2").model, rows, users,
+                               len(cfg.world.surfaces))
+        for arm in self.arms:
+            imp = family_importance(self.registry.latest(arm.l1_lineage).model, teacher, rows,
+                                    users, len(cfg.world.surfaces), cfg.world.latent_dim)
+            out["importance"][arm.name] = imp
+            parity_audit(arm.name, coverage_shares(arm.coverage_total), imp, w)
         return out

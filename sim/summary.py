@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from sim.config.schema import LATENCY_STAGES
-from sim.metrics import calibration_ratio, log_loss
+from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, LATENCY_STAGES
+from sim.metrics import calibration_ratio, log_loss, log_mae
 from sim.stats import lift, ratio
 from sim.world.traffic import DAY_S
 
@@ -27,6 +27,15 @@ def _pred_metrics(clicks: pl.DataFrame, col: str) -> tuple[float | None, float |
         return None, None
     y, p = clicks["conversion"].to_numpy(), clicks[col].to_numpy().astype(float)
     return calibration_ratio(p, y), log_loss(y, p)
+
+
+def _online_l1(imps: pl.DataFrame, clicks: pl.DataFrame) -> dict[str, float | None]:
+    """The live L1's online metrics: calibration and log loss of its pCVR on clicks (against the
+    drawn conversions) and ``l1_log_mae`` against L2's pCVR on the impressions shown."""
+    cal, ll = _pred_metrics(clicks, "l1_pcvr")
+    mae = (log_mae(imps["l1_pcvr"].to_numpy(), imps["l2_pcvr"].to_numpy())
+           if imps.height else None)
+    return {"l1_calibration": cal, "l1_logloss": ll, "l1_log_mae": mae}
 
 
 def _money(imps: pl.DataFrame, convs: pl.DataFrame) -> dict[str, Any]:
@@ -69,7 +78,6 @@ def arm_metrics(logs: dict[str, pl.DataFrame], arm: str) -> dict[str, Any]:
     clicks = logs["clicks"].filter(pl.col("arm") == arm)
     convs = logs["conversions"].filter(pl.col("arm") == arm)
     days = logs["budget_days"]
-    l1_cal, l1_ll = _pred_metrics(clicks, "l1_pcvr")
     l2_cal, l2_ll = _pred_metrics(clicks, "l2_pcvr")
     out: dict[str, Any] = {
         **_money(imps, convs),
@@ -77,7 +85,7 @@ def arm_metrics(logs: dict[str, pl.DataFrame], arm: str) -> dict[str, Any]:
         "clicks": clicks.height, "impressions": imps.height,
         "ocpm_impression_share": _ratio(imps.filter(pl.col("objective") == "ocpm").height,
                                         imps.height),
-        "l1_calibration": l1_cal, "l1_logloss": l1_ll,
+        **_online_l1(imps, clicks),
         "l2_calibration": l2_cal, "l2_logloss": l2_ll,
     }
     convs = convs.with_columns((pl.col("click_time") // DAY_S).cast(pl.Int32).alias("click_day"))
@@ -87,6 +95,7 @@ def arm_metrics(logs: dict[str, pl.DataFrame], arm: str) -> dict[str, Any]:
         dc = convs.filter(pl.col("click_day") == day)
         daily.append({"day": day, **_money(di, dc), "impressions": di.height,
                       "clicks": int(di["click"].sum()),
+                      **_online_l1(di, clicks.filter(pl.col("day") == day)),
                       "revenue": _revenue(logs["impressions"].filter(pl.col("day") == day),
                                           days.filter(pl.col("day") == day), arm)})
     out["daily"] = daily
@@ -98,6 +107,19 @@ def arm_metrics(logs: dict[str, pl.DataFrame], arm: str) -> dict[str, Any]:
     out["latency_ms"] = {stage: {f"p{q}": float(reqs[f"{stage}_ms"].quantile(q / 100, "linear"))
                                  for q in (50, 90, 99)} for stage in LATENCY_STAGES}
     out["success_rate"] = {stage: float(reqs[f"{stage}_ok"].mean()) for stage in LATENCY_STAGES}
+    return out
+
+
+def feature_coverage(cov: pl.DataFrame, arm: str) -> dict[str, dict[str, float | None]]:
+    """``{family: {artifact: share of served rows with the family present}}`` over the run."""
+    rows = cov.filter(pl.col("arm") == arm)
+    out: dict[str, dict[str, float | None]] = {}
+    for family in FEATURE_FAMILIES:
+        out[family] = {}
+        for artifact in ARTIFACTS:
+            r = rows.filter((pl.col("family") == family) & (pl.col("artifact") == artifact))
+            n = int(r["rows"].sum())
+            out[family][artifact] = int(r["present"].sum()) / n if n else None
     return out
 
 
@@ -243,11 +265,14 @@ def _clean(x: Any) -> Any:
 def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] | None = None,
               extra: dict[str, Any] | None = None, clusters: str = "user_advertiser") -> dict[str, Any]:
     """Compute the metrics of a finished run from ``run_dir/logs``."""
-    names = ("impressions", "clicks", "conversions", "budget_days", "requests", "version_distance")
+    names = ("impressions", "clicks", "conversions", "budget_days", "requests", "version_distance",
+             "feature_coverage", "parity_audit")
     logs = {n: pl.read_parquet(run_dir / "logs" / f"{n}.parquet") for n in names}
     stats = intervals(logs, arms, clusters)
     per_arm = {a: arm_metrics(logs, a) | {
         "version_distance": version_distance(logs["version_distance"], a),
+        "feature_coverage": feature_coverage(logs["feature_coverage"], a),
+        "parity_audit": logs["parity_audit"].filter(pl.col("arm") == a).drop("arm").to_dicts(),
         "ci": stats["ci"][a]} for a in arms}
     if "lift" in stats:  # revenue is billed per advertiser-day, not per user: a point estimate
         reqs = logs["requests"]

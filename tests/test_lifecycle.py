@@ -56,7 +56,7 @@ def _rows(times: np.ndarray, conv: np.ndarray) -> LoggedRows:
                       np.zeros((n, 2), np.float32), np.arange(n), np.full(n, WINNER, np.int8),
                       np.zeros(n, np.int8), np.ones(n, np.int32), np.ones(n, np.int32),
                       np.zeros(n, np.int16), np.ones(n, bool), conv, np.full(n, 0.1),
-                      np.full(n, 0.1, np.float32))
+                      np.full(n, 0.1, np.float32), np.full(n, 31, np.uint8))
 
 
 def test_training_log_window_and_late_labels() -> None:

@@ -23,6 +23,9 @@ def bounded(default: Any, **meta: Any) -> Any:
 
 OBJECTIVES = ("ocpm", "cpc", "cpm")
 L1_FAMILIES = ("simple", "dhen")
+# ad feature families, in column order (sim.world.catalog), and the artifacts of the registry
+FEATURE_FAMILIES = ("base", "targeting", "offsite_conversions", "annotations", "image_embedding")
+ARTIFACTS = ("training_logs", "l2_feature_store", "l1_embedding")
 PRICING_RULES = ("gsp", "second_price", "first_price", "vcg")
 
 
@@ -58,6 +61,10 @@ class WorldConfig:
     churn_interval_s: float = bounded(3600.0, gt=0)  # how often expired ads are replaced
     feature_refresh_per_day: float = bounded(0.2, ge=0)  # share of live ads whose features change
     conversion_delay_mean_s: float = bounded(6 * 3600.0, ge=0)  # mean click-to-conversion delay
+    # offsite conversion visit counters (sim.world.offsite): organic visits per day of an ad of
+    # conversion quality 0, and how often the counters are recomputed (the feature job)
+    offsite_organic_per_day: float = bounded(2.0, ge=0)
+    offsite_refresh_interval_s: float = bounded(86_400.0, gt=0)
     attribution_window_s: float = bounded(86_400.0, ge=0)  # conversions later than this are lost
 
 
@@ -185,6 +192,9 @@ class ModelsConfig:
     train_max_rows: int = bounded(1_500_000, ge=1)  # cap on the logged rows kept for training
     train_sample_rows: int = bounded(300_000, ge=1)  # rows a release samples from its window
     query_rollout_delay_s: float = bounded(3600.0, ge=0)  # release -> query tower live
+    # ad feature families the L1 item tower consumes (the rest it never sees, zero after
+    # standardisation); a model leans on a family only if it is here and in the training logs
+    l1_features: list[str] = bounded(list(FEATURE_FAMILIES), choices=FEATURE_FAMILIES)
     # families the skew sweep checks; each one no arm serves is trained as a readiness lineage
     # beside the live models (empty: only the served family)
     skew_check_families: list[str] = bounded([], choices=L1_FAMILIES)
@@ -204,6 +214,34 @@ class LogsConfig:
     partial_request_rate: float = bounded(0.05, share=True)  # requests logged with a subset
     partial_candidates: int = bounded(10, ge=1)  # candidates per partial-request sample
     flush_rows: int = bounded(250_000, ge=1)  # rows buffered per table before a part is written
+
+
+
+
+@dataclass
+class FeatureChange:
+    """A scheduled change to the feature registry at simulated ``day`` (``sim.features``):
+    families onboarded to (``onboard``) or removed from (``offboard``) artifacts, and optionally
+    a new value of ``l2_implies_l1``."""
+
+    day: float = bounded(0.0, ge=0)
+    onboard: dict[str, list[str]] = field(default_factory=dict)  # family -> artifacts
+    offboard: dict[str, list[str]] = field(default_factory=dict)
+    l2_implies_l1: bool | None = None
+
+
+@dataclass
+class FeaturesConfig:
+    """The feature registry (``sim.features``): which serving artifacts each ad feature family is
+    onboarded to. A family missing from an artifact is filled with the serving default (0) there:
+    ``training_logs`` (what models train and are evaluated on), ``l2_feature_store`` (what L2
+    scores with, live), ``l1_embedding`` (what the item tower embeds into the index)."""
+
+    onboarding: dict[str, list[str]] = field(default_factory=lambda: {
+        f: list(ARTIFACTS) for f in FEATURE_FAMILIES})
+    # every family onboarded for the L2 store is also considered for the L1 embedding path
+    l2_implies_l1: bool = False
+    changes: list[FeatureChange] = field(default_factory=list)
 
 
 DESIGNS = ("budget_split", "user_split")
@@ -261,4 +299,5 @@ class Config:
     pacing: PacingConfig = field(default_factory=PacingConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)

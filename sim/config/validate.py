@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Any
 
-from sim.config.schema import LATENCY_STAGES, OBJECTIVES, Config
+from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, LATENCY_STAGES, OBJECTIVES, Config
 
 
 class ConfigError(ValueError):
@@ -123,8 +123,27 @@ def _check_relations(cfg: Config) -> None:
              f"(world.n_advertisers x world.ads_per_advertiser = {n_ads})")
 
 
+def _check_onboarding(key: str, table: dict[str, list[str]]) -> None:
+    for family, arts in table.items():
+        _require(family in FEATURE_FAMILIES, f"`{key}` has unknown feature family {family!r}; "
+                 f"known: {list(FEATURE_FAMILIES)}")
+        bad = sorted(set(arts) - set(ARTIFACTS))
+        _require(not bad, f"`{key}.{family}` has unknown artifact(s) {bad}; known: {list(ARTIFACTS)}")
+
+
+def _check_features(cfg: Config) -> None:
+    fc = cfg.features
+    _check_onboarding("features.onboarding", fc.onboarding)
+    for i, change in enumerate(fc.changes):
+        _check_onboarding(f"features.changes[{i}].onboard", change.onboard)
+        _check_onboarding(f"features.changes[{i}].offboard", change.offboard)
+    days = [c.day for c in fc.changes]
+    _require(days == sorted(days), f"`features.changes` days must not decrease, got {days}")
+
+
 def validate(cfg: Config) -> Config:
     """Check every declared bound and relation of ``cfg``; raise :class:`ConfigError` if any fails."""
     _walk(cfg, "")
     _check_relations(cfg)
+    _check_features(cfg)
     return cfg

@@ -108,4 +108,21 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "tier": STR, "anchors": I32, "rows": I64, "log_loss": F64, "excess_loss": F64,
         "calibration": F64, "log_mae": F64, "delta_excess_loss": F64, "delta_log_mae": F64,
     },
+    # Feature coverage per hour: of the rows an artifact served (``l1_embedding``: live retrieved
+    # candidates; ``l2_feature_store``: L2-scored candidates; ``training_logs``: logged training
+    # rows), how many had the family present (sim.features.coverage).
+    "feature_coverage": {
+        "hour": I32, "arm": STR, "artifact": STR, "family": STR, "rows": I64, "present": I64,
+    },
+    # Scheduled feature-registry changes as applied, and each artifact's families after them.
+    "feature_changes": {
+        "time": F64, "arm": STR, "day": F64, "changed_artifacts": STR, "training_logs": STR,
+        "l2_feature_store": STR, "l1_embedding": STR,
+    },
+    # The parity audit: families present offline but missing in an online artifact, with their
+    # importance (offline loss increase when zero-filled) to the arm's live L1.
+    "parity_audit": {
+        "arm": STR, "family": STR, "artifact": STR, "offline_coverage": F64,
+        "online_coverage": F64, "log_loss_increase": F64, "log_mae_increase": F64,
+    },
 }

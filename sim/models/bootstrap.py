@@ -18,13 +18,14 @@ import numpy as np
 import torch
 
 from sim.config.schema import Config
+from sim.features.registry import FeatureRegistry, bits, feature_view, fill_default
 from sim.models.families import make_l1, parameter_count
 from sim.models.ranker import Ranker
 from sim.models.registry import ModelVersion, Registry
 from sim.models.releases import fit_l1, fit_l2
 from sim.models.training_log import FULL, WINNER, LoggedRows
 from sim.rng import Streams
-from sim.world.catalog import FAMILIES
+from sim.world.catalog import family_slices
 from sim.world.marketplace import Marketplace
 from sim.world.response import draw_outcomes, true_rates
 from sim.world.traffic import draw_audience
@@ -51,14 +52,16 @@ def exploration_rows(market: Marketplace, cfg: Config, streams: Streams) -> Logg
     click = out.click & shown
     conv_time = np.where(click & out.conversion, -0.5, np.inf)
     m = n * (s + k)
+    logged = FeatureRegistry.from_config(cfg.features).families("training_logs")
+    features = fill_default(cat.features[slot.ravel()], logged, family_slices(cfg.world.latent_dim))
     return LoggedRows(
         time=np.full(m, -1.0), arm=np.zeros(m, np.int8), user=np.repeat(user, s + k),
-        surface=np.repeat(surface, s + k), ad_features=cat.features[slot.ravel()],
+        surface=np.repeat(surface, s + k), ad_features=features,
         ad_id=cat.ad_id[slot].ravel(), source=np.where(shown, WINNER, FULL).astype(np.int8).ravel(),
         tier=np.zeros(m, np.int8), item_version=np.zeros(m, np.int32),
         query_version=np.zeros(m, np.int32), position=position.ravel(), click=click.ravel(),
         conversion_time=conv_time.ravel(), true_pcvr=pcvr.ravel(),
-        l1_pcvr=np.full(m, np.nan, np.float32))
+        l1_pcvr=np.full(m, np.nan, np.float32), families=np.full(m, bits(logged), np.uint8))
 
 
 def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, registry: Registry,
@@ -68,7 +71,6 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
     ``plan`` lists ``(l2 lineage, arm config, L1 lineages)``. Every arm trains from the same
     exploration log with the same seeds, so two arms with the same config get the same models."""
     rows = exploration_rows(market, cfg, streams)
-    view = tuple(FAMILIES)
     users, cat = market.users, market.catalog
     for l2_lineage, acfg, l1s in plan:
         gen = torch.Generator().manual_seed(streams.torch_seed("training/1"))
@@ -76,12 +78,14 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
         l2 = Ranker(users.features.shape[1], len(acfg.world.surfaces), cat.features.shape[1],
                     acfg.world.latent_dim, acfg.models.l2_hidden, cfg.auction.n_slots)
         fit = fit_l2(l2, rows, 0.0, users, acfg, acfg.models, gen, fit_norm=True)
-        registry.register(ModelVersion(l2_lineage, 1, "l2", "ranker", 0.0, -1.0, 0.0, view,
+        registry.register(ModelVersion(l2_lineage, 1, "l2", "ranker", 0.0, -1.0, 0.0,
+                                       feature_view(rows.families),
                                        int((rows.source == WINNER).sum()), fit.loss,
                                        parameter_count(l2), l2))
         for lineage, family in l1s.items():
             l1 = make_l1(family, acfg)
             fit = fit_l1(l1, l2, rows, 0.0, users, acfg, acfg.models, gen, fit_norm=True)
+            view = feature_view(rows.families, list(acfg.models.l1_features))
             registry.register(ModelVersion(lineage, 1, "l1", family, 0.0, -1.0, 0.0, view,
                                            len(rows), fit.loss, parameter_count(l1), l1))
     shown = rows.source == WINNER

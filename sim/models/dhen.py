@@ -85,5 +85,6 @@ class DhenTwoTower(TwoTowerBase):
         self.dim = dim
         self.query_norm = Standardize(query_slices[-1].stop)
         self.item_norm = Standardize(item_slices[-1].stop)
+        self.register_buffer("item_view", torch.ones(item_slices[-1].stop))
         self.query_tower = DhenTower(query_slices, dim, token_dim, layers, heads, layer_norm)
         self.item_tower = DhenTower(item_slices, dim + 1, token_dim, layers, heads, layer_norm)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from sim.config.schema import Config
+from sim.features.registry import column_mask
 from sim.models.dhen import DhenTwoTower
 from sim.models.towers import TwoTower, TwoTowerBase
 from sim.world.catalog import family_slices
@@ -24,15 +26,21 @@ def item_slices(cfg: Config) -> list[slice]:
 
 
 def make_l1(family: str, cfg: Config) -> L1Model:
-    """A freshly initialised L1 model of ``family`` (``simple`` or ``dhen``)."""
+    """A freshly initialised L1 model of ``family`` (``simple`` or ``dhen``) whose item tower
+    sees the families of ``models.l1_features``."""
     m = cfg.models
     qs, its = query_slices(cfg), item_slices(cfg)
+    model: L1Model
     if family == "simple":
-        return TwoTower(qs[-1].stop, its[-1].stop, m.embedding_dim, m.l1_hidden)
-    if family == "dhen":
-        return DhenTwoTower(qs, its, m.embedding_dim, m.dhen_token_dim, m.dhen_layers, m.dhen_heads,
-                            m.dhen_layer_norm)
-    raise ValueError(f"`models.l1_family` must be one of ['simple', 'dhen'], got {family!r}")
+        model = TwoTower(qs[-1].stop, its[-1].stop, m.embedding_dim, m.l1_hidden)
+    elif family == "dhen":
+        model = DhenTwoTower(qs, its, m.embedding_dim, m.dhen_token_dim, m.dhen_layers,
+                             m.dhen_heads, m.dhen_layer_norm)
+    else:
+        raise ValueError(f"`models.l1_family` must be one of ['simple', 'dhen'], got {family!r}")
+    view = column_mask(set(m.l1_features), family_slices(cfg.world.latent_dim))
+    model.set_item_view(torch.from_numpy(view))
+    return model
 
 
 def parameter_count(model: nn.Module) -> int:

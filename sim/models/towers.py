@@ -36,13 +36,23 @@ def mlp(width_in: int, hidden: int, width_out: int) -> nn.Sequential:
 
 class TwoTowerBase(nn.Module):
     """What every L1 family shares: standardised inputs, a query tower to R^D and an item tower
-    to R^(D+1), and the pair score as their inner product. Subclasses set the four modules."""
+    to R^(D+1), and the pair score as their inner product. Subclasses set the four modules.
+
+    ``item_view`` (a buffer, 1 per item input column the model consumes, 0 elsewhere) is the
+    model's feature view (``models.l1_features``): columns outside it reach the item tower as 0
+    after standardisation, so the model never learns from them and is blind to them at serving.
+    Columns inside it that serving fills with the default (a family not onboarded to the L1
+    embedding path) reach the tower as ``(0 - mean) / std``: the parity gap."""
 
     family = ""
     query_norm: Standardize
     item_norm: Standardize
     query_tower: nn.Module
     item_tower: nn.Module
+    item_view: torch.Tensor
+
+    def set_item_view(self, mask: torch.Tensor) -> None:
+        self.item_view.copy_(mask)
 
     def query_vectors(self, query_x: torch.Tensor) -> torch.Tensor:
         """(B, D+1) query vectors with the constant 1 appended."""
@@ -51,7 +61,7 @@ class TwoTowerBase(nn.Module):
 
     def item_vectors(self, item_x: torch.Tensor) -> torch.Tensor:
         """(N, D+1) item vectors, the last column the item bias."""
-        return self.item_tower(self.item_norm(item_x))
+        return self.item_tower(self.item_norm(item_x) * self.item_view)
 
     def forward(self, query_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
         """Logit of pCVR for aligned pairs: (N, query_width), (N, item_width) -> (N,)."""
@@ -68,5 +78,6 @@ class TwoTower(TwoTowerBase):
         self.dim = dim
         self.query_norm = Standardize(query_width)
         self.item_norm = Standardize(item_width)
+        self.register_buffer("item_view", torch.ones(item_width))
         self.query_tower = mlp(query_width, hidden, dim)
         self.item_tower = mlp(item_width, hidden, dim + 1)

@@ -40,6 +40,7 @@ class LoggedRows:
     conversion_time: np.ndarray  # float64 time of the conversion, inf if none
     true_pcvr: np.ndarray  # float64 ground truth, for offline evaluation only
     l1_pcvr: np.ndarray  # float32 the online L1 prediction
+    families: np.ndarray  # uint8 bitmask of the feature families the logged features hold
 
     def __len__(self) -> int:
         return int(self.time.shape[0])

@@ -13,6 +13,7 @@ import numpy as np
 from torch import nn
 
 from sim.config.schema import Config
+from sim.features.registry import FeatureRegistry
 from sim.models.ranker import Ranker
 from sim.pacing import Budgets
 from sim.serving.index import DeployedIndex
@@ -47,11 +48,16 @@ class Arm:
     l2: Ranker
     budgets: Budgets  # this arm's campaigns (shared with the other arm under user_split)
     query_cache: QueryCache
+    features: FeatureRegistry  # this arm's feature registry (changes apply per arm)
     tiers: dict[str, DeployedIndex] = field(default_factory=dict)
     # tier -> (rows,) bool: rows whose ad a fresher deployed tier holds (skipped at retrieval)
     superseded: dict[str, np.ndarray] = field(default_factory=dict)
     # (hour, tier code, distance) -> served candidates, flushed to the version_distance log
     version_counts: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    # (hour, artifact, family) -> [rows served, rows with the family present], flushed to the
+    # feature_coverage log; ``coverage_total`` keeps the run's sums for the parity audit
+    coverage: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)
+    coverage_total: dict[tuple[str, str], list[int]] = field(default_factory=dict)
 
     def deploy(self, idx: DeployedIndex) -> None:
         """Swap in a tier build and recompute which ``large`` rows the ``fresh`` tier supersedes."""

@@ -29,11 +29,13 @@ import torch
 from sim.auction import AuctionResult, allocate
 from sim.bidding import expected_value, make_bids
 from sim.config.schema import Config
+from sim.features.registry import ALL_FAMILIES, fill_default
 from sim.serving.arm import Arm
 from sim.serving.features import query_inputs, surface_onehot
 from sim.serving.index import search
 from sim.serving.latency import Latencies, draw_latencies, stage_work
 from sim.serving.pipeline import TIERS
+from sim.world.catalog import family_slices
 from sim.world.marketplace import Marketplace
 from sim.world.response import Outcomes, draw_outcomes, true_rates
 from sim.world.traffic import RequestBatch
@@ -103,6 +105,7 @@ class Served:
     impressions: Impressions
     tier: np.ndarray  # (B, Kr) int8 code of the tier each candidate came from (TIERS order)
     item_version: np.ndarray  # (B, Kr) int32 model version of the candidate's item vector
+    item_families: np.ndarray  # (B, Kr) uint8 families the candidate's item vector was built from
     query_version: int  # model version of the query tower that served the batch
     latency: Latencies  # per-request latency and success of each stage
 
@@ -114,7 +117,8 @@ def l2_predict(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
     ns = len(cfg.world.surfaces)
     user_x = np.repeat(market.users.features[batch.user], k, axis=0)
     surf_x = np.repeat(surface_onehot(batch.surface, ns), k, axis=0)
-    ad_x = market.catalog.features[slot.ravel()]
+    ad_x = fill_default(market.catalog.features[slot.ravel()], arm.features.families(
+        "l2_feature_store"), family_slices(cfg.world.latent_dim))
     with torch.inference_mode():
         x = arm.l2.inputs(torch.from_numpy(user_x), torch.from_numpy(surf_x),
                           torch.from_numpy(ad_x))
@@ -168,17 +172,19 @@ def _retrieve(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
     ad_id = np.full(rows.shape, -1, np.int64)
     version = np.zeros(rows.shape, np.int32)
     prior = np.zeros(rows.shape, np.float32)
+    families = np.zeros(rows.shape, np.uint8)
     for t, name in enumerate(TIERS):
         if name in arm.tiers:
             m = valid & (tier == t)
             idx = arm.tiers[name]
             slot[m], ad_id[m] = idx.slot[r[m]], idx.ad_id[r[m]]
             version[m], prior[m] = idx.version[r[m]], idx.ctr_prior[r[m]]
+            families[m] = ALL_FAMILIES if idx.families is None else idx.families[r[m]]
     advertiser = market.catalog.advertiser[slot]
     live = valid & (market.catalog.ad_id[slot] == ad_id) & eligible[advertiser]
     return {"slot": slot, "ad_id": ad_id, "advertiser": advertiser, "live": live,
             "l1_pcvr": sigmoid(np.where(valid, logits, 0.0)), "ctr_prior": prior,
-            "tier": tier, "item_version": version}
+            "tier": tier, "item_version": version, "item_families": families}
 
 
 def _respond(market: Marketplace, cfg: Config, seed: int, batch: RequestBatch, s: dict,
@@ -240,4 +246,4 @@ def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestB
     imps = _respond(market, cfg, seed, batch, stage, res)
     return Served(batch, slot, ad_id, advertiser, live, l1_pcvr, prior, l1_value, sel1, ok1,
                   l2_pctr, l2_pcvr, l2_value, sel2, ok2, res, imps, ret["tier"],
-                  ret["item_version"], arm.query_version, lat)
+                  ret["item_version"], ret["item_families"], arm.query_version, lat)

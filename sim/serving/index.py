@@ -26,6 +26,7 @@ class DeployedIndex:
     tier: str = "large"
     snapshot_time: float = 0.0  # the embedding-table snapshot the build read
     build_s: float = 0.0  # wall seconds the build took
+    families: np.ndarray | None = None  # (n,) uint8 families each row's vector was built from
 
     @property
     def n(self) -> int:
@@ -35,7 +36,7 @@ class DeployedIndex:
 def build_index(
     vectors: np.ndarray, slot: np.ndarray, ad_id: np.ndarray, version: np.ndarray,
     ctr_prior: np.ndarray, factory: str, built_at: float, tier: str = "large",
-    snapshot_time: float = 0.0,
+    snapshot_time: float = 0.0, families: np.ndarray | None = None,
 ) -> DeployedIndex:
     """Build a faiss index (``factory`` string, inner product) over ``vectors`` (n, D+1)."""
     started = time.perf_counter()
@@ -47,7 +48,8 @@ def build_index(
         index.add(vectors)
     return DeployedIndex(index, slot.astype(np.int64), ad_id.astype(np.int64),
                          version.astype(np.int32), ctr_prior.astype(np.float32), built_at, tier,
-                         snapshot_time, time.perf_counter() - started)
+                         snapshot_time, time.perf_counter() - started,
+                         None if families is None else families.astype(np.uint8))
 
 
 def search(idx: DeployedIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

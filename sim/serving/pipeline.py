@@ -12,6 +12,12 @@
   ads with the item tower live at build start (one version per build); ``hybrid`` is batch for
   ``large`` and streaming for ``fresh``.
 
+Every embedding follows the arm's feature registry (:mod:`sim.features.registry`): families not
+onboarded to ``l1_embedding`` are filled with the serving default before the item tower sees
+them, and the table and each index row record which families the vector was built with. When a
+change alters the ``l1_embedding`` families, every ad embedded before it is stale: enrichment
+re-embeds it, and the fix reaches retrieval as the next tier builds deploy.
+
 Retrieval searches every deployed tier and merges (:func:`sim.serving.funnel.retrieve`).
 """
 
@@ -26,10 +32,12 @@ import simpy
 import torch
 
 from sim.config.schema import Config
+from sim.features.registry import bits, fill_default
 from sim.logs.writer import LogWriter
 from sim.models.towers import TwoTowerBase
 from sim.serving.deployer import ReferenceContexts, ctr_prior
 from sim.serving.index import DeployedIndex, build_index
+from sim.world.catalog import family_slices
 from sim.world.marketplace import Marketplace
 
 TIERS = ("fresh", "large")  # search order: on a duplicate ad, the fresher tier's row wins
@@ -45,15 +53,16 @@ class EmbeddingTable:
     version: np.ndarray  # (S,) int32, 0 = never embedded
     ad_id: np.ndarray  # (S,) int64, -1 = never embedded
     embedded_at: np.ndarray  # (S,) float64 seconds
+    families: np.ndarray  # (S,) uint8 bitmask of the families the vector was embedded from
 
     @staticmethod
     def empty(n: int, width: int) -> EmbeddingTable:
         return EmbeddingTable(np.zeros((n, width), np.float32), np.zeros(n, np.int32),
-                              np.full(n, -1, np.int64), np.full(n, -np.inf))
+                              np.full(n, -1, np.int64), np.full(n, -np.inf), np.zeros(n, np.uint8))
 
     def copy(self) -> EmbeddingTable:
         return EmbeddingTable(self.vectors.copy(), self.version.copy(), self.ad_id.copy(),
-                              self.embedded_at.copy())
+                              self.embedded_at.copy(), self.families.copy())
 
 
 @dataclass(frozen=True)
@@ -76,9 +85,12 @@ def embed(model: TwoTowerBase, features: np.ndarray) -> np.ndarray:
         return model.item_vectors(torch.from_numpy(features)).numpy()
 
 
-def stale_slots(table: EmbeddingTable, ad_id: np.ndarray, changed_at: np.ndarray) -> np.ndarray:
-    """Slots holding an ad not yet embedded, or changed since it was embedded."""
-    return np.flatnonzero((table.ad_id != ad_id) | (changed_at > table.embedded_at))
+def stale_slots(table: EmbeddingTable, ad_id: np.ndarray, changed_at: np.ndarray,
+                registry_changed_at: float = -np.inf) -> np.ndarray:
+    """Slots holding an ad not yet embedded, changed since it was embedded, or embedded before
+    the last change of the ``l1_embedding`` families (at ``registry_changed_at``)."""
+    return np.flatnonzero((table.ad_id != ad_id) | (changed_at > table.embedded_at)
+                          | (table.embedded_at < registry_changed_at))
 
 
 def tier_members(tier: str, snap: Snapshot, ad_id: np.ndarray, expires_at: np.ndarray,
@@ -102,16 +114,27 @@ class IndexPipeline:
         width = cfg.models.embedding_dim + 1
         self.table = EmbeddingTable.empty(market.catalog.n, width)
         self.snapshot: Snapshot | None = None
+        self.slices = family_slices(cfg.world.latent_dim)
 
     # -- pure-ish steps (called by the processes and by tests) ----------------------------
 
+    def embed_slots(self, slots: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """Vectors of the ads in ``slots`` as the L1 embedding path sees them now, the item
+        tower's version and the families bitmask."""
+        families = self.arm.features.families("l1_embedding")
+        model, version = self.item_tower()
+        x = fill_default(self.market.catalog.features[slots], families, self.slices)
+        return embed(model, x), version, bits(families)
+
     def enrich(self, now: float) -> np.ndarray:
         cat = self.market.catalog
-        slots = stale_slots(self.table, cat.ad_id, cat.changed_at)
+        slots = stale_slots(self.table, cat.ad_id, cat.changed_at,
+                            self.arm.features.changed_at.get("l1_embedding", -np.inf))
         if slots.size:
-            model, version = self.item_tower()
-            self.table.vectors[slots] = embed(model, cat.features[slots])
+            vectors, version, fam = self.embed_slots(slots)
+            self.table.vectors[slots] = vectors
             self.table.version[slots] = version
+            self.table.families[slots] = fam
             self.table.ad_id[slots] = cat.ad_id[slots]
             self.table.embedded_at[slots] = now
         return slots
@@ -132,14 +155,18 @@ class IndexPipeline:
         base = snap.time if tier == "large" else (large.snapshot_time if large else -np.inf)
         slots = tier_members(tier, snap, cat.ad_id, cat.expires_at, now, base)
         if mode == "batch" or (mode == "hybrid" and tier == "large"):
-            model, version = self.item_tower()
-            vectors = embed(model, cat.features[slots])
+            vectors, version, fam = self.embed_slots(slots)
             versions = np.full(slots.size, version, np.int32)
+            families = np.full(slots.size, fam, np.uint8)
         else:
             vectors, versions = snap.table.vectors[slots], snap.table.version[slots]
-        prior = ctr_prior(self.arm.l2, self.contexts, cat.features[slots])
+            families = snap.table.families[slots]
+        l2_view = fill_default(cat.features[slots], self.arm.features.families("l2_feature_store"),
+                               self.slices)
+        prior = ctr_prior(self.arm.l2, self.contexts, l2_view)
         return build_index(vectors, slots, cat.ad_id[slots], versions, prior,
-                           self.cfg.index.factory, now, tier=tier, snapshot_time=snap.time)
+                           self.cfg.index.factory, now, tier=tier, snapshot_time=snap.time,
+                           families=families)
 
     def deploy(self, idx: DeployedIndex, now: float) -> None:
         self.arm.deploy(idx)

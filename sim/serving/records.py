@@ -8,11 +8,13 @@ import numpy as np
 
 from sim.bidding import expected_value
 from sim.config.schema import OBJECTIVES, Config
+from sim.features.registry import bits, fill_default
 from sim.models.training_log import FULL, PARTIAL, WINNER, LoggedRows
 from sim.rng import LOG_FULL_REQUEST, LOG_PARTIAL_CANDIDATE, LOG_PARTIAL_REQUEST, keyed_uniform
 from sim.serving.arm import Arm
 from sim.serving.funnel import Served, l2_predict
 from sim.serving.pipeline import TIERS
+from sim.world.catalog import family_slices
 from sim.world.marketplace import Marketplace
 from sim.world.response import true_rates
 from sim.world.traffic import DAY_S
@@ -132,8 +134,10 @@ def candidate_rows(s: Served, arm: Arm, market: Marketplace, cfg: Config,
 def training_rows(s: Served, arm: Arm, market: Marketplace, truth_pcvr: np.ndarray | None,
                   sample: tuple[np.ndarray, np.ndarray, np.ndarray]) -> LoggedRows:
     """Rows for the training logs: every impression, and the sampled candidates, with the ad
-    features as they are now (logging time). ``truth_pcvr`` is the sampled candidates' true pCVR."""
+    features as they are now (logging time), families not onboarded to ``training_logs`` filled
+    with the default. ``truth_pcvr`` is the sampled candidates' true pCVR."""
     i, b, cat = s.impressions, s.batch, market.catalog
+    logged = arm.features.families("training_logs")
     row, col, is_full = sample
     rows = np.concatenate([i.row, row])
     cols = np.concatenate([i.retrieval_col, col])
@@ -141,7 +145,9 @@ def training_rows(s: Served, arm: Arm, market: Marketplace, truth_pcvr: np.ndarr
     conv_t = np.where(i.outcomes.conversion, b.time[i.row] + i.outcomes.delay_s, np.inf)
     return LoggedRows(
         time=b.time[rows], arm=np.full(rows.size, arm.code, np.int8), user=b.user[rows],
-        surface=b.surface[rows], ad_features=cat.features[s.slot[rows, cols]],
+        surface=b.surface[rows],
+        ad_features=fill_default(cat.features[s.slot[rows, cols]], logged,
+                                 family_slices(arm.cfg.world.latent_dim)),
         ad_id=s.ad_id[rows, cols],
         source=np.concatenate([np.full(n_imp, WINNER), np.where(is_full, FULL, PARTIAL)]
                               ).astype(np.int8),
@@ -152,4 +158,5 @@ def training_rows(s: Served, arm: Arm, market: Marketplace, truth_pcvr: np.ndarr
         conversion_time=np.concatenate([conv_t, np.full(row.size, np.inf)]),
         true_pcvr=np.concatenate([i.true_pcvr, truth_pcvr if truth_pcvr is not None
                                   else np.zeros(0)]),
-        l1_pcvr=s.l1_pcvr[rows, cols].astype(np.float32))
+        l1_pcvr=s.l1_pcvr[rows, cols].astype(np.float32),
+        families=np.full(rows.size, bits(logged), np.uint8))

@@ -15,18 +15,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.config.schema import OBJECTIVES, WorldConfig
+from sim.config.schema import FEATURE_FAMILIES, OBJECTIVES, WorldConfig
 
 OCPM, CPC, CPM = 0, 1, 2
-OFFSITE_WINDOWS_DAYS = (1, 7, 30, 90)
-OFFSITE_DAILY_RATE = 0.6  # offsite conversion visits per day of an ad of quality 0
+OFFSITE_WINDOWS_DAYS = (1, 7, 30, 90)  # the counters themselves: sim.world.offsite
 N_ANNOTATIONS = 4
 N_IMAGE = 8
 
-# Family name -> number of columns, for an ad feature vector of latent dimension d.
-FAMILIES: tuple[str, ...] = (
-    "base", "targeting", "offsite_conversions", "annotations", "image_embedding",
-)
+FAMILIES: tuple[str, ...] = FEATURE_FAMILIES  # column order of the ad feature matrix
 
 
 def family_widths(d: int) -> dict[str, int]:
@@ -119,7 +115,9 @@ def build_feature_maps(cfg: WorldConfig, rng: np.random.Generator) -> FeatureMap
         annotation_proj=rng.normal(0.0, 1.0 / np.sqrt(d), size=(N_ANNOTATIONS, d)),
         image_proj=rng.normal(0.0, 1.0 / np.sqrt(d + 2), size=(N_IMAGE, d + 2)),
         targeting_bias=rng.normal(-0.5, 0.5, size=3),
-        targeting_weight=rng.uniform(0.5, 1.5, size=3),
+        # targeting flags and the image are weak views of conversion quality; the offsite
+        # conversion counters (sim.world.offsite) are the strong one
+        targeting_weight=rng.uniform(0.2, 0.6, size=3),
     )
 
 
@@ -127,18 +125,18 @@ def observe_features(
     latent: np.ndarray, quality: np.ndarray, creative: np.ndarray, objective: np.ndarray,
     maps: FeatureMaps, noise: float, rng: np.random.Generator,
 ) -> np.ndarray:
-    """Observable feature families of ads (n, F) from their latent state; see :data:`FAMILIES`."""
+    """Observable feature families of ads (n, F) from their latent state; see :data:`FAMILIES`.
+    The ``offsite_conversions`` columns are left at 0: the counters (:mod:`sim.world.offsite`)
+    write them."""
     n, d = latent.shape
     base = np.concatenate(
         [latent + rng.normal(0.0, noise, size=(n, d)),
          np.eye(len(OBJECTIVES))[objective]], axis=1)
     logits = quality[:, None] * maps.targeting_weight + maps.targeting_bias
     targeting = (rng.random((n, 3)) < 1.0 / (1.0 + np.exp(-logits))).astype(np.float64)
-    days = np.asarray(OFFSITE_WINDOWS_DAYS, dtype=np.float64)
-    rate = OFFSITE_DAILY_RATE * np.exp(quality + rng.normal(0.0, 0.3, size=n))
-    offsite = np.log1p(rng.poisson(rate[:, None] * days))
+    offsite = np.zeros((n, len(OFFSITE_WINDOWS_DAYS)))
     annotations = latent @ maps.annotation_proj.T + rng.normal(0.0, noise, size=(n, N_ANNOTATIONS))
-    state = np.concatenate([latent, creative[:, None], 0.5 * quality[:, None]], axis=1)
+    state = np.concatenate([latent, creative[:, None], 0.2 * quality[:, None]], axis=1)
     image = state @ maps.image_proj.T + rng.normal(0.0, noise, size=(n, N_IMAGE))
     return np.concatenate([base, targeting, offsite, annotations, image], axis=1).astype(np.float32)
 
@@ -192,13 +190,17 @@ def refresh_features(
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Re-observe the features of a random ``share`` of ads (a creative or metadata update): the
-    latent state stays, the noisy views change. Returns the changed slots."""
+    latent state stays, the noisy views change (the offsite counters are kept). Returns the
+    changed slots."""
     slots = np.flatnonzero(rng.random(cat.n) < share)
     if slots.size:
         owner = cat.advertiser[slots]
+        offsite = family_slices(cfg.latent_dim)["offsite_conversions"]
+        kept = cat.features[slots, offsite]
         cat.features[slots] = observe_features(
             cat.latent[slots].astype(np.float64), cat.quality[slots].astype(np.float64),
             cat.creative[slots].astype(np.float64), adv.objective[owner], maps,
             cfg.feature_noise, rng)
+        cat.features[slots, offsite] = kept
         cat.changed_at[slots] = now
     return slots

@@ -15,9 +15,11 @@ from sim.world.catalog import (
     build_advertisers,
     build_catalog,
     build_feature_maps,
+    family_slices,
     refresh_features,
     replace_ads,
 )
+from sim.world.offsite import OffsiteCounter
 from sim.world.response import Truth, build_truth
 from sim.world.users import Users, build_users
 
@@ -30,6 +32,13 @@ class Marketplace:
     catalog: Catalog
     truth: Truth
     surface_mix: np.ndarray  # (n_surfaces,) request share
+    offsite: OffsiteCounter
+    offsite_rng: np.random.Generator
+
+    def refresh_offsite(self, now: float) -> None:
+        """The offsite feature job: recompute every ad's counters into its feature columns."""
+        cols = family_slices(self.advertisers.centroid.shape[1])["offsite_conversions"]
+        self.offsite.write(self.catalog.features, cols, now, self.offsite_rng)
 
 
 def build_marketplace(cfg: Config, streams: Streams) -> Marketplace:
@@ -42,7 +51,14 @@ def build_marketplace(cfg: Config, streams: Streams) -> Marketplace:
     catalog = build_catalog(w, adv, maps, streams.get("catalog"))
     truth = build_truth(w, rng)
     mix = np.asarray(w.surface_mix, dtype=np.float64)
-    return Marketplace(users, adv, maps, catalog, truth, mix / mix.sum())
+    offsite_rng = streams.get("offsite")
+    offsite = OffsiteCounter.empty(catalog.n)
+    history = offsite_rng.exponential(w.ad_lifetime_days, size=catalog.n)  # age before time 0
+    offsite.new_ads(np.arange(catalog.n), catalog.ad_id, catalog.quality, 0.0,
+                    w.offsite_organic_per_day, history, offsite_rng)
+    market = Marketplace(users, adv, maps, catalog, truth, mix / mix.sum(), offsite, offsite_rng)
+    market.refresh_offsite(0.0)
+    return market
 
 
 def churn(market: Marketplace, cfg: Config, now: float, rng: np.random.Generator) -> np.ndarray:
@@ -51,4 +67,9 @@ def churn(market: Marketplace, cfg: Config, now: float, rng: np.random.Generator
     w = cfg.world
     share = min(1.0, w.feature_refresh_per_day * w.churn_interval_s / 86_400.0)
     refresh_features(market.catalog, now, share, market.advertisers, w, market.maps, rng)
-    return replace_ads(market.catalog, now, market.advertisers, w, market.maps, rng)
+    cat = market.catalog
+    slots = replace_ads(cat, now, market.advertisers, w, market.maps, rng)
+    if slots.size:
+        market.offsite.new_ads(slots, cat.ad_id[slots], cat.quality[slots], now,
+                               w.offsite_organic_per_day, np.zeros(slots.size), market.offsite_rng)
+    return slots
