@@ -181,3 +181,10 @@ def test_parity_audit_names_the_missing_family(tmp_path: Path) -> None:
     imp = m["offline"]["importance"]["control"]["offsite_conversions"]
     assert audit[0]["log_loss_increase"] == pytest.approx(imp["log_loss_increase"])
     assert read_log(tmp_path, "parity_audit").height == 1
+
+
+def test_l2_implies_l1_closes_the_gap_end_to_end(tmp_path: Path) -> None:
+    m = run_tiny(tmp_path, *GAP, "features.l2_implies_l1=true")
+    cov = m["arms"]["control"]["feature_coverage"]["offsite_conversions"]
+    assert cov == {"training_logs": 1.0, "l2_feature_store": 1.0, "l1_embedding": 1.0}
+    assert m["arms"]["control"]["parity_audit"] == []
