@@ -18,10 +18,11 @@ Processes (each a thin generator around pure functions):
 
 Same-time order is explicit: every event is scheduled with the priority of its stage
 (:data:`STAGES`, earlier first), so at any instant pacing runs first, then a ramp step, churn, the
-offsite feature job, a feature-registry change, a release, a query rollout, enrichment, the snapshot, deploys, the large and
-the fresh builds, and the traffic last. So the requests of [t, t + tick) see the budgets,
-multipliers, catalog, models and index tiers as they are at ``t``, a build at ``t`` reads the
-snapshot of ``t``, and a run stops at its horizon before anything scheduled there happens.
+offsite feature job, a feature-registry change, a release, a query rollout, enrichment, the
+snapshot, deploys, the large and the fresh builds, and the traffic last. So the requests of
+[t, t + tick) see the budgets, multipliers, catalog, models and index tiers as they are at ``t``,
+a build at ``t`` reads the snapshot of ``t``, and a run stops at its horizon before anything
+scheduled there happens.
 """
 
 from __future__ import annotations
