@@ -79,7 +79,9 @@ def run(cfg: Config, run_dir: Path, scenario: str,
         metrics = summarize(run_dir, list(cfg.experiment.arms), cfg.days, cfg.experiment.ramp,
                             extra={"warmup": stats.bootstrap, "offline": offline,
                                    "releases": sim.lifecycle.releases},
-                            clusters=cfg.experiment.ci_clusters)
+                            clusters=cfg.experiment.ci_clusters,
+                            funnel_sizes={a.name: (a.cfg.auction.n_slots, a.cfg.funnel.k_l1)
+                                          for a in sim.arms})
         if cfg.experiment.ground_truth and len(cfg.experiment.arms) == 2:
             worlds = [run(_at_share(cfg, share), run_dir / "ground_truth" / f"share_{share:.0f}",
                           scenario) for share in (0.0, 100.0)]

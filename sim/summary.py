@@ -14,6 +14,7 @@ import polars as pl
 
 from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, LATENCY_STAGES
 from sim.metrics import calibration_ratio, log_loss, log_mae
+from sim.recall import funnel_recall
 from sim.stats import lift, ratio
 from sim.world.traffic import DAY_S
 
@@ -121,6 +122,14 @@ def feature_coverage(cov: pl.DataFrame, arm: str) -> dict[str, dict[str, float |
             n = int(r["rows"].sum())
             out[family][artifact] = int(r["present"].sum()) / n if n else None
     return out
+
+
+def _recall(cands: pl.DataFrame, arm: str, sizes: tuple[int, int] | None) -> dict[str, Any]:
+    """``retrieval_recall``, ``ranking_recall``, their oracle counterparts, ``recall_by_surface``."""
+    if sizes is None:
+        return {}
+    r = funnel_recall(cands, arm, *sizes)
+    return {**{k: v for k, v in r.items() if k != "by_surface"}, "recall_by_surface": r["by_surface"]}
 
 
 def version_distance(vd: pl.DataFrame, arm: str) -> dict[str, Any]:
@@ -263,16 +272,18 @@ def _clean(x: Any) -> Any:
 
 
 def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] | None = None,
-              extra: dict[str, Any] | None = None, clusters: str = "user_advertiser") -> dict[str, Any]:
+              extra: dict[str, Any] | None = None, clusters: str = "user_advertiser",
+              funnel_sizes: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
     """Compute the metrics of a finished run from ``run_dir/logs``."""
     names = ("impressions", "clicks", "conversions", "budget_days", "requests", "version_distance",
-             "feature_coverage", "parity_audit")
+             "feature_coverage", "parity_audit", "candidates")
     logs = {n: pl.read_parquet(run_dir / "logs" / f"{n}.parquet") for n in names}
     stats = intervals(logs, arms, clusters)
     per_arm = {a: arm_metrics(logs, a) | {
         "version_distance": version_distance(logs["version_distance"], a),
         "feature_coverage": feature_coverage(logs["feature_coverage"], a),
         "parity_audit": logs["parity_audit"].filter(pl.col("arm") == a).drop("arm").to_dicts(),
+        **_recall(logs["candidates"], a, (funnel_sizes or {}).get(a)),
         "ci": stats["ci"][a]} for a in arms}
     if "lift" in stats:  # revenue is billed per advertiser-day, not per user: a point estimate
         reqs = logs["requests"]

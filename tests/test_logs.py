@@ -35,7 +35,7 @@ PINNED = {
     "candidates": [
         "request_id", "time", "day", "arm", "source", "surface", "ad_id", "advertiser_id",
         "objective", "retrieval_rank", "l1_pcvr", "ctr_prior", "l1_value", "l2_pctr", "l2_pcvr",
-        "l2_value", "passed_l1", "passed_l2", "won", "true_pctr", "true_pcvr", "tier",
+        "l2_value", "passed_l1", "passed_l2", "won", "true_pctr", "true_pcvr", "true_value", "tier",
         "item_version", "query_version"
     ],
     "spend": [

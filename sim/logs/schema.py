@@ -50,7 +50,8 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "ad_id": I64, "advertiser_id": I32, "objective": STR, "retrieval_rank": I16,
         "l1_pcvr": F32, "ctr_prior": F32, "l1_value": F64, "l2_pctr": F32, "l2_pcvr": F32,
         "l2_value": F64, "passed_l1": BOOL, "passed_l2": BOOL, "won": BOOL,
-        "true_pctr": F64, "true_pcvr": F64, "tier": STR, "item_version": I32, "query_version": I32,
+        "true_pctr": F64, "true_pcvr": F64, "true_value": F64, "tier": STR, "item_version": I32,
+        "query_version": I32,
     },
     # Spend per advertiser per tick (only ticks with spend).
     "spend": {

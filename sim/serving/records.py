@@ -127,6 +127,8 @@ def candidate_rows(s: Served, arm: Arm, market: Marketplace, cfg: Config,
                                        cfg.bidding.bid_scale),
             "passed_l1": passed[0][row, col], "passed_l2": passed[1][row, col],
             "won": won[row, col], "true_pctr": t_ctr[:, 0], "true_pcvr": t_cvr[:, 0],
+            "true_value": expected_value(adv, advertiser, t_ctr[:, 0], t_cvr[:, 0],
+                                         arm.budgets.multiplier, cfg.bidding.bid_scale),
             "tier": TIER_NAMES[s.tier[row, col]], "item_version": s.item_version[row, col],
             "query_version": s.query_version}
 
