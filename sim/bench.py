@@ -48,7 +48,6 @@ import torch
 
 from sim.config import load_config
 from sim.config.schema import Config
-from sim.experiment import in_treatment
 from sim.logs.writer import LogWriter
 from sim.serving.features import query_inputs
 from sim.serving.funnel import l2_predict
@@ -81,20 +80,10 @@ def make_batches(sim: Simulation, n_batches: int, size: int, seed: int = 0) -> l
     return out
 
 
-def _split(sim: Simulation, batch: RequestBatch) -> list[tuple[Any, RequestBatch]]:
-    treat = in_treatment(sim.cfg.experiment.salt, batch.user, 0.5)
-    return [(sim.arms[0], batch.take(np.flatnonzero(~treat))),
-            (sim.arms[1], batch.take(np.flatnonzero(treat)))]
-
-
 def data_plane(sim: Simulation, batches: list[RequestBatch]) -> None:
-    """What the traffic process does for each tick's batch (see ``Simulation.traffic``)."""
+    """What the traffic process does for each tick's batch (``Simulation.serve_tick``)."""
     for batch in batches:
-        eligible = {id(b): b.ledger.eligible() for b in sim.desk.budgets}
-        for arm, rows in _split(sim, batch):
-            sim._serve(arm, rows, eligible[id(arm.budgets)])
-        for b in sim.desk.budgets:
-            b.ledger.end_tick()
+        sim.serve_tick(batch)
 
 
 def kernels(sim: Simulation, batches: list[RequestBatch]) -> None:
@@ -102,7 +91,8 @@ def kernels(sim: Simulation, batches: list[RequestBatch]) -> None:
     cfg = sim.cfg
     ns = len(cfg.world.surfaces)
     for batch in batches:
-        for arm, rows in _split(sim, batch):
+        for arm, idx in sim._assign(batch):  # the users' assignment at the 50% share
+            rows = batch.take(idx)
             qx = query_inputs(sim.market.users, rows.user, rows.surface, ns)
             with torch.inference_mode():
                 qv = arm.query_model.query_vectors(torch.from_numpy(qx)).numpy()

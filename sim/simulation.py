@@ -200,20 +200,24 @@ class Simulation:
             self.next_request_id += len(batch)
             if len(batch):
                 started = time.perf_counter()
-                # Budgets are checked once per tick, for both arms alike (the overspend this
-                # allows is at most one tick's spend, measured in budget_days).
-                eligible = {id(b): b.ledger.eligible() for b in self.desk.budgets}
-                for arm, rows in self._assign(batch):
-                    if rows.size:
-                        self._serve(arm, batch.take(rows), eligible[id(arm.budgets)])
-                for b in self.desk.budgets:
-                    b.ledger.end_tick()
+                self.serve_tick(batch)
                 self.stats.data_plane_s += time.perf_counter() - started
                 self.stats.requests += len(batch)
                 self.stats.batches += 1
             if self.progress is not None:
                 self.progress(t1, self.stats.requests)
             yield self.wait("traffic", t1 - t0)
+
+    def serve_tick(self, batch: Any) -> None:
+        """The data plane of one tick: each arm's requests through its funnel, then the tick's
+        budget bookkeeping. Budgets are checked once per tick, for both arms alike (the overspend
+        this allows is at most one tick's spend, measured in budget_days)."""
+        eligible = {id(b): b.ledger.eligible() for b in self.desk.budgets}
+        for arm, rows in self._assign(batch):
+            if rows.size:
+                self._serve(arm, batch.take(rows), eligible[id(arm.budgets)])
+        for b in self.desk.budgets:
+            b.ledger.end_tick()
 
     def _assign(self, batch: Any) -> list[tuple[Arm, np.ndarray]]:
         """Rows of the batch for each arm, by the users' assignment at the current share."""

@@ -28,6 +28,8 @@ from conftest import read_json
     ("world.objective_mix.ocpm=0.9", "world.objective_mix", "1.4"),
     ("funnel.k_l2=100", "funnel.k_l2", "100"),
     ("auction.slot_ctr=[0.5,1.0,0.3]", "auction.slot_ctr", "0.5"),
+    ("experiment.ramp=[{day:0,share:1.5}]", "experiment.ramp[0].share", "1.5"),
+    ("features.changes=[{day:-1}]", "features.changes[0].day", "-1"),
 ])
 def test_out_of_range_values_name_key_and_value(override: str, key: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -17,7 +17,7 @@ from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, FeatureChange, Featur
 from sim.features.coverage import count_coverage, coverage_shares, parity_audit
 from sim.features.registry import FeatureRegistry, bits, fill_default, has_family, resolve
 from sim.logs.writer import LogWriter
-from sim.serving.pipeline import embed
+from sim.serving.pipeline import EmbeddingTable, embed, stale_slots
 from sim.simulation import Simulation
 from sim.world.catalog import family_slices
 from sim.world.offsite import OffsiteCounter
@@ -112,7 +112,7 @@ def test_offsite_counters_count_the_worlds_own_conversions() -> None:
     counts = c.counts(2 * day, rng)  # complete days 0 and 1
     np.testing.assert_array_equal(counts[:, 0], [1, 0, 0])  # last 1 day: day 1
     np.testing.assert_array_equal(counts[:, 1], [2, 0, 0])  # last 7 days
-    assert c.pending[0].tolist() == [1]  # day 5 waits until it is over
+    assert c.pending[0][0].tolist() == [1]  # day 5 waits until it is over
     counts = c.counts(40 * day, rng)
     np.testing.assert_array_equal(counts[:, 1], [0, 0, 0])  # days 33..39: nothing
     np.testing.assert_array_equal(counts[:, 3], [2, 1, 0])  # 90 days: everything
@@ -188,3 +188,17 @@ def test_l2_implies_l1_closes_the_gap_end_to_end(tmp_path: Path) -> None:
     cov = m["arms"]["control"]["feature_coverage"]["offsite_conversions"]
     assert cov == {"training_logs": 1.0, "l2_feature_store": 1.0, "l1_embedding": 1.0}
     assert m["arms"]["control"]["parity_audit"] == []
+
+
+def test_ads_embedded_from_other_families_are_stale() -> None:
+    """Staleness follows the families an ad was embedded from, so a change at any time (also at
+    time 0, the instant of the initial embedding) re-embeds exactly the ads it affects."""
+    table = EmbeddingTable.empty(3, 2)
+    table.ad_id[:] = [5, 6, 7]
+    table.embedded_at[:] = 0.0
+    table.families[:] = [bits({"base"}), bits({"base", "offsite_conversions"}), bits({"base"})]
+    changed = np.zeros(3)
+    assert stale_slots(table, table.ad_id, changed).tolist() == []
+    assert stale_slots(table, table.ad_id, changed, bits({"base"})).tolist() == [1]
+    assert stale_slots(table, table.ad_id, changed,
+                       bits({"base", "offsite_conversions"})).tolist() == [0, 2]

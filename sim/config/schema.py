@@ -216,8 +216,6 @@ class LogsConfig:
     flush_rows: int = bounded(250_000, ge=1)  # rows buffered per table before a part is written
 
 
-
-
 @dataclass
 class FeatureChange:
     """A scheduled change to the feature registry at simulated ``day`` (``sim.features``):

@@ -43,7 +43,10 @@ def _walk(obj: Any, prefix: str) -> None:
             _walk(value, key + ".")
         elif isinstance(value, list):
             for i, v in enumerate(value):
-                _check_value(f"{key}[{i}]", v, dict(f.metadata))
+                if dataclasses.is_dataclass(v):  # e.g. ramp steps, feature changes
+                    _walk(v, f"{key}[{i}].")
+                else:
+                    _check_value(f"{key}[{i}]", v, dict(f.metadata))
         elif isinstance(value, dict):
             for k, v in value.items():
                 _check_value(f"{key}.{k}", v, dict(f.metadata))

@@ -40,9 +40,6 @@ def bits(families: frozenset[str] | set[str]) -> int:
     return sum(1 << i for i, f in enumerate(FEATURE_FAMILIES) if f in families)
 
 
-ALL_FAMILIES = (1 << len(FEATURE_FAMILIES)) - 1
-
-
 def has_family(mask: np.ndarray, family: str) -> np.ndarray:
     """Elementwise: does the family bitmask ``mask`` include ``family``?"""
     return (np.asarray(mask) >> FEATURE_FAMILIES.index(family)) & 1 == 1
@@ -84,7 +81,8 @@ class FeatureRegistry:
 
     onboarding: dict[str, set[str]]  # family -> artifacts (as configured, before the flag)
     l2_implies_l1: bool
-    # artifact -> simulated time of the last change that altered its families
+    # artifact -> simulated time of the last change that altered its families (a record; staleness
+    # of embedded ads is decided by the families they were embedded from, sim.serving.pipeline)
     changed_at: dict[str, float] = field(default_factory=dict)
 
     @staticmethod

@@ -29,7 +29,7 @@ import torch
 from sim.auction import AuctionResult, allocate
 from sim.bidding import expected_value, make_bids
 from sim.config.schema import Config
-from sim.features.registry import ALL_FAMILIES, fill_default
+from sim.features.registry import fill_default
 from sim.serving.arm import Arm
 from sim.serving.features import query_inputs, surface_onehot
 from sim.serving.index import search
@@ -179,7 +179,7 @@ def _retrieve(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
             idx = arm.tiers[name]
             slot[m], ad_id[m] = idx.slot[r[m]], idx.ad_id[r[m]]
             version[m], prior[m] = idx.version[r[m]], idx.ctr_prior[r[m]]
-            families[m] = ALL_FAMILIES if idx.families is None else idx.families[r[m]]
+            families[m] = idx.families[r[m]]
     advertiser = market.catalog.advertiser[slot]
     live = valid & (market.catalog.ad_id[slot] == ad_id) & eligible[advertiser]
     return {"slot": slot, "ad_id": ad_id, "advertiser": advertiser, "live": live,

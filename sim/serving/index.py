@@ -22,11 +22,11 @@ class DeployedIndex:
     ad_id: np.ndarray  # (n,) int64
     version: np.ndarray  # (n,) int32 model version that embedded the row
     ctr_prior: np.ndarray  # (n,) float32 L1's per-ad pCTR estimate
+    families: np.ndarray  # (n,) uint8 bitmask of the families each row's vector was built from
     built_at: float  # simulated seconds when the build started
     tier: str = "large"
     snapshot_time: float = 0.0  # the embedding-table snapshot the build read
     build_s: float = 0.0  # wall seconds the build took
-    families: np.ndarray | None = None  # (n,) uint8 families each row's vector was built from
 
     @property
     def n(self) -> int:
@@ -35,8 +35,8 @@ class DeployedIndex:
 
 def build_index(
     vectors: np.ndarray, slot: np.ndarray, ad_id: np.ndarray, version: np.ndarray,
-    ctr_prior: np.ndarray, factory: str, built_at: float, tier: str = "large",
-    snapshot_time: float = 0.0, families: np.ndarray | None = None,
+    ctr_prior: np.ndarray, families: np.ndarray, factory: str, built_at: float,
+    tier: str = "large", snapshot_time: float = 0.0,
 ) -> DeployedIndex:
     """Build a faiss index (``factory`` string, inner product) over ``vectors`` (n, D+1)."""
     started = time.perf_counter()
@@ -47,9 +47,9 @@ def build_index(
     if vectors.shape[0] > 0:
         index.add(vectors)
     return DeployedIndex(index, slot.astype(np.int64), ad_id.astype(np.int64),
-                         version.astype(np.int32), ctr_prior.astype(np.float32), built_at, tier,
-                         snapshot_time, time.perf_counter() - started,
-                         None if families is None else families.astype(np.uint8))
+                         version.astype(np.int32), ctr_prior.astype(np.float32),
+                         families.astype(np.uint8), built_at, tier, snapshot_time,
+                         time.perf_counter() - started)
 
 
 def search(idx: DeployedIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

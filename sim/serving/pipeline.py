@@ -15,8 +15,8 @@
 Every embedding follows the arm's feature registry (:mod:`sim.features.registry`): families not
 onboarded to ``l1_embedding`` are filled with the serving default before the item tower sees
 them, and the table and each index row record which families the vector was built with. When a
-change alters the ``l1_embedding`` families, every ad embedded before it is stale: enrichment
-re-embeds it, and the fix reaches retrieval as the next tier builds deploy.
+change alters the ``l1_embedding`` families, every ad embedded from the old families is stale:
+enrichment re-embeds it, and the fix reaches retrieval as the next tier builds deploy.
 
 Retrieval searches every deployed tier and merges (:func:`sim.serving.funnel.retrieve`).
 """
@@ -86,11 +86,13 @@ def embed(model: TwoTowerBase, features: np.ndarray) -> np.ndarray:
 
 
 def stale_slots(table: EmbeddingTable, ad_id: np.ndarray, changed_at: np.ndarray,
-                registry_changed_at: float = -np.inf) -> np.ndarray:
-    """Slots holding an ad not yet embedded, changed since it was embedded, or embedded before
-    the last change of the ``l1_embedding`` families (at ``registry_changed_at``)."""
-    return np.flatnonzero((table.ad_id != ad_id) | (changed_at > table.embedded_at)
-                          | (table.embedded_at < registry_changed_at))
+                families: int | None = None) -> np.ndarray:
+    """Slots holding an ad not yet embedded, changed since it was embedded, or (given the
+    ``l1_embedding`` families bitmask ``families``) embedded from other families than that."""
+    stale = (table.ad_id != ad_id) | (changed_at > table.embedded_at)
+    if families is not None:
+        stale |= table.families != families
+    return np.flatnonzero(stale)
 
 
 def tier_members(tier: str, snap: Snapshot, ad_id: np.ndarray, expires_at: np.ndarray,
@@ -129,7 +131,7 @@ class IndexPipeline:
     def enrich(self, now: float) -> np.ndarray:
         cat = self.market.catalog
         slots = stale_slots(self.table, cat.ad_id, cat.changed_at,
-                            self.arm.features.changed_at.get("l1_embedding", -np.inf))
+                            bits(self.arm.features.families("l1_embedding")))
         if slots.size:
             vectors, version, fam = self.embed_slots(slots)
             self.table.vectors[slots] = vectors
@@ -164,9 +166,8 @@ class IndexPipeline:
         l2_view = fill_default(cat.features[slots], self.arm.features.families("l2_feature_store"),
                                self.slices)
         prior = ctr_prior(self.arm.l2, self.contexts, l2_view)
-        return build_index(vectors, slots, cat.ad_id[slots], versions, prior,
-                           self.cfg.index.factory, now, tier=tier, snapshot_time=snap.time,
-                           families=families)
+        return build_index(vectors, slots, cat.ad_id[slots], versions, prior, families,
+                           self.cfg.index.factory, now, tier=tier, snapshot_time=snap.time)
 
     def deploy(self, idx: DeployedIndex, now: float) -> None:
         self.arm.deploy(idx)

@@ -37,7 +37,7 @@ class Marketplace:
 
     def refresh_offsite(self, now: float) -> None:
         """The offsite feature job: recompute every ad's counters into its feature columns."""
-        cols = family_slices(self.advertisers.centroid.shape[1])["offsite_conversions"]
+        cols = family_slices(self.catalog.latent.shape[1])["offsite_conversions"]
         self.offsite.write(self.catalog.features, cols, now, self.offsite_rng)
 
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.world.catalog import OFFSITE_WINDOWS_DAYS as WINDOWS_DAYS
 from sim.world.traffic import DAY_S
 
-WINDOWS_DAYS = (1, 7, 30, 90)
 RING_DAYS = 91
 QUALITY_NOISE = 0.3  # logit noise between an ad's quality and its organic visit rate
 
@@ -39,14 +39,14 @@ class OffsiteCounter:
     ad_id: np.ndarray  # (S,) the ad the slot's counts belong to
     ring: np.ndarray  # (S, RING_DAYS) uint16 own conversions per day, bin = day % RING_DAYS
     ring_day: np.ndarray  # (RING_DAYS,) int64 the day each bin holds (-1 = none)
-    pending: tuple[np.ndarray, np.ndarray, np.ndarray]  # (slot, ad_id, time) of future days
+    # (slot, ad_id, time) chunks of conversions not yet settled into the ring, one per record()
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 
     @staticmethod
     def empty(n: int) -> OffsiteCounter:
-        z = np.zeros(0)
         return OffsiteCounter(np.zeros(n), np.zeros(n), np.zeros(n), np.full(n, -1, np.int64),
                               np.zeros((n, RING_DAYS), np.uint16), np.full(RING_DAYS, -1, np.int64),
-                              (z.astype(np.int64), z.astype(np.int64), z))
+                              [])
 
     def new_ads(self, slots: np.ndarray, ad_id: np.ndarray, quality: np.ndarray, now: float,
                 organic_per_day: float, history_days: np.ndarray,
@@ -61,13 +61,14 @@ class OffsiteCounter:
 
     def record(self, slot: np.ndarray, ad_id: np.ndarray, time: np.ndarray) -> None:
         """Conversions the world produced (at ``time``, possibly in the future)."""
-        s, a, t = self.pending
-        self.pending = (np.concatenate([s, slot]), np.concatenate([a, ad_id]),
-                        np.concatenate([t, time]))
+        self.pending.append((slot.astype(np.int64), ad_id.astype(np.int64),
+                             time.astype(np.float64)))
 
     def _settle(self, day: int) -> None:
         """Move pending conversions of days before ``day`` into the ring."""
-        s, a, t = self.pending
+        if not self.pending:
+            return
+        s, a, t = (np.concatenate(parts) for parts in zip(*self.pending, strict=True))
         conv_day = np.floor(t / DAY_S).astype(np.int64)
         done = conv_day < day
         keep = done & (self.ad_id[s] == a) & (conv_day > day - RING_DAYS)  # ad still in its slot
@@ -78,7 +79,7 @@ class OffsiteCounter:
                 self.ring_day[b] = d
             m = keep & (conv_day == d)
             np.add.at(self.ring[:, b], s[m], 1)
-        self.pending = (s[~done], a[~done], t[~done])
+        self.pending = [(s[~done], a[~done], t[~done])]
 
     def counts(self, now: float, rng: np.random.Generator) -> np.ndarray:
         """(S, 4) visits over the last 1, 7, 30, 90 complete days before ``now``."""
