@@ -1,0 +1,211 @@
+"""``report.md`` for one run: the gap, then the three layers, each hypothesis with its evidence
+(a table, a plot) and its verdict. Pure text assembly from ``metrics.json``, the verdicts and
+the names of the plots that were drawn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sim.report.evidence import SOURCES, Gap, gap, two_arms
+from sim.report.verdicts import CAUSE, NOT_MEASURABLE, Verdict, pct
+
+STATUS = {CAUSE: "**could explain the gap**", "ruled_out": "ruled out",
+          NOT_MEASURABLE: "not measurable here"}
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_f(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _verdict(v: Verdict) -> str:
+    arms = f" ({', '.join(v.arms)})" if v.arms else ""
+    status = STATUS[v.status].strip("*")
+    return (f"> **Verdict — {v.hypothesis}: {status}{arms}.**  \n"
+            f"> Rule: {v.rule}.  \n> Found: {v.finding}.")
+
+
+def _plot(plots: set[str], name: str, caption: str) -> str:
+    return f"![{caption}](plots/{name}.png)" if name in plots else f"*(no {caption} plot: no data)*"
+
+
+def _gap_section(m: dict[str, Any], g: Gap) -> str:
+    out = ["## The gap"]
+    if g.relative:
+        cpa = g.cpa_lift or {}
+        out.append(
+            f"Offline the treatment's L1 changes log_mae against the L2 teacher by "
+            f"**{pct(g.offline)}** (`auction_winner`, the impressions shown); online the same "
+            f"metric on the impressions it served changes by **{pct(g.online)}**: a gap of "
+            f"**{pct(g.gap).rstrip('%')} points** (0 = online confirms offline). Online CPA lift: "
+            f"**{pct(cpa.get('estimate'))}** (95% {pct(cpa.get('low'))} … {pct(cpa.get('high'))}).")
+        rows = []
+        for arm in ("control", "treatment"):
+            model = m.get("offline", {}).get("models", {}).get(arm) or {"sources": {}}
+            a = m["arms"][arm]
+            rows.append([arm, model.get("family"), *[
+                ((model["sources"].get(s) or {}).get("overall") or {}).get("log_mae")
+                for s in SOURCES], a.get("l1_log_mae"), a.get("cpa"), a.get("conversions"),
+                a.get("ocpm_impression_share")])
+        out.append(_table(["arm", "L1 family", *[f"offline log_mae {s}" for s in SOURCES],
+                           "online l1_log_mae", "CPA", "conversions", "oCPM imp. share"], rows))
+        lifts = m.get("lift") or {}
+        out.append(_table(["online lift", "estimate", "95% low", "95% high"],
+                          [[k, pct(v.get("estimate")), pct(v.get("low")), pct(v.get("high"))]
+                           for k, v in lifts.items() if v]))
+    else:
+        arm = next(iter(m["arms"]))
+        out.append(f"One arm (`{arm}`): offline L1 log_mae on `auction_winner` {_f(g.offline)}, "
+                   f"online on the impressions served {_f(g.online)} (gap {_f(g.gap)}). "
+                   f"CPA {_f(m['arms'][arm].get('cpa'))}.")
+    return "\n\n".join(out)
+
+
+def _offline_section(m: dict[str, Any]) -> str:
+    rows = []
+    for arm, model in (m.get("offline", {}).get("models") or {}).items():
+        for s in SOURCES:
+            o = (model["sources"].get(s) or {}).get("overall") or {}
+            rows.append([arm, s, o.get("rows"), o.get("log_mae"), o.get("log_loss"),
+                         o.get("normalized_entropy"), o.get("calibration")])
+    return _table(["arm", "source", "rows", "log_mae", "log_loss", "NE", "calibration"], rows)
+
+
+def _exposure_section(m: dict[str, Any]) -> str:
+    rows = [[arm, s["step"], s["day"], pct(s["share"], False), s["clicks"], s["l1_calibration"],
+             s["l1_logloss"], s["l2_calibration"]]
+            for arm, steps in (m.get("exposure") or {}).items() for s in steps]
+    if not rows:
+        return "No ramp read-out (one arm)."
+    return _table(["arm", "step", "day", "share", "clicks", "L1 calibration", "L1 log loss",
+                   "L2 calibration"], rows)
+
+
+def _latency_section(m: dict[str, Any]) -> str:
+    rows = []
+    for arm, a in m["arms"].items():
+        for stage, q in (a.get("latency_ms") or {}).items():
+            if q:
+                rows.append([arm, stage, q["p50"], q["p90"], q["p99"],
+                             pct((a.get("success_rate") or {}).get(stage), False)])
+    return _table(["arm", "stage", "p50 ms", "p90 ms", "p99 ms", "success"], rows)
+
+
+def _coverage_section(m: dict[str, Any]) -> str:
+    rows = []
+    for arm, a in m["arms"].items():
+        for family, by_art in (a.get("feature_coverage") or {}).items():
+            rows.append([arm, family, *[pct(v, False) if v is not None else "n/a"
+                                        for v in by_art.values()]])
+    arts = list(next(iter(m["arms"].values())).get("feature_coverage", {}).get("base", {}))
+    audit = [[arm, r["family"], r["artifact"], pct(r["offline_coverage"], False),
+              pct(r["online_coverage"], False), r.get("log_loss_increase"), r.get("log_mae_increase")]
+             for arm, a in m["arms"].items() for r in a.get("parity_audit") or []]
+    parts = [_table(["arm", "family", *arts], rows), "Parity audit (most important first):"]
+    parts.append(_table(["arm", "family", "missing in", "offline coverage", "online coverage",
+                         "importance (log loss, nats)", "importance (log_mae)"], audit)
+                 if audit else "The audit lists no family.")
+    return "\n\n".join(parts)
+
+
+def _skew_section(m: dict[str, Any]) -> str:
+    rows = []
+    for arm, a in m["arms"].items():
+        shares = (a.get("version_distance") or {}).get("all") or {}
+        rows.append([arm, ", ".join(f"{k}: {pct(v, False)}" for k, v in
+                                    sorted(shares.items(), key=lambda kv: int(kv[0])))])
+    out = [_table(["arm", "share of live retrieved candidates by version distance"], rows)]
+    sweep = (m.get("offline") or {}).get("skew_sweep") or {}
+    srows = []
+    for family, by_k in sweep.items():
+        for k in sorted(by_k, key=int):
+            al = by_k[k]["all"]
+            srows.append([family, k, al["anchors"], al["log_mae"], al["delta"]["log_mae"],
+                          al["excess_loss"], al["delta"]["excess_loss"]])
+    if srows:
+        out.append(_table(["family", "distance", "anchors", "log_mae", "Δ log_mae", "excess loss",
+                           "Δ excess loss"], srows))
+    gate = (m.get("offline") or {}).get("skew_gate") or {}
+    if gate:
+        out.append("Readiness gate: " + "; ".join(
+            f"`{f}` {g['result']} (excess-loss increase at distance {g['distance']}: "
+            f"{pct(g['increase'])}, threshold {pct(g['threshold'])})"
+            for f, g in gate.items() if g.get("increase") is not None))
+    return "\n\n".join(out)
+
+
+def _recall_section(m: dict[str, Any]) -> str:
+    kinds = ("retrieval_recall", "ranking_recall", "oracle_retrieval_recall", "oracle_ranking_recall")
+    rows = []
+    for arm, a in m["arms"].items():
+        if a.get("retrieval_recall") is None:
+            continue
+        rows.append([arm, "all", *[a.get(k) for k in kinds]])
+        for s, r in (a.get("recall_by_surface") or {}).items():
+            rows.append([arm, s, *[r.get(k) for k in kinds]])
+    return _table(["arm", "surface", *kinds], rows) if rows else "No full-request log."
+
+
+def _attribution_section(m: dict[str, Any]) -> str:
+    att = m.get("attribution")
+    if not att:
+        return ("Not computed. `python -m sim.report RUN_DIR --attribute` re-runs this world with "
+                "each hazard switched off (common random numbers) and adds it here.")
+    out = [f"Hazards present and switched: {', '.join(att['hazards']) or 'none'}; "
+           f"{len(att['worlds'])} worlds (the run itself is the one with all on). "
+           "Shapley values: each hazard's average marginal effect over the orders in which the "
+           "hazards can be switched on; they sum to all-on − all-off."]
+    for name, o in att["outcomes"].items():
+        rows = [[h, o["shapley"][h], o["one_off"].get(h)] for h in att["hazards"]]
+        out.append(f"**{name}** ({o['description']}): all hazards on {_f(o['all_on'])}, all off "
+                   f"{_f(o['all_off'])}.")
+        out.append(_table(["hazard", "Shapley value", "value with only this one off"], rows))
+    return "\n\n".join(out)
+
+
+def render(m: dict[str, Any], verdicts: list[Verdict], plots: set[str], title: str) -> str:
+    """The report's Markdown."""
+    by = {v.key: v for v in verdicts}
+    named = [v for v in verdicts if v.named]
+    glance = _table(["layer", "hypothesis", "verdict", "arms"],
+                    [[v.layer, v.hypothesis, STATUS[v.status], ", ".join(v.arms)] for v in verdicts])
+    arms = ", ".join(m["arms"])
+    parts = [
+        f"# Online/offline report: {title}",
+        f"Arms: {arms}; {m.get('requests')} requests over {m.get('sim_days')} simulated days"
+        + ("" if two_arms(m) else " (one arm: the verdicts that compare arms are not measurable)") + ".",
+        _gap_section(m, gap(m)), _plot(plots, "gap", "offline against online changes"),
+        "## Verdicts at a glance", glance,
+        ("Causes named: " + ", ".join(f"**{v.key}**" for v in named) + "."
+         if named else "**No cause named.**"),
+        "## Layer 1 — is the measurement right?",
+        "### Offline evaluation by log source and pCVR decile", _offline_section(m),
+        _plot(plots, "calibration_by_decile", "calibration by decile"), _verdict(by["offline_eval"]),
+        "### Exposure bias: the ramp read-out", _exposure_section(m),
+        _plot(plots, "exposure", "exposure read-out"), _verdict(by["exposure_bias"]),
+        "### Latency and timeouts", _latency_section(m), _plot(plots, "latency", "latency"),
+        _verdict(by["timeouts"]),
+        "## Layer 2 — does serving see what training saw?",
+        "### Feature coverage and the parity audit", _coverage_section(m),
+        _plot(plots, "coverage", "coverage over time"), _verdict(by["parity_gap"]),
+        "### Embedding version skew", _skew_section(m),
+        _plot(plots, "version_distance", "version distance over time"),
+        _plot(plots, "skew_sweep", "skew sweep"), _verdict(by["version_skew"]),
+        "## Layer 3 — can the funnel and the auction turn a better L1 into CPA?",
+        "### Funnel recall", _recall_section(m), _plot(plots, "recall", "recall per arm"),
+        _verdict(by["recall_ceiling"]),
+        "### Metric mismatch: offline log_mae against online CPA",
+        _plot(plots, "cpa_daily", "CPA per day"), _verdict(by["metric_mismatch"]),
+        "### Mix shift: oCPM impression share", _verdict(by["mix_shift"]),
+        "## Attribution", _attribution_section(m),
+    ]
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,98 @@
+"""``make_report(run_dir)``: ``report.md`` and ``plots/*.png`` for one finished run, from its
+``metrics.json`` and ``logs/*.parquet`` only."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from sim.report import plots
+from sim.report.document import render
+from sim.report.verdicts import verdicts
+from sim.stats import lift, ratio
+from sim.summary import cells
+
+LOG_TABLES = ("impressions", "conversions", "requests", "budget_days", "version_distance",
+              "feature_coverage", "offline_eval")
+
+
+class ReportError(ValueError):
+    """The directory is not a finished run (or sweep) the report can read."""
+
+
+def read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's manifest and metrics; raises ReportError if the run is not complete."""
+    manifest_path, metrics_path = run_dir / "manifest.json", run_dir / "metrics.json"
+    if not manifest_path.exists():
+        raise ReportError(f"{run_dir} is not a run directory (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("status") != "complete" or not metrics_path.exists():
+        raise ReportError(f"{run_dir}: run status is {manifest.get('status')!r}, not 'complete'"
+                          + (f" ({manifest['error']})" if manifest.get("error") else ""))
+    return manifest, json.loads(metrics_path.read_text())
+
+
+def daily_cpa(logs: dict[str, pl.DataFrame], arms: list[str], clusters: str = "user_advertiser"
+              ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """CPA per day and arm with its 95% interval, and with two arms the day's CPA lift, from the
+    day's (user, advertiser) cells clustered like the run's intervals (a conversion counts on its
+    impression's day)."""
+    out: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
+    lifts: list[dict[str, Any]] = []
+    empty = {"estimate": None, "low": None, "high": None}
+    for day in sorted(set(logs["impressions"]["day"].to_list())):
+        sub = {**logs, "impressions": logs["impressions"].filter(pl.col("day") == day),
+               "requests": logs["requests"].filter(pl.col("day") == day)}
+        ratios = {}
+        for arm in arms:
+            c = cells(sub, arm)
+            ratios[arm] = (ratio(c["ocpm_spend"].to_numpy(), c["ocpm_conversions"].to_numpy(),
+                                 c["user_id"].to_numpy(),
+                                 c["advertiser_id"].to_numpy() if clusters == "user_advertiser"
+                                 else None) if c.height else None)
+            out[arm].append({"day": int(day), **(ratios[arm].interval() if ratios[arm] else empty)})
+        if len(arms) == 2:
+            lifts.append({"day": int(day), **(lift(ratios[arms[1]], ratios[arms[0]]) or empty)})
+    return out, lifts
+
+
+def _config(run_dir: Path) -> dict[str, Any]:
+    """The run's composed config (``.hydra/config.yaml``) as a plain dict, {} if absent."""
+    from omegaconf import OmegaConf
+
+    path = run_dir / ".hydra" / "config.yaml"
+    return OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else {}  # type: ignore[return-value]
+
+
+def make_report(run_dir: Path) -> Path:
+    """Write ``run_dir/report.md`` and ``run_dir/plots/``; return the report's path."""
+    manifest, metrics = read_run(run_dir)
+    logs = {t: pl.read_parquet(run_dir / "logs" / f"{t}.parquet") for t in LOG_TABLES}
+    arms = list(metrics["arms"])
+    clusters = _config(run_dir).get("experiment", {}).get("ci_clusters", "user_advertiser")
+    plot_dir = run_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    drawn = {
+        "gap": plots.gap(metrics, plot_dir / "gap.png"),
+        "calibration_by_decile": plots.calibration_by_decile(
+            logs["offline_eval"], metrics, plot_dir / "calibration_by_decile.png"),
+        "cpa_daily": plots.cpa_daily(*daily_cpa(logs, arms, clusters), plot_dir / "cpa_daily.png"),
+        "version_distance": plots.version_distance(logs["version_distance"],
+                                                   plot_dir / "version_distance.png"),
+        "coverage": plots.coverage(logs["feature_coverage"], plot_dir / "coverage.png"),
+        "recall": plots.recall(metrics, plot_dir / "recall.png"),
+        "exposure": plots.exposure(metrics, plot_dir / "exposure.png"),
+        "latency": plots.latency(metrics, plot_dir / "latency.png"),
+        "skew_sweep": plots.skew_sweep(metrics, plot_dir / "skew_sweep.png"),
+    }
+    title = f"{manifest.get('scenario', '?')} (seed {manifest.get('seed')})"
+    text = render(metrics, verdicts(metrics), {k for k, v in drawn.items() if v}, title)
+    path = run_dir / "report.md"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path

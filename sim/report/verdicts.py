@@ -1,0 +1,251 @@
+"""One verdict per hypothesis: could this alone explain the online/offline gap?
+
+Each rule is a pure function of a run's ``metrics.json``; its thresholds are the constants below
+and its wording (``rule``) is printed in the report beside the numbers that decided it
+(``finding``). ``status`` is ``cause`` (the evidence says it could), ``ruled_out`` (it says it
+could not, or the hazard is absent or too small to matter) or ``not_measurable`` (the run lacks
+what the rule reads, e.g. a ramp or a second arm). Thresholds are deliberately round: a teaching
+report should state a rule a reader can check by eye, not a fitted one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sim.report.evidence import (
+    GAP_SOURCE,
+    SOURCES,
+    l1_log_mae_lift,
+    lift,
+    offline_change,
+    offline_win,
+    significant,
+    skew_expectation,
+    two_arms,
+)
+
+OFFLINE_WIN = 0.05  # a relative log_mae reduction of at least 5% is an offline win
+NO_WIN = 0.02  # ... and below 2% a log source shows none
+EXPOSURE_CLOSE = 0.05  # treatment's |ln calibration| falls by 0.05 more than control's over the ramp
+TIMEOUT_EXCESS = 0.02  # 2 percentage points more requests past an SLA (than control, or at all)
+PARITY_LOG_LOSS = 0.001  # nats: importance of a missing family that makes it matter ...
+PARITY_LOG_MAE = 0.02  # ... or its rise in log_mae against the teacher
+SKEW_INCREASE = 0.05  # the served version distances predict >= 5% worse log_mae or excess loss
+RECALL_MOVE = 0.02  # a recall change below 2 points is "did not move"
+RECALL_CEILING = 0.95  # a surface whose recall is at least this is at its ceiling
+MIX_SHIFT = 0.05  # an oCPM impression share lift of at least 5%, its 95% interval excluding 0
+
+CAUSE, RULED_OUT, NOT_MEASURABLE = "cause", "ruled_out", "not_measurable"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    layer: int
+    key: str
+    hypothesis: str
+    status: str
+    rule: str
+    finding: str
+    arms: tuple[str, ...] = field(default=())  # the arms where the rule fired
+
+    @property
+    def named(self) -> bool:
+        return self.status == CAUSE
+
+
+def pct(x: float | None, signed: bool = True) -> str:
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
+
+
+def _ci(iv: dict[str, float | None] | None) -> str:
+    if not iv or iv.get("estimate") is None:
+        return "n/a"
+    if iv.get("low") is None:
+        return pct(iv["estimate"])
+    return f"{pct(iv['estimate'])} ({pct(iv['low'])} … {pct(iv['high'])})"
+
+
+def offline_eval(m: dict[str, Any]) -> Verdict:
+    rule = (f"cause if the treatment's offline log_mae win is >= {OFFLINE_WIN:.0%} on one log "
+            f"source and below {NO_WIN:.0%} on another (the win depends on what was evaluated)")
+    args = (1, "offline_eval", "Offline evaluation: the win depends on the log source")
+    if not two_arms(m):
+        return Verdict(*args, NOT_MEASURABLE, rule, "needs two arms")
+    wins = {s: (None if c is None else -c) for s, c in offline_change(m).items()}
+    known = [w for w in wins.values() if w is not None]
+    finding = "log_mae win by source: " + ", ".join(f"{s} {pct(w)}" for s, w in wins.items())
+    if not known:
+        return Verdict(*args, NOT_MEASURABLE, rule, "no offline evaluation")
+    fires = max(known) >= OFFLINE_WIN and min(known) < NO_WIN
+    return Verdict(*args, CAUSE if fires else RULED_OUT, rule, finding,
+                   ("treatment",) if fires else ())
+
+
+def exposure_bias(m: dict[str, Any]) -> Verdict:
+    rule = ("cause if, from the first ramp step to the last, the treatment's online L1 "
+            f"miscalibration |ln(calibration)| falls by {EXPOSURE_CLOSE} more than the "
+            "control's (the gap closes as the treatment owns more of the training data)")
+    args = (1, "exposure_bias", "Exposure bias: the gap closes as the treatment's share grows")
+    exp = m.get("exposure") or {}
+    steps = {a: [s for s in exp.get(a, []) if s.get("l1_calibration")] for a in exp}
+    if len(steps) < 2 or min(len(s) for s in steps.values()) < 2:
+        return Verdict(*args, NOT_MEASURABLE, rule, "needs two arms and a ramp of >= 2 steps")
+
+    def fall(arm: str) -> float:
+        s = steps[arm]
+        return abs(math.log(s[-1]["l1_calibration"])) - abs(math.log(s[0]["l1_calibration"]))
+
+    diff = fall("treatment") - fall("control")
+    finding = "; ".join(
+        f"{a} L1 calibration by share " + " → ".join(
+            f"{s['share']:.0%}: {s['l1_calibration']:.3f}" for s in steps[a]) for a in steps)
+    finding += f"; treatment's change beyond control's {diff:+.3f}"
+    fires = diff <= -EXPOSURE_CLOSE
+    return Verdict(*args, CAUSE if fires else RULED_OUT, rule, finding,
+                   ("treatment",) if fires else ())
+
+
+def timeouts(m: dict[str, Any]) -> Verdict:
+    rule = (f"cause if an arm's share of requests past a stage's SLA exceeds the control's (one "
+            f"arm: 0) by >= {TIMEOUT_EXCESS:.0%} points (those requests fell back)")
+    args = (1, "timeouts", "Timeouts: requests served by the fallback path")
+    arms = m["arms"]
+    base = arms.get("control") if two_arms(m) else None
+    fired, parts = [], []
+    for arm, a in arms.items():
+        if arm == "control" and base is not None:
+            continue
+        for stage, ok in (a.get("success_rate") or {}).items():
+            if ok is None:
+                continue
+            ref = (base or {}).get("success_rate", {}).get(stage) if base else 1.0
+            excess = (ref if ref is not None else 1.0) - ok
+            parts.append(f"{arm} {stage} success {pct(ok, False)} (excess failures {pct(excess)})")
+            if excess >= TIMEOUT_EXCESS:
+                fired.append(arm)
+    if not parts:
+        return Verdict(*args, NOT_MEASURABLE, rule, "no latency records")
+    return Verdict(*args, CAUSE if fired else RULED_OUT, rule, "; ".join(parts),
+                   tuple(dict.fromkeys(fired)))
+
+
+def parity_gap(m: dict[str, Any]) -> Verdict:
+    rule = ("cause if the parity audit lists a family present in the training logs but missing "
+            f"(< 99%) in an online artifact whose importance to the arm's L1 is >= "
+            f"{PARITY_LOG_LOSS} nats of log loss or >= {PARITY_LOG_MAE} log_mae")
+    args = (2, "parity_gap", "Feature parity gap between training and serving")
+    fired, parts = [], []
+    for arm, a in m["arms"].items():
+        for row in a.get("parity_audit") or []:
+            matters = ((row.get("log_loss_increase") or 0.0) >= PARITY_LOG_LOSS
+                       or (row.get("log_mae_increase") or 0.0) >= PARITY_LOG_MAE)
+            parts.append(
+                f"{arm}: {row['family']} in {row['artifact']} online {pct(row['online_coverage'], False)}"
+                f" vs offline {pct(row['offline_coverage'], False)}, importance "
+                f"{row.get('log_loss_increase') or 0.0:.4f} nats / {row.get('log_mae_increase') or 0.0:.3f}"
+                f" log_mae{'' if matters else ' (unused by this L1)'}")
+            if matters:
+                fired.append(arm)
+    finding = "; ".join(parts) if parts else "the audit lists no family missing online"
+    return Verdict(*args, CAUSE if fired else RULED_OUT, rule, finding, tuple(dict.fromkeys(fired)))
+
+
+def version_skew(m: dict[str, Any]) -> Verdict:
+    rule = ("cause if the version distances an arm served, weighted by the offline skew sweep's "
+            f"change at each distance, predict >= {SKEW_INCREASE:.0%} worse log_mae or excess loss "
+            "than the clean pairing")
+    args = (2, "version_skew", "Embedding version skew between query and item towers")
+    fired, parts, measurable = [], [], False
+    for arm in m["arms"]:
+        e = skew_expectation(m, arm)
+        if e["skewed_share"] and e["log_mae"] is None:
+            parts.append(f"{arm}: {pct(e['skewed_share'], False)} of candidates skewed, no sweep")
+            continue
+        measurable = True
+        parts.append(f"{arm}: {pct(e['skewed_share'], False)} of candidates at distance >= 1, "
+                     f"predicted log_mae {pct(e['log_mae'])}, excess loss {pct(e['excess_loss'])}")
+        if max(e["log_mae"] or 0.0, e["excess_loss"] or 0.0) >= SKEW_INCREASE:
+            fired.append(arm)
+    if not measurable:
+        return Verdict(*args, NOT_MEASURABLE, rule, "; ".join(parts))
+    return Verdict(*args, CAUSE if fired else RULED_OUT, rule, "; ".join(parts), tuple(fired))
+
+
+def _recalls(m: dict[str, Any], arm: str) -> dict[str, float | None]:
+    a = m["arms"][arm]
+    return {k: a.get(k) for k in ("retrieval_recall", "ranking_recall")}
+
+
+def recall_ceiling(m: dict[str, Any]) -> Verdict:
+    rule = (f"cause if the treatment's L1 wins offline (>= {OFFLINE_WIN:.0%} log_mae on "
+            f"{GAP_SOURCE}) but neither retrieval nor ranking recall moves by {RECALL_MOVE} or more "
+            f"(a surface with recall >= {RECALL_CEILING} is at its ceiling)")
+    args = (3, "recall_ceiling", "Recall ceiling: a better L1 does not change what passes L1")
+    if not two_arms(m) or m["arms"]["control"].get("retrieval_recall") is None:
+        return Verdict(*args, NOT_MEASURABLE, rule, "needs two arms and the full-request log")
+    c, t = _recalls(m, "control"), _recalls(m, "treatment")
+    moves = {k: (None if c[k] is None or t[k] is None else t[k] - c[k]) for k in c}
+    win = offline_win(m)
+    ceil = [s for s, r in (m["arms"]["control"].get("recall_by_surface") or {}).items()
+            if (r.get("retrieval_recall") or 0.0) >= RECALL_CEILING]
+    finding = (f"offline win {pct(win)}; retrieval recall {c['retrieval_recall']:.3f} → "
+               f"{t['retrieval_recall']:.3f}, ranking recall {c['ranking_recall']:.3f} → "
+               f"{t['ranking_recall']:.3f}; surfaces at the ceiling: {', '.join(ceil) or 'none'}")
+    if win is None or win < OFFLINE_WIN:
+        return Verdict(*args, RULED_OUT, rule, finding + " (no offline win for the funnel to erase)")
+    fires = all(v is not None and abs(v) < RECALL_MOVE for v in moves.values())
+    return Verdict(*args, CAUSE if fires else RULED_OUT, rule, finding,
+                   ("treatment",) if fires else ())
+
+
+def metric_mismatch(m: dict[str, Any]) -> Verdict:
+    rule = (f"cause if the treatment's L1 is better offline (>= {OFFLINE_WIN:.0%} log_mae) and "
+            f"online (online l1_log_mae lift <= -{OFFLINE_WIN:.0%}), yet CPA is not significantly "
+            "lower: bids, budgets, pacing and the auction absorbed the better predictions")
+    args = (3, "metric_mismatch", "Metric mismatch: offline log_mae vs online CPA")
+    if not two_arms(m):
+        return Verdict(*args, NOT_MEASURABLE, rule, "needs two arms")
+    win, online, cpa = offline_win(m), l1_log_mae_lift(m), lift(m, "cpa")
+    finding = (f"offline log_mae change {pct(None if win is None else -win)}, online l1_log_mae "
+               f"lift {pct(online)}, CPA lift {_ci(cpa)}")
+    if win is None or win < OFFLINE_WIN:
+        return Verdict(*args, RULED_OUT, rule, finding + " (no offline win)")
+    if online is None or online > -OFFLINE_WIN:
+        return Verdict(*args, RULED_OUT, rule,
+                       finding + " (L1 is not better online: look at layers 1 and 2)")
+    cpa_win = significant(cpa) and (cpa or {}).get("estimate", 0.0) < 0  # type: ignore[operator]
+    return Verdict(*args, RULED_OUT if cpa_win else CAUSE, rule, finding,
+                   () if cpa_win else ("treatment",))
+
+
+def mix_shift(m: dict[str, Any]) -> Verdict:
+    rule = (f"cause if the oCPM impression share lift is >= {MIX_SHIFT:.0%} in size and its 95% "
+            "interval excludes 0 (CPA counts oCPM ads only, so a new mix moves it by itself)")
+    args = (3, "mix_shift", "Mix shift: the treatment changes which ads win")
+    if not two_arms(m):
+        return Verdict(*args, NOT_MEASURABLE, rule, "needs two arms")
+    share = lift(m, "ocpm_impression_share")
+    fires = significant(share) and abs((share or {}).get("estimate") or 0.0) >= MIX_SHIFT
+    arms = m["arms"]
+    finding = (f"oCPM impression share {pct(arms['control'].get('ocpm_impression_share'), False)} → "
+               f"{pct(arms['treatment'].get('ocpm_impression_share'), False)}, lift {_ci(share)}")
+    return Verdict(*args, CAUSE if fires else RULED_OUT, rule, finding,
+                   ("treatment",) if fires else ())
+
+
+RULES: tuple[Callable[[dict[str, Any]], Verdict], ...] = (
+    offline_eval, exposure_bias, timeouts, parity_gap, version_skew,
+    recall_ceiling, metric_mismatch, mix_shift)
+
+
+def verdicts(metrics: dict[str, Any]) -> list[Verdict]:
+    """Every rule on ``metrics``, in layer order."""
+    return [rule(metrics) for rule in RULES]
+
+
+__all__ = ["Verdict", "verdicts", "RULES", "SOURCES"]
