@@ -20,11 +20,17 @@ import polars as pl
 from sim.logs.schema import SCHEMAS
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path.tmp`` then rename it to ``path`` (creating the parent)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to ``path.tmp`` then rename it to ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
 def _json_default(o: Any) -> Any:

@@ -1,27 +1,49 @@
-"""``python -m sim.report DIR [--attribute] [--metric KEY] [--x KEY]``.
+"""``python -m sim.report DIR [--attribute [--hazards H,...]] [--metric KEY] [--x KEY]``.
 
 ``DIR`` is a run directory (``report.md`` and ``plots/`` are written into it) or a Hydra multirun
 directory (``sweep.parquet``, ``sweep.md`` and ``plots/sweep_*.png``). ``--attribute`` first
-re-runs a run's world with each hazard switched off (see ``sim.report.attribution``).
+re-runs a run's world with each present hazard switched off (``sim.report.attribution``) and
+adds the ``attribution`` entry to its ``metrics.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from sim.logs.writer import write_json_atomic
 from sim.report.run_report import ReportError, make_report
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sim.report", description=__doc__.split("\n\n")[1])
+    p = argparse.ArgumentParser(prog="python -m sim.report",
+                                description="Write the online/offline report of a run or a sweep.")
     p.add_argument("dir", type=Path, help="a run directory or a Hydra multirun directory")
     p.add_argument("--attribute", action="store_true",
                    help="re-run the world with each present hazard switched off, attribute the gap")
+    p.add_argument("--hazards", default=None,
+                   help="with --attribute: comma-separated subset of the present hazards to switch")
+    p.add_argument("--metric", default=None, help="sweep: the metrics.json key to plot (dotted)")
+    p.add_argument("--x", default=None, help="sweep: the swept key on the x axis")
     args = p.parse_args(argv)
     try:
-        path = make_report(args.dir)
+        if (args.dir / "multirun.yaml").exists():
+            from sim.report.sweep import make_sweep_report
+
+            path = make_sweep_report(args.dir, metric=args.metric, x=args.x)
+        else:
+            if args.attribute:
+                from sim.report.attribution import attribute
+
+                hazards = args.hazards.split(",") if args.hazards else None
+                result = attribute(args.dir, hazards)
+                metrics_path = args.dir / "metrics.json"
+                metrics = json.loads(metrics_path.read_text())
+                metrics["attribution"] = result
+                write_json_atomic(metrics_path, metrics)
+            path = make_report(args.dir)
     except ReportError as exc:
         print(f"report error: {exc}", file=sys.stderr)
         return 2

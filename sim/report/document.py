@@ -160,11 +160,15 @@ def _attribution_section(m: dict[str, Any]) -> str:
     if not att:
         return ("Not computed. `python -m sim.report RUN_DIR --attribute` re-runs this world with "
                 "each hazard switched off (common random numbers) and adds it here.")
-    out = [f"Hazards present and switched: {', '.join(att['hazards']) or 'none'}; "
+    switches = "; ".join(f"`{h}` off = {how}" for h, how in att["switch_off"].items())
+    out = [f"Hazards present and switched: {', '.join(att['hazards']) or 'none'} ({switches}); "
            f"{len(att['worlds'])} worlds (the run itself is the one with all on). "
            "Shapley values: each hazard's average marginal effect over the orders in which the "
            "hazards can be switched on; they sum to all-on − all-off."]
     for name, o in att["outcomes"].items():
+        if o is None:
+            out.append(f"**{name}**: not defined in every world.")
+            continue
         rows = [[h, o["shapley"][h], o["one_off"].get(h)] for h in att["hazards"]]
         out.append(f"**{name}** ({o['description']}): all hazards on {_f(o['all_on'])}, all off "
                    f"{_f(o['all_off'])}.")

@@ -24,7 +24,7 @@ from sim.report.evidence import SOURCES, offline_change, two_arms  # noqa: E402
 ARM_COLORS = {"control": "#1f77b4", "treatment": "#d62728"}
 
 
-def _save(fig: Figure, path: Path) -> None:
+def save(fig: Figure, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -77,7 +77,7 @@ def gap(metrics: dict[str, Any], path: Path) -> bool:
         ax.set_xticks(range(len(vals)), labels, fontsize=8)
         ax.set_ylabel("L1 log_mae against L2 pCVR")
         ax.set_title(f"{arm}: L1 offline by log source and online")
-    _save(fig, path)
+    save(fig, path)
     return True
 
 
@@ -104,7 +104,7 @@ def calibration_by_decile(offline_eval: pl.DataFrame, metrics: dict[str, Any], p
     axes[1].set(xlabel="decile of the L2 teacher's pCVR", ylabel="mean |ln L1 − ln L2|",
                 title="Offline log_mae by decile")
     axes[0].legend(fontsize=7)
-    _save(fig, path)
+    save(fig, path)
     return True
 
 
@@ -133,7 +133,7 @@ def cpa_daily(daily: dict[str, list[dict[str, Any]]], lifts: list[dict[str, Any]
                        title="Treatment's CPA lift per day (95% intervals)")
     for a in axes[0]:
         a.xaxis.get_major_locator().set_params(integer=True)
-    _save(fig, path)
+    save(fig, path)
     return True
 
 
@@ -167,7 +167,7 @@ def version_distance(vd: pl.DataFrame, path: Path) -> bool:
         ax.set(xlabel="hour", ylabel="share of candidates", ylim=(0, 1),
                title=f"{arm}: version distance (query − item)")
     axes[0][-1].legend(fontsize=7, loc="lower left")
-    _save(fig, path)
+    save(fig, path)
     return True
 
 
@@ -192,7 +192,7 @@ def coverage(cov: pl.DataFrame, path: Path) -> bool:
                  "arm×artifact×family series at ≥ 99% throughout, not drawn)")
     if gaps.height:
         ax.legend(fontsize=7)
-    _save(fig, path)
+    save(fig, path)
     return True
 
 
@@ -217,7 +217,7 @@ def recall(metrics: dict[str, Any], path: Path) -> bool:
         ax.set_ylim(0, 1)
     axes[0].set_ylabel("share that passed L1")
     axes[0].legend(fontsize=7)
-    _save(fig, path)
+    save(fig, path)
     return True
 
 
@@ -235,7 +235,7 @@ def exposure(metrics: dict[str, Any], path: Path) -> bool:
     ax.set(xlabel="treatment share at the ramp step (%)", ylabel="online L1 calibration",
            title="Exposure-bias read-out: L1 calibration per ramp step")
     ax.legend()
-    _save(fig, path)
+    save(fig, path)
     return True
 
 
@@ -255,7 +255,7 @@ def latency(metrics: dict[str, Any], path: Path) -> bool:
         ax.set_xticks(np.arange(3) + 0.2 * (len(arms) - 1), ["p50", "p90", "p99"])
         ax.set(title=stage, ylabel="ms")
         ax.legend(fontsize=7)
-    _save(fig, path)
+    save(fig, path)
     return True
 
 
@@ -276,5 +276,5 @@ def skew_sweep(metrics: dict[str, Any], path: Path) -> bool:
         ax.set(xlabel="version distance k (query a, item a − k)",
                ylabel=f"{metric} change vs clean (%)", title=f"Skew sweep: {metric}")
         ax.legend()
-    _save(fig, path)
+    save(fig, path)
     return True

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from sim.logs.writer import write_text_atomic
 from sim.report import plots
 from sim.report.document import render
 from sim.report.verdicts import verdicts
@@ -92,7 +92,5 @@ def make_report(run_dir: Path) -> Path:
     title = f"{manifest.get('scenario', '?')} (seed {manifest.get('seed')})"
     text = render(metrics, verdicts(metrics), {k for k, v in drawn.items() if v}, title)
     path = run_dir / "report.md"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
     return path

@@ -1,0 +1,244 @@
+"""Attribution: how much of the online/offline gap each hazard caused.
+
+The run's own config (``.hydra/config.yaml``) is re-run with every subset of the hazards present
+in it switched off (the run itself is the world with all of them on), with the same seed: the
+world, the traffic and every response draw are the same (common random numbers), so two worlds
+differ only by what the switches change. Each outcome ``v`` is then split among the hazards by
+their Shapley values, ``phi_h = sum over S not containing h of |S|! (n-|S|-1)! / n! *
+(v(S + h) - v(S))``, which sum to ``v(all on) - v(all off)``. With n hazards that is 2**n − 1
+extra worlds (at most 4 hazards, 15 worlds).
+
+A hazard is *present* when the run's evidence shows it, and *switched off* by an operational fix
+a team could make (stated in ``HAZARDS``); a switch changes nothing else of the config:
+
+* ``parity_gap`` (the parity audit lists a family): every family onboarded to every artifact from
+  the start, no scheduled changes;
+* ``version_skew`` (candidates served at a version distance other than 0): synchronous deploys —
+  batch builds, the ``large`` tier built at every release and deployed at once, ``fresh`` deployed
+  at once, the query tower rolled out with the release;
+* ``exposure_bias`` (two arms, pooled training, releases): diverted training;
+* ``timeouts`` (a stage past its SLA on >= 0.1% of an arm's requests): no SLA enforced.
+
+Worlds go to ``RUN_DIR/attribution/<name>/`` (full run directories) and a finished one is reused
+when the command is repeated. Ground-truth worlds are not re-run.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Callable
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, Config, FeaturesConfig
+from sim.config.store import to_config
+from sim.report.evidence import gap, two_arms
+from sim.report.run_report import ReportError, read_run
+
+TIMEOUT_PRESENT = 0.001  # share of requests past an SLA that makes timeouts a present hazard
+
+
+def load_run_config(run_dir: Path) -> Config:
+    """The validated config a run was made with, from its ``.hydra/config.yaml``."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.exists():
+        raise ReportError(f"{run_dir}: no .hydra/config.yaml to re-run the world from")
+    return to_config(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path)))  # type: ignore[arg-type]
+
+
+def save_config(cfg: Config, run_dir: Path) -> None:
+    """Write ``cfg`` as ``run_dir/.hydra/config.yaml``, so a world made here is a run directory
+    like any other (reportable, re-runnable)."""
+    from sim.logs.writer import write_text_atomic
+
+    write_text_atomic(run_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+def _set(overlay: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``dotted`` in the treatment overlay if the overlay touches its group at all (otherwise
+    the base config's value, switched already, reaches the treatment by the merge)."""
+    group, *rest = dotted.split(".")
+    if group not in overlay:
+        return
+    node = overlay[group]
+    for key in rest[:-1]:
+        node = node.setdefault(key, {})
+    node[rest[-1]] = value
+
+
+def _all_onboarded(cfg: Config) -> Config:
+    onboarding = {f: list(ARTIFACTS) for f in FEATURE_FAMILIES}
+    features = FeaturesConfig(onboarding=onboarding, l2_implies_l1=cfg.features.l2_implies_l1,
+                              changes=[])
+    overlay = copy.deepcopy(cfg.experiment.treatment)
+    _set(overlay, "features.onboarding", onboarding)
+    _set(overlay, "features.changes", [])
+    return dataclasses.replace(cfg, features=features,
+                               experiment=dataclasses.replace(cfg.experiment, treatment=overlay))
+
+
+def _synchronous_deploys(cfg: Config) -> Config:
+    keys = {"index.build_mode": "batch", "index.large_deploy_s": 0.0, "index.fresh_deploy_s": 0.0,
+            "index.large_build_interval_s": cfg.models.release_interval_s,
+            "models.query_rollout_delay_s": 0.0}
+    index = dataclasses.replace(cfg.index, build_mode="batch", large_deploy_s=0.0, fresh_deploy_s=0.0,
+                                large_build_interval_s=cfg.models.release_interval_s)
+    models = dataclasses.replace(cfg.models, query_rollout_delay_s=0.0)
+    overlay = copy.deepcopy(cfg.experiment.treatment)
+    for k, v in keys.items():
+        _set(overlay, k, v)
+    return dataclasses.replace(cfg, index=index, models=models,
+                               experiment=dataclasses.replace(cfg.experiment, treatment=overlay))
+
+
+def _diverted(cfg: Config) -> Config:
+    return dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, training="diverted"))
+
+
+def _no_sla(cfg: Config) -> Config:
+    overlay = copy.deepcopy(cfg.experiment.treatment)
+    _set(overlay, "latency.enabled", False)
+    return dataclasses.replace(cfg, latency=dataclasses.replace(cfg.latency, enabled=False),
+                               experiment=dataclasses.replace(cfg.experiment, treatment=overlay))
+
+
+def _parity_present(cfg: Config, m: dict[str, Any]) -> bool:
+    return any(a.get("parity_audit") for a in m["arms"].values())
+
+
+def _skew_present(cfg: Config, m: dict[str, Any]) -> bool:
+    return any(float(k) != 0 and v > 0 for a in m["arms"].values()
+               for k, v in (a.get("version_distance") or {}).get("all", {}).items())
+
+
+def _exposure_present(cfg: Config, m: dict[str, Any]) -> bool:
+    return two_arms(m) and cfg.experiment.training == "pooled" and bool(m.get("releases"))
+
+
+def _timeouts_present(cfg: Config, m: dict[str, Any]) -> bool:
+    return any(ok is not None and 1.0 - ok >= TIMEOUT_PRESENT for a in m["arms"].values()
+               for ok in (a.get("success_rate") or {}).values())
+
+
+Switch = tuple[Callable[[Config, dict[str, Any]], bool], Callable[[Config], Config], str]
+HAZARDS: dict[str, Switch] = {
+    "parity_gap": (_parity_present, _all_onboarded,
+                   "every family onboarded to every artifact"),
+    "version_skew": (_skew_present, _synchronous_deploys,
+                     "synchronous deploys (batch builds at each release, query rolled out with it)"),
+    "exposure_bias": (_exposure_present, _diverted, "diverted training"),
+    "timeouts": (_timeouts_present, _no_sla, "no SLA enforced"),
+}
+
+
+def present_hazards(cfg: Config, metrics: dict[str, Any]) -> list[str]:
+    return [h for h, (present, _, _) in HAZARDS.items() if present(cfg, metrics)]
+
+
+def switched(cfg: Config, off: list[str]) -> Config:
+    """``cfg`` with the hazards in ``off`` switched off (and no ground-truth worlds)."""
+    for h in off:
+        cfg = HAZARDS[h][1](cfg)
+    cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, ground_truth=False))
+    from sim.experiment import arm_config  # the overlay must still merge and validate
+
+    if "treatment" in cfg.experiment.arms:
+        arm_config(cfg, dict(cfg.experiment.treatment))
+    return cfg
+
+
+OUTCOMES: dict[str, str] = {
+    "log_mae_gap": "online minus offline change of L1's log_mae against L2 (see the report's gap); "
+                   "one arm: online minus offline log_mae",
+    "cpa_lift": "the online CPA lift of the treatment (two arms) or the arm's CPA (one arm)",
+    "treatment_l1_log_mae": "online l1_log_mae of the treatment (two arms) or the arm",
+}
+
+
+def outcomes(m: dict[str, Any]) -> dict[str, float | None]:
+    arm = "treatment" if two_arms(m) else next(iter(m["arms"]))
+    cpa = ((m.get("lift") or {}).get("cpa") or {}).get("estimate") if two_arms(m) \
+        else m["arms"][arm].get("cpa")
+    return {"log_mae_gap": gap(m).gap, "cpa_lift": cpa,
+            "treatment_l1_log_mae": m["arms"][arm].get("l1_log_mae")}
+
+
+def shapley(hazards: list[str], value: Callable[[frozenset[str]], float]) -> dict[str, float]:
+    """Exact Shapley values of ``value`` (a function of the set of hazards switched on)."""
+    n = len(hazards)
+    out = {}
+    for h in hazards:
+        others = [x for x in hazards if x != h]
+        total = 0.0
+        for size in range(n):
+            weight = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
+            for s in combinations(others, size):
+                total += weight * (value(frozenset(s) | {h}) - value(frozenset(s)))
+        out[h] = total
+    return out
+
+
+def world_name(on: frozenset[str], hazards: list[str]) -> str:
+    if not on:
+        return "all_off"
+    return "on_" + "+".join(h for h in hazards if h in on)
+
+
+def attribute(run_dir: Path, hazards: list[str] | None = None,
+              runner: Callable[[Config, Path], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Run the attribution worlds of ``run_dir`` and return the ``attribution`` entry.
+
+    ``hazards`` restricts the switches to a subset of those present; ``runner`` (config, world
+    directory) -> metrics defaults to ``sim.run.run``.
+    """
+    manifest, metrics = read_run(run_dir)
+    cfg = load_run_config(run_dir)
+    present = present_hazards(cfg, metrics)
+    if hazards is not None:
+        unknown = sorted(set(hazards) - set(HAZARDS))
+        if unknown:
+            raise ReportError(f"unknown hazards {unknown}; known: {sorted(HAZARDS)}")
+        absent = sorted(set(hazards) - set(present))
+        if absent:
+            raise ReportError(f"hazards {absent} are not present in {run_dir} (present: {present})")
+        present = [h for h in present if h in hazards]
+    if runner is None:
+        from sim.run import run
+
+        def runner(c: Config, d: Path) -> dict[str, Any]:
+            save_config(c, d)
+            return run(c, d, scenario=f"{manifest.get('scenario', 'default')}:attribution")
+
+    values: dict[frozenset[str], dict[str, float | None]] = {frozenset(present): outcomes(metrics)}
+    worlds = [{"name": "run", "on": present, "dir": "."}]
+    for size in range(len(present)):
+        for on in combinations(present, size):
+            key = frozenset(on)
+            name = world_name(key, present)
+            d = run_dir / "attribution" / name
+            try:
+                _, m = read_run(d)
+            except ReportError:
+                m = runner(switched(cfg, [h for h in present if h not in key]), d)
+            values[key] = outcomes(m)
+            worlds.append({"name": name, "on": list(on), "dir": f"attribution/{name}"})
+    result: dict[str, Any] = {
+        "hazards": present, "switch_off": {h: HAZARDS[h][2] for h in present},
+        "worlds": worlds, "outcomes": {}}
+    for name, description in OUTCOMES.items():
+        vals = {k: v[name] for k, v in values.items()}
+        if any(v is None for v in vals.values()):
+            result["outcomes"][name] = None
+            continue
+        phi = shapley(present, lambda s, vals=vals: vals[s])  # type: ignore[misc]
+        result["outcomes"][name] = {
+            "description": description, "all_on": vals[frozenset(present)],
+            "all_off": vals[frozenset()], "shapley": phi,
+            "one_off": {h: vals[frozenset(present) - {h}] for h in present},
+            "worlds": {world_name(k, present): v for k, v in vals.items()}}
+    return result
