@@ -215,6 +215,7 @@ def exposure_readout(logs: dict[str, pl.DataFrame], arms: list[str],
             l1_cal, l1_ll = _pred_metrics(c, "l1_pcvr")
             l2_cal, l2_ll = _pred_metrics(c, "l2_pcvr")
             rows.append({"step": i, "day": step.day, "share": step.share, "clicks": c.height,
+                         "conversions": int(c["conversion"].sum()),
                          "l1_calibration": l1_cal, "l1_logloss": l1_ll,
                          "l2_calibration": l2_cal, "l2_logloss": l2_ll})
         out[arm] = rows

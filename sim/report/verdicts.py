@@ -88,8 +88,9 @@ def offline_eval(m: dict[str, Any]) -> Verdict:
 
 def exposure_bias(m: dict[str, Any]) -> Verdict:
     rule = ("cause if, from the first ramp step to the last, the treatment's online L1 "
-            f"miscalibration |ln(calibration)| falls by {EXPOSURE_CLOSE} more than the "
-            "control's (the gap closes as the treatment owns more of the training data)")
+            f"miscalibration |ln(calibration)| falls by more than the control's, by at least "
+            f"{EXPOSURE_CLOSE} and by two standard errors (sqrt of the sum of 1/conversions over "
+            "the four calibrations): the gap closes as the treatment owns more of the training data")
     args = (1, "exposure_bias", "Exposure bias: the gap closes as the treatment's share grows")
     exp = m.get("exposure") or {}
     steps = {a: [s for s in exp.get(a, []) if s.get("l1_calibration")] for a in exp}
@@ -101,11 +102,13 @@ def exposure_bias(m: dict[str, Any]) -> Verdict:
         return abs(math.log(s[-1]["l1_calibration"])) - abs(math.log(s[0]["l1_calibration"]))
 
     diff = fall("treatment") - fall("control")
+    convs = [s.get("conversions") for a in ("control", "treatment") for s in (steps[a][0], steps[a][-1])]
+    se = math.sqrt(sum(1.0 / c for c in convs)) if all(convs) else 0.0  # type: ignore[operator]
     finding = "; ".join(
         f"{a} L1 calibration by share " + " → ".join(
             f"{s['share']:.0%}: {s['l1_calibration']:.3f}" for s in steps[a]) for a in steps)
-    finding += f"; treatment's change beyond control's {diff:+.3f}"
-    fires = diff <= -EXPOSURE_CLOSE
+    finding += f"; treatment's change beyond control's {diff:+.3f} (standard error {se:.3f})"
+    fires = diff <= -max(EXPOSURE_CLOSE, 2.0 * se)
     return Verdict(*args, CAUSE if fires else RULED_OUT, rule, finding,
                    ("treatment",) if fires else ())
 
