@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
+
+from sim.report.__main__ import main as report_main
+
 from conftest import TINY, read_json
 
 
@@ -31,3 +35,10 @@ def test_cli_sweep_runs_each_job(tmp_path: Path) -> None:
         assert read_json(tmp_path / job / "manifest.json")["status"] == "complete"
     seeds = {read_json(tmp_path / j / "manifest.json")["seed"] for j in ("0", "1")}
     assert seeds == {0, 1}
+    # python -m sim.report on the multirun directory gathers the jobs
+    assert report_main([str(tmp_path), "--metric", "arms.control.spend"]) == 0
+    frame = pl.read_parquet(tmp_path / "sweep.parquet")
+    assert frame["override.seed"].to_list() == [0, 1]
+    assert frame["arms.control.spend"].to_list() == [
+        read_json(tmp_path / j / "metrics.json")["arms"]["control"]["spend"] for j in ("0", "1")]
+    assert (tmp_path / "sweep.md").exists()

@@ -45,7 +45,7 @@ def offline_change(metrics: dict[str, Any], metric: str = "log_mae") -> dict[str
     for source in SOURCES:
         c = offline_overall(metrics, "control", source)
         t = offline_overall(metrics, "treatment", source)
-        out[source] = rel(t and t.get(metric), c and c.get(metric))
+        out[source] = rel((t or {}).get(metric), (c or {}).get(metric))
     return out
 
 
@@ -90,7 +90,7 @@ def gap(metrics: dict[str, Any]) -> Gap:
                    lift(metrics, "cpa"))
     arm = next(iter(metrics["arms"]))
     off_row = offline_overall(metrics, arm, GAP_SOURCE)
-    off = off_row and off_row.get("log_mae")
+    off = (off_row or {}).get("log_mae")
     on = metrics["arms"][arm].get("l1_log_mae")
     return Gap(off, on, None if off is None or on is None else on - off, False, None)
 

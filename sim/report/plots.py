@@ -70,11 +70,12 @@ def gap(metrics: dict[str, Any], path: Path) -> bool:
             plt.close(fig)
             return False
         labels = [f"offline\n{s}" for s in SOURCES] + ["online\n(impressions)"]
-        vals = [((model["sources"].get(s) or {}).get("overall") or {}).get("log_mae") for s in SOURCES]
-        vals.append(metrics["arms"][arm].get("l1_log_mae"))
-        ax.bar(range(len(vals)), [np.nan if v is None else v for v in vals],
+        levels = [((model["sources"].get(s) or {}).get("overall") or {}).get("log_mae")
+                  for s in SOURCES]
+        levels.append(metrics["arms"][arm].get("l1_log_mae"))
+        ax.bar(range(len(levels)), [np.nan if v is None else v for v in levels],
                color=["#7f7f7f"] * 3 + ["#9467bd"])
-        ax.set_xticks(range(len(vals)), labels, fontsize=8)
+        ax.set_xticks(range(len(levels)), labels, fontsize=8)
         ax.set_ylabel("L1 log_mae against L2 pCVR")
         ax.set_title(f"{arm}: L1 offline by log source and online")
     save(fig, path)

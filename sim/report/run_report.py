@@ -47,14 +47,14 @@ def daily_cpa(logs: dict[str, pl.DataFrame], arms: list[str], clusters: str = "u
     for day in sorted(set(logs["impressions"]["day"].to_list())):
         sub = {**logs, "impressions": logs["impressions"].filter(pl.col("day") == day),
                "requests": logs["requests"].filter(pl.col("day") == day)}
-        ratios = {}
+        ratios: dict[str, Any] = {}
         for arm in arms:
             c = cells(sub, arm)
-            ratios[arm] = (ratio(c["ocpm_spend"].to_numpy(), c["ocpm_conversions"].to_numpy(),
-                                 c["user_id"].to_numpy(),
-                                 c["advertiser_id"].to_numpy() if clusters == "user_advertiser"
-                                 else None) if c.height else None)
-            out[arm].append({"day": int(day), **(ratios[arm].interval() if ratios[arm] else empty)})
+            adv = c["advertiser_id"].to_numpy() if clusters == "user_advertiser" else None
+            r = (ratio(c["ocpm_spend"].to_numpy(), c["ocpm_conversions"].to_numpy(),
+                       c["user_id"].to_numpy(), adv) if c.height else None)
+            ratios[arm] = r
+            out[arm].append({"day": int(day), **(r.interval() if r is not None else empty)})
         if len(arms) == 2:
             lifts.append({"day": int(day), **(lift(ratios[arms[1]], ratios[arms[0]]) or empty)})
     return out, lifts

@@ -192,7 +192,10 @@ def recall_ceiling(m: dict[str, Any]) -> Verdict:
     if not two_arms(m) or m["arms"]["control"].get("retrieval_recall") is None:
         return Verdict(*args, NOT_MEASURABLE, rule, "needs two arms and the full-request log")
     c, t = _recalls(m, "control"), _recalls(m, "treatment")
-    moves = {k: (None if c[k] is None or t[k] is None else t[k] - c[k]) for k in c}
+    moves: dict[str, float | None] = {}
+    for k in c:
+        ck, tk = c[k], t[k]
+        moves[k] = None if ck is None or tk is None else tk - ck
     win = offline_win(m)
     ceil = [s for s, r in (m["arms"]["control"].get("recall_by_surface") or {}).items()
             if (r.get("retrieval_recall") or 0.0) >= RECALL_CEILING]
