@@ -240,8 +240,10 @@ def exposure(metrics: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def latency(metrics: dict[str, Any], path: Path) -> bool:
-    """p50 / p90 / p99 latency per serving stage and arm, with the success rate in the label."""
+def latency(metrics: dict[str, Any], path: Path, sla: dict[str, dict[str, float]] | None = None
+            ) -> bool:
+    """p50 / p90 / p99 latency per serving stage and arm, with the success rate in the label and
+    each arm's SLA (``sla[arm][stage]``, ms) as a dashed line."""
     arms = [a for a, v in metrics["arms"].items() if v.get("latency_ms")]
     if not arms:
         return False
@@ -253,6 +255,9 @@ def latency(metrics: dict[str, Any], path: Path) -> bool:
             ok = (metrics["arms"][arm].get("success_rate") or {}).get(stage)
             ax.bar(np.arange(3) + i * 0.4, [q.get(k, np.nan) for k in ("p50", "p90", "p99")], 0.4,
                    color=_color(arm), label=f"{arm} (success {ok:.1%})" if ok is not None else arm)
+            if sla and sla.get(arm, {}).get(stage):
+                ax.axhline(sla[arm][stage], color=_color(arm), ls="--", lw=1,
+                           label=f"{arm} SLA {sla[arm][stage]:g} ms")
         ax.set_xticks(np.arange(3) + 0.2 * (len(arms) - 1), ["p50", "p90", "p99"])
         ax.set(title=stage, ylabel="ms")
         ax.legend(fontsize=7)

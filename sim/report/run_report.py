@@ -68,12 +68,20 @@ def _config(run_dir: Path) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else {}  # type: ignore[return-value]
 
 
+def _slas(cfg: dict[str, Any], arms: list[str]) -> dict[str, dict[str, float]]:
+    """Each arm's SLA per stage (ms) from the config (the treatment overlay may change them)."""
+    base = (cfg.get("latency") or {}).get("sla_ms") or {}
+    over = ((cfg.get("experiment") or {}).get("treatment") or {}).get("latency", {}).get("sla_ms", {})
+    return {arm: {**base, **(over if arm == "treatment" else {})} for arm in arms}
+
+
 def make_report(run_dir: Path) -> Path:
     """Write ``run_dir/report.md`` and ``run_dir/plots/``; return the report's path."""
     manifest, metrics = read_run(run_dir)
     logs = {t: pl.read_parquet(run_dir / "logs" / f"{t}.parquet") for t in LOG_TABLES}
     arms = list(metrics["arms"])
-    clusters = _config(run_dir).get("experiment", {}).get("ci_clusters", "user_advertiser")
+    cfg = _config(run_dir)
+    clusters = cfg.get("experiment", {}).get("ci_clusters", "user_advertiser")
     plot_dir = run_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
     drawn = {
@@ -86,7 +94,7 @@ def make_report(run_dir: Path) -> Path:
         "coverage": plots.coverage(logs["feature_coverage"], plot_dir / "coverage.png"),
         "recall": plots.recall(metrics, plot_dir / "recall.png"),
         "exposure": plots.exposure(metrics, plot_dir / "exposure.png"),
-        "latency": plots.latency(metrics, plot_dir / "latency.png"),
+        "latency": plots.latency(metrics, plot_dir / "latency.png", _slas(cfg, arms)),
         "skew_sweep": plots.skew_sweep(metrics, plot_dir / "skew_sweep.png"),
     }
     title = f"{manifest.get('scenario', '?')} (seed {manifest.get('seed')})"
