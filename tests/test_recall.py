@@ -13,17 +13,18 @@ from conftest import read_json
 
 
 def _frame() -> pl.DataFrame:
-    rows = [  # request, source, arm, surface, rank, l2_value, true_value, passed_l1
-        (1, "full_request", "control", "search", 0, 4.0, 1.0, True),
-        (1, "full_request", "control", "search", 1, 3.0, 2.0, False),
-        (1, "full_request", "control", "search", 2, 2.0, 3.0, True),
-        (1, "full_request", "control", "search", 3, 1.0, 4.0, False),
-        (2, "full_request", "control", "home_feed", 0, 1.0, 1.0, True),
-        (3, "partial_request", "control", "search", 0, 9.0, 9.0, False),  # not the source
-        (4, "full_request", "treatment", "search", 0, 9.0, 9.0, False),  # not the arm
+    rows = [  # request, source, arm, surface, rank, l2_value, true_value, passed_l1,
+        #       objective, l1_value, l1_pcvr, l2_pcvr
+        (1, "full_request", "control", "search", 0, 4.0, 1.0, True, "ocpm", 1.0, 0.1, 0.1),
+        (1, "full_request", "control", "search", 1, 3.0, 2.0, False, "ocpm", 0.5, 0.1, 0.4),
+        (1, "full_request", "control", "search", 2, 2.0, 3.0, True, "cpc", 1.5, 0.2, 0.9),
+        (1, "full_request", "control", "search", 3, 1.0, 4.0, False, "cpm", 0.2, 0.2, 0.2),
+        (2, "full_request", "control", "home_feed", 0, 1.0, 1.0, True, "cpm", 1.0, 0.1, 0.1),
+        (3, "partial_request", "control", "search", 0, 9.0, 9.0, False, "cpm", 1.0, 0.1, 0.1),
+        (4, "full_request", "treatment", "search", 0, 9.0, 9.0, False, "cpm", 1.0, 0.1, 0.1),
     ]
     cols = ["request_id", "source", "arm", "surface", "retrieval_rank", "l2_value", "true_value",
-            "passed_l1"]
+            "passed_l1", "objective", "l1_value", "l1_pcvr", "l2_pcvr"]
     return pl.DataFrame(rows, schema=cols, orient="row")
 
 
@@ -36,11 +37,15 @@ def test_funnel_recall_on_a_hand_checked_log() -> None:
     assert r["by_surface"]["home_feed"]["ranking_recall"] == 1.0
     assert r["by_surface"]["search"]["oracle_retrieval_recall"] == 0.0
     assert funnel_recall(_frame(), "treatment", 1, 2)["ranking_recall"] == 0.0
+    # with L2's pCVR, request 1's oCPM ad at rank 1 is worth 0.5 * 0.4 / 0.1 = 2.0 and passes with
+    # the cpc ad (1.5; a cpc utility has no pCVR), pushing out L2's favourite (1.0)
+    assert r["headroom_retrieval_recall"] == pytest.approx(1 / 2)
+    assert r["headroom_ranking_recall"] == pytest.approx(2 / 3)
 
 
 def test_a_run_reports_recall_per_arm_and_surface(tiny_run: Path) -> None:
     arm = read_json(tiny_run / "metrics.json")["arms"]["control"]
     for key in ("retrieval_recall", "ranking_recall", "oracle_retrieval_recall",
-                "oracle_ranking_recall"):
+                "oracle_ranking_recall", "headroom_retrieval_recall", "headroom_ranking_recall"):
         assert 0.0 <= arm[key] <= 1.0, key
     assert set(arm["recall_by_surface"]) <= {"home_feed", "search", "shopping"}

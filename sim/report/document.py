@@ -144,7 +144,8 @@ def _skew_section(m: dict[str, Any]) -> str:
 
 
 def _recall_section(m: dict[str, Any]) -> str:
-    kinds = ("retrieval_recall", "ranking_recall", "oracle_retrieval_recall", "oracle_ranking_recall")
+    kinds = ("retrieval_recall", "ranking_recall", "headroom_retrieval_recall",
+             "headroom_ranking_recall", "oracle_retrieval_recall", "oracle_ranking_recall")
     rows = []
     for arm, a in m["arms"].items():
         if a.get("retrieval_recall") is None:
@@ -152,7 +153,9 @@ def _recall_section(m: dict[str, Any]) -> str:
         rows.append([arm, "all", *[a.get(k) for k in kinds]])
         for s, r in (a.get("recall_by_surface") or {}).items():
             rows.append([arm, s, *[r.get(k) for k in kinds]])
-    return _table(["arm", "surface", *kinds], rows) if rows else "No full-request log."
+    note = ("`headroom_*`: the recall of an L1 whose pCVR were L2's (same pCTR prior and bids) — "
+            "what a better L1 CVR model could reach; `oracle_*`: against the true utility.")
+    return (_table(["arm", "surface", *kinds], rows) + "\n\n" + note) if rows else "No full-request log."
 
 
 def _attribution_section(m: dict[str, Any]) -> str:

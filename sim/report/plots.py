@@ -198,26 +198,32 @@ def coverage(cov: pl.DataFrame, path: Path) -> bool:
 
 
 def recall(metrics: dict[str, Any], path: Path) -> bool:
-    """Retrieval and ranking recall (and their oracle counterparts) per arm and surface."""
+    """Retrieval and ranking recall per arm and surface: as served, the headroom (an L1 with
+    L2's pCVR) and the oracle (against the true utility)."""
     arms = [a for a, v in metrics["arms"].items() if v.get("retrieval_recall") is not None]
     if not arms:
         return False
-    kinds = ("retrieval_recall", "ranking_recall", "oracle_retrieval_recall", "oracle_ranking_recall")
-    fig, axes = plt.subplots(1, len(kinds), figsize=(14, 3.8), sharey=True)
-    for ax, kind in zip(axes, kinds, strict=True):
-        groups = ["all", *sorted(metrics["arms"][arms[0]].get("recall_by_surface", {}))]
-        width = 0.8 / len(arms)
-        for i, arm in enumerate(arms):
-            a = metrics["arms"][arm]
-            vals = [a.get(kind) if g == "all" else (a["recall_by_surface"].get(g) or {}).get(kind)
-                    for g in groups]
-            ax.bar(np.arange(len(groups)) + i * width, [np.nan if v is None else v for v in vals],
-                   width, color=_color(arm), label=arm)
-        ax.set_xticks(np.arange(len(groups)) + width * (len(arms) - 1) / 2, groups, fontsize=7)
-        ax.set_title(kind.replace("_", " "), fontsize=9)
-        ax.set_ylim(0, 1)
-    axes[0].set_ylabel("share that passed L1")
-    axes[0].legend(fontsize=7)
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), sharey=True)
+    for row, stage in enumerate(("retrieval", "ranking")):
+        for col, prefix in enumerate(("", "headroom_", "oracle_")):
+            ax, kind = axes[row][col], f"{prefix}{stage}_recall"
+            groups = ["all", *sorted(metrics["arms"][arms[0]].get("recall_by_surface", {}))]
+            width = 0.8 / len(arms)
+            for i, arm in enumerate(arms):
+                a = metrics["arms"][arm]
+                vals = [a.get(kind) if g == "all"
+                        else (a["recall_by_surface"].get(g) or {}).get(kind) for g in groups]
+                ax.bar(np.arange(len(groups)) + i * width,
+                       [np.nan if v is None else v for v in vals], width, color=_color(arm),
+                       label=arm)
+            ax.set_xticks(np.arange(len(groups)) + width * (len(arms) - 1) / 2, groups, fontsize=7)
+            ax.set_title({"": "as served", "headroom_": "headroom: L1 with L2's pCVR",
+                          "oracle_": "oracle: against the true utility"}[prefix]
+                         + f" — {stage} recall", fontsize=9)
+            ax.set_ylim(0, 1)
+        axes[row][0].set_ylabel("share that passed L1")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
     save(fig, path)
     return True
 

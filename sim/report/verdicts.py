@@ -202,6 +202,13 @@ def recall_ceiling(m: dict[str, Any]) -> Verdict:
     finding = (f"offline win {pct(win)}; retrieval recall {c['retrieval_recall']:.3f} → "
                f"{t['retrieval_recall']:.3f}, ranking recall {c['ranking_recall']:.3f} → "
                f"{t['ranking_recall']:.3f}; surfaces at the ceiling: {', '.join(ceil) or 'none'}")
+    head = m["arms"]["control"].get("headroom_retrieval_recall")
+    if head is not None and c["retrieval_recall"] is not None:
+        room = head - c["retrieval_recall"]
+        finding += (f"; an L1 with L2's pCVR would reach retrieval recall {head:.3f} ("
+                    + ("no headroom: the funnel and utility cap what any L1 pCVR can change)"
+                       if room < RECALL_MOVE else
+                       f"{room:+.3f}: headroom the offline gain did not reach)"))
     if win is None or win < OFFLINE_WIN:
         return Verdict(*args, RULED_OUT, rule, finding + " (no offline win for the funnel to erase)")
     fires = all(v is not None and abs(v) < RECALL_MOVE for v in moves.values())
