@@ -1,0 +1,47 @@
+"""Sweeps on Hydra launchers: joblib (local processes, the default for ``-m``) and Ray (a local
+instance here; a cluster by naming its address)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import TINY, read_json
+
+
+def _sweep(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sim", "-m", "seed=0,1", *TINY, "days=0.05",
+                           f"hydra.sweep.dir={tmp_path}", *extra],
+                          capture_output=True, text=True, timeout=600)
+
+
+def _jobs_complete(tmp_path: Path) -> None:
+    for job, seed in (("0", 0), ("1", 1)):
+        manifest = read_json(tmp_path / job / "manifest.json")
+        assert manifest["status"] == "complete" and manifest["seed"] == seed
+        assert read_json(tmp_path / job / "metrics.json")["requests"] > 0
+
+
+def _launcher(tmp_path: Path) -> str:
+    return str(yaml.safe_load((tmp_path / "multirun.yaml").read_text())["hydra"]["launcher"]["_target_"])
+
+
+def test_joblib_is_the_default_sweep_launcher(tmp_path: Path) -> None:
+    out = _sweep(tmp_path, "hydra.launcher.n_jobs=2")
+    assert out.returncode == 0, out.stderr
+    assert _launcher(tmp_path).endswith("JoblibLauncher")
+    _jobs_complete(tmp_path)
+
+
+def test_ray_sweep_on_a_local_instance(tmp_path: Path) -> None:
+    # address null starts a local Ray instance; a cluster is named the same way:
+    # hydra.launcher.ray.init.address=ray://HEAD:10001
+    out = _sweep(tmp_path, "hydra/launcher=ray", "hydra.launcher.ray.init.address=null",
+                 "+hydra.launcher.ray.init.num_cpus=2",
+                 "+hydra.launcher.ray.init.include_dashboard=false")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _launcher(tmp_path).endswith("RayLauncher")
+    _jobs_complete(tmp_path)
