@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.world.catalog import CPC, CPM, OCPM, Advertisers
+from sim.world.catalog import CPC, OCPM, Advertisers
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,16 @@ def make_bids(
     ``scale`` (``bidding.bid_scale``) multiplies every bid.
     """
     obj = adv.objective[advertiser]
-    m = multiplier[advertiser]
-    ocpm = adv.target_cpa[advertiser] * pctr * pcvr
-    cpc = adv.max_cpc[advertiser]
-    cpm = adv.cpm_price[advertiser] / 1000.0
-    bid = np.select([obj == OCPM, obj == CPC, obj == CPM], [ocpm, cpc, cpm]) * m * scale
+    # per advertiser: the target CPA (ocpm), the max CPC (cpc) or the price per impression (cpm)
+    base = np.where(adv.objective == OCPM, adv.target_cpa,
+                    np.where(adv.objective == CPC, adv.max_cpc, adv.cpm_price / 1000.0))[advertiser]
+    is_ocpm = obj == OCPM
+    raw = np.where(is_ocpm, base * pctr * pcvr, base)
+    bid = raw * multiplier[advertiser] * scale
     per_click = obj == CPC
     quality = np.where(per_click, pctr, 1.0)
-    return Bids(bid.astype(np.float64), quality.astype(np.float64), per_click)
+    return Bids(bid.astype(np.float64, copy=False), quality.astype(np.float64, copy=False),
+                per_click)
 
 
 def expected_value(adv: Advertisers, advertiser: np.ndarray, pctr: np.ndarray,

@@ -34,7 +34,7 @@ from sim.models.registry import Registry
 from sim.models.releases import l1_pcvr, teacher_pcvr
 from sim.models.training_log import SOURCES, WINNER, LoggedRows
 from sim.serving.features import query_inputs
-from sim.serving.pipeline import TIERS
+from sim.serving.index import TIERS
 from sim.world.users import Users
 
 

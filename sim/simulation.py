@@ -61,7 +61,8 @@ from sim.serving import records
 from sim.serving.arm import Arm, QueryCache
 from sim.serving.deployer import reference_contexts
 from sim.serving.funnel import serve
-from sim.serving.pipeline import TIERS, IndexPipeline
+from sim.serving.index import TIERS
+from sim.serving.pipeline import IndexPipeline
 from sim.world.marketplace import Marketplace, build_marketplace, churn
 from sim.world.traffic import DAY_S, draw_requests
 

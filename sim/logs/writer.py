@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,25 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+@dataclass(frozen=True)
+class Coded:
+    """A string column given as integer ``codes`` into a short sequence of ``names``: written
+    by a gather in polars, without a Python string per row (the data plane logs surfaces,
+    objectives, tiers and sources this way)."""
+
+    names: Sequence[str]
+    codes: np.ndarray
+
+
+def _series(name: str, value: Any, dtype: pl.DataType, n: int) -> pl.Series:
+    if isinstance(value, Coded):
+        return pl.Series(name, [str(x) for x in value.names], dtype=pl.String).gather(value.codes)
+    if np.ndim(value) == 0:  # one value for every row
+        v = value.item() if isinstance(value, np.generic) else value
+        return pl.Series(name, [v], dtype=dtype, strict=False).new_from_index(0, n)
+    return pl.Series(name, np.broadcast_to(np.asarray(value), (n,)), dtype=dtype, strict=False)
+
+
 class LogWriter:
     """Appends column batches to the declared tables and writes parquet on :meth:`close`."""
 
@@ -63,11 +84,11 @@ class LogWriter:
             missing, extra = set(schema) - set(columns), set(columns) - set(schema)
             raise ValueError(f"table `{table}`: missing columns {sorted(missing)}, "
                              f"unexpected {sorted(extra)}")
-        n = max((np.size(v) for v in columns.values() if np.ndim(v) > 0), default=1)
+        n = max((np.size(v.codes) if isinstance(v, Coded) else np.size(v)
+                 for v in columns.values() if isinstance(v, Coded) or np.ndim(v) > 0), default=1)
         if n == 0:
             return
-        data = {c: pl.Series(c, np.broadcast_to(np.asarray(columns[c]), (n,)), dtype=dt,
-                             strict=False) for c, dt in schema.items()}
+        data = [_series(c, columns[c], dt, n) for c, dt in schema.items()]
         self._buffers[table].append(pl.DataFrame(data))
         self._buffered[table] += n
         self.rows[table] += n

@@ -16,7 +16,7 @@ from sim.config.schema import Config
 from sim.features.registry import FeatureRegistry
 from sim.models.ranker import Ranker
 from sim.pacing import Budgets
-from sim.serving.index import DeployedIndex
+from sim.serving.index import DeployedIndex, row_table
 
 
 @dataclass
@@ -52,6 +52,9 @@ class Arm:
     tiers: dict[str, DeployedIndex] = field(default_factory=dict)
     # tier -> (rows,) bool: rows whose ad a fresher deployed tier holds (skipped at retrieval)
     superseded: dict[str, np.ndarray] = field(default_factory=dict)
+    # the tiers' row metadata end to end and each tier code's first row (``index.row_table``)
+    rows: dict[str, np.ndarray] = field(default_factory=lambda: row_table({})[0])
+    row_offset: np.ndarray = field(default_factory=lambda: row_table({})[1])
     # (hour, tier code, distance) -> served candidates, flushed to the version_distance log
     version_counts: dict[tuple[int, int, int], int] = field(default_factory=dict)
     # (hour, artifact, family) -> [rows served, rows with the family present], flushed to the
@@ -65,3 +68,4 @@ class Arm:
         if "fresh" in self.tiers and "large" in self.tiers:
             self.superseded["large"] = np.isin(self.tiers["large"].ad_id,
                                                self.tiers["fresh"].ad_id)
+        self.rows, self.row_offset = row_table(self.tiers)

@@ -32,9 +32,8 @@ from sim.config.schema import Config
 from sim.features.registry import fill_default
 from sim.serving.arm import Arm
 from sim.serving.features import query_inputs, surface_onehot
-from sim.serving.index import search
+from sim.serving.index import TIERS, search
 from sim.serving.latency import Latencies, draw_latencies, stage_work
-from sim.serving.pipeline import TIERS
 from sim.world.catalog import family_slices
 from sim.world.marketplace import Marketplace
 from sim.world.response import Outcomes, draw_outcomes, true_rates
@@ -48,11 +47,11 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def top_k(values: np.ndarray, k: int) -> np.ndarray:
     """Columns of the ``k`` largest values per row, best first; ties to the lower column."""
     n = values.shape[1]
-    if k < n:
-        part = np.argpartition(-values, k - 1, axis=1)[:, :k]
+    if k < n:  # the k best columns, in column order, so that a stable sort breaks ties by column
+        part = np.sort(np.argpartition(-values, k - 1, axis=1)[:, :k], axis=1)
     else:
         part = np.broadcast_to(np.arange(n), values.shape).copy()
-    key = np.lexsort((part, -np.take_along_axis(values, part, axis=1)), axis=1)
+    key = np.argsort(-np.take_along_axis(values, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, key, axis=1)
 
 
@@ -166,20 +165,12 @@ def _retrieve(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
     arm.query_cache.store(batch.user[ok_q], qv[ok_q])
     logits, tier, rows = retrieve(arm, qv, cfg.funnel.k_retrieval, ~lat.ok["item_lookup"])
     rows = np.where(no_query[:, None], -1, rows)
-    valid = rows >= 0
-    r = np.where(valid, rows, 0)
-    slot = np.zeros(rows.shape, np.int64)
-    ad_id = np.full(rows.shape, -1, np.int64)
-    version = np.zeros(rows.shape, np.int32)
-    prior = np.zeros(rows.shape, np.float32)
-    families = np.zeros(rows.shape, np.uint8)
-    for t, name in enumerate(TIERS):
-        if name in arm.tiers:
-            m = valid & (tier == t)
-            idx = arm.tiers[name]
-            slot[m], ad_id[m] = idx.slot[r[m]], idx.ad_id[r[m]]
-            version[m], prior[m] = idx.version[r[m]], idx.ctr_prior[r[m]]
-            families[m] = idx.families[r[m]]
+    # one gather per field from the tiers' row tables laid end to end (``Arm.rows``); a missing
+    # candidate points at the table's last row, the sentinel (ad_id -1)
+    g = np.where(rows >= 0, rows + arm.row_offset[tier], arm.rows["ad_id"].shape[0] - 1)
+    slot, ad_id, version = arm.rows["slot"][g], arm.rows["ad_id"][g], arm.rows["version"][g]
+    prior, families = arm.rows["ctr_prior"][g], arm.rows["families"][g]
+    valid = ad_id >= 0
     advertiser = market.catalog.advertiser[slot]
     live = valid & (market.catalog.ad_id[slot] == ad_id) & eligible[advertiser]
     return {"slot": slot, "ad_id": ad_id, "advertiser": advertiser, "live": live,

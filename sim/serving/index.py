@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+TIERS = ("fresh", "large")  # search order: on a duplicate ad, the fresher tier's row wins
+ROW_FIELDS = ("slot", "ad_id", "version", "ctr_prior", "families")  # per-row metadata of a tier
+
 
 @dataclass(frozen=True)
 class DeployedIndex:
@@ -50,6 +53,21 @@ def build_index(
                          version.astype(np.int32), ctr_prior.astype(np.float32),
                          families.astype(np.uint8), built_at, tier, snapshot_time,
                          time.perf_counter() - started)
+
+
+def row_table(tiers: dict[str, DeployedIndex]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The deployed tiers' row metadata laid end to end in ``TIERS`` order, plus one sentinel row
+    (slot 0, ad_id -1, version 0, prior 0, families 0) at the end, and each tier code's first
+    row: a retrieved (tier code, row) is row ``offset[code] + row`` of the table."""
+    present = [tiers[t] for t in TIERS if t in tiers]
+    sizes = [tiers[t].n if t in tiers else 0 for t in TIERS]
+    offset = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    sentinel = {"slot": np.zeros(1, np.int64), "ad_id": np.full(1, -1, np.int64),
+                "version": np.zeros(1, np.int32), "ctr_prior": np.zeros(1, np.float32),
+                "families": np.zeros(1, np.uint8)}
+    table = {f: np.concatenate([*(getattr(ix, f) for ix in present), sentinel[f]])
+             for f in ROW_FIELDS}
+    return table, offset
 
 
 def search(idx: DeployedIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

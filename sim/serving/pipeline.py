@@ -40,7 +40,6 @@ from sim.serving.index import DeployedIndex, build_index
 from sim.world.catalog import family_slices
 from sim.world.marketplace import Marketplace
 
-TIERS = ("fresh", "large")  # search order: on a duplicate ad, the fresher tier's row wins
 ItemTower = Callable[[], tuple[TwoTowerBase, int]]
 Wait = Callable[[str, float], simpy.Event]  # (stage, delay) -> event, see sim.simulation.STAGES
 

@@ -9,18 +9,19 @@ import numpy as np
 from sim.bidding import expected_value
 from sim.config.schema import OBJECTIVES, Config
 from sim.features.registry import bits, fill_default
+from sim.logs.writer import Coded
 from sim.models.training_log import FULL, PARTIAL, WINNER, LoggedRows
 from sim.rng import LOG_FULL_REQUEST, LOG_PARTIAL_CANDIDATE, LOG_PARTIAL_REQUEST, keyed_uniform
 from sim.serving.arm import Arm
 from sim.serving.funnel import Served, l2_predict
-from sim.serving.pipeline import TIERS
+from sim.serving.index import TIERS
 from sim.world.catalog import family_slices
 from sim.world.marketplace import Marketplace
 from sim.world.response import true_rates
 from sim.world.traffic import DAY_S
 
 Columns = dict[str, Any]
-TIER_NAMES = np.asarray(TIERS)
+SOURCE_NAMES = ("partial_request", "full_request")  # by ``is_full``
 
 
 def _day(t: np.ndarray) -> np.ndarray:
@@ -30,7 +31,7 @@ def _day(t: np.ndarray) -> np.ndarray:
 def request_rows(s: Served, arm: str, surfaces: np.ndarray) -> Columns:
     b = s.batch
     return {"request_id": b.request_id, "time": b.time, "day": _day(b.time), "arm": arm,
-            "user_id": b.user, "segment": b.segment, "surface": surfaces[b.surface],
+            "user_id": b.user, "segment": b.segment, "surface": Coded(surfaces, b.surface),
             "n_retrieved": s.live.sum(1), "n_impressions": (s.auction.winners >= 0).sum(1),
             **{f"{k}_ms": v for k, v in s.latency.ms.items()},
             **{f"{k}_ok": v for k, v in s.latency.ok.items()}}
@@ -40,13 +41,13 @@ def impression_rows(s: Served, arm: str, surfaces: np.ndarray, objective: np.nda
     i, b = s.impressions, s.batch
     t = b.time[i.row]
     return {"request_id": b.request_id[i.row], "time": t, "day": _day(t), "arm": arm,
-            "user_id": b.user[i.row], "surface": surfaces[b.surface[i.row]], "ad_id": i.ad_id,
-            "advertiser_id": i.advertiser, "objective": np.asarray(OBJECTIVES)[objective[i.advertiser]],
+            "user_id": b.user[i.row], "surface": Coded(surfaces, b.surface[i.row]), "ad_id": i.ad_id,
+            "advertiser_id": i.advertiser, "objective": Coded(OBJECTIVES, objective[i.advertiser]),
             "position": i.position, "bid": i.bid, "price": i.price, "per_click": i.per_click,
             "cost": i.cost, "l1_pcvr": i.l1_pcvr, "l2_pctr": i.l2_pctr, "l2_pcvr": i.l2_pcvr,
             "true_pctr": i.true_pctr, "true_pcvr": i.true_pcvr, "click": i.outcomes.click,
             "conversion": i.outcomes.conversion,
-            "tier": TIER_NAMES[s.tier[i.row, i.retrieval_col]],
+            "tier": Coded(TIERS, s.tier[i.row, i.retrieval_col]),
             "item_version": s.item_version[i.row, i.retrieval_col],
             "query_version": s.query_version}
 
@@ -57,7 +58,7 @@ def click_rows(s: Served, arm: str, objective: np.ndarray) -> Columns:
     t = b.time[i.row[c]]
     return {"request_id": b.request_id[i.row[c]], "time": t, "day": _day(t), "arm": arm,
             "ad_id": i.ad_id[c], "advertiser_id": i.advertiser[c],
-            "objective": np.asarray(OBJECTIVES)[objective[i.advertiser[c]]],
+            "objective": Coded(OBJECTIVES, objective[i.advertiser[c]]),
             "position": i.position[c], "cost": np.where(i.per_click[c], i.price[c], 0.0),
             "l1_pcvr": i.l1_pcvr[c], "l2_pcvr": i.l2_pcvr[c], "true_pcvr": i.true_pcvr[c],
             "conversion": i.outcomes.conversion[c]}
@@ -72,7 +73,7 @@ def conversion_rows(s: Served, arm: str, objective: np.ndarray, window_s: float,
     t = click_t + delay
     return {"request_id": b.request_id[i.row[c]], "click_time": click_t, "time": t,
             "day": _day(t), "arm": arm, "ad_id": i.ad_id[c], "advertiser_id": i.advertiser[c],
-            "objective": np.asarray(OBJECTIVES)[objective[i.advertiser[c]]],
+            "objective": Coded(OBJECTIVES, objective[i.advertiser[c]]),
             "attributed": delay <= window_s, "observed": t < horizon_s}
 
 
@@ -116,10 +117,10 @@ def candidate_rows(s: Served, arm: Arm, market: Marketplace, cfg: Config,
                               cat.latent[slot][:, None, :], cat.creative[slot][:, None],
                               cat.quality[slot][:, None])
     return {"request_id": sub.request_id, "time": sub.time, "day": _day(sub.time),
-            "arm": arm.name, "source": np.where(is_full, "full_request", "partial_request"),
-            "surface": surfaces[sub.surface], "ad_id": s.ad_id[row, col],
+            "arm": arm.name, "source": Coded(SOURCE_NAMES, is_full.astype(np.int8)),
+            "surface": Coded(surfaces, sub.surface), "ad_id": s.ad_id[row, col],
             "advertiser_id": advertiser,
-            "objective": np.asarray(OBJECTIVES)[adv.objective[advertiser]],
+            "objective": Coded(OBJECTIVES, adv.objective[advertiser]),
             "retrieval_rank": col, "l1_pcvr": s.l1_pcvr[row, col],
             "ctr_prior": s.ctr_prior[row, col], "l1_value": s.l1_value[row, col],
             "l2_pctr": pctr, "l2_pcvr": pcvr,
@@ -129,7 +130,7 @@ def candidate_rows(s: Served, arm: Arm, market: Marketplace, cfg: Config,
             "won": won[row, col], "true_pctr": t_ctr[:, 0], "true_pcvr": t_cvr[:, 0],
             "true_value": expected_value(adv, advertiser, t_ctr[:, 0], t_cvr[:, 0],
                                          arm.budgets.multiplier, cfg.bidding.bid_scale),
-            "tier": TIER_NAMES[s.tier[row, col]], "item_version": s.item_version[row, col],
+            "tier": Coded(TIERS, s.tier[row, col]), "item_version": s.item_version[row, col],
             "query_version": s.query_version}
 
 
