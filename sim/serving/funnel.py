@@ -51,12 +51,15 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
         part = np.sort(np.argpartition(-values, k - 1, axis=1)[:, :k], axis=1)
     else:
         part = np.broadcast_to(np.arange(n), values.shape).copy()
-    key = np.argsort(-np.take_along_axis(values, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, key, axis=1)
+    key = np.argsort(-take(values, part), axis=1, kind="stable")
+    return take(part, key)
 
 
 def take(a: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    return np.take_along_axis(a, cols, axis=1)
+    """``a[i, cols[i, j]]`` for (B, n) ``a`` and (B, m) ``cols``: ``np.take_along_axis`` along
+    rows, by one flat gather (a few times faster at these shapes)."""
+    flat = cols + (np.arange(cols.shape[0], dtype=np.int64) * a.shape[1])[:, None]
+    return np.take(a, flat)
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ def retrieve(arm: Arm, queries: np.ndarray, k: int,
     -1 and logit -inf."""
     logits, rows, tiers = [], [], []
     for code, name in enumerate(TIERS):  # at most two tiers: a loop over tiers, not requests
-        if name not in arm.tiers:
+        if name not in arm.tiers or arm.tiers[name].n == 0:  # nothing to search or merge
             continue
         lg, rw = search(arm.tiers[name], queries, k)
         ok = rw >= 0
@@ -145,9 +148,13 @@ def retrieve(arm: Arm, queries: np.ndarray, k: int,
         logits.append(np.where(ok, lg, -np.inf))
         rows.append(np.where(ok, rw, -1))
         tiers.append(np.full(rw.shape, code, np.int8))
-    lg, rw, tr = (np.concatenate(x, axis=1) for x in (logits, rows, tiers))
+    if not logits:
+        b = queries.shape[0]
+        return (np.full((b, k), -np.inf, np.float32), np.zeros((b, k), np.int8),
+                np.full((b, k), -1, np.int64))
     if len(logits) == 1:
-        return lg, tr, rw
+        return logits[0], tiers[0], rows[0]
+    lg, rw, tr = (np.concatenate(x, axis=1) for x in (logits, rows, tiers))
     keep = top_k(lg, k)
     return take(lg, keep), take(tr, keep), take(rw, keep)
 
