@@ -12,7 +12,9 @@ K_r = 200, K_1 = 50, K_2 = 10, 3 slots.
 * ``kernel_floor_requests_per_s``: the same batches through the raw kernels only, per arm: one
   faiss search of the ``large`` tier for top-K_r, the query-tower forward, the L2 forward over the
   (requests x K_1) pairs, and one numpy partition over (requests x K_2) bids. ``ratio`` is the
-  first figure over this one (1 = the simulator's bookkeeping costs nothing).
+  first figure over this one (1 = the simulator's bookkeeping costs nothing), as the median of
+  the ratios of back-to-back pairs of repetitions (this machine's speed drifts by 10-20%
+  between minutes; a pair shares it).
 * ``batch1_requests_per_s``: the same data plane fed one request at a time (as a design with one
   SimPy process per request would run it), on ``--batch1-requests`` requests.
 * ``scaling``: ``requests_per_s`` for 1x and 4x the batches, and for each world size in
@@ -113,6 +115,26 @@ def timed(fn: Callable[[], None], reps: int) -> float:
     return statistics.median(times)
 
 
+def paired(fn: Callable[[], None], floor: Callable[[], None], reps: int
+           ) -> tuple[float, float, float]:
+    """Median wall seconds of ``fn`` and of ``floor`` over ``reps`` back-to-back pairs (after one
+    warm-up of each), and the median of the per-pair ratios floor / fn: a pair shares the
+    machine's speed of the moment, so the ratio is steadier than the ratio of two medians on a
+    machine whose speed drifts."""
+    fn()
+    floor()
+    a, b = [], []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        a.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        floor()
+        b.append(time.perf_counter() - t)
+    return (statistics.median(a), statistics.median(b),
+            statistics.median(y / x for x, y in zip(a, b, strict=True)))
+
+
 def world(n_ads: int, threads: int, log_dir: Path) -> Simulation:
     sim = Simulation(bench_config(n_ads, threads), LogWriter(log_dir, 250_000))
     sim.env.run(until=BENCH_TIME_S)  # past the initial deploy: pacing, enrichment, builds ran
@@ -127,11 +149,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         sim = world(args.ads, args.threads, Path(tmp) / "main")
         batches = make_batches(sim, args.batches, args.batch)
         n = args.batches * args.batch
-        full = timed(lambda: data_plane(sim, batches), args.reps)
-        floor = timed(lambda: kernels(sim, batches), args.reps)
+        full, floor, ratios = paired(lambda: data_plane(sim, batches),
+                                     lambda: kernels(sim, batches), args.reps)
         out["requests_per_s"] = n / full
         out["kernel_floor_requests_per_s"] = n / floor
-        out["ratio"] = floor / full
+        out["ratio"] = ratios
         single = make_batches(sim, args.batch1_requests, 1, seed=1)
         out["batch1_requests_per_s"] = args.batch1_requests / timed(
             lambda: data_plane(sim, single), max(1, args.reps // 2))
@@ -162,7 +184,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ads", type=int, default=20_000)
     p.add_argument("--batch", type=int, default=2048)
     p.add_argument("--batches", type=int, default=4)
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, default=5)
     p.add_argument("--batch1-requests", type=int, default=200)
     p.add_argument("--scale-ads", type=lambda s: [int(x) for x in s.split(",") if x],
                    default=[20_000, 100_000], help="comma-separated world sizes, e.g. 20000,1000000")
