@@ -15,6 +15,9 @@ K_r = 200, K_1 = 50, K_2 = 10, 3 slots.
   first figure over this one (1 = the simulator's bookkeeping costs nothing), as the median of
   the ratios of back-to-back pairs of repetitions (this machine's speed drifts by 10-20%
   between minutes; a pair shares it).
+* ``retrieval_recall_vs_exact``: the share of the exact top-K_r that the deployed ``large`` tier
+  returns for the batches' queries: 1 for the default ``Flat`` index, below 1 for an approximate
+  one (``--factory IVF1024,Flat --nprobe 16``), the price of its speed.
 * ``batch1_requests_per_s``: the same data plane fed one request at a time (as a design with one
   SimPy process per request would run it), on ``--batch1-requests`` requests.
 * ``scaling``: ``requests_per_s`` for 1x and 4x the batches, and for each world size in
@@ -61,14 +64,15 @@ SHAPE = {"funnel.k_retrieval": 200, "funnel.k_l1": 50, "funnel.k_l2": 10, "aucti
 BENCH_TIME_S = 3600.0  # simulated time the benchmark batches carry (after the initial deploy)
 
 
-def bench_config(n_ads: int, threads: int) -> Config:
+def bench_config(n_ads: int, threads: int, factory: str = "Flat", nprobe: int = 1) -> Config:
     """The benchmark world: ``n_ads`` ads (10 per advertiser), two arms, the issue's shape."""
     return load_config("default", [
         f"world.n_advertisers={max(1, n_ads // 10)}", "world.ads_per_advertiser=10",
         "world.daily_budget_mean=1e9",  # no budget caps: every repetition does the same work
         *(f"{k}={v}" for k, v in SHAPE.items()), "experiment.arms=[control,treatment]",
         "models.exploration_requests=20000", "models.epochs=1", f"models.torch_threads={threads}",
-        f"models.faiss_threads={threads}", "progress=off"])
+        f"models.faiss_threads={threads}", "progress=off", f"index.factory='{factory}'",
+        f"index.nprobe={nprobe}"])
 
 
 def make_batches(sim: Simulation, n_batches: int, size: int, seed: int = 0) -> list[RequestBatch]:
@@ -135,18 +139,43 @@ def paired(fn: Callable[[], None], floor: Callable[[], None], reps: int
             statistics.median(y / x for x, y in zip(a, b, strict=True)))
 
 
-def world(n_ads: int, threads: int, log_dir: Path) -> Simulation:
-    sim = Simulation(bench_config(n_ads, threads), LogWriter(log_dir, 250_000))
+def recall_vs_exact(sim: Simulation, batches: list[RequestBatch]) -> float:
+    """Share of the exact top-K_r (an inner-product ``Flat`` index over the same vectors) that
+    each arm's deployed ``large`` tier returns for the batches' queries (1 for a ``Flat`` tier)."""
+    k, ns, found = sim.cfg.funnel.k_retrieval, len(sim.cfg.world.surfaces), []
+    for batch in batches:
+        for arm, idx in sim._assign(batch):
+            index = arm.tiers["large"].index
+            ivf = faiss.try_extract_index_ivf(index)
+            if ivf is not None:
+                ivf.make_direct_map()
+            exact = faiss.IndexFlatIP(index.d)
+            exact.add(index.reconstruct_n(0, index.ntotal))
+            rows = batch.take(idx)
+            qx = query_inputs(sim.market.users, rows.user, rows.surface, ns)
+            with torch.inference_mode():
+                qv = np.ascontiguousarray(arm.query_model.query_vectors(torch.from_numpy(qx)).numpy())
+            _, got = index.search(qv, k)
+            _, want = exact.search(qv, k)
+            hit = (got[:, :, None] == want[:, None, :]) & (want[:, None, :] >= 0)
+            found.append(hit.any(axis=1).sum(axis=1) / np.maximum((want >= 0).sum(axis=1), 1))
+    return float(np.concatenate(found).mean())
+
+
+def world(n_ads: int, threads: int, log_dir: Path, factory: str = "Flat", nprobe: int = 1
+          ) -> Simulation:
+    sim = Simulation(bench_config(n_ads, threads, factory, nprobe), LogWriter(log_dir, 250_000))
     sim.env.run(until=BENCH_TIME_S)  # past the initial deploy: pacing, enrichment, builds ran
     return sim
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"shape": {"ads": args.ads, "batch": args.batch, "batches": args.batches,
-                                     "arms": 2, **SHAPE}, "reps": args.reps,
+                                     "arms": 2, "factory": args.factory, "nprobe": args.nprobe,
+                                     **SHAPE}, "reps": args.reps,
                            "threads": args.threads}
     with tempfile.TemporaryDirectory() as tmp:
-        sim = world(args.ads, args.threads, Path(tmp) / "main")
+        sim = world(args.ads, args.threads, Path(tmp) / "main", args.factory, args.nprobe)
         batches = make_batches(sim, args.batches, args.batch)
         n = args.batches * args.batch
         full, floor, ratios = paired(lambda: data_plane(sim, batches),
@@ -154,6 +183,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         out["requests_per_s"] = n / full
         out["kernel_floor_requests_per_s"] = n / floor
         out["ratio"] = ratios
+        out["retrieval_recall_vs_exact"] = recall_vs_exact(sim, batches)
         single = make_batches(sim, args.batch1_requests, 1, seed=1)
         out["batch1_requests_per_s"] = args.batch1_requests / timed(
             lambda: data_plane(sim, single), max(1, args.reps // 2))
@@ -163,7 +193,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "1x": out["requests_per_s"],
             "4x": 4 * n / timed(lambda: data_plane(sim, four), args.reps)}, "ads": {}}
         for n_ads in args.scale_ads:
-            s = sim if n_ads == args.ads else world(n_ads, args.threads, Path(tmp) / str(n_ads))
+            s = sim if n_ads == args.ads else world(n_ads, args.threads, Path(tmp) / str(n_ads),
+                                                    args.factory, args.nprobe)
             b = batches if s is sim else make_batches(s, args.batches, args.batch)
             scaling["ads"][str(n_ads)] = n / timed(lambda s=s, b=b: data_plane(s, b), args.reps)
         out["scaling"] = scaling
@@ -189,9 +220,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scale-ads", type=lambda s: [int(x) for x in s.split(",") if x],
                    default=[20_000, 100_000], help="comma-separated world sizes, e.g. 20000,1000000")
     p.add_argument("--threads", type=int, default=2, help="torch and faiss threads")
+    p.add_argument("--factory", default="Flat",
+                   help="faiss index factory of every benchmark world, e.g. IVF1024,Flat")
+    p.add_argument("--nprobe", type=int, default=1, help="lists an IVF index searches")
     p.add_argument("--skip-default", action="store_true", help="do not time `python -m sim`")
     args = p.parse_args(argv)
-    for name in ("ads", "batch", "batches", "reps", "batch1_requests", "threads"):
+    for name in ("ads", "batch", "batches", "reps", "batch1_requests", "threads", "nprobe"):
         if getattr(args, name) < 1:
             p.error(f"`--{name.replace('_', '-')}` must be >= 1, got {getattr(args, name)}")
     if args.ads < 2000:

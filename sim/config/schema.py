@@ -106,6 +106,8 @@ class IndexConfig:
     """
 
     factory: str = "Flat"  # faiss index_factory string (inner-product metric)
+    # lists an IVF index (e.g. factory "IVF1024,Flat") searches per query; ignored by other indexes
+    nprobe: int = bounded(1, ge=1)
     build_mode: str = bounded("streaming", choices=BUILD_MODES)
     enrich_interval_s: float = bounded(600.0, gt=0)  # streaming enrichment of new/changed ads
     snapshot_interval_s: float = bounded(3600.0, gt=0)  # embedding-table snapshot cadence

@@ -39,12 +39,21 @@ class DeployedIndex:
 def build_index(
     vectors: np.ndarray, slot: np.ndarray, ad_id: np.ndarray, version: np.ndarray,
     ctr_prior: np.ndarray, families: np.ndarray, factory: str, built_at: float,
-    tier: str = "large", snapshot_time: float = 0.0,
+    tier: str = "large", snapshot_time: float = 0.0, nprobe: int = 1,
 ) -> DeployedIndex:
-    """Build a faiss index (``factory`` string, inner product) over ``vectors`` (n, D+1)."""
+    """Build a faiss index (``factory`` string, inner product) over ``vectors`` (n, D+1).
+
+    An IVF index is trained on the build's own vectors (k-means; faiss samples at most 256 per
+    list) and searches ``nprobe`` lists per query. A build with fewer vectors than the IVF has
+    lists falls back to an exact ``Flat`` index (a small ``fresh`` tier cannot train one)."""
     started = time.perf_counter()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and vectors.shape[0] < ivf.nlist:
+        index, ivf = faiss.IndexFlatIP(vectors.shape[1]), None
+    if ivf is not None:
+        ivf.nprobe = nprobe
     if not index.is_trained and vectors.shape[0] > 0:
         index.train(vectors)
     if vectors.shape[0] > 0:

@@ -166,7 +166,8 @@ class IndexPipeline:
                                self.slices)
         prior = ctr_prior(self.arm.l2, self.contexts, l2_view)
         return build_index(vectors, slots, cat.ad_id[slots], versions, prior, families,
-                           self.cfg.index.factory, now, tier=tier, snapshot_time=snap.time)
+                           self.cfg.index.factory, now, tier=tier, snapshot_time=snap.time,
+                           nprobe=self.cfg.index.nprobe)
 
     def deploy(self, idx: DeployedIndex, now: float) -> None:
         self.arm.deploy(idx)
