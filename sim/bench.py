@@ -145,17 +145,20 @@ def recall_vs_exact(sim: Simulation, batches: list[RequestBatch]) -> float:
     k, ns, found = sim.cfg.funnel.k_retrieval, len(sim.cfg.world.surfaces), []
     for batch in batches:
         for arm, idx in sim._assign(batch):
-            index = arm.tiers["large"].index
-            ivf = faiss.try_extract_index_ivf(index)
+            tier = arm.tiers["large"]
+            ivf = faiss.try_extract_index_ivf(tier.index)
             if ivf is not None:
                 ivf.make_direct_map()
-            exact = faiss.IndexFlatIP(index.d)
-            exact.add(index.reconstruct_n(0, index.ntotal))
+            vectors = tier.index.reconstruct_n(0, tier.index.ntotal)
+            if tier.mips_norm2 is not None:
+                vectors = np.ascontiguousarray(vectors[:, :-1])  # drop the norm padding
+            exact = faiss.IndexFlatIP(vectors.shape[1])
+            exact.add(vectors)
             rows = batch.take(idx)
             qx = query_inputs(sim.market.users, rows.user, rows.surface, ns)
             with torch.inference_mode():
                 qv = np.ascontiguousarray(arm.query_model.query_vectors(torch.from_numpy(qx)).numpy())
-            _, got = index.search(qv, k)
+            _, got = search(tier, qv, k)
             _, want = exact.search(qv, k)
             hit = (got[:, :, None] == want[:, None, :]) & (want[:, None, :] >= 0)
             found.append(hit.any(axis=1).sum(axis=1) / np.maximum((want >= 0).sum(axis=1), 1))

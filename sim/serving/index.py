@@ -30,6 +30,9 @@ class DeployedIndex:
     tier: str = "large"
     snapshot_time: float = 0.0  # the embedding-table snapshot the build read
     build_s: float = 0.0  # wall seconds the build took
+    # an IVF index searches item vectors augmented to one norm, by L2 (``build_index``): the
+    # squared norm they share; None for an index searched by inner product directly
+    mips_norm2: float | None = None
 
     @property
     def n(self) -> int:
@@ -48,12 +51,25 @@ def build_index(
     lists falls back to an exact ``Flat`` index (a small ``fresh`` tier cannot train one)."""
     started = time.perf_counter()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    ivf = faiss.try_extract_index_ivf(index)
+    d = vectors.shape[1]
+    probe = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.try_extract_index_ivf(probe)
+    norm2: float | None = None
     if ivf is not None and vectors.shape[0] < ivf.nlist:
-        index, ivf = faiss.IndexFlatIP(vectors.shape[1]), None
-    if ivf is not None:
-        ivf.nprobe = nprobe
+        index: faiss.Index = faiss.IndexFlatIP(d)
+    elif ivf is not None:
+        # maximum inner product as nearest neighbour: with every item padded by
+        # sqrt(M^2 - |v|^2) to the same norm M and the query by 0, |q - v|^2 = |q|^2 + M^2 - 2 q.v,
+        # so the L2 lists and search order items by q.v (an inner-product IVF assigns by the
+        # largest inner product with a centroid, which for vectors of unequal norms says little)
+        sq = (vectors.astype(np.float64) ** 2).sum(axis=1)
+        norm2 = float(sq.max()) if sq.size else 0.0
+        pad = np.sqrt(np.maximum(norm2 - sq, 0.0)).astype(np.float32)[:, None]
+        vectors = np.ascontiguousarray(np.hstack([vectors, pad]))
+        index = faiss.index_factory(d + 1, factory, faiss.METRIC_L2)
+        faiss.extract_index_ivf(index).nprobe = nprobe
+    else:
+        index = probe
     if not index.is_trained and vectors.shape[0] > 0:
         index.train(vectors)
     if vectors.shape[0] > 0:
@@ -61,7 +77,7 @@ def build_index(
     return DeployedIndex(index, slot.astype(np.int64), ad_id.astype(np.int64),
                          version.astype(np.int32), ctr_prior.astype(np.float32),
                          families.astype(np.uint8), built_at, tier, snapshot_time,
-                         time.perf_counter() - started)
+                         time.perf_counter() - started, norm2)
 
 
 def row_table(tiers: dict[str, DeployedIndex]) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -84,5 +100,11 @@ def search(idx: DeployedIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     if idx.n == 0:
         b = queries.shape[0]
         return np.full((b, k), -np.inf, np.float32), np.full((b, k), -1, np.int64)
-    scores, rows = idx.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-    return scores, rows
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if idx.mips_norm2 is None:
+        scores, rows = idx.index.search(q, k)
+        return scores, rows
+    dist, rows = idx.index.search(np.hstack([q, np.zeros((q.shape[0], 1), np.float32)]), k)
+    q2 = (q.astype(np.float64) ** 2).sum(axis=1, keepdims=True)
+    scores = ((q2 + idx.mips_norm2 - dist) / 2.0).astype(np.float32)  # back to q.v
+    return np.where(rows >= 0, scores, -np.inf).astype(np.float32), rows
