@@ -54,7 +54,7 @@ def _shares(full: pl.DataFrame, n_slots: int, k_l1: int) -> dict[str, float | No
 
 
 def funnel_recall(candidates: pl.DataFrame, arm: str, n_slots: int, k_l1: int) -> dict[str, Any]:
-    """The four recalls of ``arm`` overall and per surface (``by_surface``)."""
+    """The six recalls of ``arm`` (``KEYS``) overall and per surface (``by_surface``)."""
     full = candidates.filter((pl.col("arm") == arm) & (pl.col("source") == "full_request"))
     out: dict[str, Any] = _shares(full, n_slots, k_l1)
     out["by_surface"] = {s: _shares(full.filter(pl.col("surface") == s), n_slots, k_l1)

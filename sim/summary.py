@@ -125,7 +125,7 @@ def feature_coverage(cov: pl.DataFrame, arm: str) -> dict[str, dict[str, float |
 
 
 def _recall(cands: pl.DataFrame, arm: str, sizes: tuple[int, int] | None) -> dict[str, Any]:
-    """``retrieval_recall``, ``ranking_recall``, their oracle counterparts, ``recall_by_surface``."""
+    """The funnel recalls (``sim.recall.KEYS``) and ``recall_by_surface``."""
     if sizes is None:
         return {}
     r = funnel_recall(cands, arm, *sizes)

@@ -30,6 +30,8 @@ from conftest import read_json
     ("auction.slot_ctr=[0.5,1.0,0.3]", "auction.slot_ctr", "0.5"),
     ("experiment.ramp=[{day:0,share:1.5}]", "experiment.ramp[0].share", "1.5"),
     ("features.changes=[{day:-1}]", "features.changes[0].day", "-1"),
+    ("index.factory=Bogus", "index.factory", "Bogus"),
+    ("index.nprobe=0", "index.nprobe", "0"),
 ])
 def test_out_of_range_values_name_key_and_value(override: str, key: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -367,3 +367,15 @@ def test_sweep_gathers_jobs_and_intervals(tmp_path: Path) -> None:
         make_sweep_report(tmp_path, x="seed")
     with pytest.raises(ReportError, match="not in the sweep"):
         make_sweep_report(tmp_path, metric="arms.control.nope")
+
+
+def test_cli_refuses_options_for_the_other_kind_of_directory(tiny_run: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from sim.report.__main__ import main
+
+    (tmp_path / "multirun.yaml").write_text("{}")
+    assert main([str(tmp_path), "--attribute"]) == 2
+    assert main([str(tiny_run), "--metric", "arms.control.cpa"]) == 2
+    assert main([str(tiny_run), "--hazards", "parity_gap"]) == 2
+    err = capsys.readouterr().err
+    assert "--attribute applies to a run directory" in err and "--hazards needs --attribute" in err

@@ -144,9 +144,21 @@ def _check_features(cfg: Config) -> None:
     _require(days == sorted(days), f"`features.changes` days must not decrease, got {days}")
 
 
+def _check_index(cfg: Config) -> None:
+    """The faiss factory string must parse (faiss would otherwise fail at the first build)."""
+    import faiss  # local: only this check needs it here
+
+    try:
+        faiss.index_factory(8, cfg.index.factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError:
+        raise ConfigError(f"`index.factory` is not a faiss index factory string, got "
+                          f"{cfg.index.factory!r} (e.g. 'Flat', 'IVF1024,Flat', 'HNSW32')") from None
+
+
 def validate(cfg: Config) -> Config:
     """Check every declared bound and relation of ``cfg``; raise :class:`ConfigError` if any fails."""
     _walk(cfg, "")
     _check_relations(cfg)
     _check_features(cfg)
+    _check_index(cfg)
     return cfg

@@ -32,8 +32,16 @@ def main(argv: list[str] | None = None) -> int:
         if (args.dir / "multirun.yaml").exists():
             from sim.report.sweep import make_sweep_report
 
+            if args.attribute or args.hazards:
+                raise ReportError(f"--attribute applies to a run directory; {args.dir} is a "
+                                  f"sweep (report one of its jobs, e.g. {args.dir}/0)")
+
             path = make_sweep_report(args.dir, metric=args.metric, x=args.x)
         else:
+            if args.metric or args.x:
+                raise ReportError("--metric and --x apply to a sweep directory (with multirun.yaml)")
+            if args.hazards and not args.attribute:
+                raise ReportError("--hazards needs --attribute")
             if args.attribute:
                 from sim.report.attribution import attribute
 

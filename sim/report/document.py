@@ -6,24 +6,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from sim.report.evidence import SOURCES, Gap, gap, two_arms
+from sim.report.evidence import SOURCES, Gap, gap, offline_overall, served_family, two_arms
 from sim.report.verdicts import CAUSE, NOT_MEASURABLE, Verdict, pct
 
 STATUS = {CAUSE: "**could explain the gap**", "ruled_out": "ruled out",
           NOT_MEASURABLE: "not measurable here"}
 
 
-def _f(x: Any, digits: int = 3) -> str:
+def _f(x: Any, fmt: str = ".3f") -> str:
     if x is None:
         return "n/a"
     if isinstance(x, float):
-        return f"{x:.{digits}f}"
+        return format(x, fmt)
     return str(x)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def table(header: list[str], rows: list[list[Any]] | list[tuple[Any, ...]], fmt: str = ".3f") -> str:
+    """A Markdown table; floats formatted with ``fmt``, None as n/a."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_f(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_f(c, fmt) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -50,16 +51,15 @@ def _gap_section(m: dict[str, Any], g: Gap) -> str:
             f"**{pct(cpa.get('estimate'))}** (95% {pct(cpa.get('low'))} … {pct(cpa.get('high'))}).")
         rows = []
         for arm in ("control", "treatment"):
-            model = m.get("offline", {}).get("models", {}).get(arm) or {"sources": {}}
             a = m["arms"][arm]
-            rows.append([arm, model.get("family"), *[
-                ((model["sources"].get(s) or {}).get("overall") or {}).get("log_mae")
-                for s in SOURCES], a.get("l1_log_mae"), a.get("cpa"), a.get("conversions"),
+            rows.append([arm, served_family(m, arm), *[
+                (offline_overall(m, arm, s) or {}).get("log_mae") for s in SOURCES],
+                a.get("l1_log_mae"), a.get("cpa"), a.get("conversions"),
                 a.get("ocpm_impression_share")])
-        out.append(_table(["arm", "L1 family", *[f"offline log_mae {s}" for s in SOURCES],
+        out.append(table(["arm", "L1 family", *[f"offline log_mae {s}" for s in SOURCES],
                            "online l1_log_mae", "CPA", "conversions", "oCPM imp. share"], rows))
         lifts = m.get("lift") or {}
-        out.append(_table(["online lift", "estimate", "95% low", "95% high"],
+        out.append(table(["online lift", "estimate", "95% low", "95% high"],
                           [[k, pct(v.get("estimate")), pct(v.get("low")), pct(v.get("high"))]
                            for k, v in lifts.items() if v]))
     else:
@@ -72,12 +72,12 @@ def _gap_section(m: dict[str, Any], g: Gap) -> str:
 
 def _offline_section(m: dict[str, Any]) -> str:
     rows = []
-    for arm, model in (m.get("offline", {}).get("models") or {}).items():
+    for arm in m.get("offline", {}).get("models") or {}:
         for s in SOURCES:
-            o = (model["sources"].get(s) or {}).get("overall") or {}
+            o = offline_overall(m, arm, s) or {}
             rows.append([arm, s, o.get("rows"), o.get("log_mae"), o.get("log_loss"),
                          o.get("normalized_entropy"), o.get("calibration")])
-    return _table(["arm", "source", "rows", "log_mae", "log_loss", "NE", "calibration"], rows)
+    return table(["arm", "source", "rows", "log_mae", "log_loss", "NE", "calibration"], rows)
 
 
 def _exposure_section(m: dict[str, Any]) -> str:
@@ -86,7 +86,7 @@ def _exposure_section(m: dict[str, Any]) -> str:
             for arm, steps in (m.get("exposure") or {}).items() for s in steps]
     if not rows:
         return "No ramp read-out (one arm)."
-    return _table(["arm", "step", "day", "share", "clicks", "L1 calibration", "L1 log loss",
+    return table(["arm", "step", "day", "share", "clicks", "L1 calibration", "L1 log loss",
                    "L2 calibration"], rows)
 
 
@@ -97,7 +97,7 @@ def _latency_section(m: dict[str, Any]) -> str:
             if q:
                 rows.append([arm, stage, q["p50"], q["p90"], q["p99"],
                              pct((a.get("success_rate") or {}).get(stage), False)])
-    return _table(["arm", "stage", "p50 ms", "p90 ms", "p99 ms", "success"], rows)
+    return table(["arm", "stage", "p50 ms", "p90 ms", "p99 ms", "success"], rows)
 
 
 def _coverage_section(m: dict[str, Any]) -> str:
@@ -110,8 +110,8 @@ def _coverage_section(m: dict[str, Any]) -> str:
     audit = [[arm, r["family"], r["artifact"], pct(r["offline_coverage"], False),
               pct(r["online_coverage"], False), r.get("log_loss_increase"), r.get("log_mae_increase")]
              for arm, a in m["arms"].items() for r in a.get("parity_audit") or []]
-    parts = [_table(["arm", "family", *arts], rows), "Parity audit (most important first):"]
-    parts.append(_table(["arm", "family", "missing in", "offline coverage", "online coverage",
+    parts = [table(["arm", "family", *arts], rows), "Parity audit (most important first):"]
+    parts.append(table(["arm", "family", "missing in", "offline coverage", "online coverage",
                          "importance (log loss, nats)", "importance (log_mae)"], audit)
                  if audit else "The audit lists no family.")
     return "\n\n".join(parts)
@@ -123,7 +123,7 @@ def _skew_section(m: dict[str, Any]) -> str:
         shares = (a.get("version_distance") or {}).get("all") or {}
         rows.append([arm, ", ".join(f"{k}: {pct(v, False)}" for k, v in
                                     sorted(shares.items(), key=lambda kv: int(kv[0])))])
-    out = [_table(["arm", "share of live retrieved candidates by version distance"], rows)]
+    out = [table(["arm", "share of live retrieved candidates by version distance"], rows)]
     sweep = (m.get("offline") or {}).get("skew_sweep") or {}
     srows = []
     for family, by_k in sweep.items():
@@ -132,7 +132,7 @@ def _skew_section(m: dict[str, Any]) -> str:
             srows.append([family, k, al["anchors"], al["log_mae"], al["delta"]["log_mae"],
                           al["excess_loss"], al["delta"]["excess_loss"]])
     if srows:
-        out.append(_table(["family", "distance", "anchors", "log_mae", "Δ log_mae", "excess loss",
+        out.append(table(["family", "distance", "anchors", "log_mae", "Δ log_mae", "excess loss",
                            "Δ excess loss"], srows))
     gate = (m.get("offline") or {}).get("skew_gate") or {}
     if gate:
@@ -155,7 +155,7 @@ def _recall_section(m: dict[str, Any]) -> str:
             rows.append([arm, s, *[r.get(k) for k in kinds]])
     note = ("`headroom_*`: the recall of an L1 whose pCVR were L2's (same pCTR prior and bids) — "
             "what a better L1 CVR model could reach; `oracle_*`: against the true utility.")
-    return (_table(["arm", "surface", *kinds], rows) + "\n\n" + note) if rows else "No full-request log."
+    return (table(["arm", "surface", *kinds], rows) + "\n\n" + note) if rows else "No full-request log."
 
 
 def _attribution_section(m: dict[str, Any]) -> str:
@@ -175,7 +175,7 @@ def _attribution_section(m: dict[str, Any]) -> str:
         rows = [[h, o["shapley"][h], o["one_off"].get(h)] for h in att["hazards"]]
         out.append(f"**{name}** ({o['description']}): all hazards on {_f(o['all_on'])}, all off "
                    f"{_f(o['all_off'])}.")
-        out.append(_table(["hazard", "Shapley value", "value with only this one off"], rows))
+        out.append(table(["hazard", "Shapley value", "value with only this one off"], rows))
     return "\n\n".join(out)
 
 
@@ -183,7 +183,7 @@ def render(m: dict[str, Any], verdicts: list[Verdict], plots: set[str], title: s
     """The report's Markdown."""
     by = {v.key: v for v in verdicts}
     named = [v for v in verdicts if v.named]
-    glance = _table(["layer", "hypothesis", "verdict", "arms"],
+    glance = table(["layer", "hypothesis", "verdict", "arms"],
                     [[v.layer, v.hypothesis, STATUS[v.status], ", ".join(v.arms)] for v in verdicts])
     arms = ", ".join(m["arms"])
     parts = [

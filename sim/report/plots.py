@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from sim.report.evidence import SOURCES, offline_change, two_arms  # noqa: E402
+from sim.report.evidence import SOURCES, offline_change, offline_overall, two_arms  # noqa: E402
 
 ARM_COLORS = {"control": "#1f77b4", "treatment": "#d62728"}
 
@@ -65,13 +65,11 @@ def gap(metrics: dict[str, Any], path: Path) -> bool:
         ax.set_title("Offline changes (grey) against online changes (95% intervals)")
     else:
         arm = next(iter(metrics["arms"]))
-        model = metrics.get("offline", {}).get("models", {}).get(arm)
-        if not model:
+        if not metrics.get("offline", {}).get("models", {}).get(arm):
             plt.close(fig)
             return False
         labels = [f"offline\n{s}" for s in SOURCES] + ["online\n(impressions)"]
-        levels = [((model["sources"].get(s) or {}).get("overall") or {}).get("log_mae")
-                  for s in SOURCES]
+        levels = [(offline_overall(metrics, arm, s) or {}).get("log_mae") for s in SOURCES]
         levels.append(metrics["arms"][arm].get("l1_log_mae"))
         ax.bar(range(len(levels)), [np.nan if v is None else v for v in levels],
                color=["#7f7f7f"] * 3 + ["#9467bd"])

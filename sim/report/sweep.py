@@ -24,6 +24,7 @@ import yaml
 from scipy import stats
 
 from sim.logs.writer import write_text_atomic
+from sim.report.document import table
 from sim.report.run_report import ReportError
 
 REPLICATE_KEYS = ("seed",)
@@ -161,7 +162,8 @@ def make_sweep_report(sweep_dir: Path, metric: str | None = None, x: str | None 
              f"Swept keys: {', '.join(swept) or 'none'} (replicates: {', '.join(REPLICATE_KEYS)}). "
              "Every job's metrics and overrides are in `sweep.parquet`.",
              f"## {metric}", "Mean across seeds with a 95% Student-t interval.",
-             _markdown(summary)]
+             table(summary.columns, summary.rows(), ".4g") if summary.height
+             else "No complete job has this metric."]
     if x is not None and summary.height:
         name = "sweep_" + metric.replace(".", "_") + ".png"
         (sweep_dir / "plots").mkdir(exist_ok=True)
@@ -170,12 +172,3 @@ def make_sweep_report(sweep_dir: Path, metric: str | None = None, x: str | None 
     path = sweep_dir / "sweep.md"
     write_text_atomic(path, "\n\n".join(parts) + "\n")
     return path
-
-
-def _markdown(frame: pl.DataFrame) -> str:
-    if frame.height == 0:
-        return "No complete job has this metric."
-    head = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * frame.width
-    body = ["| " + " | ".join("n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
-                              for v in row) + " |" for row in frame.iter_rows()]
-    return head + "\n" + "\n".join(body)

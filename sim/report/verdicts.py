@@ -126,8 +126,8 @@ def timeouts(m: dict[str, Any]) -> Verdict:
         for stage, ok in (a.get("success_rate") or {}).items():
             if ok is None:
                 continue
-            ref = (base or {}).get("success_rate", {}).get(stage) if base else 1.0
-            excess = (ref if ref is not None else 1.0) - ok
+            ref = (base.get("success_rate") or {}).get(stage) if base else None
+            excess = (1.0 if ref is None else ref) - ok  # one arm: against a perfect 1.0
             parts.append(f"{arm} {stage} success {pct(ok, False)} (excess failures {pct(excess)})")
             if excess >= TIMEOUT_EXCESS:
                 fired.append(arm)
