@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES
+from sim.report import retrospective
 from sim.report import verdicts as V
 from sim.report.attribution import (
     attribute,
@@ -154,6 +155,62 @@ def test_each_rule_fires_on_its_trigger_and_not_on_a_near_miss(key: str) -> None
     assert _verdict(m, key).status == V.RULED_OUT, _verdict(m, key)
 
 
+def _deciles(m: dict[str, Any], arm: str, calibrations: list[float]) -> None:
+    for s in SOURCES:
+        m["offline"]["models"][arm]["sources"][s]["deciles"] = [
+            {"decile": d, "calibration": c} for d, c in enumerate(calibrations)]
+
+
+def _the_retrospective(m: dict[str, Any]) -> None:
+    """Every observation of the seeds' retrospective, each just inside its line."""
+    _offline(m, (0.7, 0.79, 0.56))  # -30%, -21%, -44%
+    _deciles(m, "control", [0.8, 0.9, 1.2])
+    _deciles(m, "treatment", [0.9, 1.05, 0.9])  # |ln| .105 < .223, .049 < .105, .105 < .182
+    m["lift"]["ocpm_impression_share"] = {"estimate": 0.02, "low": -0.01, "high": 0.05}
+    _audit(m, 0.01, 0.1)
+    m["arms"]["control"]["version_distance"] = {"all": {"0": 0.6, "1": 0.4}}  # +4%
+    _treat(m, version_distance={"all": {"0": 0.2, "1": 0.8}})  # +8%
+    c = m["arms"]["control"]["recall_by_surface"]
+    _treat(m, recall_by_surface={"home_feed": dict(c["home_feed"]),
+                                 "search": {"retrieval_recall": 0.3, "ranking_recall": 0.3}})
+    m["arms"]["control"]["recall_by_surface"]["search"] = {"retrieval_recall": 0.6,
+                                                           "ranking_recall": 0.5}
+
+
+# observation (by its position) -> a mutation of the retrospective's world that breaks only it
+BREAKS: dict[int, Callable[[dict[str, Any]], None]] = {
+    0: lambda m: _offline(m, (1.0, 1.0, 0.5 / 0.56)),  # partial_request: -50%, past the range
+    1: lambda m: _deciles(m, "treatment", [0.9, 1.05, 1.3]),  # the top decile is worse
+    2: lambda m: m["lift"].update(cpa={"estimate": -0.08, "low": -0.12, "high": -0.03}),
+    3: lambda m: m["lift"].update(ocpm_impression_share={"estimate": -0.01, "low": -0.04,
+                                                         "high": 0.02}),
+    4: lambda m: _exposure(m, (1.0, 1.0), (1.2, 1.02)),
+    5: lambda m: _treat(m, success_rate={"query_tower": 0.97, "item_lookup": 1.0, "l2": 1.0}),
+    6: lambda m: _audit(m, 0.0, 0.0),
+    7: lambda m: m["arms"]["control"].update(version_distance={"all": {"0": 0.1, "1": 0.9}}),
+    8: lambda m: m["arms"]["control"]["recall_by_surface"]["home_feed"].update(
+        retrieval_recall=0.5),
+}
+
+
+def test_the_retrospective_point_by_point() -> None:
+    m = aa_world()
+    assert [o.holds for o in retrospective.observations(m, V.verdicts(m))] == [
+        False, False, True, False, True, True, False, False, False]  # an A/A shows no story
+    m = aa_world()
+    _the_retrospective(m)
+    obs = retrospective.observations(m, V.verdicts(m))
+    assert len(obs) == len(BREAKS) and all(o.holds for o in obs), obs
+    for i, brk in BREAKS.items():
+        m = aa_world()
+        _the_retrospective(m)
+        brk(m)
+        held = [o.holds for o in retrospective.observations(m, V.verdicts(m))]
+        assert held == [j != i for j in range(len(BREAKS))], (i, held)
+    del m["arms"]["treatment"]
+    assert retrospective.observations(m, V.verdicts(m)) == []
+
+
 def test_one_arm_leaves_the_comparisons_unmeasured() -> None:
     m = aa_world()
     del m["arms"]["treatment"], m["lift"], m["exposure"], m["offline"]["models"]["treatment"]
@@ -249,7 +306,7 @@ PLOTS = ("gap", "calibration_by_decile", "cpa_daily", "version_distance", "cover
 SECTIONS = ("## The gap", "## Verdicts at a glance", "## Layer 1", "### Offline evaluation",
             "### Exposure bias", "### Latency and timeouts", "## Layer 2", "### Feature coverage",
             "### Embedding version skew", "## Layer 3", "### Funnel recall", "### Metric mismatch",
-            "### Mix shift", "## Attribution")
+            "### Mix shift", "## Attribution", "## The retrospective, point by point")
 
 
 def test_report_has_every_section_and_plot_and_names_both_layer2_causes(hazard_run: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from sim.report.evidence import SOURCES, Gap, gap, offline_overall, served_family, two_arms
+from sim.report.retrospective import Observation
 from sim.report.verdicts import CAUSE, NOT_MEASURABLE, Verdict, pct
 
 STATUS = {CAUSE: "**could explain the gap**", "ruled_out": "ruled out",
@@ -179,7 +180,18 @@ def _attribution_section(m: dict[str, Any]) -> str:
     return "\n\n".join(out)
 
 
-def render(m: dict[str, Any], verdicts: list[Verdict], plots: set[str], title: str) -> str:
+def _retrospective_section(obs: list[Observation]) -> str:
+    if not obs:
+        return "*(one arm: nothing to compare with the retrospective)*"
+    mark = {True: "yes", False: "**no**", None: "n/a"}
+    shown = sum(o.holds is True for o in obs)
+    return (f"Does this run show what the seeds' retrospective reported? {shown} of {len(obs)}.\n\n"
+            + table(["the retrospective reported", "shown here", "this run"],
+                    [[o.claim, mark[o.holds], o.measured] for o in obs]))
+
+
+def render(m: dict[str, Any], verdicts: list[Verdict], plots: set[str], title: str,
+           observations: list[Observation] | None = None) -> str:
     """The report's Markdown."""
     by = {v.key: v for v in verdicts}
     named = [v for v in verdicts if v.named]
@@ -214,5 +226,6 @@ def render(m: dict[str, Any], verdicts: list[Verdict], plots: set[str], title: s
         _plot(plots, "cpa_daily", "CPA per day"), _verdict(by["metric_mismatch"]),
         "### Mix shift: oCPM impression share", _verdict(by["mix_shift"]),
         "## Attribution", _attribution_section(m),
+        "## The retrospective, point by point", _retrospective_section(observations or []),
     ]
     return "\n\n".join(parts) + "\n"

@@ -12,6 +12,7 @@ import polars as pl
 from sim.logs.writer import write_text_atomic
 from sim.report import plots
 from sim.report.document import render
+from sim.report.retrospective import observations
 from sim.report.verdicts import verdicts
 from sim.stats import lift, ratio
 from sim.summary import cells
@@ -98,7 +99,9 @@ def make_report(run_dir: Path) -> Path:
         "skew_sweep": plots.skew_sweep(metrics, plot_dir / "skew_sweep.png"),
     }
     title = f"{manifest.get('scenario', '?')} (seed {manifest.get('seed')})"
-    text = render(metrics, verdicts(metrics), {k for k, v in drawn.items() if v}, title)
+    found = verdicts(metrics)
+    text = render(metrics, found, {k for k, v in drawn.items() if v}, title,
+                  observations(metrics, found))
     path = run_dir / "report.md"
     write_text_atomic(path, text)
     return path
