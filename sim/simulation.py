@@ -103,16 +103,12 @@ def readiness_lineages(cfg: Config, arm_cfgs: dict[str, Config]) -> tuple[dict[s
     lineages to train beside control's models for the checked families no arm serves."""
     served = {acfg.models.l1_family: f"{arm}/l1" for arm, acfg in reversed(arm_cfgs.items())}
     sweep, extra = {}, {}
-    for family in checked_families(cfg):
+    for family in list(cfg.models.skew_check_families) or list(dict.fromkeys(
+            acfg.models.l1_family for acfg in arm_cfgs.values())):
         sweep[family] = served.get(family, f"readiness/{family}")
         if family not in served:
             extra[f"readiness/{family}"] = family
     return sweep, extra
-
-
-def checked_families(cfg: Config) -> list[str]:
-    """The families the skew sweep covers: ``models.skew_check_families``, or the served one."""
-    return list(cfg.models.skew_check_families) or [cfg.models.l1_family]
 
 
 class Simulation:

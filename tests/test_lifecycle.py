@@ -10,10 +10,12 @@ import polars as pl
 import pytest
 import torch
 
+from sim.experiment import arm_config
 from sim.models.families import item_slices, make_l1, parameter_count, query_slices
 from sim.models.registry import ModelVersion, Registry
 from sim.models.training_log import FULL, WINNER, LoggedRows, TrainingLog
 from sim.serving.pipeline import EmbeddingTable, Snapshot, stale_slots, tier_members
+from sim.simulation import readiness_lineages
 
 from conftest import read_json, read_log, run_tiny, tiny_config
 
@@ -149,3 +151,15 @@ def test_training_rows_hold_features_as_logged(tiny_run: Path) -> None:
     assert set(releases["feature_view"].unique().to_list()) == {
         "base,targeting,offsite_conversions,annotations,image_embedding"}
     assert FULL == 1
+
+
+def test_skew_sweep_covers_every_served_family_unless_told() -> None:
+    cfg = tiny_config("experiment.arms=[control,treatment]",
+                      "+experiment.treatment.models.l1_family=dhen")
+    arms = {"control": cfg, "treatment": arm_config(cfg, {"models": {"l1_family": "dhen"}})}
+    assert readiness_lineages(cfg, arms) == ({"simple": "control/l1", "dhen": "treatment/l1"}, {})
+    one = tiny_config()
+    assert readiness_lineages(one, {"control": one}) == ({"simple": "control/l1"}, {})
+    told = tiny_config("models.skew_check_families=[dhen]")
+    assert readiness_lineages(told, {"control": told}) == (
+        {"dhen": "readiness/dhen"}, {"readiness/dhen": "dhen"})

@@ -198,7 +198,7 @@ class ModelsConfig:
     # standardisation); a model leans on a family only if it is here and in the training logs
     l1_features: list[str] = bounded(list(FEATURE_FAMILIES), choices=FEATURE_FAMILIES)
     # families the skew sweep checks; each one no arm serves is trained as a readiness lineage
-    # beside the live models (empty: only the served family)
+    # beside the live models (empty: the families the arms serve)
     skew_check_families: list[str] = bounded([], choices=L1_FAMILIES)
     skew_max_distance: int = bounded(4, ge=0)  # item versions older than the query, in the sweep
     skew_gate_distance: int = bounded(2, ge=1)  # the readiness gate looks at this distance
