@@ -99,12 +99,14 @@ class Stats:
 
 
 def readiness_lineages(cfg: Config, arm_cfgs: dict[str, Config]) -> tuple[dict[str, str], dict[str, str]]:
-    """The skew sweep's lineage for each checked family (family -> lineage), and the readiness
+    """The skew sweep's lineage for each checked family (``models.skew_check_families``, or else
+    every family an arm serves; family -> lineage), and the readiness
     lineages to train beside control's models for the checked families no arm serves."""
     served = {acfg.models.l1_family: f"{arm}/l1" for arm, acfg in reversed(arm_cfgs.items())}
+    families = list(cfg.models.skew_check_families) or list(dict.fromkeys(
+        acfg.models.l1_family for acfg in arm_cfgs.values()))  # default: every served family
     sweep, extra = {}, {}
-    for family in list(cfg.models.skew_check_families) or list(dict.fromkeys(
-            acfg.models.l1_family for acfg in arm_cfgs.values())):
+    for family in families:
         sweep[family] = served.get(family, f"readiness/{family}")
         if family not in served:
             extra[f"readiness/{family}"] = family

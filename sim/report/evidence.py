@@ -100,6 +100,11 @@ def served_family(metrics: dict[str, Any], arm: str) -> str | None:
     return model.get("family") if model else None
 
 
+def skew_cost(expectation: dict[str, float | None]) -> float:
+    """The larger of a :func:`skew_expectation`'s predicted relative increases (0 if unknown)."""
+    return max(expectation["log_mae"] or 0.0, expectation["excess_loss"] or 0.0)
+
+
 def skew_expectation(metrics: dict[str, Any], arm: str) -> dict[str, float | None]:
     """What the offline skew sweep predicts for the version distances ``arm`` served.
 

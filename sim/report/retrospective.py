@@ -32,10 +32,11 @@ from sim.report.evidence import (
     offline_change,
     offline_win,
     significant,
+    skew_cost,
     skew_expectation,
     two_arms,
 )
-from sim.report.verdicts import CAUSE, OFFLINE_WIN, RECALL_MOVE, RULED_OUT, Verdict, pct
+from sim.report.verdicts import CAUSE, OFFLINE_WIN, RECALL_MOVE, RULED_OUT, Verdict, interval, pct
 
 OFFLINE_RANGE = (0.20, 0.45)  # the retrospective's offline log_mae reduction
 
@@ -76,25 +77,19 @@ def _calibration_deciles(m: dict[str, Any]) -> Observation:
                        "treatment closer to 1 in " + ", ".join(parts), holds)
 
 
-def _interval(iv: dict[str, float | None] | None) -> str:
-    if not iv or iv.get("estimate") is None:
-        return "n/a"
-    return f"{pct(iv['estimate'])} ({pct(iv.get('low'))} … {pct(iv.get('high'))})"
-
-
 def _cpa(m: dict[str, Any]) -> Observation:
     cpa = lift(m, "cpa")
     est = (cpa or {}).get("estimate")
     holds = None if est is None else not (significant(cpa) and est < 0)
     return Observation("online: neutral or slightly worse CPA (no significant CPA win)",
-                       f"CPA lift {_interval(cpa)}", holds)
+                       f"CPA lift {interval(cpa)}", holds)
 
 
 def _ocpm(m: dict[str, Any]) -> Observation:
     share = lift(m, "ocpm_impression_share")
     est = (share or {}).get("estimate")
     return Observation("online: more oCPM impressions than production",
-                       f"oCPM impression share lift {_interval(share)}"
+                       f"oCPM impression share lift {interval(share)}"
                        + (" (significant)" if significant(share) else ""),
                        None if est is None else est > 0)
 
@@ -111,13 +106,10 @@ def _named(v: Verdict, claim: str) -> Observation:
 
 def _skew(m: dict[str, Any], v: Verdict) -> Observation:
     e = {arm: skew_expectation(m, arm) for arm in ("control", "treatment")}
-
-    def worst(arm: str) -> float:
-        return max(e[arm]["log_mae"] or 0.0, e[arm]["excess_loss"] or 0.0)
-
     measured = "; ".join(f"{arm} predicted log_mae {pct(e[arm]['log_mae'])}, excess loss "
                          f"{pct(e[arm]['excess_loss'])}" for arm in e)
-    holds = v.status == CAUSE and "treatment" in v.arms and worst("treatment") > worst("control")
+    holds = (v.status == CAUSE and "treatment" in v.arms
+             and skew_cost(e["treatment"]) > skew_cost(e["control"]))
     return Observation("version skew present, hurting the new family more than production",
                        measured, holds)
 

@@ -23,6 +23,7 @@ from sim.report.evidence import (
     offline_change,
     offline_win,
     significant,
+    skew_cost,
     skew_expectation,
     two_arms,
 )
@@ -62,7 +63,8 @@ def pct(x: float | None, signed: bool = True) -> str:
     return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
 
 
-def _ci(iv: dict[str, float | None] | None) -> str:
+def interval(iv: dict[str, float | None] | None) -> str:
+    """A lift as 'estimate (low … high)', the estimate alone without an interval, or n/a."""
     if not iv or iv.get("estimate") is None:
         return "n/a"
     if iv.get("low") is None:
@@ -172,7 +174,7 @@ def version_skew(m: dict[str, Any]) -> Verdict:
         measurable = True
         parts.append(f"{arm}: {pct(e['skewed_share'], False)} of candidates at distance >= 1, "
                      f"predicted log_mae {pct(e['log_mae'])}, excess loss {pct(e['excess_loss'])}")
-        if max(e["log_mae"] or 0.0, e["excess_loss"] or 0.0) >= SKEW_INCREASE:
+        if skew_cost(e) >= SKEW_INCREASE:
             fired.append(arm)
     if not measurable:
         return Verdict(*args, NOT_MEASURABLE, rule, "; ".join(parts))
@@ -225,7 +227,7 @@ def metric_mismatch(m: dict[str, Any]) -> Verdict:
         return Verdict(*args, NOT_MEASURABLE, rule, "needs two arms")
     win, online, cpa = offline_win(m), l1_log_mae_lift(m), lift(m, "cpa")
     finding = (f"offline log_mae change {pct(None if win is None else -win)}, online l1_log_mae "
-               f"lift {pct(online)}, CPA lift {_ci(cpa)}")
+               f"lift {pct(online)}, CPA lift {interval(cpa)}")
     if win is None or win < OFFLINE_WIN:
         return Verdict(*args, RULED_OUT, rule, finding + " (no offline win)")
     if online is None or online > -OFFLINE_WIN:
@@ -246,7 +248,7 @@ def mix_shift(m: dict[str, Any]) -> Verdict:
     fires = significant(share) and abs((share or {}).get("estimate") or 0.0) >= MIX_SHIFT
     arms = m["arms"]
     finding = (f"oCPM impression share {pct(arms['control'].get('ocpm_impression_share'), False)} → "
-               f"{pct(arms['treatment'].get('ocpm_impression_share'), False)}, lift {_ci(share)}")
+               f"{pct(arms['treatment'].get('ocpm_impression_share'), False)}, lift {interval(share)}")
     return Verdict(*args, CAUSE if fires else RULED_OUT, rule, finding,
                    ("treatment",) if fires else ())
 
