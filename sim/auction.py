@@ -1,11 +1,17 @@
 """The auction: a pure mechanism, bids in, winners and prices out (no environment, no RNG).
 
 Candidates are ranked by their score ``bid x quality`` (eCPM: expected currency per impression
-when ``bid`` is per unit of quality, e.g. per click with quality = pCTR). Ties go to the lower
-candidate column, so results are deterministic. A candidate takes part only if its score is finite,
-positive and at least ``reserve``; slots that no such candidate fills are empty (``-1``).
+*at the top slot* when ``bid`` is per unit of quality, e.g. per click with quality = pCTR).
+Ties go to the lower candidate column (:func:`sim.topk.top_k`), so results are deterministic. A
+candidate takes part only if its score is finite, positive and at least ``reserve``; slots that
+no such candidate fills are empty (``-1``).
 
-Prices are per unit of quality (so a per-click price for a per-click bid). With ``e_k`` the
+**Positions.** Slot k delivers ``a_k x quality`` expected units per impression, with ``a`` =
+``slot_ctr`` (a separable position model; ``a`` all 1 when ``slot_ctr`` is None). So a
+per-click bidder at slot k gets ``a_k x pCTR`` clicks per impression, and a per-impression bidder
+(quality 1 for oCPM and CPM) gets ``a_k`` top-slot impressions' worth of value.
+
+**Prices** are per unit of quality (a per-click price for a per-click bid). With ``e_k`` the
 score at rank ``k`` (1-based, ranks past the last eligible candidate count as ``reserve``):
 
 * ``gsp``          slot k pays ``max(e_{k+1}, reserve) / quality_k``;
@@ -13,9 +19,16 @@ score at rank ``k`` (1-based, ranks past the last eligible candidate count as ``
   generalisation of Vickrey's auction; with one slot it *is* the second-price auction);
 * ``first_price``  every winner pays its own bid;
 * ``vcg``          slot k pays ``sum_{j=k..n} (a_j - a_{j+1}) e'_{j+1} / (a_k quality_k)``, where
-  ``a`` is ``slot_ctr`` (``a_{n+1} = 0``) and ``e'`` the scores with reserve as a floor: the
-  externality the winner imposes, per expected unit at its slot. With ``slot_ctr=None`` all
-  ``a`` are 1 and VCG equals ``second_price``.
+  ``a_{n+1} = 0`` and ``e'`` the scores with reserve as a floor: the externality the winner
+  imposes, per expected unit at its slot. With ``a`` all 1, VCG equals ``second_price``.
+
+**Charges.** ``payments`` is what the slot costs per impression in expectation: ``price x
+quality x a_k``. A per-click bidder is charged ``price`` per click (so ``payments`` in
+expectation); a per-impression bidder is charged ``payments`` per impression, i.e. for what its
+slot delivers: at slot 3 of ``a = (1, .75, .55)`` it pays 0.55 of the slot-1 price. So a
+per-impression bidder whose bid is its value per top-slot impression never pays more than the
+value its slot delivers, under every rule (with calibrated pCVR an oCPM advertiser's expected
+CPA is at most its target at every slot).
 
 Every rule charges no more than the bid (price <= bid) and no less than the reserve score.
 """
@@ -25,6 +38,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from sim.topk import take, top_k
 
 RULES = ("gsp", "second_price", "first_price", "vcg")
 
@@ -36,6 +51,9 @@ class AuctionResult:
     winners: np.ndarray  # (requests, n_slots) int64 candidate column, -1 for an empty slot
     prices: np.ndarray  # (requests, n_slots) float64 price per unit of quality, 0 where empty
     scores: np.ndarray  # (requests, n_slots) float64 winner's bid x quality, 0 where empty
+    # (requests, n_slots) float64 expected charge per impression, price x quality x slot_ctr[k]:
+    # what a per-impression bidder pays per impression at that slot; 0 where empty
+    payments: np.ndarray
 
 
 def _validate(bids: np.ndarray, quality: np.ndarray, n_slots: int, reserve: float, rule: str,
@@ -79,10 +97,12 @@ def allocate(
         n_slots: slots per request.
         reserve: minimum score ``bid x quality`` to take part, currency per impression.
         rule: ``gsp``, ``second_price``, ``first_price`` or ``vcg``.
-        slot_ctr: (n_slots,) relative click-through of each slot, non-increasing; used by ``vcg``.
+        slot_ctr: (n_slots,) relative units each slot delivers (``a_k``), positive and
+            non-increasing; used by ``vcg`` prices and by every rule's ``payments``.
 
     Returns:
-        :class:`AuctionResult` with winners (candidate column or -1) and prices per unit of quality.
+        :class:`AuctionResult` with winners (candidate column or -1), prices per unit of quality
+        and the expected payment per impression of each slot.
     """
     bids = np.asarray(bids, dtype=np.float64)
     quality = np.ones_like(bids) if quality is None else np.asarray(quality, dtype=np.float64)
@@ -93,15 +113,13 @@ def allocate(
     eligible = np.isfinite(score) & (score > 0) & (score >= reserve) & (quality > 0)
     score = np.where(eligible, score, -np.inf)
 
+    if n_cand == 0:  # no candidates: every slot empty
+        empty = np.zeros((n_req, n_slots))
+        return AuctionResult(np.full((n_req, n_slots), -1, np.int64), empty, empty.copy(),
+                             empty.copy())
     depth = min(n_slots + 1, n_cand)
-    if depth < n_cand:
-        top = np.argpartition(-score, depth - 1, axis=1)[:, :depth]
-        # Order the top by (-score, column) so ties go to the lower column.
-        key = np.lexsort((top, -np.take_along_axis(score, top, axis=1)), axis=1)
-        order = np.take_along_axis(top, key, axis=1)
-    else:
-        order = np.argsort(-score, axis=1, kind="stable")
-    ranked = np.take_along_axis(score, order, axis=1)  # (n_req, depth)
+    order = top_k(score, depth)  # (n_req, depth) best first, ties to the lower column
+    ranked = take(score, order)
     pad = n_slots + 1 - depth
     if pad > 0:
         order = np.concatenate([order, np.zeros((n_req, pad), dtype=order.dtype)], axis=1)
@@ -112,8 +130,9 @@ def allocate(
     floor = np.where(np.isfinite(ranked), ranked, reserve)  # e' : reserve past the last eligible
     floor = np.maximum(floor, reserve)
     win_idx = np.where(filled, winners, 0)
-    q_win = np.take_along_axis(quality, win_idx, axis=1)
-    b_win = np.take_along_axis(bids, win_idx, axis=1)
+    q_win = take(quality, win_idx)
+    b_win = take(bids, win_idx)
+    a = np.ones(n_slots) if sc is None else sc
 
     if rule == "gsp":
         pay = floor[:, 1:n_slots + 1]
@@ -122,7 +141,6 @@ def allocate(
     elif rule == "first_price":
         pay = b_win * q_win
     else:  # vcg
-        a = np.ones(n_slots) if sc is None else sc
         a_next = np.append(a[1:], 0.0)
         contrib = (a - a_next)[None, :] * floor[:, 1:n_slots + 1]  # (n_req, n_slots)
         tail = np.cumsum(contrib[:, ::-1], axis=1)[:, ::-1]  # sum over j >= k
@@ -130,4 +148,5 @@ def allocate(
     with np.errstate(divide="ignore", invalid="ignore"):
         prices = np.where(filled, pay / q_win, 0.0)
     scores = np.where(filled, ranked[:, :n_slots], 0.0)
-    return AuctionResult(winners, prices, scores)
+    payments = np.where(filled, prices * q_win * a[None, :], 0.0)
+    return AuctionResult(winners, prices, scores, payments)

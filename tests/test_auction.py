@@ -155,3 +155,81 @@ def test_bid_scale_multiplies_every_objective() -> None:
     np.testing.assert_allclose(base.bid, [[4 * 0.1 * 0.2, 0.5, 0.1]])
     np.testing.assert_allclose(base.quality, [[1.0, 0.1, 1.0]])
     np.testing.assert_allclose(make_bids(adv, who, pctr, pcvr, m, 1.5).bid, 1.5 * base.bid)
+
+
+def test_no_candidate_columns_leave_every_slot_empty() -> None:
+    res = allocate(np.zeros((2, 0)), n_slots=3, rule="vcg", slot_ctr=np.array([1.0, 0.7, 0.5]))
+    assert res.winners.tolist() == [[-1, -1, -1]] * 2
+    assert not res.prices.any() and not res.payments.any()
+
+
+# Mixed bidders: column 0 per click (bid 2.0 at pCTR 0.5: score 1.0), columns 1 and 2 per
+# impression (0.9, 0.8), column 3 per click (1.4 at 0.5: score 0.7); slots deliver (1, .75, .55).
+MIXED_BIDS = np.array([[2.0, 0.9, 0.8, 1.4]])
+MIXED_Q = np.array([[0.5, 1.0, 1.0, 0.5]])
+SLOT_CTR = np.array([1.0, 0.75, 0.55])
+
+
+@pytest.mark.parametrize(("rule", "reserve", "prices", "payments"), [
+    # slot k pays the next score e_{k+1} per unit: per click 0.9 / 0.5; per impression x a_k
+    ("gsp", 0.0, [1.8, 0.8, 0.7], [0.9, 0.8 * 0.75, 0.7 * 0.55]),
+    ("second_price", 0.0, [1.4, 0.7, 0.7], [0.7, 0.7 * 0.75, 0.7 * 0.55]),
+    ("first_price", 0.0, [2.0, 0.9, 0.8], [1.0, 0.9 * 0.75, 0.8 * 0.55]),
+    # VCG: sum_{j>=k} (a_j - a_{j+1}) e_{j+1}: .25 x .9 + .2 x .8 + .55 x .7 = .77; .545; .385
+    ("vcg", 0.0, [0.77 / 0.5, 0.545 / 0.75, 0.385 / 0.55], [0.77, 0.545, 0.385]),
+    # reserve 0.75 drops column 3 (score 0.7); the last slot's externality is the reserve:
+    # .225 + .16 + .55 x .75 = .7975; .16 + .4125 = .5725; .4125
+    ("vcg", 0.75, [0.7975 / 0.5, 0.5725 / 0.75, 0.75], [0.7975, 0.5725, 0.4125]),
+])
+def test_mixed_bidders_pay_for_what_their_slot_delivers(rule: str, reserve: float,
+                                                       prices: list[float],
+                                                       payments: list[float]) -> None:
+    res = allocate(MIXED_BIDS, quality=MIXED_Q, n_slots=3, reserve=reserve, rule=rule,
+                   slot_ctr=SLOT_CTR)
+    assert res.winners.tolist() == [[0, 1, 2]]
+    np.testing.assert_allclose(res.prices[0], prices, rtol=1e-12)
+    np.testing.assert_allclose(res.payments[0], payments, rtol=1e-12)
+
+
+def test_vcg_per_impression_charge_is_the_externality() -> None:
+    """The issue's example: slot 3 of (1, .75, .55) delivers 0.55 x value 0.8 = 0.44; its VCG
+    payment is .55 x .7 = .385 per impression, not the 0.7 per unit once charged."""
+    res = allocate(np.array([[1.0, 0.9, 0.8, 0.7]]), n_slots=3, rule="vcg", slot_ctr=SLOT_CTR)
+    assert res.payments[0, 2] == pytest.approx(0.385)
+    assert res.payments[0, 2] <= 0.55 * 0.8
+
+
+@settings(max_examples=200, deadline=None)
+@given(bids=arrays(np.float64, st.tuples(st.integers(1, 5), st.integers(1, 8)),
+                   elements=st.floats(0.01, 10.0)), n_slots=st.integers(1, 4),
+       rule=st.sampled_from(RULES), data=st.data())
+def test_per_impression_payment_never_exceeds_what_the_slot_delivers(
+        bids: np.ndarray, n_slots: int, rule: str, data: st.DataObject) -> None:
+    """A per-impression bidder whose bid is its value per top-slot impression pays at most
+    a_k x bid at slot k: with calibrated pCVR an oCPM advertiser's expected CPA is at most its
+    target at every slot."""
+    sc = np.sort(data.draw(arrays(np.float64, (n_slots,), elements=st.floats(0.1, 1.0))))[::-1]
+    res = allocate(bids, n_slots=n_slots, rule=rule, slot_ctr=sc.copy())
+    won = res.winners >= 0
+    value = np.where(won, np.take_along_axis(bids, np.maximum(res.winners, 0), axis=1), 0.0)
+    assert np.all(res.payments <= sc[None, :] * value * (1 + 1e-12) + 1e-12)
+
+
+def _reference_order(values: np.ndarray) -> np.ndarray:
+    """Every row sorted by (-value, column): the documented tie rule, computed the slow way."""
+    return np.array([np.lexsort((np.arange(row.size), -row)) for row in values])
+
+
+@pytest.mark.parametrize("n_cols", [6, 40])
+def test_ties_go_to_the_lower_column_on_tie_heavy_rows(n_cols: int) -> None:
+    from sim.topk import top_k
+
+    rng = np.random.default_rng(n_cols)
+    values = rng.integers(0, 3, size=(2000, n_cols)).astype(np.float64)  # ties everywhere
+    values[rng.random(values.shape) < 0.1] = -np.inf
+    ref = _reference_order(values)
+    for k in (1, 3, n_cols - 1, n_cols, n_cols + 5):  # partition branch and sort branch
+        assert np.array_equal(top_k(values, k), ref[:, :min(k, n_cols)]), k
+    res = allocate(np.where(np.isfinite(values), values + 1.0, np.nan), n_slots=3)
+    expect = np.where(np.isfinite(np.take_along_axis(values, ref[:, :3], axis=1)), ref[:, :3], -1)
+    assert np.array_equal(res.winners, expect)
