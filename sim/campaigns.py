@@ -3,7 +3,9 @@
 Processes: ``pacing`` every ``pacing.interval_s`` updates every set of budgets' multipliers for the
 interval just ended and, at each day boundary, closes the day (``budget_days`` log) and resets
 it; ``ramp`` applies each ramp step at its time, re-splitting ``budget_split`` sub-budgets by the
-new traffic shares (spend so far today stays booked where it was).
+new traffic shares (spend so far today stays booked where it was); ``campaigns`` logs the
+campaigns as they stand at the start of each day (``campaigns`` log; a ramp step within a day
+logs them again).
 """
 
 from __future__ import annotations
@@ -60,6 +62,18 @@ class CampaignDesk:
                 led = self.by_arm[arm].ledger
                 led.budget[:] = np.minimum(led.spent_today, self.base_budget) + remaining * s
 
+    def log_campaigns(self, now: float) -> None:
+        """One ``campaigns`` row per set of budgets and advertiser, as they stand at ``now``."""
+        adv, obj = self.adv, self.adv.objective
+        for b in self.budgets:
+            self.writer.append("campaigns", {
+                "time": now, "day": int(now // DAY_S), "arm": b.name,
+                "advertiser_id": np.arange(adv.n), "objective": np.asarray(OBJECTIVES)[obj],
+                "target_cpa": np.where(obj == OBJECTIVES.index("ocpm"), adv.target_cpa, np.nan),
+                "max_cpc": np.where(obj == OBJECTIVES.index("cpc"), adv.max_cpc, np.nan),
+                "cpm_price": np.where(obj == OBJECTIVES.index("cpm"), adv.cpm_price, np.nan),
+                "budget": b.ledger.budget.copy()})
+
     def close_day(self, day: int) -> None:
         for b in self.budgets:
             closed = b.ledger.close_day()
@@ -86,7 +100,8 @@ class CampaignDesk:
             for b in self.budgets:
                 led = b.ledger
                 plan = planned_spend(led.budget, led.spent_today - b.interval_spent, s0, s1)
-                new_m = update_multiplier(b.multiplier, b.interval_spent, plan, self.cfg.pacing)
+                new_m = update_multiplier(b.multiplier, b.interval_spent, plan, led.budget,
+                                          self.cfg.pacing)
                 self.writer.append("pacing", {
                     "time": now, "day": int((now - 1e-9) // DAY_S), "arm": b.name,
                     "advertiser_id": np.arange(self.adv.n), "multiplier": new_m, "planned": plan,
@@ -106,3 +121,13 @@ class CampaignDesk:
                 continue
             yield wait("ramp", delay)
             self.resplit(step.share)
+            if env.now % DAY_S:  # within a day; a day's start is logged by ``campaigns``
+                self.log_campaigns(env.now)
+
+    def campaigns(self, env: simpy.Environment, wait: Wait,
+                  horizon: float) -> Generator[simpy.Event, None, None]:
+        """Log the campaigns at the start of every day before ``horizon`` (after a ramp step and
+        the budget reset of the same instant)."""
+        while env.now < horizon:
+            self.log_campaigns(env.now)
+            yield wait("campaigns", DAY_S)

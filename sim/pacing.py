@@ -1,17 +1,35 @@
 """The pacing controller and the budget ledger.
 
-Each advertiser's daily budget is planned along the day's traffic profile (the share of the day's
-expected requests seen so far, :func:`sim.world.traffic.day_share`). Every ``interval_s`` the
-controller compares the spend of the last interval with the plan for it, where the plan spreads
-the *remaining* budget over the *remaining* traffic (so past errors are caught up smoothly), and
-updates the bid multiplier multiplicatively::
+**The plan.** Each advertiser's daily budget is planned along the day's traffic profile (the share
+of the day's expected requests seen so far, :func:`sim.world.traffic.day_share`). The plan for an
+interval spreads the *remaining* budget over the *remaining* traffic, so a deficit is caught up
+smoothly, and is capped by the profile, so a lead is waited out (:func:`planned_spend`).
 
-    m <- clip(m * (planned / actual) ** gain, min_multiplier, max_multiplier)
+**The controller** is dual descent on the budget constraint (Balseiro & Gur 2019, "Learning in
+repeated auctions with budgets"), in the log of the bid multiplier. Every ``interval_s``::
 
-An advertiser that cannot spend its plan at full bid stays at ``max_multiplier`` (1: never bids
-above value), i.e. is not throttled. Budgets are enforced per tick: an advertiser whose spend has
-reached its budget is not eligible until the daily reset, so a budget is exceeded by at most one
-tick's spend. That overspend is measured in the ledger and reported.
+    g     = clip((actual - planned) / rho, -ERROR_CLIP, ERROR_CLIP)
+    log m <- clip(log m - gain * g, log min_multiplier, log max_multiplier)
+
+where ``rho = budget x interval_s / 86400`` is the budget of an interval at flat traffic: the
+error is measured in a fixed unit of each advertiser's own budget, so a small interval at night
+(a few impressions) does not swing the multiplier the way a ratio ``planned / actual`` does, and
+the step is linear in the error, so the noise of an interval's spend averages out instead of
+biasing the multiplier. At a fixed point the expected spend equals the plan: in a stationary
+market the controller reaches the multiplier that spends the budget exactly (the closed form is
+tested: value 1 per round, one competing bid ~ U[0, 1], second price, budget 0.125 per round ->
+multiplier 0.5, win rate 0.5). An advertiser that cannot spend its plan at full bid drifts up to
+``max_multiplier`` (1: never bids above value) and stays there, i.e. is not throttled.
+
+**How a day starts.** The multiplier carries over from the end of yesterday (the market of this
+morning is yesterday's market); on the first day it starts at ``max_multiplier`` and the first
+intervals bring it down. **A capped advertiser** (its spend reached its budget) is not eligible
+until the daily reset; it then has no plan and no spend, so its error is 0 and its multiplier
+holds: it does not decay towards the floor overnight and start the next morning starved.
+
+Budgets are enforced per tick: an advertiser whose spend has reached its budget is not eligible
+until the daily reset, so a budget is exceeded by at most one tick's spend. That overspend is
+measured in the ledger and reported.
 """
 
 from __future__ import annotations
@@ -21,27 +39,41 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim.config.schema import PacingConfig
+from sim.world.traffic import DAY_S
 
-RATIO_CLIP = 2.0  # one update moves the multiplier by at most this factor ** gain
+ERROR_CLIP = 2.0  # one update moves log m by at most gain x this
 
 
 def update_multiplier(
-    m: np.ndarray, actual: np.ndarray, planned: np.ndarray, cfg: PacingConfig
+    m: np.ndarray, actual: np.ndarray, planned: np.ndarray, budget: np.ndarray,
+    cfg: PacingConfig,
 ) -> np.ndarray:
-    """One controller step. ``actual`` and ``planned`` are the interval's spend per advertiser."""
+    """One controller step for (A,) advertisers: ``actual`` and ``planned`` are the interval's
+    spend and plan, ``budget`` today's budget (currency)."""
     if not cfg.enabled:
         return np.full_like(m, cfg.max_multiplier)
-    ratio = np.clip(planned / np.maximum(actual, 1e-12), 1.0 / RATIO_CLIP, RATIO_CLIP)
-    ratio = np.where(planned <= 0, 1.0 / RATIO_CLIP, ratio)
-    return np.clip(m * ratio**cfg.gain, cfg.min_multiplier, cfg.max_multiplier)
+    rho = np.maximum(budget * cfg.interval_s / DAY_S, 1e-12)
+    g = np.clip((actual - planned) / rho, -ERROR_CLIP, ERROR_CLIP)
+    log_m = np.log(m) - cfg.gain * g
+    return np.clip(np.exp(log_m), cfg.min_multiplier, cfg.max_multiplier)
 
 
 def planned_spend(budget: np.ndarray, spent: np.ndarray, share_start: float,
                   share_end: float) -> np.ndarray:
-    """Plan for an interval: the remaining budget spread over the remaining share of traffic."""
+    """Plan for the interval ``[share_start, share_end)`` of the day's traffic, given ``spent``
+    at its start: the remaining budget spread over the remaining traffic, but never more than
+    what brings the spend back to the profile (``budget x share_end - spent``, at least 0).
+
+    Behind the profile, the deficit is caught up gradually over the rest of the day (spending it
+    at once would be the rush this controller exists to prevent). Ahead of it, the plan is what
+    is left of the interval's share after the lead, 0 while the lead lasts: an advertiser that
+    spent ahead waits for the traffic to catch up instead of being pushed back to its rate (a
+    flat CPM bidder wins every auction above a threshold multiplier, so its spend comes in lumps
+    and a rate target alone would send it over the threshold again while still ahead)."""
     remaining = np.maximum(budget - spent, 0.0)
     left = max(1.0 - share_start, 1e-9)
-    return remaining * (share_end - share_start) / left
+    spread = remaining * (share_end - share_start) / left
+    return np.minimum(spread, np.maximum(budget * share_end - spent, 0.0))
 
 
 @dataclass
