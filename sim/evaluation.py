@@ -2,7 +2,8 @@
 
 *Clean world*: one checkpoint for both towers, every logged feature, the training logs' rows.
 For each log source (``auction_winner``, ``full_request``, ``partial_request``) and decile of the
-L2 teacher's pCVR, on up to ``models.offline_eval_rows`` rows per source of the last window:
+L2 teacher's pCVR, on up to ``models.offline_eval_rows`` rows per source of the last window that
+no evaluated model trained on (:meth:`sim.simulation.Simulation.evaluate`):
 
 * ``log_mae``: mean |ln p - ln teacher| against the L2 teacher's pCVR;
 * ``log_loss``, ``normalized_entropy``, ``calibration``: against the *true* pCVR as a soft label
@@ -61,19 +62,27 @@ def score(p: np.ndarray, rows: LoggedRows, teacher: np.ndarray) -> dict[str, Any
     y = np.isfinite(rows.conversion_time[clicked])
     if y.any():
         out["label_log_loss"] = log_loss(y.astype(float), p[clicked])
-        out["label_calibration"] = calibration_ratio(p[clicked], y.astype(float))
+        out["label_calibration"] = calibration_ratio(y.astype(float), p[clicked])
     return out
 
 
-def offline_eval(registry: Registry, models: dict[str, str], l2_lineage: str, rows: LoggedRows,
-                 users: Users, cfg: Config, writer: LogWriter) -> dict[str, Any]:
-    """``offline.<model>.<source>.{overall, deciles}`` for each named model (name -> lineage)."""
+def offline_eval(registry: Registry, models: dict[str, tuple[str, str]], control_l2: str,
+                 rows: LoggedRows, users: Users, cfg: Config, writer: LogWriter) -> dict[str, Any]:
+    """``offline.<model>.<source>.{overall, deciles}`` for each named model (name -> (L1
+    lineage, its L2 teacher's lineage)).
+
+    Each model is scored against its own teacher (the L2 it distils from and is compared with
+    online; under ``diverted`` training the arms' teachers differ), deciles by that teacher's
+    pCVR. Where the teacher is not ``control_l2``, ``overall`` also gives
+    ``log_mae_control_teacher``, the log MAE against the control's L2."""
     ns = len(cfg.world.surfaces)
-    teacher = teacher_pcvr(registry.latest(l2_lineage).model, rows, users, ns)
-    edges = np.quantile(teacher, np.linspace(0, 1, 11)[1:-1])
-    decile = np.searchsorted(edges, teacher, side="right")
+    teachers = {lin: teacher_pcvr(registry.latest(lin).model, rows, users, ns)
+                for lin in dict.fromkeys([control_l2, *(t for _, t in models.values())])}
     out: dict[str, Any] = {}
-    for name, lineage in models.items():
+    for name, (lineage, teacher_lineage) in models.items():
+        teacher = teachers[teacher_lineage]
+        edges = np.quantile(teacher, np.linspace(0, 1, 11)[1:-1])
+        decile = np.searchsorted(edges, teacher, side="right")
         mv = registry.latest(lineage)
         p = l1_pcvr(mv.model, rows, users, ns)
         per_source: dict[str, Any] = {}
@@ -83,24 +92,29 @@ def offline_eval(registry: Registry, models: dict[str, str], l2_lineage: str, ro
                 continue
             entry = {"overall": score(p[m], rows.take(np.flatnonzero(m)), teacher[m]),
                      "deciles": []}
-            _log_offline(writer, name, mv.lineage, mv.version, source, -1, entry["overall"])
+            if teacher_lineage != control_l2:
+                entry["overall"]["log_mae_control_teacher"] = log_mae(p[m], teachers[control_l2][m])
+            _log_offline(writer, name, mv.lineage, mv.version, teacher_lineage, source, -1,
+                         entry["overall"])
             for d in range(10):
                 md = m & (decile == d)
                 if md.sum() > 0:
                     s = score(p[md], rows.take(np.flatnonzero(md)), teacher[md])
                     entry["deciles"].append({"decile": d, **s})
-                    _log_offline(writer, name, mv.lineage, mv.version, source, d, s)
+                    _log_offline(writer, name, mv.lineage, mv.version, teacher_lineage, source,
+                                 d, s)
             per_source[source] = entry
         out[name] = {"lineage": lineage, "version": mv.version, "family": mv.family,
-                     "sources": per_source}
+                     "teacher": teacher_lineage, "sources": per_source}
     return out
 
 
-def _log_offline(writer: LogWriter, name: str, lineage: str, version: int, source: str,
-                 decile: int, s: dict[str, Any]) -> None:
+def _log_offline(writer: LogWriter, name: str, lineage: str, version: int, teacher: str,
+                 source: str, decile: int, s: dict[str, Any]) -> None:
     writer.append("offline_eval", {"model": name, "lineage": lineage, "version": version,
-                                   "source": source, "decile": decile,
-                                   **{k: (np.nan if v is None else v) for k, v in s.items()}})
+                                   "teacher": teacher, "source": source, "decile": decile,
+                                   **{k: (np.nan if v is None else v) for k, v in s.items()
+                                      if k != "log_mae_control_teacher"}})
 
 
 def _pair_metrics(p: np.ndarray, rows: LoggedRows, teacher: np.ndarray, m: np.ndarray

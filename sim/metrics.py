@@ -1,5 +1,7 @@
 """Offline metrics of probability predictions: pure functions, the teaching API.
 
+Argument order: every metric of labels against predictions takes ``(y, p)``, labels first, as
+scikit-learn's ``(y_true, y_pred)``; ``log_mae(p, teacher)`` compares two predictions.
 Shapes: ``y`` and ``p`` are 1-D arrays of equal length N; ``y`` holds 0/1 labels and ``p``
 probabilities in (0, 1). Probabilities are clipped to ``[eps, 1 - eps]`` (``eps = 1e-7``) before
 a logarithm is taken. Every function raises ``ValueError`` naming the argument on bad input.
@@ -46,7 +48,7 @@ def normalized_entropy(y: np.ndarray, p: np.ndarray) -> float:
     return log_loss(y, p) / float(base)
 
 
-def calibration_ratio(p: np.ndarray, y: np.ndarray) -> float:
+def calibration_ratio(y: np.ndarray, p: np.ndarray) -> float:
     """``sum(p) / sum(y)``: predicted over observed positives (1 = calibrated, > 1 = over)."""
     y, p = _arrays(y, p)
     if y.sum() == 0:

@@ -12,9 +12,13 @@ import dataclasses
 import hashlib
 import json
 import platform
+import signal
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -55,9 +59,39 @@ def _at_share(cfg: Config, percent: float) -> Config:
     return dataclasses.replace(cfg, experiment=exp)
 
 
+class Terminated(Exception):
+    """The process was asked to stop by a signal (a scheduler's or Ray's preemption)."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(f"received {signal.Signals(signum).name}")
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while a run is in progress, so the run records
+    ``failed`` like Ctrl-C does (the default action ends the process with no clean-up). Only the
+    main thread can install signal handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(cfg: Config, run_dir: Path, scenario: str,
         progress: Progress | None = None) -> dict[str, Any]:
-    """Simulate ``cfg`` into ``run_dir``; return the metrics. Re-raises after recording a failure."""
+    """Simulate ``cfg`` into ``run_dir``; return the metrics. Re-raises after recording a failure
+    (also on SIGTERM, recorded as ``Terminated: received SIGTERM``)."""
+    with _sigterm_raises():
+        return _run(cfg, run_dir, scenario, progress)
+
+
+def _run(cfg: Config, run_dir: Path, scenario: str,
+        progress: Progress | None = None) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {
         "status": "running", "scenario": scenario, "seed": cfg.seed,

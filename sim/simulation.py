@@ -17,9 +17,10 @@ Processes (each a thin generator around pure functions):
                 arm by its user, and serve them as one batch per arm.
 
 Same-time order is explicit: every event is scheduled with the priority of its stage
-(:data:`STAGES`, earlier first), so at any instant pacing runs first, then a ramp step, churn, the
-offsite feature job, a feature-registry change, a release, a query rollout, enrichment, the
-snapshot, deploys, the large and the fresh builds, and the traffic last. So the requests of
+(:data:`STAGES`, earlier first), so at any instant pacing runs first, then a ramp step, the
+campaigns log, churn, the offsite feature job, a feature-registry change, a release, a query
+rollout, enrichment, the snapshot, deploys, the large and the fresh builds, and the traffic
+last. So the requests of
 [t, t + tick) see the budgets, multipliers, catalog, models and index tiers as they are at ``t``,
 a build at ``t`` reads the snapshot of ``t``, and a run stops at its horizon before anything
 scheduled there happens.
@@ -69,7 +70,7 @@ from sim.world.traffic import DAY_S, draw_requests
 Progress = Callable[[float, int], None]
 
 
-STAGES = ("pacing", "ramp", "churn", "offsite_refresh", "feature_change", "release",
+STAGES = ("pacing", "ramp", "campaigns", "churn", "offsite_refresh", "feature_change", "release",
           "query_rollout", "enrichment", "snapshot", "deploy", "large_build", "fresh_build",
           "traffic")
 # SimPy pops events by (time, priority, insertion). URGENT (0) stays reserved for SimPy itself
@@ -213,8 +214,8 @@ class Simulation:
         this allows is at most one tick's spend, measured in budget_days)."""
         eligible = {id(b): b.ledger.eligible() for b in self.desk.budgets}
         for arm, rows in self._assign(batch):
-            if rows.size:
-                self._serve(arm, batch.take(rows), eligible[id(arm.budgets)])
+            if rows.size:  # one serving fleet: every arm's latency follows the tick's whole load
+                self._serve(arm, batch.take(rows), eligible[id(arm.budgets)], len(batch))
         for b in self.desk.budgets:
             b.ledger.end_tick()
 
@@ -225,10 +226,10 @@ class Simulation:
         treat = in_treatment(self.cfg.experiment.salt, batch.user, self.desk.share)
         return [(self.arms[0], np.flatnonzero(~treat)), (self.arms[1], np.flatnonzero(treat))]
 
-    def _serve(self, arm: Arm, batch: Any, eligible: np.ndarray) -> None:
+    def _serve(self, arm: Arm, batch: Any, eligible: np.ndarray, load: int) -> None:
         cfg, w = arm.cfg, self.writer
         objective = self.market.advertisers.objective
-        served = serve(arm, self.market, cfg, cfg.seed, batch, eligible)
+        served = serve(arm, self.market, cfg, cfg.seed, batch, eligible, load)
         imps = served.impressions
         tick = arm.budgets.book(imps.advertiser, imps.cost)
         self.stats.impressions += imps.row.size
@@ -287,6 +288,7 @@ class Simulation:
         env, wait = self.env, self.wait
         env.process(self.desk.pacing(env, wait))
         env.process(self.desk.ramp(env, wait))
+        env.process(self.desk.campaigns(env, wait, self.horizon))
         env.process(self.churn())
         env.process(self.offsite_refresh())
         for arm in self.arms:
@@ -305,22 +307,36 @@ class Simulation:
         self.desk.close_day(int(np.ceil(self.horizon / DAY_S)) - 1)
         return self.stats
 
+    def eval_window(self) -> tuple[float, float]:
+        """The offline evaluation window ``[start, end)``: the last ``models.train_window_s``
+        before the horizon, starting no earlier than the end of the training window of any model
+        it evaluates (each arm's latest L1 and its L2 teacher), so offline evaluation never reads
+        rows an evaluated model trained on. ``start >= end`` when there are none."""
+        end = self.horizon + 1.0
+        lineages = [lin for arm in self.arms for lin in (arm.l1_lineage, arm.l2_lineage)]
+        trained = max(self.registry.latest(lin).window_end for lin in lineages)
+        return max(end - self.cfg.models.train_window_s, trained), end
+
     def evaluate(self) -> dict[str, Any]:
-        """Offline evaluation and the skew sweep on the last training window (after the run)."""
-        rows = self.training_log.window(self.horizon + 1.0)
+        """Offline evaluation and the skew sweep on the rows of :meth:`eval_window` (after the
+        run); ``window`` says which rows and how many."""
+        start, end = self.eval_window()
+        rows = self.training_log.window(end, length=end - start) if start < end else None
+        window = {"start": start, "end": end, "rows": 0 if rows is None else len(rows)}
         if rows is None:
-            return {}
+            return {"window": window}
         rows = eval_rows(rows, self.cfg, self.streams.get("offline_eval"))
         users, cfg, w = self.market.users, self.cfg, self.writer
-        models = {arm.name: arm.l1_lineage for arm in self.arms}
-        out = {"models": offline_eval(self.registry, models, "control/l2", rows, users, cfg, w)}
+        models = {arm.name: (arm.l1_lineage, arm.l2_lineage) for arm in self.arms}
+        out: dict[str, Any] = {"window": window, "models": offline_eval(
+            self.registry, models, "control/l2", rows, users, cfg, w)}
         out |= skew_sweep(self.registry, self.readiness, "control/l2", rows, users, cfg, w)
         out["importance"] = {}
-        teacher = teacher_pcvr(self.registry.latest("control/l2").model, rows, users,
-                               len(cfg.world.surfaces))
-        for arm in self.arms:
+        ns = len(cfg.world.surfaces)
+        for arm in self.arms:  # importance against the arm's own teacher, as it is scored
+            teacher = teacher_pcvr(self.registry.latest(arm.l2_lineage).model, rows, users, ns)
             imp = family_importance(self.registry.latest(arm.l1_lineage).model, teacher, rows,
-                                    users, len(cfg.world.surfaces), cfg.world.latent_dim)
+                                    users, ns, cfg.world.latent_dim)
             out["importance"][arm.name] = imp
             parity_audit(arm.name, coverage_shares(arm.coverage_total), imp, w)
         return out

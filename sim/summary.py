@@ -27,15 +27,17 @@ def _pred_metrics(clicks: pl.DataFrame, col: str) -> tuple[float | None, float |
     if clicks.height == 0 or not clicks["conversion"].any():
         return None, None
     y, p = clicks["conversion"].to_numpy(), clicks[col].to_numpy().astype(float)
-    return calibration_ratio(p, y), log_loss(y, p)
+    return calibration_ratio(y, p), log_loss(y, p)
 
 
 def _online_l1(imps: pl.DataFrame, clicks: pl.DataFrame) -> dict[str, float | None]:
     """The live L1's online metrics: calibration and log loss of its pCVR on clicks (against the
-    drawn conversions) and ``l1_log_mae`` against L2's pCVR on the impressions shown."""
+    drawn conversions) and ``l1_log_mae`` against L2's pCVR on the impressions shown, where L2
+    served them (a fallback row's ``l2_pcvr`` is L1's own estimate, not a teacher)."""
     cal, ll = _pred_metrics(clicks, "l1_pcvr")
-    mae = (log_mae(imps["l1_pcvr"].to_numpy(), imps["l2_pcvr"].to_numpy())
-           if imps.height else None)
+    taught = imps.filter(~pl.col("l2_fallback"))
+    mae = (log_mae(taught["l1_pcvr"].to_numpy(), taught["l2_pcvr"].to_numpy())
+           if taught.height else None)
     return {"l1_calibration": cal, "l1_logloss": ll, "l1_log_mae": mae}
 
 
@@ -47,6 +49,35 @@ def _money(imps: pl.DataFrame, convs: pl.DataFrame) -> dict[str, Any]:
     return {"spend": spend, "conversions": conv.height, "cpa": _ratio(ocpm_spend, ocpm_conv),
             "cpa_all": _ratio(spend, conv.height), "ocpm_spend": ocpm_spend,
             "ocpm_conversions": ocpm_conv}
+
+
+MIN_CONVERSIONS = 5  # an advertiser's CPA / target enters the distribution from this many on
+
+
+def cpa_to_target(imps: pl.DataFrame, convs: pl.DataFrame,
+                  campaigns: pl.DataFrame) -> dict[str, Any]:
+    """What an oCPM advertiser watches: realised CPA over its target CPA.
+
+    ``ocpm_cpa_to_target`` = sum of oCPM spend / sum of (attributed conversions x target CPA)
+    over the arm's oCPM advertisers: the spend-weighted harmonic mean of each advertiser's
+    CPA / target (1 = on target; an advertiser with spend and no conversion counts, as it
+    should, without an infinite CPA). ``ocpm_cpa_to_target_quantiles``: p10 / p50 / p90 of the
+    per-advertiser ratio over advertisers with at least ``MIN_CONVERSIONS`` conversions."""
+    targets = (campaigns.filter(pl.col("objective") == "ocpm").group_by("advertiser_id")
+               .agg(pl.col("target_cpa").first()))
+    spend = (imps.filter(pl.col("objective") == "ocpm").group_by("advertiser_id")
+             .agg(pl.col("cost").sum().alias("spend")))
+    conv = (convs.filter(pl.col("attributed") & (pl.col("objective") == "ocpm"))
+            .group_by("advertiser_id").agg(pl.len().alias("conversions")))
+    per = (targets.join(spend, on="advertiser_id", how="left")
+           .join(conv, on="advertiser_id", how="left").fill_null(0).sort("advertiser_id"))
+    valued = float((per["conversions"] * per["target_cpa"]).sum())
+    many = per.filter(pl.col("conversions") >= MIN_CONVERSIONS)
+    ratio = (many["spend"] / (many["conversions"] * many["target_cpa"])).to_numpy()
+    quant = ({f"p{q}": float(np.quantile(ratio, q / 100)) for q in (10, 50, 90)}
+             if ratio.size else {"p10": None, "p50": None, "p90": None})
+    return {"ocpm_cpa_to_target": _ratio(float(per["spend"].sum()), valued),
+            "ocpm_cpa_to_target_quantiles": {"advertisers": int(ratio.size), **quant}}
 
 
 def _spend_by_key(imps: pl.DataFrame, n_adv: int, size: int) -> np.ndarray:
@@ -79,7 +110,7 @@ def arm_metrics(logs: dict[str, pl.DataFrame], arm: str) -> dict[str, Any]:
     clicks = logs["clicks"].filter(pl.col("arm") == arm)
     convs = logs["conversions"].filter(pl.col("arm") == arm)
     days = logs["budget_days"]
-    l2_cal, l2_ll = _pred_metrics(clicks, "l2_pcvr")
+    l2_cal, l2_ll = _pred_metrics(clicks.filter(~pl.col("l2_fallback")), "l2_pcvr")
     out: dict[str, Any] = {
         **_money(imps, convs),
         "revenue": _revenue(logs["impressions"], days, arm),
@@ -88,6 +119,8 @@ def arm_metrics(logs: dict[str, pl.DataFrame], arm: str) -> dict[str, Any]:
                                         imps.height),
         **_online_l1(imps, clicks),
         "l2_calibration": l2_cal, "l2_logloss": l2_ll,
+        **cpa_to_target(imps, convs, logs["campaigns"].filter(
+            pl.col("arm").is_in([arm, "shared"]))),
     }
     convs = convs.with_columns((pl.col("click_time") // DAY_S).cast(pl.Int32).alias("click_day"))
     daily = []
@@ -213,7 +246,7 @@ def exposure_readout(logs: dict[str, pl.DataFrame], arms: list[str],
             c = clicks.filter((pl.col("arm") == arm) & (pl.col("time") >= start)
                               & (pl.col("time") < end))
             l1_cal, l1_ll = _pred_metrics(c, "l1_pcvr")
-            l2_cal, l2_ll = _pred_metrics(c, "l2_pcvr")
+            l2_cal, l2_ll = _pred_metrics(c.filter(~pl.col("l2_fallback")), "l2_pcvr")
             rows.append({"step": i, "day": step.day, "share": step.share, "clicks": c.height,
                          "conversions": int(c["conversion"].sum()),
                          "l1_calibration": l1_cal, "l1_logloss": l1_ll,
@@ -277,7 +310,7 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] |
               funnel_sizes: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
     """Compute the metrics of a finished run from ``run_dir/logs``."""
     names = ("impressions", "clicks", "conversions", "budget_days", "requests", "version_distance",
-             "feature_coverage", "parity_audit", "candidates")
+             "feature_coverage", "parity_audit", "candidates", "campaigns")
     logs = {n: pl.read_parquet(run_dir / "logs" / f"{n}.parquet") for n in names}
     stats = intervals(logs, arms, clusters)
     per_arm = {a: arm_metrics(logs, a) | {

@@ -21,6 +21,7 @@ TINY = [
     "world.daily_budget_mean=60",
     "traffic.requests_per_day=16000",
     "traffic.tick_s=600",
+    "pacing.interval_s=1200",
     "funnel.k_retrieval=40",
     "funnel.k_l1=16",
     "funnel.k_l2=6",

@@ -26,6 +26,27 @@ def test_cli_runs_and_prints_run_dir_last(tmp_path: Path) -> None:
     assert (tmp_path / ".hydra" / "config.yaml").exists()
 
 
+def test_sigterm_records_failed_with_the_signal(tmp_path: Path) -> None:
+    """A scheduler's or Ray's preemption (SIGTERM) leaves a manifest that says ``failed``."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "sim", "scenario=default", *TINY, "days=5",
+                             f"hydra.run.dir={tmp_path}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    manifest = tmp_path / "manifest.json"
+    deadline = time.monotonic() + 120
+    while not manifest.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)  # inside the run (start-up training or the simulation)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    m = read_json(manifest)
+    assert m["status"] == "failed"
+    assert "SIGTERM" in m["error"]
+
+
 def test_cli_sweep_runs_each_job(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "sim", "-m", "seed=0,1", *TINY, "days=0.05",
                           f"hydra.sweep.dir={tmp_path}"],

@@ -32,6 +32,9 @@ from conftest import read_json
     ("features.changes=[{day:-1}]", "features.changes[0].day", "-1"),
     ("index.factory=Bogus", "index.factory", "Bogus"),
     ("index.nprobe=0", "index.nprobe", "0"),
+    ("pacing.interval_s=450", "pacing.interval_s", "450"),
+    ("+experiment.treatment.world.n_users=5", "experiment.treatment", "n_users"),
+    ("+experiment.treatment.models.l1_family=dhen", "experiment.treatment", "dhen"),
 ])
 def test_out_of_range_values_name_key_and_value(override: str, key: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:

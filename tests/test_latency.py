@@ -24,15 +24,58 @@ def test_latency_draws_median_batch_effect_and_sla() -> None:
     cfg = tiny_config().latency
     ids = np.arange(200_000)
     work = {"query_tower": 0.01, "item_lookup": 0.05, "l2": 1.0}
-    lat = draw_latencies(cfg, 0, ids[:512], work)
-    again = draw_latencies(cfg, 0, ids[:512], work)
+    lat = draw_latencies(cfg, 0, ids[:512], work, 512)
+    again = draw_latencies(cfg, 0, ids[:512], work, 512)
     assert np.array_equal(lat.ms["l2"], again.ms["l2"])  # keyed: reproducible
-    big = draw_latencies(cfg, 0, ids, work)
+    big = draw_latencies(cfg, 0, ids, work, ids.size)
     scale = (ids.size / cfg.batch_ref) ** cfg.batch_exponent
     expect = cfg.overhead_ms["l2"] + cfg.ms_per_mflop["l2"] * 1.0 * scale
     assert np.median(big.ms["l2"]) == pytest.approx(expect, rel=0.01)
     assert np.array_equal(big.ok["l2"], big.ms["l2"] <= cfg.sla_ms["l2"])
     assert np.median(big.ms["l2"]) > np.median(lat.ms["l2"])  # bigger batches queue longer
+
+
+def test_latency_follows_the_fleet_load_not_the_batch() -> None:
+    """One serving fleet: a small slice of the tick's requests is as slow as the whole tick."""
+    cfg = tiny_config().latency
+    ids = np.arange(100_000)
+    work = {"query_tower": 0.01, "item_lookup": 0.05, "l2": 1.0}
+    whole = draw_latencies(cfg, 0, ids, work, ids.size)
+    part = draw_latencies(cfg, 0, ids[:20_000], work, ids.size)  # a 20% arm of the same tick
+    assert np.array_equal(part.ms["l2"], whole.ms["l2"][:20_000])
+    with pytest.raises(ValueError, match="load"):
+        draw_latencies(cfg, 0, ids, work, 10)
+
+
+def test_aa_arms_see_one_latency_distribution_at_a_small_share(tmp_path: Path) -> None:
+    run_tiny(tmp_path, "days=1", "experiment.arms=[control,treatment]",
+             "experiment.ramp=[{day:0,share:0.2}]")
+    reqs = read_log(tmp_path, "requests")
+    for stage in ("query_tower", "item_lookup", "l2"):
+        q = {arm: reqs.filter(pl.col("arm") == arm)[f"{stage}_ms"] for arm in ("control", "treatment")}
+        for p in (0.5, 0.99):
+            c, t = (float(q[a].quantile(p, "linear")) for a in ("control", "treatment"))
+            assert t == pytest.approx(c, rel=0.05), (stage, p)
+
+
+def test_item_lookup_work_follows_the_index() -> None:
+    import faiss
+
+    from sim.serving.latency import lookup_mflops
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4096, 16)).astype(np.float32)
+    flat = faiss.IndexFlatIP(16)
+    flat.add(x)
+    assert lookup_mflops(flat) == pytest.approx(2 * 4096 * 16 / 1e6)
+    ivf = faiss.index_factory(16, "IVF64,Flat", faiss.METRIC_INNER_PRODUCT)
+    ivf.train(x)
+    ivf.add(x)
+    faiss.extract_index_ivf(ivf).nprobe = 4
+    assert lookup_mflops(ivf) == pytest.approx(2 * (64 + 4096 * 4 / 64) * 16 / 1e6)
+    hnsw = faiss.IndexHNSWFlat(16, 8)
+    hnsw.add(x)
+    assert 0 < lookup_mflops(hnsw) < lookup_mflops(flat)
 
 
 def test_slow_treatment_times_out_and_falls_back(tmp_path: Path) -> None:

@@ -21,12 +21,12 @@ PINNED = {
     "impressions": [
         "request_id", "time", "day", "arm", "user_id", "surface", "ad_id", "advertiser_id",
         "objective", "position", "bid", "price", "per_click", "cost", "l1_pcvr", "l2_pctr",
-        "l2_pcvr", "true_pctr", "true_pcvr", "click", "conversion", "tier", "item_version",
+        "l2_pcvr", "l2_fallback", "true_pctr", "true_pcvr", "click", "conversion", "tier", "item_version",
         "query_version"
     ],
     "clicks": [
         "request_id", "time", "day", "arm", "ad_id", "advertiser_id", "objective", "position",
-        "cost", "l1_pcvr", "l2_pcvr", "true_pcvr", "conversion"
+        "cost", "l1_pcvr", "l2_pcvr", "l2_fallback", "true_pcvr", "conversion"
     ],
     "conversions": [
         "request_id", "click_time", "time", "day", "arm", "ad_id", "advertiser_id", "objective",
@@ -35,8 +35,12 @@ PINNED = {
     "candidates": [
         "request_id", "time", "day", "arm", "source", "surface", "ad_id", "advertiser_id",
         "objective", "retrieval_rank", "l1_pcvr", "ctr_prior", "l1_value", "l2_pctr", "l2_pcvr",
-        "l2_value", "passed_l1", "passed_l2", "won", "true_pctr", "true_pcvr", "true_value", "tier",
-        "item_version", "query_version"
+        "l2_value", "l2_fallback", "passed_l1", "passed_l2", "won", "true_pctr", "true_pcvr",
+        "true_value", "tier", "item_version", "query_version"
+    ],
+    "campaigns": [
+        "time", "day", "arm", "advertiser_id", "objective", "target_cpa", "max_cpc", "cpm_price",
+        "budget"
     ],
     "spend": [
         "time", "day", "arm", "advertiser_id", "tick_spend", "spent_today", "budget"
@@ -68,7 +72,7 @@ PINNED = {
         "hour", "arm", "tier", "distance", "candidates"
     ],
     "offline_eval": [
-        "model", "lineage", "version", "source", "decile", "rows", "log_mae", "log_loss",
+        "model", "lineage", "version", "teacher", "source", "decile", "rows", "log_mae", "log_loss",
         "normalized_entropy", "calibration", "label_log_loss", "label_calibration"
     ],
     "skew_sweep": [
@@ -142,3 +146,14 @@ def test_truth_logged_beside_estimates(tiny_run: Path) -> None:
     reqs = read_log(tiny_run, "requests").join(
         full.group_by("request_id").len(), on="request_id", how="inner")
     assert (reqs["len"] == reqs["n_retrieved"]).all()
+
+
+def test_a_value_that_does_not_fit_its_column_is_an_error_not_a_null(tmp_path: Path) -> None:
+    w = LogWriter(tmp_path, 10)
+    row = {c: 0 for c in SCHEMAS["snapshots"]} | {"arm": "control"}
+    with pytest.raises(ValueError, match="`snapshots`, column `n_versions`"):
+        w.append("snapshots", row | {"n_versions": np.array([2**40])})
+    with pytest.raises(TypeError, match="column `n_items`"):
+        w.append("snapshots", row | {"n_items": np.array([1.5])})
+    w.append("snapshots", row | {"n_items": np.array([3.0])})  # integral: written as 3
+    assert w.rows["snapshots"] == 1

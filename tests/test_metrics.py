@@ -45,10 +45,18 @@ def test_informative_predictor_beats_base_rate() -> None:
 
 
 def test_calibration_ratio_known_values() -> None:
-    assert calibration_ratio(np.array([0.2, 0.4]), np.array([0, 1])) == pytest.approx(0.6)
+    assert calibration_ratio(np.array([0, 1]), np.array([0.2, 0.4])) == pytest.approx(0.6)
     y, p = _data(3, 200_000)
-    assert calibration_ratio(p, y) == pytest.approx(1.0, abs=0.01)
-    assert calibration_ratio(2 * p / 3, y) == pytest.approx(2 / 3, abs=0.01)
+    assert calibration_ratio(y, p) == pytest.approx(1.0, abs=0.01)
+    assert calibration_ratio(y, 2 * p / 3) == pytest.approx(2 / 3, abs=0.01)
+
+
+def test_labels_come_first_and_a_swapped_call_fails_loudly() -> None:
+    y, p = np.array([0.0, 1.0, 1.0]), np.array([0.2, 0.7, 0.4])
+    assert calibration_ratio(y, p) == pytest.approx(1.3 / 2)
+    for metric in (calibration_ratio, log_loss, normalized_entropy, ece):
+        with pytest.raises(ValueError, match="`y` must hold 0/1 labels"):
+            metric(p, y)
 
 
 def test_log_mae_known_values() -> None:
@@ -72,7 +80,7 @@ def test_ece_reference_and_known_values() -> None:
     (log_loss, (np.array([0, 2]), np.array([0.5, 0.5])), "`y`"),
     (log_loss, (np.array([0, 1]), np.array([0.5, 1.5])), "`p`"),
     (normalized_entropy, (np.array([1, 1]), np.array([0.5, 0.5])), "both classes"),
-    (calibration_ratio, (np.array([0.5, 0.5]), np.array([0, 0])), "no positives"),
+    (calibration_ratio, (np.array([0, 0]), np.array([0.5, 0.5])), "no positives"),
     (log_mae, (np.array([0.5]), np.array([0.5, 0.5])), "teacher"),
     (ece, (np.array([0, 1]), np.array([0.5]),), "shape"),
 ])

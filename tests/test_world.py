@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -40,6 +42,23 @@ def test_named_streams_are_independent_of_each_other() -> None:
     s.get("catalog").random(100)  # using another component first does not shift traffic
     assert np.array_equal(a, s.get("traffic").random(5))
     assert not np.array_equal(a, Streams(4).get("traffic").random(5))
+
+
+def test_adding_advertisers_shifts_neither_feature_maps_nor_truth() -> None:
+    """Each part of the world draws from its own named stream."""
+    from sim.world.marketplace import build_marketplace
+
+    from conftest import tiny_config
+
+    a = build_marketplace(tiny_config(), Streams(0))
+    b = build_marketplace(tiny_config("world.n_advertisers=15"), Streams(0))
+    for f in dataclasses.fields(a.truth):
+        assert np.array_equal(np.asarray(getattr(a.truth, f.name)),
+                              np.asarray(getattr(b.truth, f.name))), f.name
+    for f in dataclasses.fields(a.maps):
+        assert np.array_equal(np.asarray(getattr(a.maps, f.name)),
+                              np.asarray(getattr(b.maps, f.name))), f.name
+    assert np.array_equal(a.users.latent, b.users.latent)
 
 
 def test_diurnal_traffic_integral_and_day_share() -> None:

@@ -162,7 +162,8 @@ class PacingConfig:
 
     enabled: bool = True
     interval_s: float = bounded(900.0, gt=0)  # seconds between multiplier updates
-    gain: float = bounded(0.5, gt=0)  # exponent on the planned/actual ratio per update
+    # step of the dual descent: log multiplier change per interval's budget of overspend
+    gain: float = bounded(0.5, gt=0)
     min_multiplier: float = bounded(0.01, gt=0, le=1)
     max_multiplier: float = bounded(1.0, gt=0, le=1)
 

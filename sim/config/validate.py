@@ -97,6 +97,13 @@ def _check_relations(cfg: Config) -> None:
              f"`experiment.arms` must start with 'control', got {cfg.experiment.arms}")
     _require(len(set(cfg.experiment.arms)) == len(cfg.experiment.arms),
              f"`experiment.arms` must not repeat an arm, got {cfg.experiment.arms}")
+    _require("treatment" in cfg.experiment.arms or not cfg.experiment.treatment,
+             f"`experiment.treatment` is set ({dict(cfg.experiment.treatment)}) but "
+             f"`experiment.arms` has no treatment arm (got {cfg.experiment.arms}): the overlay "
+             f"would be ignored; add the arm or drop the overlay")
+    _require(pac.interval_s % cfg.traffic.tick_s == 0,
+             f"`pacing.interval_s` ({pac.interval_s}) must be a multiple of `traffic.tick_s` "
+             f"({cfg.traffic.tick_s}): the controller compares whole ticks of spend")
     ramp = cfg.experiment.ramp
     _require(len(ramp) >= 1, "`experiment.ramp` needs at least one step")
     _require(all(a.day < b.day for a, b in zip(ramp, ramp[1:], strict=False)),

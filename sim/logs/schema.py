@@ -20,19 +20,23 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "query_tower_ms": F32, "item_lookup_ms": F32, "l2_ms": F32, "query_tower_ok": BOOL,
         "item_lookup_ok": BOOL, "l2_ok": BOOL,
     },
-    # The auction-winner log source: one row per impression (every one, not sampled).
+    # The auction-winner log source: one row per impression (every one, not sampled). ``price``
+    # is what the winner is charged per billing event (per click when ``per_click``, else per
+    # impression, for what its slot delivers); ``l2_fallback``: L2 timed out on the request, so
+    # ``l2_pctr``/``l2_pcvr`` hold L1's estimates and the row is no teacher label.
     "impressions": {
         "request_id": I64, "time": F64, "day": I32, "arm": STR, "user_id": I64, "surface": STR,
         "ad_id": I64, "advertiser_id": I32, "objective": STR, "position": I16,
         "bid": F64, "price": F64, "per_click": BOOL, "cost": F64,
-        "l1_pcvr": F32, "l2_pctr": F32, "l2_pcvr": F32, "true_pctr": F64, "true_pcvr": F64,
-        "click": BOOL, "conversion": BOOL, "tier": STR, "item_version": I32, "query_version": I32,
+        "l1_pcvr": F32, "l2_pctr": F32, "l2_pcvr": F32, "l2_fallback": BOOL, "true_pctr": F64,
+        "true_pcvr": F64, "click": BOOL, "conversion": BOOL, "tier": STR, "item_version": I32,
+        "query_version": I32,
     },
     # One row per click; ``cost`` is the click charge (0 unless charged per click).
     "clicks": {
         "request_id": I64, "time": F64, "day": I32, "arm": STR, "ad_id": I64,
         "advertiser_id": I32, "objective": STR, "position": I16, "cost": F64,
-        "l1_pcvr": F32, "l2_pcvr": F32, "true_pcvr": F64, "conversion": BOOL,
+        "l1_pcvr": F32, "l2_pcvr": F32, "l2_fallback": BOOL, "true_pcvr": F64, "conversion": BOOL,
     },
     # One row per conversion (drawn at click time). ``attributed``: within the attribution
     # window of the click, whether or not it lands before the end of the run; ``observed``: it
@@ -44,14 +48,24 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     },
     # Sampled candidates: ``source`` is ``full_request`` (every retrieved candidate of a sampled
     # request) or ``partial_request`` (a random subset of a sampled request's candidates).
-    # L2 scores are computed for every logged candidate, also those L1 dropped.
+    # L2 scores are computed for every logged candidate, also those L1 dropped (the real L2, also
+    # where the request's L2 stage timed out: ``l2_fallback``, when L1's estimates ranked it).
     "candidates": {
         "request_id": I64, "time": F64, "day": I32, "arm": STR, "source": STR, "surface": STR,
         "ad_id": I64, "advertiser_id": I32, "objective": STR, "retrieval_rank": I16,
         "l1_pcvr": F32, "ctr_prior": F32, "l1_value": F64, "l2_pctr": F32, "l2_pcvr": F32,
-        "l2_value": F64, "passed_l1": BOOL, "passed_l2": BOOL, "won": BOOL,
+        "l2_value": F64, "l2_fallback": BOOL, "passed_l1": BOOL, "passed_l2": BOOL, "won": BOOL,
         "true_pctr": F64, "true_pcvr": F64, "true_value": F64, "tier": STR, "item_version": I32,
         "query_version": I32,
+    },
+    # The campaigns as run: one row per set of budgets (the arm under budget-split, ``shared``
+    # under user-split, ``control`` without an experiment) and advertiser each time they are set:
+    # at the start of every day and at a ramp step within a day. The objective and its parameter
+    # (``target_cpa`` for ocpm, ``max_cpc`` for cpc, ``cpm_price`` per mille for cpm; for
+    # the other objectives: NaN) and the budget from then on.
+    "campaigns": {
+        "time": F64, "day": I32, "arm": STR, "advertiser_id": I32, "objective": STR, "target_cpa": F64,
+        "max_cpc": F64, "cpm_price": F64, "budget": F64,
     },
     # Spend per advertiser per tick (only ticks with spend).
     "spend": {
@@ -96,9 +110,11 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "hour": I32, "arm": STR, "tier": STR, "distance": I32, "candidates": I64,
     },
     # Offline evaluation in the clean world (one checkpoint for both towers), per log source and
-    # decile of the L2 teacher's pCVR (decile -1 = all rows).
+    # decile of the L2 teacher's pCVR (decile -1 = all rows); ``teacher`` is the L2 lineage the
+    # model is scored against (its own arm's).
     "offline_eval": {
-        "model": STR, "lineage": STR, "version": I32, "source": STR, "decile": I32, "rows": I64,
+        "model": STR, "lineage": STR, "version": I32, "teacher": STR, "source": STR, "decile": I32,
+        "rows": I64,
         "log_mae": F64, "log_loss": F64, "normalized_entropy": F64, "calibration": F64,
         "label_log_loss": F64, "label_calibration": F64,
     },

@@ -55,13 +55,25 @@ class Coded:
     codes: np.ndarray
 
 
-def _series(name: str, value: Any, dtype: pl.DataType, n: int) -> pl.Series:
+def _series(table: str, name: str, value: Any, dtype: pl.DataType, n: int) -> pl.Series:
+    """One column, cast strictly to its declared type: an out-of-range or non-integral value is
+    an error naming the table and column, never a null or a truncation (integral floats, e.g. a
+    mean of equal counts, are written as the integers they are)."""
     if isinstance(value, Coded):
         return pl.Series(name, [str(x) for x in value.names], dtype=pl.String).gather(value.codes)
-    if np.ndim(value) == 0:  # one value for every row
-        v = value.item() if isinstance(value, np.generic) else value
-        return pl.Series(name, [v], dtype=dtype, strict=False).new_from_index(0, n)
-    return pl.Series(name, np.broadcast_to(np.asarray(value), (n,)), dtype=dtype, strict=False)
+    arr = np.asarray(value.item() if isinstance(value, np.generic) else value)
+    if dtype.is_integer() and arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+            raise TypeError(f"table `{table}`, column `{name}`: non-integral float values for "
+                            f"an integer column ({dtype})")
+        arr = arr.astype(np.int64)  # integral: nothing is lost
+    try:
+        if arr.ndim == 0:  # one value for every row
+            return pl.Series(name, [arr.item()], dtype=dtype, strict=True).new_from_index(0, n)
+        return pl.Series(name, np.broadcast_to(arr, (n,)), dtype=dtype, strict=True)
+    except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError, TypeError,
+            OverflowError) as e:
+        raise ValueError(f"table `{table}`, column `{name}`: values do not fit {dtype}: {e}") from e
 
 
 class LogWriter:
@@ -88,7 +100,7 @@ class LogWriter:
                  for v in columns.values() if isinstance(v, Coded) or np.ndim(v) > 0), default=1)
         if n == 0:
             return
-        data = [_series(c, columns[c], dt, n) for c, dt in schema.items()]
+        data = [_series(table, c, columns[c], dt, n) for c, dt in schema.items()]
         self._buffers[table].append(pl.DataFrame(data))
         self._buffered[table] += n
         self.rows[table] += n

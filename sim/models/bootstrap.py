@@ -72,11 +72,14 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
     exploration log with the same seeds, so two arms with the same config get the same models."""
     rows = exploration_rows(market, cfg, streams)
     users, cat = market.users, market.catalog
+    # every L2 learns a bias for each slot any arm auctions: under pooled training it trains on
+    # the impressions of both arms, and an arm may have more slots than the control
+    n_positions = max(acfg.auction.n_slots for _, acfg, _ in plan)
     for l2_lineage, acfg, l1s in plan:
         gen = torch.Generator().manual_seed(streams.torch_seed("training/1"))
         torch.manual_seed(streams.torch_seed("init"))  # parameter initialisation (torch's generator)
         l2 = Ranker(users.features.shape[1], len(acfg.world.surfaces), cat.features.shape[1],
-                    acfg.world.latent_dim, acfg.models.l2_hidden, cfg.auction.n_slots)
+                    acfg.world.latent_dim, acfg.models.l2_hidden, n_positions)
         fit = fit_l2(l2, rows, 0.0, users, acfg, acfg.models, gen, fit_norm=True)
         registry.register(ModelVersion(l2_lineage, 1, "l2", "ranker", 0.0, -1.0, 0.0,
                                        feature_view(rows.families),

@@ -68,7 +68,20 @@ def _gap_section(m: dict[str, Any], g: Gap) -> str:
         out.append(f"One arm (`{arm}`): offline L1 log_mae on `auction_winner` {_f(g.offline)}, "
                    f"online on the impressions served {_f(g.online)} (gap {_f(g.gap)}). "
                    f"CPA {_f(m['arms'][arm].get('cpa'))}.")
+    out.append(_cpa_to_target(m))
     return "\n\n".join(out)
+
+
+def _cpa_to_target(m: dict[str, Any]) -> str:
+    """What oCPM advertisers see: realised CPA over their target, overall and its spread."""
+    rows = []
+    for arm, a in m["arms"].items():
+        q = a.get("ocpm_cpa_to_target_quantiles") or {}
+        rows.append([arm, a.get("ocpm_cpa_to_target"), q.get("advertisers"), q.get("p10"),
+                     q.get("p50"), q.get("p90")])
+    return ("What oCPM advertisers see: realised CPA over target CPA (Σ spend / Σ conversions × "
+            "target; 1 = on target), and its spread over advertisers with ≥ 5 conversions.\n\n"
+            + table(["arm", "CPA / target", "advertisers", "p10", "p50", "p90"], rows, ".2f"))
 
 
 def _offline_section(m: dict[str, Any]) -> str:

@@ -34,6 +34,7 @@ from sim.serving.arm import Arm
 from sim.serving.features import query_inputs, surface_onehot
 from sim.serving.index import TIERS, search
 from sim.serving.latency import Latencies, draw_latencies, stage_work
+from sim.topk import take, top_k
 from sim.world.catalog import family_slices
 from sim.world.marketplace import Marketplace
 from sim.world.response import Outcomes, draw_outcomes, true_rates
@@ -42,24 +43,6 @@ from sim.world.traffic import RequestBatch
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
-
-
-def top_k(values: np.ndarray, k: int) -> np.ndarray:
-    """Columns of the ``k`` largest values per row, best first; ties to the lower column."""
-    n = values.shape[1]
-    if k < n:  # the k best columns, in column order, so that a stable sort breaks ties by column
-        part = np.sort(np.argpartition(-values, k - 1, axis=1)[:, :k], axis=1)
-    else:
-        part = np.broadcast_to(np.arange(n), values.shape).copy()
-    key = np.argsort(-take(values, part), axis=1, kind="stable")
-    return take(part, key)
-
-
-def take(a: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``a[i, cols[i, j]]`` for (B, n) ``a`` and (B, m) ``cols``: ``np.take_along_axis`` along
-    rows, by one flat gather (a few times faster at these shapes)."""
-    flat = cols + (np.arange(cols.shape[0], dtype=np.int64) * a.shape[1])[:, None]
-    return np.take(a, flat)
 
 
 @dataclass(frozen=True)
@@ -73,11 +56,12 @@ class Impressions:
     ad_id: np.ndarray
     advertiser: np.ndarray
     bid: np.ndarray
-    price: np.ndarray  # per unit of quality
+    price: np.ndarray  # what the winner is charged per billing event: per click or per impression
     per_click: np.ndarray
     l1_pcvr: np.ndarray
     l2_pctr: np.ndarray
     l2_pcvr: np.ndarray
+    l2_fallback: np.ndarray  # bool: L2 timed out, l2_* hold L1's estimates (not a teacher)
     true_pctr: np.ndarray  # at the impression's position
     true_pcvr: np.ndarray
     outcomes: Outcomes
@@ -203,21 +187,25 @@ def _respond(market: Marketplace, cfg: Config, seed: int, batch: RequestBatch, s
     out = draw_outcomes(seed, batch.request_id[row], ad_id, pctr, pcvr,
                         cfg.world.conversion_delay_mean_s)
     per_click = s["per_click"][row, col2]
-    price = res.prices[row, position]
+    # per click: the price per click; per impression: what the slot delivers (sim.auction)
+    price = np.where(per_click, res.prices[row, position], res.payments[row, position])
     cost = np.where(per_click, price * out.click, price)
     return Impressions(
         row=row, position=position.astype(np.int16), retrieval_col=colr, slot=slot,
         ad_id=ad_id, advertiser=s["advertiser"][row, colr], bid=s["bid"][row, col2],
         price=price, per_click=per_click, l1_pcvr=s["l1_pcvr"][row, colr],
         l2_pctr=s["l2_pctr"][row, col1], l2_pcvr=s["l2_pcvr"][row, col1],
-        true_pctr=pctr, true_pcvr=pcvr, outcomes=out, cost=cost)
+        l2_fallback=s["l2_fallback"][row], true_pctr=pctr, true_pcvr=pcvr, outcomes=out, cost=cost)
 
 
 def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestBatch,
-          eligible: np.ndarray) -> Served:
-    """Run the funnel for ``batch`` on ``arm``; ``eligible`` (A,) marks advertisers with budget."""
+          eligible: np.ndarray, load: int | None = None) -> Served:
+    """Run the funnel for ``batch`` on ``arm``; ``eligible`` (A,) marks advertisers with budget;
+    ``load`` is the tick's requests across all arms (the serving fleet's load; default the
+    batch alone)."""
     adv, m = market.advertisers, arm.budgets.multiplier
-    lat = draw_latencies(cfg.latency, seed, batch.request_id, stage_work(arm, cfg.funnel.k_l1))
+    lat = draw_latencies(cfg.latency, seed, batch.request_id, stage_work(arm, cfg.funnel.k_l1),
+                         len(batch) if load is None else load)
     ret = _retrieve(arm, market, cfg, batch, eligible, lat)
     slot, ad_id, advertiser, live = ret["slot"], ret["ad_id"], ret["advertiser"], ret["live"]
     l1_pcvr, prior = ret["l1_pcvr"], ret["ctr_prior"]
@@ -240,7 +228,7 @@ def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestB
                    slot_ctr=np.asarray(auc.slot_ctr[:auc.n_slots]))
     stage = {"sel1": sel1, "sel2": sel2, "slot": slot, "ad_id": ad_id, "advertiser": advertiser,
              "l1_pcvr": l1_pcvr, "l2_pctr": l2_pctr, "l2_pcvr": l2_pcvr, "bid": bids.bid,
-             "per_click": bids.per_click}
+             "per_click": bids.per_click, "l2_fallback": ~lat.ok["l2"]}
     imps = _respond(market, cfg, seed, batch, stage, res)
     return Served(batch, slot, ad_id, advertiser, live, l1_pcvr, prior, l1_value, sel1, ok1,
                   l2_pctr, l2_pcvr, l2_value, sel2, ok2, res, imps, ret["tier"],

@@ -1,16 +1,25 @@
 """Per-request latency of the serving towers, the SLA per stage, and what a timeout means.
 
 Each request's latency at a stage is drawn (keyed by ``(seed, request_id, stage)``) from a
-lognormal whose median is set by the work the stage does for that request and by the batch:
+lognormal whose median is set by the work the stage does for that request and by the load on the
+serving fleet:
 
     median_ms = overhead_ms[stage]
-                + ms_per_mflop[stage] * MFLOPs(stage) * (batch / batch_ref) ** batch_exponent
+                + ms_per_mflop[stage] * MFLOPs(stage) * (load / batch_ref) ** batch_exponent
+
+**One fleet.** ``load`` is the number of requests of the tick across *all* arms: the arms of an
+experiment share servers, so a request's latency depends on the fleet's load and on the work of
+the models and index that serve it, never on its arm's traffic share (an A/A test's arms see one
+latency distribution at any ramp share).
 
 The work is counted from the real models and index, not configured per family:
 
 * ``query_tower``: the multiply-adds of one forward of the arm's live query tower (so ``dhen``,
   with its token projections, attention and ensemble layers, costs more than ``simple``);
-* ``item_lookup``: one exact inner-product search over every item the deployed tiers hold;
+* ``item_lookup``: the inner products one search of each deployed tier computes
+  (:func:`lookup_mflops`): every item for an exact (``Flat``) index; for an IVF index the
+  coarse centroids plus the ``nprobe`` lists it scans; for an HNSW graph about ``efSearch``
+  visited nodes times their neighbours per layer;
 * ``l2``: one forward of the L2 ranker for each of the request's ``k_l1`` candidates.
 
 A stage slower than its SLA (``latency.sla_ms``) falls back (:mod:`sim.serving.funnel`): the query
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 from scipy.special import ndtri
 from torch import nn
@@ -57,10 +67,13 @@ class Latencies:
 
 
 def draw_latencies(cfg: LatencyConfig, seed: int, request_id: np.ndarray,
-                   work_mflops: dict[str, float]) -> Latencies:
-    """Latencies of a batch of requests for the given per-request work of each stage."""
+                   work_mflops: dict[str, float], load: int) -> Latencies:
+    """Latencies of a batch of requests for the given per-request work of each stage, while the
+    fleet serves ``load`` requests in the tick (all arms)."""
     b = request_id.shape[0]
-    scale = (b / cfg.batch_ref) ** cfg.batch_exponent
+    if load < b:
+        raise ValueError(f"`load` ({load}) must count at least the batch's {b} requests")
+    scale = (load / cfg.batch_ref) ** cfg.batch_exponent
     ms, ok = {}, {}
     for code, stage in enumerate(STAGES):
         median = cfg.overhead_ms[stage] + cfg.ms_per_mflop[stage] * work_mflops[stage] * scale
@@ -76,10 +89,46 @@ def stage_work(arm: object, k_l1: int) -> dict[str, float]:
     q = arm.query_model  # type: ignore[attr-defined]
     l2 = arm.l2  # type: ignore[attr-defined]
     tiers = arm.tiers  # type: ignore[attr-defined]
-    items = sum(t.n for t in tiers.values())
-    dim = next(iter(tiers.values())).index.d if tiers else 0
-    return {"query_tower": _cached(q.query_tower), "item_lookup": 2.0 * items * dim / 1e6,
+    lookup = sum(lookup_mflops(t.index) for t in tiers.values() if t.n)
+    return {"query_tower": _cached(q.query_tower), "item_lookup": lookup,
             "l2": _cached(l2.net) * k_l1}
+
+
+def lookup_mflops(index: faiss.Index) -> float:
+    """Multiply-adds of one query's search of ``index``, in millions (2 per vector element):
+
+    * exact (``Flat``): every stored vector, ``n x d``;
+    * IVF: the ``nlist`` centroids plus the ``nprobe / nlist`` share of the vectors it scans,
+      ``(nlist + n x min(nprobe, nlist) / nlist) x d``;
+    * HNSW: ``efSearch`` candidates expanded at the base layer, each comparing its ``2M``
+      neighbours, plus ``M`` per upper layer (about ``log_M n`` of them),
+      ``(efSearch x 2M + M x log_M n) x d``.
+
+    Quantised storage (SQ, PQ) is costed as its float form: code decoding is not modelled."""
+    n, d = int(index.ntotal), int(index.d)
+    if n == 0:
+        return 0.0
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        nlist, nprobe = int(ivf.nlist), int(ivf.nprobe)
+        comparisons = nlist + n * min(nprobe, nlist) / nlist
+    else:
+        hnsw = _hnsw(index)
+        if hnsw is not None:
+            m = max(int(hnsw.nb_neighbors(1)), 2)
+            layers = max(np.log(n) / np.log(m), 1.0)
+            comparisons = min(n, int(hnsw.efSearch) * 2 * m + m * layers)
+        else:
+            comparisons = n
+    return 2.0 * comparisons * d / 1e6
+
+
+def _hnsw(index: faiss.Index) -> faiss.HNSW | None:
+    """The HNSW graph of an ``IndexHNSW*`` (possibly under a pre-transform), else None."""
+    while isinstance(index, faiss.IndexPreTransform):
+        index = faiss.downcast_index(index.index)
+    index = faiss.downcast_index(index)
+    return getattr(index, "hnsw", None)
 
 
 _CACHE: dict[int, tuple[nn.Module, float]] = {}

@@ -44,12 +44,12 @@ class Marketplace:
 def build_marketplace(cfg: Config, streams: Streams) -> Marketplace:
     """Draw users, advertisers, feature maps, the initial catalog and the response constants."""
     w = cfg.world
-    rng = streams.get("world")
+    # one named stream per component: adding advertisers never shifts the feature maps or truth
     users = build_users(w, cfg.traffic, streams.get("users"))
-    adv = build_advertisers(w, rng)
-    maps = build_feature_maps(w, rng)
+    adv = build_advertisers(w, streams.get("advertisers"))
+    maps = build_feature_maps(w, streams.get("feature_maps"))
     catalog = build_catalog(w, adv, maps, streams.get("catalog"))
-    truth = build_truth(w, rng)
+    truth = build_truth(w, streams.get("truth"))
     mix = np.asarray(w.surface_mix, dtype=np.float64)
     offsite_rng = streams.get("offsite")
     offsite = OffsiteCounter.empty(catalog.n)
