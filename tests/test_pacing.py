@@ -48,6 +48,18 @@ def test_constrained_advertiser_spends_its_budget_along_the_profile(response) ->
     assert dev < 0.12 * budget
 
 
+def test_flat_bidder_on_a_cliff_tracks_the_profile() -> None:
+    """A CPM-like bidder wins every auction it enters once its multiplier clears the competition
+    (spend is a step in m): the controller must not rush it ahead of the traffic and starve it
+    later, as a rate-only target does."""
+    budget = 100.0
+    _, path, _ = _run_day(potential=4 * budget, budget=budget,
+                          response=lambda m: 1.0 if m > 0.3 else 0.0, days=2)
+    day2 = path[len(path) // 2:]
+    assert max(abs(s - budget * share) for share, s in day2) < 0.12 * budget
+    assert day2[-1][1] >= 0.9 * budget
+
+
 def test_unconstrained_advertiser_is_not_throttled() -> None:
     spent, _, mults = _run_day(potential=50.0, budget=100.0)
     assert spent == pytest.approx(50.0)

@@ -1,0 +1,73 @@
+"""Clean measurement: fallback rows are no teacher labels, offline evaluation never reads rows
+an evaluated model trained on, each arm is scored against its own teacher, and the CPA an oCPM
+advertiser watches is computed from the logged campaigns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from sim.metrics import log_mae
+
+from conftest import read_json, read_log, run_tiny
+
+
+def test_l2_fallback_rows_are_flagged_and_kept_out_of_teacher_metrics(tmp_path: Path) -> None:
+    run_tiny(tmp_path, "latency.sla_ms.l2=7")  # about half the requests time out at L2
+    reqs = read_log(tmp_path, "requests")
+    assert 0.2 < 1 - reqs["l2_ok"].mean() < 0.8
+    imps = read_log(tmp_path, "impressions").join(
+        reqs.select("request_id", "l2_ok"), on="request_id")
+    assert (imps["l2_fallback"] == ~imps["l2_ok"]).all()
+    fb = imps.filter(pl.col("l2_fallback"))
+    assert (fb["l2_pcvr"] == fb["l1_pcvr"]).all()  # L1's estimate stood in for L2's
+    taught = imps.filter(~pl.col("l2_fallback"))
+    m = read_json(tmp_path / "metrics.json")["arms"]["control"]
+    assert m["l1_log_mae"] == pytest.approx(
+        log_mae(taught["l1_pcvr"].to_numpy(), taught["l2_pcvr"].to_numpy()), rel=1e-12)
+    assert m["l1_log_mae"] > log_mae(imps["l1_pcvr"].to_numpy(), imps["l2_pcvr"].to_numpy())
+    clicks = read_log(tmp_path, "clicks")
+    assert clicks["l2_fallback"].any() and not clicks["l2_fallback"].all()
+
+
+def test_offline_window_starts_after_every_evaluated_training_window(tmp_path: Path) -> None:
+    # no label wait: the last release (at 18000 s) trains on [10800, 18000), which a plain
+    # "last train_window_s before the horizon" window [14401, 21601) would overlap
+    run_tiny(tmp_path, "models.label_wait_s=0", "models.release_interval_s=9000",
+             "models.train_window_s=7200")
+    window = read_json(tmp_path / "metrics.json")["offline"]["window"]
+    releases = read_log(tmp_path, "model_releases")
+    assert releases["window_end"].max() == 18000.0
+    assert window["start"] == 18000.0 and window["end"] == 21601.0 and window["rows"] > 0
+
+
+def test_diverted_arms_are_scored_against_their_own_teacher(tmp_path: Path) -> None:
+    run_tiny(tmp_path, "experiment.arms=[control,treatment]", "experiment.training=diverted",
+             "+experiment.treatment.models.l2_hidden=32")
+    models = read_json(tmp_path / "metrics.json")["offline"]["models"]
+    assert models["control"]["teacher"] == "control/l2"
+    assert models["treatment"]["teacher"] == "treatment/l2"
+    own = models["treatment"]["sources"]["auction_winner"]["overall"]
+    assert own["log_mae_control_teacher"] != pytest.approx(own["log_mae"])
+    assert "log_mae_control_teacher" not in models["control"]["sources"]["auction_winner"]["overall"]
+    logged = read_log(tmp_path, "offline_eval").filter(pl.col("decile") == -1)
+    assert dict(zip(logged["model"], logged["teacher"], strict=False)) == {
+        "control": "control/l2", "treatment": "treatment/l2"}
+
+
+def test_cpa_to_target_from_the_campaigns_log(tiny_run: Path) -> None:
+    camp = read_log(tiny_run, "campaigns")
+    assert camp["time"].unique().to_list() == [0.0]  # a quarter day: one start of day
+    ocpm = camp.filter(pl.col("objective") == "ocpm")
+    assert ocpm["target_cpa"].is_not_nan().all() and ocpm["max_cpc"].is_nan().all()
+    imps = read_log(tiny_run, "impressions").filter(pl.col("objective") == "ocpm")
+    conv = read_log(tiny_run, "conversions").filter(
+        (pl.col("objective") == "ocpm") & pl.col("attributed"))
+    target = dict(zip(ocpm["advertiser_id"], ocpm["target_cpa"], strict=True))
+    valued = sum(target[a] for a in conv["advertiser_id"].to_list())
+    m = read_json(tiny_run / "metrics.json")["arms"]["control"]
+    assert m["ocpm_cpa_to_target"] == pytest.approx(imps["cost"].sum() / valued, rel=1e-9)
+    q = m["ocpm_cpa_to_target_quantiles"]
+    assert q["advertisers"] == int((conv.group_by("advertiser_id").len()["len"] >= 5).sum())
