@@ -19,7 +19,7 @@ from sim.config.schema import OBJECTIVES, Config
 from sim.experiment import arm_shares, treatment_share
 from sim.logs.writer import LogWriter
 from sim.pacing import Budgets, Ledger, planned_spend, update_multiplier
-from sim.world.catalog import Advertisers
+from sim.world.catalog import CPC, CPM, OCPM, Advertisers
 from sim.world.traffic import DAY_S, day_share
 
 Wait = Callable[[str, float], simpy.Event]
@@ -69,9 +69,9 @@ class CampaignDesk:
             self.writer.append("campaigns", {
                 "time": now, "day": int(now // DAY_S), "arm": b.name,
                 "advertiser_id": np.arange(adv.n), "objective": np.asarray(OBJECTIVES)[obj],
-                "target_cpa": np.where(obj == OBJECTIVES.index("ocpm"), adv.target_cpa, np.nan),
-                "max_cpc": np.where(obj == OBJECTIVES.index("cpc"), adv.max_cpc, np.nan),
-                "cpm_price": np.where(obj == OBJECTIVES.index("cpm"), adv.cpm_price, np.nan),
+                "target_cpa": np.where(obj == OCPM, adv.target_cpa, np.nan),
+                "max_cpc": np.where(obj == CPC, adv.max_cpc, np.nan),
+                "cpm_price": np.where(obj == CPM, adv.cpm_price, np.nan),
                 "budget": b.ledger.budget.copy()})
 
     def close_day(self, day: int) -> None:

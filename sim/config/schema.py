@@ -139,8 +139,10 @@ class LatencyConfig:
     # production models far larger, so these are set to land medians at realistic milliseconds
     ms_per_mflop: dict[str, float] = bounded(
         {"query_tower": 400.0, "item_lookup": 20.0, "l2": 20.0}, ge=0)
-    batch_ref: int = bounded(512, ge=1)  # batch size at which the compute term is as stated
-    batch_exponent: float = bounded(0.3, ge=0)  # how the compute term grows with the batch
+    # the fleet's load (requests of a tick, all arms) at which the compute term is as stated, and
+    # how the compute term grows with the load
+    batch_ref: int = bounded(512, ge=1)
+    batch_exponent: float = bounded(0.3, ge=0)
     sigma: float = bounded(0.35, ge=0)  # lognormal spread of a request's latency
     sla_ms: dict[str, float] = bounded(
         {"query_tower": 20.0, "item_lookup": 25.0, "l2": 60.0}, gt=0)  # timeout per stage
