@@ -54,7 +54,7 @@ import torch
 from sim.config import load_config
 from sim.config.schema import Config
 from sim.logs.writer import LogWriter
-from sim.serving.features import query_inputs
+from sim.models.inputs import query_inputs
 from sim.serving.funnel import l2_predict
 from sim.serving.index import search
 from sim.simulation import Simulation
@@ -104,7 +104,7 @@ def kernels(sim: Simulation, batches: list[RequestBatch]) -> None:
                 qv = arm.query_model.query_vectors(torch.from_numpy(qx)).numpy()
             _, found = search(arm.tiers["large"], qv, cfg.funnel.k_retrieval)
             slot = arm.tiers["large"].slot[np.maximum(found[:, :cfg.funnel.k_l1], 0)]
-            _, pcvr = l2_predict(arm, sim.market, cfg, rows, slot)
+            pcvr = l2_predict(arm, sim.market, cfg, rows, slot).pcvr
             np.argpartition(-pcvr[:, :cfg.funnel.k_l2], cfg.auction.n_slots - 1, axis=1)
 
 

@@ -10,19 +10,18 @@ logs them again).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 
 import numpy as np
 import simpy
 
+from sim.clock import DAY_S, Wait
 from sim.config.schema import OBJECTIVES, Config
 from sim.experiment import arm_shares, treatment_share
 from sim.logs.writer import LogWriter
 from sim.pacing import Budgets, Ledger, planned_spend, update_multiplier
 from sim.world.catalog import CPC, CPM, OCPM, Advertisers
-from sim.world.traffic import DAY_S, day_share
-
-Wait = Callable[[str, float], simpy.Event]
+from sim.world.traffic import day_share
 
 
 class CampaignDesk:

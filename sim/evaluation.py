@@ -31,10 +31,10 @@ import torch
 from sim.config.schema import Config
 from sim.logs.writer import LogWriter
 from sim.metrics import binary_entropy, calibration_ratio, cross_entropy, log_loss, log_mae
+from sim.models.inputs import query_inputs
 from sim.models.registry import Registry
 from sim.models.releases import l1_pcvr, teacher_pcvr
 from sim.models.training_log import SOURCES, WINNER, LoggedRows
-from sim.serving.features import query_inputs
 from sim.serving.index import TIERS
 from sim.world.users import Users
 

@@ -1,8 +1,7 @@
 """The experiment: per-arm configs, user assignment under a ramp, and the budget designs.
 
-* :func:`arm_config`: the treatment arm's config is the base config with the
-  ``experiment.treatment`` overlay merged in (validated like any config; keys of the shared world
-  are refused).
+* The treatment arm's config is the base config with the ``experiment.treatment`` overlay merged
+  in (:func:`sim.config.overlay.arm_config`, validated like any config when the config is loaded).
 * :func:`assignment_draw` / :func:`in_treatment`: a user's draw is a hash of ``(salt, user id)``;
   the user is in treatment while the draw is below the ramp's current share. The draw never
   changes, so when the share grows users only move from control to treatment.
@@ -15,35 +14,14 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from sim.config.schema import Config, RampStep
-from sim.config.validate import ConfigError, validate
+from sim.clock import DAY_S
+from sim.config.schema import RampStep
 from sim.rng import keyed_uniform
-from sim.world.traffic import DAY_S
 
 ASSIGNMENT = 7  # keyed-draw event code of the assignment hash
-SHARED_KEYS = ("seed", "days", "progress", "world", "traffic", "logs", "experiment")
-
-
-def arm_config(cfg: Config, overlay: dict[str, Any]) -> Config:
-    """``cfg`` with ``overlay`` merged in, validated; raises ConfigError naming the bad key."""
-    shared = sorted(set(overlay) & set(SHARED_KEYS))
-    if shared:
-        raise ConfigError(f"`experiment.treatment` may not change {shared}: both arms share them")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(cfg), overlay)
-        obj = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"`experiment.treatment`: {exc}".splitlines()[0]) from None
-    assert isinstance(obj, Config)
-    return validate(obj)
-
-
 def salt_key(salt: str) -> int:
     return int.from_bytes(hashlib.blake2b(salt.encode(), digest_size=8).digest(), "little") >> 1
 

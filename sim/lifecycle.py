@@ -19,6 +19,7 @@ import numpy as np
 import simpy
 import torch
 
+from sim.clock import Wait
 from sim.config.schema import Config
 from sim.features.registry import feature_view
 from sim.logs.writer import LogWriter
@@ -131,7 +132,7 @@ class Lifecycle:
 
     # -- processes -------------------------------------------------------------------------
 
-    def releaser(self, env: simpy.Environment, wait: Callable[[str, float], simpy.Event]
+    def releaser(self, env: simpy.Environment, wait: Wait
                  ) -> Generator[simpy.Event, None, None]:
         while True:
             yield wait("release", self.cfg.models.release_interval_s)
@@ -140,7 +141,7 @@ class Lifecycle:
                 if arm.name in released:
                     env.process(self._query_rollout(env, wait, arm, released[arm.name]))
 
-    def _query_rollout(self, env: simpy.Environment, wait: Callable[[str, float], simpy.Event],
+    def _query_rollout(self, env: simpy.Environment, wait: Wait,
                        arm: Arm, version: int) -> Generator[simpy.Event, None, None]:
         yield wait("query_rollout", arm.cfg.models.query_rollout_delay_s)
         if version > arm.query_version:

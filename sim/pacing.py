@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sim.clock import DAY_S
 from sim.config.schema import PacingConfig
-from sim.world.traffic import DAY_S
 
 ERROR_CLIP = 2.0  # one update moves log m by at most gain x this
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
-from sim.simulation import Progress
-from sim.world.traffic import DAY_S
+from sim.clock import DAY_S
+
+Progress = Callable[[float, int], None]  # (simulated seconds, requests so far) -> None
 
 
 def progress_bar(horizon_s: float, stream: TextIO = sys.stderr, width: int = 30) -> Progress:

@@ -26,7 +26,8 @@ from typing import Any
 
 from sim.config.schema import Config, RampStep
 from sim.logs.writer import LogWriter, write_json_atomic
-from sim.simulation import Progress, Simulation
+from sim.progress import Progress
+from sim.simulation import Simulation
 from sim.summary import ground_truth, summarize
 
 PACKAGES = ("adsim", "simpy", "numpy", "torch", "faiss-cpu", "scipy", "polars", "hydra-core")

@@ -17,10 +17,7 @@ Processes (each a thin generator around pure functions):
                 arm by its user, and serve them as one batch per arm.
 
 Same-time order is explicit: every event is scheduled with the priority of its stage
-(:data:`STAGES`, earlier first), so at any instant pacing runs first, then a ramp step, the
-campaigns log, churn, the offsite feature job, a feature-registry change, a release, a query
-rollout, enrichment, the snapshot, deploys, the large and the fresh builds, and the traffic
-last. So the requests of
+(:data:`sim.clock.STAGES`, earlier first). So the requests of
 [t, t + tick) see the budgets, multipliers, catalog, models and index tiers as they are at ``t``,
 a build at ``t`` reads the snapshot of ``t``, and a run stops at its horizon before anything
 scheduled there happens.
@@ -29,7 +26,7 @@ scheduled there happens.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,19 +34,14 @@ import faiss
 import numpy as np
 import simpy
 import torch
-from simpy.core import URGENT
 
 from sim.campaigns import CampaignDesk
+from sim.clock import DAY_S, StagedEnvironment, hour_of
+from sim.config.overlay import arm_config
 from sim.config.schema import ARTIFACTS, Config
 from sim.evaluation import eval_rows, offline_eval, skew_sweep
-from sim.experiment import arm_config, in_treatment
-from sim.features.coverage import (
-    count_coverage,
-    coverage_shares,
-    family_importance,
-    flush_coverage,
-    parity_audit,
-)
+from sim.experiment import in_treatment
+from sim.features.coverage import count_coverage, coverage_shares, flush_coverage
 from sim.features.registry import FeatureRegistry
 from sim.lifecycle import Lifecycle
 from sim.logs.writer import LogWriter
@@ -57,37 +49,17 @@ from sim.models.bootstrap import train_initial_models
 from sim.models.registry import Registry
 from sim.models.releases import teacher_pcvr
 from sim.models.training_log import TrainingLog
+from sim.parity_audit import family_importance, parity_audit
+from sim.progress import Progress
 from sim.rng import Streams
 from sim.serving import records
 from sim.serving.arm import Arm, QueryCache
 from sim.serving.deployer import reference_contexts
-from sim.serving.funnel import serve
+from sim.serving.funnel import Served, serve
 from sim.serving.index import TIERS
 from sim.serving.pipeline import IndexPipeline
 from sim.world.marketplace import Marketplace, build_marketplace, churn
-from sim.world.traffic import DAY_S, draw_requests
-
-Progress = Callable[[float, int], None]
-
-
-STAGES = ("pacing", "ramp", "campaigns", "churn", "offsite_refresh", "feature_change", "release",
-          "query_rollout", "enrichment", "snapshot", "deploy", "large_build", "fresh_build",
-          "traffic")
-# SimPy pops events by (time, priority, insertion). URGENT (0) stays reserved for SimPy itself
-# (process start, the end of the run), so stages take priorities 1, 2, ...
-PRIORITY = {stage: URGENT + 1 + i for i, stage in enumerate(STAGES)}
-
-
-class Scheduled(simpy.events.Event):
-    """A timeout carrying the priority of a stage (see :data:`STAGES`)."""
-
-    def __init__(self, env: simpy.Environment, stage: str, delay: float) -> None:
-        if delay < 0:
-            raise ValueError(f"Negative delay {delay}")
-        super().__init__(env)
-        self._ok = True
-        self._value = None
-        env.schedule(self, PRIORITY[stage], delay)
+from sim.world.traffic import RequestBatch, draw_requests
 
 
 @dataclass
@@ -140,7 +112,7 @@ class Simulation:
                                         keep_s=cfg.models.train_window_s + cfg.models.label_wait_s)
         self.contexts = reference_contexts(self.market, cfg, self.streams.get("contexts"))
         self.surfaces = np.asarray(cfg.world.surfaces)
-        self.env = simpy.Environment()
+        self.env = StagedEnvironment()
         self.desk = CampaignDesk(cfg, self.market.advertisers, writer)
         self.arms: list[Arm] = []
         for code, (name, acfg) in enumerate(self.arm_cfgs.items()):
@@ -158,21 +130,17 @@ class Simulation:
             pipe.initial_deploy(0.0)
         self.next_request_id = 0
 
-    def wait(self, stage: str, delay: float) -> Scheduled:
-        """An event ``delay`` seconds from now, ordered by ``stage`` among same-time events."""
-        return Scheduled(self.env, stage, delay)
-
     # -- control plane --------------------------------------------------------------------
 
     def churn(self) -> Generator[simpy.Event, None, None]:
         rng = self.streams.get("churn")
         while True:
-            yield self.wait("churn", self.cfg.world.churn_interval_s)
+            yield self.env.wait("churn", self.cfg.world.churn_interval_s)
             churn(self.market, self.cfg, self.env.now, rng)
 
     def offsite_refresh(self) -> Generator[simpy.Event, None, None]:
         while True:
-            yield self.wait("offsite_refresh", self.cfg.world.offsite_refresh_interval_s)
+            yield self.env.wait("offsite_refresh", self.cfg.world.offsite_refresh_interval_s)
             self.market.refresh_offsite(self.env.now)
 
     def feature_changes(self, arm: Arm) -> Generator[simpy.Event, None, None]:
@@ -180,7 +148,7 @@ class Simulation:
         for change in arm.cfg.features.changes:
             delay = change.day * DAY_S - self.env.now
             if delay > 0:
-                yield self.wait("feature_change", delay)
+                yield self.env.wait("feature_change", delay)
             changed = arm.features.apply(change, self.env.now)
             self.writer.append("feature_changes", {
                 "time": self.env.now, "arm": arm.name, "day": change.day,
@@ -206,9 +174,9 @@ class Simulation:
                 self.stats.batches += 1
             if self.progress is not None:
                 self.progress(t1, self.stats.requests)
-            yield self.wait("traffic", t1 - t0)
+            yield self.env.wait("traffic", t1 - t0)
 
-    def serve_tick(self, batch: Any) -> None:
+    def serve_tick(self, batch: RequestBatch) -> None:
         """The data plane of one tick: each arm's requests through its funnel, then the tick's
         budget bookkeeping. Budgets are checked once per tick, for both arms alike (the overspend
         this allows is at most one tick's spend, measured in budget_days)."""
@@ -219,14 +187,14 @@ class Simulation:
         for b in self.desk.budgets:
             b.ledger.end_tick()
 
-    def _assign(self, batch: Any) -> list[tuple[Arm, np.ndarray]]:
+    def _assign(self, batch: RequestBatch) -> list[tuple[Arm, np.ndarray]]:
         """Rows of the batch for each arm, by the users' assignment at the current share."""
         if len(self.arms) == 1:
             return [(self.arms[0], np.arange(len(batch)))]
         treat = in_treatment(self.cfg.experiment.salt, batch.user, self.desk.share)
         return [(self.arms[0], np.flatnonzero(~treat)), (self.arms[1], np.flatnonzero(treat))]
 
-    def _serve(self, arm: Arm, batch: Any, eligible: np.ndarray, load: int) -> None:
+    def _serve(self, arm: Arm, batch: RequestBatch, eligible: np.ndarray, load: int) -> None:
         cfg, w = arm.cfg, self.writer
         objective = self.market.advertisers.objective
         served = serve(arm, self.market, cfg, cfg.seed, batch, eligible, load)
@@ -249,7 +217,10 @@ class Simulation:
             served, arm, self.market, None if cand is None else cand["true_pcvr"], sample)
         self.training_log.append(logged)
         self._count_versions(arm, served)
-        count_coverage(arm, int(self.env.now // 3600), served, logged.families)
+        ret = served.retrieved
+        scored = int((served.ranked.ok1 & served.latency.ok["l2"][:, None]).sum())  # not timed out
+        count_coverage(arm.coverage, hour_of(self.env.now), ret.item_families[ret.live], scored,
+                       arm.features.families("l2_feature_store"), logged.families)
         conv = imps.outcomes.conversion
         self.market.offsite.record(imps.slot[conv], imps.ad_id[conv],
                                    batch.time[imps.row[conv]] + imps.outcomes.delay_s[conv])
@@ -259,11 +230,12 @@ class Simulation:
                            "spent_today": arm.budgets.ledger.spent_today[spent],
                            "budget": arm.budgets.ledger.budget[spent]})
 
-    def _count_versions(self, arm: Arm, served: Any) -> None:
+    def _count_versions(self, arm: Arm, served: Served) -> None:
         """Accumulate (hour, tier, query - item version) counts of the live retrieved candidates."""
-        hour = int(self.env.now // 3600)
-        tier = served.tier[served.live].astype(np.int64)
-        dist = served.query_version - served.item_version[served.live].astype(np.int64)
+        hour = hour_of(self.env.now)
+        ret = served.retrieved
+        tier = ret.tier[ret.live].astype(np.int64)
+        dist = served.query_version - ret.item_version[ret.live].astype(np.int64)
         code = tier * 4096 + (dist + 2048)
         keys, counts = np.unique(code, return_counts=True)
         for key, c in zip(keys.tolist(), counts.tolist(), strict=True):  # a few (tier, distance)
@@ -285,7 +257,7 @@ class Simulation:
 
     def run(self) -> Stats:
         """Run to the horizon, then close the last (possibly partial) day."""
-        env, wait = self.env, self.wait
+        env, wait = self.env, self.env.wait
         env.process(self.desk.pacing(env, wait))
         env.process(self.desk.ramp(env, wait))
         env.process(self.desk.campaigns(env, wait, self.horizon))
@@ -303,7 +275,7 @@ class Simulation:
         env.run(until=self.horizon)
         self._flush_version_counts()
         for arm in self.arms:
-            flush_coverage(arm, self.writer)
+            flush_coverage(arm.coverage, arm.name, self.writer)
         self.desk.close_day(int(np.ceil(self.horizon / DAY_S)) - 1)
         return self.stats
 
@@ -338,5 +310,5 @@ class Simulation:
             imp = family_importance(self.registry.latest(arm.l1_lineage).model, teacher, rows,
                                     users, ns, cfg.world.latent_dim)
             out["importance"][arm.name] = imp
-            parity_audit(arm.name, coverage_shares(arm.coverage_total), imp, w)
+            parity_audit(arm.name, coverage_shares(arm.coverage.total), imp, w)
         return out

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from sim.clock import DAY_S
 from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, LATENCY_STAGES
 from sim.metrics import calibration_ratio, log_loss, log_mae
 from sim.recall import funnel_recall
 from sim.stats import lift, ratio
-from sim.world.traffic import DAY_S
 
 
 def _ratio(a: float, b: float) -> float | None:

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from sim.campaigns import CampaignDesk
 from sim.config import ConfigError
+from sim.config.overlay import arm_config
 from sim.config.schema import RampStep
-from sim.experiment import arm_config, assignment_draw, in_treatment, treatment_share
+from sim.experiment import assignment_draw, in_treatment, treatment_share
 from sim.logs.writer import LogWriter
 from sim.simulation import Simulation
 from sim.stats import lift, ratio

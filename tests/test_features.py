@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -12,16 +11,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sim.clock import DAY_S
 from sim.config import ConfigError
 from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, FeatureChange, FeaturesConfig
-from sim.features.coverage import count_coverage, coverage_shares, parity_audit
+from sim.features.coverage import CoverageCounts, count_coverage, coverage_shares
 from sim.features.registry import FeatureRegistry, bits, fill_default, has_family, resolve
 from sim.logs.writer import LogWriter
+from sim.parity_audit import parity_audit
 from sim.serving.pipeline import EmbeddingTable, embed, stale_slots
 from sim.simulation import Simulation
 from sim.world.catalog import family_slices
 from sim.world.offsite import OffsiteCounter
-from sim.world.traffic import DAY_S
 
 from conftest import read_json, read_log, run_tiny, tiny_config
 
@@ -78,22 +78,22 @@ def test_coverage_counts_on_a_hand_checked_batch() -> None:
     """Two requests x three retrieved candidates; one candidate not live, one request's L2 timed
     out; four rows logged for training, one of them without offsite counts."""
     full, no_offsite = bits(set(FEATURE_FAMILIES)), bits(set(FEATURE_FAMILIES) - {"offsite_conversions"})
-    served = SimpleNamespace(
-        item_families=np.array([[full, no_offsite, full], [no_offsite, full, full]], np.uint8),
-        live=np.array([[True, True, False], [True, True, True]]),
-        ok1=np.array([[True, True], [True, False]]),
-        latency=SimpleNamespace(ok={"l2": np.array([True, False])}))
+    item_families = np.array([[full, no_offsite, full], [no_offsite, full, full]], np.uint8)
+    live = np.array([[True, True, False], [True, True, True]])
+    ok1 = np.array([[True, True], [True, False]])
+    l2_ok = np.array([True, False])
     reg = FeatureRegistry.from_config(FeaturesConfig(onboarding={
         f: list(ARTIFACTS) for f in FEATURE_FAMILIES if f != "annotations"}))
-    arm = SimpleNamespace(features=reg, coverage={}, coverage_total={})
+    counts = CoverageCounts()
     logged = np.array([full, full, full, no_offsite], np.uint8)
-    count_coverage(arm, 7, served, logged)
-    assert arm.coverage[(7, "l1_embedding", "offsite_conversions")] == [5, 3]
-    assert arm.coverage[(7, "l1_embedding", "base")] == [5, 5]
-    assert arm.coverage[(7, "l2_feature_store", "base")] == [2, 2]  # request 2 fell back to L1
-    assert arm.coverage[(7, "l2_feature_store", "annotations")] == [2, 0]
-    assert arm.coverage[(7, "training_logs", "offsite_conversions")] == [4, 3]
-    shares = coverage_shares(arm.coverage_total)
+    count_coverage(counts, 7, item_families[live], int((ok1 & l2_ok[:, None]).sum()),
+                   reg.families("l2_feature_store"), logged)
+    assert counts.hourly[(7, "l1_embedding", "offsite_conversions")] == [5, 3]
+    assert counts.hourly[(7, "l1_embedding", "base")] == [5, 5]
+    assert counts.hourly[(7, "l2_feature_store", "base")] == [2, 2]  # request 2 fell back to L1
+    assert counts.hourly[(7, "l2_feature_store", "annotations")] == [2, 0]
+    assert counts.hourly[(7, "training_logs", "offsite_conversions")] == [4, 3]
+    shares = coverage_shares(counts.total)
     assert shares["offsite_conversions"]["l1_embedding"] == pytest.approx(0.6)
     audit = parity_audit("control", shares, {f: {"log_loss_increase": 0.0, "log_mae_increase": 0.0}
                                              for f in FEATURE_FAMILIES})

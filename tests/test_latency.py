@@ -7,16 +7,43 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from sim.models.families import make_l1
-from sim.serving.latency import draw_latencies, mflops
+from sim.models.ranker import Ranker
+from sim.serving.latency import draw_latencies
 
 from conftest import read_json, read_log, run_tiny, tiny_config
 
 
+def _measured_mflops(module: torch.nn.Module, width: int) -> float:
+    """FLOPs torch counts for one row's forward (matmuls and attention), in millions."""
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        module(torch.zeros(1, width))
+    return counter.get_total_flops() / 1e6
+
+
+@pytest.mark.parametrize("family", ["simple", "dhen"])
+def test_declared_query_work_is_what_torch_counts(family: str) -> None:
+    """The latency model reads each family's declared work; it must be the forward's real work."""
+    model = make_l1(family, tiny_config())
+    width = model.query_norm.mean.shape[0]
+    assert model.query_mflops() == pytest.approx(_measured_mflops(model.query_tower, width),
+                                                 rel=1e-12)
+
+
+def test_declared_l2_work_is_what_torch_counts() -> None:
+    ranker = Ranker(user_width=10, n_surfaces=3, ad_width=20, latent_dim=4, hidden=32,
+                    n_positions=3)
+    width = 10 + 3 + 20 + 4
+    assert ranker.pair_mflops() == pytest.approx(_measured_mflops(ranker.net, width), rel=1e-12)
+    assert ranker.pair_mflops() == 2 * (width * 32 + 32 * 32 + 32 * 2) / 1e6
+
+
 def test_dhen_query_tower_does_more_work_than_simple() -> None:
     cfg = tiny_config()
-    simple, dhen = (mflops(make_l1(f, cfg).query_tower) for f in ("simple", "dhen"))
+    simple, dhen = (make_l1(f, cfg).query_mflops() for f in ("simple", "dhen"))
     assert dhen > 1.5 * simple > 0
 
 

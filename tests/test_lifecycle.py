@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import torch
 
-from sim.experiment import arm_config
+from sim.config.overlay import arm_config
 from sim.models.families import item_slices, make_l1, parameter_count, query_slices
 from sim.models.registry import ModelVersion, Registry
 from sim.models.training_log import FULL, WINNER, LoggedRows, TrainingLog

@@ -8,9 +8,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from sim.clock import DAY_S
 from sim.config.schema import PacingConfig, TrafficConfig
 from sim.pacing import Ledger, planned_spend, update_multiplier
-from sim.world.traffic import DAY_S, day_share
+from sim.world.traffic import day_share
 
 from conftest import read_json, read_log
 

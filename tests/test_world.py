@@ -10,11 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from sim.clock import DAY_S
 from sim.config.schema import TrafficConfig, WorldConfig
 from sim.rng import CLICK, CONVERSION, Streams, keyed_uniform
 from sim.world.catalog import build_advertisers, build_catalog, build_feature_maps, replace_ads
 from sim.world.response import build_truth, true_rates
-from sim.world.traffic import DAY_S, cumulative_rate, day_share, draw_requests
+from sim.world.traffic import cumulative_rate, day_share, draw_requests
 from sim.world.users import build_users
 
 

@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from sim.config.overlay import arm_config
 from sim.config.schema import Config
 from sim.config.validate import validate
 
@@ -42,8 +43,6 @@ def to_config(cfg: DictConfig) -> Config:
         raise TypeError(f"expected a config built on the `base_config` schema, got {type(obj)}")
     validate(obj)
     if "treatment" in obj.experiment.arms:  # the overlay is checked now, not when the world is built
-        from sim.experiment import arm_config  # local: sim.experiment imports sim.config
-
         arm_config(obj, dict(obj.experiment.treatment))
     return obj
 

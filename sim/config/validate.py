@@ -11,6 +11,7 @@ import dataclasses
 import math
 from typing import Any
 
+from sim.clock import DAY_S
 from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, LATENCY_STAGES, OBJECTIVES, Config
 
 
@@ -124,8 +125,8 @@ def _check_relations(cfg: Config) -> None:
              f"`models.skew_max_distance` ({m.skew_max_distance})")
     for name in ("tick_s",):
         value = getattr(cfg.traffic, name)
-        _require(86_400.0 % value == 0, f"`traffic.{name}` must divide a day (86400 s), got {value}")
-    _require(86_400.0 % pac.interval_s == 0,
+        _require(DAY_S % value == 0, f"`traffic.{name}` must divide a day (86400 s), got {value}")
+    _require(DAY_S % pac.interval_s == 0,
              f"`pacing.interval_s` must divide a day (86400 s), got {pac.interval_s}")
     n_ads = w.n_advertisers * w.ads_per_advertiser
     _require(fun.k_retrieval <= n_ads,

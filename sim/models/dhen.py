@@ -64,6 +64,12 @@ class DhenTower(nn.Module):
         self.embed = nn.ModuleList(nn.Linear(s.stop - s.start, token_dim) for s in slices)
         self.layers = nn.ModuleList(DhenLayer(token_dim, heads, layer_norm) for _ in range(layers))
         self.out = nn.Linear(len(slices) * token_dim, width_out)
+        t, w = len(slices), token_dim
+        # per layer and token: cross W^2, qkv 3W^2, attention out W^2, mlp 2W^2 + 2W^2; across
+        # tokens: attention scores and mixing, T^2 W each
+        macs = (sum(s.stop - s.start for s in slices) * w + layers * (9 * t * w * w + 2 * t * t * w)
+                + t * w * width_out)
+        self.mflops = 2.0 * macs / 1e6  # one row's forward, millions of FLOPs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = torch.stack([emb(x[:, s]) for emb, s in zip(self.embed, self.slices, strict=True)],
@@ -88,3 +94,6 @@ class DhenTwoTower(TwoTowerBase):
         self.register_buffer("item_view", torch.ones(item_slices[-1].stop))
         self.query_tower = DhenTower(query_slices, dim, token_dim, layers, heads, layer_norm)
         self.item_tower = DhenTower(item_slices, dim + 1, token_dim, layers, heads, layer_norm)
+
+    def query_mflops(self) -> float:
+        return self.query_tower.mflops

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sim.models.towers import Standardize, mlp
+from sim.models.towers import Standardize, mlp, mlp_mflops
 
 
 class Ranker(nn.Module):
@@ -24,6 +24,12 @@ class Ranker(nn.Module):
         self.norm = Standardize(width)
         self.net = mlp(width, hidden, 2)
         self.position_bias = nn.Parameter(torch.zeros(n_positions))
+        self._pair_mflops = mlp_mflops(width, hidden, 2)
+
+    def pair_mflops(self) -> float:
+        """The serving work of scoring one (request, candidate) pair, in millions of FLOPs:
+        what the latency model charges the L2 stage per candidate (:mod:`sim.serving.latency`)."""
+        return self._pair_mflops
 
     def inputs(self, user_x: torch.Tensor, surface_x: torch.Tensor,
                ad_x: torch.Tensor) -> torch.Tensor:

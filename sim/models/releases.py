@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from sim.config.schema import Config, ModelsConfig
+from sim.models.inputs import query_inputs, surface_onehot
 from sim.models.ranker import Ranker
 from sim.models.training import FitReport, distill_two_tower, train_ranker
 from sim.models.training_log import WINNER, LoggedRows
-from sim.serving.features import query_inputs, surface_onehot
 from sim.world.users import Users
 
 

@@ -34,6 +34,11 @@ def mlp(width_in: int, hidden: int, width_out: int) -> nn.Sequential:
                          nn.ReLU(), nn.Linear(hidden, width_out))
 
 
+def mlp_mflops(width_in: int, hidden: int, width_out: int) -> float:
+    """Multiply-adds of one row through :func:`mlp`, in millions of FLOPs (2 per multiply-add)."""
+    return 2.0 * (width_in * hidden + hidden * hidden + hidden * width_out) / 1e6
+
+
 class TwoTowerBase(nn.Module):
     """What every L1 family shares: standardised inputs, a query tower to R^D and an item tower
     to R^(D+1), and the pair score as their inner product. Subclasses set the four modules.
@@ -50,6 +55,13 @@ class TwoTowerBase(nn.Module):
     query_tower: nn.Module
     item_tower: nn.Module
     item_view: torch.Tensor
+
+    def query_mflops(self) -> float:
+        """The serving work of one request's query vector, in millions of FLOPs (2 per
+        multiply-add of its Linear layers and attention; elementwise work not counted): what the
+        latency model charges the query-tower stage (:mod:`sim.serving.latency`). Each family
+        declares its own from its architecture."""
+        raise NotImplementedError(f"{type(self).__name__} must declare query_mflops()")
 
     def set_item_view(self, mask: torch.Tensor) -> None:
         self.item_view.copy_(mask)
@@ -81,3 +93,7 @@ class TwoTower(TwoTowerBase):
         self.register_buffer("item_view", torch.ones(item_width))
         self.query_tower = mlp(query_width, hidden, dim)
         self.item_tower = mlp(item_width, hidden, dim + 1)
+        self._query_mflops = mlp_mflops(query_width, hidden, dim)
+
+    def query_mflops(self) -> float:
+        return self._query_mflops

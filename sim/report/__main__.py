@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 from sim.logs.writer import write_json_atomic
+from sim.report.attribution import attribute
 from sim.report.run_report import ReportError, make_report
+from sim.report.sweep import make_sweep_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,8 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if (args.dir / "multirun.yaml").exists():
-            from sim.report.sweep import make_sweep_report
-
             if args.attribute or args.hazards:
                 raise ReportError(f"--attribute applies to a run directory; {args.dir} is a "
                                   f"sweep (report one of its jobs, e.g. {args.dir}/0)")
@@ -43,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.hazards and not args.attribute:
                 raise ReportError("--hazards needs --attribute")
             if args.attribute:
-                from sim.report.attribution import attribute
-
                 hazards = args.hazards.split(",") if args.hazards else None
                 result = attribute(args.dir, hazards)
                 metrics_path = args.dir / "metrics.json"

@@ -35,10 +35,13 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from sim.config.overlay import arm_config
 from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, Config, FeaturesConfig
 from sim.config.store import to_config
+from sim.logs.writer import write_text_atomic
 from sim.report.evidence import gap, two_arms
 from sim.report.run_report import ReportError, read_run
+from sim.run import run
 
 TIMEOUT_PRESENT = 0.001  # share of requests past an SLA that makes timeouts a present hazard
 
@@ -54,8 +57,6 @@ def load_run_config(run_dir: Path) -> Config:
 def save_config(cfg: Config, run_dir: Path) -> None:
     """Write ``cfg`` as ``run_dir/.hydra/config.yaml``, so a world made here is a run directory
     like any other (reportable, re-runnable)."""
-    from sim.logs.writer import write_text_atomic
-
     write_text_atomic(run_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
 
@@ -145,8 +146,6 @@ def switched(cfg: Config, off: list[str]) -> Config:
     for h in off:
         cfg = HAZARDS[h][1](cfg)
     cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, ground_truth=False))
-    from sim.experiment import arm_config  # the overlay must still merge and validate
-
     if "treatment" in cfg.experiment.arms:
         arm_config(cfg, dict(cfg.experiment.treatment))
     return cfg
@@ -208,8 +207,6 @@ def attribute(run_dir: Path, hazards: list[str] | None = None,
             raise ReportError(f"hazards {absent} are not present in {run_dir} (present: {present})")
         present = [h for h in present if h in hazards]
     if runner is None:
-        from sim.run import run
-
         def runner(c: Config, d: Path) -> dict[str, Any]:
             save_config(c, d)
             return run(c, d, scenario=f"{manifest.get('scenario', 'default')}:attribution")

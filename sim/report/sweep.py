@@ -25,6 +25,7 @@ from scipy import stats
 
 from sim.logs.writer import write_text_atomic
 from sim.report.document import table
+from sim.report.plots import plt, save
 from sim.report.run_report import ReportError
 
 REPLICATE_KEYS = ("seed",)
@@ -114,8 +115,6 @@ def summarize_metric(frame: pl.DataFrame, metric: str, by: list[str]) -> pl.Data
 
 
 def _plot(summary: pl.DataFrame, metric: str, x: str, lines: list[str], path: Path) -> None:
-    from sim.report.plots import plt, save
-
     fig, ax = plt.subplots(figsize=(7, 4))
     xs_all = summary[x].to_list()
     numeric = all(isinstance(v, int | float) for v in xs_all)

@@ -13,6 +13,7 @@ import numpy as np
 from torch import nn
 
 from sim.config.schema import Config
+from sim.features.coverage import CoverageCounts
 from sim.features.registry import FeatureRegistry
 from sim.models.ranker import Ranker
 from sim.pacing import Budgets
@@ -57,10 +58,8 @@ class Arm:
     row_offset: np.ndarray = field(default_factory=lambda: row_table({})[1])
     # (hour, tier code, distance) -> served candidates, flushed to the version_distance log
     version_counts: dict[tuple[int, int, int], int] = field(default_factory=dict)
-    # (hour, artifact, family) -> [rows served, rows with the family present], flushed to the
-    # feature_coverage log; ``coverage_total`` keeps the run's sums for the parity audit
-    coverage: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)
-    coverage_total: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    # feature coverage of what this arm served (the dashboard and the parity audit's totals)
+    coverage: CoverageCounts = field(default_factory=CoverageCounts)
 
     def deploy(self, idx: DeployedIndex) -> None:
         """Swap in a tier build and recompute which ``large`` rows the ``fresh`` tier supersedes."""

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from sim.config.schema import Config
+from sim.models.inputs import surface_onehot
 from sim.models.ranker import Ranker
-from sim.serving.features import surface_onehot
 from sim.world.marketplace import Marketplace
 from sim.world.traffic import draw_audience
 

@@ -27,11 +27,12 @@ import numpy as np
 import torch
 
 from sim.auction import AuctionResult, allocate
-from sim.bidding import expected_value, make_bids
+from sim.bidding import Bids, expected_value, make_bids
 from sim.config.schema import Config
 from sim.features.registry import fill_default
+from sim.models.inputs import query_inputs, surface_onehot
+from sim.numerics import sigmoid
 from sim.serving.arm import Arm
-from sim.serving.features import query_inputs, surface_onehot
 from sim.serving.index import TIERS, search
 from sim.serving.latency import Latencies, draw_latencies, stage_work
 from sim.topk import take, top_k
@@ -39,10 +40,6 @@ from sim.world.catalog import family_slices
 from sim.world.marketplace import Marketplace
 from sim.world.response import Outcomes, draw_outcomes, true_rates
 from sim.world.traffic import RequestBatch
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
 
 
 @dataclass(frozen=True)
@@ -69,35 +66,76 @@ class Impressions:
 
 
 @dataclass(frozen=True)
-class Served:
-    """All stage arrays of one batch, kept for logging and metrics."""
+class Hits:
+    """The merged search of the deployed tiers: (B, k) arrays; a missing entry has row -1 and
+    logit -inf."""
 
-    batch: RequestBatch
-    slot: np.ndarray  # (B, Kr) catalog slot of each retrieved row
-    ad_id: np.ndarray  # (B, Kr)
-    advertiser: np.ndarray  # (B, Kr)
-    live: np.ndarray  # (B, Kr) bool
-    l1_pcvr: np.ndarray  # (B, Kr)
-    ctr_prior: np.ndarray  # (B, Kr)
-    l1_value: np.ndarray  # (B, Kr), -inf where not live
+    logit: np.ndarray  # float32 inner product of query and item vector: the L1 logit
+    tier: np.ndarray  # int8 code of the tier (TIERS order)
+    row: np.ndarray  # int64 row of the tier's index
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """Retrieval and L1's estimate for a batch: (B, Kr) arrays, one column per retrieved row."""
+
+    slot: np.ndarray  # catalog slot
+    ad_id: np.ndarray  # -1 where nothing was retrieved
+    advertiser: np.ndarray
+    live: np.ndarray  # bool: a retrieved ad still live, of an advertiser with budget
+    l1_pcvr: np.ndarray  # float64 sigmoid of the L1 logit
+    ctr_prior: np.ndarray  # the index's per-ad pCTR prior
+    tier: np.ndarray  # int8 code of the tier each candidate came from (TIERS order)
+    item_version: np.ndarray  # int32 model version of the candidate's item vector
+    item_families: np.ndarray  # uint8 families the candidate's item vector was built from
+
+
+@dataclass(frozen=True)
+class L2Scores:
+    """L2's estimates for (B, K) candidates, float32."""
+
+    pctr: np.ndarray
+    pcvr: np.ndarray
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """L1's and L2's cuts. Columns of ``sel1`` index the retrieval columns, of ``sel2`` L1's."""
+
+    l1_value: np.ndarray  # (B, Kr) eCPM from L1, -inf where not live
     sel1: np.ndarray  # (B, K1) retrieval columns kept by L1
     ok1: np.ndarray  # (B, K1) bool
-    l2_pctr: np.ndarray  # (B, K1)
+    l2_pctr: np.ndarray  # (B, K1), L1's estimates where L2 timed out
     l2_pcvr: np.ndarray  # (B, K1)
     l2_value: np.ndarray  # (B, K1)
     sel2: np.ndarray  # (B, K2) L1 columns kept by L2
     ok2: np.ndarray  # (B, K2) bool
-    auction: AuctionResult
+    l2_fallback: np.ndarray  # (B,) bool: L2 timed out for the request
+
+
+@dataclass(frozen=True)
+class Auctioned:
+    """The bids of L2's candidates, (B, K2), and the auction's outcome."""
+
+    bids: Bids
+    result: AuctionResult
+
+
+@dataclass(frozen=True)
+class Served:
+    """Every stage of one batch, kept for logging and metrics."""
+
+    batch: RequestBatch
+    retrieved: Retrieved
+    ranked: Ranked
+    auctioned: Auctioned
     impressions: Impressions
-    tier: np.ndarray  # (B, Kr) int8 code of the tier each candidate came from (TIERS order)
-    item_version: np.ndarray  # (B, Kr) int32 model version of the candidate's item vector
-    item_families: np.ndarray  # (B, Kr) uint8 families the candidate's item vector was built from
     query_version: int  # model version of the query tower that served the batch
     latency: Latencies  # per-request latency and success of each stage
 
 
 def l2_predict(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
-               slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+               slot: np.ndarray) -> L2Scores:
     """L2 (pCTR, pCVR) for candidates ``slot`` (B, K) of the batch's requests; (B, K) float32."""
     b, k = slot.shape
     ns = len(cfg.world.surfaces)
@@ -109,16 +147,15 @@ def l2_predict(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
         x = arm.l2.inputs(torch.from_numpy(user_x), torch.from_numpy(surf_x),
                           torch.from_numpy(ad_x))
         p = torch.sigmoid(arm.l2(x)).numpy()
-    return p[:, 0].reshape(b, k), p[:, 1].reshape(b, k)
+    return L2Scores(pctr=p[:, 0].reshape(b, k), pcvr=p[:, 1].reshape(b, k))
 
 
-def retrieve(arm: Arm, queries: np.ndarray, k: int,
-             fresh_only: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-    """Search every deployed tier and merge: (logits, tier code, index row) each (B, k).
+def retrieve(arm: Arm, queries: np.ndarray, k: int, fresh_only: np.ndarray | None = None) -> Hits:
+    """Search every deployed tier and merge into the top ``k`` per query.
 
     An ad in both tiers keeps the fresher tier's row: rows the ``fresh`` tier supersedes are
-    masked in the ``large`` tier (:meth:`Arm.deploy` keeps that mask). Missing entries have row
-    -1 and logit -inf."""
+    masked in the ``large`` tier (:meth:`Arm.deploy` keeps that mask). ``fresh_only`` (B,) marks
+    requests whose item lookup timed out: they search the ``fresh`` tier alone."""
     logits, rows, tiers = [], [], []
     for code, name in enumerate(TIERS):  # at most two tiers: a loop over tiers, not requests
         if name not in arm.tiers or arm.tiers[name].n == 0:  # nothing to search or merge
@@ -134,68 +171,112 @@ def retrieve(arm: Arm, queries: np.ndarray, k: int,
         tiers.append(np.full(rw.shape, code, np.int8))
     if not logits:
         b = queries.shape[0]
-        return (np.full((b, k), -np.inf, np.float32), np.zeros((b, k), np.int8),
-                np.full((b, k), -1, np.int64))
+        return Hits(logit=np.full((b, k), -np.inf, np.float32), tier=np.zeros((b, k), np.int8),
+                    row=np.full((b, k), -1, np.int64))
     if len(logits) == 1:
-        return logits[0], tiers[0], rows[0]
+        return Hits(logit=logits[0], tier=tiers[0], row=rows[0])
     lg, rw, tr = (np.concatenate(x, axis=1) for x in (logits, rows, tiers))
     keep = top_k(lg, k)
-    return take(lg, keep), take(tr, keep), take(rw, keep)
+    return Hits(logit=take(lg, keep), tier=take(tr, keep), row=take(rw, keep))
 
 
-def _retrieve(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
-              eligible: np.ndarray, lat: Latencies) -> dict[str, np.ndarray]:
+def query_vectors(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
+                  ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's query vectors (B, D+1) from the arm's live query tower, and (B,) bool which
+    requests have none. A request whose query tower timed out (``ok`` False) uses the user's last
+    query vector from this arm, or has none; the fresh vectors go to the arm's cache."""
     qx = query_inputs(market.users, batch.user, batch.surface, len(cfg.world.surfaces))
     with torch.inference_mode():
         qv = arm.query_model.query_vectors(torch.from_numpy(qx)).numpy()
-    # Query-tower timeout: the user's last query vector from this arm, or nothing at all.
-    ok_q = lat.ok["query_tower"]
     cached = arm.query_cache.valid[batch.user]
-    qv = np.where(ok_q[:, None], qv, arm.query_cache.vectors[batch.user])
-    no_query = ~ok_q & ~cached
-    arm.query_cache.store(batch.user[ok_q], qv[ok_q])
-    logits, tier, rows = retrieve(arm, qv, cfg.funnel.k_retrieval, ~lat.ok["item_lookup"])
-    rows = np.where(no_query[:, None], -1, rows)
+    qv = np.where(ok[:, None], qv, arm.query_cache.vectors[batch.user])
+    arm.query_cache.store(batch.user[ok], qv[ok])
+    return qv, ~ok & ~cached
+
+
+def retrieval(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
+              eligible: np.ndarray, lat: Latencies) -> Retrieved:
+    """Query tower, the tiers' search and L1's pCVR, under the request's timeouts."""
+    qv, no_query = query_vectors(arm, market, cfg, batch, lat.ok["query_tower"])
+    hits = retrieve(arm, qv, cfg.funnel.k_retrieval, ~lat.ok["item_lookup"])
+    rows = np.where(no_query[:, None], -1, hits.row)
     # one gather per field from the tiers' row tables laid end to end (``Arm.rows``); a missing
     # candidate points at the table's last row, the sentinel (ad_id -1)
-    g = np.where(rows >= 0, rows + arm.row_offset[tier], arm.rows["ad_id"].shape[0] - 1)
-    slot, ad_id, version = arm.rows["slot"][g], arm.rows["ad_id"][g], arm.rows["version"][g]
-    prior, families = arm.rows["ctr_prior"][g], arm.rows["families"][g]
+    g = np.where(rows >= 0, rows + arm.row_offset[hits.tier], arm.rows["ad_id"].shape[0] - 1)
+    slot, ad_id = arm.rows["slot"][g], arm.rows["ad_id"][g]
     valid = ad_id >= 0
     advertiser = market.catalog.advertiser[slot]
     live = valid & (market.catalog.ad_id[slot] == ad_id) & eligible[advertiser]
-    return {"slot": slot, "ad_id": ad_id, "advertiser": advertiser, "live": live,
-            "l1_pcvr": sigmoid(np.where(valid, logits, 0.0)), "ctr_prior": prior,
-            "tier": tier, "item_version": version, "item_families": families}
+    return Retrieved(slot=slot, ad_id=ad_id, advertiser=advertiser, live=live,
+                     l1_pcvr=sigmoid(np.where(valid, hits.logit, 0.0)),
+                     ctr_prior=arm.rows["ctr_prior"][g], tier=hits.tier,
+                     item_version=arm.rows["version"][g], item_families=arm.rows["families"][g])
 
 
-def _respond(market: Marketplace, cfg: Config, seed: int, batch: RequestBatch, s: dict,
-             res: AuctionResult) -> Impressions:
-    filled = res.winners >= 0
-    row, position = np.nonzero(filled)
+def rank(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch, ret: Retrieved,
+         l2_ok: np.ndarray) -> Ranked:
+    """L1's cut of the retrieved candidates by eCPM from L1's estimates, then L2's cut by eCPM
+    from L2's (L1's where L2 timed out, ``l2_ok`` False)."""
+    adv, m, scale = market.advertisers, arm.budgets.multiplier, cfg.bidding.bid_scale
+    l1_value = np.where(ret.live, expected_value(adv, ret.advertiser, ret.ctr_prior, ret.l1_pcvr,
+                                                 m, scale), -np.inf)
+    sel1 = top_k(l1_value, cfg.funnel.k_l1)
+    ok1 = np.isfinite(take(l1_value, sel1))
+    adv1 = take(ret.advertiser, sel1)
+    l2 = l2_predict(arm, market, cfg, batch, take(ret.slot, sel1))
+    late = ~l2_ok[:, None]  # L2 timeout: fall back to L1's estimates for the request
+    l2_pctr = np.where(late, take(ret.ctr_prior, sel1), l2.pctr)
+    l2_pcvr = np.where(late, take(ret.l1_pcvr, sel1), l2.pcvr)
+    l2_value = np.where(ok1, expected_value(adv, adv1, l2_pctr, l2_pcvr, m, scale), -np.inf)
+    sel2 = top_k(l2_value, cfg.funnel.k_l2)
+    return Ranked(l1_value=l1_value, sel1=sel1, ok1=ok1, l2_pctr=l2_pctr, l2_pcvr=l2_pcvr,
+                  l2_value=l2_value, sel2=sel2, ok2=np.isfinite(take(l2_value, sel2)),
+                  l2_fallback=~l2_ok)
+
+
+def run_auction(arm: Arm, market: Marketplace, cfg: Config, ret: Retrieved,
+                ranked: Ranked) -> Auctioned:
+    """Bids of L2's candidates from L2's estimates, and the auction over them."""
+    adv1 = take(ret.advertiser, ranked.sel1)
+    sel2 = ranked.sel2
+    bids = make_bids(market.advertisers, take(adv1, sel2), take(ranked.l2_pctr, sel2),
+                     take(ranked.l2_pcvr, sel2), arm.budgets.multiplier, cfg.bidding.bid_scale)
+    auc = cfg.auction
+    res = allocate(np.where(ranked.ok2, bids.bid, np.nan), quality=bids.quality,
+                   n_slots=auc.n_slots, reserve=auc.reserve, rule=auc.rule,
+                   slot_ctr=np.asarray(auc.slot_ctr[:auc.n_slots]))
+    return Auctioned(bids=bids, result=res)
+
+
+def respond(market: Marketplace, cfg: Config, seed: int, batch: RequestBatch, ret: Retrieved,
+            ranked: Ranked, auctioned: Auctioned) -> Impressions:
+    """The filled slots: the truth at each slot, the drawn clicks and conversions, the charges."""
+    res = auctioned.result
+    row, position = np.nonzero(res.winners >= 0)
     col2 = res.winners[row, position]
-    col1 = s["sel2"][row, col2]
-    colr = s["sel1"][row, col1]
-    slot = s["slot"][row, colr]
+    col1 = ranked.sel2[row, col2]
+    colr = ranked.sel1[row, col1]
+    slot = ret.slot[row, colr]
     cat = market.catalog
     pctr, pcvr = true_rates(market.truth, market.users.latent[batch.user[row]],
                             batch.surface[row], cat.latent[slot][:, None, :],
                             cat.creative[slot][:, None], cat.quality[slot][:, None])
     pctr = pctr[:, 0] * market.truth.position_ctr[position]
     pcvr = pcvr[:, 0]
-    ad_id = s["ad_id"][row, colr]
+    ad_id = ret.ad_id[row, colr]
     out = draw_outcomes(seed, batch.request_id[row], ad_id, pctr, pcvr,
                         cfg.world.conversion_delay_mean_s)
-    per_click = s["per_click"][row, col2]
+    per_click = auctioned.bids.per_click[row, col2]
     # per click: the price per click; per impression: what the slot delivers (sim.auction)
     price = np.where(per_click, res.prices[row, position], res.payments[row, position])
     cost = np.where(per_click, price * out.click, price)
     return Impressions(
         row=row, position=position.astype(np.int16), retrieval_col=colr, slot=slot,
-        ad_id=ad_id, advertiser=s["advertiser"][row, colr], bid=s["bid"][row, col2],
-        price=price, per_click=per_click, l1_pcvr=s["l1_pcvr"][row, colr],
-        l2_pctr=s["l2_pctr"][row, col1], l2_pcvr=s["l2_pcvr"][row, col1],
-        l2_fallback=s["l2_fallback"][row], true_pctr=pctr, true_pcvr=pcvr, outcomes=out, cost=cost)
+        ad_id=ad_id, advertiser=ret.advertiser[row, colr], bid=auctioned.bids.bid[row, col2],
+        price=price, per_click=per_click, l1_pcvr=ret.l1_pcvr[row, colr],
+        l2_pctr=ranked.l2_pctr[row, col1], l2_pcvr=ranked.l2_pcvr[row, col1],
+        l2_fallback=ranked.l2_fallback[row], true_pctr=pctr, true_pcvr=pcvr, outcomes=out,
+        cost=cost)
 
 
 def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestBatch,
@@ -203,33 +284,12 @@ def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestB
     """Run the funnel for ``batch`` on ``arm``; ``eligible`` (A,) marks advertisers with budget;
     ``load`` is the tick's requests across all arms (the serving fleet's load; default the
     batch alone)."""
-    adv, m = market.advertisers, arm.budgets.multiplier
-    lat = draw_latencies(cfg.latency, seed, batch.request_id, stage_work(arm, cfg.funnel.k_l1),
+    work = stage_work(arm.query_model, arm.l2, arm.tiers.values(), cfg.funnel.k_l1)
+    lat = draw_latencies(cfg.latency, seed, batch.request_id, work,
                          len(batch) if load is None else load)
-    ret = _retrieve(arm, market, cfg, batch, eligible, lat)
-    slot, ad_id, advertiser, live = ret["slot"], ret["ad_id"], ret["advertiser"], ret["live"]
-    l1_pcvr, prior = ret["l1_pcvr"], ret["ctr_prior"]
-    scale = cfg.bidding.bid_scale
-    l1_value = np.where(live, expected_value(adv, advertiser, prior, l1_pcvr, m, scale), -np.inf)
-    sel1 = top_k(l1_value, cfg.funnel.k_l1)
-    ok1 = np.isfinite(take(l1_value, sel1))
-    adv1 = take(advertiser, sel1)
-    l2_pctr, l2_pcvr = l2_predict(arm, market, cfg, batch, take(slot, sel1))
-    late = ~lat.ok["l2"][:, None]  # L2 timeout: fall back to L1's estimates for the request
-    l2_pctr = np.where(late, take(prior, sel1), l2_pctr)
-    l2_pcvr = np.where(late, take(l1_pcvr, sel1), l2_pcvr)
-    l2_value = np.where(ok1, expected_value(adv, adv1, l2_pctr, l2_pcvr, m, scale), -np.inf)
-    sel2 = top_k(l2_value, cfg.funnel.k_l2)
-    ok2 = np.isfinite(take(l2_value, sel2))
-    bids = make_bids(adv, take(adv1, sel2), take(l2_pctr, sel2), take(l2_pcvr, sel2), m, scale)
-    auc = cfg.auction
-    res = allocate(np.where(ok2, bids.bid, np.nan), quality=bids.quality, n_slots=auc.n_slots,
-                   reserve=auc.reserve, rule=auc.rule,
-                   slot_ctr=np.asarray(auc.slot_ctr[:auc.n_slots]))
-    stage = {"sel1": sel1, "sel2": sel2, "slot": slot, "ad_id": ad_id, "advertiser": advertiser,
-             "l1_pcvr": l1_pcvr, "l2_pctr": l2_pctr, "l2_pcvr": l2_pcvr, "bid": bids.bid,
-             "per_click": bids.per_click, "l2_fallback": ~lat.ok["l2"]}
-    imps = _respond(market, cfg, seed, batch, stage, res)
-    return Served(batch, slot, ad_id, advertiser, live, l1_pcvr, prior, l1_value, sel1, ok1,
-                  l2_pctr, l2_pcvr, l2_value, sel2, ok2, res, imps, ret["tier"],
-                  ret["item_version"], ret["item_families"], arm.query_version, lat)
+    ret = retrieval(arm, market, cfg, batch, eligible, lat)
+    ranked = rank(arm, market, cfg, batch, ret, lat.ok["l2"])
+    auctioned = run_auction(arm, market, cfg, ret, ranked)
+    imps = respond(market, cfg, seed, batch, ret, ranked, auctioned)
+    return Served(batch=batch, retrieved=ret, ranked=ranked, auctioned=auctioned,
+                  impressions=imps, query_version=arm.query_version, latency=lat)

@@ -14,13 +14,15 @@ latency distribution at any ramp share).
 
 The work is counted from the real models and index, not configured per family:
 
-* ``query_tower``: the multiply-adds of one forward of the arm's live query tower (so ``dhen``,
-  with its token projections, attention and ensemble layers, costs more than ``simple``);
+* ``query_tower``: the work of one forward of the arm's live query tower, as its family declares
+  it (:meth:`sim.models.towers.TwoTowerBase.query_mflops`; so ``dhen``, with its token
+  projections, attention and ensemble layers, costs more than ``simple``);
 * ``item_lookup``: the inner products one search of each deployed tier computes
   (:func:`lookup_mflops`): every item for an exact (``Flat``) index; for an IVF index the
   coarse centroids plus the ``nprobe`` lists it scans; for an HNSW graph about ``efSearch``
   visited nodes times their neighbours per layer;
-* ``l2``: one forward of the L2 ranker for each of the request's ``k_l1`` candidates.
+* ``l2``: one forward of the L2 ranker (:meth:`sim.models.ranker.Ranker.pair_mflops`) for each of
+  the request's ``k_l1`` candidates.
 
 A stage slower than its SLA (``latency.sla_ms``) falls back (:mod:`sim.serving.funnel`): the query
 tower to the user's last query vector from this arm (no ads if there is none), the item lookup to
@@ -29,33 +31,21 @@ the ``fresh`` tier alone, L2 to L1's estimates (the index pCTR prior and L1's pC
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 from scipy.special import ndtri
-from torch import nn
 
 from sim.config.schema import LatencyConfig
+from sim.models.ranker import Ranker
+from sim.models.towers import TwoTowerBase
 from sim.rng import keyed_uniform
+from sim.serving.index import DeployedIndex
 
 STAGES = ("query_tower", "item_lookup", "l2")
 LATENCY = 8  # keyed-draw event code (plus the stage index)
-
-
-def mflops(module: nn.Module) -> float:
-    """Multiply-adds of one forward for one input row, in millions (Linear layers, and the
-    token-by-token attention of DHEN: every Linear applied once per token)."""
-    total = 0.0
-    tokens = getattr(module, "slices", None)
-    n_tokens = len(tokens) if tokens is not None else 1
-    for name, sub in module.named_modules():
-        if isinstance(sub, nn.Linear):
-            per_token = name.startswith("layers") or ".layers" in name
-            total += sub.in_features * sub.out_features * (n_tokens if per_token else 1)
-        if hasattr(sub, "qkv"):  # attention scores and mixing: tokens^2 x width, twice
-            total += 2 * n_tokens * n_tokens * sub.qkv.in_features
-    return 2.0 * total / 1e6
 
 
 @dataclass(frozen=True)
@@ -83,15 +73,14 @@ def draw_latencies(cfg: LatencyConfig, seed: int, request_id: np.ndarray,
     return Latencies(ms, ok)
 
 
-def stage_work(arm: object, k_l1: int) -> dict[str, float]:
-    """Per-request MFLOPs of each stage for ``arm``'s live models and deployed tiers (cached per
-    model object: a version's cost does not change)."""
-    q = arm.query_model  # type: ignore[attr-defined]
-    l2 = arm.l2  # type: ignore[attr-defined]
-    tiers = arm.tiers  # type: ignore[attr-defined]
-    lookup = sum(lookup_mflops(t.index) for t in tiers.values() if t.n)
-    return {"query_tower": _cached(q.query_tower), "item_lookup": lookup,
-            "l2": _cached(l2.net) * k_l1}
+def stage_work(query_model: TwoTowerBase, l2: Ranker, tiers: Iterable[DeployedIndex],
+               k_l1: int) -> dict[str, float]:
+    """Per-request MFLOPs of each stage: the live query tower's and L2's declared work
+    (:meth:`TwoTowerBase.query_mflops`, :meth:`Ranker.pair_mflops` per candidate) and one
+    search of each deployed tier."""
+    lookup = sum(lookup_mflops(t.index) for t in tiers if t.n)
+    return {"query_tower": query_model.query_mflops(), "item_lookup": lookup,
+            "l2": l2.pair_mflops() * k_l1}
 
 
 def lookup_mflops(index: faiss.Index) -> float:
@@ -129,14 +118,3 @@ def _hnsw(index: faiss.Index) -> faiss.HNSW | None:
         index = faiss.downcast_index(index.index)
     index = faiss.downcast_index(index)
     return getattr(index, "hnsw", None)
-
-
-_CACHE: dict[int, tuple[nn.Module, float]] = {}
-
-
-def _cached(module: nn.Module) -> float:
-    hit = _CACHE.get(id(module))
-    if hit is None or hit[0] is not module:
-        hit = (module, mflops(module))
-        _CACHE[id(module)] = hit
-    return hit[1]

@@ -31,6 +31,7 @@ import numpy as np
 import simpy
 import torch
 
+from sim.clock import Wait
 from sim.config.schema import Config
 from sim.features.registry import bits, fill_default
 from sim.logs.writer import LogWriter
@@ -41,7 +42,6 @@ from sim.world.catalog import family_slices
 from sim.world.marketplace import Marketplace
 
 ItemTower = Callable[[], tuple[TwoTowerBase, int]]
-Wait = Callable[[str, float], simpy.Event]  # (stage, delay) -> event, see sim.simulation.STAGES
 
 
 @dataclass

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from sim.bidding import expected_value
+from sim.clock import day_of
 from sim.config.schema import OBJECTIVES, Config
 from sim.features.registry import bits, fill_default
 from sim.logs.writer import Coded
@@ -18,21 +20,27 @@ from sim.serving.index import TIERS
 from sim.world.catalog import family_slices
 from sim.world.marketplace import Marketplace
 from sim.world.response import true_rates
-from sim.world.traffic import DAY_S
 
 Columns = dict[str, Any]
 SOURCE_NAMES = ("partial_request", "full_request")  # by ``is_full``
 
 
-def _day(t: np.ndarray) -> np.ndarray:
-    return np.floor(t / DAY_S).astype(np.int32)
+@dataclass(frozen=True)
+class CandidateSample:
+    """The candidates of a served batch logged to ``candidates`` and the training logs: (N,)
+    batch rows, retrieval columns, and whether the request is logged in full."""
+
+    row: np.ndarray
+    col: np.ndarray
+    is_full: np.ndarray
 
 
 def request_rows(s: Served, arm: str, surfaces: np.ndarray) -> Columns:
     b = s.batch
-    return {"request_id": b.request_id, "time": b.time, "day": _day(b.time), "arm": arm,
+    return {"request_id": b.request_id, "time": b.time, "day": day_of(b.time), "arm": arm,
             "user_id": b.user, "segment": b.segment, "surface": Coded(surfaces, b.surface),
-            "n_retrieved": s.live.sum(1), "n_impressions": (s.auction.winners >= 0).sum(1),
+            "n_retrieved": s.retrieved.live.sum(1),
+            "n_impressions": (s.auctioned.result.winners >= 0).sum(1),
             **{f"{k}_ms": v for k, v in s.latency.ms.items()},
             **{f"{k}_ok": v for k, v in s.latency.ok.items()}}
 
@@ -40,7 +48,7 @@ def request_rows(s: Served, arm: str, surfaces: np.ndarray) -> Columns:
 def impression_rows(s: Served, arm: str, surfaces: np.ndarray, objective: np.ndarray) -> Columns:
     i, b = s.impressions, s.batch
     t = b.time[i.row]
-    return {"request_id": b.request_id[i.row], "time": t, "day": _day(t), "arm": arm,
+    return {"request_id": b.request_id[i.row], "time": t, "day": day_of(t), "arm": arm,
             "user_id": b.user[i.row], "surface": Coded(surfaces, b.surface[i.row]), "ad_id": i.ad_id,
             "advertiser_id": i.advertiser, "objective": Coded(OBJECTIVES, objective[i.advertiser]),
             "position": i.position, "bid": i.bid, "price": i.price, "per_click": i.per_click,
@@ -48,8 +56,8 @@ def impression_rows(s: Served, arm: str, surfaces: np.ndarray, objective: np.nda
             "l2_fallback": i.l2_fallback, "true_pctr": i.true_pctr, "true_pcvr": i.true_pcvr,
             "click": i.outcomes.click,
             "conversion": i.outcomes.conversion,
-            "tier": Coded(TIERS, s.tier[i.row, i.retrieval_col]),
-            "item_version": s.item_version[i.row, i.retrieval_col],
+            "tier": Coded(TIERS, s.retrieved.tier[i.row, i.retrieval_col]),
+            "item_version": s.retrieved.item_version[i.row, i.retrieval_col],
             "query_version": s.query_version}
 
 
@@ -57,7 +65,7 @@ def click_rows(s: Served, arm: str, objective: np.ndarray) -> Columns:
     i, b = s.impressions, s.batch
     c = i.outcomes.click
     t = b.time[i.row[c]]
-    return {"request_id": b.request_id[i.row[c]], "time": t, "day": _day(t), "arm": arm,
+    return {"request_id": b.request_id[i.row[c]], "time": t, "day": day_of(t), "arm": arm,
             "ad_id": i.ad_id[c], "advertiser_id": i.advertiser[c],
             "objective": Coded(OBJECTIVES, objective[i.advertiser[c]]),
             "position": i.position[c], "cost": np.where(i.per_click[c], i.price[c], 0.0),
@@ -74,57 +82,59 @@ def conversion_rows(s: Served, arm: str, objective: np.ndarray, window_s: float,
     delay = i.outcomes.delay_s[c]
     t = click_t + delay
     return {"request_id": b.request_id[i.row[c]], "click_time": click_t, "time": t,
-            "day": _day(t), "arm": arm, "ad_id": i.ad_id[c], "advertiser_id": i.advertiser[c],
+            "day": day_of(t), "arm": arm, "ad_id": i.ad_id[c], "advertiser_id": i.advertiser[c],
             "objective": Coded(OBJECTIVES, objective[i.advertiser[c]]),
             "attributed": delay <= window_s, "observed": t < horizon_s}
 
 
 def sampled_candidates(s: Served, seed: int, full_rate: float, partial_rate: float,
-                       partial_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Which candidates to log: (rows (N,), retrieval columns (N,), is_full (N,))."""
+                       partial_k: int) -> CandidateSample:
+    """Which candidates to log: every live candidate of a ``full_rate`` share of requests, and
+    ``partial_k`` random live candidates of a ``partial_rate`` share of the others (keyed draws)."""
     rid = s.batch.request_id
+    live, ad_id = s.retrieved.live, s.retrieved.ad_id
     full = keyed_uniform(seed, rid, 0, LOG_FULL_REQUEST) < full_rate
     partial = ~full & (keyed_uniform(seed, rid, 0, LOG_PARTIAL_REQUEST) < partial_rate)
-    keep = s.live & full[:, None]
+    keep = live & full[:, None]
     if partial.any():
         sub = np.flatnonzero(partial)
-        u = keyed_uniform(seed, rid[sub][:, None], s.ad_id[sub], LOG_PARTIAL_CANDIDATE)
-        u = np.where(s.live[sub], u, np.inf)
+        u = keyed_uniform(seed, rid[sub][:, None], ad_id[sub], LOG_PARTIAL_CANDIDATE)
+        u = np.where(live[sub], u, np.inf)
         k = min(partial_k, u.shape[1])
         cut = np.partition(u, k - 1, axis=1)[:, k - 1:k]
         keep[sub] = np.isfinite(u) & (u <= cut)
     row, col = np.nonzero(keep)
-    return row, col, full[row]
+    return CandidateSample(row=row, col=col, is_full=full[row])
 
 
-def candidate_rows(s: Served, arm: Arm, market: Marketplace, cfg: Config,
-                   sample: tuple[np.ndarray, np.ndarray, np.ndarray],
+def candidate_rows(s: Served, arm: Arm, market: Marketplace, cfg: Config, sample: CandidateSample,
                    surfaces: np.ndarray) -> Columns | None:
     """The sampled-candidate log source; L2 scores and the truth for every logged candidate."""
-    row, col, is_full = sample
+    row, col, is_full = sample.row, sample.col, sample.is_full
     if row.size == 0:
         return None
     b, cat, adv = s.batch, market.catalog, market.advertisers
-    slot = s.slot[row, col]
-    advertiser = s.advertiser[row, col]
+    r, k = s.retrieved, s.ranked
+    slot = r.slot[row, col]
+    advertiser = r.advertiser[row, col]
     sub = b.take(row)
-    pctr, pcvr = l2_predict(arm, market, cfg, sub, slot[:, None])
-    pctr, pcvr = pctr[:, 0], pcvr[:, 0]
-    passed = np.zeros((2, *s.live.shape), dtype=bool)
-    np.put_along_axis(passed[0], s.sel1, s.ok1, axis=1)
-    np.put_along_axis(passed[1], np.take_along_axis(s.sel1, s.sel2, axis=1), s.ok2, axis=1)
-    won = np.zeros(s.live.shape, dtype=bool)
+    l2 = l2_predict(arm, market, cfg, sub, slot[:, None])
+    pctr, pcvr = l2.pctr[:, 0], l2.pcvr[:, 0]
+    passed = np.zeros((2, *r.live.shape), dtype=bool)
+    np.put_along_axis(passed[0], k.sel1, k.ok1, axis=1)
+    np.put_along_axis(passed[1], np.take_along_axis(k.sel1, k.sel2, axis=1), k.ok2, axis=1)
+    won = np.zeros(r.live.shape, dtype=bool)
     won[s.impressions.row, s.impressions.retrieval_col] = True
     t_ctr, t_cvr = true_rates(market.truth, market.users.latent[sub.user], sub.surface,
                               cat.latent[slot][:, None, :], cat.creative[slot][:, None],
                               cat.quality[slot][:, None])
-    return {"request_id": sub.request_id, "time": sub.time, "day": _day(sub.time),
+    return {"request_id": sub.request_id, "time": sub.time, "day": day_of(sub.time),
             "arm": arm.name, "source": Coded(SOURCE_NAMES, is_full.astype(np.int8)),
-            "surface": Coded(surfaces, sub.surface), "ad_id": s.ad_id[row, col],
+            "surface": Coded(surfaces, sub.surface), "ad_id": r.ad_id[row, col],
             "advertiser_id": advertiser,
             "objective": Coded(OBJECTIVES, adv.objective[advertiser]),
-            "retrieval_rank": col, "l1_pcvr": s.l1_pcvr[row, col],
-            "ctr_prior": s.ctr_prior[row, col], "l1_value": s.l1_value[row, col],
+            "retrieval_rank": col, "l1_pcvr": r.l1_pcvr[row, col],
+            "ctr_prior": r.ctr_prior[row, col], "l1_value": k.l1_value[row, col],
             "l2_pctr": pctr, "l2_pcvr": pcvr,
             "l2_value": expected_value(adv, advertiser, pctr, pcvr, arm.budgets.multiplier,
                                        cfg.bidding.bid_scale),
@@ -133,18 +143,18 @@ def candidate_rows(s: Served, arm: Arm, market: Marketplace, cfg: Config,
             "won": won[row, col], "true_pctr": t_ctr[:, 0], "true_pcvr": t_cvr[:, 0],
             "true_value": expected_value(adv, advertiser, t_ctr[:, 0], t_cvr[:, 0],
                                          arm.budgets.multiplier, cfg.bidding.bid_scale),
-            "tier": Coded(TIERS, s.tier[row, col]), "item_version": s.item_version[row, col],
+            "tier": Coded(TIERS, r.tier[row, col]), "item_version": r.item_version[row, col],
             "query_version": s.query_version}
 
 
 def training_rows(s: Served, arm: Arm, market: Marketplace, truth_pcvr: np.ndarray | None,
-                  sample: tuple[np.ndarray, np.ndarray, np.ndarray]) -> LoggedRows:
+                  sample: CandidateSample) -> LoggedRows:
     """Rows for the training logs: every impression, and the sampled candidates, with the ad
     features as they are now (logging time), families not onboarded to ``training_logs`` filled
     with the default. ``truth_pcvr`` is the sampled candidates' true pCVR."""
-    i, b, cat = s.impressions, s.batch, market.catalog
+    i, b, cat, r = s.impressions, s.batch, market.catalog, s.retrieved
     logged = arm.features.families("training_logs")
-    row, col, is_full = sample
+    row, col, is_full = sample.row, sample.col, sample.is_full
     rows = np.concatenate([i.row, row])
     cols = np.concatenate([i.retrieval_col, col])
     n_imp = i.row.size
@@ -152,17 +162,17 @@ def training_rows(s: Served, arm: Arm, market: Marketplace, truth_pcvr: np.ndarr
     return LoggedRows(
         time=b.time[rows], arm=np.full(rows.size, arm.code, np.int8), user=b.user[rows],
         surface=b.surface[rows],
-        ad_features=fill_default(cat.features[s.slot[rows, cols]], logged,
+        ad_features=fill_default(cat.features[r.slot[rows, cols]], logged,
                                  family_slices(arm.cfg.world.latent_dim)),
-        ad_id=s.ad_id[rows, cols],
+        ad_id=r.ad_id[rows, cols],
         source=np.concatenate([np.full(n_imp, WINNER), np.where(is_full, FULL, PARTIAL)]
                               ).astype(np.int8),
-        tier=s.tier[rows, cols], item_version=s.item_version[rows, cols],
+        tier=r.tier[rows, cols], item_version=r.item_version[rows, cols],
         query_version=np.full(rows.size, s.query_version, np.int32),
         position=np.concatenate([i.position, np.full(row.size, -1, np.int16)]),
         click=np.concatenate([i.outcomes.click, np.zeros(row.size, bool)]),
         conversion_time=np.concatenate([conv_t, np.full(row.size, np.inf)]),
         true_pcvr=np.concatenate([i.true_pcvr, truth_pcvr if truth_pcvr is not None
                                   else np.zeros(0)]),
-        l1_pcvr=s.l1_pcvr[rows, cols].astype(np.float32),
+        l1_pcvr=r.l1_pcvr[rows, cols].astype(np.float32),
         families=np.full(rows.size, bits(logged), np.uint8))

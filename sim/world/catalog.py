@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sim.clock import DAY_S
 from sim.config.schema import FEATURE_FAMILIES, OBJECTIVES, WorldConfig
 
 OCPM, CPC, CPM = 0, 1, 2
@@ -150,7 +151,7 @@ def _draw_ads(
     latent = adv.centroid[owner] * 0.7 + rng.normal(0.0, 0.7, size=(n, cfg.latent_dim))
     quality = rng.normal(0.0, cfg.quality_sigma, size=n)
     creative = rng.normal(0.0, cfg.creative_sigma, size=n)
-    lifetime = rng.exponential(cfg.ad_lifetime_days * 86_400.0, size=n)
+    lifetime = rng.exponential(cfg.ad_lifetime_days * DAY_S, size=n)
     feats = observe_features(latent, quality, creative, adv.objective[owner], maps,
                              cfg.feature_noise, rng)
     return owner, latent.astype(np.float32), quality.astype(np.float32), \

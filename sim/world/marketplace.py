@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.clock import DAY_S
 from sim.config.schema import Config
 from sim.rng import Streams
 from sim.world.catalog import (
@@ -65,7 +66,7 @@ def churn(market: Marketplace, cfg: Config, now: float, rng: np.random.Generator
     """Replace the ads expired by ``now`` and refresh the features of a share of the others
     (``world.feature_refresh_per_day`` pro rata); return the replaced slots."""
     w = cfg.world
-    share = min(1.0, w.feature_refresh_per_day * w.churn_interval_s / 86_400.0)
+    share = min(1.0, w.feature_refresh_per_day * w.churn_interval_s / DAY_S)
     refresh_features(market.catalog, now, share, market.advertisers, w, market.maps, rng)
     cat = market.catalog
     slots = replace_ads(cat, now, market.advertisers, w, market.maps, rng)

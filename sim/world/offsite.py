@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.clock import DAY_S
 from sim.world.catalog import OFFSITE_WINDOWS_DAYS as WINDOWS_DAYS
-from sim.world.traffic import DAY_S
 
 RING_DAYS = 91
 QUALITY_NOISE = 0.3  # logit noise between an ad's quality and its organic visit rate

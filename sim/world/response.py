@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.config.schema import WorldConfig
+from sim.numerics import sigmoid
 from sim.rng import CLICK, CONVERSION, CONVERSION_DELAY, keyed_uniform
 
 
@@ -46,10 +47,6 @@ def build_truth(cfg: WorldConfig, rng: np.random.Generator) -> Truth:
     )
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def true_rates(
     truth: Truth, user_latent: np.ndarray, surface: np.ndarray, ad_latent: np.ndarray,
     creative: np.ndarray, quality: np.ndarray,
@@ -66,7 +63,7 @@ def true_rates(
                         ad_latent) * scale
     ctr = truth.base_ctr + truth.ctr_shift[surface][:, None] + truth.ctr_affinity * ctr_aff
     cvr = truth.base_cvr + truth.cvr_shift[surface][:, None] + truth.cvr_affinity * cvr_aff
-    return _sigmoid(ctr + creative), _sigmoid(cvr + quality)
+    return sigmoid(ctr + creative), sigmoid(cvr + quality)
 
 
 @dataclass(frozen=True)

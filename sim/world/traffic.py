@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.clock import DAY_S
 from sim.config.schema import TrafficConfig
 from sim.world.users import Users
-
-DAY_S = 86_400.0
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Assembling model inputs from the users and the catalog (what the serving stack observes)."""
+"""Model inputs assembled from the users and the catalog (what the serving stack and the
+training jobs observe)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,149 @@
+"""The import graph of ``sim/``: layers that only point down, no cycles, no imports hidden in
+functions. The layers are the ones drawn in ``ARCHITECTURE.md``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SIM = Path(__file__).resolve().parents[1] / "sim"
+
+# lowest first; a module may import from its own layer or any layer below, never above
+LAYERS: list[tuple[str, set[str]]] = [
+    ("foundation", {"sim.clock", "sim.numerics", "sim.rng", "sim.topk", "sim.metrics", "sim.stats",
+                    "sim.config", "sim.logs", "sim.progress"}),
+    ("world", {"sim.world"}),
+    ("market", {"sim.auction", "sim.bidding", "sim.pacing", "sim.experiment"}),
+    ("features", {"sim.features"}),
+    ("models", {"sim.models"}),
+    ("serving", {"sim.serving"}),
+    ("lifecycle", {"sim.lifecycle", "sim.evaluation", "sim.parity_audit", "sim.campaigns"}),
+    ("simulation", {"sim.simulation"}),
+    ("analysis", {"sim.recall", "sim.summary"}),
+    ("entry", {"sim.run", "sim.report", "sim.bench", "sim.__main__"}),
+]
+
+
+def module_name(path: Path, root: Path = SIM.parent) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, root: Path = SIM.parent) -> list[tuple[str, int, bool]]:
+    """(imported sim module, line, at module level) for every import of a ``sim`` module."""
+    tree = ast.parse(path.read_text())
+    top = {id(n) for n in tree.body}
+    here = module_name(path, root).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    out = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[:len(package) - node.level + 1] + ([base] if base else []))
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            if name == "sim" or name.startswith("sim."):
+                out.append((name, node.lineno, id(node) in top))
+    return out
+
+
+def resolve(name: str, modules: set[str]) -> str | None:
+    """The longest known module that ``name`` names or lies in (``from sim.x import y``)."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def layer_of(module: str) -> int:
+    for i, (_, prefixes) in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    raise AssertionError(f"{module} is in no layer of tests/test_architecture.py: add it")
+
+
+def graph() -> dict[str, set[str]]:
+    paths = {module_name(p): p for p in SIM.rglob("*.py")}
+    edges: dict[str, set[str]] = {m: set() for m in paths}
+    for m, p in paths.items():
+        for name, _, _ in imports(p):
+            target = resolve(name, set(paths))
+            if target and target != m and target != "sim":
+                edges[m].add(target)
+    return edges
+
+
+def package_of(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the directed graph, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(edges.get(n, ())):
+            if state.get(m) == 1:
+                return stack[stack.index(m):] + [m]
+            if m not in state and (found := visit(m)):
+                return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(edges):
+        if n not in state and (found := visit(n)):
+            return found
+    return None
+
+
+def test_every_module_has_a_layer_and_imports_only_down() -> None:
+    upward = [f"{m} ({LAYERS[layer_of(m)][0]}) imports {t} ({LAYERS[layer_of(t)][0]})"
+              for m, targets in graph().items() for t in sorted(targets)
+              if layer_of(t) > layer_of(m)]
+    assert upward == []
+
+
+def test_no_cycle_between_modules_or_packages() -> None:
+    edges = graph()
+    assert cycle(edges) is None
+    packages: dict[str, set[str]] = {}
+    for m, targets in edges.items():
+        packages.setdefault(package_of(m), set()).update(
+            package_of(t) for t in targets if package_of(t) != package_of(m))
+    assert cycle(packages) is None
+
+
+def test_no_import_of_sim_inside_a_function() -> None:
+    hidden = [f"{module_name(p)}:{line} imports {name}" for p in SIM.rglob("*.py")
+              for name, line, top in imports(p) if not top]
+    assert hidden == []
+
+
+@pytest.mark.parametrize("edges, found", [
+    ({"a": {"b"}, "b": {"c"}, "c": set()}, False),
+    ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, True),
+])
+def test_the_cycle_finder_finds_cycles(edges: dict[str, set[str]], found: bool) -> None:
+    assert (cycle(edges) is not None) == found
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path: Path) -> None:
+    """The checker itself: a module of the world layer importing the simulation is caught."""
+    src = tmp_path / "sim" / "world" / "x.py"
+    src.parent.mkdir(parents=True)
+    src.write_text("from sim.simulation import Simulation\nfrom ..models import towers\n\n"
+                   "def f():\n    import sim.run\n")
+    found = imports(src, tmp_path)
+    assert [(n, top) for n, _, top in found] == [
+        ("sim.simulation", True), ("sim.simulation.Simulation", True), ("sim.models", True),
+        ("sim.models.towers", True), ("sim.run", False)]
+    assert layer_of("sim.simulation") > layer_of("sim.world.x")
