@@ -35,6 +35,7 @@ that is removed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -199,7 +200,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             s = sim if n_ads == args.ads else world(n_ads, args.threads, Path(tmp) / str(n_ads),
                                                     args.factory, args.nprobe)
             b = batches if s is sim else make_batches(s, args.batches, args.batch)
-            scaling["ads"][str(n_ads)] = n / timed(lambda s=s, b=b: data_plane(s, b), args.reps)
+            scaling["ads"][str(n_ads)] = n / timed(functools.partial(data_plane, s, b), args.reps)
         out["scaling"] = scaling
     if not args.skip_default:
         with tempfile.TemporaryDirectory() as tmp:

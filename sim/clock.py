@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 import simpy
-from simpy.core import URGENT
+from simpy.events import NORMAL, URGENT, EventPriority
 
 DAY_S = 86_400.0
 HOUR_S = 3_600.0
@@ -26,7 +26,7 @@ HOUR_S = 3_600.0
 STAGES = ("pacing", "ramp", "campaigns", "churn", "offsite_refresh", "feature_change", "release",
           "query_rollout", "enrichment", "snapshot", "deploy", "large_build", "fresh_build",
           "traffic")
-PRIORITY = {stage: URGENT + 1 + i for i, stage in enumerate(STAGES)}
+PRIORITY = {stage: EventPriority(URGENT + 1 + i) for i, stage in enumerate(STAGES)}
 
 
 def day_of(t: np.ndarray) -> np.ndarray:
@@ -55,7 +55,7 @@ class StagedEnvironment(simpy.Environment):
     (every other event as SimPy would). Through the public ``schedule`` only: SimPy's
     ``Timeout`` asks for ``NORMAL`` priority, and this is where the stage's takes its place."""
 
-    def schedule(self, event: simpy.Event, priority: int = simpy.core.NORMAL,
+    def schedule(self, event: simpy.Event, priority: EventPriority = NORMAL,
                  delay: float = 0) -> None:
         if isinstance(event, Scheduled):
             priority = event.priority

@@ -76,7 +76,7 @@ def offline_eval(registry: Registry, models: dict[str, tuple[str, str]], control
     pCVR. Where the teacher is not ``control_l2``, ``overall`` also gives
     ``log_mae_control_teacher``, the log MAE against the control's L2."""
     ns = len(cfg.world.surfaces)
-    teachers = {lin: teacher_pcvr(registry.latest(lin).model, rows, users, ns)
+    teachers = {lin: teacher_pcvr(registry.latest(lin).ranker, rows, users, ns)
                 for lin in dict.fromkeys([control_l2, *(t for _, t in models.values())])}
     out: dict[str, Any] = {}
     for name, (lineage, teacher_lineage) in models.items():
@@ -84,13 +84,13 @@ def offline_eval(registry: Registry, models: dict[str, tuple[str, str]], control
         edges = np.quantile(teacher, np.linspace(0, 1, 11)[1:-1])
         decile = np.searchsorted(edges, teacher, side="right")
         mv = registry.latest(lineage)
-        p = l1_pcvr(mv.model, rows, users, ns)
+        p = l1_pcvr(mv.tower, rows, users, ns)
         per_source: dict[str, Any] = {}
         for code, source in enumerate(SOURCES):
             m = rows.source == code
             if not m.any():
                 continue
-            entry = {"overall": score(p[m], rows.take(np.flatnonzero(m)), teacher[m]),
+            entry: dict[str, Any] = {"overall": score(p[m], rows.take(np.flatnonzero(m)), teacher[m]),
                      "deciles": []}
             if teacher_lineage != control_l2:
                 entry["overall"]["log_mae_control_teacher"] = log_mae(p[m], teachers[control_l2][m])
@@ -136,7 +136,7 @@ def skew_sweep(registry: Registry, families: dict[str, str], l2_lineage: str, ro
     version is on this window and leaves the effect of the skew. ``latest_query`` is the seeds'
     single-anchor curve (query fixed at the latest version)."""
     ns = len(cfg.world.surfaces)
-    teacher = teacher_pcvr(registry.latest(l2_lineage).model, rows, users, ns)
+    teacher = teacher_pcvr(registry.latest(l2_lineage).ranker, rows, users, ns)
     qx = torch.from_numpy(query_inputs(users, rows.user, rows.surface, ns))
     ix = torch.from_numpy(np.ascontiguousarray(rows.ad_features))
     groups = {"all": np.ones(len(rows), bool)}
@@ -148,8 +148,8 @@ def skew_sweep(registry: Registry, families: dict[str, str], l2_lineage: str, ro
     for family, lineage in families.items():
         versions = registry.versions(lineage)
         with torch.inference_mode():
-            qv = [mv.model.query_vectors(qx) for mv in versions]
-            iv = [mv.model.item_vectors(ix) for mv in versions]
+            qv = [mv.tower.query_vectors(qx) for mv in versions]
+            iv = [mv.tower.item_vectors(ix) for mv in versions]
         n = len(versions)
         sweep[family] = {}
         for k in range(min(cfg.models.skew_max_distance, n - 1) + 1):

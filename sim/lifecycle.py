@@ -83,20 +83,24 @@ class Lifecycle:
         start = end - acfg.models.train_window_s
         users = self.market.users
         prev = self.registry.latest(arm.l2_lineage)
-        l2 = warm_start(prev.model, share, gen)
+        l2 = warm_start(prev.ranker, share, gen)
         fit = fit_l2(l2, rows, now, users, acfg, mcfg, gen, fit_norm=False)
-        self._register(ModelVersion(arm.l2_lineage, prev.version + 1, "l2", "ranker", now, start, end,
-                                    view, int((rows.source == WINNER).sum()), fit.loss,
-                                    parameter_count(l2), l2))
+        self._register(ModelVersion(
+            lineage=arm.l2_lineage, version=prev.version + 1, kind="l2", family="ranker",
+            trained_at=now, window_start=start, window_end=end, feature_view=view,
+            rows=int((rows.source == WINNER).sum()), train_loss=fit.loss,
+            parameters=parameter_count(l2), model=l2))
         arm.l2 = l2
         for lineage, family in l1s.items():
             prev = self.registry.latest(lineage)
-            l1 = warm_start(prev.model, share, gen)
+            l1 = warm_start(prev.tower, share, gen)
             fit = fit_l1(l1, l2, rows, now, users, acfg, mcfg, gen, fit_norm=False)
             l1_view = feature_view(rows.families, list(acfg.models.l1_features))
-            self._register(ModelVersion(lineage, prev.version + 1, "l1", family, now, start, end, l1_view,
-                                        len(rows), fit.loss, parameter_count(l1), l1,
-                                        self._holdout_metrics(l1, l2, holdout)))
+            self._register(ModelVersion(
+                lineage=lineage, version=prev.version + 1, kind="l1", family=family,
+                trained_at=now, window_start=start, window_end=end, feature_view=l1_view,
+                rows=len(rows), train_loss=fit.loss, parameters=parameter_count(l1), model=l1,
+                offline=self._holdout_metrics(l1, l2, holdout)))
         version = self.registry.latest(arm.l1_lineage).version
         self.writer.append("rollouts", {"time": now, "arm": arm.name, "lineage": arm.l1_lineage,
                                         "side": "item", "version": version})
@@ -118,7 +122,7 @@ class Lifecycle:
         self.writer.append("model_releases", self.registry.log_rows(mv))
 
     def roll_out_query(self, arm: Arm, version: int, now: float) -> None:
-        arm.query_model = self.registry.get(arm.l1_lineage, version).model
+        arm.query_model = self.registry.get(arm.l1_lineage, version).tower
         arm.query_version = version
         self.writer.append("rollouts", {"time": now, "arm": arm.name, "lineage": arm.l1_lineage,
                                         "side": "query", "version": version})

@@ -57,7 +57,7 @@ def parity_audit(arm: str, coverage: dict[str, dict[str, float | None]],
                 rows.append({"arm": arm, "family": family, "artifact": artifact,
                              "offline_coverage": offline, "online_coverage": online,
                              **importance[family]})
-    rows.sort(key=lambda r: -r["log_loss_increase"])
+    rows.sort(key=lambda r: -float(r["log_loss_increase"]))
     if writer is not None and rows:
         writer.append("parity_audit", {k: [r[k] for r in rows] for k in rows[0]})
     return rows

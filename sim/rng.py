@@ -80,7 +80,7 @@ def keyed_uniform(
     with np.errstate(over="ignore"):
         r = np.asarray(request_id).astype(np.uint64)
         a = np.asarray(ad_id).astype(np.uint64)
-        h = _mix(np.uint64(seed) ^ _mix(np.uint64(event)))
+        h = _mix(np.asarray(np.uint64(seed)) ^ _mix(np.asarray(np.uint64(event))))
         h = _mix(h ^ r)
         h = _mix(h ^ (a * _M1))
     return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)

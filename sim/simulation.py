@@ -117,11 +117,12 @@ class Simulation:
         self.arms: list[Arm] = []
         for code, (name, acfg) in enumerate(self.arm_cfgs.items()):
             l1 = self.registry.latest(f"{name}/l1")
-            self.arms.append(Arm(name, code, acfg, l1.family, f"{name}/l1", f"{name}/l2", l1.model,
-                                 1, self.registry.latest(f"{name}/l2").model,
-                                 self.desk.by_arm[name],
-                                 QueryCache.empty(self.market.users.n, acfg.models.embedding_dim + 1),
-                                 FeatureRegistry.from_config(acfg.features)))
+            self.arms.append(Arm(
+                name=name, code=code, cfg=acfg, family=l1.family, l1_lineage=f"{name}/l1",
+                l2_lineage=f"{name}/l2", query_model=l1.tower, query_version=1,
+                l2=self.registry.latest(f"{name}/l2").ranker, budgets=self.desk.by_arm[name],
+                query_cache=QueryCache.empty(self.market.users.n, acfg.models.embedding_dim + 1),
+                features=FeatureRegistry.from_config(acfg.features)))
         self.lifecycle = Lifecycle(cfg, self.market, self.registry, self.training_log, self.arms,
                                    extra, self.streams, writer)
         self.pipelines = [IndexPipeline(arm, self.market, arm.cfg, self.lifecycle.item_tower(arm),
@@ -306,8 +307,8 @@ class Simulation:
         out["importance"] = {}
         ns = len(cfg.world.surfaces)
         for arm in self.arms:  # importance against the arm's own teacher, as it is scored
-            teacher = teacher_pcvr(self.registry.latest(arm.l2_lineage).model, rows, users, ns)
-            imp = family_importance(self.registry.latest(arm.l1_lineage).model, teacher, rows,
+            teacher = teacher_pcvr(self.registry.latest(arm.l2_lineage).ranker, rows, users, ns)
+            imp = family_importance(self.registry.latest(arm.l1_lineage).tower, teacher, rows,
                                     users, ns, cfg.world.latent_dim)
             out["importance"][arm.name] = imp
             parity_audit(arm.name, coverage_shares(arm.coverage.total), imp, w)

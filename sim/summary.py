@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -93,8 +93,8 @@ def _revenue(imps: pl.DataFrame, days: pl.DataFrame, arm: str) -> float:
     own = days.filter(pl.col("arm").is_in([arm, "shared"]))
     if own.height == 0:
         return 0.0
-    n_adv = int(days["advertiser_id"].max()) + 1
-    size = (int(days["day"].max()) + 1) * n_adv
+    n_adv = int(cast(int, days["advertiser_id"].max())) + 1
+    size = (int(cast(int, days["day"].max())) + 1) * n_adv
     spenders = imps if (own["arm"] == "shared").any() else imps.filter(pl.col("arm") == arm)
     total = _spend_by_key(spenders, n_adv, size)
     mine = _spend_by_key(imps.filter(pl.col("arm") == arm), n_adv, size)
@@ -138,9 +138,9 @@ def arm_metrics(logs: dict[str, pl.DataFrame], arm: str) -> dict[str, Any]:
         out["latency_ms"] = {stage: None for stage in LATENCY_STAGES}
         out["success_rate"] = {stage: None for stage in LATENCY_STAGES}
         return out
-    out["latency_ms"] = {stage: {f"p{q}": float(reqs[f"{stage}_ms"].quantile(q / 100, "linear"))
+    out["latency_ms"] = {stage: {f"p{q}": float(cast(float, reqs[f"{stage}_ms"].quantile(q / 100, "linear")))
                                  for q in (50, 90, 99)} for stage in LATENCY_STAGES}
-    out["success_rate"] = {stage: float(reqs[f"{stage}_ok"].mean()) for stage in LATENCY_STAGES}
+    out["success_rate"] = {stage: float(cast(float, reqs[f"{stage}_ok"].mean())) for stage in LATENCY_STAGES}
     return out
 
 
@@ -194,7 +194,7 @@ def cells(logs: dict[str, pl.DataFrame], arm: str) -> pl.DataFrame:
     user's impressions, clicks, spend and attributed conversions of that advertiser, and one row
     per user with their requests (its ``advertiser`` a pseudo id of its own, ``n_adv + user``)."""
     imps = logs["impressions"].filter(pl.col("arm") == arm)
-    n_adv = int(logs["budget_days"]["advertiser_id"].max() or 0) + 1
+    n_adv = int(cast(int, logs["budget_days"]["advertiser_id"].max() or 0)) + 1
     keys = ["user_id", "advertiser_id"]
     conv = (logs["conversions"].filter((pl.col("arm") == arm) & pl.col("attributed"))
             .join(imps.select("request_id", "ad_id", "user_id"), on=["request_id", "ad_id"]))
@@ -276,7 +276,8 @@ def ground_truth(experiment: dict[str, Any], none: dict[str, Any],
                 "spend": "spend_per_request", "revenue": "revenue_per_request"}
     out: dict[str, Any] = {"world_0": t0, "world_100": t1, "effects": {}}
     for metric, lift_key in matching.items():
-        effect = t1[metric] / t0[metric] - 1.0 if t0[metric] and t1[metric] is not None else None
+        before, after = t0[metric], t1[metric]
+        effect = after / before - 1.0 if before and after is not None else None
         estimate = (est.get(lift_key) or {}).get("estimate")
         out["effects"][metric] = {
             "global_effect": effect, "estimate": estimate, "estimated_by": lift_key,
@@ -289,10 +290,10 @@ def overspend(days: pl.DataFrame) -> dict[str, Any]:
     over = days.filter(pl.col("overspend") > 0)
     ratio = (over["overspend"] / over["max_tick_spend"]).max() if over.height else 0.0
     return {"total": float(days["overspend"].sum()),
-            "max": float(days["overspend"].max() or 0.0),
+            "max": float(cast(float, days["overspend"].max() or 0.0)),
             "advertiser_days_over": over.height,
             "advertiser_days_capped": days.filter(pl.col("spend") >= pl.col("budget")).height,
-            "advertiser_days": days.height, "max_tick_ratio": float(ratio or 0.0)}
+            "advertiser_days": days.height, "max_tick_ratio": float(cast(float, ratio or 0.0))}
 
 
 def _clean(x: Any) -> Any:

@@ -147,3 +147,12 @@ def test_the_layer_check_sees_an_upward_import(tmp_path: Path) -> None:
         ("sim.simulation", True), ("sim.simulation.Simulation", True), ("sim.models", True),
         ("sim.models.towers", True), ("sim.run", False)]
     assert layer_of("sim.simulation") > layer_of("sim.world.x")
+
+
+def test_mypy_is_clean() -> None:
+    """``mypy`` (configured in pyproject.toml) finds no error in ``sim/``."""
+    pytest.importorskip("mypy")
+    from mypy import api
+
+    out, err, status = api.run(["--config-file", str(SIM.parent / "pyproject.toml"), str(SIM)])
+    assert status == 0, out + err

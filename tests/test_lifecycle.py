@@ -41,8 +41,10 @@ def test_families_differ_in_size() -> None:
 
 def test_registry_versions_are_consecutive() -> None:
     reg = Registry()
-    mk = lambda v: ModelVersion("a/l1", v, "l1", "simple", 0.0, 0.0, 0.0, (), 0, 0.0, 0,  # noqa: E731
-                                torch.nn.Linear(1, 1))
+    model = make_l1("simple", tiny_config())
+    mk = lambda v: ModelVersion(  # noqa: E731
+        lineage="a/l1", version=v, kind="l1", family="simple", trained_at=0.0, window_start=0.0,
+        window_end=0.0, feature_view=(), rows=0, train_loss=0.0, parameters=0, model=model)
     reg.register(mk(1))
     with pytest.raises(ValueError, match="expected version 2"):
         reg.register(mk(3))

@@ -51,7 +51,7 @@ class Coded:
     by a gather in polars, without a Python string per row (the data plane logs surfaces,
     objectives, tiers and sources this way)."""
 
-    names: Sequence[str]
+    names: Sequence[str] | np.ndarray
     codes: np.ndarray
 
 

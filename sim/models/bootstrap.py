@@ -81,16 +81,19 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
         l2 = Ranker(users.features.shape[1], len(acfg.world.surfaces), cat.features.shape[1],
                     acfg.world.latent_dim, acfg.models.l2_hidden, n_positions)
         fit = fit_l2(l2, rows, 0.0, users, acfg, acfg.models, gen, fit_norm=True)
-        registry.register(ModelVersion(l2_lineage, 1, "l2", "ranker", 0.0, -1.0, 0.0,
-                                       feature_view(rows.families),
-                                       int((rows.source == WINNER).sum()), fit.loss,
-                                       parameter_count(l2), l2))
+        registry.register(ModelVersion(
+            lineage=l2_lineage, version=1, kind="l2", family="ranker", trained_at=0.0,
+            window_start=-1.0, window_end=0.0, feature_view=feature_view(rows.families),
+            rows=int((rows.source == WINNER).sum()), train_loss=fit.loss,
+            parameters=parameter_count(l2), model=l2))
         for lineage, family in l1s.items():
             l1 = make_l1(family, acfg)
             fit = fit_l1(l1, l2, rows, 0.0, users, acfg, acfg.models, gen, fit_norm=True)
             view = feature_view(rows.families, list(acfg.models.l1_features))
-            registry.register(ModelVersion(lineage, 1, "l1", family, 0.0, -1.0, 0.0, view,
-                                           len(rows), fit.loss, parameter_count(l1), l1))
+            registry.register(ModelVersion(
+                lineage=lineage, version=1, kind="l1", family=family, trained_at=0.0,
+                window_start=-1.0, window_end=0.0, feature_view=view, rows=len(rows),
+                train_loss=fit.loss, parameters=parameter_count(l1), model=l1))
     shown = rows.source == WINNER
     return {"impressions": int(shown.sum()), "clicks": int(rows.click.sum()),
             "conversions": int(np.isfinite(rows.conversion_time).sum())}

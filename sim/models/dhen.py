@@ -94,6 +94,7 @@ class DhenTwoTower(TwoTowerBase):
         self.register_buffer("item_view", torch.ones(item_slices[-1].stop))
         self.query_tower = DhenTower(query_slices, dim, token_dim, layers, heads, layer_norm)
         self.item_tower = DhenTower(item_slices, dim + 1, token_dim, layers, heads, layer_norm)
+        self._query_mflops = self.query_tower.mflops
 
     def query_mflops(self) -> float:
-        return self.query_tower.mflops
+        return self._query_mflops

@@ -11,11 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
+from sim.models.ranker import Ranker
+from sim.models.towers import TwoTowerBase
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelVersion:
+    """One trained checkpoint of a lineage (built with keywords: a reordered field must not
+    silently swap two of the same type)."""
+
     lineage: str
     version: int
     kind: str  # "l1" or "l2"
@@ -27,8 +31,22 @@ class ModelVersion:
     rows: int
     train_loss: float
     parameters: int
-    model: nn.Module
+    model: TwoTowerBase | Ranker  # kind "l1": an L1 two-tower; kind "l2": the L2 ranker
     offline: dict[str, Any] = field(default_factory=dict)  # L1: metrics on the next rows
+
+    @property
+    def tower(self) -> TwoTowerBase:
+        """The L1 two-tower of an ``l1`` version."""
+        if not isinstance(self.model, TwoTowerBase):
+            raise TypeError(f"`{self.lineage}` v{self.version} is a {self.kind} model, not an L1 tower")
+        return self.model
+
+    @property
+    def ranker(self) -> Ranker:
+        """The L2 ranker of an ``l2`` version."""
+        if not isinstance(self.model, Ranker):
+            raise TypeError(f"`{self.lineage}` v{self.version} is a {self.kind} model, not the L2 ranker")
+        return self.model
 
 
 class Registry:

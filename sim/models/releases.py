@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -24,9 +25,12 @@ from torch import nn
 from sim.config.schema import Config, ModelsConfig
 from sim.models.inputs import query_inputs, surface_onehot
 from sim.models.ranker import Ranker
+from sim.models.towers import TwoTowerBase
 from sim.models.training import FitReport, distill_two_tower, train_ranker
 from sim.models.training_log import WINNER, LoggedRows
 from sim.world.users import Users
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -62,7 +66,7 @@ def fit_l2(model: Ranker, rows: LoggedRows, known_at: float, users: Users, cfg: 
     return report
 
 
-def fit_l1(model: nn.Module, l2: Ranker, rows: LoggedRows, known_at: float, users: Users,
+def fit_l1(model: TwoTowerBase, l2: Ranker, rows: LoggedRows, known_at: float, users: Users,
            cfg: Config, mcfg: ModelsConfig, gen: torch.Generator, fit_norm: bool) -> FitReport:
     ns = len(cfg.world.surfaces)
     teacher = torch.from_numpy(teacher_pcvr(l2, rows, users, ns).astype(np.float32))
@@ -74,7 +78,7 @@ def fit_l1(model: nn.Module, l2: Ranker, rows: LoggedRows, known_at: float, user
     return report
 
 
-def warm_start(model: nn.Module, reinit_share: float, gen: torch.Generator) -> nn.Module:
+def warm_start(model: M, reinit_share: float, gen: torch.Generator) -> M:
     """A trainable copy of ``model`` with each Linear layer re-initialised with prob. ``reinit_share``.
 
     Re-initialisation draws from torch's default generator, which the caller seeds from the run's

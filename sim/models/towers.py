@@ -16,6 +16,9 @@ from torch import nn
 class Standardize(nn.Module):
     """Fixed affine standardisation with statistics taken from the training data."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, width: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(width))

@@ -105,7 +105,7 @@ def exposure_bias(m: dict[str, Any]) -> Verdict:
 
     diff = fall("treatment") - fall("control")
     convs = [s.get("conversions") for a in ("control", "treatment") for s in (steps[a][0], steps[a][-1])]
-    se = math.sqrt(sum(1.0 / c for c in convs)) if all(convs) else 0.0  # type: ignore[operator]
+    se = math.sqrt(sum(1.0 / c for c in convs)) if all(convs) else 0.0
     finding = "; ".join(
         f"{a} L1 calibration by share " + " → ".join(
             f"{s['share']:.0%}: {s['l1_calibration']:.3f}" for s in steps[a]) for a in steps)

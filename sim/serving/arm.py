@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from torch import nn
 
 from sim.config.schema import Config
 from sim.features.coverage import CoverageCounts
 from sim.features.registry import FeatureRegistry
 from sim.models.ranker import Ranker
+from sim.models.towers import TwoTowerBase
 from sim.pacing import Budgets
 from sim.serving.index import DeployedIndex, row_table
 
@@ -36,15 +36,17 @@ class QueryCache:
         self.valid[users] = True
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Arm:
+    """One arm's serving stack and campaigns (built with keywords)."""
+
     name: str
     code: int  # index of the arm in experiment.arms
     cfg: Config  # the arm's config (the treatment overlay applied for ``treatment``)
     family: str  # L1 family
     l1_lineage: str
     l2_lineage: str
-    query_model: nn.Module
+    query_model: TwoTowerBase
     query_version: int
     l2: Ranker
     budgets: Budgets  # this arm's campaigns (shared with the other arm under user_split)

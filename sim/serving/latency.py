@@ -104,7 +104,7 @@ def lookup_mflops(index: faiss.Index) -> float:
     else:
         hnsw = _hnsw(index)
         if hnsw is not None:
-            m = max(int(hnsw.nb_neighbors(1)), 2)
+            m = max(int(hnsw.nb_neighbors(1)), 2)  # type: ignore[attr-defined]  # not in faiss's stubs
             layers = max(np.log(n) / np.log(m), 1.0)
             comparisons = min(n, int(hnsw.efSearch) * 2 * m + m * layers)
         else:

@@ -149,9 +149,9 @@ def _draw_ads(
     owner = (slots // cfg.ads_per_advertiser).astype(np.int32)
     n = slots.shape[0]
     latent = adv.centroid[owner] * 0.7 + rng.normal(0.0, 0.7, size=(n, cfg.latent_dim))
-    quality = rng.normal(0.0, cfg.quality_sigma, size=n)
-    creative = rng.normal(0.0, cfg.creative_sigma, size=n)
-    lifetime = rng.exponential(cfg.ad_lifetime_days * DAY_S, size=n)
+    quality = np.asarray(rng.normal(0.0, cfg.quality_sigma, size=n))
+    creative = np.asarray(rng.normal(0.0, cfg.creative_sigma, size=n))
+    lifetime = np.asarray(rng.exponential(cfg.ad_lifetime_days * DAY_S, size=n))
     feats = observe_features(latent, quality, creative, adv.objective[owner], maps,
                              cfg.feature_noise, rng)
     return owner, latent.astype(np.float32), quality.astype(np.float32), \

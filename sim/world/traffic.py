@@ -74,7 +74,7 @@ def draw_requests(
     n = int(rng.poisson(expected))
     # Thinning-free draw of arrival times: invert the cumulative rate on a fine grid.
     grid = np.linspace(t0, t1, 65)
-    cum = cumulative_rate(grid, cfg)
+    cum = np.asarray(cumulative_rate(grid, cfg))
     times = np.sort(np.interp(rng.uniform(cum[0], cum[-1], size=n), cum, grid))
     user, surface = draw_audience(rng, n, users, surface_mix)
     ids = np.arange(first_id, first_id + n, dtype=np.int64)
