@@ -13,8 +13,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from sim.clock import DAY_S
 from sim.config import CONF_DIR, ConfigError, register_configs
-from sim.config.store import to_config
+from sim.config.store import check_moved_keys, to_config
 from sim.logs.writer import write_json_atomic
 from sim.progress import progress_bar, wants_progress
 from sim.run import run
@@ -33,10 +34,15 @@ def main(dcfg: DictConfig) -> None:
             "status": "failed", "error": f"ConfigError: {exc}", "stage": "config"})
         print(f"config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    bar = progress_bar(cfg.days * 86_400.0) if wants_progress(cfg.progress) else None
+    bar = progress_bar(cfg.days * DAY_S) if wants_progress(cfg.progress) else None
     run(cfg, run_dir, scenario=hc.runtime.choices.get("scenario", "default"), progress=bar)
     print(f"run_dir: {run_dir}", flush=True)
 
 
 if __name__ == "__main__":
+    try:
+        check_moved_keys(sys.argv[1:])
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     main()

@@ -26,7 +26,7 @@ K_r = 200, K_1 = 50, K_2 = 10, 3 slots.
 * ``peak_rss_mb``: this process's peak resident memory (``ru_maxrss``), which includes every world
   built for ``scaling``.
 
-The worlds are built with a short warm-up (``models.exploration_requests``) so that set-up does
+The worlds are built with a short warm-up (``training.exploration_requests``) so that set-up does
 not dominate, and with budgets too large to cap, so that every repetition does the same work
 (pacing does not run between repetitions); set-up is not timed. Logs go to a temporary directory
 that is removed.
@@ -71,8 +71,8 @@ def bench_config(n_ads: int, threads: int, factory: str = "Flat", nprobe: int = 
         f"world.n_advertisers={max(1, n_ads // 10)}", "world.ads_per_advertiser=10",
         "world.daily_budget_mean=1e9",  # no budget caps: every repetition does the same work
         *(f"{k}={v}" for k, v in SHAPE.items()), "experiment.arms=[control,treatment]",
-        "models.exploration_requests=20000", "models.epochs=1", f"models.torch_threads={threads}",
-        f"models.faiss_threads={threads}", "progress=off", f"index.factory='{factory}'",
+        "training.exploration_requests=20000", "training.epochs=1", f"threads.torch={threads}",
+        f"threads.faiss={threads}", "progress=off", f"index.factory='{factory}'",
         f"index.nprobe={nprobe}"])
 
 

@@ -2,7 +2,7 @@
 
 *Clean world*: one checkpoint for both towers, every logged feature, the training logs' rows.
 For each log source (``auction_winner``, ``full_request``, ``partial_request``) and decile of the
-L2 teacher's pCVR, on up to ``models.offline_eval_rows`` rows per source of the last window that
+L2 teacher's pCVR, on up to ``evaluation.rows`` rows per source of the last window that
 no evaluated model trained on (:meth:`sim.simulation.Simulation.evaluate`):
 
 * ``log_mae``: mean |ln p - ln teacher| against the L2 teacher's pCVR;
@@ -13,12 +13,12 @@ no evaluated model trained on (:meth:`sim.simulation.Simulation.evaluate`):
   (``auction_winner`` only), what a real team could compute.
 
 *Skew sweep* (the seeds' version-skew sensitivity check): for each family, fix the query tower at
-the latest version V and pair it with the item tower of version V - k, k = 0..skew_max_distance;
+the latest version V and pair it with the item tower of version V - k, k = 0..``readiness.max_distance``;
 loss and calibration per log source and per index tier. ``excess_loss`` is the log loss minus
 the entropy of the truth (the mean KL divergence from the true pCVR): the part of the loss a model
 can change, so relative changes are not diluted by irreducible noise. The readiness gate fails a
-family whose overall excess loss at ``skew_gate_distance`` rises by more than
-``skew_gate_max_increase`` (relative to distance 0).
+family whose overall excess loss at ``readiness.gate_distance`` rises by more than
+``readiness.gate_max_increase`` (relative to distance 0).
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ from sim.world.users import Users
 
 
 def eval_rows(rows: LoggedRows, cfg: Config, rng: np.random.Generator) -> LoggedRows:
-    """Up to ``offline_eval_rows`` rows per log source, drawn without replacement."""
+    """Up to ``evaluation.rows`` rows per log source, drawn without replacement."""
     keep = []
     for code in range(len(SOURCES)):
         idx = np.flatnonzero(rows.source == code)
-        if idx.size > cfg.models.offline_eval_rows:
-            idx = np.sort(rng.choice(idx, cfg.models.offline_eval_rows, replace=False))
+        if idx.size > cfg.evaluation.rows:
+            idx = np.sort(rng.choice(idx, cfg.evaluation.rows, replace=False))
         keep.append(idx)
     return rows.take(np.concatenate(keep))
 
@@ -152,7 +152,7 @@ def skew_sweep(registry: Registry, families: dict[str, str], l2_lineage: str, ro
             iv = [mv.tower.item_vectors(ix) for mv in versions]
         n = len(versions)
         sweep[family] = {}
-        for k in range(min(cfg.models.skew_max_distance, n - 1) + 1):
+        for k in range(min(cfg.readiness.max_distance, n - 1) + 1):
             entry: dict[str, Any] = {}
             for name, m in groups.items():
                 pairs, deltas = [], []
@@ -180,12 +180,12 @@ def skew_sweep(registry: Registry, families: dict[str, str], l2_lineage: str, ro
 
 
 def _gate(curve: dict[str, Any], cfg: Config) -> dict[str, Any]:
-    d = cfg.models.skew_gate_distance
+    d = cfg.readiness.gate_distance
     base = curve["0"]["all"]["excess_loss"]  # the clean pairings, averaged over anchors
-    out: dict[str, Any] = {"distance": d, "threshold": cfg.models.skew_gate_max_increase,
+    out: dict[str, Any] = {"distance": d, "threshold": cfg.readiness.gate_max_increase,
                            "increase": None, "result": "not_enough_versions"}
     if str(d) in curve:
         inc = curve[str(d)]["all"]["delta"]["excess_loss"] / base
         out["increase"] = inc
-        out["result"] = "pass" if inc <= cfg.models.skew_gate_max_increase else "fail"
+        out["result"] = "pass" if inc <= cfg.readiness.gate_max_increase else "fail"
     return out

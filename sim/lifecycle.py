@@ -1,12 +1,12 @@
 """The model lifecycle: releases on a cadence, and the rollout of each release to serving.
 
-Every ``models.release_interval_s`` a release trains the next version of every live model on the
-training logs of a ``models.train_window_s`` window that ends ``models.label_wait_s`` before the
+Every ``releases.interval_s`` a release trains the next version of every live model on the
+training logs of a ``releases.train_window_s`` window that ends ``releases.label_wait_s`` before the
 release (so that most conversions of its clicks have arrived), each warm-started from its previous
 version: first the L2 ranker (live at once: it scores the next batch), then every L1 lineage
 (each arm's, and the readiness-check lineages of the skew sweep), distilled from the new L2.
 On release, the new L1 item tower becomes the one enrichment and batch builds use; the new query
-tower goes live ``models.query_rollout_delay_s`` later. The index catches up only as items are
+tower goes live ``releases.query_rollout_delay_s`` later. The index catches up only as items are
 re-embedded and new tier builds deploy: that lag is where version skew comes from.
 """
 
@@ -25,9 +25,11 @@ from sim.features.registry import feature_view
 from sim.logs.writer import LogWriter
 from sim.metrics import cross_entropy, log_mae
 from sim.models.families import parameter_count
+from sim.models.ranker import Ranker
 from sim.models.registry import ModelVersion, Registry
 from sim.models.releases import fit_l1, fit_l2, l1_pcvr, release_config, teacher_pcvr, warm_start
-from sim.models.training_log import WINNER, TrainingLog
+from sim.models.towers import TwoTowerBase
+from sim.models.training_log import WINNER, LoggedRows, TrainingLog
 from sim.rng import Streams
 from sim.serving.arm import Arm
 from sim.world.marketplace import Marketplace
@@ -49,20 +51,20 @@ class Lifecycle:
         Each arm trains on the window's logs of every arm (``experiment.training: pooled``) or of
         its own arm (``diverted``), with its own config, from the same seeds: two arms with the
         same config and the same data get the same models."""
-        end = now - self.cfg.models.label_wait_s  # wait for late conversions before training
+        end = now - self.cfg.releases.label_wait_s  # wait for late conversions before training
         window = self.log.window(end)
         if window is None or not np.any(window.source == WINNER):
             return {}
         self.releases += 1
         out: dict[str, int] = {}
-        holdout = self.log.window(now, length=self.cfg.models.label_wait_s)
+        holdout = self.log.window(now, length=self.cfg.releases.label_wait_s)
         for arm in self.arms:
             rows = window
             if self.cfg.experiment.training == "diverted":
                 rows = window.take(np.flatnonzero(window.arm == arm.code))
-            if len(rows) > arm.cfg.models.train_sample_rows:
+            if len(rows) > arm.cfg.releases.train_sample_rows:
                 rng = self.streams.fresh(f"release_sample/{self.releases}")
-                rows = rows.take(np.sort(rng.choice(len(rows), arm.cfg.models.train_sample_rows,
+                rows = rows.take(np.sort(rng.choice(len(rows), arm.cfg.releases.train_sample_rows,
                                                     replace=False)))
             if not np.any(rows.source == WINNER):
                 continue  # e.g. an arm with no traffic yet under diverted training
@@ -72,15 +74,16 @@ class Lifecycle:
             out[arm.name] = self._release_arm(arm, l1s, rows, holdout, now, end)
         return out
 
-    def _release_arm(self, arm: Arm, l1s: dict[str, str], rows: Any, holdout: Any, now: float,
+    def _release_arm(self, arm: Arm, l1s: dict[str, str], rows: LoggedRows,
+                     holdout: LoggedRows | None, now: float,
                      end: float) -> int:
         """Release the arm's L2 and L1 lineages (each to its next version); return the L1 one."""
         gen = torch.Generator().manual_seed(self.streams.torch_seed(f"release/{self.releases}"))
         torch.manual_seed(self.streams.torch_seed(f"release-reinit/{self.releases}"))
         acfg = arm.cfg
-        mcfg, share = release_config(acfg), acfg.models.reinit_share
+        mcfg, share = release_config(acfg), acfg.releases.reinit_share
         view = feature_view(rows.families)
-        start = end - acfg.models.train_window_s
+        start = end - acfg.releases.train_window_s
         users = self.market.users
         prev = self.registry.latest(arm.l2_lineage)
         l2 = warm_start(prev.ranker, share, gen)
@@ -106,7 +109,8 @@ class Lifecycle:
                                         "side": "item", "version": version})
         return version
 
-    def _holdout_metrics(self, l1: Any, teacher: Any, rows: Any) -> dict[str, Any]:
+    def _holdout_metrics(self, l1: TwoTowerBase, teacher: Ranker,
+                         rows: LoggedRows | None) -> dict[str, Any]:
         """Offline metrics of a new L1 version on the rows logged after its training window (the
         label-wait period): log MAE against the new L2 teacher, log loss against the true pCVR."""
         if rows is None or len(rows) == 0:
@@ -127,11 +131,11 @@ class Lifecycle:
         self.writer.append("rollouts", {"time": now, "arm": arm.name, "lineage": arm.l1_lineage,
                                         "side": "query", "version": version})
 
-    def item_tower(self, arm: Arm) -> Callable[[], tuple[Any, int]]:
+    def item_tower(self, arm: Arm) -> Callable[[], tuple[TwoTowerBase, int]]:
         """The item tower enrichment and batch builds of ``arm`` use: the latest version."""
-        def live() -> tuple[Any, int]:
+        def live() -> tuple[TwoTowerBase, int]:
             mv = self.registry.latest(arm.l1_lineage)
-            return mv.model, mv.version
+            return mv.tower, mv.version
         return live
 
     # -- processes -------------------------------------------------------------------------
@@ -139,7 +143,7 @@ class Lifecycle:
     def releaser(self, env: simpy.Environment, wait: Wait
                  ) -> Generator[simpy.Event, None, None]:
         while True:
-            yield wait("release", self.cfg.models.release_interval_s)
+            yield wait("release", self.cfg.releases.interval_s)
             released = self.release(env.now)
             for arm in self.arms:
                 if arm.name in released:
@@ -147,6 +151,6 @@ class Lifecycle:
 
     def _query_rollout(self, env: simpy.Environment, wait: Wait,
                        arm: Arm, version: int) -> Generator[simpy.Event, None, None]:
-        yield wait("query_rollout", arm.cfg.models.query_rollout_delay_s)
+        yield wait("query_rollout", arm.cfg.releases.query_rollout_delay_s)
         if version > arm.query_version:
             self.roll_out_query(arm, version, env.now)

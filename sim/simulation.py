@@ -9,7 +9,7 @@ Processes (each a thin generator around pure functions):
 * ``offsite``   every ``world.offsite_refresh_interval_s``: the offsite counters' feature job.
 * ``feature_changes`` per arm, each scheduled change of its feature registry at its day
                 (:mod:`sim.features.registry`).
-* ``releaser``  every ``models.release_interval_s``: train and register the next model versions;
+* ``releaser``  every ``releases.interval_s``: train and register the next model versions;
                 each arm's query tower follows after the rollout delay (:mod:`sim.lifecycle`).
 * per arm, the index pipeline (:mod:`sim.serving.pipeline`): ``enrichment``, ``snapshots``,
                 and the ``large`` and ``fresh`` tier builds, each deployed after its delay.
@@ -72,11 +72,11 @@ class Stats:
 
 
 def readiness_lineages(cfg: Config, arm_cfgs: dict[str, Config]) -> tuple[dict[str, str], dict[str, str]]:
-    """The skew sweep's lineage for each checked family (``models.skew_check_families``, or else
+    """The skew sweep's lineage for each checked family (``readiness.families``, or else
     every family an arm serves; family -> lineage), and the readiness
     lineages to train beside control's models for the checked families no arm serves."""
     served = {acfg.models.l1_family: f"{arm}/l1" for arm, acfg in reversed(arm_cfgs.items())}
-    families = list(cfg.models.skew_check_families) or list(dict.fromkeys(
+    families = list(cfg.readiness.families) or list(dict.fromkeys(
         acfg.models.l1_family for acfg in arm_cfgs.values()))  # default: every served family
     sweep, extra = {}, {}
     for family in families:
@@ -90,8 +90,8 @@ class Simulation:
     """Build the world and its initial models, then run the processes until the horizon."""
 
     def __init__(self, cfg: Config, writer: LogWriter, progress: Progress | None = None) -> None:
-        torch.set_num_threads(cfg.models.torch_threads)
-        faiss.omp_set_num_threads(cfg.models.faiss_threads)
+        torch.set_num_threads(cfg.threads.torch)
+        faiss.omp_set_num_threads(cfg.threads.faiss)
         self.cfg, self.writer, self.progress = cfg, writer, progress
         self.streams = Streams(cfg.seed)
         self.horizon = cfg.days * DAY_S
@@ -108,8 +108,8 @@ class Simulation:
         for lineage in self.registry.lineages():
             self.writer.append("model_releases", self.registry.log_rows(self.registry.latest(lineage)))
         self.stats = Stats(bootstrap=boot)
-        self.training_log = TrainingLog(cfg.models.train_window_s, cfg.models.train_max_rows,
-                                        keep_s=cfg.models.train_window_s + cfg.models.label_wait_s)
+        self.training_log = TrainingLog(cfg.releases.train_window_s, cfg.releases.train_max_rows,
+                                        keep_s=cfg.releases.train_window_s + cfg.releases.label_wait_s)
         self.contexts = reference_contexts(self.market, cfg, self.streams.get("contexts"))
         self.surfaces = np.asarray(cfg.world.surfaces)
         self.env = StagedEnvironment()
@@ -281,14 +281,14 @@ class Simulation:
         return self.stats
 
     def eval_window(self) -> tuple[float, float]:
-        """The offline evaluation window ``[start, end)``: the last ``models.train_window_s``
+        """The offline evaluation window ``[start, end)``: the last ``releases.train_window_s``
         before the horizon, starting no earlier than the end of the training window of any model
         it evaluates (each arm's latest L1 and its L2 teacher), so offline evaluation never reads
         rows an evaluated model trained on. ``start >= end`` when there are none."""
         end = self.horizon + 1.0
         lineages = [lin for arm in self.arms for lin in (arm.l1_lineage, arm.l2_lineage)]
         trained = max(self.registry.latest(lin).window_end for lin in lineages)
-        return max(end - self.cfg.models.train_window_s, trained), end
+        return max(end - self.cfg.releases.train_window_s, trained), end
 
     def evaluate(self) -> dict[str, Any]:
         """Offline evaluation and the skew sweep on the rows of :meth:`eval_window` (after the

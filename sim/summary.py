@@ -65,12 +65,16 @@ def cpa_to_target(imps: pl.DataFrame, convs: pl.DataFrame,
     per-advertiser ratio over advertisers with at least ``MIN_CONVERSIONS`` conversions."""
     targets = (campaigns.filter(pl.col("objective") == "ocpm").group_by("advertiser_id")
                .agg(pl.col("target_cpa").first()))
-    spend = (imps.filter(pl.col("objective") == "ocpm").group_by("advertiser_id")
-             .agg(pl.col("cost").sum().alias("spend")))
     conv = (convs.filter(pl.col("attributed") & (pl.col("objective") == "ocpm"))
             .group_by("advertiser_id").agg(pl.len().alias("conversions")))
-    per = (targets.join(spend, on="advertiser_id", how="left")
-           .join(conv, on="advertiser_id", how="left").fill_null(0).sort("advertiser_id"))
+    per = targets.join(conv, on="advertiser_id", how="left").fill_null(0).sort("advertiser_id")
+    ocpm = imps.filter(pl.col("objective") == "ocpm")
+    ids = per["advertiser_id"].to_numpy()
+    n = int(max(ids.max(initial=-1), ocpm["advertiser_id"].to_numpy().max(initial=-1))) + 1
+    # summed in log order with numpy: a polars group-by sum of floats varies in its last digit
+    spend = np.bincount(ocpm["advertiser_id"].to_numpy(), weights=ocpm["cost"].to_numpy(),
+                        minlength=n)
+    per = per.with_columns(spend=pl.Series(spend[ids], dtype=pl.Float64))
     valued = float((per["conversions"] * per["target_cpa"]).sum())
     many = per.filter(pl.col("conversions") >= MIN_CONVERSIONS)
     ratio = (many["spend"] / (many["conversions"] * many["target_cpa"])).to_numpy()
@@ -189,6 +193,26 @@ RATIO_METRICS = {  # name -> (numerator, denominator) over observation cells (se
 }
 
 
+def impression_cells(imps: pl.DataFrame, n_adv: int) -> pl.DataFrame:
+    """Per (user, advertiser): impressions, clicks, spend, oCPM impressions and spend. Summed in
+    log order with numpy (a polars group-by sum of floats varies in its last digit)."""
+    key = imps["user_id"].to_numpy().astype(np.int64) * n_adv + imps["advertiser_id"].to_numpy()
+    cell, inv = np.unique(key, return_inverse=True)
+    cost, ocpm = imps["cost"].to_numpy(), (imps["objective"] == "ocpm").to_numpy()
+
+    def total(weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(inv, weights=weights, minlength=cell.size)
+
+    return pl.DataFrame({
+        "user_id": pl.Series(cell // n_adv, dtype=imps.schema["user_id"]),
+        "advertiser_id": pl.Series(cell % n_adv, dtype=imps.schema["advertiser_id"]),
+        "impressions": pl.Series(total(), dtype=pl.UInt32),
+        "clicks": pl.Series(total(imps["click"].to_numpy().astype(np.float64)), dtype=pl.UInt32),
+        "spend": total(cost),
+        "ocpm_impressions": pl.Series(total(ocpm.astype(np.float64)), dtype=pl.UInt32),
+        "ocpm_spend": total(np.where(ocpm, cost, 0.0))})
+
+
 def cells(logs: dict[str, pl.DataFrame], arm: str) -> pl.DataFrame:
     """An arm's observation cells for the ratio metrics: one row per (user, advertiser) with the
     user's impressions, clicks, spend and attributed conversions of that advertiser, and one row
@@ -199,10 +223,7 @@ def cells(logs: dict[str, pl.DataFrame], arm: str) -> pl.DataFrame:
     conv = (logs["conversions"].filter((pl.col("arm") == arm) & pl.col("attributed"))
             .join(imps.select("request_id", "ad_id", "user_id"), on=["request_id", "ad_id"]))
     is_ocpm = pl.col("objective") == "ocpm"
-    agg_imps = imps.group_by(keys).agg(
-        pl.len().alias("impressions"), pl.col("click").sum().alias("clicks"),
-        pl.col("cost").sum().alias("spend"), is_ocpm.sum().alias("ocpm_impressions"),
-        pl.col("cost").filter(is_ocpm).sum().alias("ocpm_spend"))
+    agg_imps = impression_cells(imps, n_adv)
     agg_conv = conv.group_by(keys).agg(pl.len().alias("conversions"),
                                        is_ocpm.sum().alias("ocpm_conversions"))
     reqs = (logs["requests"].filter(pl.col("arm") == arm).group_by("user_id")

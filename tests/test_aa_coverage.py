@@ -22,8 +22,8 @@ from conftest import tiny_config
 
 SEEDS = 60
 SMALL = ("experiment.arms=[control,treatment]", "days=0.1", "world.n_users=3000",
-         "traffic.requests_per_day=60000", "models.release_interval_s=1e9",
-         "models.exploration_requests=1000", "logs.full_request_rate=0.01",
+         "traffic.requests_per_day=60000", "releases.interval_s=1e9",
+         "training.exploration_requests=1000", "logs.full_request_rate=0.01",
          "logs.partial_request_rate=0.01")
 TABLES = ("impressions", "conversions", "requests", "budget_days")
 

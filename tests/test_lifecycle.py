@@ -94,8 +94,8 @@ def test_stale_slots_and_tier_members() -> None:
 
 
 def test_batch_builds_are_version_homogeneous_and_streaming_mixes(tmp_path: Path) -> None:
-    common = ("days=0.5", "models.release_interval_s=3600", "models.label_wait_s=600",
-              "models.train_window_s=3600", "models.query_rollout_delay_s=600",
+    common = ("days=0.5", "releases.interval_s=3600", "releases.label_wait_s=600",
+              "releases.train_window_s=3600", "releases.query_rollout_delay_s=600",
               "world.feature_refresh_per_day=3", "index.large_build_interval_s=7200",
               "index.large_deploy_s=7200")
     run_tiny(tmp_path / "batch", "index=batch", *common)
@@ -162,6 +162,6 @@ def test_skew_sweep_covers_every_served_family_unless_told() -> None:
     assert readiness_lineages(cfg, arms) == ({"simple": "control/l1", "dhen": "treatment/l1"}, {})
     one = tiny_config()
     assert readiness_lineages(one, {"control": one}) == ({"simple": "control/l1"}, {})
-    told = tiny_config("models.skew_check_families=[dhen]")
+    told = tiny_config("readiness.families=[dhen]")
     assert readiness_lineages(told, {"control": told}) == (
         {"dhen": "readiness/dhen"}, {"readiness/dhen": "dhen"})

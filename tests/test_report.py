@@ -273,10 +273,10 @@ HAZARDS = [  # a parity gap (offsite counters not in the L1 embedding path, a tr
     "features.onboarding.offsite_conversions=[training_logs,l2_feature_store]",
     "models.l1_features=[base,targeting,annotations,image_embedding]",
     "+experiment.treatment.models.l1_features=[base,targeting,offsite_conversions,annotations,image_embedding]",
-    "experiment.ramp=[{day:0,share:0.3},{day:0.25,share:0.6}]", "models.reinit_share=1.0",
+    "experiment.ramp=[{day:0,share:0.3},{day:0.25,share:0.6}]", "releases.reinit_share=1.0",
 ]
 SYNCHRONOUS = ["index.build_mode=batch", "index.large_deploy_s=0", "index.fresh_deploy_s=0",
-               "index.large_build_interval_s=7200", "models.query_rollout_delay_s=0"]
+               "index.large_build_interval_s=7200", "releases.query_rollout_delay_s=0"]
 
 
 def _run(path: Path, *overrides: str) -> Path:

@@ -20,9 +20,9 @@ from conftest import TINY, read_json, read_log, run_tiny, tiny_config
 def test_control_plane_trace(tmp_path: Path) -> None:
     # budgets that never bind: the trace is of the control plane, not of the economy
     run_tiny(tmp_path, "days=1.25", "pacing.interval_s=10800", "world.daily_budget_mean=1e5",
-             "models.release_interval_s=43200",
-             "models.query_rollout_delay_s=3600", "models.label_wait_s=3600",
-             "models.train_window_s=36000", "index.snapshot_interval_s=21600",
+             "releases.interval_s=43200",
+             "releases.query_rollout_delay_s=3600", "releases.label_wait_s=3600",
+             "releases.train_window_s=36000", "index.snapshot_interval_s=21600",
              "index.enrich_interval_s=3600", "index.fresh_build_interval_s=21600",
              "index.large_build_interval_s=43200", "index.large_deploy_s=21600")
     snaps = read_log(tmp_path, "snapshots")

@@ -12,10 +12,12 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sim.config.schema import Config
+from sim.config.schema import MOVED_KEYS, Config
 from sim.config.validate import ConfigError, validate
 
-SHARED_KEYS = ("seed", "days", "progress", "world", "traffic", "logs", "experiment")
+# what the whole run shares: the world, the experiment, and what is measured after the run
+SHARED_KEYS = ("seed", "days", "progress", "world", "traffic", "logs", "experiment", "readiness",
+               "evaluation", "threads")
 PREFIX = "experiment.treatment"
 
 
@@ -24,6 +26,9 @@ def arm_config(cfg: Config, overlay: dict[str, Any]) -> Config:
     shared = sorted(set(overlay) & set(SHARED_KEYS))
     if shared:
         raise ConfigError(f"`{PREFIX}` may not change {shared}: both arms share them")
+    for key in overlay.get("models") or {}:
+        if f"models.{key}" in MOVED_KEYS:
+            raise ConfigError(f"`{PREFIX}.models.{key}` moved to `{PREFIX}.{MOVED_KEYS['models.' + key]}`")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(cfg), overlay)
         obj = OmegaConf.to_object(merged)

@@ -172,7 +172,7 @@ class PacingConfig:
 
 @dataclass
 class ModelsConfig:
-    """L1 two-tower and L2 ranker, and their start-up training (``sim.models``)."""
+    """The models' architecture: the L1 two-tower family and the L2 ranker (``sim.models``)."""
 
     l1_family: str = bounded("simple", choices=L1_FAMILIES)
     embedding_dim: int = bounded(16, ge=1)  # two-tower output dimension (before the bias slot)
@@ -182,33 +182,93 @@ class ModelsConfig:
     dhen_heads: int = bounded(2, ge=1)  # dhen: attention heads (must divide dhen_token_dim)
     dhen_layer_norm: bool = True  # dhen: LayerNorm after each ensemble layer's residual
     l2_hidden: int = bounded(64, ge=1)
-    learning_rate: float = bounded(3e-3, gt=0)
-    epochs: int = bounded(3, ge=1)
-    batch_size: int = bounded(4096, ge=1)
+    # ad feature families the L1 item tower consumes (the rest it never sees, zero after
+    # standardisation); a model leans on a family only if it is here and in the training logs
+    l1_features: list[str] = bounded(list(FEATURE_FAMILIES), choices=FEATURE_FAMILIES)
+
+
+@dataclass
+class TrainingConfig:
+    """Start-up training on the exploration log, and the optimiser of every fit
+    (``sim.models.bootstrap``, ``sim.models.training``)."""
+
     exploration_requests: int = bounded(60_000, ge=1)  # randomised-serving warm-up requests
     distill_ads_per_request: int = bounded(4, ge=1)  # random ads per request for L1 distillation
     label_weight: float = bounded(1.0, ge=0)  # weight of conversion labels next to L2 teacher
-    release_interval_s: float = bounded(86_400.0, gt=0)  # a new version of every live model
-    release_epochs: int = bounded(2, ge=1)  # warm-start epochs per release
-    release_learning_rate: float = bounded(3e-3, gt=0)
+    learning_rate: float = bounded(3e-3, gt=0)  # start-up training (releases: releases.*)
+    epochs: int = bounded(3, ge=1)
+    batch_size: int = bounded(4096, ge=1)
+
+
+@dataclass
+class ReleasesConfig:
+    """The release cadence: warm-started retraining on the logs, and the rollout of the query
+    tower (``sim.lifecycle``)."""
+
+    interval_s: float = bounded(86_400.0, gt=0)  # a new version of every live model
+    epochs: int = bounded(2, ge=1)  # warm-start epochs per release
+    learning_rate: float = bounded(3e-3, gt=0)
     reinit_share: float = bounded(0.0, share=True)  # share of layers re-initialised per release
     train_window_s: float = bounded(86_400.0, gt=0)  # log window a release trains on
     label_wait_s: float = bounded(43_200.0, ge=0)  # the window ends this long before the release
     train_max_rows: int = bounded(1_500_000, ge=1)  # cap on the logged rows kept for training
     train_sample_rows: int = bounded(300_000, ge=1)  # rows a release samples from its window
     query_rollout_delay_s: float = bounded(3600.0, ge=0)  # release -> query tower live
-    # ad feature families the L1 item tower consumes (the rest it never sees, zero after
-    # standardisation); a model leans on a family only if it is here and in the training logs
-    l1_features: list[str] = bounded(list(FEATURE_FAMILIES), choices=FEATURE_FAMILIES)
+
+
+@dataclass
+class ReadinessConfig:
+    """The version-skew sensitivity sweep and the readiness gate (``sim.evaluation``)."""
+
     # families the skew sweep checks; each one no arm serves is trained as a readiness lineage
     # beside the live models (empty: the families the arms serve)
-    skew_check_families: list[str] = bounded([], choices=L1_FAMILIES)
-    skew_max_distance: int = bounded(4, ge=0)  # item versions older than the query, in the sweep
-    skew_gate_distance: int = bounded(2, ge=1)  # the readiness gate looks at this distance
-    skew_gate_max_increase: float = bounded(0.25, ge=0)  # max relative loss increase to pass
-    offline_eval_rows: int = bounded(50_000, ge=1)  # rows per log source in offline evaluation
-    torch_threads: int = bounded(2, ge=1)
-    faiss_threads: int = bounded(2, ge=1)
+    families: list[str] = bounded([], choices=L1_FAMILIES)
+    max_distance: int = bounded(4, ge=0)  # item versions older than the query, in the sweep
+    gate_distance: int = bounded(2, ge=1)  # the readiness gate looks at this distance
+    gate_max_increase: float = bounded(0.25, ge=0)  # max relative loss increase to pass
+
+
+@dataclass
+class EvaluationConfig:
+    """Offline evaluation after the run (``sim.evaluation``)."""
+
+    rows: int = bounded(50_000, ge=1)  # rows per log source in offline evaluation
+
+
+@dataclass
+class ThreadsConfig:
+    """Threads of the run's torch and faiss kernels (the whole process, both arms)."""
+
+    torch: int = bounded(2, ge=1)
+    faiss: int = bounded(2, ge=1)
+
+
+# keys that moved out of ``models`` when it was split into groups that mirror the code: an old
+# key fails before the run with its new name (sim.config.store.check_moved_keys)
+MOVED_KEYS = {
+    "models.exploration_requests": "training.exploration_requests",
+    "models.distill_ads_per_request": "training.distill_ads_per_request",
+    "models.label_weight": "training.label_weight",
+    "models.learning_rate": "training.learning_rate",
+    "models.epochs": "training.epochs",
+    "models.batch_size": "training.batch_size",
+    "models.release_interval_s": "releases.interval_s",
+    "models.release_epochs": "releases.epochs",
+    "models.release_learning_rate": "releases.learning_rate",
+    "models.reinit_share": "releases.reinit_share",
+    "models.train_window_s": "releases.train_window_s",
+    "models.label_wait_s": "releases.label_wait_s",
+    "models.train_max_rows": "releases.train_max_rows",
+    "models.train_sample_rows": "releases.train_sample_rows",
+    "models.query_rollout_delay_s": "releases.query_rollout_delay_s",
+    "models.skew_check_families": "readiness.families",
+    "models.skew_max_distance": "readiness.max_distance",
+    "models.skew_gate_distance": "readiness.gate_distance",
+    "models.skew_gate_max_increase": "readiness.gate_max_increase",
+    "models.offline_eval_rows": "evaluation.rows",
+    "models.torch_threads": "threads.torch",
+    "models.faiss_threads": "threads.faiss",
+}
 
 
 @dataclass
@@ -301,6 +361,11 @@ class Config:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     pacing: PacingConfig = field(default_factory=PacingConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    releases: ReleasesConfig = field(default_factory=ReleasesConfig)
+    readiness: ReadinessConfig = field(default_factory=ReadinessConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    threads: ThreadsConfig = field(default_factory=ThreadsConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)

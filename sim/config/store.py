@@ -16,8 +16,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from sim.config.overlay import arm_config
-from sim.config.schema import Config
-from sim.config.validate import validate
+from sim.config.schema import MOVED_KEYS, Config
+from sim.config.validate import ConfigError, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
@@ -36,6 +36,17 @@ def register_configs(scenario_dir: Path = SCENARIO_DIR) -> list[str]:
     return names
 
 
+def check_moved_keys(overrides: list[str]) -> None:
+    """Fail on a command-line override of a key that moved to another group (``MOVED_KEYS``),
+    naming its new home, before Hydra reports it as unknown."""
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        for prefix in ("", "experiment.treatment."):
+            old = key[len(prefix):] if key.startswith(prefix) else None
+            if old in MOVED_KEYS:
+                raise ConfigError(f"`{key}` moved to `{prefix}{MOVED_KEYS[old]}` (got {override!r})")
+
+
 def to_config(cfg: DictConfig) -> Config:
     """Turn a composed DictConfig into a validated :class:`Config` (raises ConfigError)."""
     obj = OmegaConf.to_object(cfg)
@@ -49,6 +60,7 @@ def to_config(cfg: DictConfig) -> Config:
 
 def load_config(scenario: str = "default", overrides: list[str] | None = None) -> Config:
     """Compose and validate a config the way ``python -m sim scenario=NAME ...`` does."""
+    check_moved_keys(list(overrides or []))
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"scenario={scenario}", *(overrides or [])])

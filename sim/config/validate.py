@@ -120,9 +120,10 @@ def _check_relations(cfg: Config) -> None:
     _require(m.dhen_token_dim % m.dhen_heads == 0,
              f"`models.dhen_heads` ({m.dhen_heads}) must divide `models.dhen_token_dim` "
              f"({m.dhen_token_dim})")
-    _require(m.skew_gate_distance <= m.skew_max_distance,
-             f"`models.skew_gate_distance` ({m.skew_gate_distance}) must be <= "
-             f"`models.skew_max_distance` ({m.skew_max_distance})")
+    r = cfg.readiness
+    _require(r.gate_distance <= r.max_distance,
+             f"`readiness.gate_distance` ({r.gate_distance}) must be <= "
+             f"`readiness.max_distance` ({r.max_distance})")
     for name in ("tick_s",):
         value = getattr(cfg.traffic, name)
         _require(DAY_S % value == 0, f"`traffic.{name}` must divide a day (86400 s), got {value}")

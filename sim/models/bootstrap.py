@@ -1,6 +1,6 @@
 """Start-up training on an exploration log (a warm-up period with randomised serving).
 
-Before live traffic starts, ``models.exploration_requests`` requests are served ads drawn
+Before live traffic starts, ``training.exploration_requests`` requests are served ads drawn
 uniformly from the catalog into every slot, and their clicks and conversions are drawn from the
 true response (keyed by their own request ids, above :data:`EXPLORATION_ID_BASE`); every
 conversion of the warm-up is known by time 0. On that log:
@@ -8,7 +8,7 @@ conversion of the warm-up is known by time 0. On that log:
 * the L2 ranker (version 1 of ``<arm>/l2``) learns pCTR from every impression and pCVR from the
   clicked ones;
 * each L1 lineage's version 1 is distilled from L2: the shown ads plus
-  ``models.distill_ads_per_request`` random ads per request are scored by the L2 teacher, and the
+  ``training.distill_ads_per_request`` random ads per request are scored by the L2 teacher, and the
   L1 logit is fit to its pCVR, plus the conversion labels of clicked impressions.
 """
 
@@ -36,7 +36,7 @@ EXPLORATION_ID_BASE = 1 << 40
 def exploration_rows(market: Marketplace, cfg: Config, streams: Streams) -> LoggedRows:
     """The exploration log: shown impressions (WINNER rows) and random unshown pairs (FULL rows)."""
     rng = streams.get("exploration")
-    n, s, k = cfg.models.exploration_requests, cfg.auction.n_slots, cfg.models.distill_ads_per_request
+    n, s, k = cfg.training.exploration_requests, cfg.auction.n_slots, cfg.training.distill_ads_per_request
     cat, users = market.catalog, market.users
     user, surface = draw_audience(rng, n, users, market.surface_mix)
     request_id = EXPLORATION_ID_BASE + np.arange(n, dtype=np.int64)
@@ -80,7 +80,7 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
         torch.manual_seed(streams.torch_seed("init"))  # parameter initialisation (torch's generator)
         l2 = Ranker(users.features.shape[1], len(acfg.world.surfaces), cat.features.shape[1],
                     acfg.world.latent_dim, acfg.models.l2_hidden, n_positions)
-        fit = fit_l2(l2, rows, 0.0, users, acfg, acfg.models, gen, fit_norm=True)
+        fit = fit_l2(l2, rows, 0.0, users, acfg, acfg.training, gen, fit_norm=True)
         registry.register(ModelVersion(
             lineage=l2_lineage, version=1, kind="l2", family="ranker", trained_at=0.0,
             window_start=-1.0, window_end=0.0, feature_view=feature_view(rows.families),
@@ -88,7 +88,7 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
             parameters=parameter_count(l2), model=l2))
         for lineage, family in l1s.items():
             l1 = make_l1(family, acfg)
-            fit = fit_l1(l1, l2, rows, 0.0, users, acfg, acfg.models, gen, fit_norm=True)
+            fit = fit_l1(l1, l2, rows, 0.0, users, acfg, acfg.training, gen, fit_norm=True)
             view = feature_view(rows.families, list(acfg.models.l1_features))
             registry.register(ModelVersion(
                 lineage=lineage, version=1, kind="l1", family=family, trained_at=0.0,

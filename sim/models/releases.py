@@ -6,8 +6,8 @@
   (impressions and sampled candidates), plus the conversion labels of clicked impressions.
 * :func:`warm_start` copies the previous version and re-initialises a share of its layers.
 
-A release continues from the previous version with ``release_learning_rate`` for
-``release_epochs`` and keeps its input standardisation, so consecutive versions stay related but
+A release continues from the previous version with ``releases.learning_rate`` for
+``releases.epochs`` and keeps its input standardisation, so consecutive versions stay related but
 drift apart: how far, and how much that matters when a query vector of one version meets an item
 vector of another, is what the skew sweep measures.
 """
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sim.config.schema import Config, ModelsConfig
+from sim.config.schema import Config, TrainingConfig
 from sim.models.inputs import query_inputs, surface_onehot
 from sim.models.ranker import Ranker
 from sim.models.towers import TwoTowerBase
@@ -56,7 +56,7 @@ def l1_pcvr(l1: nn.Module, rows: LoggedRows, users: Users, n_surfaces: int) -> n
 
 
 def fit_l2(model: Ranker, rows: LoggedRows, known_at: float, users: Users, cfg: Config,
-           mcfg: ModelsConfig, gen: torch.Generator, fit_norm: bool) -> FitReport:
+           mcfg: TrainingConfig, gen: torch.Generator, fit_norm: bool) -> FitReport:
     imp = rows.take(np.flatnonzero(rows.source == WINNER))
     x = l2_inputs(model, imp, users, len(cfg.world.surfaces))
     conv = imp.click & imp.converted_by(known_at)
@@ -67,7 +67,7 @@ def fit_l2(model: Ranker, rows: LoggedRows, known_at: float, users: Users, cfg: 
 
 
 def fit_l1(model: TwoTowerBase, l2: Ranker, rows: LoggedRows, known_at: float, users: Users,
-           cfg: Config, mcfg: ModelsConfig, gen: torch.Generator, fit_norm: bool) -> FitReport:
+           cfg: Config, mcfg: TrainingConfig, gen: torch.Generator, fit_norm: bool) -> FitReport:
     ns = len(cfg.world.surfaces)
     teacher = torch.from_numpy(teacher_pcvr(l2, rows, users, ns).astype(np.float32))
     label = rows.click & rows.converted_by(known_at)
@@ -92,7 +92,8 @@ def warm_start(model: M, reinit_share: float, gen: torch.Generator) -> M:
     return new
 
 
-def release_config(cfg: Config) -> ModelsConfig:
-    """The training knobs of a release (its learning rate and epochs)."""
-    m = cfg.models
-    return dataclasses.replace(m, learning_rate=m.release_learning_rate, epochs=m.release_epochs)
+def release_config(cfg: Config) -> TrainingConfig:
+    """The training knobs of a release: the start-up ones with the release's learning rate and
+    epochs."""
+    r = cfg.releases
+    return dataclasses.replace(cfg.training, learning_rate=r.learning_rate, epochs=r.epochs)

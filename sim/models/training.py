@@ -1,7 +1,7 @@
 """Training loops: the L2 ranker on impressions, the L1 two-tower by distillation from L2.
 
 Both are plain minibatch Adam over tensors built from logs. Shuffling uses a torch Generator seeded
-from the run's named stream, so training is reproducible for a fixed ``models.torch_threads``.
+from the run's named stream, so training is reproducible for a fixed ``threads.torch``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sim.config.schema import ModelsConfig
+from sim.config.schema import TrainingConfig
 from sim.models.ranker import Ranker
 from sim.models.towers import TwoTowerBase
 
@@ -37,7 +37,7 @@ def _report(losses: list[float], n_per_epoch: int) -> FitReport:
     return FitReport(sum(last) / max(len(last), 1), len(losses))
 
 
-def _batches(n: int, cfg: ModelsConfig, gen: torch.Generator) -> Iterator[torch.Tensor]:
+def _batches(n: int, cfg: TrainingConfig, gen: torch.Generator) -> Iterator[torch.Tensor]:
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
         yield from perm.split(cfg.batch_size)
@@ -45,7 +45,7 @@ def _batches(n: int, cfg: ModelsConfig, gen: torch.Generator) -> Iterator[torch.
 
 def train_ranker(
     model: Ranker, x: torch.Tensor, position: torch.Tensor, click: torch.Tensor,
-    conversion: torch.Tensor, cfg: ModelsConfig, gen: torch.Generator, fit_norm: bool = True,
+    conversion: torch.Tensor, cfg: TrainingConfig, gen: torch.Generator, fit_norm: bool = True,
 ) -> FitReport:
     """Fit pCTR on every impression and pCVR on clicked impressions (BCE on both heads).
 
@@ -68,7 +68,7 @@ def train_ranker(
 
 def distill_two_tower(
     model: TwoTowerBase, query_x: torch.Tensor, item_x: torch.Tensor, teacher: torch.Tensor,
-    label: torch.Tensor, has_label: torch.Tensor, cfg: ModelsConfig, gen: torch.Generator,
+    label: torch.Tensor, has_label: torch.Tensor, cfg: TrainingConfig, gen: torch.Generator,
     fit_norm: bool = True,
 ) -> FitReport:
     """Fit the L1 logit to the L2 teacher's pCVR on every pair, plus conversion labels where known.

@@ -85,15 +85,15 @@ def _all_onboarded(cfg: Config) -> Config:
 
 def _synchronous_deploys(cfg: Config) -> Config:
     keys = {"index.build_mode": "batch", "index.large_deploy_s": 0.0, "index.fresh_deploy_s": 0.0,
-            "index.large_build_interval_s": cfg.models.release_interval_s,
-            "models.query_rollout_delay_s": 0.0}
+            "index.large_build_interval_s": cfg.releases.interval_s,
+            "releases.query_rollout_delay_s": 0.0}
     index = dataclasses.replace(cfg.index, build_mode="batch", large_deploy_s=0.0, fresh_deploy_s=0.0,
-                                large_build_interval_s=cfg.models.release_interval_s)
-    models = dataclasses.replace(cfg.models, query_rollout_delay_s=0.0)
+                                large_build_interval_s=cfg.releases.interval_s)
+    releases = dataclasses.replace(cfg.releases, query_rollout_delay_s=0.0)
     overlay = copy.deepcopy(cfg.experiment.treatment)
     for k, v in keys.items():
         _set(overlay, k, v)
-    return dataclasses.replace(cfg, index=index, models=models,
+    return dataclasses.replace(cfg, index=index, releases=releases,
                                experiment=dataclasses.replace(cfg.experiment, treatment=overlay))
 
 

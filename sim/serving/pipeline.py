@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import simpy
@@ -36,6 +35,7 @@ from sim.config.schema import Config
 from sim.features.registry import bits, fill_default
 from sim.logs.writer import LogWriter
 from sim.models.towers import TwoTowerBase
+from sim.serving.arm import Arm
 from sim.serving.deployer import ReferenceContexts, ctr_prior
 from sim.serving.index import DeployedIndex, build_index
 from sim.world.catalog import family_slices
@@ -108,7 +108,7 @@ def tier_members(tier: str, snap: Snapshot, ad_id: np.ndarray, expires_at: np.nd
 class IndexPipeline:
     """Enrichment, snapshots and the tier builds of one arm, as SimPy processes."""
 
-    def __init__(self, arm: Any, market: Marketplace, cfg: Config, item_tower: ItemTower,
+    def __init__(self, arm: Arm, market: Marketplace, cfg: Config, item_tower: ItemTower,
                  contexts: ReferenceContexts, writer: LogWriter) -> None:
         self.arm, self.market, self.cfg = arm, market, cfg
         self.item_tower, self.contexts, self.writer = item_tower, contexts, writer
