@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from sim.metrics import log_mae
-from sim.summary import impression_cells, cpa_to_target
+from sim.summary import cpa_to_target, impression_cells
 
 from conftest import read_json, read_log, run_tiny
 
