@@ -6,10 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import polars as pl
-
-from sim.report.__main__ import main as report_main
-
 from conftest import TINY, read_json
 
 
@@ -45,21 +41,3 @@ def test_sigterm_records_failed_with_the_signal(tmp_path: Path) -> None:
     m = read_json(manifest)
     assert m["status"] == "failed"
     assert "SIGTERM" in m["error"]
-
-
-def test_cli_sweep_runs_each_job(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "sim", "-m", "seed=0,1", *TINY, "days=0.05",
-                          f"hydra.sweep.dir={tmp_path}"],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    for job in ("0", "1"):
-        assert read_json(tmp_path / job / "manifest.json")["status"] == "complete"
-    seeds = {read_json(tmp_path / j / "manifest.json")["seed"] for j in ("0", "1")}
-    assert seeds == {0, 1}
-    # python -m sim.report on the multirun directory gathers the jobs
-    assert report_main([str(tmp_path), "--metric", "arms.control.spend"]) == 0
-    frame = pl.read_parquet(tmp_path / "sweep.parquet")
-    assert frame["override.seed"].to_list() == [0, 1]
-    assert frame["arms.control.spend"].to_list() == [
-        read_json(tmp_path / j / "metrics.json")["arms"]["control"]["spend"] for j in ("0", "1")]
-    assert (tmp_path / "sweep.md").exists()

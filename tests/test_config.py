@@ -5,11 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from sim.config import ConfigError, load_config
+from sim.config.schema import Config
 from sim.config.store import CONF_DIR, SCENARIO_DIR
 
 from conftest import read_json
@@ -62,15 +65,74 @@ def test_defaults_compose_and_validate() -> None:
     assert load_config("default", ["auction=vcg"]).auction.rule == "vcg"
 
 
-def test_every_scenario_composes() -> None:
-    for path in sorted(SCENARIO_DIR.glob("*.yaml")):
-        load_config(path.stem)
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value of every leaf of a nested dict (lists are leaves)."""
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out |= _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return {prefix: node}
 
 
-def test_every_config_group_option_composes() -> None:
+def _matches(got: Any, want: Any) -> bool:
+    """``got`` holds what ``want`` states (a structured list item also holds its defaults)."""
+    if isinstance(want, dict):
+        return isinstance(got, dict) and all(k in got and _matches(got[k], v) for k, v in want.items())
+    if isinstance(want, list):
+        return (isinstance(got, list) and len(got) == len(want)
+                and all(_matches(g, w) for g, w in zip(got, want, strict=True)))
+    return bool(got == want)
+
+
+def _as_dict(cfg: Config) -> dict[str, Any]:
+    out = OmegaConf.to_container(OmegaConf.structured(cfg))
+    assert isinstance(out, dict)
+    return out
+
+
+@pytest.mark.parametrize("scenario", sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")))
+def test_every_scenario_changes_exactly_what_it_states(scenario: str) -> None:
+    """A scenario is an overlay: each key it states takes its value, every other key keeps the
+    default (so a key the schema renamed cannot be silently ignored)."""
+    stated = _leaves(OmegaConf.to_container(OmegaConf.load(SCENARIO_DIR / f"{scenario}.yaml")) or {})
+    stated.pop("", None)  # an empty overlay
+    got, default = _leaves(_as_dict(load_config(scenario))), _leaves(_as_dict(load_config("default")))
+    for key, value in stated.items():
+        if key.startswith("experiment.treatment"):
+            continue  # the overlay is one dict-valued key, compared whole below
+        assert _matches(got[key], value), key
+    changed = {k for k in got if got[k] != default.get(k)}
+    assert changed <= set(stated) | {k for k in got if k.startswith("experiment.treatment")}, scenario
+    treatment = OmegaConf.to_container(OmegaConf.load(SCENARIO_DIR / f"{scenario}.yaml"))
+    want = ((treatment or {}).get("experiment") or {}).get("treatment")  # type: ignore[union-attr]
+    if want is not None:
+        assert load_config(scenario).experiment.treatment == want
+
+
+def test_every_config_group_option_sets_its_values() -> None:
     for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
         for option in sorted(group.glob("*.yaml")):
-            load_config("default", [f"{group.name}={option.stem}"])
+            cfg = _leaves(_as_dict(load_config("default", [f"{group.name}={option.stem}"])))
+            stated = _leaves(OmegaConf.to_container(OmegaConf.load(option)) or {}, group.name)
+            stated = {k: v for k, v in stated.items() if k != group.name}  # an empty option: {}
+            for key, value in stated.items():
+                assert _matches(cfg[key], value), (option, key)
+    assert load_config("default", ["index=batch"]).index.build_mode == "batch"
+    assert load_config("default", ["auction=vcg"]).auction.rule == "vcg"
+
+
+def test_moved_keys_fail_with_their_new_name() -> None:
+    with pytest.raises(ConfigError, match=r"`models.epochs` moved to `training.epochs`"):
+        load_config("default", ["models.epochs=2"])
+    with pytest.raises(ConfigError, match=r"moved to `experiment.treatment.releases.interval_s`"):
+        load_config("default", ["+experiment.treatment.models.release_interval_s=3600"])
+    with pytest.raises(ConfigError, match=r"`experiment.treatment.models.skew_max_distance` moved"):
+        load_config("default", ["experiment.arms=[control,treatment]",
+                                "+experiment.treatment.models.skew_max_distance=3"])
+    with pytest.raises(ConfigError, match="both arms share"):
+        load_config("default", ["experiment.arms=[control,treatment]",
+                                "+experiment.treatment.threads.torch=1"])
 
 
 def test_scenario_with_unknown_key_fails(tmp_path: Path) -> None:

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import yaml
+
+from sim.report.__main__ import main as report_main
 
 from conftest import TINY, read_json
 
@@ -30,10 +33,17 @@ def _launcher(tmp_path: Path) -> str:
 
 
 def test_joblib_is_the_default_sweep_launcher(tmp_path: Path) -> None:
+    """``python -m sim -m`` runs each job on joblib; ``python -m sim.report`` gathers them."""
     out = _sweep(tmp_path, "hydra.launcher.n_jobs=2")
     assert out.returncode == 0, out.stderr
     assert _launcher(tmp_path).endswith("JoblibLauncher")
     _jobs_complete(tmp_path)
+    assert report_main([str(tmp_path), "--metric", "arms.control.spend"]) == 0
+    frame = pl.read_parquet(tmp_path / "sweep.parquet")
+    assert frame["override.seed"].to_list() == [0, 1]
+    assert frame["arms.control.spend"].to_list() == [
+        read_json(tmp_path / j / "metrics.json")["arms"]["control"]["spend"] for j in ("0", "1")]
+    assert (tmp_path / "sweep.md").exists()
 
 
 def test_ray_sweep_on_a_local_instance(tmp_path: Path) -> None:

@@ -11,11 +11,15 @@ import pytest
 import torch
 
 from sim.config.overlay import arm_config
+from sim.features.registry import has_family
+from sim.logs.writer import LogWriter
 from sim.models.families import item_slices, make_l1, parameter_count, query_slices
 from sim.models.registry import ModelVersion, Registry
 from sim.models.training_log import FULL, WINNER, LoggedRows, TrainingLog
 from sim.serving.pipeline import EmbeddingTable, Snapshot, stale_slots, tier_members
-from sim.simulation import readiness_lineages
+from sim.simulation import Simulation, readiness_lineages
+from sim.world.catalog import family_slices
+from sim.world.traffic import draw_requests
 
 from conftest import read_json, read_log, run_tiny, tiny_config
 
@@ -144,7 +148,7 @@ def test_offline_evaluation_and_skew_sweep_are_reported(tiny_run: Path) -> None:
                                                         "partial_request"}
 
 
-def test_training_rows_hold_features_as_logged(tiny_run: Path) -> None:
+def test_releases_train_on_windows_before_their_time(tiny_run: Path) -> None:
     releases = read_log(tiny_run, "model_releases")
     assert releases.filter(pl.col("version") > 1)["rows"].min() > 0
     l1 = releases.filter((pl.col("kind") == "l1") & (pl.col("version") > 1))
@@ -152,7 +156,32 @@ def test_training_rows_hold_features_as_logged(tiny_run: Path) -> None:
     assert (releases["window_end"] <= releases["time"]).all()
     assert set(releases["feature_view"].unique().to_list()) == {
         "base,targeting,offsite_conversions,annotations,image_embedding"}
-    assert FULL == 1
+
+
+def test_training_rows_hold_features_as_logged(tmp_path: Path) -> None:
+    """A logged row keeps the ad's features of its logging time, with the families not onboarded
+    to the training logs zero-filled: a later feature refresh does not rewrite the past."""
+    cfg = tiny_config("features.onboarding.offsite_conversions=[l2_feature_store,l1_embedding]")
+    sim = Simulation(cfg, LogWriter(tmp_path / "logs", 10_000))
+    cat = sim.market.catalog
+    batch = draw_requests(sim.streams.get("traffic"), 0.0, 600.0, cfg.traffic, sim.market.users,
+                          sim.market.surface_mix, 0)
+    sim.serve_tick(batch)
+    rows = sim.training_log.window(601.0, length=601.0)
+    assert rows is not None and len(rows) > 0
+    slot_of = {int(a): i for i, a in enumerate(cat.ad_id)}
+    slots = np.array([slot_of[int(a)] for a in rows.ad_id])
+    expected = cat.features[slots].copy()
+    sl = family_slices(cfg.world.latent_dim)["offsite_conversions"]
+    assert expected[:, sl].any()  # the world has the counts; the training logs do not
+    expected[:, sl] = 0.0
+    np.testing.assert_array_equal(rows.ad_features, expected)
+    assert not has_family(rows.families, "offsite_conversions").any()
+    cat.features[:] += 1.0  # every ad's features change after logging
+    again = sim.training_log.window(601.0, length=601.0)
+    assert again is not None
+    np.testing.assert_array_equal(again.ad_features, expected)
+    assert (rows.source == WINNER).any() and (rows.source == FULL).any()  # impressions and candidates
 
 
 def test_skew_sweep_covers_every_served_family_unless_told() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from sim.recall import funnel_recall
 
-from conftest import read_json
+from conftest import read_json, read_log
 
 
 def _frame() -> pl.DataFrame:
@@ -43,9 +43,34 @@ def test_funnel_recall_on_a_hand_checked_log() -> None:
     assert r["headroom_ranking_recall"] == pytest.approx(2 / 3)
 
 
+def _recall_by_hand(full: pl.DataFrame, value: str, cut: int) -> float:
+    """Share of each request's top ``cut`` candidates by ``value`` (ties to the better retrieval
+    rank) that passed L1, pooled over requests: one request at a time, in plain Python."""
+    passed = total = 0
+    for (_,), req in full.group_by(["request_id"]):
+        ranked = sorted(zip(req[value].to_list(), req["retrieval_rank"].to_list(),
+                            req["passed_l1"].to_list(), strict=True), key=lambda r: (-r[0], r[1]))
+        top = ranked[:cut]
+        passed += sum(r[2] for r in top)
+        total += len(top)
+    return passed / total
+
+
 def test_a_run_reports_recall_per_arm_and_surface(tiny_run: Path) -> None:
+    """The run's recalls are what a hand count over its full-request log gives, and the L1 cut
+    in that log is the funnel's: every full request passes min(k_l1, live candidates)."""
     arm = read_json(tiny_run / "metrics.json")["arms"]["control"]
-    for key in ("retrieval_recall", "ranking_recall", "oracle_retrieval_recall",
-                "oracle_ranking_recall", "headroom_retrieval_recall", "headroom_ranking_recall"):
+    full = read_log(tiny_run, "candidates").filter(
+        (pl.col("arm") == "control") & (pl.col("source") == "full_request"))
+    assert full.height > 0
+    k_l1, n_slots = 16, 3  # tests/conftest.py TINY and the default auction
+    per_request = full.group_by("request_id").agg(pl.len().alias("live"),
+                                                  pl.col("passed_l1").sum().alias("passed"))
+    assert (per_request["passed"] == per_request["live"].clip(upper_bound=k_l1)).all()
+    assert arm["retrieval_recall"] == pytest.approx(_recall_by_hand(full, "l2_value", n_slots))
+    assert arm["ranking_recall"] == pytest.approx(_recall_by_hand(full, "l2_value", k_l1))
+    assert arm["oracle_retrieval_recall"] == pytest.approx(_recall_by_hand(full, "true_value", n_slots))
+    assert arm["oracle_ranking_recall"] == pytest.approx(_recall_by_hand(full, "true_value", k_l1))
+    for key in ("headroom_retrieval_recall", "headroom_ranking_recall"):
         assert 0.0 <= arm[key] <= 1.0, key
     assert set(arm["recall_by_surface"]) <= {"home_feed", "search", "shopping"}

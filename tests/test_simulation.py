@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from test_lessons import keys_of, lookup
 
 import sim.run as run_module
 from sim.config import load_config
@@ -168,3 +169,5 @@ def test_every_scenario_runs_on_a_tiny_horizon(scenario: str, tmp_path: Path) ->
     metrics = run_module.run(cfg, tmp_path, scenario=scenario)
     assert metrics["arms"]["control"]["impressions"] > 0
     assert read_json(tmp_path / "manifest.json")["status"] == "complete"
+    for key in keys_of(scenario):  # every figure a lesson states is a key this scenario reports
+        lookup(metrics, key)
