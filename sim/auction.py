@@ -44,7 +44,7 @@ from sim.topk import take, top_k
 RULES = ("gsp", "second_price", "first_price", "vcg")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AuctionResult:
     """Outcome of a batch of auctions; ``n_slots`` columns per request."""
 
@@ -115,8 +115,8 @@ def allocate(
 
     if n_cand == 0:  # no candidates: every slot empty
         empty = np.zeros((n_req, n_slots))
-        return AuctionResult(np.full((n_req, n_slots), -1, np.int64), empty, empty.copy(),
-                             empty.copy())
+        return AuctionResult(winners=np.full((n_req, n_slots), -1, np.int64), prices=empty,
+                             scores=empty.copy(), payments=empty.copy())
     depth = min(n_slots + 1, n_cand)
     order = top_k(score, depth)  # (n_req, depth) best first, ties to the lower column
     ranked = take(score, order)
@@ -149,4 +149,4 @@ def allocate(
         prices = np.where(filled, pay / q_win, 0.0)
     scores = np.where(filled, ranked[:, :n_slots], 0.0)
     payments = np.where(filled, prices * q_win * a[None, :], 0.0)
-    return AuctionResult(winners, prices, scores, payments)
+    return AuctionResult(winners=winners, prices=prices, scores=scores, payments=payments)

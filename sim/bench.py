@@ -81,8 +81,9 @@ def make_batches(sim: Simulation, n_batches: int, size: int, seed: int = 0) -> l
     out, first = [], 1 << 50  # request ids far above the run's own
     for _ in range(n_batches):
         user, surface = draw_audience(rng, size, sim.market.users, sim.market.surface_mix)
-        out.append(RequestBatch(first + np.arange(size, dtype=np.int64), np.full(size, BENCH_TIME_S),
-                                user, sim.market.users.segment[user], surface))
+        out.append(RequestBatch(request_id=first + np.arange(size, dtype=np.int64),
+                                time=np.full(size, BENCH_TIME_S), user=user,
+                                segment=sim.market.users.segment[user], surface=surface))
         first += size
     return out
 

@@ -22,7 +22,7 @@ import numpy as np
 from sim.world.catalog import CPC, OCPM, Advertisers
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Bids:
     """Bids of a (requests x candidates) array of candidates."""
 
@@ -49,8 +49,8 @@ def make_bids(
     bid = raw * multiplier[advertiser] * scale
     per_click = obj == CPC
     quality = np.where(per_click, pctr, 1.0)
-    return Bids(bid.astype(np.float64, copy=False), quality.astype(np.float64, copy=False),
-                per_click)
+    return Bids(bid=bid.astype(np.float64, copy=False), quality=quality.astype(np.float64, copy=False),
+                per_click=per_click)
 
 
 def expected_value(adv: Advertisers, advertiser: np.ndarray, pctr: np.ndarray,

@@ -32,12 +32,14 @@ class CampaignDesk:
         self.share = treatment_share(0.0, cfg.experiment.ramp) if len(arms) > 1 else 0.0
         m0 = cfg.pacing.max_multiplier
         if cfg.experiment.design == "user_split" or len(arms) == 1:
-            shared = Budgets("shared" if len(arms) > 1 else "control",
-                             Ledger(self.base_budget.copy()), np.full(adv.n, m0))
+            shared = Budgets(name="shared" if len(arms) > 1 else "control",
+                             ledger=Ledger(budget=self.base_budget.copy()),
+                             multiplier=np.full(adv.n, m0))
             self.by_arm = dict.fromkeys(arms, shared)
         else:
             shares = arm_shares(self.share, arms)
-            self.by_arm = {a: Budgets(a, Ledger(self.base_budget * shares[a]), np.full(adv.n, m0))
+            self.by_arm = {a: Budgets(name=a, ledger=Ledger(budget=self.base_budget * shares[a]),
+                                      multiplier=np.full(adv.n, m0))
                            for a in arms}
 
     @property

@@ -76,7 +76,7 @@ def planned_spend(budget: np.ndarray, spent: np.ndarray, share_start: float,
     return np.minimum(spread, np.maximum(budget * share_end - spent, 0.0))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Ledger:
     """Spend per advertiser: today, per tick, and the record of closed days."""
 
@@ -123,7 +123,7 @@ class Ledger:
         return day
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Budgets:
     """One set of campaigns: a ledger, pacing multipliers, spend since the last pacing update.
 

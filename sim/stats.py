@@ -54,7 +54,7 @@ def clustered_variance(psi: np.ndarray, user: np.ndarray, advertiser: np.ndarray
     return max(v_user + v_adv - _one_way(psi, pair), v_user, v_adv)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Ratio:
     """A ratio estimate, its variance, and the per-cell influence the lift needs."""
 
@@ -91,7 +91,8 @@ def ratio(y: np.ndarray, x: np.ndarray, user: np.ndarray | None = None,
     r = y.sum() / x.sum()
     psi = (y - r * x) / x.sum()
     adv = None if advertiser is None else np.asarray(advertiser, dtype=np.int64)
-    return Ratio(float(r), clustered_variance(psi, user, adv), n_users, psi, user, adv)
+    return Ratio(estimate=float(r), variance=clustered_variance(psi, user, adv), users=n_users,
+                 influence=psi, user=user, advertiser=adv)
 
 
 def lift(treatment: Ratio | None, control: Ratio | None) -> dict[str, float | None] | None:

@@ -147,8 +147,9 @@ def test_bid_scale_multiplies_every_objective() -> None:
     from sim.bidding import make_bids
     from sim.world.catalog import Advertisers
 
-    adv = Advertisers(np.array([0, 1, 2], np.int8), np.array([4.0, 0, 0]), np.array([0, 1.0, 0]),
-                      np.array([0, 0, 100.0]), np.ones(3), np.zeros((3, 2)))
+    adv = Advertisers(objective=np.array([0, 1, 2], np.int8), target_cpa=np.array([4.0, 0, 0]),
+                      max_cpc=np.array([0, 1.0, 0]), cpm_price=np.array([0, 0, 100.0]),
+                      daily_budget=np.ones(3), centroid=np.zeros((3, 2)))
     who = np.array([[0, 1, 2]])
     pctr, pcvr, m = np.full((1, 3), 0.1), np.full((1, 3), 0.2), np.array([1.0, 0.5, 1.0])
     base = make_bids(adv, who, pctr, pcvr, m)

@@ -60,11 +60,13 @@ def test_registry_versions_are_consecutive() -> None:
 
 def _rows(times: np.ndarray, conv: np.ndarray) -> LoggedRows:
     n = times.size
-    return LoggedRows(times, np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n, np.int8),
-                      np.zeros((n, 2), np.float32), np.arange(n), np.full(n, WINNER, np.int8),
-                      np.zeros(n, np.int8), np.ones(n, np.int32), np.ones(n, np.int32),
-                      np.zeros(n, np.int16), np.ones(n, bool), conv, np.full(n, 0.1),
-                      np.full(n, 0.1, np.float32), np.full(n, 31, np.uint8))
+    return LoggedRows(time=times, arm=np.zeros(n, np.int8), user=np.zeros(n, np.int64),
+                      surface=np.zeros(n, np.int8), ad_features=np.zeros((n, 2), np.float32),
+                      ad_id=np.arange(n), source=np.full(n, WINNER, np.int8), tier=np.zeros(n, np.int8),
+                      item_version=np.ones(n, np.int32), query_version=np.ones(n, np.int32),
+                      position=np.zeros(n, np.int16), click=np.ones(n, bool), conversion_time=conv,
+                      true_pcvr=np.full(n, 0.1), l1_pcvr=np.full(n, 0.1, np.float32),
+                      families=np.full(n, 31, np.uint8))
 
 
 def test_training_log_window_and_late_labels() -> None:
@@ -89,7 +91,7 @@ def test_stale_slots_and_tier_members() -> None:
     table.embedded_at[:] = [0.0, 0.0, 50.0, 50.0]
     changed[1] = 60.0
     assert stale_slots(table, ad_id, changed).tolist() == [1]
-    snap = Snapshot(50.0, table.copy())
+    snap = Snapshot(time=50.0, table=table.copy())
     expires = np.array([100.0, 100.0, 100.0, 10.0])  # slot 3 expired
     assert tier_members("large", snap, ad_id, expires, 60.0, 50.0).tolist() == [0, 1, 2]
     assert tier_members("fresh", snap, ad_id, expires, 60.0, 0.0).tolist() == [2]

@@ -119,7 +119,7 @@ def test_capped_advertiser_multiplier_holds() -> None:
 
 
 def test_ledger_books_ticks_and_overspend() -> None:
-    led = Ledger(np.array([10.0, 5.0]))
+    led = Ledger(budget=np.array([10.0, 5.0]))
     led.charge(np.array([0, 0, 1]), np.array([4.0, 4.0, 1.0]))
     led.end_tick()
     assert led.eligible().tolist() == [True, True]

@@ -17,7 +17,7 @@ from sim.models.ranker import Ranker
 from sim.models.towers import TwoTowerBase
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FitReport:
     """Final-epoch mean training losses."""
 
@@ -34,7 +34,7 @@ def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, losses: list[float]) -
 
 def _report(losses: list[float], n_per_epoch: int) -> FitReport:
     last = losses[-n_per_epoch:]
-    return FitReport(sum(last) / max(len(last), 1), len(losses))
+    return FitReport(loss=sum(last) / max(len(last), 1), steps=len(losses))
 
 
 def _batches(n: int, cfg: TrainingConfig, gen: torch.Generator) -> Iterator[torch.Tensor]:

@@ -21,7 +21,7 @@ SOURCES = ("auction_winner", "full_request", "partial_request")
 WINNER, FULL, PARTIAL = 0, 1, 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LoggedRows:
     """Aligned arrays, one entry per logged (request, ad) row."""
 

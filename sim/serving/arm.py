@@ -20,7 +20,7 @@ from sim.pacing import Budgets
 from sim.serving.index import DeployedIndex, row_table
 
 
-@dataclass
+@dataclass(kw_only=True)
 class QueryCache:
     """Each user's last query vector served by an arm: the query tower's timeout fallback."""
 
@@ -29,7 +29,7 @@ class QueryCache:
 
     @staticmethod
     def empty(n_users: int, width: int) -> QueryCache:
-        return QueryCache(np.zeros((n_users, width), np.float32), np.zeros(n_users, bool))
+        return QueryCache(vectors=np.zeros((n_users, width), np.float32), valid=np.zeros(n_users, bool))
 
     def store(self, users: np.ndarray, vectors: np.ndarray) -> None:
         self.vectors[users] = vectors

@@ -21,7 +21,7 @@ from sim.world.traffic import draw_audience
 PRIOR_CHUNK_ROWS = 1 << 18  # rows per L2 forward when computing the pCTR prior
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReferenceContexts:
     """A fixed sample of (user, surface) contexts, drawn once per world."""
 
@@ -33,8 +33,8 @@ def reference_contexts(market: Marketplace, cfg: Config,
                        rng: np.random.Generator) -> ReferenceContexts:
     user, surface = draw_audience(rng, cfg.funnel.ctr_prior_contexts, market.users,
                                   market.surface_mix)
-    return ReferenceContexts(market.users.features[user],
-                             surface_onehot(surface, len(cfg.world.surfaces)))
+    return ReferenceContexts(user_x=market.users.features[user],
+                             surface_x=surface_onehot(surface, len(cfg.world.surfaces)))
 
 
 def ctr_prior(l2: Ranker, ctx: ReferenceContexts, ad_x: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ from sim.world.response import Outcomes, draw_outcomes, true_rates
 from sim.world.traffic import RequestBatch
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Impressions:
     """Flat arrays, one entry per filled slot (N impressions)."""
 
@@ -65,7 +65,7 @@ class Impressions:
     cost: np.ndarray  # currency charged for this impression (including its click, if per click)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Hits:
     """The merged search of the deployed tiers: (B, k) arrays; a missing entry has row -1 and
     logit -inf."""
@@ -75,7 +75,7 @@ class Hits:
     row: np.ndarray  # int64 row of the tier's index
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Retrieved:
     """Retrieval and L1's estimate for a batch: (B, Kr) arrays, one column per retrieved row."""
 
@@ -90,7 +90,7 @@ class Retrieved:
     item_families: np.ndarray  # uint8 families the candidate's item vector was built from
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class L2Scores:
     """L2's estimates for (B, K) candidates, float32."""
 
@@ -98,7 +98,7 @@ class L2Scores:
     pcvr: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Ranked:
     """L1's and L2's cuts. Columns of ``sel1`` index the retrieval columns, of ``sel2`` L1's."""
 
@@ -113,7 +113,7 @@ class Ranked:
     l2_fallback: np.ndarray  # (B,) bool: L2 timed out for the request
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Auctioned:
     """The bids of L2's candidates, (B, K2), and the auction's outcome."""
 
@@ -121,7 +121,7 @@ class Auctioned:
     result: AuctionResult
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Served:
     """Every stage of one batch, kept for logging and metrics."""
 

@@ -18,7 +18,7 @@ TIERS = ("fresh", "large")  # search order: on a duplicate ad, the fresher tier'
 ROW_FIELDS = ("slot", "ad_id", "version", "ctr_prior", "families")  # per-row metadata of a tier
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DeployedIndex:
     index: faiss.Index
     slot: np.ndarray  # (n,) int64 catalog slot of each row
@@ -74,10 +74,11 @@ def build_index(
         index.train(vectors)
     if vectors.shape[0] > 0:
         index.add(vectors)
-    return DeployedIndex(index, slot.astype(np.int64), ad_id.astype(np.int64),
-                         version.astype(np.int32), ctr_prior.astype(np.float32),
-                         families.astype(np.uint8), built_at, tier, snapshot_time,
-                         time.perf_counter() - started, norm2)
+    return DeployedIndex(index=index, slot=slot.astype(np.int64), ad_id=ad_id.astype(np.int64),
+                         version=version.astype(np.int32), ctr_prior=ctr_prior.astype(np.float32),
+                         families=families.astype(np.uint8), built_at=built_at, tier=tier,
+                         snapshot_time=snapshot_time, build_s=time.perf_counter() - started,
+                         mips_norm2=norm2)
 
 
 def row_table(tiers: dict[str, DeployedIndex]) -> tuple[dict[str, np.ndarray], np.ndarray]:

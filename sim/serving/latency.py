@@ -48,7 +48,7 @@ STAGES = ("query_tower", "item_lookup", "l2")
 LATENCY = 8  # keyed-draw event code (plus the stage index)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Latencies:
     """Per-request latency (ms) and success (within the SLA) of each stage; arrays of (B,)."""
 
@@ -70,7 +70,7 @@ def draw_latencies(cfg: LatencyConfig, seed: int, request_id: np.ndarray,
         u = keyed_uniform(seed, request_id, code, LATENCY)
         ms[stage] = median * np.exp(cfg.sigma * ndtri(np.clip(u, 1e-12, 1 - 1e-12)))
         ok[stage] = ms[stage] <= cfg.sla_ms[stage] if cfg.enabled else np.ones(b, bool)
-    return Latencies(ms, ok)
+    return Latencies(ms=ms, ok=ok)
 
 
 def stage_work(query_model: TwoTowerBase, l2: Ranker, tiers: Iterable[DeployedIndex],

@@ -44,7 +44,7 @@ from sim.world.marketplace import Marketplace
 ItemTower = Callable[[], tuple[TwoTowerBase, int]]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EmbeddingTable:
     """One row per catalog slot: the vector of the ad last embedded there."""
 
@@ -56,15 +56,17 @@ class EmbeddingTable:
 
     @staticmethod
     def empty(n: int, width: int) -> EmbeddingTable:
-        return EmbeddingTable(np.zeros((n, width), np.float32), np.zeros(n, np.int32),
-                              np.full(n, -1, np.int64), np.full(n, -np.inf), np.zeros(n, np.uint8))
+        return EmbeddingTable(vectors=np.zeros((n, width), np.float32), version=np.zeros(n, np.int32),
+                              ad_id=np.full(n, -1, np.int64), embedded_at=np.full(n, -np.inf),
+                              families=np.zeros(n, np.uint8))
 
     def copy(self) -> EmbeddingTable:
-        return EmbeddingTable(self.vectors.copy(), self.version.copy(), self.ad_id.copy(),
-                              self.embedded_at.copy(), self.families.copy())
+        return EmbeddingTable(vectors=self.vectors.copy(), version=self.version.copy(),
+                              ad_id=self.ad_id.copy(), embedded_at=self.embedded_at.copy(),
+                              families=self.families.copy())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Snapshot:
     time: float
     table: EmbeddingTable
@@ -141,7 +143,7 @@ class IndexPipeline:
         return slots
 
     def take_snapshot(self, now: float) -> Snapshot:
-        self.snapshot = Snapshot(now, self.table.copy())
+        self.snapshot = Snapshot(time=now, table=self.table.copy())
         v = self.snapshot.table.version
         v = v[v > 0]
         self.writer.append("snapshots", {"time": now, "arm": self.arm.name, "n_items": v.size,

@@ -25,7 +25,7 @@ Columns = dict[str, Any]
 SOURCE_NAMES = ("partial_request", "full_request")  # by ``is_full``
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CandidateSample:
     """The candidates of a served batch logged to ``candidates`` and the training logs: (N,)
     batch rows, retrieval columns, and whether the request is logged in full."""

@@ -42,7 +42,7 @@ def family_slices(d: int) -> dict[str, slice]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Advertisers:
     """One row per advertiser. Bids are in currency: per conversion, per click, per mille."""
 
@@ -58,7 +58,7 @@ class Advertisers:
         return int(self.objective.shape[0])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FeatureMaps:
     """World constants that turn latent state into observable families."""
 
@@ -68,7 +68,7 @@ class FeatureMaps:
     targeting_weight: np.ndarray  # (3,)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Catalog:
     """The live ads, one per slot. Mutated only by :func:`replace_ads` (ad churn)."""
 
@@ -165,8 +165,8 @@ def build_catalog(
     s = cfg.n_advertisers * cfg.ads_per_advertiser
     slots = np.arange(s)
     owner, latent, quality, creative, expires, feats = _draw_ads(slots, adv, cfg, maps, 0.0, rng)
-    return Catalog(np.arange(s, dtype=np.int64), owner, latent, quality, creative,
-                   np.zeros(s), expires, feats, next_id=s)
+    return Catalog(ad_id=np.arange(s, dtype=np.int64), advertiser=owner, latent=latent, quality=quality,
+                   creative=creative, created_at=np.zeros(s), expires_at=expires, features=feats, next_id=s)
 
 
 def replace_ads(

@@ -25,7 +25,7 @@ from sim.world.response import Truth, build_truth
 from sim.world.users import Users, build_users
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Marketplace:
     users: Users
     advertisers: Advertisers
@@ -57,7 +57,8 @@ def build_marketplace(cfg: Config, streams: Streams) -> Marketplace:
     history = offsite_rng.exponential(w.ad_lifetime_days, size=catalog.n)  # age before time 0
     offsite.new_ads(np.arange(catalog.n), catalog.ad_id, catalog.quality, 0.0,
                     w.offsite_organic_per_day, history, offsite_rng)
-    market = Marketplace(users, adv, maps, catalog, truth, mix / mix.sum(), offsite, offsite_rng)
+    market = Marketplace(users=users, advertisers=adv, maps=maps, catalog=catalog, truth=truth,
+                         surface_mix=mix / mix.sum(), offsite=offsite, offsite_rng=offsite_rng)
     market.refresh_offsite(0.0)
     return market
 

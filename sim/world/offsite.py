@@ -31,7 +31,7 @@ RING_DAYS = 91
 QUALITY_NOISE = 0.3  # logit noise between an ad's quality and its organic visit rate
 
 
-@dataclass
+@dataclass(kw_only=True)
 class OffsiteCounter:
     rate: np.ndarray  # (S,) organic visits per day
     history_days: np.ndarray  # (S,) days the ad existed before ``created_at`` counted from
@@ -44,9 +44,9 @@ class OffsiteCounter:
 
     @staticmethod
     def empty(n: int) -> OffsiteCounter:
-        return OffsiteCounter(np.zeros(n), np.zeros(n), np.zeros(n), np.full(n, -1, np.int64),
-                              np.zeros((n, RING_DAYS), np.uint16), np.full(RING_DAYS, -1, np.int64),
-                              [])
+        return OffsiteCounter(rate=np.zeros(n), history_days=np.zeros(n), created_at=np.zeros(n),
+                              ad_id=np.full(n, -1, np.int64), ring=np.zeros((n, RING_DAYS), np.uint16),
+                              ring_day=np.full(RING_DAYS, -1, np.int64), pending=[])
 
     def new_ads(self, slots: np.ndarray, ad_id: np.ndarray, quality: np.ndarray, now: float,
                 organic_per_day: float, history_days: np.ndarray,

@@ -22,7 +22,7 @@ from sim.numerics import sigmoid
 from sim.rng import CLICK, CONVERSION, CONVERSION_DELAY, keyed_uniform
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Truth:
     """World constants of the response model."""
 
@@ -66,7 +66,7 @@ def true_rates(
     return sigmoid(ctr + creative), sigmoid(cvr + quality)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Outcomes:
     """Drawn outcomes of impressions; every array has the shape of the impressions given."""
 
@@ -84,4 +84,4 @@ def draw_outcomes(
     conversion = click & (keyed_uniform(seed, request_id, ad_id, CONVERSION) < pcvr)
     u = keyed_uniform(seed, request_id, ad_id, CONVERSION_DELAY)
     delay = -delay_mean_s * np.log1p(-u)
-    return Outcomes(click, conversion, delay)
+    return Outcomes(click=click, conversion=conversion, delay_s=delay)

@@ -16,7 +16,7 @@ from sim.config.schema import TrafficConfig
 from sim.world.users import Users
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RequestBatch:
     """One tick's requests, sorted by time. All arrays have shape (n,)."""
 
@@ -31,8 +31,8 @@ class RequestBatch:
 
     def take(self, idx: np.ndarray) -> RequestBatch:
         """The sub-batch of rows ``idx``."""
-        return RequestBatch(self.request_id[idx], self.time[idx], self.user[idx],
-                            self.segment[idx], self.surface[idx])
+        return RequestBatch(request_id=self.request_id[idx], time=self.time[idx], user=self.user[idx],
+                            segment=self.segment[idx], surface=self.surface[idx])
 
 
 def cumulative_rate(t: np.ndarray | float, cfg: TrafficConfig) -> np.ndarray | float:
@@ -78,4 +78,4 @@ def draw_requests(
     times = np.sort(np.interp(rng.uniform(cum[0], cum[-1], size=n), cum, grid))
     user, surface = draw_audience(rng, n, users, surface_mix)
     ids = np.arange(first_id, first_id + n, dtype=np.int64)
-    return RequestBatch(ids, times, user, users.segment[user], surface)
+    return RequestBatch(request_id=ids, time=times, user=user, segment=users.segment[user], surface=surface)

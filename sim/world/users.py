@@ -9,7 +9,7 @@ import numpy as np
 from sim.config.schema import TrafficConfig, WorldConfig
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Users:
     """The user population. Row ``i`` of every array is user ``i`` (the user id)."""
 
@@ -35,4 +35,5 @@ def build_users(world: WorldConfig, traffic: TrafficConfig, rng: np.random.Gener
     observed = latent + rng.normal(0.0, world.feature_noise, size=(n, d))
     onehot = np.eye(k, dtype=np.float32)[segment]
     features = np.concatenate([observed.astype(np.float32), onehot], axis=1)
-    return Users(latent.astype(np.float32), segment.astype(np.int16), cdf, features)
+    return Users(latent=latent.astype(np.float32), segment=segment.astype(np.int16), activity_cdf=cdf,
+                 features=features)
