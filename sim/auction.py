@@ -103,6 +103,9 @@ def allocate(
     Returns:
         :class:`AuctionResult` with winners (candidate column or -1), prices per unit of quality
         and the expected payment per impression of each slot.
+
+    One function of about 45 lines of code under this docstring: validation, ranking and the four
+    pricing rules read best side by side.
     """
     bids = np.asarray(bids, dtype=np.float64)
     quality = np.ones_like(bids) if quality is None else np.asarray(quality, dtype=np.float64)

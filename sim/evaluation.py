@@ -155,28 +155,36 @@ def skew_sweep(registry: Registry, families: dict[str, str], l2_lineage: str, ro
         for k in range(min(cfg.readiness.max_distance, n - 1) + 1):
             entry: dict[str, Any] = {}
             for name, m in groups.items():
-                pairs, deltas = [], []
-                for a in range(k, n):  # anchor query version a + 1, item version a + 1 - k
-                    p = torch.sigmoid((qv[a] * iv[a - k]).sum(1)).double().numpy()
-                    clean = torch.sigmoid((qv[a] * iv[a]).sum(1)).double().numpy()
-                    pm, cm = _pair_metrics(p, rows, teacher, m), _pair_metrics(clean, rows, teacher, m)
-                    pairs.append(pm)
-                    deltas.append({key: pm[key] - cm[key] for key in pm if key != "rows"})
-                mean = {key: float(np.mean([x[key] for x in pairs])) for key in pairs[0]}
-                delta = {key: float(np.mean([x[key] for x in deltas])) for key in deltas[0]}
-                entry[name] = {**mean, "anchors": len(pairs), "delta": delta,
-                               "latest_query": pairs[-1]}
+                entry[name] = _at_distance(qv, iv, k, rows, teacher, m)
                 kind, _, value = name.partition(":")
+                mean, delta = entry[name], entry[name]["delta"]
                 writer.append("skew_sweep", {
                     "family": family, "lineage": lineage, "query_version": n, "distance": k,
                     "source": value if kind == "source" else "all",
-                    "tier": value if kind == "tier" else "all", "anchors": len(pairs),
+                    "tier": value if kind == "tier" else "all", "anchors": mean["anchors"],
                     **{key: mean[key] for key in ("rows", "log_loss", "excess_loss",
                                                   "calibration", "log_mae")},
                     "delta_excess_loss": delta["excess_loss"], "delta_log_mae": delta["log_mae"]})
             sweep[family][str(k)] = entry
         gate[family] = _gate(sweep[family], cfg)
     return {"skew_sweep": sweep, "skew_gate": gate}
+
+
+def _at_distance(qv: list[torch.Tensor], iv: list[torch.Tensor], k: int, rows: LoggedRows,
+                 teacher: np.ndarray, m: np.ndarray) -> dict[str, Any]:
+    """The metrics of every (query a, item a - k) pairing of a lineage's versions on the rows
+    ``m``, averaged over anchors, with ``delta`` against the clean pairing of the same anchor and
+    ``latest_query`` the pairing with the latest query version."""
+    pairs, deltas = [], []
+    for a in range(k, len(qv)):  # anchor query version a + 1, item version a + 1 - k
+        p = torch.sigmoid((qv[a] * iv[a - k]).sum(1)).double().numpy()
+        clean = torch.sigmoid((qv[a] * iv[a]).sum(1)).double().numpy()
+        pm, cm = _pair_metrics(p, rows, teacher, m), _pair_metrics(clean, rows, teacher, m)
+        pairs.append(pm)
+        deltas.append({key: pm[key] - cm[key] for key in pm if key != "rows"})
+    mean = {key: float(np.mean([x[key] for x in pairs])) for key in pairs[0]}
+    delta = {key: float(np.mean([x[key] for x in deltas])) for key in deltas[0]}
+    return {**mean, "anchors": len(pairs), "delta": delta, "latest_query": pairs[-1]}
 
 
 def _gate(curve: dict[str, Any], cfg: Config) -> dict[str, Any]:
