@@ -3,6 +3,7 @@ sections and plots, attribution by Shapley values, sweep aggregation."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from sim.config.overlay import arm_config
 from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES
 from sim.report import retrospective
 from sim.report import verdicts as V
@@ -352,9 +354,15 @@ def test_switches_turn_the_hazards_off(hazard_run: Path) -> None:
     assert all(set(off.features.onboarding[f]) == set(ARTIFACTS) for f in FEATURE_FAMILIES)
     assert off.experiment.training == "diverted" and off.index.build_mode == "batch"
     assert off.models.l1_features == cfg.models.l1_features  # the models themselves unchanged
-    overlay = off.experiment.treatment["models"]
-    assert overlay["l1_features"] == cfg.experiment.treatment["models"]["l1_features"]
-    assert overlay["query_rollout_delay_s"] == 0.0  # the overlay touches `models`: switched there too
+    overlay = off.experiment.treatment
+    assert overlay["models"]["l1_features"] == cfg.experiment.treatment["models"]["l1_features"]
+    treatment = arm_config(off, overlay)  # what the treatment arm really runs with
+    assert treatment.releases.query_rollout_delay_s == 0.0 == off.releases.query_rollout_delay_s
+    assert treatment.index.build_mode == "batch" and treatment.index.large_deploy_s == 0.0
+    touched = switched(dataclasses.replace(cfg, experiment=dataclasses.replace(
+        cfg.experiment, treatment={**overlay, "releases": {"query_rollout_delay_s": 7200.0}})),
+        ["version_skew"])
+    assert touched.experiment.treatment["releases"]["query_rollout_delay_s"] == 0.0  # switched there too
 
 
 def test_attribution_worlds_and_shapley(hazard_run: Path) -> None:
