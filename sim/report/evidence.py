@@ -66,7 +66,7 @@ def significant(interval: dict[str, float | None] | None) -> bool:
     return bool(interval["low"] > 0 or interval["high"] < 0)  # type: ignore[operator]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Gap:
     """The online/offline gap in L1's log_mae against L2 (see the module docstring)."""
 
@@ -86,13 +86,14 @@ def gap(metrics: dict[str, Any]) -> Gap:
     if two_arms(metrics):
         off = offline_change(metrics)[GAP_SOURCE]
         on = l1_log_mae_lift(metrics)
-        return Gap(off, on, None if off is None or on is None else on - off, True,
-                   lift(metrics, "cpa"))
+        return Gap(offline=off, online=on, gap=None if off is None or on is None else on - off,
+                   relative=True, cpa_lift=lift(metrics, "cpa"))
     arm = next(iter(metrics["arms"]))
     off_row = offline_overall(metrics, arm, GAP_SOURCE)
     off = (off_row or {}).get("log_mae")
     on = metrics["arms"][arm].get("l1_log_mae")
-    return Gap(off, on, None if off is None or on is None else on - off, False, None)
+    return Gap(offline=off, online=on, gap=None if off is None or on is None else on - off, relative=False,
+               cpa_lift=None)
 
 
 def served_family(metrics: dict[str, Any], arm: str) -> str | None:

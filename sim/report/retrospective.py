@@ -41,7 +41,7 @@ from sim.report.verdicts import CAUSE, OFFLINE_WIN, RECALL_MOVE, RULED_OUT, Verd
 OFFLINE_RANGE = (0.20, 0.45)  # the retrospective's offline log_mae reduction
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Observation:
     claim: str  # what the retrospective reported
     measured: str  # what this run shows
@@ -53,8 +53,8 @@ def _offline_range(m: dict[str, Any]) -> Observation:
     change = offline_change(m)
     known = [c for c in change.values() if c is not None]
     holds = bool(known) and len(known) == len(change) and all(lo <= -c <= hi for c in known)
-    return Observation(f"offline: a {lo:.0%}-{hi:.0%} log_mae reduction on every log source",
-                       ", ".join(f"{s} {pct(c)}" for s, c in change.items()), holds)
+    return Observation(claim=f"offline: a {lo:.0%}-{hi:.0%} log_mae reduction on every log source",
+                       measured=", ".join(f"{s} {pct(c)}" for s, c in change.items()), holds=holds)
 
 
 def _miscalibration(row: dict[str, Any]) -> float:
@@ -73,35 +73,36 @@ def _calibration_deciles(m: dict[str, Any]) -> Observation:
         better = sum(_miscalibration(rt) < _miscalibration(rc) for rc, rt in pairs)
         parts.append(f"{s} {better}/{len(pairs)} deciles")
         holds = holds and bool(pairs) and better == len(pairs)
-    return Observation("offline: better calibration in every pCVR decile",
-                       "treatment closer to 1 in " + ", ".join(parts), holds)
+    return Observation(claim="offline: better calibration in every pCVR decile",
+                       measured="treatment closer to 1 in " + ", ".join(parts), holds=holds)
 
 
 def _cpa(m: dict[str, Any]) -> Observation:
     cpa = lift(m, "cpa")
     est = (cpa or {}).get("estimate")
     holds = None if est is None else not (significant(cpa) and est < 0)
-    return Observation("online: neutral or slightly worse CPA (no significant CPA win)",
-                       f"CPA lift {interval(cpa)}", holds)
+    return Observation(claim="online: neutral or slightly worse CPA (no significant CPA win)",
+                       measured=f"CPA lift {interval(cpa)}", holds=holds)
 
 
 def _ocpm(m: dict[str, Any]) -> Observation:
     share = lift(m, "ocpm_impression_share")
     est = (share or {}).get("estimate")
-    return Observation("online: more oCPM impressions than production",
-                       f"oCPM impression share lift {interval(share)}"
-                       + (" (significant)" if significant(share) else ""),
-                       None if est is None else est > 0)
+    measured = f"oCPM impression share lift {interval(share)}" + (
+        " (significant)" if significant(share) else "")
+    return Observation(claim="online: more oCPM impressions than production", measured=measured,
+                       holds=None if est is None else est > 0)
 
 
 def _ruled_out(v: Verdict, claim: str) -> Observation:
-    return Observation(claim, f"{v.status.replace('_', ' ')}: {v.finding}", v.status == RULED_OUT)
+    return Observation(claim=claim, measured=f"{v.status.replace('_', ' ')}: {v.finding}",
+                       holds=v.status == RULED_OUT)
 
 
 def _named(v: Verdict, claim: str) -> Observation:
     arms = f" ({', '.join(v.arms)})" if v.arms else ""
-    return Observation(claim, f"{v.status.replace('_', ' ')}{arms}: {v.finding}",
-                       v.status == CAUSE and "treatment" in v.arms)
+    return Observation(claim=claim, measured=f"{v.status.replace('_', ' ')}{arms}: {v.finding}",
+                       holds=v.status == CAUSE and "treatment" in v.arms)
 
 
 def _skew(m: dict[str, Any], v: Verdict) -> Observation:
@@ -110,8 +111,8 @@ def _skew(m: dict[str, Any], v: Verdict) -> Observation:
                          f"{pct(e[arm]['excess_loss'])}" for arm in e)
     holds = (v.status == CAUSE and "treatment" in v.arms
              and skew_cost(e["treatment"]) > skew_cost(e["control"]))
-    return Observation("version skew present, hurting the new family more than production",
-                       measured, holds)
+    return Observation(claim="version skew present, hurting the new family more than production",
+                       measured=measured, holds=holds)
 
 
 def _recall_surface(m: dict[str, Any]) -> Observation:
@@ -129,11 +130,11 @@ def _recall_surface(m: dict[str, Any]) -> Observation:
     claim = (f"a recall ceiling on some surface: an offline win (>= {OFFLINE_WIN:.0%}) and a "
              f"surface where neither recall moves by {RECALL_MOVE}")
     if not parts:
-        return Observation(claim, "no recall by surface", None)
+        return Observation(claim=claim, measured="no recall by surface", holds=None)
     win = offline_win(m)
-    return Observation(claim, f"offline win {pct(win)}; " + "; ".join(parts)
+    return Observation(claim=claim, measured=f"offline win {pct(win)}; " + "; ".join(parts)
                        + f"; flat: {', '.join(flat) or 'none'}",
-                       bool(flat) and win is not None and win >= OFFLINE_WIN)
+                       holds=bool(flat) and win is not None and win >= OFFLINE_WIN)
 
 
 def observations(m: dict[str, Any], verdicts: list[Verdict]) -> list[Observation]:

@@ -42,7 +42,7 @@ MIX_SHIFT = 0.05  # an oCPM impression share lift of at least 5%, its 95% interv
 CAUSE, RULED_OUT, NOT_MEASURABLE = "cause", "ruled_out", "not_measurable"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Verdict:
     layer: int
     key: str
@@ -75,17 +75,18 @@ def interval(iv: dict[str, float | None] | None) -> str:
 def offline_eval(m: dict[str, Any]) -> Verdict:
     rule = (f"cause if the treatment's offline log_mae win is >= {OFFLINE_WIN:.0%} on one log "
             f"source and below {NO_WIN:.0%} on another (the win depends on what was evaluated)")
-    args = (1, "offline_eval", "Offline evaluation: the win depends on the log source")
+    args: dict[str, Any] = {"layer": 1, "key": "offline_eval",
+                            "hypothesis": "Offline evaluation: the win depends on the log source"}
     if not two_arms(m):
-        return Verdict(*args, NOT_MEASURABLE, rule, "needs two arms")
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding="needs two arms")
     wins = {s: (None if c is None else -c) for s, c in offline_change(m).items()}
     known = [w for w in wins.values() if w is not None]
     finding = "log_mae win by source: " + ", ".join(f"{s} {pct(w)}" for s, w in wins.items())
     if not known:
-        return Verdict(*args, NOT_MEASURABLE, rule, "no offline evaluation")
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding="no offline evaluation")
     fires = max(known) >= OFFLINE_WIN and min(known) < NO_WIN
-    return Verdict(*args, CAUSE if fires else RULED_OUT, rule, finding,
-                   ("treatment",) if fires else ())
+    return Verdict(**args, status=CAUSE if fires else RULED_OUT, rule=rule, finding=finding,
+                   arms=("treatment",) if fires else ())
 
 
 def exposure_bias(m: dict[str, Any]) -> Verdict:
@@ -93,11 +94,13 @@ def exposure_bias(m: dict[str, Any]) -> Verdict:
             f"miscalibration |ln(calibration)| falls by more than the control's, by at least "
             f"{EXPOSURE_CLOSE} and by two standard errors (sqrt of the sum of 1/conversions over "
             "the four calibrations): the gap closes as the treatment owns more of the training data")
-    args = (1, "exposure_bias", "Exposure bias: the gap closes as the treatment's share grows")
+    args: dict[str, Any] = {"layer": 1, "key": "exposure_bias",
+                            "hypothesis": "Exposure bias: the gap closes as the treatment's share grows"}
     exp = m.get("exposure") or {}
     steps = {a: [s for s in exp.get(a, []) if s.get("l1_calibration")] for a in exp}
     if len(steps) < 2 or min(len(s) for s in steps.values()) < 2:
-        return Verdict(*args, NOT_MEASURABLE, rule, "needs two arms and a ramp of >= 2 steps")
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule,
+                       finding="needs two arms and a ramp of >= 2 steps")
 
     def fall(arm: str) -> float:
         s = steps[arm]
@@ -111,14 +114,15 @@ def exposure_bias(m: dict[str, Any]) -> Verdict:
             f"{s['share']:.0%}: {s['l1_calibration']:.3f}" for s in steps[a]) for a in steps)
     finding += f"; treatment's change beyond control's {diff:+.3f} (standard error {se:.3f})"
     fires = diff <= -max(EXPOSURE_CLOSE, 2.0 * se)
-    return Verdict(*args, CAUSE if fires else RULED_OUT, rule, finding,
-                   ("treatment",) if fires else ())
+    return Verdict(**args, status=CAUSE if fires else RULED_OUT, rule=rule, finding=finding,
+                   arms=("treatment",) if fires else ())
 
 
 def timeouts(m: dict[str, Any]) -> Verdict:
     rule = (f"cause if an arm's share of requests past a stage's SLA exceeds the control's (one "
             f"arm: 0) by >= {TIMEOUT_EXCESS:.0%} points (those requests fell back)")
-    args = (1, "timeouts", "Timeouts: requests served by the fallback path")
+    args: dict[str, Any] = {"layer": 1, "key": "timeouts",
+                            "hypothesis": "Timeouts: requests served by the fallback path"}
     arms = m["arms"]
     base = arms.get("control") if two_arms(m) else None
     fired, parts = [], []
@@ -134,16 +138,17 @@ def timeouts(m: dict[str, Any]) -> Verdict:
             if excess >= TIMEOUT_EXCESS:
                 fired.append(arm)
     if not parts:
-        return Verdict(*args, NOT_MEASURABLE, rule, "no latency records")
-    return Verdict(*args, CAUSE if fired else RULED_OUT, rule, "; ".join(parts),
-                   tuple(dict.fromkeys(fired)))
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding="no latency records")
+    return Verdict(**args, status=CAUSE if fired else RULED_OUT, rule=rule, finding="; ".join(parts),
+                   arms=tuple(dict.fromkeys(fired)))
 
 
 def parity_gap(m: dict[str, Any]) -> Verdict:
     rule = ("cause if the parity audit lists a family present in the training logs but missing "
             f"(< 99%) in an online artifact whose importance to the arm's L1 is >= "
             f"{PARITY_LOG_LOSS} nats of log loss or >= {PARITY_LOG_MAE} log_mae")
-    args = (2, "parity_gap", "Feature parity gap between training and serving")
+    args: dict[str, Any] = {"layer": 2, "key": "parity_gap",
+                            "hypothesis": "Feature parity gap between training and serving"}
     fired, parts = [], []
     for arm, a in m["arms"].items():
         for row in a.get("parity_audit") or []:
@@ -157,14 +162,16 @@ def parity_gap(m: dict[str, Any]) -> Verdict:
             if matters:
                 fired.append(arm)
     finding = "; ".join(parts) if parts else "the audit lists no family missing online"
-    return Verdict(*args, CAUSE if fired else RULED_OUT, rule, finding, tuple(dict.fromkeys(fired)))
+    return Verdict(**args, status=CAUSE if fired else RULED_OUT, rule=rule, finding=finding,
+                   arms=tuple(dict.fromkeys(fired)))
 
 
 def version_skew(m: dict[str, Any]) -> Verdict:
     rule = ("cause if the version distances an arm served, weighted by the offline skew sweep's "
             f"change at each distance, predict >= {SKEW_INCREASE:.0%} worse log_mae or excess loss "
             "than the clean pairing")
-    args = (2, "version_skew", "Embedding version skew between query and item towers")
+    args: dict[str, Any] = {"layer": 2, "key": "version_skew",
+                            "hypothesis": "Embedding version skew between query and item towers"}
     fired, parts, measurable = [], [], False
     for arm in m["arms"]:
         e = skew_expectation(m, arm)
@@ -177,8 +184,9 @@ def version_skew(m: dict[str, Any]) -> Verdict:
         if skew_cost(e) >= SKEW_INCREASE:
             fired.append(arm)
     if not measurable:
-        return Verdict(*args, NOT_MEASURABLE, rule, "; ".join(parts))
-    return Verdict(*args, CAUSE if fired else RULED_OUT, rule, "; ".join(parts), tuple(fired))
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding="; ".join(parts))
+    return Verdict(**args, status=CAUSE if fired else RULED_OUT, rule=rule, finding="; ".join(parts),
+                   arms=tuple(fired))
 
 
 def _recalls(m: dict[str, Any], arm: str) -> dict[str, float | None]:
@@ -190,9 +198,11 @@ def recall_ceiling(m: dict[str, Any]) -> Verdict:
     rule = (f"cause if the treatment's L1 wins offline (>= {OFFLINE_WIN:.0%} log_mae on "
             f"{GAP_SOURCE}) but neither retrieval nor ranking recall moves by {RECALL_MOVE} or more "
             f"(a surface with recall >= {RECALL_CEILING} is at its ceiling)")
-    args = (3, "recall_ceiling", "Recall ceiling: a better L1 does not change what passes L1")
+    args: dict[str, Any] = {"layer": 3, "key": "recall_ceiling",
+                            "hypothesis": "Recall ceiling: a better L1 does not change what passes L1"}
     if not two_arms(m) or m["arms"]["control"].get("retrieval_recall") is None:
-        return Verdict(*args, NOT_MEASURABLE, rule, "needs two arms and the full-request log")
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule,
+                       finding="needs two arms and the full-request log")
     c, t = _recalls(m, "control"), _recalls(m, "treatment")
     moves: dict[str, float | None] = {}
     for k in c:
@@ -212,45 +222,48 @@ def recall_ceiling(m: dict[str, Any]) -> Verdict:
                        if room < RECALL_MOVE else
                        f"{room:+.3f}: headroom the offline gain did not reach)"))
     if win is None or win < OFFLINE_WIN:
-        return Verdict(*args, RULED_OUT, rule, finding + " (no offline win for the funnel to erase)")
+        return Verdict(**args, status=RULED_OUT, rule=rule,
+                       finding=finding + " (no offline win for the funnel to erase)")
     fires = all(v is not None and abs(v) < RECALL_MOVE for v in moves.values())
-    return Verdict(*args, CAUSE if fires else RULED_OUT, rule, finding,
-                   ("treatment",) if fires else ())
+    return Verdict(**args, status=CAUSE if fires else RULED_OUT, rule=rule, finding=finding,
+                   arms=("treatment",) if fires else ())
 
 
 def metric_mismatch(m: dict[str, Any]) -> Verdict:
     rule = (f"cause if the treatment's L1 is better offline (>= {OFFLINE_WIN:.0%} log_mae) and "
             f"online (online l1_log_mae lift <= -{OFFLINE_WIN:.0%}), yet CPA is not significantly "
             "lower: bids, budgets, pacing and the auction absorbed the better predictions")
-    args = (3, "metric_mismatch", "Metric mismatch: offline log_mae vs online CPA")
+    args: dict[str, Any] = {"layer": 3, "key": "metric_mismatch",
+                            "hypothesis": "Metric mismatch: offline log_mae vs online CPA"}
     if not two_arms(m):
-        return Verdict(*args, NOT_MEASURABLE, rule, "needs two arms")
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding="needs two arms")
     win, online, cpa = offline_win(m), l1_log_mae_lift(m), lift(m, "cpa")
     finding = (f"offline log_mae change {pct(None if win is None else -win)}, online l1_log_mae "
                f"lift {pct(online)}, CPA lift {interval(cpa)}")
     if win is None or win < OFFLINE_WIN:
-        return Verdict(*args, RULED_OUT, rule, finding + " (no offline win)")
+        return Verdict(**args, status=RULED_OUT, rule=rule, finding=finding + " (no offline win)")
     if online is None or online > -OFFLINE_WIN:
-        return Verdict(*args, RULED_OUT, rule,
-                       finding + " (L1 is not better online: look at layers 1 and 2)")
+        return Verdict(**args, status=RULED_OUT, rule=rule,
+                       finding=finding + " (L1 is not better online: look at layers 1 and 2)")
     cpa_win = significant(cpa) and (cpa or {}).get("estimate", 0.0) < 0  # type: ignore[operator]
-    return Verdict(*args, RULED_OUT if cpa_win else CAUSE, rule, finding,
-                   () if cpa_win else ("treatment",))
+    return Verdict(**args, status=RULED_OUT if cpa_win else CAUSE, rule=rule, finding=finding,
+                   arms=() if cpa_win else ("treatment",))
 
 
 def mix_shift(m: dict[str, Any]) -> Verdict:
     rule = (f"cause if the oCPM impression share lift is >= {MIX_SHIFT:.0%} in size and its 95% "
             "interval excludes 0 (CPA counts oCPM ads only, so a new mix moves it by itself)")
-    args = (3, "mix_shift", "Mix shift: the treatment changes which ads win")
+    args: dict[str, Any] = {"layer": 3, "key": "mix_shift",
+                            "hypothesis": "Mix shift: the treatment changes which ads win"}
     if not two_arms(m):
-        return Verdict(*args, NOT_MEASURABLE, rule, "needs two arms")
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding="needs two arms")
     share = lift(m, "ocpm_impression_share")
     fires = significant(share) and abs((share or {}).get("estimate") or 0.0) >= MIX_SHIFT
     arms = m["arms"]
     finding = (f"oCPM impression share {pct(arms['control'].get('ocpm_impression_share'), False)} → "
                f"{pct(arms['treatment'].get('ocpm_impression_share'), False)}, lift {interval(share)}")
-    return Verdict(*args, CAUSE if fires else RULED_OUT, rule, finding,
-                   ("treatment",) if fires else ())
+    return Verdict(**args, status=CAUSE if fires else RULED_OUT, rule=rule, finding=finding,
+                   arms=("treatment",) if fires else ())
 
 
 RULES: tuple[Callable[[dict[str, Any]], Verdict], ...] = (
