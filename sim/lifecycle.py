@@ -24,6 +24,7 @@ from sim.config.schema import Config
 from sim.features.registry import feature_view
 from sim.logs.writer import LogWriter
 from sim.metrics import cross_entropy, log_mae
+from sim.models.checkpoints import Checkpoints
 from sim.models.families import parameter_count
 from sim.models.ranker import Ranker
 from sim.models.registry import ModelVersion, Registry
@@ -38,10 +39,12 @@ from sim.world.marketplace import Marketplace
 class Lifecycle:
     def __init__(self, cfg: Config, market: Marketplace, registry: Registry, log: TrainingLog,
                  arms: list[Arm], readiness: dict[str, str], streams: Streams,
-                 writer: LogWriter) -> None:
-        """``readiness``: extra L1 lineages (lineage -> family) trained beside ``control``'s."""
+                 writer: LogWriter, checkpoints: Checkpoints | None = None) -> None:
+        """``readiness``: extra L1 lineages (lineage -> family) trained beside ``control``'s;
+        ``checkpoints``: where a fit with known inputs is loaded instead of trained."""
         self.cfg, self.market, self.registry, self.log = cfg, market, registry, log
         self.arms, self.readiness, self.streams, self.writer = arms, readiness, streams, writer
+        self.checkpoints = checkpoints
         self.releases = 0
 
     def release(self, now: float) -> dict[str, int]:
@@ -87,7 +90,8 @@ class Lifecycle:
         users = self.market.users
         prev = self.registry.latest(arm.l2_lineage)
         l2 = warm_start(prev.ranker, share, gen)
-        fit = fit_l2(l2, rows, now, users, acfg, mcfg, gen, fit_norm=False)
+        fit = fit_l2(l2, rows, now, users, acfg, mcfg, gen, fit_norm=False,
+                     checkpoints=self.checkpoints)
         self._register(ModelVersion(
             lineage=arm.l2_lineage, version=prev.version + 1, kind="l2", family="ranker",
             trained_at=now, window_start=start, window_end=end, feature_view=view,
@@ -97,7 +101,8 @@ class Lifecycle:
         for lineage, family in l1s.items():
             prev = self.registry.latest(lineage)
             l1 = warm_start(prev.tower, share, gen)
-            fit = fit_l1(l1, l2, rows, now, users, acfg, mcfg, gen, fit_norm=False)
+            fit = fit_l1(l1, l2, rows, now, users, acfg, mcfg, gen, fit_norm=False,
+                         checkpoints=self.checkpoints)
             l1_view = feature_view(rows.families, list(acfg.models.l1_features))
             self._register(ModelVersion(
                 lineage=lineage, version=prev.version + 1, kind="l1", family=family,

@@ -122,6 +122,7 @@ def _run(cfg: Config, run_dir: Path, scenario: str,
                           scenario) for share in (0.0, 100.0)]
             metrics["ground_truth"] = ground_truth(metrics, *worlds)
         write_json_atomic(run_dir / "metrics.json", metrics)
+        manifest["checkpoints"] = dataclasses.asdict(sim.checkpoints.stats)
         manifest.update({
             "status": "complete", "requests": stats.requests, "setup_s": setup_s,
             "data_plane_s": stats.data_plane_s,

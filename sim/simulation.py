@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -46,6 +47,7 @@ from sim.features.registry import FeatureRegistry
 from sim.lifecycle import Lifecycle
 from sim.logs.writer import LogWriter
 from sim.models.bootstrap import train_initial_models
+from sim.models.checkpoints import Checkpoints
 from sim.models.registry import Registry
 from sim.models.releases import teacher_pcvr
 from sim.models.training_log import TrainingLog
@@ -104,7 +106,11 @@ class Simulation:
         self.readiness, extra = readiness_lineages(cfg, self.arm_cfgs)
         plan = [(f"{a}/l2", acfg, {f"{a}/l1": acfg.models.l1_family} | (extra if a == "control" else {}))
                 for a, acfg in self.arm_cfgs.items()]
-        boot = train_initial_models(self.market, cfg, self.streams, self.registry, plan)
+        cache = cfg.cache
+        self.checkpoints = Checkpoints(None if cache.dir is None else Path(cache.dir), cache.max_mb,
+                                       cfg.threads.torch)
+        boot = train_initial_models(self.market, cfg, self.streams, self.registry, plan,
+                                    self.checkpoints)
         for lineage in self.registry.lineages():
             self.writer.append("model_releases", self.registry.log_rows(self.registry.latest(lineage)))
         self.stats = Stats(bootstrap=boot)
@@ -124,7 +130,7 @@ class Simulation:
                 query_cache=QueryCache.empty(self.market.users.n, acfg.models.embedding_dim + 1),
                 features=FeatureRegistry.from_config(acfg.features)))
         self.lifecycle = Lifecycle(cfg, self.market, self.registry, self.training_log, self.arms,
-                                   extra, self.streams, writer)
+                                   extra, self.streams, writer, self.checkpoints)
         self.pipelines = [IndexPipeline(arm, self.market, arm.cfg, self.lifecycle.item_tower(arm),
                                         self.contexts, writer) for arm in self.arms]
         for pipe in self.pipelines:

@@ -17,7 +17,7 @@ from sim.config.validate import ConfigError, validate
 
 # what the whole run shares: the world, the experiment, and what is measured after the run
 SHARED_KEYS = ("seed", "days", "progress", "world", "traffic", "logs", "experiment", "readiness",
-               "evaluation", "threads")
+               "evaluation", "threads", "cache")
 PREFIX = "experiment.treatment"
 
 

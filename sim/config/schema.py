@@ -243,6 +243,16 @@ class ThreadsConfig:
     faiss: int = bounded(2, ge=1)
 
 
+@dataclass
+class CacheConfig:
+    """The shared directory of trained checkpoints (``sim.models.checkpoints``). Within a run a
+    model trained from the same inputs is always trained once; with ``dir`` set, checkpoints are
+    also kept there and reused by later runs (ground-truth and attribution worlds, sweeps)."""
+
+    dir: str | None = None  # a directory path; None: within the run only
+    max_mb: float = bounded(2000.0, gt=0)  # the directory is trimmed to this, least recently used first
+
+
 # keys that moved out of ``models`` when it was split into groups that mirror the code: an old
 # key fails before the run with its new name (sim.config.store.check_moved_keys)
 MOVED_KEYS = {
@@ -366,6 +376,7 @@ class Config:
     readiness: ReadinessConfig = field(default_factory=ReadinessConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     threads: ThreadsConfig = field(default_factory=ThreadsConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)

@@ -19,6 +19,7 @@ import torch
 
 from sim.config.schema import Config
 from sim.features.registry import FeatureRegistry, bits, feature_view, fill_default
+from sim.models.checkpoints import Checkpoints
 from sim.models.families import make_l1, parameter_count
 from sim.models.ranker import Ranker
 from sim.models.registry import ModelVersion, Registry
@@ -65,7 +66,8 @@ def exploration_rows(market: Marketplace, cfg: Config, streams: Streams) -> Logg
 
 
 def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, registry: Registry,
-                         plan: list[tuple[str, Config, dict[str, str]]]) -> dict[str, int]:
+                         plan: list[tuple[str, Config, dict[str, str]]],
+                         checkpoints: Checkpoints | None = None) -> dict[str, int]:
     """Register version 1 of each arm's L2 lineage and its L1 lineages (lineage -> family).
 
     ``plan`` lists ``(l2 lineage, arm config, L1 lineages)``. Every arm trains from the same
@@ -80,7 +82,8 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
         torch.manual_seed(streams.torch_seed("init"))  # parameter initialisation (torch's generator)
         l2 = Ranker(users.features.shape[1], len(acfg.world.surfaces), cat.features.shape[1],
                     acfg.world.latent_dim, acfg.models.l2_hidden, n_positions)
-        fit = fit_l2(l2, rows, 0.0, users, acfg, acfg.training, gen, fit_norm=True)
+        fit = fit_l2(l2, rows, 0.0, users, acfg, acfg.training, gen, fit_norm=True,
+                     checkpoints=checkpoints)
         registry.register(ModelVersion(
             lineage=l2_lineage, version=1, kind="l2", family="ranker", trained_at=0.0,
             window_start=-1.0, window_end=0.0, feature_view=feature_view(rows.families),
@@ -88,7 +91,8 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
             parameters=parameter_count(l2), model=l2))
         for lineage, family in l1s.items():
             l1 = make_l1(family, acfg)
-            fit = fit_l1(l1, l2, rows, 0.0, users, acfg, acfg.training, gen, fit_norm=True)
+            fit = fit_l1(l1, l2, rows, 0.0, users, acfg, acfg.training, gen, fit_norm=True,
+                         checkpoints=checkpoints)
             view = feature_view(rows.families, list(acfg.models.l1_features))
             registry.register(ModelVersion(
                 lineage=lineage, version=1, kind="l1", family=family, trained_at=0.0,

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from sim.config.schema import Config, TrainingConfig
+from sim.models.checkpoints import Checkpoints
 from sim.models.inputs import query_inputs, surface_onehot
 from sim.models.ranker import Ranker
 from sim.models.towers import TwoTowerBase
@@ -56,26 +57,56 @@ def l1_pcvr(l1: nn.Module, rows: LoggedRows, users: Users, n_surfaces: int) -> n
 
 
 def fit_l2(model: Ranker, rows: LoggedRows, known_at: float, users: Users, cfg: Config,
-           mcfg: TrainingConfig, gen: torch.Generator, fit_norm: bool) -> FitReport:
+           mcfg: TrainingConfig, gen: torch.Generator, fit_norm: bool,
+           checkpoints: Checkpoints | None = None) -> FitReport:
+    """Fit ``model`` in place on the impressions of ``rows`` (a known fit is loaded from
+    ``checkpoints``: same model, same generator state after)."""
     imp = rows.take(np.flatnonzero(rows.source == WINNER))
-    x = l2_inputs(model, imp, users, len(cfg.world.surfaces))
-    conv = imp.click & imp.converted_by(known_at)
-    pos = torch.from_numpy(np.maximum(imp.position, 0).astype(np.int64))
-    report = train_ranker(model, x, pos, _t(imp.click), _t(conv), mcfg, gen, fit_norm)
-    model.eval()
-    return report
+    ns = len(cfg.world.surfaces)
+
+    def train() -> FitReport:
+        x = l2_inputs(model, imp, users, ns)
+        conv = imp.click & imp.converted_by(known_at)
+        pos = torch.from_numpy(np.maximum(imp.position, 0).astype(np.int64))
+        report = train_ranker(model, x, pos, _t(imp.click), _t(conv), mcfg, gen, fit_norm)
+        model.eval()
+        return report
+
+    if checkpoints is None:
+        return train()
+    inputs = {"rows": _training_fields(imp), "known_at": known_at, "users": users.features,
+              "surfaces": ns, "training": dataclasses.asdict(mcfg), "fit_norm": fit_norm}
+    return checkpoints.fit("l2", model, gen, inputs, train)
 
 
 def fit_l1(model: TwoTowerBase, l2: Ranker, rows: LoggedRows, known_at: float, users: Users,
-           cfg: Config, mcfg: TrainingConfig, gen: torch.Generator, fit_norm: bool) -> FitReport:
+           cfg: Config, mcfg: TrainingConfig, gen: torch.Generator, fit_norm: bool,
+           checkpoints: Checkpoints | None = None) -> FitReport:
+    """Distill ``model`` in place from the teacher ``l2`` on ``rows`` (a known fit is loaded
+    from ``checkpoints``)."""
     ns = len(cfg.world.surfaces)
-    teacher = torch.from_numpy(teacher_pcvr(l2, rows, users, ns).astype(np.float32))
-    label = rows.click & rows.converted_by(known_at)
-    qx = _t(query_inputs(users, rows.user, rows.surface, ns))
-    report = distill_two_tower(model, qx, _t(rows.ad_features), teacher, _t(label),
-                               torch.from_numpy(rows.click), mcfg, gen, fit_norm)
-    model.eval()
-    return report
+
+    def train() -> FitReport:
+        teacher = torch.from_numpy(teacher_pcvr(l2, rows, users, ns).astype(np.float32))
+        label = rows.click & rows.converted_by(known_at)
+        qx = _t(query_inputs(users, rows.user, rows.surface, ns))
+        report = distill_two_tower(model, qx, _t(rows.ad_features), teacher, _t(label),
+                                   torch.from_numpy(rows.click), mcfg, gen, fit_norm)
+        model.eval()
+        return report
+
+    if checkpoints is None:
+        return train()
+    inputs = {"rows": _training_fields(rows), "teacher": dict(l2.state_dict()), "known_at": known_at,
+              "users": users.features, "surfaces": ns, "training": dataclasses.asdict(mcfg),
+              "fit_norm": fit_norm, "family": model.family}
+    return checkpoints.fit("l1", model, gen, inputs, train)
+
+
+def _training_fields(rows: LoggedRows) -> list[np.ndarray]:
+    """The fields of the logged rows a fit reads."""
+    return [rows.user, rows.surface, rows.ad_features, rows.source, rows.position, rows.click,
+            rows.conversion_time]
 
 
 def warm_start(model: M, reinit_share: float, gen: torch.Generator) -> M:
