@@ -123,6 +123,7 @@ def _run(cfg: Config, run_dir: Path, scenario: str,
             metrics["ground_truth"] = ground_truth(metrics, *worlds)
         write_json_atomic(run_dir / "metrics.json", metrics)
         manifest["checkpoints"] = dataclasses.asdict(sim.checkpoints.stats)
+        manifest["threads"] = dataclasses.asdict(sim.threads)
         manifest.update({
             "status": "complete", "requests": stats.requests, "setup_s": setup_s,
             "data_plane_s": stats.data_plane_s,

@@ -60,6 +60,8 @@ from sim.serving.deployer import reference_contexts
 from sim.serving.funnel import Served, serve
 from sim.serving.index import TIERS
 from sim.serving.pipeline import IndexPipeline
+from sim.threads import Threads
+from sim.threads import resolve as resolve_threads
 from sim.world.marketplace import Marketplace, build_marketplace, churn
 from sim.world.traffic import RequestBatch, draw_requests
 
@@ -91,9 +93,11 @@ def readiness_lineages(cfg: Config, arm_cfgs: dict[str, Config]) -> tuple[dict[s
 class Simulation:
     """Build the world and its initial models, then run the processes until the horizon."""
 
-    def __init__(self, cfg: Config, writer: LogWriter, progress: Progress | None = None) -> None:
-        torch.set_num_threads(cfg.threads.torch)
-        faiss.omp_set_num_threads(cfg.threads.faiss)
+    def __init__(self, cfg: Config, writer: LogWriter, progress: Progress | None = None,
+                 threads: Threads | None = None) -> None:
+        self.threads = resolve_threads(cfg) if threads is None else threads
+        torch.set_num_threads(self.threads.torch)
+        faiss.omp_set_num_threads(self.threads.faiss)
         self.cfg, self.writer, self.progress = cfg, writer, progress
         self.streams = Streams(cfg.seed)
         self.horizon = cfg.days * DAY_S
@@ -108,7 +112,7 @@ class Simulation:
                 for a, acfg in self.arm_cfgs.items()]
         cache = cfg.cache
         self.checkpoints = Checkpoints(None if cache.dir is None else Path(cache.dir), cache.max_mb,
-                                       cfg.threads.torch)
+                                       self.threads.torch)
         boot = train_initial_models(self.market, cfg, self.streams, self.registry, plan,
                                     self.checkpoints)
         for lineage in self.registry.lineages():

@@ -26,6 +26,8 @@ from conftest import read_json
     ("traffic.diurnal_amplitude=2", "traffic.diurnal_amplitude", "2"),
     ("world.daily_budget_mean=0", "world.daily_budget_mean", "0"),
     ("world.daily_budget_mean=-5", "world.daily_budget_mean", "-5"),
+    ("threads.torch=0", "threads.torch", "0"),
+    ("threads.faiss=two", "threads.faiss", "two"),
     ("auction.rule=dutch", "auction.rule", "dutch"),
     ("world.surface_mix=[0.5,0.6,0.2]", "world.surface_mix", "0.6"),
     ("world.objective_mix.ocpm=0.9", "world.objective_mix", "1.4"),

@@ -11,6 +11,7 @@ import polars as pl
 import yaml
 
 from sim.report.__main__ import main as report_main
+from sim.threads import machine_cores
 
 from conftest import TINY, read_json
 
@@ -21,10 +22,11 @@ def _sweep(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=600)
 
 
-def _jobs_complete(tmp_path: Path) -> None:
+def _jobs_complete(tmp_path: Path, threads: int) -> None:
     for job, seed in (("0", 0), ("1", 1)):
         manifest = read_json(tmp_path / job / "manifest.json")
         assert manifest["status"] == "complete" and manifest["seed"] == seed
+        assert manifest["threads"] == {"torch": threads, "faiss": threads}
         assert read_json(tmp_path / job / "metrics.json")["requests"] > 0
 
 
@@ -34,10 +36,10 @@ def _launcher(tmp_path: Path) -> str:
 
 def test_joblib_is_the_default_sweep_launcher(tmp_path: Path) -> None:
     """``python -m sim -m`` runs each job on joblib; ``python -m sim.report`` gathers them."""
-    out = _sweep(tmp_path, "hydra.launcher.n_jobs=2")
+    out = _sweep(tmp_path, "hydra.launcher.n_jobs=2", "threads.torch=auto", "threads.faiss=auto")
     assert out.returncode == 0, out.stderr
     assert _launcher(tmp_path).endswith("JoblibLauncher")
-    _jobs_complete(tmp_path)
+    _jobs_complete(tmp_path, threads=max(1, machine_cores() // 2))  # two jobs share the cores
     assert report_main([str(tmp_path), "--metric", "arms.control.spend"]) == 0
     frame = pl.read_parquet(tmp_path / "sweep.parquet")
     assert frame["override.seed"].to_list() == [0, 1]
@@ -51,7 +53,8 @@ def test_ray_sweep_on_a_local_instance(tmp_path: Path) -> None:
     # hydra.launcher.ray.init.address=ray://HEAD:10001
     out = _sweep(tmp_path, "hydra/launcher=ray", "hydra.launcher.ray.init.address=null",
                  "+hydra.launcher.ray.init.num_cpus=2",
-                 "+hydra.launcher.ray.init.include_dashboard=false")
+                 "+hydra.launcher.ray.init.include_dashboard=false", "threads.torch=auto",
+                 "threads.faiss=auto")
     assert out.returncode == 0, out.stderr[-3000:]
     assert _launcher(tmp_path).endswith("RayLauncher")
-    _jobs_complete(tmp_path)
+    _jobs_complete(tmp_path, threads=1)  # a Ray task asks for 1 CPU by default

@@ -237,10 +237,12 @@ class EvaluationConfig:
 
 @dataclass
 class ThreadsConfig:
-    """Threads of the run's torch and faiss kernels (the whole process, both arms)."""
+    """Threads of the run's torch and faiss kernels (the whole process, both arms): a number, or
+    ``auto`` for the cores this job may use (``sim.threads``: all of them for a single run, a
+    share of them for a job of a parallel sweep, the CPUs of a Ray task)."""
 
-    torch: int = bounded(2, ge=1)
-    faiss: int = bounded(2, ge=1)
+    torch: str = "auto"  # "auto" or a number >= 1
+    faiss: str = "auto"
 
 
 @dataclass

@@ -120,6 +120,10 @@ def _check_relations(cfg: Config) -> None:
     _require(m.dhen_token_dim % m.dhen_heads == 0,
              f"`models.dhen_heads` ({m.dhen_heads}) must divide `models.dhen_token_dim` "
              f"({m.dhen_token_dim})")
+    for name in ("torch", "faiss"):
+        value = getattr(cfg.threads, name)
+        _require(value == "auto" or (value.isdigit() and int(value) >= 1),
+                 f"`threads.{name}` must be `auto` or a number >= 1, got {value!r}")
     r = cfg.readiness
     _require(r.gate_distance <= r.max_distance,
              f"`readiness.gate_distance` ({r.gate_distance}) must be <= "
