@@ -55,35 +55,63 @@ class Coded:
     codes: np.ndarray
 
 
-def _series(table: str, name: str, value: Any, dtype: pl.DataType, n: int) -> pl.Series:
-    """One column, cast strictly to its declared type: an out-of-range or non-integral value is
-    an error naming the table and column, never a null or a truncation (integral floats, e.g. a
-    mean of equal counts, are written as the integers they are)."""
+_INTEGERS: dict[type[pl.DataType], Any] = {
+    pl.Int8: np.int8, pl.Int16: np.int16, pl.Int32: np.int32, pl.Int64: np.int64,
+    pl.UInt8: np.uint8, pl.UInt16: np.uint16, pl.UInt32: np.uint32, pl.UInt64: np.uint64}
+
+
+def _column(table: str, name: str, value: Any, dtype: pl.DataType, n: int) -> np.ndarray | Coded:
+    """One appended column as an (n,) numpy array of its own (or a :class:`Coded`), checked now
+    where a value can fail its column: an integer column takes integral values in its range
+    (integral floats, e.g. a mean of equal counts, are the integers they are), never a null or a
+    truncation."""
     if isinstance(value, Coded):
-        return pl.Series(name, [str(x) for x in value.names], dtype=pl.String).gather(value.codes)
+        return Coded(tuple(str(x) for x in value.names), np.array(value.codes, copy=True))
     arr = np.asarray(value.item() if isinstance(value, np.generic) else value)
-    if dtype.is_integer() and arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr) & (arr == np.round(arr))):
-            raise TypeError(f"table `{table}`, column `{name}`: non-integral float values for "
-                            f"an integer column ({dtype})")
-        arr = arr.astype(np.int64)  # integral: nothing is lost
+    if dtype.is_integer() and arr.dtype.kind in "fiub":
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+                raise TypeError(f"table `{table}`, column `{name}`: non-integral float values "
+                                f"for an integer column ({dtype})")
+            arr = arr.astype(np.int64)  # integral: nothing is lost
+        info = np.iinfo(_INTEGERS[type(dtype)])
+        if arr.size and (int(arr.min()) < info.min or int(arr.max()) > info.max):
+            raise ValueError(f"table `{table}`, column `{name}`: values do not fit {dtype}: "
+                             f"range {int(arr.min())}..{int(arr.max())}")
+    return np.array(np.broadcast_to(arr, (n,)), copy=True)
+
+
+def _series(table: str, name: str, parts: list[np.ndarray | Coded], dtype: pl.DataType) -> pl.Series:
+    """The buffered parts of one column as one Series, cast strictly to its declared type: a value
+    that does not fit is an error naming the table and column."""
+    if all(isinstance(x, Coded) for x in parts):
+        coded = [x for x in parts if isinstance(x, Coded)]
+        if all(c.names == coded[0].names for c in coded):  # one gather for the whole part
+            return pl.Series(name, list(coded[0].names), dtype=pl.String).gather(
+                np.concatenate([c.codes for c in coded]))
+        return pl.concat([pl.Series(name, list(c.names), dtype=pl.String).gather(c.codes)
+                          for c in coded])
+    if any(isinstance(x, Coded) for x in parts):
+        raise TypeError(f"table `{table}`, column `{name}`: coded and plain values mixed")
+    arr = np.concatenate([x for x in parts if isinstance(x, np.ndarray)])
     try:
-        if arr.ndim == 0:  # one value for every row
-            return pl.Series(name, [arr.item()], dtype=dtype, strict=True).new_from_index(0, n)
-        return pl.Series(name, np.broadcast_to(arr, (n,)), dtype=dtype, strict=True)
+        return pl.Series(name, arr, dtype=dtype, strict=True)
     except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError, TypeError,
             OverflowError) as e:
         raise ValueError(f"table `{table}`, column `{name}`: values do not fit {dtype}: {e}") from e
 
 
 class LogWriter:
-    """Appends column batches to the declared tables and writes parquet on :meth:`close`."""
+    """Appends column batches to the declared tables and writes parquet on :meth:`close`.
+
+    An append keeps its columns as numpy arrays (integer columns checked at once); the polars
+    columns are built once per part of ``flush_rows`` rows, not once per append."""
 
     def __init__(self, log_dir: Path, flush_rows: int) -> None:
         self.dir = log_dir
         self.parts_dir = log_dir / ".parts"
         self.flush_rows = flush_rows
-        self._buffers: dict[str, list[pl.DataFrame]] = {t: [] for t in SCHEMAS}
+        self._buffers: dict[str, list[dict[str, np.ndarray | Coded]]] = {t: [] for t in SCHEMAS}
         self._buffered: dict[str, int] = dict.fromkeys(SCHEMAS, 0)
         self._parts: dict[str, int] = dict.fromkeys(SCHEMAS, 0)
         self.rows: dict[str, int] = dict.fromkeys(SCHEMAS, 0)
@@ -100,8 +128,8 @@ class LogWriter:
                  for v in columns.values() if isinstance(v, Coded) or np.ndim(v) > 0), default=1)
         if n == 0:
             return
-        data = [_series(table, c, columns[c], dt, n) for c, dt in schema.items()]
-        self._buffers[table].append(pl.DataFrame(data))
+        self._buffers[table].append({c: _column(table, c, columns[c], dt, n)
+                                     for c, dt in schema.items()})
         self._buffered[table] += n
         self.rows[table] += n
         if self._buffered[table] >= self.flush_rows:
@@ -112,7 +140,9 @@ class LogWriter:
             return
         out = self.parts_dir / table
         out.mkdir(exist_ok=True)
-        frame = pl.concat(self._buffers[table], rechunk=True)
+        parts = self._buffers[table]
+        frame = pl.DataFrame([_series(table, c, [p[c] for p in parts], dt)
+                              for c, dt in SCHEMAS[table].items()])
         frame.write_parquet(out / f"part-{self._parts[table]:05d}.parquet")
         self._parts[table] += 1
         self._buffers[table], self._buffered[table] = [], 0
