@@ -31,9 +31,8 @@ import torch
 from sim.config.schema import Config
 from sim.logs.writer import LogWriter
 from sim.metrics import binary_entropy, calibration_ratio, cross_entropy, log_loss, log_mae
-from sim.models.inputs import query_inputs
 from sim.models.registry import Registry
-from sim.models.releases import l1_pcvr, teacher_pcvr
+from sim.models.releases import l1_pcvr, teacher_pcvr, tower_vectors
 from sim.models.training_log import SOURCES, WINNER, LoggedRows
 from sim.serving.index import TIERS
 from sim.world.users import Users
@@ -137,8 +136,6 @@ def skew_sweep(registry: Registry, families: dict[str, str], l2_lineage: str, ro
     single-anchor curve (query fixed at the latest version)."""
     ns = len(cfg.world.surfaces)
     teacher = teacher_pcvr(registry.latest(l2_lineage).ranker, rows, users, ns)
-    qx = torch.from_numpy(query_inputs(users, rows.user, rows.surface, ns))
-    ix = torch.from_numpy(np.ascontiguousarray(rows.ad_features))
     groups = {"all": np.ones(len(rows), bool)}
     groups |= {f"source:{s}": rows.source == c for c, s in enumerate(SOURCES)}
     groups |= {f"tier:{t}": rows.tier == c for c, t in enumerate(TIERS)}
@@ -147,9 +144,8 @@ def skew_sweep(registry: Registry, families: dict[str, str], l2_lineage: str, ro
     gate: dict[str, Any] = {}
     for family, lineage in families.items():
         versions = registry.versions(lineage)
-        with torch.inference_mode():
-            qv = [mv.tower.query_vectors(qx) for mv in versions]
-            iv = [mv.tower.item_vectors(ix) for mv in versions]
+        vectors = [tower_vectors(mv.tower, rows, users, ns) for mv in versions]
+        qv, iv = [q for q, _ in vectors], [i for _, i in vectors]
         n = len(versions)
         sweep[family] = {}
         for k in range(min(cfg.readiness.max_distance, n - 1) + 1):

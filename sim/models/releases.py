@@ -29,6 +29,7 @@ from sim.models.ranker import Ranker
 from sim.models.towers import TwoTowerBase
 from sim.models.training import FitReport, distill_two_tower, train_ranker
 from sim.models.training_log import WINNER, LoggedRows
+from sim.numerics import unique_rows
 from sim.world.users import Users
 
 M = TypeVar("M", bound=nn.Module)
@@ -49,11 +50,29 @@ def teacher_pcvr(l2: Ranker, rows: LoggedRows, users: Users, n_surfaces: int) ->
         return torch.sigmoid(l2(l2_inputs(l2, rows, users, n_surfaces))[:, 1]).double().numpy()
 
 
-def l1_pcvr(l1: nn.Module, rows: LoggedRows, users: Users, n_surfaces: int) -> np.ndarray:
+def l1_pcvr(l1: TwoTowerBase, rows: LoggedRows, users: Users, n_surfaces: int) -> np.ndarray:
     """The L1 model's pCVR for every row with both towers of this one version, (n,) float64."""
+    q, i = tower_vectors(l1, rows, users, n_surfaces)
     with torch.inference_mode():
-        qx = _t(query_inputs(users, rows.user, rows.surface, n_surfaces))
-        return torch.sigmoid(l1(qx, _t(rows.ad_features))).double().numpy()
+        return torch.sigmoid((q * i).sum(1)).double().numpy()
+
+
+def tower_vectors(l1: TwoTowerBase, rows: LoggedRows, users: Users,
+                  n_surfaces: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The query and item vectors of every row, (n, D+1) each. Each tower runs once per distinct
+    input (a (user, surface) pair, an ad's logged features) and the rows gather the results: a
+    fraction of the work (thousands of distinct inputs behind a hundred thousand rows). The values
+    are bit for bit those of a forward over every row (tested for both families): a tower maps
+    each row on its own."""
+    key = rows.user.astype(np.int64) * n_surfaces + rows.surface
+    pairs, q_of = np.unique(key, return_inverse=True)
+    ads, i_of = unique_rows(rows.ad_features)
+    with torch.inference_mode():
+        qx = _t(query_inputs(users, pairs // n_surfaces, (pairs % n_surfaces).astype(np.int8),
+                             n_surfaces))
+        q = l1.query_vectors(qx)[torch.from_numpy(q_of.ravel())]
+        i = l1.item_vectors(_t(ads))[torch.from_numpy(i_of)]
+    return q, i
 
 
 def fit_l2(model: Ranker, rows: LoggedRows, known_at: float, users: Users, cfg: Config,
