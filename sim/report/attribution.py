@@ -193,7 +193,9 @@ def attribute(run_dir: Path, hazards: list[str] | None = None,
     """Run the attribution worlds of ``run_dir`` and return the ``attribution`` entry.
 
     ``hazards`` restricts the switches to a subset of those present; ``runner`` (config, world
-    directory) -> metrics defaults to ``sim.run.run``.
+    directory) -> metrics defaults to ``sim.run.run``. The worlds share a checkpoint directory
+    (``cache.dir`` if the run set one, else ``attribution/checkpoints``): what a switch does not
+    change (the start-up models, every switch being a serving or logging change) is trained once.
     """
     manifest, metrics = read_run(run_dir)
     cfg = load_run_config(run_dir)
@@ -210,6 +212,10 @@ def attribute(run_dir: Path, hazards: list[str] | None = None,
         def runner(c: Config, d: Path) -> dict[str, Any]:
             save_config(c, d)
             return run(c, d, scenario=f"{manifest.get('scenario', 'default')}:attribution")
+
+    if cfg.cache.dir is None:  # the worlds share their checkpoints (start-up models, at least)
+        cache = dataclasses.replace(cfg.cache, dir=str(run_dir / "attribution" / "checkpoints"))
+        cfg = dataclasses.replace(cfg, cache=cache)
 
     values: dict[frozenset[str], dict[str, float | None]] = {frozenset(present): outcomes(metrics)}
     worlds = [{"name": "run", "on": present, "dir": "."}]
