@@ -23,6 +23,10 @@ K_r = 200, K_1 = 50, K_2 = 10, 3 slots.
 * ``scaling``: ``requests_per_s`` for 1x and 4x the batches, and for each world size in
   ``--scale-ads`` (the world is rebuilt for each).
 * ``default_scenario_s``: wall time of ``python -m sim`` in a subprocess (``--skip-default``).
+* ``headline_s``, ``attribution_worlds_s``, ``attribution_over_headline``: wall time of
+  ``python -m sim scenario=l1_cvr_discrepancy`` and of ``python -m sim.report RUN_DIR --attribute
+  --hazards parity_gap,version_skew`` on it (three more worlds), each in a subprocess
+  (``--skip-headline``).
 * ``peak_rss_mb``: this process's peak resident memory (``ru_maxrss``), which includes every world
   built for ``scaling``.
 
@@ -209,10 +213,30 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             subprocess.run([sys.executable, "-m", "sim", "progress=off", f"hydra.run.dir={tmp}"],
                            check=True, capture_output=True)
             out["default_scenario_s"] = time.perf_counter() - t
+    if not args.skip_headline:
+        out |= headline_costs()
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     out["machine"] = {"cpus": os.cpu_count(), "torch": torch.__version__,
                       "faiss": faiss.__version__}
     return out
+
+
+def headline_costs() -> dict[str, float]:
+    """Wall seconds of the headline world (``scenario=l1_cvr_discrepancy``) and of its attribution
+    over ``parity_gap,version_skew`` (three more worlds sharing their checkpoints), each a
+    subprocess, one after the other."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "headline"
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "sim", "scenario=l1_cvr_discrepancy", "progress=off",
+                        f"hydra.run.dir={run_dir}"], check=True, capture_output=True)
+        world = time.perf_counter() - t
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "sim.report", str(run_dir), "--attribute",
+                        "--hazards", "parity_gap,version_skew"], check=True, capture_output=True)
+        worlds = time.perf_counter() - t
+    return {"headline_s": world, "attribution_worlds_s": worlds,
+            "attribution_over_headline": worlds / world}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -229,6 +253,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="faiss index factory of every benchmark world, e.g. IVF1024,Flat")
     p.add_argument("--nprobe", type=int, default=1, help="lists an IVF index searches")
     p.add_argument("--skip-default", action="store_true", help="do not time `python -m sim`")
+    p.add_argument("--skip-headline", action="store_true",
+                   help="do not time the headline world and its attribution (about 7 min here)")
     args = p.parse_args(argv)
     for name in ("ads", "batch", "batches", "reps", "batch1_requests", "threads", "nprobe"):
         if getattr(args, name) < 1:
