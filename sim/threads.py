@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 from sim.config.schema import Config
 
@@ -57,7 +58,7 @@ def _joblib_jobs() -> int | None:
     if not HydraConfig.initialized():
         return None
     hc = HydraConfig.get()
-    if str(hc.mode) != "RunMode.MULTIRUN" or "n_jobs" not in hc.launcher:
+    if hc.mode != RunMode.MULTIRUN or "n_jobs" not in hc.launcher:
         return None
     return int(hc.launcher.n_jobs)
 
