@@ -9,16 +9,32 @@
 * otherwise (a single run, a test, a notebook) every core this process may use.
 
 An explicit number always wins. The threads a run really used are in ``manifest.threads``.
-Results depend on the thread count (torch and faiss reductions differ in their last bits), so the
-same config and seed give the same ``metrics.json`` at the same resolved counts.
+
+**Results do not depend on the thread count** at 1 and 2 threads (tested on whole worlds of both
+L1 families): faiss's exact search and numpy are thread-count independent; torch's matrix products
+are under MKL's strict reproducibility mode, which importing ``sim`` requests (``MKL_CBWR``, see
+:mod:`sim`); the one torch kernel found to sum per thread in training, LayerNorm's backward, is
+replaced in ``dhen`` (:class:`sim.models.dhen.AffineLayerNorm`); and MKL's kernels for products of
+4 to 16 rows into 16 or 17 outputs (the towers' last layers on a small batch) give other bits on 2
+threads even in its strict mode, so model work on fewer than :data:`FEW_ROWS` rows runs on one
+thread (:func:`few_rows_on_one_thread`; it is that little work). What still differs: at 4 threads
+``dhen``'s training (one weight gradient's product, by a few ulps; ``simple`` is identical), and
+across machines whose CPUs take different MKL code paths (AVX2 against AVX-512). ``blas`` in the
+manifest is the MKL mode a run had; a run whose process used MKL before importing ``sim`` has
+MKL's default (``BRANCH_OFF``) and its results may depend on the thread count.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
@@ -29,6 +45,44 @@ from sim.config.schema import Config
 class Threads:
     torch: int
     faiss: int
+    blas: str = ""  # the MKL reproducibility mode in effect (see blas_mode)
+
+
+# MKL's conditional numerical reproducibility modes (mkl_cbwr.h)
+_CBWR_STRICT = 0x10000
+_CBWR_BRANCHES = {1: "BRANCH_OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSE4_1", 7: "SSE4_2",
+                  8: "AVX", 9: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1",
+                  14: "AVX512_E1"}
+
+
+def blas_mode() -> str:
+    """The MKL reproducibility mode of this process, as ``MKL_CBWR`` spells it (``AUTO,STRICT``),
+    or ``unknown`` when torch's library does not expose MKL's query. Asking initialises MKL, which
+    then keeps the mode for the life of the process."""
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        mode = int(lib.mkl_serv_cbwr_get(ctypes.c_int(-1)))
+    except (OSError, AttributeError):
+        return "unknown"
+    name = _CBWR_BRANCHES.get(mode & ~_CBWR_STRICT, hex(mode & ~_CBWR_STRICT))
+    return f"{name},STRICT" if mode & _CBWR_STRICT else name
+
+
+FEW_ROWS = 64  # model work on fewer rows runs on one thread (see the module docstring)
+
+
+@contextmanager
+def few_rows_on_one_thread(rows: int) -> Iterator[None]:
+    """Run the block's torch work on one thread if it is on fewer than :data:`FEW_ROWS` rows."""
+    if rows >= FEW_ROWS:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def machine_cores() -> int:
@@ -67,7 +121,7 @@ def resolve(cfg: Config, cores: int | None = None) -> Threads:
     """The threads of ``cfg``'s run, ``auto`` resolved against ``cores`` (default: this job's)."""
     available = job_cores() if cores is None else cores
     return Threads(torch=_count(cfg.threads.torch, available),
-                   faiss=_count(cfg.threads.faiss, available))
+                   faiss=_count(cfg.threads.faiss, available), blas=blas_mode())
 
 
 def _count(setting: str, available: int) -> int:

@@ -26,7 +26,7 @@ def _jobs_complete(tmp_path: Path, threads: int) -> None:
     for job, seed in (("0", 0), ("1", 1)):
         manifest = read_json(tmp_path / job / "manifest.json")
         assert manifest["status"] == "complete" and manifest["seed"] == seed
-        assert manifest["threads"] == {"torch": threads, "faiss": threads}
+        assert manifest["threads"] == {"torch": threads, "faiss": threads, "blas": "AUTO,STRICT"}
         assert read_json(tmp_path / job / "metrics.json")["requests"] > 0
 
 

@@ -19,6 +19,7 @@ serve through the same faiss index. DHEN has several times the parameters and la
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sim.models.towers import Standardize, TwoTowerBase
@@ -41,13 +42,30 @@ class TokenAttention(nn.Module):
         return self.out(mixed.reshape(b, t, w))
 
 
+class AffineLayerNorm(nn.Module):
+    """``nn.LayerNorm`` over the last dimension, its affine step written out: the normalisation
+    without affine parameters, then ``* weight + bias``. The same function and parameters (names
+    included); the gradients of ``weight`` and ``bias`` are then plain sums autograd takes the
+    same way at any thread count, where torch's fused LayerNorm backward sums them per thread and
+    gives other bits at 2 threads than at 1."""
+
+    def __init__(self, width: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.width, self.eps = width, eps
+        self.weight = nn.Parameter(torch.ones(width))
+        self.bias = nn.Parameter(torch.zeros(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, (self.width,), eps=self.eps) * self.weight + self.bias
+
+
 class DhenLayer(nn.Module):
     def __init__(self, width: int, heads: int, layer_norm: bool = True) -> None:
         super().__init__()
         self.cross = nn.Linear(width, width)
         self.attention = TokenAttention(width, heads)
         self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.ReLU(), nn.Linear(2 * width, width))
-        self.norm: nn.Module = nn.LayerNorm(width) if layer_norm else nn.Identity()
+        self.norm: nn.Module = AffineLayerNorm(width) if layer_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         mixed = (x0 * self.cross(x) + self.attention(x) + self.mlp(x)) / 3.0

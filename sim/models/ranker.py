@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from sim.models.towers import Standardize, mlp, mlp_mflops
+from sim.threads import few_rows_on_one_thread
 
 
 class Ranker(nn.Module):
@@ -40,7 +41,8 @@ class Ranker(nn.Module):
 
     def forward(self, x: torch.Tensor, position: torch.Tensor | None = None) -> torch.Tensor:
         """(N, width) -> (N, 2) logits of (pCTR, pCVR); ``position`` (N,) adds the slot bias."""
-        out = self.net(self.norm(x))
+        with few_rows_on_one_thread(x.shape[0]):
+            out = self.net(self.norm(x))
         if position is None:
             return out
         bias = (self.position_bias - self.position_bias[0])[position]

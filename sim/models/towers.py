@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sim.threads import few_rows_on_one_thread
+
 
 class Standardize(nn.Module):
     """Fixed affine standardisation with statistics taken from the training data."""
@@ -71,12 +73,14 @@ class TwoTowerBase(nn.Module):
 
     def query_vectors(self, query_x: torch.Tensor) -> torch.Tensor:
         """(B, D+1) query vectors with the constant 1 appended."""
-        q = self.query_tower(self.query_norm(query_x))
+        with few_rows_on_one_thread(query_x.shape[0]):
+            q = self.query_tower(self.query_norm(query_x))
         return torch.cat([q, torch.ones_like(q[:, :1])], dim=1)
 
     def item_vectors(self, item_x: torch.Tensor) -> torch.Tensor:
         """(N, D+1) item vectors, the last column the item bias."""
-        return self.item_tower(self.item_norm(item_x) * self.item_view)
+        with few_rows_on_one_thread(item_x.shape[0]):
+            return self.item_tower(self.item_norm(item_x) * self.item_view)
 
     def forward(self, query_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
         """Logit of pCVR for aligned pairs: (N, query_width), (N, item_width) -> (N,)."""

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from sim.config.schema import TrainingConfig
 from sim.models.ranker import Ranker
 from sim.models.towers import TwoTowerBase
+from sim.threads import few_rows_on_one_thread
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,9 +26,12 @@ class FitReport:
     steps: int
 
 
-def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, losses: list[float]) -> None:
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, losses: list[float], rows: int) -> None:
+    """One optimiser step on a batch of ``rows`` (the backward of a small one on one thread, as
+    its forward: see :mod:`sim.threads`)."""
     opt.zero_grad()
-    loss.backward()
+    with few_rows_on_one_thread(rows):
+        loss.backward()
     opt.step()
     losses.append(float(loss.detach()))
 
@@ -62,7 +66,7 @@ def train_ranker(
         m = clicked[idx]
         if m.any():
             loss = loss + F.binary_cross_entropy_with_logits(out[m, 1], conversion[idx][m])
-        _step(opt, loss, losses)
+        _step(opt, loss, losses, len(idx))
     return _report(losses, n_per_epoch)
 
 
@@ -89,5 +93,5 @@ def distill_two_tower(
         if cfg.label_weight > 0 and m.any():
             loss = loss + cfg.label_weight * F.binary_cross_entropy_with_logits(
                 logit[m], label[idx][m])
-        _step(opt, loss, losses)
+        _step(opt, loss, losses, len(idx))
     return _report(losses, n_per_epoch)
