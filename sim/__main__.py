@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from sim.clock import DAY_S
 from sim.config import CONF_DIR, ConfigError, register_configs
-from sim.config.store import check_moved_keys, to_config
+from sim.config.store import check_launcher, check_moved_keys, to_config
 from sim.logs.writer import write_json_atomic
 from sim.progress import progress_bar, wants_progress
 from sim.run import run
@@ -42,6 +42,7 @@ def main(dcfg: DictConfig) -> None:
 if __name__ == "__main__":
     try:
         check_moved_keys(sys.argv[1:])
+        check_launcher(sys.argv[1:])
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -47,6 +47,18 @@ def check_moved_keys(overrides: list[str]) -> None:
                 raise ConfigError(f"`{key}` moved to `{prefix}{MOVED_KEYS[old]}` (got {override!r})")
 
 
+def check_launcher(overrides: list[str]) -> None:
+    """Fail on ``hydra/launcher=ray_cluster`` without the cluster's address: Hydra's Ray launcher
+    would pass the unset value on and Ray would start a local instance instead."""
+    if "hydra/launcher=ray_cluster" not in overrides:
+        return
+    address = [o.split("=", 1)[1] for o in overrides
+               if o.split("=", 1)[0].lstrip("+") == "hydra.launcher.ray.init.address"]
+    if not address or address[-1] in ("", "null", "???"):
+        raise ConfigError("`hydra.launcher.ray.init.address` must name the cluster's head "
+                          f"(HOST:PORT) with hydra/launcher=ray_cluster (got {address[-1:] or 'none'})")
+
+
 def to_config(cfg: DictConfig) -> Config:
     """Turn a composed DictConfig into a validated :class:`Config` (raises ConfigError)."""
     obj = OmegaConf.to_object(cfg)
