@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from sim.config import ConfigError, load_config
 from sim.config.schema import Config
-from sim.config.store import CONF_DIR, SCENARIO_DIR
+from sim.config.store import CONF_DIR, SCENARIO_DIR, check_launcher
 
 from conftest import read_json
 
@@ -185,3 +185,14 @@ def test_cli_rejects_bad_treatment_overlay_before_simulating(tmp_path: Path) -> 
     assert "funnel.k_l1" in out.stderr
     assert read_json(tmp_path / "manifest.json")["status"] == "failed"
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize("address", [None, "null", ""])
+def test_ray_cluster_launcher_needs_the_heads_address(address: str | None) -> None:
+    overrides = ["-m", "seed=0,1", "hydra/launcher=ray_cluster"]
+    if address is not None:
+        overrides.append(f"hydra.launcher.ray.init.address={address}")
+    with pytest.raises(ConfigError, match=r"hydra\.launcher\.ray\.init\.address"):
+        check_launcher(overrides)
+    check_launcher([*overrides, "hydra.launcher.ray.init.address=10.0.0.1:6379"])  # named: fine
+    check_launcher(["-m", "seed=0,1", "hydra/launcher=ray"])  # a local instance needs none
