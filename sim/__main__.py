@@ -19,6 +19,7 @@ from sim.config.store import check_launcher, check_moved_keys, to_config
 from sim.logs.writer import write_json_atomic
 from sim.progress import progress_bar, wants_progress
 from sim.run import run
+from sim.threads import resolve as resolve_threads
 
 register_configs()
 
@@ -29,6 +30,7 @@ def main(dcfg: DictConfig) -> None:
     run_dir = Path(hc.runtime.output_dir)
     try:
         cfg = to_config(dcfg)
+        resolve_threads(cfg)  # deterministic mode needs MKL's strict mode in this process
     except ConfigError as exc:
         write_json_atomic(run_dir / "manifest.json", {
             "status": "failed", "error": f"ConfigError: {exc}", "stage": "config"})

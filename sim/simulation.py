@@ -31,10 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 import simpy
-import torch
 
 from sim.campaigns import CampaignDesk
 from sim.clock import DAY_S, StagedEnvironment, hour_of
@@ -61,6 +59,7 @@ from sim.serving.funnel import Served, serve
 from sim.serving.index import TIERS
 from sim.serving.pipeline import IndexPipeline
 from sim.threads import Threads
+from sim.threads import apply as apply_threads
 from sim.threads import resolve as resolve_threads
 from sim.world.marketplace import Marketplace, build_marketplace, churn
 from sim.world.traffic import RequestBatch, draw_requests
@@ -96,8 +95,7 @@ class Simulation:
     def __init__(self, cfg: Config, writer: LogWriter, progress: Progress | None = None,
                  threads: Threads | None = None) -> None:
         self.threads = resolve_threads(cfg) if threads is None else threads
-        torch.set_num_threads(self.threads.torch)
-        faiss.omp_set_num_threads(self.threads.faiss)
+        apply_threads(self.threads)
         self.cfg, self.writer, self.progress = cfg, writer, progress
         self.streams = Streams(cfg.seed)
         self.horizon = cfg.days * DAY_S
@@ -111,8 +109,10 @@ class Simulation:
         plan = [(f"{a}/l2", acfg, {f"{a}/l1": acfg.models.l1_family} | (extra if a == "control" else {}))
                 for a, acfg in self.arm_cfgs.items()]
         cache = cfg.cache
+        # deterministic mode gives the same models at 1 and 2 threads: the key leaves the count out
+        threads_key = "deterministic" if self.threads.deterministic else self.threads.torch
         self.checkpoints = Checkpoints(None if cache.dir is None else Path(cache.dir), cache.max_mb,
-                                       self.threads.torch)
+                                       threads_key)
         boot = train_initial_models(self.market, cfg, self.streams, self.registry, plan,
                                     self.checkpoints)
         for lineage in self.registry.lineages():

@@ -10,18 +10,29 @@
 
 An explicit number always wins. The threads a run really used are in ``manifest.threads``.
 
-**Results do not depend on the thread count** at 1 and 2 threads (tested on whole worlds of both
-L1 families): faiss's exact search and numpy are thread-count independent; torch's matrix products
-are under MKL's strict reproducibility mode, which importing ``sim`` requests (``MKL_CBWR``, see
-:mod:`sim`); the one torch kernel found to sum per thread in training, LayerNorm's backward, is
-replaced in ``dhen`` (:class:`sim.models.dhen.AffineLayerNorm`); and MKL's kernels for products of
-4 to 16 rows into 16 or 17 outputs (the towers' last layers on a small batch) give other bits on 2
-threads even in its strict mode, so model work on fewer than :data:`FEW_ROWS` rows runs on one
-thread (:func:`few_rows_on_one_thread`; it is that little work). What still differs: at 4 threads
+**Deterministic mode** (``threads.deterministic=true``): the same bits at 1 and 2 threads, for a
+whole world of either L1 family (tested), so a sweep's 1-thread jobs reproduce a 2-thread run. It
+takes three things, each found by comparing 1 and 2 threads:
+
+* MKL's strict reproducibility mode, which torch's matrix products then follow at any thread
+  count. MKL reads it once, from the environment, at its first call, so the process must start
+  with ``MKL_CBWR=AUTO,STRICT`` (a run in this mode without it stops before it starts);
+* ``dhen``'s LayerNorm with its affine step written out (:class:`sim.models.dhen.AffineLayerNorm`:
+  the same function; torch's fused backward sums the gradients of ``weight`` and ``bias`` per
+  thread);
+* model work on fewer than :data:`FEW_ROWS` rows on one thread (:func:`few_rows_on_one_thread`):
+  MKL's kernels for 4 to 16 rows into 16 or 17 outputs (the towers' last layers on a small batch)
+  give other bits on 2 threads even in strict mode.
+
+faiss's exact search and numpy need nothing. What still differs in this mode: at 4 threads
 ``dhen``'s training (one weight gradient's product, by a few ulps; ``simple`` is identical), and
-across machines whose CPUs take different MKL code paths (AVX2 against AVX-512). ``blas`` in the
-manifest is the MKL mode a run had; a run whose process used MKL before importing ``sim`` has
-MKL's default (``BRANCH_OFF``) and its results may depend on the thread count.
+across machines whose CPUs take other MKL code paths (AVX2 against AVX-512).
+
+It is off by default because it changes the numbers: MKL's strict mode alone changes a 2-thread
+world's bits, and a world is chaotic in its training (the headline's offline log_mae moved by 4-6%
+and its CPAs by 2-4% at seed 0), while the lessons state figures measured without it. Without it,
+results at other thread counts differ in their last bits and then by as much. ``manifest.threads``
+records the counts, ``deterministic``, and ``blas``, the MKL mode the process had.
 """
 
 from __future__ import annotations
@@ -34,18 +45,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from sim.config.schema import Config
+from sim.config.validate import ConfigError
 
 
 @dataclass(frozen=True, kw_only=True)
 class Threads:
     torch: int
     faiss: int
-    blas: str = ""  # the MKL reproducibility mode in effect (see blas_mode)
+    deterministic: bool = False
+    blas: str = ""  # the MKL reproducibility mode of the process (see blas_mode)
 
 
 # MKL's conditional numerical reproducibility modes (mkl_cbwr.h)
@@ -68,13 +82,20 @@ def blas_mode() -> str:
     return f"{name},STRICT" if mode & _CBWR_STRICT else name
 
 
-FEW_ROWS = 64  # model work on fewer rows runs on one thread (see the module docstring)
+FEW_ROWS = 64  # in deterministic mode, model work on fewer rows runs on one thread
+_deterministic = False  # the mode of this process's run (set by apply); thread counts are per process
+
+
+def deterministic() -> bool:
+    """Whether this process's run is in deterministic mode."""
+    return _deterministic
 
 
 @contextmanager
 def few_rows_on_one_thread(rows: int) -> Iterator[None]:
-    """Run the block's torch work on one thread if it is on fewer than :data:`FEW_ROWS` rows."""
-    if rows >= FEW_ROWS:
+    """In deterministic mode, run the block's torch work on one thread if it is on fewer than
+    :data:`FEW_ROWS` rows."""
+    if not _deterministic or rows >= FEW_ROWS:
         yield
         return
     before = torch.get_num_threads()
@@ -118,10 +139,26 @@ def _joblib_jobs() -> int | None:
 
 
 def resolve(cfg: Config, cores: int | None = None) -> Threads:
-    """The threads of ``cfg``'s run, ``auto`` resolved against ``cores`` (default: this job's)."""
+    """The threads of ``cfg``'s run, ``auto`` resolved against ``cores`` (default: this job's).
+
+    Raises :class:`ConfigError` for deterministic mode in a process without MKL's strict mode."""
     available = job_cores() if cores is None else cores
+    blas = blas_mode()
+    if cfg.threads.deterministic and not blas.endswith(",STRICT"):
+        raise ConfigError(
+            "`threads.deterministic=true` needs MKL's strict mode: start the process with "
+            f"MKL_CBWR=AUTO,STRICT in the environment (this one has {blas})")
     return Threads(torch=_count(cfg.threads.torch, available),
-                   faiss=_count(cfg.threads.faiss, available), blas=blas_mode())
+                   faiss=_count(cfg.threads.faiss, available),
+                   deterministic=cfg.threads.deterministic, blas=blas)
+
+
+def apply(threads: Threads) -> None:
+    """Set this process's torch and faiss thread counts and deterministic mode."""
+    global _deterministic
+    torch.set_num_threads(threads.torch)
+    faiss.omp_set_num_threads(threads.faiss)
+    _deterministic = threads.deterministic
 
 
 def _count(setting: str, available: int) -> int:

@@ -243,6 +243,10 @@ class ThreadsConfig:
 
     torch: str = "auto"  # "auto" or a number >= 1
     faiss: str = "auto"
+    # the same bits at 1 and 2 threads (sim.threads); needs MKL_CBWR=AUTO,STRICT in the
+    # environment. Off by default: it moves every figure by up to a few percent, and the lessons
+    # state figures measured without it
+    deterministic: bool = False
 
 
 @dataclass

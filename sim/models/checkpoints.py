@@ -112,7 +112,7 @@ class CacheStats:
 class Checkpoints:
     """The checkpoints of a run, and the shared directory if one is given."""
 
-    def __init__(self, directory: Path | None, max_mb: float, threads: int) -> None:
+    def __init__(self, directory: Path | None, max_mb: float, threads: int | str) -> None:
         if directory is not None and max_mb <= 0:
             raise ValueError(f"`cache.max_mb` must be > 0, got {max_mb}")
         self.directory = directory

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sim.models.towers import Standardize, TwoTowerBase
+from sim.threads import deterministic
 
 
 class TokenAttention(nn.Module):
@@ -43,11 +44,11 @@ class TokenAttention(nn.Module):
 
 
 class AffineLayerNorm(nn.Module):
-    """``nn.LayerNorm`` over the last dimension, its affine step written out: the normalisation
-    without affine parameters, then ``* weight + bias``. The same function and parameters (names
-    included); the gradients of ``weight`` and ``bias`` are then plain sums autograd takes the
-    same way at any thread count, where torch's fused LayerNorm backward sums them per thread and
-    gives other bits at 2 threads than at 1."""
+    """``nn.LayerNorm`` over the last dimension (the same parameters, names included). In
+    deterministic mode (:mod:`sim.threads`) its affine step is written out: the normalisation
+    without affine parameters, then ``* weight + bias``, whose gradients are plain sums autograd
+    takes the same way at any thread count, where torch's fused backward sums the gradients of
+    ``weight`` and ``bias`` per thread and gives other bits at 2 threads than at 1."""
 
     def __init__(self, width: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -56,7 +57,9 @@ class AffineLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, (self.width,), eps=self.eps) * self.weight + self.bias
+        if deterministic():
+            return F.layer_norm(x, (self.width,), eps=self.eps) * self.weight + self.bias
+        return F.layer_norm(x, (self.width,), self.weight, self.bias, self.eps)
 
 
 class DhenLayer(nn.Module):
