@@ -4,6 +4,8 @@ functions. The layers are the ones drawn in ``ARCHITECTURE.md``."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,3 +158,11 @@ def test_mypy_is_clean() -> None:
 
     out, err, status = api.run(["--config-file", str(SIM.parent / "pyproject.toml"), str(SIM)])
     assert status == 0, out + err
+
+
+def test_torch_is_imported_before_faiss() -> None:
+    """``sim/__init__.py`` imports torch before any module imports faiss (why: its docstring)."""
+    code = ("import sys, sim.__main__, sim.bench; m = list(sys.modules); "
+            "print(m.index('torch') < m.index('faiss'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
