@@ -1,4 +1,5 @@
-"""``python -m sim [scenario=NAME] [key=value ...] [-m]``: run a scenario (or a Hydra sweep).
+"""``python -m sim [scenario=NAME] [key=value ...] [-m] [replicates=N]``: run a scenario (or a Hydra
+sweep; ``replicates=N`` sweeps seeds 0..N-1, see :func:`sim.config.store.expand_replicates`).
 
 The last line printed is ``run_dir: PATH``. Bad config stops the program before the simulation
 starts, with the key and the value in the message.
@@ -15,7 +16,7 @@ from omegaconf import DictConfig
 
 from sim.clock import DAY_S
 from sim.config import CONF_DIR, ConfigError, register_configs
-from sim.config.store import check_launcher, check_moved_keys, to_config
+from sim.config.store import check_launcher, check_moved_keys, expand_replicates, to_config
 from sim.logs.writer import write_json_atomic
 from sim.progress import progress_bar, wants_progress
 from sim.run import run
@@ -43,6 +44,7 @@ def main(dcfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     try:
+        sys.argv[1:] = expand_replicates(sys.argv[1:])
         check_moved_keys(sys.argv[1:])
         check_launcher(sys.argv[1:])
     except ConfigError as exc:

@@ -1,5 +1,5 @@
-"""Sweeps on Hydra launchers: joblib (local processes, the default for ``-m``) and Ray (a cluster of
-two nodes started by the test, reached by its address)."""
+"""Sweeps on a Ray cluster of two nodes started by the test, reached by its address. (The joblib
+launcher, the default for ``-m``, runs the replicates sweep of ``test_replicates.py``.)"""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from sim.report.__main__ import main as report_main
-from sim.threads import blas_mode, machine_cores
+from sim.threads import blas_mode
 
 from conftest import TINY, read_json
 
@@ -40,20 +40,6 @@ def _jobs_complete(tmp_path: Path, threads: int) -> None:
 
 def _launcher(tmp_path: Path) -> str:
     return str(yaml.safe_load((tmp_path / "multirun.yaml").read_text())["hydra"]["launcher"]["_target_"])
-
-
-def test_joblib_is_the_default_sweep_launcher(tmp_path: Path) -> None:
-    """``python -m sim -m`` runs each job on joblib; ``python -m sim.report`` gathers them."""
-    out = _sweep(tmp_path, "hydra.launcher.n_jobs=2", "threads.torch=auto", "threads.faiss=auto")
-    assert out.returncode == 0, out.stderr
-    assert _launcher(tmp_path).endswith("JoblibLauncher")
-    _jobs_complete(tmp_path, threads=max(1, machine_cores() // 2))  # two jobs share the cores
-    assert report_main([str(tmp_path), "--metric", "arms.control.spend"]) == 0
-    frame = pl.read_parquet(tmp_path / "sweep.parquet")
-    assert frame["override.seed"].to_list() == [0, 1]
-    assert frame["arms.control.spend"].to_list() == [
-        read_json(tmp_path / j / "metrics.json")["arms"]["control"]["spend"] for j in ("0", "1")]
-    assert (tmp_path / "sweep.md").exists()
 
 
 def _ray(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -47,6 +47,26 @@ def check_moved_keys(overrides: list[str]) -> None:
                 raise ConfigError(f"`{key}` moved to `{prefix}{MOVED_KEYS[old]}` (got {override!r})")
 
 
+def expand_replicates(argv: list[str]) -> list[str]:
+    """``replicates=N`` on the command line: the world at seeds 0..N-1, as the Hydra sweep
+    ``-m seed=range(0,N)`` (on the configured launcher; ``python -m sim.report`` on the sweep
+    directory then writes the cross-seed report). Other swept keys combine with it."""
+    given = [a for a in argv if a.split("=", 1)[0] == "replicates"]
+    if not given:
+        return argv
+    if len(given) > 1:
+        raise ConfigError(f"`replicates` is given {len(given)} times ({given})")
+    value = given[0].split("=", 1)[1]
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"`replicates` must be a whole number >= 1, got {value!r}")
+    seeds = [a for a in argv if a.split("=", 1)[0].lstrip("+~") == "seed"]
+    if seeds:
+        raise ConfigError(f"`replicates={value}` runs seeds 0..{int(value) - 1}; drop {seeds[0]!r} "
+                          "(or sweep the seeds yourself: -m seed=...)")
+    out = [a for a in argv if a != given[0]] + [f"seed=range(0,{int(value)})"]
+    return out if "-m" in out or "--multirun" in out else ["-m", *out]
+
+
 def check_launcher(overrides: list[str]) -> None:
     """Fail on ``hydra/launcher=ray_cluster`` without the cluster's address: Hydra's Ray launcher
     would pass the unset value on and Ray would start a local instance instead."""

@@ -1,7 +1,8 @@
 """``python -m sim.report DIR [--attribute [--hazards H,...]] [--metric KEY] [--x KEY]``.
 
 ``DIR`` is a run directory (``report.md`` and ``plots/`` are written into it) or a Hydra multirun
-directory (``sweep.parquet``, ``sweep.md`` and ``plots/sweep_*.png``). ``--attribute`` first
+directory (``sweep.parquet``, ``sweep.md`` and ``plots/sweep_*.png``; with worlds at two seeds or
+more, ``replicates.md`` and ``replicates.json`` too: :mod:`sim.report.replicates`). ``--attribute`` first
 re-runs a run's world with each present hazard switched off (``sim.report.attribution``) and
 adds the ``attribution`` entry to its ``metrics.json``.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from sim.logs.writer import write_json_atomic
 from sim.report.attribution import attribute
+from sim.report.replicates import make_replicates_report
 from sim.report.run_report import ReportError, make_report
 from sim.report.sweep import make_sweep_report
 
@@ -36,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise ReportError(f"--attribute applies to a run directory; {args.dir} is a "
                                   f"sweep (report one of its jobs, e.g. {args.dir}/0)")
 
-            path = make_sweep_report(args.dir, metric=args.metric, x=args.x)
+            replicates = make_replicates_report(args.dir)
+            path = make_sweep_report(args.dir, metric=args.metric, x=args.x, replicates=replicates)
+            if replicates is not None:
+                print(f"across seeds: {replicates}")
         else:
             if args.metric or args.x:
                 raise ReportError("--metric and --x apply to a sweep directory (with multirun.yaml)")

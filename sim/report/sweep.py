@@ -40,7 +40,7 @@ def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> None:
         out[prefix] = obj
 
 
-def _overrides(job_dir: Path) -> dict[str, Any]:
+def overrides_of(job_dir: Path) -> dict[str, Any]:
     path = job_dir / ".hydra" / "overrides.yaml"
     out: dict[str, Any] = {}
     for item in (yaml.safe_load(path.read_text()) if path.exists() else None) or []:
@@ -76,7 +76,7 @@ def gather(sweep_dir: Path) -> pl.DataFrame:
     for d in jobs:
         manifest = json.loads((d / "manifest.json").read_text())
         row: dict[str, Any] = {"job": d.name, "status": manifest.get("status"),
-                               "wall_s": manifest.get("wall_s"), **_overrides(d)}
+                               "wall_s": manifest.get("wall_s"), **overrides_of(d)}
         if manifest.get("status") == "complete" and (d / "metrics.json").exists():
             _flatten("", json.loads((d / "metrics.json").read_text()), row)
         rows.append(row)
@@ -138,8 +138,10 @@ def _plot(summary: pl.DataFrame, metric: str, x: str, lines: list[str], path: Pa
     save(fig, path)
 
 
-def make_sweep_report(sweep_dir: Path, metric: str | None = None, x: str | None = None) -> Path:
-    """Write ``sweep.parquet``, ``sweep.md`` and ``plots/sweep_<metric>.png``; return sweep.md."""
+def make_sweep_report(sweep_dir: Path, metric: str | None = None, x: str | None = None,
+                      replicates: Path | None = None) -> Path:
+    """Write ``sweep.parquet``, ``sweep.md`` and ``plots/sweep_<metric>.png``; return sweep.md.
+    ``replicates``: the cross-seed report to link (:mod:`sim.report.replicates`)."""
     frame = gather(sweep_dir)
     tmp = sweep_dir / "sweep.parquet.tmp"
     frame.write_parquet(tmp)
@@ -159,7 +161,9 @@ def make_sweep_report(sweep_dir: Path, metric: str | None = None, x: str | None 
              f"{frame.height} jobs ({frame.height - len(failed)} complete"
              + (f"; failed or unfinished: {', '.join(failed)}" if failed else "") + "). "
              f"Swept keys: {', '.join(swept) or 'none'} (replicates: {', '.join(REPLICATE_KEYS)}). "
-             "Every job's metrics and overrides are in `sweep.parquet`.",
+             "Every job's metrics and overrides are in `sweep.parquet`."
+             + (f" Verdicts, metrics and lifts across seeds: [{replicates.name}]({replicates.name})."
+                if replicates is not None else ""),
              f"## {metric}", "Mean across seeds with a 95% Student-t interval.",
              table(summary.columns, summary.rows(), ".4g") if summary.height
              else "No complete job has this metric."]
