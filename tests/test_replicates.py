@@ -123,6 +123,8 @@ def _copy_as(src: Path, dst: Path, extra: str, change: dict[str, float]) -> None
     metrics: dict[str, Any] = read_json(dst / "metrics.json")
     for key, delta in change.items():
         metrics["arms"]["control"][key] += delta
+    seed = read_json(dst / "manifest.json")["seed"]  # an attributed job: one Shapley value per seed
+    metrics["attribution"] = {"outcomes": {"cpa_lift": {"shapley": {"parity_gap": 0.1 * seed}}}}
     (dst / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -146,3 +148,5 @@ def test_groups_that_share_seeds_are_compared_pair_by_pair(sweep: Path, tmp_path
     assert diff["mean"] == pytest.approx(1.5)
     assert diff["high"] - diff["mean"] == pytest.approx(stats.t.ppf(0.975, 2) * 0.5 / np.sqrt(3))
     assert pair["differences"]["arms.control.l1_log_mae"]["mean"] == 0.0  # unchanged
+    shapley = result["groups"][0]["shapley"]["cpa_lift.parity_gap"]
+    assert shapley["mean"] == pytest.approx(0.1) and shapley["n"] == SEEDS
