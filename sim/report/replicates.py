@@ -8,7 +8,8 @@ seed. For each group with at least two complete seeds, from each job's ``metrics
 
 * every verdict as "named in k of N seeds", with each seed's status;
 * the retrospective's observations (two-arm runs) as "holds in k of N";
-* the headline metrics (:data:`HEADLINE`) and every lift as the mean across seeds with a 95%
+* the headline metrics (:data:`HEADLINE`, and the report's derived numbers: the offline change
+  by log source, the gap, each arm's predicted skew cost) and every lift as the mean across seeds with a 95%
   Student-t interval and the per-seed values; a lift also says in how many seeds its own 95%
   interval excluded 0;
 * the attribution's Shapley values, when the jobs were attributed, the same way.
@@ -34,6 +35,7 @@ import numpy as np
 
 from sim.logs.writer import write_json_atomic, write_text_atomic
 from sim.report.document import table
+from sim.report.evidence import gap, offline_change, skew_cost, skew_expectation, two_arms
 from sim.report.retrospective import observations
 from sim.report.sweep import overrides_of, t_interval
 from sim.report.verdicts import verdicts
@@ -101,6 +103,19 @@ def _flat(prefix: str, obj: Any, out: dict[str, float]) -> None:
         out[prefix] = float(obj)
 
 
+def derived(m: dict[str, Any]) -> dict[str, float]:
+    """The single-run report's derived numbers: with two arms the offline change of log_mae by
+    log source (treatment / control − 1) and the gap; each arm's predicted skew cost."""
+    out: dict[str, float | None] = {}
+    if two_arms(m):
+        out |= {f"offline_change.{k}": v for k, v in offline_change(m).items()}
+        g = gap(m)
+        out |= {"gap.online_l1_log_mae_lift": g.online, "gap.gap": g.gap}
+    for arm in m["arms"]:
+        out[f"skew_cost.{arm}"] = skew_cost(skew_expectation(m, arm))
+    return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
+
+
 def _headline(flat: dict[str, float]) -> dict[str, float]:
     patterns = [re.compile("^" + re.escape(p).replace(r"\*", "[^.]+") + "$") for p in HEADLINE]
     return {k: v for k, v in flat.items() if any(p.match(k) for p in patterns)}
@@ -152,7 +167,7 @@ def _group(jobs: list[Job]) -> Group:
             holds[o.claim] = holds.get(o.claim, 0) + int(bool(o.holds))
         flat: dict[str, float] = {}
         _flat("", {k: v for k, v in job.metrics.items() if k in ("arms", "offline")}, flat)
-        for key, value in _headline(flat).items():
+        for key, value in {**_headline(flat), **derived(job.metrics)}.items():
             metric_rows.setdefault(key, {})[job.seed] = value
         for name, iv in (job.metrics.get("lift") or {}).items():
             if not iv or iv.get("estimate") is None:
