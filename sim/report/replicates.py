@@ -37,7 +37,8 @@ from sim.logs.writer import write_json_atomic, write_text_atomic
 from sim.report.document import table
 from sim.report.evidence import gap, offline_change, skew_cost, skew_expectation, two_arms
 from sim.report.retrospective import observations
-from sim.report.sweep import overrides_of, t_interval
+from sim.report.run_report import ReportError
+from sim.report.sweep import flatten, job_dirs, overrides_of, t_interval
 from sim.report.verdicts import verdicts
 
 # headline metrics, as patterns over the dotted metric keys (``*`` one part)
@@ -95,14 +96,6 @@ def spread(per_seed: dict[int, float]) -> Spread:
     return Spread(n=values.size, mean=mean, low=low, high=high, per_seed=dict(per_seed))
 
 
-def _flat(prefix: str, obj: Any, out: dict[str, float]) -> None:
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
-    elif isinstance(obj, int | float) and not isinstance(obj, bool) and np.isfinite(obj):
-        out[prefix] = float(obj)
-
-
 def derived(m: dict[str, Any]) -> dict[str, float]:
     """The single-run report's derived numbers: with two arms the offline change of log_mae by
     log source (treatment / control − 1) and the gap; each arm's predicted skew cost."""
@@ -116,9 +109,14 @@ def derived(m: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
 
 
-def _headline(flat: dict[str, float]) -> dict[str, float]:
+def _headline(m: dict[str, Any]) -> dict[str, float]:
+    """The run's numbers that match :data:`HEADLINE`."""
+    flat: dict[str, Any] = {}
+    flatten("", {k: v for k, v in m.items() if k in ("arms", "offline")}, flat)
     patterns = [re.compile("^" + re.escape(p).replace(r"\*", "[^.]+") + "$") for p in HEADLINE]
-    return {k: v for k, v in flat.items() if any(p.match(k) for p in patterns)}
+    return {k: float(v) for k, v in flat.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+            and any(p.match(k) for p in patterns)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,9 +129,9 @@ class Job:
 def jobs_of(sweep_dir: Path) -> list[Job]:
     """The complete jobs of a sweep with their seed (from the job's manifest) and other overrides."""
     out = []
-    for d in sorted((d for d in sweep_dir.iterdir() if d.is_dir()), key=lambda d: (len(d.name), d.name)):
+    for d in job_dirs(sweep_dir):
         manifest_path, metrics_path = d / "manifest.json", d / "metrics.json"
-        if not metrics_path.exists() or not manifest_path.exists():
+        if not metrics_path.exists():
             continue
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("status") != "complete" or manifest.get("seed") is None:
@@ -148,6 +146,9 @@ def jobs_of(sweep_dir: Path) -> list[Job]:
 def _group(jobs: list[Job]) -> Group:
     jobs = sorted(jobs, key=lambda j: j.seed)
     seeds = [j.seed for j in jobs]
+    if len(set(seeds)) < len(seeds):
+        raise ReportError(f"two jobs ran the same world at the same seed ({jobs[0].overrides}, "
+                          f"seeds {seeds}): a replicate must be another seed")
     verdict_rows: dict[str, dict[int, str]] = {}
     named: dict[str, int] = {}
     obs_rows: dict[str, dict[int, str]] = {}
@@ -165,9 +166,7 @@ def _group(jobs: list[Job]) -> Group:
         for o in observations(job.metrics, found):
             obs_rows.setdefault(o.claim, {})[job.seed] = {True: "yes", False: "no", None: "n/a"}[o.holds]
             holds[o.claim] = holds.get(o.claim, 0) + int(bool(o.holds))
-        flat: dict[str, float] = {}
-        _flat("", {k: v for k, v in job.metrics.items() if k in ("arms", "offline")}, flat)
-        for key, value in {**_headline(flat), **derived(job.metrics)}.items():
+        for key, value in {**_headline(job.metrics), **derived(job.metrics)}.items():
             metric_rows.setdefault(key, {})[job.seed] = value
         for name, iv in (job.metrics.get("lift") or {}).items():
             if not iv or iv.get("estimate") is None:
@@ -199,7 +198,12 @@ def groups(jobs: list[Job]) -> list[Group]:
     by: dict[str, list[Job]] = {}
     for job in jobs:
         by.setdefault(_key(job.overrides), []).append(job)
-    return [_group(js) for js in by.values() if len({j.seed for j in js}) >= 2]
+    return [_group(js) for js in by.values() if len(js) >= 2]
+
+
+def _numbers(g: Group) -> dict[str, Spread]:
+    """A group's headline metrics and its lifts (``lift.<name>``)."""
+    return {**g.metrics, **{f"lift.{k}": v for k, v in g.lifts.items()}}
 
 
 def paired(found: list[Group]) -> list[Paired]:
@@ -220,8 +224,9 @@ def paired(found: list[Group]) -> list[Paired]:
                 if o.get(key) == values[0] or {k: v for k, v in o.items() if k != key} != fixed:
                     continue
                 diffs: dict[str, Spread] = {}
-                for metric, b in {**base.metrics, **{f"lift.{k}": v for k, v in base.lifts.items()}}.items():
-                    a = other.metrics.get(metric) or other.lifts.get(metric.removeprefix("lift."))
+                theirs = _numbers(other)
+                for metric, b in _numbers(base).items():
+                    a = theirs.get(metric)
                     if a is None:
                         continue
                     shared = sorted(set(a.per_seed) & set(b.per_seed))

@@ -32,10 +32,11 @@ REPLICATE_KEYS = ("seed",)
 DEFAULT_METRICS = ("lift.cpa.estimate", "arms.control.cpa")
 
 
-def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> None:
+def flatten(prefix: str, obj: Any, out: dict[str, Any]) -> None:
+    """Every scalar of ``obj`` into ``out`` under its dotted key (lists are left out)."""
     if isinstance(obj, dict):
         for k, v in obj.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+            flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
     elif not isinstance(obj, list):
         out[prefix] = obj
 
@@ -64,12 +65,17 @@ def _column(values: list[Any]) -> pl.Series:
     return pl.Series([None if v is None else str(v) for v in values], dtype=pl.Utf8)
 
 
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The job directories of a sweep (those with a manifest), in job order."""
+    return sorted((d for d in sweep_dir.iterdir() if d.is_dir() and (d / "manifest.json").exists()),
+                  key=lambda d: (len(d.name), d.name))
+
+
 def gather(sweep_dir: Path) -> pl.DataFrame:
     """One row per job of the sweep (see the module docstring)."""
     import json
 
-    jobs = sorted((d for d in sweep_dir.iterdir() if d.is_dir() and (d / "manifest.json").exists()),
-                  key=lambda d: (len(d.name), d.name))
+    jobs = job_dirs(sweep_dir)
     if not jobs:
         raise ReportError(f"{sweep_dir}: no job directories with a manifest.json")
     rows = []
@@ -78,7 +84,7 @@ def gather(sweep_dir: Path) -> pl.DataFrame:
         row: dict[str, Any] = {"job": d.name, "status": manifest.get("status"),
                                "wall_s": manifest.get("wall_s"), **overrides_of(d)}
         if manifest.get("status") == "complete" and (d / "metrics.json").exists():
-            _flatten("", json.loads((d / "metrics.json").read_text()), row)
+            flatten("", json.loads((d / "metrics.json").read_text()), row)
         rows.append(row)
     keys = list(dict.fromkeys(k for r in rows for k in r))
     return pl.DataFrame({k: _column([r.get(k) for r in rows]) for k in keys})
