@@ -219,3 +219,23 @@ def test_l1_scores_from_distinct_inputs_equal_a_forward_over_every_row(family: s
     np.testing.assert_array_equal(distinct, every)
     q, i = tower_vectors(model, rows, users, ns)
     assert q.shape == (len(rows), cfg.models.embedding_dim + 1) == i.shape
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_learning_rate_schedule_is_what_the_optimiser_steps_with(schedule: str) -> None:
+    from sim.config.schema import TrainingConfig
+    from sim.models.training import _batches, learning_rate
+
+    cfg = TrainingConfig(learning_rate=0.01, epochs=3, batch_size=10, lr_schedule=schedule)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=123.0)
+    seen = [opt.param_groups[0]["lr"] for _ in _batches(95, cfg, torch.Generator(), opt)]
+    assert len(seen) == 30  # 3 epochs of ceil(95 / 10) batches
+    assert seen == [learning_rate(cfg, s, 30) for s in range(30)]
+    if schedule == "constant":
+        assert seen == [0.01] * 30
+    else:  # a half cosine: the full rate first, falling every step, to near 0 at the last
+        assert seen[0] == 0.01 and all(a > b for a, b in zip(seen[:-1], seen[1:], strict=True))
+        assert seen[15] == pytest.approx(0.005) and seen[-1] == pytest.approx(0.01 * 0.5 * (
+            1 + np.cos(np.pi * 29 / 30)))
+        assert seen[-1] < 1e-4

@@ -27,6 +27,7 @@ L1_FAMILIES = ("simple", "dhen")
 FEATURE_FAMILIES = ("base", "targeting", "offsite_conversions", "annotations", "image_embedding")
 ARTIFACTS = ("training_logs", "l2_feature_store", "l1_embedding")
 PRICING_RULES = ("gsp", "second_price", "first_price", "vcg")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -198,6 +199,8 @@ class TrainingConfig:
     learning_rate: float = bounded(3e-3, gt=0)  # start-up training (releases: releases.*)
     epochs: int = bounded(3, ge=1)
     batch_size: int = bounded(4096, ge=1)
+    # the learning rate over a fit's steps: constant, or a half cosine from the rate down to 0
+    lr_schedule: str = bounded("constant", choices=LR_SCHEDULES)
 
 
 @dataclass

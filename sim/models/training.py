@@ -6,6 +6,7 @@ from the run's named stream, so training is reproducible for a fixed ``threads.t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -41,10 +42,27 @@ def _report(losses: list[float], n_per_epoch: int) -> FitReport:
     return FitReport(loss=sum(last) / max(len(last), 1), steps=len(losses))
 
 
-def _batches(n: int, cfg: TrainingConfig, gen: torch.Generator) -> Iterator[torch.Tensor]:
+def _batches(n: int, cfg: TrainingConfig, gen: torch.Generator,
+             opt: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
+    """The minibatches of every epoch, each a fresh permutation; sets ``opt``'s learning rate
+    for each step by ``cfg.lr_schedule``."""
+    total = cfg.epochs * ((n + cfg.batch_size - 1) // cfg.batch_size)
+    step = 0
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
-        yield from perm.split(cfg.batch_size)
+        for idx in perm.split(cfg.batch_size):
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(cfg, step, total)
+            step += 1
+            yield idx
+
+
+def learning_rate(cfg: TrainingConfig, step: int, total: int) -> float:
+    """The rate of step ``step`` (0-based) of ``total``: ``cfg.learning_rate`` throughout, or a
+    half cosine from it at the first step down to near 0 at the last."""
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
 
 def train_ranker(
@@ -60,7 +78,7 @@ def train_ranker(
     clicked = click > 0.5
     losses: list[float] = []
     n_per_epoch = (x.shape[0] + cfg.batch_size - 1) // cfg.batch_size
-    for idx in _batches(x.shape[0], cfg, gen):
+    for idx in _batches(x.shape[0], cfg, gen, opt):
         out = model(x[idx], position[idx])
         loss = F.binary_cross_entropy_with_logits(out[:, 0], click[idx])
         m = clicked[idx]
@@ -86,7 +104,7 @@ def distill_two_tower(
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     losses: list[float] = []
     n_per_epoch = (query_x.shape[0] + cfg.batch_size - 1) // cfg.batch_size
-    for idx in _batches(query_x.shape[0], cfg, gen):
+    for idx in _batches(query_x.shape[0], cfg, gen, opt):
         logit = model(query_x[idx], item_x[idx])
         loss = F.binary_cross_entropy_with_logits(logit, teacher[idx])
         m = has_label[idx]
