@@ -10,6 +10,7 @@ under-cover badly.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import polars as pl
@@ -36,10 +37,12 @@ def _covers(lifts: dict[str, dict[str, float] | None]) -> dict[str, bool]:
 def test_aa_lift_intervals_cover_zero_at_about_95_percent(tmp_path: Path, design: str) -> None:
     two_way: dict[str, list[bool]] = {}
     user_only: dict[str, list[bool]] = {}
-    for seed in range(SEEDS):
+    base = tiny_config(*SMALL, f"experiment.design={design}")  # composed once: seeds and salts
+    for seed in range(SEEDS):                                  # are plain values
         d = tmp_path / str(seed)
-        m = run(tiny_config(*SMALL, f"experiment.design={design}", f"seed={seed}",
-                            f"experiment.salt=s{seed}"), d, scenario="default")
+        cfg = dataclasses.replace(base, seed=seed, experiment=dataclasses.replace(
+            base.experiment, salt=f"s{seed}"))
+        m = run(cfg, d, scenario="default")
         for k, v in _covers(m["lift"]).items():
             two_way.setdefault(k, []).append(v)
         logs = {t: pl.read_parquet(d / "logs" / f"{t}.parquet") for t in TABLES}

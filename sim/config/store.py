@@ -24,8 +24,18 @@ CONF_DIR = ROOT / "conf"
 SCENARIO_DIR = ROOT / "scenarios"
 
 
+_REGISTERED: dict[Path, tuple[tuple[str, int], ...]] = {}
+
+
 def register_configs(scenario_dir: Path = SCENARIO_DIR) -> list[str]:
-    """Store the ``base_config`` schema and every ``scenarios/*.yaml``; return the scenario names."""
+    """Store the ``base_config`` schema and every ``scenarios/*.yaml``; return the scenario names.
+
+    Storing is skipped when this directory's files (names and modification times) are what was
+    stored last: composing many configs in one process (tests, notebooks) re-reads only what
+    changed."""
+    files = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(scenario_dir.glob("*.yaml")))
+    if _REGISTERED.get(scenario_dir) == files:
+        return [Path(name).stem for name, _ in files]
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     names = []
@@ -33,6 +43,8 @@ def register_configs(scenario_dir: Path = SCENARIO_DIR) -> list[str]:
         node = OmegaConf.load(path)
         cs.store(group="scenario", name=path.stem, node=node, package="_global_")
         names.append(path.stem)
+    _REGISTERED.clear()  # the store holds one directory's scenarios at a time
+    _REGISTERED[scenario_dir] = files
     return names
 
 
