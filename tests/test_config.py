@@ -196,3 +196,17 @@ def test_ray_cluster_launcher_needs_the_heads_address(address: str | None) -> No
         check_launcher(overrides)
     check_launcher([*overrides, "hydra.launcher.ray.init.address=10.0.0.1:6379"])  # named: fine
     check_launcher(["-m", "seed=0,1", "hydra/launcher=ray"])  # a local instance needs none
+
+
+def test_a_scenario_file_that_changed_is_registered_again(tmp_path: Path) -> None:
+    import os
+
+    from sim.config.store import register_configs
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("# @package _global_\ndays: 2\n")
+    assert register_configs(tmp_path) == ["mine"]
+    path.write_text("# @package _global_\ndays: 3\n")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    register_configs(tmp_path)  # the same directory, a file changed: stored again
+    assert load_config("mine").days == 3
