@@ -108,6 +108,8 @@ def test_means_and_intervals_are_those_of_the_per_seed_values(sweep: Path) -> No
         assert got["mean"] == pytest.approx(values.mean(), rel=1e-12)
         assert got["low"] == pytest.approx(values.mean() - half, rel=1e-12)
         assert [got["per_seed"][str(s)] for s in sorted(per_seed)] == values.tolist()
+        assert (got["median"], got["min"], got["max"]) == (np.median(values), values.min(),
+                                                           values.max())
     lift = group["lifts"]["cpa"]
     assert lift["per_seed"] == {str(s): m["lift"]["cpa"]["estimate"] for s, m in per_seed.items()}
     significant = sum(m["lift"]["cpa"]["low"] > 0 or m["lift"]["cpa"]["high"] < 0

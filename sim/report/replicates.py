@@ -51,12 +51,16 @@ HEADLINE = (
 
 @dataclass(frozen=True, kw_only=True)
 class Spread:
-    """A number across seeds: mean, 95% t-interval (None below two seeds), per-seed values."""
+    """A number across seeds: mean, 95% t-interval (None below two seeds), median and range
+    (``min`` … ``max``), per-seed values."""
 
     n: int
     mean: float
     low: float | None
     high: float | None
+    median: float
+    min: float
+    max: float
     per_seed: dict[int, float]
 
 
@@ -93,7 +97,8 @@ class Paired:
 def spread(per_seed: dict[int, float]) -> Spread:
     values = np.array(list(per_seed.values()), dtype=float)
     mean, low, high = t_interval(values)
-    return Spread(n=values.size, mean=mean, low=low, high=high, per_seed=dict(per_seed))
+    return Spread(n=values.size, mean=mean, low=low, high=high, median=float(np.median(values)),
+                  min=float(values.min()), max=float(values.max()), per_seed=dict(per_seed))
 
 
 def derived(m: dict[str, Any]) -> dict[str, float]:
@@ -238,13 +243,17 @@ def paired(found: list[Group]) -> list[Paired]:
     return out
 
 
+SPREAD_HEAD = ("mean", "95% interval", "median (range)")
+
+
 def _g(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4g}"
 
 
 def _spread_row(name: str, s: Spread, seeds: list[int]) -> list[Any]:
     iv = f"{_g(s.low)} … {_g(s.high)}" if s.low is not None else "n/a"
-    return [name, _g(s.mean), iv, *[_g(s.per_seed.get(seed)) for seed in seeds]]
+    return [name, _g(s.mean), iv, f"{_g(s.median)} ({_g(s.min)} … {_g(s.max)})",
+            *[_g(s.per_seed.get(seed)) for seed in seeds]]
 
 
 def _count_row(name: str, c: Count, seeds: list[int]) -> list[Any]:
@@ -275,18 +284,17 @@ def render(sweep_dir: Path, found: list[Group], pairs: list[Paired]) -> str:
         if g.lifts:
             parts.append("**Lifts** (treatment against control; significant: the seed's own 95% "
                          "interval excludes 0):")
-            rows = [[*_spread_row(k, s, g.seeds)[:3], f"{g.lifts_significant[k].k} of "
-                     f"{g.lifts_significant[k].n}", *_spread_row(k, s, g.seeds)[3:]]
+            rows = [[*_spread_row(k, s, g.seeds)[:4], f"{g.lifts_significant[k].k} of "
+                     f"{g.lifts_significant[k].n}", *_spread_row(k, s, g.seeds)[4:]]
                     for k, s in g.lifts.items()]
-            parts.append(table(["lift", "mean", "95% interval", "significant in",
+            parts.append(table(["lift", *SPREAD_HEAD, "significant in",
                                 *[f"seed {s}" for s in seeds]], rows))
         parts.append("**Headline metrics:**")
-        parts.append(table(["metric", "mean", "95% interval", *[f"seed {s}" for s in seeds]],
+        parts.append(table(["metric", *SPREAD_HEAD, *[f"seed {s}" for s in seeds]],
                            [_spread_row(k, s, g.seeds) for k, s in g.metrics.items()]))
         if g.shapley:
             parts.append("**Attribution** (Shapley value per outcome and hazard):")
-            parts.append(table(["outcome.hazard", "mean", "95% interval",
-                                *[f"seed {s}" for s in seeds]],
+            parts.append(table(["outcome.hazard", *SPREAD_HEAD, *[f"seed {s}" for s in seeds]],
                                [_spread_row(k, s, g.seeds) for k, s in g.shapley.items()]))
     for p in pairs:
         fixed = ", ".join(f"{k}={v}" for k, v in p.fixed.items())
@@ -294,7 +302,7 @@ def render(sweep_dir: Path, found: list[Group], pairs: list[Paired]) -> str:
                      + (f" ({fixed})" if fixed else ""))
         seeds_all = sorted({s for d in p.differences.values() for s in d.per_seed})
         parts.append("Per-seed differences (other − base) at the seeds both have:")
-        parts.append(table(["metric", "mean", "95% interval", *[f"seed {s}" for s in seeds_all]],
+        parts.append(table(["metric", *SPREAD_HEAD, *[f"seed {s}" for s in seeds_all]],
                            [_spread_row(k, s, seeds_all) for k, s in p.differences.items()]))
     return "\n\n".join(parts) + "\n"
 
