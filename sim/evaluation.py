@@ -133,7 +133,12 @@ def skew_sweep(registry: Registry, families: dict[str, str], l2_lineage: str, ro
     of (query a, item a - k) are averaged over anchors, and ``delta`` is the mean change against
     the clean pairing (query a, item a) of the same anchor, which cancels how good or stale each
     version is on this window and leaves the effect of the skew. ``latest_query`` is the seeds'
-    single-anchor curve (query fixed at the latest version)."""
+    single-anchor curve (query fixed at the latest version).
+
+    The mechanism beside the metrics, averaged over anchors: ``logit_shift``, the mean |change of
+    the L1 logit| from the clean pairing to the skewed one (what skew does to a score);
+    ``item_shift``, how far the item vectors moved (mean |i(a - k) - i(a)| over mean |i(a)|);
+    ``query_norm``, the mean |q(a)| that turns an item's move into a logit change."""
     ns = len(cfg.world.surfaces)
     teacher = teacher_pcvr(registry.latest(l2_lineage).ranker, rows, users, ns)
     groups = {"all": np.ones(len(rows), bool)}
@@ -159,7 +164,8 @@ def skew_sweep(registry: Registry, families: dict[str, str], l2_lineage: str, ro
                     "source": value if kind == "source" else "all",
                     "tier": value if kind == "tier" else "all", "anchors": mean["anchors"],
                     **{key: mean[key] for key in ("rows", "log_loss", "excess_loss",
-                                                  "calibration", "log_mae")},
+                                                  "calibration", "log_mae", "logit_shift",
+                                                  "item_shift", "query_norm")},
                     "delta_excess_loss": delta["excess_loss"], "delta_log_mae": delta["log_mae"]})
             sweep[family][str(k)] = entry
         gate[family] = _gate(sweep[family], cfg)
@@ -171,14 +177,21 @@ def _at_distance(qv: list[torch.Tensor], iv: list[torch.Tensor], k: int, rows: L
     """The metrics of every (query a, item a - k) pairing of a lineage's versions on the rows
     ``m``, averaged over anchors, with ``delta`` against the clean pairing of the same anchor and
     ``latest_query`` the pairing with the latest query version."""
-    pairs, deltas = [], []
+    pairs, deltas, drift = [], [], []
+    mt = torch.from_numpy(m)
     for a in range(k, len(qv)):  # anchor query version a + 1, item version a + 1 - k
-        p = torch.sigmoid((qv[a] * iv[a - k]).sum(1)).double().numpy()
-        clean = torch.sigmoid((qv[a] * iv[a]).sum(1)).double().numpy()
+        skewed, clean_logit = (qv[a] * iv[a - k]).sum(1), (qv[a] * iv[a]).sum(1)
+        p = torch.sigmoid(skewed).double().numpy()
+        clean = torch.sigmoid(clean_logit).double().numpy()
         pm, cm = _pair_metrics(p, rows, teacher, m), _pair_metrics(clean, rows, teacher, m)
         pairs.append(pm)
         deltas.append({key: pm[key] - cm[key] for key in pm if key != "rows"})
+        moved = (iv[a - k] - iv[a])[mt]
+        drift.append({"logit_shift": float((skewed - clean_logit)[mt].abs().mean()),
+                      "item_shift": float(moved.norm(dim=1).mean() / iv[a][mt].norm(dim=1).mean()),
+                      "query_norm": float(qv[a][mt].norm(dim=1).mean())})
     mean = {key: float(np.mean([x[key] for x in pairs])) for key in pairs[0]}
+    mean |= {key: float(np.mean([x[key] for x in drift])) for key in drift[0]}
     delta = {key: float(np.mean([x[key] for x in deltas])) for key in deltas[0]}
     return {**mean, "anchors": len(pairs), "delta": delta, "latest_query": pairs[-1]}
 

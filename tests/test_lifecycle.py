@@ -142,6 +142,10 @@ def test_offline_evaluation_and_skew_sweep_are_reported(tiny_run: Path) -> None:
     sweep = m["offline"]["skew_sweep"]["simple"]
     assert set(sweep) == {"0", "1", "2"}
     assert sweep["0"]["all"]["delta"]["excess_loss"] == 0.0  # the clean pairing
+    assert sweep["0"]["all"]["logit_shift"] == 0.0 and sweep["0"]["all"]["item_shift"] == 0.0
+    assert all(sweep[k]["all"]["logit_shift"] > 0 and sweep[k]["all"]["item_shift"] > 0
+               for k in ("1", "2"))  # each release moved the item tower
+    assert sweep["1"]["all"]["query_norm"] > 0
     assert sweep["1"]["all"]["anchors"] == 2 and sweep["2"]["all"]["anchors"] == 1
     gate = m["offline"]["skew_gate"]["simple"]
     assert gate["result"] in {"pass", "fail"} and gate["distance"] == 2

@@ -77,7 +77,8 @@ PINNED = {
     ],
     "skew_sweep": [
         "family", "lineage", "query_version", "distance", "source", "tier", "anchors", "rows",
-        "log_loss", "excess_loss", "calibration", "log_mae", "delta_excess_loss", "delta_log_mae"
+        "log_loss", "excess_loss", "calibration", "log_mae", "logit_shift", "item_shift",
+        "query_norm", "delta_excess_loss", "delta_log_mae"
     ],
     "feature_coverage": [
         "hour", "arm", "artifact", "family", "rows", "present"

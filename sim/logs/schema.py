@@ -119,11 +119,14 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "label_log_loss": F64, "label_calibration": F64,
     },
     # The skew sweep: query tower of version a, item tower of a - ``distance``, averaged over the
-    # anchors a; ``delta_*`` is the mean change against the clean pairing (a, a).
+    # anchors a; ``delta_*`` is the mean change against the clean pairing (a, a); ``logit_shift``
+    # the mean |change of the L1 logit| from it, ``item_shift`` the relative move of the item
+    # vectors, ``query_norm`` the mean query-vector length (sim.evaluation.skew_sweep).
     "skew_sweep": {
         "family": STR, "lineage": STR, "query_version": I32, "distance": I32, "source": STR,
         "tier": STR, "anchors": I32, "rows": I64, "log_loss": F64, "excess_loss": F64,
-        "calibration": F64, "log_mae": F64, "delta_excess_loss": F64, "delta_log_mae": F64,
+        "calibration": F64, "log_mae": F64, "logit_shift": F64, "item_shift": F64,
+        "query_norm": F64, "delta_excess_loss": F64, "delta_log_mae": F64,
     },
     # Feature coverage per hour: of the rows an artifact served (``l1_embedding``: live retrieved
     # candidates; ``l2_feature_store``: L2-scored candidates; ``training_logs``: logged training
