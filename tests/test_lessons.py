@@ -27,10 +27,15 @@ def expect_blocks(path: Path) -> list[dict[str, Any]]:
     return [yaml.safe_load(text) for text in BLOCK.findall(path.read_text())]
 
 
-def lookup(metrics: dict[str, Any], key: str) -> Any:
-    """The value at a dotted key; a number indexes a list (``arms.treatment.daily.1.cpa``)."""
+def lookup(metrics: dict[str, Any], key: str, *, undefined_ok: bool = False) -> Any:
+    """The value at a dotted key; a number indexes a list (``arms.treatment.daily.1.cpa``).
+
+    ``undefined_ok``: a node that is None (a metric the run could not define, e.g. the CPA lift
+    of a tiny world where one arm has no oCPM conversion) ends the lookup with None."""
     node: Any = metrics
     for part in key.split("."):
+        if node is None and undefined_ok:
+            return None
         if isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         elif isinstance(node, dict) and part in node:
@@ -63,6 +68,11 @@ def test_lookup_names_the_missing_part() -> None:
         lookup({"a": {"b": 1.5}}, "a.c")
     with pytest.raises(KeyError, match="no `2`"):
         lookup({"a": [{"b": 1}, {"b": 2}]}, "a.2.b")
+    with pytest.raises(KeyError, match="no `c`"):
+        lookup({"a": None}, "a.c")
+    assert lookup({"a": None}, "a.c", undefined_ok=True) is None
+    with pytest.raises(KeyError, match="no `x`"):
+        lookup({"a": None}, "x.c", undefined_ok=True)
 
 
 def keys_of(scenario: str) -> list[str]:

@@ -170,4 +170,4 @@ def test_every_scenario_runs_on_a_tiny_horizon(scenario: str, tmp_path: Path) ->
     assert metrics["arms"]["control"]["impressions"] > 0
     assert read_json(tmp_path / "manifest.json")["status"] == "complete"
     for key in keys_of(scenario):  # every figure a lesson states is a key this scenario reports
-        lookup(metrics, key)
+        lookup(metrics, key, undefined_ok=True)  # (a tiny world may leave a lift undefined)
