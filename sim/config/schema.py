@@ -201,8 +201,9 @@ class TrainingConfig:
     batch_size: int = bounded(4096, ge=1)
     # the learning rate over each fit's steps (start-up and every release): a half cosine from
     # the rate down to 0, or constant (before issue 17). A fit that ends at the full rate stops
-    # wherever the last steps threw it: at one seed, a last-bit change moved the headline's
-    # offline log_mae by up to 20% with a constant rate, ~2% with the cosine (scenarios/README.md)
+    # wherever the last steps threw it: at one seed, last-bit changes moved the headline's
+    # offline log_mae change by up to 12 points with a constant rate, by 3.4 at most with the cosine
+    # (scenarios/l1_cvr_discrepancy.md, "Training noise")
     lr_schedule: str = bounded("cosine", choices=LR_SCHEDULES)
 
 
