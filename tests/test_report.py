@@ -25,6 +25,7 @@ from sim.report import verdicts as V
 from sim.report.attribution import (
     attribute,
     load_run_config,
+    outcomes,
     present_hazards,
     save_config,
     shapley,
@@ -296,10 +297,12 @@ def hazard_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def clean_aa_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A/A, no hazard: every family onboarded everywhere (the default), synchronous deploys, the
-    # default SLAs (met by the simple towers here), a ramp; more users and budget than TINY so
-    # that its noise is not read as a cause (with TINY's 400 users the ramp read-out swings)
+    # default SLAs (met by the simple towers here), a constant 50% share; more users and budget
+    # than TINY so that its noise is not read as a cause. No ramp: a ramp gives the arms different
+    # mixes of hours, which the mix-shift rule can read as a cause in an A/A (a known limit, README
+    # "Not done yet"; it fired here once the training schedule changed the draws)
     return _run(tmp_path_factory.mktemp("clean"), "days=0.5", "experiment.arms=[control,treatment]",
-                "experiment.ramp=[{day:0,share:0.3},{day:0.25,share:0.6}]", "world.n_users=3000",
+                "experiment.ramp=[{day:0,share:0.5}]", "world.n_users=3000",
                 "traffic.requests_per_day=60000", "world.daily_budget_mean=400", *SYNCHRONOUS)
 
 
@@ -382,10 +385,14 @@ def test_attribution_worlds_and_shapley(hazard_run: Path) -> None:
         assert arm["parity_audit"] == [] and set(arm["version_distance"]["all"]) == {"0"}
     only_parity = read_json(run_dir / "attribution" / "on_parity_gap" / "metrics.json")
     assert only_parity["arms"]["treatment"]["parity_audit"]
-    assert result["outcomes"]["log_mae_gap"] is not None
-    for o in result["outcomes"].values():
-        if o is None:  # cpa_lift: a tiny world may have no oCPM conversion in an arm
-            continue
+    assert result["outcomes"]["treatment_l1_log_mae"] is not None
+    worlds = [read_json(run_dir / "metrics.json")] + [
+        read_json(run_dir / "attribution" / w / "metrics.json") for w in ("all_off", "on_parity_gap",
+                                                                         "on_version_skew")]
+    for name, o in result["outcomes"].items():
+        if o is None:  # undefined in some world of a tiny run: e.g. no oCPM conversion in an arm
+            assert any(outcomes(w)[name] is None for w in worlds), name  # (cpa_lift), or no
+            continue                                                    # winner in the last hours
         assert sum(o["shapley"].values()) == pytest.approx(o["all_on"] - o["all_off"])
     # repeating the command reuses the finished worlds
     made.clear()
