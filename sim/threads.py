@@ -28,11 +28,12 @@ faiss's exact search and numpy need nothing. What still differs in this mode: at
 ``dhen``'s training (one weight gradient's product, by a few ulps; ``simple`` is identical), and
 across machines whose CPUs take other MKL code paths (AVX2 against AVX-512).
 
-It is off by default because it changes the numbers: MKL's strict mode alone changes a 2-thread
-world's bits, and a world amplifies a last-bit difference (at seed 0 the headline's offline log_mae
-moved by 4-6% and its CPAs by 2-4%), while the lessons state figures measured without it. Without
-it, other thread counts differ in their last bits and then by as much (the headline on 1 thread
-against 2: offline log_mae −1% to −8%, CPAs ±2%). ``manifest.threads``
+It is off by default: MKL reads ``MKL_CBWR`` before the process can set it, and strict mode alone
+changes a 2-thread world's bits, which a world amplifies, while the lessons state figures measured
+without it. Without it, other thread counts differ in their last bits and then by more (the
+headline at seed 0 on 1 thread against 2, with the cosine learning-rate schedule: offline log_mae
+−1% to +4%, CPAs +1.4% and +1.7%; with the constant rate of before issue 17, −1% to −8% and ±2%,
+and strict mode moved its offline log_mae by 4-6%). ``manifest.threads``
 records the counts, ``deterministic``, and ``blas``, the MKL mode the process had.
 """
 

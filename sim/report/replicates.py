@@ -9,9 +9,9 @@ seed. For each group with at least two complete seeds, from each job's ``metrics
 * every verdict as "named in k of N seeds", with each seed's status;
 * the retrospective's observations (two-arm runs) as "holds in k of N";
 * the headline metrics (:data:`HEADLINE`, and the report's derived numbers: the offline change
-  by log source, the gap, each arm's predicted skew cost) and every lift as the mean across seeds with a 95%
-  Student-t interval and the per-seed values; a lift also says in how many seeds its own 95%
-  interval excluded 0;
+  by log source, the gap, each arm's predicted skew cost) and every lift as the mean across
+  seeds with a 95% Student-t interval, the median and range, and the per-seed values; a lift
+  also says in how many seeds its own 95% interval excluded 0;
 * the attribution's Shapley values, when the jobs were attributed, the same way.
 
 Where groups differ in one swept key and share seeds (a hazard on against off, a knob at two
