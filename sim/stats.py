@@ -29,6 +29,7 @@ counted once with both arms' terms.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -95,16 +96,50 @@ def ratio(y: np.ndarray, x: np.ndarray, user: np.ndarray | None = None,
                  influence=psi, user=user, advertiser=adv)
 
 
-def lift(treatment: Ratio | None, control: Ratio | None) -> dict[str, float | None] | None:
-    """Relative lift of treatment over control with its 95% interval (None if undefined)."""
-    if treatment is None or control is None or treatment.estimate <= 0 or control.estimate <= 0:
-        return None
-    log_lift = np.log(treatment.estimate / control.estimate)
+def _lift_influence(treatment: Ratio, control: Ratio) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The log lift's influence per cell (treatment cells, then control cells), with their user
+    and advertiser ids: what :func:`lift` clusters."""
     psi = np.concatenate([treatment.influence / treatment.estimate,
                           -control.influence / control.estimate])
     user = np.concatenate([treatment.user, control.user])
     adv = (None if treatment.advertiser is None or control.advertiser is None
            else np.concatenate([treatment.advertiser, control.advertiser]))
+    return psi, user, adv
+
+
+def lift(treatment: Ratio | None, control: Ratio | None) -> dict[str, float | None] | None:
+    """Relative lift of treatment over control with its 95% interval (None if undefined)."""
+    if treatment is None or control is None or treatment.estimate <= 0 or control.estimate <= 0:
+        return None
+    log_lift = np.log(treatment.estimate / control.estimate)
+    psi, user, adv = _lift_influence(treatment, control)
     sd = np.sqrt(clustered_variance(psi, user, adv))
     return {"estimate": float(np.expm1(log_lift)), "low": float(np.expm1(log_lift - Z95 * sd)),
             "high": float(np.expm1(log_lift + Z95 * sd))}
+
+
+def concentration(treatment: Ratio | None, control: Ratio | None,
+                  top: int = 3) -> dict[str, Any] | None:
+    """How much of a lift's advertiser variance a few advertisers carry.
+
+    The one-way advertiser term of the lift's variance is ``sum_a s_a^2`` (up to the
+    ``|A| / (|A| - 1)`` factor), ``s_a`` the advertiser's summed influence over both arms. Returns
+    ``advertisers`` (those with ``s_a != 0``), ``top`` (their ids, largest ``s_a^2`` first, at most
+    ``top``), ``top1_share`` and ``top3_share`` (their shares of ``sum_a s_a^2``). A top-1 share
+    near 1 means one advertiser decides the interval: more traffic does not narrow it. None without
+    advertiser ids, with an undefined lift, or with no advertiser variance."""
+    if treatment is None or control is None or treatment.estimate <= 0 or control.estimate <= 0:
+        return None
+    psi, _, adv = _lift_influence(treatment, control)
+    if adv is None:
+        return None
+    ids, dense = np.unique(adv, return_inverse=True)
+    sq = np.bincount(dense, weights=psi, minlength=ids.size) ** 2
+    total = float(sq.sum())
+    if total <= 0:
+        return None
+    order = np.argsort(-sq, kind="stable")
+    nonzero = int(np.count_nonzero(sq))
+    return {"advertisers": nonzero, "top": ids[order[:min(top, nonzero)]].tolist(),
+            "top1_share": float(sq[order[0]] / total),
+            "top3_share": float(sq[order[:3]].sum() / total)}

@@ -16,7 +16,7 @@ from sim.clock import DAY_S
 from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, LATENCY_STAGES
 from sim.metrics import calibration_ratio, log_loss, log_mae
 from sim.recall import funnel_recall
-from sim.stats import lift, ratio
+from sim.stats import concentration, lift, ratio
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -237,7 +237,9 @@ def cells(logs: dict[str, pl.DataFrame], arm: str) -> pl.DataFrame:
 def intervals(logs: dict[str, pl.DataFrame], arms: list[str],
               clusters: str = "user_advertiser") -> dict[str, Any]:
     """Per-arm 95% intervals of the ratio metrics and, with two arms, the lifts, clustered by
-    user (``clusters="user"``) or by user and advertiser (``"user_advertiser"``; ``sim.stats``)."""
+    user (``clusters="user"``) or by user and advertiser (``"user_advertiser"``; ``sim.stats``),
+    and with advertiser clusters how concentrated the CPA lift's advertiser variance is
+    (:func:`sim.stats.concentration`)."""
     ratios = {}
     for arm in arms:
         c = cells(logs, arm)
@@ -250,6 +252,9 @@ def intervals(logs: dict[str, pl.DataFrame], arms: list[str],
                                   for a, rs in ratios.items()}}
     if len(arms) == 2:
         out["lift"] = {m: lift(ratios[arms[1]][m], ratios[arms[0]][m]) for m in RATIO_METRICS}
+        if clusters == "user_advertiser":  # CPA's cells are (user, advertiser): real advertisers
+            out["lift_concentration"] = {"cpa": concentration(ratios[arms[1]]["cpa"],
+                                                              ratios[arms[0]]["cpa"])}
     return out
 
 
@@ -351,6 +356,8 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] |
     return _clean({
         "arms": per_arm,
         **({"lift": stats["lift"]} if "lift" in stats else {}),
+        **({"lift_concentration": stats["lift_concentration"]}
+           if "lift_concentration" in stats else {}),
         **({"exposure": exposure_readout(logs, arms, ramp)} if ramp and len(arms) == 2 else {}),
         "requests": logs["requests"]["request_id"].n_unique(),
         "sim_days": sim_days,

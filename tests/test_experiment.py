@@ -19,7 +19,7 @@ from sim.config.schema import RampStep
 from sim.experiment import assignment_draw, in_treatment, treatment_share
 from sim.logs.writer import LogWriter
 from sim.simulation import Simulation
-from sim.stats import lift, ratio
+from sim.stats import clustered_variance, concentration, lift, ratio
 
 from conftest import read_json, read_log, run_tiny, tiny_config
 
@@ -133,6 +133,10 @@ def test_two_arm_run_books_each_arm_on_its_own_budgets(tmp_path: Path, design: s
     assert set(m["lift"]) >= {"cpa", "spend_per_request", "conversions_per_request"}
     ci = m["arms"]["control"]["ci"]["spend_per_request"]
     assert ci["low"] <= ci["estimate"] <= ci["high"]
+    conc = m["lift_concentration"]["cpa"]  # named advertisers of the run, not users' pseudo ids
+    if conc is not None:
+        assert set(conc["top"]) <= set(days["advertiser_id"].to_list())
+        assert 0 < conc["top1_share"] <= conc["top3_share"] <= 1 + 1e-12
 
 
 def test_delta_method_intervals_cover_at_the_nominal_rate() -> None:
@@ -151,6 +155,53 @@ def test_delta_method_intervals_cover_at_the_nominal_rate() -> None:
         hits_lift += lf["low"] <= 0.0 <= lf["high"]
     assert 0.92 <= hits_ratio / reps <= 0.98
     assert 0.92 <= hits_lift / reps <= 0.98
+
+
+def test_concentration_of_a_lift_with_one_advertiser_off_the_ratio() -> None:
+    # control: five advertisers at CPA 2 (every influence 0); treatment: advertiser 3 spends twice
+    # as much per conversion. R_t = 120 / 50 = 2.4; s_a = (y_a - 2.4 * 10) / 50 / 2.4: -1/30 for
+    # the four others, 2/15 for advertiser 3. Its share: (2/15)^2 / ((2/15)^2 + 4/900) = 0.8.
+    adv, user = np.arange(5), np.arange(5)
+    x = np.full(5, 10.0)
+    control = ratio(np.full(5, 20.0), x, user, adv)
+    treatment = ratio(np.array([20.0, 20, 20, 40, 20]), x, user + 5, adv)
+    c = concentration(treatment, control)
+    assert c is not None and c["advertisers"] == 5 and c["top"][0] == 3
+    assert c["top1_share"] == pytest.approx(0.8)
+    assert c["top3_share"] == pytest.approx(0.9)
+    # an A/A whose every advertiser sits on the ratio has no advertiser variance to share out
+    assert concentration(ratio(np.full(5, 20.0), x, user + 5, adv), control) is None
+    assert concentration(ratio(np.full(5, 20.0), x), ratio(np.full(5, 20.0), x)) is None  # no ids
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 30))
+def test_concentration_shares_the_lifts_advertiser_variance(seed: int, n_adv: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 200
+    arms = []
+    for offset in (0, n):
+        x = rng.poisson(3.0, n) + 1.0
+        y = x * rng.lognormal(0.0, 0.5, n)
+        arms.append((y, x, np.arange(offset, offset + n), rng.integers(0, n_adv, n)))
+    t, c = (ratio(y, x, u, a) for y, x, u, a in arms)
+    conc = concentration(t, c)
+    assert conc is not None
+    assert 1 / conc["advertisers"] - 1e-12 <= conc["top1_share"] <= conc["top3_share"] <= 1 + 1e-12
+    # its shares are of the one-way advertiser term of the lift's variance: the top advertiser's
+    # influence alone has that share of the term (the |A| / (|A| - 1) factor cancels)
+    psi = np.concatenate([t.influence / t.estimate, -c.influence / c.estimate])
+    adv = np.concatenate([t.advertiser, c.advertiser])
+    whole = clustered_variance(psi, adv, None)  # one-way, by advertiser
+    top = adv == conc["top"][0]
+    g = np.unique(adv).size
+    assert (psi[top].sum() ** 2) * g / (g - 1) / whole == pytest.approx(conc["top1_share"])
+    # relabelling the advertisers moves the names, not the shares
+    perm = rng.permutation(n_adv) + 1000
+    t2, c2 = (ratio(y, x, u, perm[a]) for y, x, u, a in arms)
+    conc2 = concentration(t2, c2)
+    assert conc2 is not None and conc2["top"] == [int(perm[a]) for a in conc["top"]]
+    assert conc2["top1_share"] == pytest.approx(conc["top1_share"])
 
 
 def test_ground_truth_worlds_of_an_aa_test_agree(tmp_path: Path) -> None:

@@ -326,6 +326,10 @@ def test_report_has_every_section_and_plot_and_names_both_layer2_causes(hazard_r
     named = {v.key for v in V.verdicts(read_json(hazard_run / "metrics.json")) if v.named}
     assert {"parity_gap", "version_skew"} <= named
     assert "Verdict — Feature parity gap between training and serving: could explain" in text
+    conc = read_json(hazard_run / "metrics.json")["lift_concentration"]["cpa"]
+    if conc is not None:  # the advertisers who set the CPA interval, by name and share
+        top = ", ".join(str(a) for a in conc["top"])
+        assert f"the top three ({top}) {V.pct(conc['top3_share'], signed=False)}" in text
 
 
 def test_clean_aa_world_names_no_cause(clean_aa_run: Path) -> None:

@@ -63,6 +63,9 @@ def _gap_section(m: dict[str, Any], g: Gap) -> str:
         out.append(table(["online lift", "estimate", "95% low", "95% high"],
                           [[k, pct(v.get("estimate")), pct(v.get("low")), pct(v.get("high"))]
                            for k, v in lifts.items() if v]))
+        conc = (m.get("lift_concentration") or {}).get("cpa")
+        if conc:
+            out.append(_concentration(conc))
     else:
         arm = next(iter(m["arms"]))
         out.append(f"One arm (`{arm}`): offline L1 log_mae on `auction_winner` {_f(g.offline)}, "
@@ -70,6 +73,16 @@ def _gap_section(m: dict[str, Any], g: Gap) -> str:
                    f"CPA {_f(m['arms'][arm].get('cpa'))}.")
     out.append(_cpa_to_target(m))
     return "\n\n".join(out)
+
+
+def _concentration(c: dict[str, Any]) -> str:
+    """Who sets the CPA lift's interval: its advertiser variance, by advertiser."""
+    ids = ", ".join(str(a) for a in c["top"])
+    return (f"Who sets the CPA lift's interval: of its advertiser-clustered variance, the largest "
+            f"advertiser carries {pct(c['top1_share'], signed=False)} and the top three ({ids}) "
+            f"{pct(c['top3_share'], signed=False)}, of {c['advertisers']} advertisers with oCPM "
+            f"spend or conversions. Where a few advertisers carry most of it, more traffic does not "
+            f"narrow the interval; seeds do (`replicates=N`: each draws its own advertisers).")
 
 
 def _cpa_to_target(m: dict[str, Any]) -> str:

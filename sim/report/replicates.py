@@ -46,6 +46,7 @@ HEADLINE = (
     "arms.*.cpa", "arms.*.ocpm_cpa_to_target", "arms.*.ocpm_impression_share",
     "arms.*.l1_log_mae", "arms.*.l1_calibration", "arms.*.conversions", "arms.*.spend",
     "offline.models.*.sources.*.overall.log_mae", "offline.skew_gate.*.increase",
+    "lift_concentration.cpa.top1_share", "lift_concentration.cpa.top3_share",
 )
 
 
@@ -117,7 +118,8 @@ def derived(m: dict[str, Any]) -> dict[str, float]:
 def _headline(m: dict[str, Any]) -> dict[str, float]:
     """The run's numbers that match :data:`HEADLINE`."""
     flat: dict[str, Any] = {}
-    flatten("", {k: v for k, v in m.items() if k in ("arms", "offline")}, flat)
+    flatten("", {k: v for k, v in m.items() if k in ("arms", "offline", "lift_concentration")},
+            flat)
     patterns = [re.compile("^" + re.escape(p).replace(r"\*", "[^.]+") + "$") for p in HEADLINE]
     return {k: float(v) for k, v in flat.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
