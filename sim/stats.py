@@ -118,6 +118,39 @@ def lift(treatment: Ratio | None, control: Ratio | None) -> dict[str, float | No
             "high": float(np.expm1(log_lift + Z95 * sd))}
 
 
+def stratified_lift(strata: list[tuple[Ratio | None, Ratio | None]],
+                    weights: list[float]) -> dict[str, float | None] | None:
+    """The lift of treatment over control within each stratum (a ramp step), combined:
+    exp(sum_k w_k L_k) - 1 with L_k = ln(R_t,k / R_c,k) and fixed weights ``w_k`` (normalised to
+    sum 1), each ``strata[k]`` a (treatment, control) pair. Its variance clusters every stratum's
+    influences ``w_k psi / R`` jointly by user and advertiser: a user or an advertiser present in
+    several steps is one cluster. A ramp gives the arms different mixes of steps; pooled, a
+    difference between steps reads as one between arms, and stratified it cannot. None if any
+    stratum with weight > 0 has an undefined lift, or the weights sum to 0."""
+    if len(strata) != len(weights):
+        raise ValueError(f"{len(strata)} strata and {len(weights)} weights")
+    total = float(sum(weights))
+    if total <= 0:
+        return None
+    log_lift = 0.0
+    psi, user, adv = [], [], []
+    for (t, c), w in zip(strata, weights, strict=True):
+        if w == 0:
+            continue
+        if t is None or c is None or t.estimate <= 0 or c.estimate <= 0:
+            return None
+        p, u, a = _lift_influence(t, c)
+        log_lift += w / total * float(np.log(t.estimate / c.estimate))
+        psi.append(w / total * p)
+        user.append(u)
+        adv.append(a)
+    ids = [a for a in adv if a is not None]
+    sd = np.sqrt(clustered_variance(np.concatenate(psi), np.concatenate(user),
+                                    np.concatenate(ids) if len(ids) == len(adv) else None))
+    return {"estimate": float(np.expm1(log_lift)), "low": float(np.expm1(log_lift - Z95 * sd)),
+            "high": float(np.expm1(log_lift + Z95 * sd))}
+
+
 def concentration(treatment: Ratio | None, control: Ratio | None,
                   top: int = 3) -> dict[str, Any] | None:
     """How much of a lift's advertiser variance a few advertisers carry.

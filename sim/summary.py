@@ -16,7 +16,7 @@ from sim.clock import DAY_S
 from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, LATENCY_STAGES
 from sim.metrics import calibration_ratio, log_loss, log_mae
 from sim.recall import funnel_recall
-from sim.stats import concentration, lift, ratio
+from sim.stats import Ratio, concentration, lift, ratio, stratified_lift
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -234,20 +234,21 @@ def cells(logs: dict[str, pl.DataFrame], arm: str) -> pl.DataFrame:
             .sort(keys))  # group_by order varies: sort for reproducible sums
 
 
+def _ratios(c: pl.DataFrame, clusters: str) -> dict[str, Ratio | None]:
+    """Each ratio metric over an arm's observation cells (``cells``)."""
+    user = c["user_id"].to_numpy()
+    adv = c["advertiser_id"].to_numpy() if clusters == "user_advertiser" else None
+    return {m: (ratio(c[y].to_numpy(), c[x].to_numpy(), user, adv) if c.height else None)
+            for m, (y, x) in RATIO_METRICS.items()}
+
+
 def intervals(logs: dict[str, pl.DataFrame], arms: list[str],
               clusters: str = "user_advertiser") -> dict[str, Any]:
     """Per-arm 95% intervals of the ratio metrics and, with two arms, the lifts, clustered by
     user (``clusters="user"``) or by user and advertiser (``"user_advertiser"``; ``sim.stats``),
     and with advertiser clusters how concentrated the CPA lift's advertiser variance is
     (:func:`sim.stats.concentration`)."""
-    ratios = {}
-    for arm in arms:
-        c = cells(logs, arm)
-        user = c["user_id"].to_numpy()
-        adv = c["advertiser_id"].to_numpy() if clusters == "user_advertiser" else None
-        ratios[arm] = {m: (ratio(c[y].to_numpy(), c[x].to_numpy(), user, adv)
-                           if c.height else None)
-                       for m, (y, x) in RATIO_METRICS.items()}
+    ratios = {arm: _ratios(cells(logs, arm), clusters) for arm in arms}
     out: dict[str, Any] = {"ci": {a: {m: (r.interval() if r else None) for m, r in rs.items()}
                                   for a, rs in ratios.items()}}
     if len(arms) == 2:
@@ -256,6 +257,41 @@ def intervals(logs: dict[str, pl.DataFrame], arms: list[str],
             out["lift_concentration"] = {"cpa": concentration(ratios[arms[1]]["cpa"],
                                                               ratios[arms[0]]["cpa"])}
     return out
+
+
+def ramp_strata(logs: dict[str, pl.DataFrame], arms: list[str], ramp: list[Any],
+                clusters: str = "user_advertiser") -> dict[str, Any]:
+    """The lifts within each ramp step and stratified over the steps (two arms).
+
+    A ramp gives the arms different mixes of steps (a treatment ramped 30% -> 60% has more of its
+    traffic in the second step), so a pooled lift reads any difference between steps (a release,
+    a day of the week, a market that settles) as a difference between arms. Within a step both
+    arms see the same hours. ``lift_by_step[]``: per step its ``lift.<metric>`` (the step's
+    impressions and requests, each impression's conversions) and ``weight.<metric>``, the step's
+    share of the metric's denominator over both arms; ``lift_stratified.<metric>``: the steps'
+    log lifts averaged with those weights, with a 95% interval (:func:`sim.stats.stratified_lift`).
+    With one step it is the pooled lift."""
+    steps: list[dict[str, Any]] = []
+    strata: dict[str, list[tuple[Ratio | None, Ratio | None]]] = {m: [] for m in RATIO_METRICS}
+    mass: dict[str, list[float]] = {m: [] for m in RATIO_METRICS}
+    for i, step in enumerate(ramp):
+        start = step.day * DAY_S
+        end = ramp[i + 1].day * DAY_S if i + 1 < len(ramp) else float("inf")
+        within = {n: logs[n].filter((pl.col("time") >= start) & (pl.col("time") < end))
+                  for n in ("impressions", "requests")}
+        c = {arm: cells(logs | within, arm) for arm in arms}
+        r = {arm: _ratios(c[arm], clusters) for arm in arms}
+        for m, (_, x) in RATIO_METRICS.items():
+            strata[m].append((r[arms[1]][m], r[arms[0]][m]))
+            mass[m].append(float(sum(c[a][x].sum() for a in arms if c[a].height)))
+        steps.append({"step": i, "day": step.day, "share": step.share,
+                      "lift": {m: lift(r[arms[1]][m], r[arms[0]][m]) for m in RATIO_METRICS}})
+    for m in RATIO_METRICS:
+        total = sum(mass[m])
+        for st, w in zip(steps, mass[m], strict=True):
+            st.setdefault("weight", {})[m] = w / total if total else None
+    return {"lift_stratified": {m: stratified_lift(strata[m], mass[m]) for m in RATIO_METRICS},
+            "lift_by_step": steps}
 
 
 def exposure_readout(logs: dict[str, pl.DataFrame], arms: list[str],
@@ -359,6 +395,7 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] |
         **({"lift_concentration": stats["lift_concentration"]}
            if "lift_concentration" in stats else {}),
         **({"exposure": exposure_readout(logs, arms, ramp)} if ramp and len(arms) == 2 else {}),
+        **(ramp_strata(logs, arms, ramp, clusters) if ramp and len(arms) == 2 else {}),
         "requests": logs["requests"]["request_id"].n_unique(),
         "sim_days": sim_days,
         "overspend": overspend(logs["budget_days"]),

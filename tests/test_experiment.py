@@ -19,7 +19,7 @@ from sim.config.schema import RampStep
 from sim.experiment import assignment_draw, in_treatment, treatment_share
 from sim.logs.writer import LogWriter
 from sim.simulation import Simulation
-from sim.stats import clustered_variance, concentration, lift, ratio
+from sim.stats import Ratio, clustered_variance, concentration, lift, ratio, stratified_lift
 
 from conftest import read_json, read_log, run_tiny, tiny_config
 
@@ -131,6 +131,17 @@ def test_two_arm_run_books_each_arm_on_its_own_budgets(tmp_path: Path, design: s
     total_billed = float(days["billed"].sum())
     assert sum(m["arms"][a]["revenue"] for a in m["arms"]) == pytest.approx(total_billed)
     assert set(m["lift"]) >= {"cpa", "spend_per_request", "conversions_per_request"}
+    # the ramp's two steps, each with its lifts and its share of each metric's denominator
+    steps = m["lift_by_step"]
+    assert [(st["day"], st["share"]) for st in steps] == [(0.0, 0.3), (0.125, 0.6)]
+    for k in ("spend_per_request", "impressions_per_request"):
+        assert sum(st["weight"][k] for st in steps) == pytest.approx(1.0)
+        assert all(st["lift"][k] is not None for st in steps)
+        assert m["lift_stratified"][k]["low"] <= m["lift_stratified"][k]["estimate"]
+    per_step = np.array([np.log1p(st["lift"]["spend_per_request"]["estimate"]) for st in steps])
+    w = np.array([st["weight"]["spend_per_request"] for st in steps])
+    assert m["lift_stratified"]["spend_per_request"]["estimate"] == pytest.approx(
+        np.expm1(per_step @ w))
     ci = m["arms"]["control"]["ci"]["spend_per_request"]
     assert ci["low"] <= ci["estimate"] <= ci["high"]
     conc = m["lift_concentration"]["cpa"]  # named advertisers of the run, not users' pseudo ids
@@ -155,6 +166,59 @@ def test_delta_method_intervals_cover_at_the_nominal_rate() -> None:
         hits_lift += lf["low"] <= 0.0 <= lf["high"]
     assert 0.92 <= hits_ratio / reps <= 0.98
     assert 0.92 <= hits_lift / reps <= 0.98
+
+
+def _cells(rng: np.random.Generator, n: int, rate: float,
+           first_user: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Conversions and requests of ``n`` users (one cell each) and their ids."""
+    x = rng.poisson(3.0, n) + 1.0
+    return rng.poisson(rate * x).astype(float), x, np.arange(first_user, first_user + n)
+
+
+def _ratio(*parts: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Ratio:
+    y, x, u = (np.concatenate(a) for a in zip(*parts, strict=True))
+    r = ratio(y, x, u, u % 20)  # 20 advertisers
+    assert r is not None
+    return r
+
+
+def test_stratified_lift_by_hand() -> None:
+    rng = np.random.default_rng(0)
+    a, b = _ratio(_cells(rng, 300, 0.2, 0)), _ratio(_cells(rng, 300, 0.3, 300))
+    # one stratum: the pooled lift, interval and all
+    assert stratified_lift([(a, b)], [5.0]) == pytest.approx(lift(a, b))
+    # two strata: the weighted mean of their log lifts
+    c, d = _ratio(_cells(rng, 300, 0.4, 600)), _ratio(_cells(rng, 300, 0.1, 900))
+    la, lb = np.log(a.estimate / b.estimate), np.log(c.estimate / d.estimate)
+    got = stratified_lift([(a, b), (c, d)], [1.0, 3.0])
+    assert got is not None and got["estimate"] == pytest.approx(np.expm1(0.25 * la + 0.75 * lb))
+    assert got["low"] < got["estimate"] < got["high"]
+    # a step without weight (no traffic) is left out; an undefined step with weight is not
+    assert stratified_lift([(a, b), (None, d)], [1.0, 0.0]) == pytest.approx(lift(a, b))
+    assert stratified_lift([(a, b), (None, d)], [1.0, 1.0]) is None
+    with pytest.raises(ValueError, match="2 strata and 1 weights"):
+        stratified_lift([(a, b), (c, d)], [1.0])
+
+
+def test_stratified_lift_covers_an_aa_under_a_ramp_and_the_pooled_lift_does_not() -> None:
+    # An A/A under a ramp: the treatment holds 20% of the users on day 0 and 70% on day 1, and
+    # every user converts twice as often on day 1. Pooled, the treatment "converts more"; within
+    # each day the arms are the same.
+    rng = np.random.default_rng(1)
+    covered_strat, covered_pooled, reps = 0, 0, 300
+    for _ in range(reps):
+        days = []
+        for share, rate in ((0.2, 0.1), (0.7, 0.2)):
+            n_t = int(400 * share)
+            days.append((_cells(rng, n_t, rate, 0), _cells(rng, 400 - n_t, rate, 1000)))
+        strat = stratified_lift([(_ratio(t), _ratio(c)) for t, c in days],
+                                [float(t[1].sum() + c[1].sum()) for t, c in days])
+        pooled = lift(_ratio(*(t for t, _ in days)), _ratio(*(c for _, c in days)))
+        assert strat is not None and pooled is not None
+        covered_strat += strat["low"] <= 0.0 <= strat["high"]
+        covered_pooled += pooled["low"] <= 0.0 <= pooled["high"]
+    assert 0.92 <= covered_strat / reps <= 0.98
+    assert covered_pooled / reps < 0.5
 
 
 def test_concentration_of_a_lift_with_one_advertiser_off_the_ratio() -> None:

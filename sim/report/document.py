@@ -8,7 +8,7 @@ from typing import Any
 
 from sim.report.evidence import SOURCES, Gap, gap, offline_overall, served_family, two_arms
 from sim.report.retrospective import Observation
-from sim.report.verdicts import CAUSE, NOT_MEASURABLE, Verdict, pct
+from sim.report.verdicts import CAUSE, NOT_MEASURABLE, Verdict, interval, pct
 
 STATUS = {CAUSE: "**could explain the gap**", "ruled_out": "ruled out",
           NOT_MEASURABLE: "not measurable here"}
@@ -59,10 +59,19 @@ def _gap_section(m: dict[str, Any], g: Gap) -> str:
                 a.get("ocpm_impression_share")])
         out.append(table(["arm", "L1 family", *[f"offline log_mae {s}" for s in SOURCES],
                            "online l1_log_mae", "CPA", "conversions", "oCPM imp. share"], rows))
-        lifts = m.get("lift") or {}
-        out.append(table(["online lift", "estimate", "95% low", "95% high"],
-                          [[k, pct(v.get("estimate")), pct(v.get("low")), pct(v.get("high"))]
+        lifts, strat = m.get("lift") or {}, m.get("lift_stratified") or {}
+        out.append(table(["online lift", "estimate", "95% low", "95% high",
+                          "stratified by ramp step (95%)"],
+                          [[k, pct(v.get("estimate")), pct(v.get("low")), pct(v.get("high")),
+                            interval(strat.get(k)) if k in strat else "n/a"]
                            for k, v in lifts.items() if v]))
+        if len(m.get("lift_by_step") or []) > 1:
+            out.append("Pooled lifts read a difference between ramp steps as one between arms "
+                       "(the arms hold the steps in different proportions); the stratified "
+                       "column compares the arms within each step. Per step: " + "; ".join(
+                           f"day {st['day']:g} ({pct(st['share'], signed=False)} treatment): CPA "
+                           f"{interval((st.get('lift') or {}).get('cpa'))}"
+                           for st in m["lift_by_step"]) + ".")
         conc = (m.get("lift_concentration") or {}).get("cpa")
         if conc:
             out.append(_concentration(conc))

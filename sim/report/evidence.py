@@ -59,6 +59,14 @@ def lift(metrics: dict[str, Any], name: str) -> dict[str, float | None] | None:
     return (metrics.get("lift") or {}).get(name)
 
 
+def stratified(metrics: dict[str, Any], name: str) -> dict[str, float | None] | None:
+    """The lift stratified by ramp step (``lift_stratified``), or the pooled lift for a run
+    without it (one arm, or a run from before it existed)."""
+    if "lift_stratified" in metrics:
+        return (metrics.get("lift_stratified") or {}).get(name)
+    return lift(metrics, name)
+
+
 def significant(interval: dict[str, float | None] | None) -> bool:
     """Whether a 95% interval excludes 0."""
     if not interval or interval.get("low") is None or interval.get("high") is None:

@@ -11,7 +11,8 @@ seed. For each group with at least two complete seeds, from each job's ``metrics
 * the headline metrics (:data:`HEADLINE`, and the report's derived numbers: the offline change
   by log source, the gap, each arm's predicted skew cost) and every lift as the mean across
   seeds with a 95% Student-t interval, the median and range, and the per-seed values; a lift
-  also says in how many seeds its own 95% interval excluded 0;
+  also says in how many seeds its own 95% interval excluded 0; with a ramp of several steps,
+  every lift stratified by ramp step too (``lift_stratified``);
 * the attribution's Shapley values, when the jobs were attributed, the same way.
 
 Where groups differ in one swept key and share seeds (a hazard on against off, a knob at two
@@ -175,7 +176,11 @@ def _group(jobs: list[Job]) -> Group:
             holds[o.claim] = holds.get(o.claim, 0) + int(bool(o.holds))
         for key, value in {**_headline(job.metrics), **derived(job.metrics)}.items():
             metric_rows.setdefault(key, {})[job.seed] = value
-        for name, iv in (job.metrics.get("lift") or {}).items():
+        lifts = dict(job.metrics.get("lift") or {})
+        if len(job.metrics.get("lift_by_step") or []) > 1:  # with one step it is the pooled lift
+            lifts |= {f"{k} (stratified by ramp step)": v
+                      for k, v in (job.metrics.get("lift_stratified") or {}).items()}
+        for name, iv in lifts.items():
             if not iv or iv.get("estimate") is None:
                 continue
             lift_rows.setdefault(name, {})[job.seed] = float(iv["estimate"])

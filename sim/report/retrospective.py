@@ -34,6 +34,7 @@ from sim.report.evidence import (
     significant,
     skew_cost,
     skew_expectation,
+    stratified,
     two_arms,
 )
 from sim.report.verdicts import CAUSE, OFFLINE_WIN, RECALL_MOVE, RULED_OUT, Verdict, interval, pct
@@ -78,17 +79,18 @@ def _calibration_deciles(m: dict[str, Any]) -> Observation:
 
 
 def _cpa(m: dict[str, Any]) -> Observation:
-    cpa = lift(m, "cpa")
+    cpa = stratified(m, "cpa")  # within ramp steps: a ramp's mix of days is not an effect
     est = (cpa or {}).get("estimate")
     holds = None if est is None else not (significant(cpa) and est < 0)
     return Observation(claim="online: neutral or slightly worse CPA (no significant CPA win)",
-                       measured=f"CPA lift {interval(cpa)}", holds=holds)
+                       measured=f"CPA lift stratified by ramp step {interval(cpa)} (pooled "
+                                f"{interval(lift(m, 'cpa'))})", holds=holds)
 
 
 def _ocpm(m: dict[str, Any]) -> Observation:
-    share = lift(m, "ocpm_impression_share")
+    share = stratified(m, "ocpm_impression_share")
     est = (share or {}).get("estimate")
-    measured = f"oCPM impression share lift {interval(share)}" + (
+    measured = f"oCPM impression share lift stratified by ramp step {interval(share)}" + (
         " (significant)" if significant(share) else "")
     return Observation(claim="online: more oCPM impressions than production", measured=measured,
                        holds=None if est is None else est > 0)

@@ -25,6 +25,7 @@ from sim.report.evidence import (
     significant,
     skew_cost,
     skew_expectation,
+    stratified,
     two_arms,
 )
 
@@ -231,15 +232,16 @@ def recall_ceiling(m: dict[str, Any]) -> Verdict:
 
 def metric_mismatch(m: dict[str, Any]) -> Verdict:
     rule = (f"cause if the treatment's L1 is better offline (>= {OFFLINE_WIN:.0%} log_mae) and "
-            f"online (online l1_log_mae lift <= -{OFFLINE_WIN:.0%}), yet CPA is not significantly "
-            "lower: bids, budgets, pacing and the auction absorbed the better predictions")
+            f"online (online l1_log_mae lift <= -{OFFLINE_WIN:.0%}), yet CPA (stratified by ramp "
+            "step) is not significantly lower: bids, budgets, pacing and the auction absorbed the "
+            "better predictions")
     args: dict[str, Any] = {"layer": 3, "key": "metric_mismatch",
                             "hypothesis": "Metric mismatch: offline log_mae vs online CPA"}
     if not two_arms(m):
         return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding="needs two arms")
-    win, online, cpa = offline_win(m), l1_log_mae_lift(m), lift(m, "cpa")
+    win, online, cpa = offline_win(m), l1_log_mae_lift(m), stratified(m, "cpa")
     finding = (f"offline log_mae change {pct(None if win is None else -win)}, online l1_log_mae "
-               f"lift {pct(online)}, CPA lift {interval(cpa)}")
+               f"lift {pct(online)}, CPA lift stratified by ramp step {interval(cpa)}")
     if win is None or win < OFFLINE_WIN:
         return Verdict(**args, status=RULED_OUT, rule=rule, finding=finding + " (no offline win)")
     if online is None or online > -OFFLINE_WIN:
@@ -251,17 +253,20 @@ def metric_mismatch(m: dict[str, Any]) -> Verdict:
 
 
 def mix_shift(m: dict[str, Any]) -> Verdict:
-    rule = (f"cause if the oCPM impression share lift is >= {MIX_SHIFT:.0%} in size and its 95% "
-            "interval excludes 0 (CPA counts oCPM ads only, so a new mix moves it by itself)")
+    rule = (f"cause if the oCPM impression share lift, stratified by ramp step, is >= "
+            f"{MIX_SHIFT:.0%} in size and its 95% interval excludes 0 (CPA counts oCPM ads only, so "
+            "a new mix moves it by itself; within a step both arms see the same hours, so a ramp's "
+            "mix of days does not read as a mix of ads)")
     args: dict[str, Any] = {"layer": 3, "key": "mix_shift",
                             "hypothesis": "Mix shift: the treatment changes which ads win"}
     if not two_arms(m):
         return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding="needs two arms")
-    share = lift(m, "ocpm_impression_share")
+    share = stratified(m, "ocpm_impression_share")
     fires = significant(share) and abs((share or {}).get("estimate") or 0.0) >= MIX_SHIFT
     arms = m["arms"]
     finding = (f"oCPM impression share {pct(arms['control'].get('ocpm_impression_share'), False)} → "
-               f"{pct(arms['treatment'].get('ocpm_impression_share'), False)}, lift {interval(share)}")
+               f"{pct(arms['treatment'].get('ocpm_impression_share'), False)}, lift stratified by "
+               f"ramp step {interval(share)} (pooled {interval(lift(m, 'ocpm_impression_share'))})")
     return Verdict(**args, status=CAUSE if fires else RULED_OUT, rule=rule, finding=finding,
                    arms=("treatment",) if fires else ())
 
