@@ -39,7 +39,7 @@ from sim.config.overlay import arm_config
 from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, Config, FeaturesConfig
 from sim.config.store import to_config
 from sim.logs.writer import write_text_atomic
-from sim.report.evidence import gap, two_arms
+from sim.report.evidence import gap, stratified, two_arms
 from sim.report.run_report import ReportError, read_run
 from sim.run import run
 
@@ -155,6 +155,8 @@ OUTCOMES: dict[str, str] = {
     "log_mae_gap": "online minus offline change of L1's log_mae against L2 (see the report's gap); "
                    "one arm: online minus offline log_mae",
     "cpa_lift": "the online CPA lift of the treatment (two arms) or the arm's CPA (one arm)",
+    "cpa_lift_stratified": "the online CPA lift of the treatment compared within each ramp step "
+                           "(two arms; `lift_stratified`); one arm: undefined",
     "treatment_l1_log_mae": "online l1_log_mae of the treatment (two arms) or the arm",
 }
 
@@ -163,7 +165,8 @@ def outcomes(m: dict[str, Any]) -> dict[str, float | None]:
     arm = "treatment" if two_arms(m) else next(iter(m["arms"]))
     cpa = ((m.get("lift") or {}).get("cpa") or {}).get("estimate") if two_arms(m) \
         else m["arms"][arm].get("cpa")
-    return {"log_mae_gap": gap(m).gap, "cpa_lift": cpa,
+    strat = (stratified(m, "cpa") or {}).get("estimate") if two_arms(m) else None
+    return {"log_mae_gap": gap(m).gap, "cpa_lift": cpa, "cpa_lift_stratified": strat,
             "treatment_l1_log_mae": m["arms"][arm].get("l1_log_mae")}
 
 

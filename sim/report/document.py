@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sim.report.evidence import SOURCES, Gap, gap, offline_overall, served_family, two_arms
+from sim.report.evidence import (
+    SOURCES,
+    Gap,
+    gap,
+    offline_overall,
+    served_family,
+    stratified,
+    two_arms,
+)
 from sim.report.retrospective import Observation
 from sim.report.verdicts import CAUSE, NOT_MEASURABLE, Verdict, interval, pct
 
@@ -49,7 +57,9 @@ def _gap_section(m: dict[str, Any], g: Gap) -> str:
             f"**{pct(g.offline)}** (`auction_winner`, the impressions shown); online the same "
             f"metric on the impressions it served changes by **{pct(g.online)}**: a gap of "
             f"**{pct(g.gap).rstrip('%')} points** (0 = online confirms offline). Online CPA lift: "
-            f"**{pct(cpa.get('estimate'))}** (95% {pct(cpa.get('low'))} … {pct(cpa.get('high'))}).")
+            f"**{pct(cpa.get('estimate'))}** (95% {pct(cpa.get('low'))} … {pct(cpa.get('high'))})"
+            + (f"; compared within ramp steps, **{interval(stratified(m, 'cpa'))}**."
+               if len(m.get("lift_by_step") or []) > 1 else "."))
         rows = []
         for arm in ("control", "treatment"):
             a = m["arms"][arm]
