@@ -36,6 +36,8 @@ from conftest import read_json
     ("experiment.ramp=[{day:0,share:1.5}]", "experiment.ramp[0].share", "1.5"),
     ("features.changes=[{day:-1}]", "features.changes[0].day", "-1"),
     ("index.factory=Bogus", "index.factory", "Bogus"),
+    # a product quantizer whose sub-vectors do not divide the 17 dimensions (16 + the bias slot)
+    ("index.factory=PQ4", "index.factory", "17-dimensional"),
     ("index.nprobe=0", "index.nprobe", "0"),
     ("pacing.interval_s=450", "pacing.interval_s", "450"),
     ("+experiment.treatment.world.n_users=5", "experiment.treatment", "n_users"),
@@ -210,3 +212,24 @@ def test_a_scenario_file_that_changed_is_registered_again(tmp_path: Path) -> Non
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
     register_configs(tmp_path)  # the same directory, a file changed: stored again
     assert load_config("mine").days == 3
+
+
+def test_an_index_factory_that_passes_validation_builds_at_the_real_dimension() -> None:
+    # what validation accepts for a width, build_index builds: PQ4 fails at 17 dims, not at 16
+    import numpy as np
+
+    from sim.serving.index import build_index
+
+    with pytest.raises(ConfigError, match="PQ4"):
+        load_config("default", ["index.factory=PQ4"])
+    with pytest.raises(ConfigError, match=r"`experiment.treatment`: `index.factory` 'PQ4' cannot "):
+        load_config("default", ["experiment.arms=[control,treatment]",
+                                "+experiment.treatment.index.factory=PQ4"])
+    cfg = load_config("default", ["models.embedding_dim=15", "index.factory=PQ4"])
+    n, d = 300, cfg.models.embedding_dim + 1
+    vectors = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
+    ids = np.arange(n)
+    ix = build_index(vectors, ids, ids, np.zeros(n), np.zeros(n), np.zeros(n), cfg.index.factory,
+                     0.0)
+    assert ix.n == n
+

@@ -158,14 +158,27 @@ def _check_features(cfg: Config) -> None:
 
 
 def _check_index(cfg: Config) -> None:
-    """The faiss factory string must parse (faiss would otherwise fail at the first build)."""
+    """The faiss factory string must build an index of the vectors it will hold: the towers'
+    output plus the bias slot, ``models.embedding_dim + 1`` wide, with the inner-product metric;
+    an IVF index is built one wider, on L2 (the norm padding of
+    :func:`sim.serving.index.build_index`). faiss would otherwise fail at the first build, mid-run
+    (a product quantizer whose sub-vectors do not divide the dimension, say)."""
     import faiss  # local: only this check needs it here
 
+    d, ivf = cfg.models.embedding_dim + 1, False
     try:
-        faiss.index_factory(8, cfg.index.factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError:
-        raise ConfigError(f"`index.factory` is not a faiss index factory string, got "
-                          f"{cfg.index.factory!r} (e.g. 'Flat', 'IVF1024,Flat', 'HNSW32')") from None
+        probe = faiss.index_factory(d, cfg.index.factory, faiss.METRIC_INNER_PRODUCT)
+        if faiss.try_extract_index_ivf(probe) is not None:
+            d, ivf = d + 1, True
+            faiss.index_factory(d, cfg.index.factory, faiss.METRIC_L2)
+    except RuntimeError as e:
+        msg = str(e).strip()
+        reason = (msg.splitlines() or [""])[-1].rsplit(": ", 1)[-1]  # faiss's own sentence
+        extra = "the bias slot and, for an IVF index, the norm padding" if ivf else "the bias slot"
+        raise ConfigError(
+            f"`index.factory` {cfg.index.factory!r} cannot index the {d}-dimensional vectors of "
+            f"`models.embedding_dim`={cfg.models.embedding_dim} (plus {extra}) (faiss: {reason}; "
+            f"e.g. 'Flat', 'IVF1024,Flat', 'HNSW32', 'SQ8')") from None
 
 
 def validate(cfg: Config) -> Config:
