@@ -151,14 +151,13 @@ def stratified_lift(strata: list[tuple[Ratio | None, Ratio | None]],
             "high": float(np.expm1(log_lift + Z95 * sd))}
 
 
-def concentration(treatment: Ratio | None, control: Ratio | None,
-                  top: int = 3) -> dict[str, Any] | None:
+def concentration(treatment: Ratio | None, control: Ratio | None) -> dict[str, Any] | None:
     """How much of a lift's advertiser variance a few advertisers carry.
 
     The one-way advertiser term of the lift's variance is ``sum_a s_a^2`` (up to the
     ``|A| / (|A| - 1)`` factor), ``s_a`` the advertiser's summed influence over both arms. Returns
-    ``advertisers`` (those with ``s_a != 0``), ``top`` (their ids, largest ``s_a^2`` first, at most
-    ``top``), ``top1_share`` and ``top3_share`` (their shares of ``sum_a s_a^2``). A top-1 share
+    ``advertisers`` (those with ``s_a != 0``), ``top`` (the ids of the largest three ``s_a^2``,
+    largest first), ``top1_share`` and ``top3_share`` (their shares of ``sum_a s_a^2``). A top-1 share
     near 1 means one advertiser decides the interval: more traffic does not narrow it. None without
     advertiser ids, with an undefined lift, or with no advertiser variance."""
     if treatment is None or control is None or treatment.estimate <= 0 or control.estimate <= 0:
@@ -173,6 +172,6 @@ def concentration(treatment: Ratio | None, control: Ratio | None,
         return None
     order = np.argsort(-sq, kind="stable")
     nonzero = int(np.count_nonzero(sq))
-    return {"advertisers": nonzero, "top": ids[order[:min(top, nonzero)]].tolist(),
+    return {"advertisers": nonzero, "top": ids[order[:min(3, nonzero)]].tolist(),
             "top1_share": float(sq[order[0]] / total),
             "top3_share": float(sq[order[:3]].sum() / total)}

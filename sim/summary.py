@@ -242,13 +242,14 @@ def _ratios(c: pl.DataFrame, clusters: str) -> dict[str, Ratio | None]:
             for m, (y, x) in RATIO_METRICS.items()}
 
 
-def intervals(logs: dict[str, pl.DataFrame], arms: list[str],
-              clusters: str = "user_advertiser") -> dict[str, Any]:
+def intervals(logs: dict[str, pl.DataFrame], arms: list[str], clusters: str = "user_advertiser",
+              arm_cells: dict[str, pl.DataFrame] | None = None) -> dict[str, Any]:
     """Per-arm 95% intervals of the ratio metrics and, with two arms, the lifts, clustered by
     user (``clusters="user"``) or by user and advertiser (``"user_advertiser"``; ``sim.stats``),
     and with advertiser clusters how concentrated the CPA lift's advertiser variance is
-    (:func:`sim.stats.concentration`)."""
-    ratios = {arm: _ratios(cells(logs, arm), clusters) for arm in arms}
+    (:func:`sim.stats.concentration`). ``arm_cells``: each arm's ``cells``, if already built."""
+    arm_cells = arm_cells or {arm: cells(logs, arm) for arm in arms}
+    ratios = {arm: _ratios(arm_cells[arm], clusters) for arm in arms}
     out: dict[str, Any] = {"ci": {a: {m: (r.interval() if r else None) for m, r in rs.items()}
                                   for a, rs in ratios.items()}}
     if len(arms) == 2:
@@ -259,8 +260,15 @@ def intervals(logs: dict[str, pl.DataFrame], arms: list[str],
     return out
 
 
+def _step_bounds(ramp: list[Any]) -> list[tuple[float, float]]:
+    """Each ramp step's [start, end) in simulated seconds; the last step runs on."""
+    days = [step.day for step in ramp]
+    return [(d * DAY_S, nxt * DAY_S) for d, nxt in zip(days, [*days[1:], math.inf], strict=True)]
+
+
 def ramp_strata(logs: dict[str, pl.DataFrame], arms: list[str], ramp: list[Any],
-                clusters: str = "user_advertiser") -> dict[str, Any]:
+                clusters: str = "user_advertiser",
+                arm_cells: dict[str, pl.DataFrame] | None = None) -> dict[str, Any]:
     """The lifts within each ramp step and stratified over the steps (two arms).
 
     A ramp gives the arms different mixes of steps (a treatment ramped 30% -> 60% has more of its
@@ -270,16 +278,18 @@ def ramp_strata(logs: dict[str, pl.DataFrame], arms: list[str], ramp: list[Any],
     impressions and requests, each impression's conversions) and ``weight.<metric>``, the step's
     share of the metric's denominator over both arms; ``lift_stratified.<metric>``: the steps'
     log lifts averaged with those weights, with a 95% interval (:func:`sim.stats.stratified_lift`).
-    With one step it is the pooled lift."""
+    With one step it is the pooled lift. ``arm_cells``: each arm's ``cells`` over the whole run,
+    if already built, for a step that spans it."""
     steps: list[dict[str, Any]] = []
     strata: dict[str, list[tuple[Ratio | None, Ratio | None]]] = {m: [] for m in RATIO_METRICS}
     mass: dict[str, list[float]] = {m: [] for m in RATIO_METRICS}
-    for i, step in enumerate(ramp):
-        start = step.day * DAY_S
-        end = ramp[i + 1].day * DAY_S if i + 1 < len(ramp) else float("inf")
-        within = {n: logs[n].filter((pl.col("time") >= start) & (pl.col("time") < end))
-                  for n in ("impressions", "requests")}
-        c = {arm: cells(logs | within, arm) for arm in arms}
+    for i, (step, (start, end)) in enumerate(zip(ramp, _step_bounds(ramp), strict=True)):
+        if arm_cells is not None and start <= 0 and end == math.inf:  # the whole run
+            c = arm_cells
+        else:
+            within = {n: logs[n].filter((pl.col("time") >= start) & (pl.col("time") < end))
+                      for n in ("impressions", "requests")}
+            c = {arm: cells(logs | within, arm) for arm in arms}
         r = {arm: _ratios(c[arm], clusters) for arm in arms}
         for m, (_, x) in RATIO_METRICS.items():
             strata[m].append((r[arms[1]][m], r[arms[0]][m]))
@@ -302,9 +312,7 @@ def exposure_readout(logs: dict[str, pl.DataFrame], arms: list[str],
     out: dict[str, list[dict[str, Any]]] = {}
     for arm in arms:
         rows = []
-        for i, step in enumerate(ramp):
-            start = step.day * DAY_S
-            end = ramp[i + 1].day * DAY_S if i + 1 < len(ramp) else float("inf")
+        for i, (step, (start, end)) in enumerate(zip(ramp, _step_bounds(ramp), strict=True)):
             c = clicks.filter((pl.col("arm") == arm) & (pl.col("time") >= start)
                               & (pl.col("time") < end))
             l1_cal, l1_ll = _pred_metrics(c, "l1_pcvr")
@@ -375,7 +383,8 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] |
     names = ("impressions", "clicks", "conversions", "budget_days", "requests", "version_distance",
              "feature_coverage", "parity_audit", "candidates", "campaigns")
     logs = {n: pl.read_parquet(run_dir / "logs" / f"{n}.parquet") for n in names}
-    stats = intervals(logs, arms, clusters)
+    arm_cells = {a: cells(logs, a) for a in arms}
+    stats = intervals(logs, arms, clusters, arm_cells)
     per_arm = {a: arm_metrics(logs, a) | {
         "version_distance": version_distance(logs["version_distance"], a),
         "feature_coverage": feature_coverage(logs["feature_coverage"], a),
@@ -395,7 +404,7 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] |
         **({"lift_concentration": stats["lift_concentration"]}
            if "lift_concentration" in stats else {}),
         **({"exposure": exposure_readout(logs, arms, ramp)} if ramp and len(arms) == 2 else {}),
-        **(ramp_strata(logs, arms, ramp, clusters) if ramp and len(arms) == 2 else {}),
+        **(ramp_strata(logs, arms, ramp, clusters, arm_cells) if ramp and len(arms) == 2 else {}),
         "requests": logs["requests"]["request_id"].n_unique(),
         "sim_days": sim_days,
         "overspend": overspend(logs["budget_days"]),
