@@ -33,6 +33,12 @@ from sim.summary import ground_truth, summarize
 PACKAGES = ("adsim", "simpy", "numpy", "torch", "faiss-cpu", "scipy", "polars", "hydra-core")
 
 
+def serving_setup(cfg: Config) -> dict[str, Any]:
+    """An arm's serving path as configured: the index factory, nprobe and the towers' dtypes."""
+    return {"index_factory": cfg.index.factory, "nprobe": cfg.index.nprobe,
+            "query_dtype": cfg.serving.query_dtype, "item_dtype": cfg.serving.item_dtype}
+
+
 def config_hash(cfg: Config) -> str:
     """sha256 of the config's canonical JSON (sorted keys)."""
     blob = json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()
@@ -116,7 +122,8 @@ def _run(cfg: Config, run_dir: Path, scenario: str,
                                    "releases": sim.lifecycle.releases},
                             clusters=cfg.experiment.ci_clusters,
                             funnel_sizes={a.name: (a.cfg.auction.n_slots, a.cfg.funnel.k_l1)
-                                          for a in sim.arms})
+                                          for a in sim.arms},
+                            serving_setup={a.name: serving_setup(a.cfg) for a in sim.arms})
         if cfg.experiment.ground_truth and len(cfg.experiment.arms) == 2:
             worlds = [run(_at_share(cfg, share), run_dir / "ground_truth" / f"share_{share:.0f}",
                           scenario) for share in (0.0, 100.0)]

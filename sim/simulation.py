@@ -25,6 +25,7 @@ scheduled there happens.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ from sim.serving.deployer import reference_contexts
 from sim.serving.funnel import Served, serve
 from sim.serving.index import TIERS
 from sim.serving.pipeline import IndexPipeline
+from sim.serving.probe import probe, probe_size
 from sim.threads import Threads
 from sim.threads import apply as apply_threads
 from sim.threads import resolve as resolve_threads
@@ -228,6 +230,7 @@ class Simulation:
             served, arm, self.market, None if cand is None else cand["true_pcvr"], sample)
         self.training_log.append(logged)
         self._count_versions(arm, served)
+        self._probe(arm, batch)
         ret = served.retrieved
         scored = int((served.ranked.ok1 & served.latency.ok["l2"][:, None]).sum())  # not timed out
         count_coverage(arm.coverage, hour_of(self.env.now), ret.item_families[ret.live], scored,
@@ -240,6 +243,16 @@ class Simulation:
                            "arm": arm.name, "advertiser_id": spent, "tick_spend": tick[spent],
                            "spent_today": arm.budgets.ledger.spent_today[spent],
                            "budget": arm.budgets.ledger.budget[spent]})
+
+    def _probe(self, arm: Arm, batch: RequestBatch) -> None:
+        """The serving-path probe on the first requests of the arm's batch (``serving_path``)."""
+        cfg = arm.cfg
+        m = min(probe_size(cfg.serving.probe_requests_per_hour, cfg.traffic.tick_s), len(batch))
+        p = probe(arm, self.market, len(cfg.world.surfaces), cfg.funnel.k_retrieval,
+                  batch.take(np.arange(m)))
+        self.writer.append("serving_path", {"time": self.env.now, "hour": hour_of(self.env.now),
+                                            "arm": arm.name, "query_version": arm.query_version,
+                                            **dataclasses.asdict(p)})
 
     def _count_versions(self, arm: Arm, served: Served) -> None:
         """Accumulate (hour, tier, query - item version) counts of the live retrieved candidates."""

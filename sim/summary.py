@@ -161,6 +161,25 @@ def feature_coverage(cov: pl.DataFrame, arm: str) -> dict[str, dict[str, float |
     return out
 
 
+def serving_path(sp: pl.DataFrame, arm: str, setup: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The serving-path probe's totals (``serving_path`` log, :mod:`sim.serving.probe`):
+    ``ann_recall`` (share of the exact fp32 top-k the served search returned) and
+    ``l1_score_error`` (mean |served - fp32| L1 logit over served candidates) at the arm's top
+    level; under ``serving_path`` the signed mean error, L1's calibration on the probed live
+    candidates from the served and from the fp32 logits, the requests probed, and ``setup``
+    (the arm's index factory, nprobe and tower dtypes)."""
+    a = sp.filter(pl.col("arm") == arm)
+    t = {c: float(a[c].sum()) for c in ("requests", "exact", "recalled", "candidates", "abs_error",
+                                         "error", "pcvr_served", "pcvr_exact", "true_pcvr")}
+    return {"ann_recall": _ratio(t["recalled"], t["exact"]),
+            "l1_score_error": _ratio(t["abs_error"], t["candidates"]),
+            "serving_path": {"probed_requests": int(t["requests"]),
+                             "l1_score_bias": _ratio(t["error"], t["candidates"]),
+                             "l1_calibration_served": _ratio(t["pcvr_served"], t["true_pcvr"]),
+                             "l1_calibration_exact": _ratio(t["pcvr_exact"], t["true_pcvr"]),
+                             **(setup or {})}}
+
+
 def _recall(cands: pl.DataFrame, arm: str, sizes: tuple[int, int] | None) -> dict[str, Any]:
     """The funnel recalls (``sim.recall.KEYS``) and ``recall_by_surface``."""
     if sizes is None:
@@ -378,10 +397,11 @@ def _clean(x: Any) -> Any:
 
 def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] | None = None,
               extra: dict[str, Any] | None = None, clusters: str = "user_advertiser",
-              funnel_sizes: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
+              funnel_sizes: dict[str, tuple[int, int]] | None = None,
+              serving_setup: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Compute the metrics of a finished run from ``run_dir/logs``."""
     names = ("impressions", "clicks", "conversions", "budget_days", "requests", "version_distance",
-             "feature_coverage", "parity_audit", "candidates", "campaigns")
+             "feature_coverage", "parity_audit", "candidates", "campaigns", "serving_path")
     logs = {n: pl.read_parquet(run_dir / "logs" / f"{n}.parquet") for n in names}
     arm_cells = {a: cells(logs, a) for a in arms}
     stats = intervals(logs, arms, clusters, arm_cells)
@@ -390,6 +410,7 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] |
         "feature_coverage": feature_coverage(logs["feature_coverage"], a),
         "parity_audit": logs["parity_audit"].filter(pl.col("arm") == a).drop("arm").to_dicts(),
         **_recall(logs["candidates"], a, (funnel_sizes or {}).get(a)),
+        **serving_path(logs["serving_path"], a, (serving_setup or {}).get(a)),
         "ci": stats["ci"][a]} for a in arms}
     if "lift" in stats:  # revenue is billed per advertiser-day, not per user: a point estimate
         reqs = logs["requests"]

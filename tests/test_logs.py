@@ -71,6 +71,10 @@ PINNED = {
     "version_distance": [
         "hour", "arm", "tier", "distance", "candidates"
     ],
+    "serving_path": [
+        "time", "hour", "arm", "query_version", "requests", "exact", "recalled", "candidates",
+        "abs_error", "error", "pcvr_served", "pcvr_exact", "true_pcvr"
+    ],
     "offline_eval": [
         "model", "lineage", "version", "teacher", "source", "decile", "rows", "log_mae", "log_loss",
         "normalized_entropy", "calibration", "label_log_loss", "label_calibration"

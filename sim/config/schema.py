@@ -28,6 +28,7 @@ FEATURE_FAMILIES = ("base", "targeting", "offsite_conversions", "annotations", "
 ARTIFACTS = ("training_logs", "l2_feature_store", "l1_embedding")
 PRICING_RULES = ("gsp", "second_price", "first_price", "vcg")
 LR_SCHEDULES = ("constant", "cosine")
+SERVING_DTYPES = ("fp32", "bf16", "fp16", "int8")  # sim.serving.precision
 
 
 @dataclass
@@ -147,6 +148,25 @@ class LatencyConfig:
     sigma: float = bounded(0.35, ge=0)  # lognormal spread of a request's latency
     sla_ms: dict[str, float] = bounded(
         {"query_tower": 20.0, "item_lookup": 25.0, "l2": 60.0}, gt=0)  # timeout per stage
+    # time of a multiply-add in each serving dtype relative to fp32 (the query tower's charge):
+    # by default the bytes of a weight, as on hardware with native bf16/fp16/int8 units where a
+    # small tower is bound by memory; set 1.0 everywhere for hardware without them
+    dtype_cost: dict[str, float] = bounded(
+        {"fp32": 1.0, "bf16": 0.5, "fp16": 0.5, "int8": 0.25}, gt=0)
+
+
+@dataclass
+class ServingConfig:
+    """The serving path's precision (``sim.serving.precision``) and the probe that measures it
+    against the exact fp32 offline path (``sim.serving.probe``). The index's storage and search
+    are ``index.factory`` and ``index.nprobe``; presets of all three are the ``serving`` group
+    (``conf/serving/``)."""
+
+    query_dtype: str = bounded("fp32", choices=SERVING_DTYPES)  # the query tower at serving
+    item_dtype: str = bounded("fp32", choices=SERVING_DTYPES)  # the item tower at enrichment/builds
+    # requests of each arm probed per simulated hour (the first of each tick's batch): their
+    # served retrieval and L1 logits are compared with the exact fp32 path's
+    probe_requests_per_hour: int = bounded(60, ge=1)
 
 
 @dataclass
@@ -382,6 +402,7 @@ class Config:
     auction: AuctionConfig = field(default_factory=AuctionConfig)
     bidding: BiddingConfig = field(default_factory=BiddingConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
     pacing: PacingConfig = field(default_factory=PacingConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)

@@ -11,8 +11,19 @@ import dataclasses
 import math
 from typing import Any
 
+import faiss
+import torch
+
+from sim.ann import empty_index
 from sim.clock import DAY_S
-from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, LATENCY_STAGES, OBJECTIVES, Config
+from sim.config.schema import (
+    ARTIFACTS,
+    FEATURE_FAMILIES,
+    LATENCY_STAGES,
+    OBJECTIVES,
+    SERVING_DTYPES,
+    Config,
+)
 
 
 class ConfigError(ValueError):
@@ -160,25 +171,44 @@ def _check_features(cfg: Config) -> None:
 def _check_index(cfg: Config) -> None:
     """The faiss factory string must build an index of the vectors it will hold: the towers'
     output plus the bias slot, ``models.embedding_dim + 1`` wide, with the inner-product metric;
-    an IVF index is built one wider, on L2 (the norm padding of
-    :func:`sim.serving.index.build_index`). faiss would otherwise fail at the first build, mid-run
-    (a product quantizer whose sub-vectors do not divide the dimension, say)."""
-    import faiss  # local: only this check needs it here
-
-    d, ivf = cfg.models.embedding_dim + 1, False
+    an IVF index one wider, on L2 (the norm padding of :func:`sim.ann.empty_index`). faiss would
+    otherwise fail at the first build, mid-run (a product quantizer whose sub-vectors do not
+    divide the dimension, say). An IVF index must not be asked to probe more lists than it has."""
+    d = cfg.models.embedding_dim + 1
     try:
-        probe = faiss.index_factory(d, cfg.index.factory, faiss.METRIC_INNER_PRODUCT)
-        if faiss.try_extract_index_ivf(probe) is not None:
-            d, ivf = d + 1, True
-            faiss.index_factory(d, cfg.index.factory, faiss.METRIC_L2)
+        empty = empty_index(cfg.index.factory, d)
     except RuntimeError as e:
         msg = str(e).strip()
         reason = (msg.splitlines() or [""])[-1].rsplit(": ", 1)[-1]  # faiss's own sentence
-        extra = "the bias slot and, for an IVF index, the norm padding" if ivf else "the bias slot"
         raise ConfigError(
             f"`index.factory` {cfg.index.factory!r} cannot index the {d}-dimensional vectors of "
-            f"`models.embedding_dim`={cfg.models.embedding_dim} (plus {extra}) (faiss: {reason}; "
-            f"e.g. 'Flat', 'IVF1024,Flat', 'HNSW32', 'SQ8')") from None
+            f"`models.embedding_dim`={cfg.models.embedding_dim} plus the bias slot, nor (as an IVF "
+            f"index) the {d + 1} of the norm padding (faiss: {reason}; e.g. 'Flat', 'SQ8', "
+            f"'RR24,PQ8', 'IVF64,Flat', 'IVF64,PQ6', 'HNSW32')") from None
+    ivf = faiss.try_extract_index_ivf(empty.index)
+    if ivf is not None:
+        _require(cfg.index.nprobe <= ivf.nlist,
+                 f"`index.nprobe` ({cfg.index.nprobe}) must be <= the {ivf.nlist} lists of "
+                 f"`index.factory` {cfg.index.factory!r}")
+
+
+def _check_serving(cfg: Config) -> None:
+    """Each serving dtype must run on this machine's torch (a one-layer forward in it), and
+    ``latency.dtype_cost`` must price every dtype."""
+    costs = cfg.latency.dtype_cost
+    _require(set(costs) == set(SERVING_DTYPES),
+             f"`latency.dtype_cost` must give exactly the dtypes {list(SERVING_DTYPES)}, "
+             f"got {sorted(costs)}")
+    for key in ("query_dtype", "item_dtype"):
+        dtype = getattr(cfg.serving, key)
+        if dtype in ("fp32", "int8"):  # int8 is fp32 arithmetic on rounded values
+            continue
+        torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+        try:
+            torch.nn.Linear(2, 2).to(torch_dtype)(torch.ones(1, 2, dtype=torch_dtype))
+        except (RuntimeError, TypeError) as e:
+            raise ConfigError(f"`serving.{key}` {dtype!r}: this machine's torch "
+                              f"{torch.__version__} cannot run it on CPU ({e})") from None
 
 
 def validate(cfg: Config) -> Config:
@@ -187,4 +217,5 @@ def validate(cfg: Config) -> Config:
     _check_relations(cfg)
     _check_features(cfg)
     _check_index(cfg)
+    _check_serving(cfg)
     return cfg

@@ -109,6 +109,17 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "version_distance": {
         "hour": I32, "arm": STR, "tier": STR, "distance": I32, "candidates": I64,
     },
+    # The serving-path probe (sim.serving.probe), one row per tick and arm: the first requests of
+    # the arm's batch run down the served path and the exact fp32 offline path. ``exact``: entries
+    # of the exact top-k_retrieval, ``recalled``: of those, returned by the served search;
+    # ``candidates``: served candidates, ``abs_error``/``error``: sums of |served - fp32| and of
+    # served - fp32 L1 logit over them; ``pcvr_served``/``pcvr_exact``/``true_pcvr``: sums over
+    # the live served candidates of L1's pCVR from each logit and of the true pCVR.
+    "serving_path": {
+        "time": F64, "hour": I32, "arm": STR, "query_version": I32, "requests": I32,
+        "exact": I64, "recalled": I64, "candidates": I64, "abs_error": F64, "error": F64,
+        "pcvr_served": F64, "pcvr_exact": F64, "true_pcvr": F64,
+    },
     # Offline evaluation in the clean world (one checkpoint for both towers), per log source and
     # decile of the L2 teacher's pCVR (decile -1 = all rows); ``teacher`` is the L2 lineage the
     # model is scored against (its own arm's).

@@ -2,7 +2,9 @@
 
 The live query tower (``query_model`` at ``query_version``) and the deployed index tiers may come
 from different model versions: the query side rolls forward on release (after a rollout delay),
-the item side only as enrichment re-embeds ads and new tier builds deploy.
+the item side only as enrichment re-embeds ads and new tier builds deploy. ``query_model`` is the
+fp32 checkpoint; requests are served by :meth:`Arm.served_query`, the checkpoint in the arm's
+``serving.query_dtype`` (:mod:`sim.serving.precision`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sim.models.ranker import Ranker
 from sim.models.towers import TwoTowerBase
 from sim.pacing import Budgets
 from sim.serving.index import DeployedIndex, row_table
+from sim.serving.precision import ServedTower, serve_as
 
 
 @dataclass(kw_only=True)
@@ -62,6 +65,13 @@ class Arm:
     version_counts: dict[tuple[int, int, int], int] = field(default_factory=dict)
     # feature coverage of what this arm served (the dashboard and the parity audit's totals)
     coverage: CoverageCounts = field(default_factory=CoverageCounts)
+    served: ServedTower | None = field(default=None, repr=False)  # cache of served_query()
+
+    def served_query(self) -> ServedTower:
+        """The live query checkpoint as serving runs it (converted once per rollout)."""
+        if self.served is None or self.served.checkpoint is not self.query_model:
+            self.served = serve_as(self.query_model, self.cfg.serving.query_dtype)
+        return self.served
 
     def deploy(self, idx: DeployedIndex) -> None:
         """Swap in a tier build and recompute which ``large`` rows the ``fresh`` tier supersedes."""

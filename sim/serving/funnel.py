@@ -33,7 +33,7 @@ from sim.features.registry import fill_default
 from sim.models.inputs import query_inputs, surface_onehot
 from sim.numerics import sigmoid
 from sim.serving.arm import Arm
-from sim.serving.index import TIERS, search
+from sim.serving.index import TIERS, search, search_exact
 from sim.serving.latency import Latencies, draw_latencies, stage_work
 from sim.topk import take, top_k
 from sim.world.catalog import family_slices
@@ -150,17 +150,21 @@ def l2_predict(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
     return L2Scores(pctr=p[:, 0].reshape(b, k), pcvr=p[:, 1].reshape(b, k))
 
 
-def retrieve(arm: Arm, queries: np.ndarray, k: int, fresh_only: np.ndarray | None = None) -> Hits:
+def retrieve(arm: Arm, queries: np.ndarray, k: int, fresh_only: np.ndarray | None = None,
+             exact: bool = False) -> Hits:
     """Search every deployed tier and merge into the top ``k`` per query.
 
     An ad in both tiers keeps the fresher tier's row: rows the ``fresh`` tier supersedes are
     masked in the ``large`` tier (:meth:`Arm.deploy` keeps that mask). ``fresh_only`` (B,) marks
-    requests whose item lookup timed out: they search the ``fresh`` tier alone."""
+    requests whose item lookup timed out: they search the ``fresh`` tier alone. ``exact``: search
+    each tier's fp32 reference vectors exhaustively instead of its index (the offline path,
+    :func:`sim.serving.index.search_exact`)."""
     logits, rows, tiers = [], [], []
+    find = search_exact if exact else search
     for code, name in enumerate(TIERS):  # at most two tiers: a loop over tiers, not requests
         if name not in arm.tiers or arm.tiers[name].n == 0:  # nothing to search or merge
             continue
-        lg, rw = search(arm.tiers[name], queries, k)
+        lg, rw = find(arm.tiers[name], queries, k)
         ok = rw >= 0
         if name in arm.superseded:
             ok &= ~arm.superseded[name][np.where(ok, rw, 0)]
@@ -187,7 +191,7 @@ def query_vectors(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatc
     query vector from this arm, or has none; the fresh vectors go to the arm's cache."""
     qx = query_inputs(market.users, batch.user, batch.surface, len(cfg.world.surfaces))
     with torch.inference_mode():
-        qv = arm.query_model.query_vectors(torch.from_numpy(qx)).numpy()
+        qv = arm.served_query().query_vectors(torch.from_numpy(qx)).numpy()
     cached = arm.query_cache.valid[batch.user]
     qv = np.where(ok[:, None], qv, arm.query_cache.vectors[batch.user])
     arm.query_cache.store(batch.user[ok], qv[ok])
@@ -284,7 +288,8 @@ def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestB
     """Run the funnel for ``batch`` on ``arm``; ``eligible`` (A,) marks advertisers with budget;
     ``load`` is the tick's requests across all arms (the serving fleet's load; default the
     batch alone)."""
-    work = stage_work(arm.query_model, arm.l2, arm.tiers.values(), cfg.funnel.k_l1)
+    work = stage_work(arm.served_query(), arm.l2, arm.tiers.values(), cfg.funnel.k_l1,
+                      cfg.latency.dtype_cost)
     lat = draw_latencies(cfg.latency, seed, batch.request_id, work,
                          len(batch) if load is None else load)
     ret = retrieval(arm, market, cfg, batch, eligible, lat)

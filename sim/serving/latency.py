@@ -16,11 +16,16 @@ The work is counted from the real models and index, not configured per family:
 
 * ``query_tower``: the work of one forward of the arm's live query tower, as its family declares
   it (:meth:`sim.models.towers.TwoTowerBase.query_mflops`; so ``dhen``, with its token
-  projections, attention and ensemble layers, costs more than ``simple``);
-* ``item_lookup``: the inner products one search of each deployed tier computes
-  (:func:`lookup_mflops`): every item for an exact (``Flat``) index; for an IVF index the
-  coarse centroids plus the ``nprobe`` lists it scans; for an HNSW graph about ``efSearch``
-  visited nodes times their neighbours per layer;
+  projections, attention and ensemble layers, costs more than ``simple``), times the cost of a
+  multiply-add in the dtype it serves in relative to fp32 (``latency.dtype_cost``; by default
+  the bytes of a weight, as on serving hardware with native low-precision units, where a small
+  tower is bound by the memory it reads);
+* ``item_lookup``: the vectors one search of each deployed tier compares (:func:`lookup_mflops`):
+  every item for an exact (``Flat``) index; for an IVF index the coarse centroids plus the
+  ``nprobe`` lists it scans; for an HNSW graph about ``efSearch`` visited nodes times their
+  neighbours per layer; each comparison charged by the bytes of the code it reads (a scan is
+  bound by memory: an ``SQ8`` code costs a quarter of an fp32 vector, an 8-byte ``PQ`` code
+  less than an eighth), plus a product quantizer's distance tables;
 * ``l2``: one forward of the L2 ranker (:meth:`sim.models.ranker.Ranker.pair_mflops`) for each of
   the request's ``k_l1`` candidates.
 
@@ -38,11 +43,12 @@ import faiss
 import numpy as np
 from scipy.special import ndtri
 
+from sim.ann import product_quantizer
 from sim.config.schema import LatencyConfig
 from sim.models.ranker import Ranker
-from sim.models.towers import TwoTowerBase
 from sim.rng import keyed_uniform
 from sim.serving.index import DeployedIndex
+from sim.serving.precision import ServedTower
 
 STAGES = ("query_tower", "item_lookup", "l2")
 LATENCY = 8  # keyed-draw event code (plus the stage index)
@@ -73,34 +79,36 @@ def draw_latencies(cfg: LatencyConfig, seed: int, request_id: np.ndarray,
     return Latencies(ms=ms, ok=ok)
 
 
-def stage_work(query_model: TwoTowerBase, l2: Ranker, tiers: Iterable[DeployedIndex],
-               k_l1: int) -> dict[str, float]:
-    """Per-request MFLOPs of each stage: the live query tower's and L2's declared work
-    (:meth:`TwoTowerBase.query_mflops`, :meth:`Ranker.pair_mflops` per candidate) and one
-    search of each deployed tier."""
+def stage_work(query_model: ServedTower, l2: Ranker, tiers: Iterable[DeployedIndex],
+               k_l1: int, dtype_cost: dict[str, float]) -> dict[str, float]:
+    """Per-request work of each stage, in fp32-equivalent MFLOPs: the live query tower's declared
+    work (:meth:`TwoTowerBase.query_mflops`) times ``dtype_cost`` of the dtype it serves in, L2's
+    (:meth:`Ranker.pair_mflops` per candidate) and one search of each deployed tier."""
     lookup = sum(lookup_mflops(t.index) for t in tiers if t.n)
-    return {"query_tower": query_model.query_mflops(), "item_lookup": lookup,
-            "l2": l2.pair_mflops() * k_l1}
+    return {"query_tower": query_model.query_mflops() * dtype_cost[query_model.dtype],
+            "item_lookup": lookup, "l2": l2.pair_mflops() * k_l1}
 
 
 def lookup_mflops(index: faiss.Index) -> float:
-    """Multiply-adds of one query's search of ``index``, in millions (2 per vector element):
+    """Work of one query's search of ``index`` in fp32-equivalent millions of FLOPs:
+    ``comparisons x 2 d x code_bytes / (4 d)`` (an fp32 vector of ``d`` floats is ``2 d`` FLOPs
+    read from ``4 d`` bytes; a scan is bound by the bytes it reads) plus, for a product
+    quantizer, its distance tables (``2 d x 2**nbits`` per query). Comparisons:
 
-    * exact (``Flat``): every stored vector, ``n x d``;
+    * exact (``Flat``): every stored vector, ``n``;
     * IVF: the ``nlist`` centroids plus the ``nprobe / nlist`` share of the vectors it scans,
-      ``(nlist + n x min(nprobe, nlist) / nlist) x d``;
+      ``nlist + n x min(nprobe, nlist) / nlist`` (the centroids are fp32);
     * HNSW: ``efSearch`` candidates expanded at the base layer, each comparing its ``2M``
       neighbours, plus ``M`` per upper layer (about ``log_M n`` of them),
-      ``(efSearch x 2M + M x log_M n) x d``.
-
-    Quantised storage (SQ, PQ) is costed as its float form: code decoding is not modelled."""
+      ``efSearch x 2M + M x log_M n``."""
     n, d = int(index.ntotal), int(index.d)
     if n == 0:
         return 0.0
+    code = code_bytes(index) / (4.0 * d)  # 1 for fp32 vectors
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         nlist, nprobe = int(ivf.nlist), int(ivf.nprobe)
-        comparisons = nlist + n * min(nprobe, nlist) / nlist
+        flops = 2.0 * (nlist + n * min(nprobe, nlist) / nlist * code) * d
     else:
         hnsw = _hnsw(index)
         if hnsw is not None:
@@ -109,9 +117,25 @@ def lookup_mflops(index: faiss.Index) -> float:
             comparisons = min(n, int(hnsw.efSearch) * 2 * m + m * layers)
         else:
             comparisons = n
-    return 2.0 * comparisons * d / 1e6
+        flops = 2.0 * comparisons * d * code
+    pq = product_quantizer(index)
+    if pq is not None:
+        flops += 2.0 * d * int(pq.ksub)
+    return flops / 1e6
 
 
+def code_bytes(index: faiss.Index) -> int:
+    """Bytes of one stored vector's code (``4 d`` for fp32 storage)."""
+    index = faiss.downcast_index(index)
+    while isinstance(index, faiss.IndexPreTransform):
+        index = faiss.downcast_index(index.index)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        return int(ivf.code_size)
+    hnsw = _hnsw(index)
+    if hnsw is not None:
+        return int(faiss.downcast_index(index.storage).sa_code_size())  # type: ignore[attr-defined]
+    return int(index.sa_code_size())
 def _hnsw(index: faiss.Index) -> faiss.HNSW | None:
     """The HNSW graph of an ``IndexHNSW*`` (possibly under a pre-transform), else None."""
     while isinstance(index, faiss.IndexPreTransform):

@@ -12,6 +12,10 @@
   ads with the item tower live at build start (one version per build); ``hybrid`` is batch for
   ``large`` and streaming for ``fresh``.
 
+Item vectors come from the item tower in the arm's ``serving.item_dtype``
+(:mod:`sim.serving.precision`); when that is not fp32 the table and each build also keep the
+fp32 checkpoint's vectors of the same ads, the offline path the serving-path probe compares with.
+
 Every embedding follows the arm's feature registry (:mod:`sim.features.registry`): families not
 onboarded to ``l1_embedding`` are filled with the serving default before the item tower sees
 them, and the table and each index row record which families the vector was built with. When a
@@ -38,6 +42,7 @@ from sim.models.towers import TwoTowerBase
 from sim.serving.arm import Arm
 from sim.serving.deployer import ReferenceContexts, ctr_prior
 from sim.serving.index import DeployedIndex, build_index
+from sim.serving.precision import ServedTower, serve_as
 from sim.world.catalog import family_slices
 from sim.world.marketplace import Marketplace
 
@@ -53,17 +58,21 @@ class EmbeddingTable:
     ad_id: np.ndarray  # (S,) int64, -1 = never embedded
     embedded_at: np.ndarray  # (S,) float64 seconds
     families: np.ndarray  # (S,) uint8 bitmask of the families the vector was embedded from
+    # (S, D+1) float32 the fp32 checkpoint's vectors; None when serving embeds in fp32 (= vectors)
+    reference: np.ndarray | None = None
 
     @staticmethod
-    def empty(n: int, width: int) -> EmbeddingTable:
+    def empty(n: int, width: int, reference: bool = False) -> EmbeddingTable:
         return EmbeddingTable(vectors=np.zeros((n, width), np.float32), version=np.zeros(n, np.int32),
                               ad_id=np.full(n, -1, np.int64), embedded_at=np.full(n, -np.inf),
-                              families=np.zeros(n, np.uint8))
+                              families=np.zeros(n, np.uint8),
+                              reference=np.zeros((n, width), np.float32) if reference else None)
 
     def copy(self) -> EmbeddingTable:
         return EmbeddingTable(vectors=self.vectors.copy(), version=self.version.copy(),
                               ad_id=self.ad_id.copy(), embedded_at=self.embedded_at.copy(),
-                              families=self.families.copy())
+                              families=self.families.copy(),
+                              reference=None if self.reference is None else self.reference.copy())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +89,7 @@ def _version_range(v: np.ndarray) -> dict[str, int]:
             "n_versions": int(np.unique(v).size)}
 
 
-def embed(model: TwoTowerBase, features: np.ndarray) -> np.ndarray:
+def embed(model: TwoTowerBase | ServedTower, features: np.ndarray) -> np.ndarray:
     """Item vectors (n, D+1) of ads with ``features`` (n, F)."""
     with torch.inference_mode():
         return model.item_vectors(torch.from_numpy(features)).numpy()
@@ -115,27 +124,35 @@ class IndexPipeline:
         self.arm, self.market, self.cfg = arm, market, cfg
         self.item_tower, self.contexts, self.writer = item_tower, contexts, writer
         width = cfg.models.embedding_dim + 1
-        self.table = EmbeddingTable.empty(market.catalog.n, width)
+        self.dtype = cfg.serving.item_dtype
+        self.table = EmbeddingTable.empty(market.catalog.n, width, reference=self.dtype != "fp32")
         self.snapshot: Snapshot | None = None
         self.slices = family_slices(cfg.world.latent_dim)
+        self.served: ServedTower | None = None  # the live item checkpoint as serving runs it
 
     # -- pure-ish steps (called by the processes and by tests) ----------------------------
 
-    def embed_slots(self, slots: np.ndarray) -> tuple[np.ndarray, int, int]:
-        """Vectors of the ads in ``slots`` as the L1 embedding path sees them now, the item
-        tower's version and the families bitmask."""
+    def embed_slots(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int, int]:
+        """Vectors of the ads in ``slots`` as the L1 embedding path sees them now (the live item
+        tower in ``serving.item_dtype``), the fp32 checkpoint's (None when that is the dtype),
+        the item tower's version and the families bitmask."""
         families = self.arm.features.families("l1_embedding")
         model, version = self.item_tower()
+        if self.served is None or self.served.checkpoint is not model:
+            self.served = serve_as(model, self.dtype)
         x = fill_default(self.market.catalog.features[slots], families, self.slices)
-        return embed(model, x), version, bits(families)
+        reference = None if self.dtype == "fp32" else embed(model, x)
+        return embed(self.served, x), reference, version, bits(families)
 
     def enrich(self, now: float) -> np.ndarray:
         cat = self.market.catalog
         slots = stale_slots(self.table, cat.ad_id, cat.changed_at,
                             bits(self.arm.features.families("l1_embedding")))
         if slots.size:
-            vectors, version, fam = self.embed_slots(slots)
+            vectors, reference, version, fam = self.embed_slots(slots)
             self.table.vectors[slots] = vectors
+            if self.table.reference is not None:
+                self.table.reference[slots] = reference
             self.table.version[slots] = version
             self.table.families[slots] = fam
             self.table.ad_id[slots] = cat.ad_id[slots]
@@ -158,18 +175,19 @@ class IndexPipeline:
         base = snap.time if tier == "large" else (large.snapshot_time if large else -np.inf)
         slots = tier_members(tier, snap, cat.ad_id, cat.expires_at, now, base)
         if mode == "batch" or (mode == "hybrid" and tier == "large"):
-            vectors, version, fam = self.embed_slots(slots)
+            vectors, reference, version, fam = self.embed_slots(slots)
             versions = np.full(slots.size, version, np.int32)
             families = np.full(slots.size, fam, np.uint8)
         else:
             vectors, versions = snap.table.vectors[slots], snap.table.version[slots]
             families = snap.table.families[slots]
+            reference = None if snap.table.reference is None else snap.table.reference[slots]
         l2_view = fill_default(cat.features[slots], self.arm.features.families("l2_feature_store"),
                                self.slices)
         prior = ctr_prior(self.arm.l2, self.contexts, l2_view)
         return build_index(vectors, slots, cat.ad_id[slots], versions, prior, families,
                            self.cfg.index.factory, now, tier=tier, snapshot_time=snap.time,
-                           nprobe=self.cfg.index.nprobe)
+                           nprobe=self.cfg.index.nprobe, reference=reference)
 
     def deploy(self, idx: DeployedIndex, now: float) -> None:
         self.arm.deploy(idx)
