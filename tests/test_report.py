@@ -53,6 +53,10 @@ def _arm() -> dict[str, Any]:
         "feature_coverage": {f: dict.fromkeys(ARTIFACTS, 1.0) for f in FEATURE_FAMILIES},
         "retrieval_recall": 0.60, "ranking_recall": 0.55,
         "recall_by_surface": {"home_feed": {"retrieval_recall": 0.60, "ranking_recall": 0.55}},
+        "ann_recall": 1.0, "l1_score_error": 0.0,
+        "serving_path": {"index_factory": "Flat", "nprobe": 1, "query_dtype": "fp32",
+                         "item_dtype": "fp32", "l1_score_bias": 0.0, "l1_calibration_served": 1.0,
+                         "l1_calibration_exact": 1.0, "probed_requests": 1000},
     }
 
 
@@ -123,6 +127,8 @@ CASES: dict[str, tuple[Callable[[dict[str, Any]], None], Callable[[dict[str, Any
                    lambda m: _audit(m, 0.0, 0.0)),  # missing, but this L1 does not use it
     "version_skew": (lambda m: _treat(m, version_distance={"all": {"0": 0.4, "1": 0.6}}),  # +6%
                      lambda m: _treat(m, version_distance={"all": {"0": 0.6, "1": 0.4}})),  # +4%
+    "serving_path": (lambda m: _treat(m, ann_recall=0.94),
+                     lambda m: _treat(m, ann_recall=0.96, l1_score_error=0.049)),
     "recall_ceiling": (_better_l1,
                        lambda m: (_better_l1(m), _treat(m, retrieval_recall=0.66))),
     "metric_mismatch": (_better_l1,
@@ -307,11 +313,11 @@ def clean_aa_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 PLOTS = ("gap", "calibration_by_decile", "cpa_daily", "version_distance", "coverage", "recall",
-         "exposure", "latency", "skew_sweep")
+         "exposure", "latency", "skew_sweep", "serving_path")
 SECTIONS = ("## The gap", "## Verdicts at a glance", "## Layer 1", "### Offline evaluation",
             "### Exposure bias", "### Latency and timeouts", "## Layer 2", "### Feature coverage",
-            "### Embedding version skew", "## Layer 3", "### Funnel recall", "### Metric mismatch",
-            "### Mix shift", "## Attribution", "## The retrospective, point by point")
+            "### Embedding version skew", "### Serving path", "## Layer 3", "### Funnel recall",
+            "### Metric mismatch", "### Mix shift", "## Attribution", "## The retrospective, point by point")
 
 
 def test_report_has_every_section_and_plot_and_names_both_layer2_causes(hazard_run: Path) -> None:
@@ -378,6 +384,24 @@ def test_switches_turn_the_hazards_off(hazard_run: Path) -> None:
         cfg.experiment, treatment={**overlay, "releases": {"query_rollout_delay_s": 7200.0}})),
         ["version_skew"])
     assert touched.experiment.treatment["releases"]["query_rollout_delay_s"] == 0.0  # switched there too
+
+
+def test_exact_serving_switch_and_when_the_serving_path_is_present() -> None:
+    cfg = tiny_config("serving=ivf_sq8", "experiment.arms=[control,treatment]",
+                      "+experiment.treatment.index.factory=SQ8",
+                      "+experiment.treatment.serving.query_dtype=int8")
+    m = aa_world()
+    assert "serving_path" not in present_hazards(cfg, m)
+    _treat(m, ann_recall=0.998)
+    assert "serving_path" in present_hazards(cfg, m)
+    m["arms"]["treatment"].update(ann_recall=1.0, l1_score_error=0.002)
+    assert "serving_path" in present_hazards(cfg, m)
+    off = switched(cfg, ["serving_path"])
+    treatment = arm_config(off, off.experiment.treatment)
+    for c in (off, treatment):
+        assert (c.index.factory, c.index.nprobe) == ("Flat", 1)
+        assert (c.serving.query_dtype, c.serving.item_dtype) == ("fp32", "fp32")
+    assert off.index.build_mode == cfg.index.build_mode  # nothing else switched
 
 
 def test_attribution_worlds_and_shapley(hazard_run: Path) -> None:

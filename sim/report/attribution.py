@@ -6,7 +6,7 @@ world, the traffic and every response draw are the same (common random numbers),
 differ only by what the switches change. Each outcome ``v`` is then split among the hazards by
 their Shapley values, ``phi_h = sum over S not containing h of |S|! (n-|S|-1)! / n! *
 (v(S + h) - v(S))``, which sum to ``v(all on) - v(all off)``. With n hazards that is 2**n − 1
-extra worlds (at most 4 hazards, 15 worlds).
+extra worlds (at most 5 hazards, 31 worlds).
 
 A hazard is *present* when the run's evidence shows it, and *switched off* by an operational fix
 a team could make (stated in ``HAZARDS``); a switch changes nothing else of the config:
@@ -17,7 +17,9 @@ a team could make (stated in ``HAZARDS``); a switch changes nothing else of the 
   batch builds, the ``large`` tier built at every release and deployed at once, ``fresh`` deployed
   at once, the query tower rolled out with the release;
 * ``exposure_bias`` (two arms, pooled training, releases): diverted training;
-* ``timeouts`` (a stage past its SLA on >= 0.1% of an arm's requests): no SLA enforced.
+* ``timeouts`` (a stage past its SLA on >= 0.1% of an arm's requests): no SLA enforced;
+* ``serving_path`` (an arm's probe shows ``ann_recall`` below 0.999 or ``l1_score_error`` of
+  0.001 or more): exact fp32 serving, a ``Flat`` index and fp32 towers in every arm.
 
 Worlds go to ``RUN_DIR/attribution/<name>/`` (full run directories) and a finished one is reused
 when the command is repeated. Ground-truth worlds are not re-run.
@@ -44,6 +46,8 @@ from sim.report.run_report import ReportError, read_run
 from sim.run import run
 
 TIMEOUT_PRESENT = 0.001  # share of requests past an SLA that makes timeouts a present hazard
+SERVING_RECALL_PRESENT = 0.999  # an ann_recall below this makes the serving path present ...
+SERVING_ERROR_PRESENT = 0.001  # ... as does a mean |L1 logit error| of this much
 
 
 def load_run_config(run_dir: Path) -> Config:
@@ -108,6 +112,18 @@ def _no_sla(cfg: Config) -> Config:
                                experiment=dataclasses.replace(cfg.experiment, treatment=overlay))
 
 
+def _exact_serving(cfg: Config) -> Config:
+    keys = {"index.factory": "Flat", "index.nprobe": 1, "serving.query_dtype": "fp32",
+            "serving.item_dtype": "fp32"}
+    overlay = copy.deepcopy(cfg.experiment.treatment)
+    for k, v in keys.items():
+        _set(overlay, k, v)
+    return dataclasses.replace(
+        cfg, index=dataclasses.replace(cfg.index, factory="Flat", nprobe=1),
+        serving=dataclasses.replace(cfg.serving, query_dtype="fp32", item_dtype="fp32"),
+        experiment=dataclasses.replace(cfg.experiment, treatment=overlay))
+
+
 def _parity_present(cfg: Config, m: dict[str, Any]) -> bool:
     return any(a.get("parity_audit") for a in m["arms"].values())
 
@@ -126,6 +142,12 @@ def _timeouts_present(cfg: Config, m: dict[str, Any]) -> bool:
                for ok in (a.get("success_rate") or {}).values())
 
 
+def _serving_present(cfg: Config, m: dict[str, Any]) -> bool:
+    return any((a.get("ann_recall") is not None and a["ann_recall"] < SERVING_RECALL_PRESENT)
+               or (a.get("l1_score_error") or 0.0) >= SERVING_ERROR_PRESENT
+               for a in m["arms"].values())
+
+
 Switch = tuple[Callable[[Config, dict[str, Any]], bool], Callable[[Config], Config], str]
 HAZARDS: dict[str, Switch] = {
     "parity_gap": (_parity_present, _all_onboarded,
@@ -134,6 +156,7 @@ HAZARDS: dict[str, Switch] = {
                      "synchronous deploys (batch builds at each release, query rolled out with it)"),
     "exposure_bias": (_exposure_present, _diverted, "diverted training"),
     "timeouts": (_timeouts_present, _no_sla, "no SLA enforced"),
+    "serving_path": (_serving_present, _exact_serving, "exact fp32 serving (Flat index, fp32 towers)"),
 }
 
 

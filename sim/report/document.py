@@ -189,6 +189,33 @@ def _skew_section(m: dict[str, Any]) -> str:
     return "\n\n".join(out)
 
 
+def _serving_section(m: dict[str, Any]) -> str:
+    rows = []
+    for arm, a in m["arms"].items():
+        sp = a.get("serving_path") or {}
+        if a.get("ann_recall") is None:
+            continue
+        lookup = (a.get("latency_ms") or {}).get("item_lookup") or {}
+        rows.append([arm, sp.get("index_factory", "?"), sp.get("nprobe", "?"),
+                     f"{sp.get('query_dtype', '?')} / {sp.get('item_dtype', '?')}",
+                     _f(a["ann_recall"]), _f(a.get("l1_score_error"), ".4f"),
+                     _f(sp.get("l1_score_bias"), "+.4f"),
+                     f"{_f(sp.get('l1_calibration_served'))} / {_f(sp.get('l1_calibration_exact'))}",
+                     _f(lookup.get("p99"), ".2f"),
+                     pct((a.get("success_rate") or {}).get("item_lookup"), False)])
+    if not rows:
+        return "No serving-path probe in this run."
+    note = ("On the probed requests (`serving.probe_requests_per_hour`), each served retrieval "
+            "and L1 logit is compared with the exact fp32 path over the same deployed rows: "
+            "`ann_recall` is the share of the exact top-k the served search returned, the score "
+            "error is |served − fp32| L1 logit over served candidates, and L1 calibration is the "
+            "probed live candidates' mean L1 pCVR over the true one, from the served and the fp32 "
+            "logits.")
+    return table(["arm", "index", "nprobe", "query / item dtype", "ann_recall",
+                  "l1_score_error", "signed error", "L1 calibration served / fp32",
+                  "item lookup p99 ms", "item lookup success"], rows) + "\n\n" + note
+
+
 def _recall_section(m: dict[str, Any]) -> str:
     kinds = ("retrieval_recall", "ranking_recall", "headroom_retrieval_recall",
              "headroom_ranking_recall", "oracle_retrieval_recall", "oracle_ranking_recall")
@@ -264,6 +291,9 @@ def render(m: dict[str, Any], verdicts: list[Verdict], plots: set[str], title: s
         "### Embedding version skew", _skew_section(m),
         _plot(plots, "version_distance", "version distance over time"),
         _plot(plots, "skew_sweep", "skew sweep"), _verdict(by["version_skew"]),
+        "### Serving path: index and precision against the fp32 offline path",
+        _serving_section(m), _plot(plots, "serving_path", "serving path per hour"),
+        _verdict(by["serving_path"]),
         "## Layer 3 — can the funnel and the auction turn a better L1 into CPA?",
         "### Funnel recall", _recall_section(m), _plot(plots, "recall", "recall per arm"),
         _verdict(by["recall_ceiling"]),

@@ -170,6 +170,26 @@ def version_distance(vd: pl.DataFrame, path: Path) -> bool:
     return True
 
 
+def serving_path(sp: pl.DataFrame, path: Path) -> bool:
+    """ANN recall and mean |L1 logit error| of the served path against the exact fp32 path,
+    per hour and arm (the serving-path probe)."""
+    if sp.height == 0:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for arm in sorted(set(sp["arm"].to_list())):
+        g = (sp.filter(pl.col("arm") == arm).group_by("hour")
+             .agg(pl.col("recalled", "exact", "abs_error", "candidates").sum()).sort("hour"))
+        hours = g["hour"].to_numpy()
+        left.plot(hours, g["recalled"] / g["exact"].clip(1), label=arm, color=_color(arm))
+        right.plot(hours, g["abs_error"] / g["candidates"].clip(1), label=arm, color=_color(arm))
+    left.set(xlabel="hour", ylabel="ann_recall", ylim=(0, 1.02),
+             title="share of the exact fp32 top-k served")
+    right.set(xlabel="hour", ylabel="mean |served − fp32| L1 logit", title="L1 score error")
+    left.legend(fontsize=8)
+    save(fig, path)
+    return True
+
+
 def coverage(cov: pl.DataFrame, path: Path) -> bool:
     """Hourly coverage of each (arm, artifact, family) that was ever below 99%; a flat line at 1
     for the rest is left out (the title says how many were complete)."""

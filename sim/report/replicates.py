@@ -48,6 +48,7 @@ HEADLINE = (
     "arms.*.l1_log_mae", "arms.*.l1_calibration", "arms.*.conversions", "arms.*.spend",
     "offline.models.*.sources.*.overall.log_mae", "offline.skew_gate.*.increase",
     "lift_concentration.cpa.top1_share", "lift_concentration.cpa.top3_share",
+    "arms.*.ann_recall", "arms.*.l1_score_error",
 )
 
 

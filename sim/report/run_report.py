@@ -80,6 +80,8 @@ def make_report(run_dir: Path) -> Path:
     """Write ``run_dir/report.md`` and ``run_dir/plots/``; return the report's path."""
     manifest, metrics = read_run(run_dir)
     logs = {t: pl.read_parquet(run_dir / "logs" / f"{t}.parquet") for t in LOG_TABLES}
+    probe = run_dir / "logs" / "serving_path.parquet"  # absent in runs made before the probe
+    sp = pl.read_parquet(probe) if probe.exists() else pl.DataFrame()
     arms = list(metrics["arms"])
     cfg = _config(run_dir)
     clusters = cfg.get("experiment", {}).get("ci_clusters", "user_advertiser")
@@ -97,6 +99,7 @@ def make_report(run_dir: Path) -> Path:
         "exposure": plots.exposure(metrics, plot_dir / "exposure.png"),
         "latency": plots.latency(metrics, plot_dir / "latency.png", _slas(cfg, arms)),
         "skew_sweep": plots.skew_sweep(metrics, plot_dir / "skew_sweep.png"),
+        "serving_path": plots.serving_path(sp, plot_dir / "serving_path.png"),
     }
     title = f"{manifest.get('scenario', '?')} (seed {manifest.get('seed')})"
     found = verdicts(metrics)

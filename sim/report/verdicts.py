@@ -39,6 +39,8 @@ SKEW_INCREASE = 0.05  # the served version distances predict >= 5% worse log_mae
 RECALL_MOVE = 0.02  # a recall change below 2 points is "did not move"
 RECALL_CEILING = 0.95  # a surface whose recall is at least this is at its ceiling
 MIX_SHIFT = 0.05  # an oCPM impression share lift of at least 5%, its 95% interval excluding 0
+ANN_RECALL = 0.95  # a served search that returns less of the exact fp32 top-k ...
+SCORE_ERROR = 0.05  # ... or moves L1's logit by this much on average (about 5% of pCVR)
 
 CAUSE, RULED_OUT, NOT_MEASURABLE = "cause", "ruled_out", "not_measurable"
 
@@ -190,6 +192,30 @@ def version_skew(m: dict[str, Any]) -> Verdict:
                    arms=tuple(fired))
 
 
+def serving_path(m: dict[str, Any]) -> Verdict:
+    rule = (f"cause if an arm's served path returns less than {ANN_RECALL:.0%} of the exact fp32 "
+            f"top-k_retrieval (ann_recall) or moves its served L1 logits from the fp32 ones by "
+            f">= {SCORE_ERROR} on average (l1_score_error; about {SCORE_ERROR:.0%} of pCVR), on the "
+            "probed requests")
+    args: dict[str, Any] = {"layer": 2, "key": "serving_path",
+                            "hypothesis": "Serving path differs from the offline path (index, precision)"}
+    fired, parts = [], []
+    for arm, a in m["arms"].items():
+        recall, error = a.get("ann_recall"), a.get("l1_score_error")
+        if recall is None or error is None:
+            continue
+        setup = a.get("serving_path") or {}
+        parts.append(f"{arm} ({setup.get('index_factory', '?')}, nprobe {setup.get('nprobe', '?')}, "
+                     f"query {setup.get('query_dtype', '?')}, item {setup.get('item_dtype', '?')}): "
+                     f"ann_recall {recall:.3f}, l1_score_error {error:.4f}")
+        if recall < ANN_RECALL or error >= SCORE_ERROR:
+            fired.append(arm)
+    if not parts:
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding="no serving-path probe")
+    return Verdict(**args, status=CAUSE if fired else RULED_OUT, rule=rule,
+                   finding="; ".join(parts), arms=tuple(fired))
+
+
 def _recalls(m: dict[str, Any], arm: str) -> dict[str, float | None]:
     a = m["arms"][arm]
     return {k: a.get(k) for k in ("retrieval_recall", "ranking_recall")}
@@ -272,7 +298,7 @@ def mix_shift(m: dict[str, Any]) -> Verdict:
 
 
 RULES: tuple[Callable[[dict[str, Any]], Verdict], ...] = (
-    offline_eval, exposure_bias, timeouts, parity_gap, version_skew,
+    offline_eval, exposure_bias, timeouts, parity_gap, version_skew, serving_path,
     recall_ceiling, metric_mismatch, mix_shift)
 
 
