@@ -73,6 +73,14 @@ def product_quantizer(index: faiss.Index) -> faiss.ProductQuantizer | None:
     return getattr(index, "pq", None)
 
 
+def hnsw_graph(index: faiss.Index) -> faiss.HNSW | None:
+    """The HNSW graph of an ``IndexHNSW*`` (possibly under a pre-transform), else None."""
+    index = faiss.downcast_index(index)
+    while isinstance(index, faiss.IndexPreTransform):
+        index = faiss.downcast_index(index.index)
+    return getattr(index, "hnsw", None)
+
+
 def quiet_clustering(index: faiss.Index) -> None:
     """Let k-means train on as few points as it is given without printing faiss's warning (it
     asks for 39 points per centroid; a small catalog's build trains on what there is)."""

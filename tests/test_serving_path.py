@@ -167,3 +167,22 @@ def test_fp32_serving_is_the_checkpoint_and_reduced_precision_a_copy() -> None:
         assert 0 < (got - want).abs().max() < 0.1, dtype
         assert (got[:, -1] == 1).all()  # the bias slot stays exactly 1
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_an_hnsw_graph_searches_with_the_configured_ef_search() -> None:
+    x = np.random.default_rng(3).standard_normal((2000, 17)).astype(np.float32)
+    q = np.random.default_rng(4).standard_normal((20, 17)).astype(np.float32)
+    n = x.shape[0]
+    ids = np.arange(n)
+    narrow, wide = (build_index(x, ids, ids, np.zeros(n), np.zeros(n), np.zeros(n), "HNSW32", 0.0,
+                                ef_search=ef) for ef in (16, 200))
+    assert (narrow.index.hnsw.efSearch, wide.index.hnsw.efSearch) == (16, 200)
+    exact = search_exact(wide, q, 100)[1]
+
+    def recall(idx) -> float:  # type: ignore[no-untyped-def]
+        return float(np.mean([np.isin(a, b).mean() for a, b in zip(search(idx, q, 100)[1], exact,
+                                                                     strict=True)]))
+
+    assert recall(narrow) < recall(wide)
+    assert lookup_mflops(narrow.index) < lookup_mflops(wide.index)  # the search's work follows it
+    assert load_config("default", ["serving=hnsw"]).index.ef_search == 200

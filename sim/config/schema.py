@@ -110,6 +110,9 @@ class IndexConfig:
     factory: str = "Flat"  # faiss index_factory string (inner-product metric)
     # lists an IVF index (e.g. factory "IVF1024,Flat") searches per query; ignored by other indexes
     nprobe: int = bounded(1, ge=1)
+    # candidates an HNSW index (e.g. factory "HNSW32") keeps while it searches (faiss's efSearch,
+    # its default; faiss does not raise it to k_retrieval); ignored by other indexes
+    ef_search: int = bounded(16, ge=1)
     build_mode: str = bounded("streaming", choices=BUILD_MODES)
     enrich_interval_s: float = bounded(600.0, gt=0)  # streaming enrichment of new/changed ads
     snapshot_interval_s: float = bounded(3600.0, gt=0)  # embedding-table snapshot cadence

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from sim.ann import empty_index, min_train_points, quiet_clustering
+from sim.ann import empty_index, hnsw_graph, min_train_points, quiet_clustering
 
 TIERS = ("fresh", "large")  # search order: on a duplicate ad, the fresher tier's row wins
 ROW_FIELDS = ("slot", "ad_id", "version", "ctr_prior", "families")  # per-row metadata of a tier
@@ -53,7 +53,7 @@ def build_index(
     vectors: np.ndarray, slot: np.ndarray, ad_id: np.ndarray, version: np.ndarray,
     ctr_prior: np.ndarray, families: np.ndarray, factory: str, built_at: float,
     tier: str = "large", snapshot_time: float = 0.0, nprobe: int = 1,
-    reference: np.ndarray | None = None,
+    reference: np.ndarray | None = None, ef_search: int = 16,
 ) -> DeployedIndex:
     """Build a faiss index (``factory`` string, inner product) over ``vectors`` (n, D+1).
 
@@ -61,9 +61,10 @@ def build_index(
     is not fp32 (default: ``vectors``). An index that trains (IVF lists, product quantizers) is
     trained on the build's own vectors (k-means; faiss samples at most 256 per centroid and is
     let train on fewer than it asks for, :func:`sim.ann.quiet_clustering`); an IVF index searches
-    ``nprobe`` lists per query. A build with fewer vectors than the index has centroids to train
-    (:func:`sim.ann.min_train_points`) falls back to an exact ``Flat`` index: a small ``fresh``
-    tier cannot train one."""
+    ``nprobe`` lists per query, an HNSW graph keeps ``ef_search`` candidates while it searches
+    (faiss does not raise it to ``k``: 16 returns ``k`` rows, fewer of them right). A build with
+    fewer vectors than the index has centroids to train (:func:`sim.ann.min_train_points`) falls
+    back to an exact ``Flat`` index: a small ``fresh`` tier cannot train one."""
     started = time.perf_counter()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     reference = vectors if reference is None else np.ascontiguousarray(reference, np.float32)
@@ -83,6 +84,9 @@ def build_index(
         pad = np.sqrt(np.maximum(norm2 - sq, 0.0)).astype(np.float32)[:, None]
         vectors = np.ascontiguousarray(np.hstack([vectors, pad]))
         faiss.extract_index_ivf(index).nprobe = nprobe
+    graph = hnsw_graph(index)
+    if graph is not None:
+        graph.efSearch = ef_search
     quiet_clustering(index)
     if not index.is_trained and vectors.shape[0] > 0:
         index.train(vectors)

@@ -43,7 +43,7 @@ import faiss
 import numpy as np
 from scipy.special import ndtri
 
-from sim.ann import product_quantizer
+from sim.ann import hnsw_graph, product_quantizer
 from sim.config.schema import LatencyConfig
 from sim.models.ranker import Ranker
 from sim.rng import keyed_uniform
@@ -110,7 +110,7 @@ def lookup_mflops(index: faiss.Index) -> float:
         nlist, nprobe = int(ivf.nlist), int(ivf.nprobe)
         flops = 2.0 * (nlist + n * min(nprobe, nlist) / nlist * code) * d
     else:
-        hnsw = _hnsw(index)
+        hnsw = hnsw_graph(index)
         if hnsw is not None:
             m = max(int(hnsw.nb_neighbors(1)), 2)  # type: ignore[attr-defined]  # not in faiss's stubs
             layers = max(np.log(n) / np.log(m), 1.0)
@@ -132,13 +132,7 @@ def code_bytes(index: faiss.Index) -> int:
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         return int(ivf.code_size)
-    hnsw = _hnsw(index)
+    hnsw = hnsw_graph(index)
     if hnsw is not None:
         return int(faiss.downcast_index(index.storage).sa_code_size())  # type: ignore[attr-defined]
     return int(index.sa_code_size())
-def _hnsw(index: faiss.Index) -> faiss.HNSW | None:
-    """The HNSW graph of an ``IndexHNSW*`` (possibly under a pre-transform), else None."""
-    while isinstance(index, faiss.IndexPreTransform):
-        index = faiss.downcast_index(index.index)
-    index = faiss.downcast_index(index)
-    return getattr(index, "hnsw", None)

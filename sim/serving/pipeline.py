@@ -187,7 +187,8 @@ class IndexPipeline:
         prior = ctr_prior(self.arm.l2, self.contexts, l2_view)
         return build_index(vectors, slots, cat.ad_id[slots], versions, prior, families,
                            self.cfg.index.factory, now, tier=tier, snapshot_time=snap.time,
-                           nprobe=self.cfg.index.nprobe, reference=reference)
+                           nprobe=self.cfg.index.nprobe, reference=reference,
+                           ef_search=self.cfg.index.ef_search)
 
     def deploy(self, idx: DeployedIndex, now: float) -> None:
         self.arm.deploy(idx)
