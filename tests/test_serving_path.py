@@ -121,12 +121,12 @@ def test_exact_reference_search_is_the_flat_index_bit_for_bit(n: int, k: int, se
 
 def test_lookup_work_is_charged_by_the_bytes_of_each_code() -> None:
     x = np.random.default_rng(2).standard_normal((4096, 16)).astype(np.float32)
-    flat, sq8, pq = (_build(x, f).index for f in ("Flat", "SQ8", "PQ8"))
-    assert (code_bytes(flat), code_bytes(sq8), code_bytes(pq)) == (64, 16, 8)
+    flat, sq8, pq = (_build(x, f).index for f in ("Flat", "SQ8", "PQ8x4"))
+    assert (code_bytes(flat), code_bytes(sq8), code_bytes(pq)) == (64, 16, 4)
     assert lookup_mflops(flat) == pytest.approx(2 * 4096 * 16 / 1e6)
     assert lookup_mflops(sq8) == pytest.approx(lookup_mflops(flat) / 4)
-    # 8 bytes a vector read, plus the distance tables: 256 centroids of each 2-dim sub-vector
-    assert lookup_mflops(pq) == pytest.approx((2 * 4096 * 16 * 8 / 64 + 2 * 16 * 256) / 1e6)
+    # 4 bytes a vector read, plus the distance tables: 16 centroids of each 2-dim sub-vector
+    assert lookup_mflops(pq) == pytest.approx((2 * 4096 * 16 * 4 / 64 + 2 * 16 * 16) / 1e6)
 
 
 # -- the towers in reduced precision ------------------------------------------------------------
