@@ -11,3 +11,7 @@ import ``sim`` (or torch) before it.
 import torch  # noqa: F401  (before faiss: see above)
 
 __version__ = "0.1.0"
+
+from sim.api import Run, load, simulate  # noqa: E402  (the notebook API; after torch, see above)
+
+__all__ = ["Run", "load", "simulate", "__version__"]

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("lifecycle", {"sim.lifecycle", "sim.evaluation", "sim.parity_audit", "sim.campaigns"}),
     ("simulation", {"sim.simulation"}),
     ("analysis", {"sim.recall", "sim.summary"}),
-    ("entry", {"sim.run", "sim.report", "sim.bench", "sim.__main__"}),
+    ("entry", {"sim.run", "sim.report", "sim.bench", "sim.__main__", "sim.api"}),
 ]
 
 
@@ -63,6 +63,8 @@ def resolve(name: str, modules: set[str]) -> str | None:
 
 
 def layer_of(module: str) -> int:
+    if module == "sim":  # the package root re-exports the notebook API (sim.api): an entry point
+        return len(LAYERS) - 1
     for i, (_, prefixes) in enumerate(LAYERS):
         if any(module == p or module.startswith(p + ".") for p in prefixes):
             return i

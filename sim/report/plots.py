@@ -1,7 +1,8 @@
 """The report's plots, drawn after the run from ``metrics.json`` and the parquet logs.
 
 Each function takes what it draws (a metrics dict, a polars frame) and a path, writes one PNG
-under a temporary name and renames it when complete, and returns whether it drew anything.
+under a temporary name and renames it when complete (or nothing, given no path), and returns
+the figure, or None when there was nothing to draw.
 Matplotlib runs headless (``Agg``); nothing here is imported by the simulation.
 """
 
@@ -24,18 +25,22 @@ from sim.report.evidence import SOURCES, offline_change, offline_overall, two_ar
 ARM_COLORS = {"control": "#1f77b4", "treatment": "#d62728"}
 
 
-def save(fig: Figure, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+def save(fig: Figure, path: Path | None) -> Figure:
+    """Write ``fig`` to ``path`` (under a temporary name, renamed when complete) unless ``path``
+    is None, release pyplot's hold on it, and return it (a notebook shows it once, as a value)."""
+    if path is not None:
+        tmp = path.with_name(path.name + ".tmp")
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
     plt.close(fig)
-    os.replace(tmp, path)
+    return fig
 
 
 def _color(arm: str) -> str:
     return ARM_COLORS.get(arm, "#555555")
 
 
-def gap(metrics: dict[str, Any], path: Path) -> bool:
+def gap(metrics: dict[str, Any], path: Path | None) -> Figure | None:
     """Offline changes by log source next to the online lifts (two arms), or one arm's offline
     and online L1 log_mae."""
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -67,7 +72,7 @@ def gap(metrics: dict[str, Any], path: Path) -> bool:
         arm = next(iter(metrics["arms"]))
         if not metrics.get("offline", {}).get("models", {}).get(arm):
             plt.close(fig)
-            return False
+            return None
         labels = [f"offline\n{s}" for s in SOURCES] + ["online\n(impressions)"]
         levels = [(offline_overall(metrics, arm, s) or {}).get("log_mae") for s in SOURCES]
         levels.append(metrics["arms"][arm].get("l1_log_mae"))
@@ -76,16 +81,16 @@ def gap(metrics: dict[str, Any], path: Path) -> bool:
         ax.set_xticks(range(len(levels)), labels, fontsize=8)
         ax.set_ylabel("L1 log_mae against L2 pCVR")
         ax.set_title(f"{arm}: L1 offline by log source and online")
-    save(fig, path)
-    return True
+    return save(fig, path)
 
 
-def calibration_by_decile(offline_eval: pl.DataFrame, metrics: dict[str, Any], path: Path) -> bool:
+def calibration_by_decile(offline_eval: pl.DataFrame, metrics: dict[str, Any],
+                          path: Path | None) -> Figure | None:
     """Offline calibration (against the true pCVR) and log_mae per decile of the teacher's pCVR,
     for each arm's latest L1, one line per log source."""
     models = metrics.get("offline", {}).get("models", {})
     if not models or offline_eval.height == 0:
-        return False
+        return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     styles = dict(zip(SOURCES, ("-", "--", ":"), strict=True))
     for arm, model in models.items():
@@ -103,16 +108,15 @@ def calibration_by_decile(offline_eval: pl.DataFrame, metrics: dict[str, Any], p
     axes[1].set(xlabel="decile of the L2 teacher's pCVR", ylabel="mean |ln L1 − ln L2|",
                 title="Offline log_mae by decile")
     axes[0].legend(fontsize=7)
-    save(fig, path)
-    return True
+    return save(fig, path)
 
 
 def cpa_daily(daily: dict[str, list[dict[str, Any]]], lifts: list[dict[str, Any]] | None,
-              path: Path) -> bool:
+              path: Path | None) -> Figure | None:
     """CPA per simulated day per arm with its 95% interval (``daily[arm]``: day, estimate, low,
     high) and, with two arms, the day's CPA lift with its interval (``lifts``)."""
     if not any(daily.values()):
-        return False
+        return None
     fig, axes = plt.subplots(1, 2 if lifts else 1, figsize=(12 if lifts else 7, 4), squeeze=False)
     ax = axes[0][0]
     n = len(daily)
@@ -132,8 +136,7 @@ def cpa_daily(daily: dict[str, list[dict[str, Any]]], lifts: list[dict[str, Any]
                        title="Treatment's CPA lift per day (95% intervals)")
     for a in axes[0]:
         a.xaxis.get_major_locator().set_params(integer=True)
-    save(fig, path)
-    return True
+    return save(fig, path)
 
 
 def _points(rows: list[dict[str, Any]], shift: float) -> tuple[np.ndarray, ...]:
@@ -144,10 +147,10 @@ def _points(rows: list[dict[str, Any]], shift: float) -> tuple[np.ndarray, ...]:
     return np.array([r["day"] for r in rows], dtype=float) + shift, est, lo, hi
 
 
-def version_distance(vd: pl.DataFrame, path: Path) -> bool:
+def version_distance(vd: pl.DataFrame, path: Path | None) -> Figure | None:
     """Share of live retrieved candidates by query − item version, per hour, one panel per arm."""
     if vd.height == 0:
-        return False
+        return None
     arms = sorted(set(vd["arm"].to_list()))
     fig, axes = plt.subplots(1, len(arms), figsize=(6 * len(arms), 3.6), squeeze=False)
     distances = sorted(set(vd["distance"].to_list()))
@@ -166,15 +169,14 @@ def version_distance(vd: pl.DataFrame, path: Path) -> bool:
         ax.set(xlabel="hour", ylabel="share of candidates", ylim=(0, 1),
                title=f"{arm}: version distance (query − item)")
     axes[0][-1].legend(fontsize=7, loc="lower left")
-    save(fig, path)
-    return True
+    return save(fig, path)
 
 
-def serving_path(sp: pl.DataFrame, path: Path) -> bool:
+def serving_path(sp: pl.DataFrame, path: Path | None) -> Figure | None:
     """ANN recall and mean |L1 logit error| of the served path against the exact fp32 path,
     per hour and arm (the serving-path probe)."""
     if sp.height == 0:
-        return False
+        return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
     for arm in sorted(set(sp["arm"].to_list())):
         g = (sp.filter(pl.col("arm") == arm).group_by("hour")
@@ -186,15 +188,14 @@ def serving_path(sp: pl.DataFrame, path: Path) -> bool:
              title="share of the exact fp32 top-k served")
     right.set(xlabel="hour", ylabel="mean |served − fp32| L1 logit", title="L1 score error")
     left.legend(fontsize=8)
-    save(fig, path)
-    return True
+    return save(fig, path)
 
 
-def coverage(cov: pl.DataFrame, path: Path) -> bool:
+def coverage(cov: pl.DataFrame, path: Path | None) -> Figure | None:
     """Hourly coverage of each (arm, artifact, family) that was ever below 99%; a flat line at 1
     for the rest is left out (the title says how many were complete)."""
     if cov.height == 0:
-        return False
+        return None
     c = cov.filter(pl.col("rows") > 0).with_columns((pl.col("present") / pl.col("rows")).alias("share"))
     keys = c.group_by("arm", "artifact", "family").agg(pl.col("share").min().alias("low")).sort(
         "arm", "artifact", "family")
@@ -211,16 +212,15 @@ def coverage(cov: pl.DataFrame, path: Path) -> bool:
                  "arm×artifact×family series at ≥ 99% throughout, not drawn)")
     if gaps.height:
         ax.legend(fontsize=7)
-    save(fig, path)
-    return True
+    return save(fig, path)
 
 
-def recall(metrics: dict[str, Any], path: Path) -> bool:
+def recall(metrics: dict[str, Any], path: Path | None) -> Figure | None:
     """Retrieval and ranking recall per arm and surface: as served, the headroom (an L1 with
     L2's pCVR) and the oracle (against the true utility)."""
     arms = [a for a, v in metrics["arms"].items() if v.get("retrieval_recall") is not None]
     if not arms:
-        return False
+        return None
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), sharey=True)
     for row, stage in enumerate(("retrieval", "ranking")):
         for col, prefix in enumerate(("", "headroom_", "oracle_")):
@@ -242,15 +242,14 @@ def recall(metrics: dict[str, Any], path: Path) -> bool:
         axes[row][0].set_ylabel("share that passed L1")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    save(fig, path)
-    return True
+    return save(fig, path)
 
 
-def exposure(metrics: dict[str, Any], path: Path) -> bool:
+def exposure(metrics: dict[str, Any], path: Path | None) -> Figure | None:
     """Online L1 calibration per ramp step and arm (the exposure-bias read-out)."""
     exp = metrics.get("exposure") or {}
     if not exp:
-        return False
+        return None
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for arm, steps in exp.items():
         steps = [s for s in steps if s.get("l1_calibration") is not None]
@@ -260,17 +259,16 @@ def exposure(metrics: dict[str, Any], path: Path) -> bool:
     ax.set(xlabel="treatment share at the ramp step (%)", ylabel="online L1 calibration",
            title="Exposure-bias read-out: L1 calibration per ramp step")
     ax.legend()
-    save(fig, path)
-    return True
+    return save(fig, path)
 
 
-def latency(metrics: dict[str, Any], path: Path, sla: dict[str, dict[str, float]] | None = None
-            ) -> bool:
+def latency(metrics: dict[str, Any], path: Path | None, sla: dict[str, dict[str, float]] | None = None
+            ) -> Figure | None:
     """p50 / p90 / p99 latency per serving stage and arm, with the success rate in the label and
     each arm's SLA (``sla[arm][stage]``, ms) as a dashed line."""
     arms = [a for a, v in metrics["arms"].items() if v.get("latency_ms")]
     if not arms:
-        return False
+        return None
     stages = [s for s, v in metrics["arms"][arms[0]]["latency_ms"].items() if v]
     fig, axes = plt.subplots(1, len(stages), figsize=(4.5 * len(stages), 3.6), squeeze=False)
     for ax, stage in zip(axes[0], stages, strict=True):
@@ -285,15 +283,14 @@ def latency(metrics: dict[str, Any], path: Path, sla: dict[str, dict[str, float]
         ax.set_xticks(np.arange(3) + 0.2 * (len(arms) - 1), ["p50", "p90", "p99"])
         ax.set(title=stage, ylabel="ms")
         ax.legend(fontsize=7)
-    save(fig, path)
-    return True
+    return save(fig, path)
 
 
-def skew_sweep(metrics: dict[str, Any], path: Path) -> bool:
+def skew_sweep(metrics: dict[str, Any], path: Path | None) -> Figure | None:
     """The offline skew sweep: change of log_mae and excess loss against version distance."""
     sweep = (metrics.get("offline") or {}).get("skew_sweep") or {}
     if not sweep:
-        return False
+        return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for family, by_k in sweep.items():
         ks = sorted(int(k) for k in by_k)
@@ -306,5 +303,4 @@ def skew_sweep(metrics: dict[str, Any], path: Path) -> bool:
         ax.set(xlabel="version distance k (query a, item a − k)",
                ylabel=f"{metric} change vs clean (%)", title=f"Skew sweep: {metric}")
         ax.legend()
-    save(fig, path)
-    return True
+    return save(fig, path)

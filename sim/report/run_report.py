@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from matplotlib.figure import Figure
 
 from sim.logs.writer import write_text_atomic
 from sim.report import plots
@@ -76,34 +78,47 @@ def _slas(cfg: dict[str, Any], arms: list[str]) -> dict[str, dict[str, float]]:
     return {arm: {**base, **(over if arm == "treatment" else {})} for arm in arms}
 
 
-def make_report(run_dir: Path) -> Path:
-    """Write ``run_dir/report.md`` and ``run_dir/plots/``; return the report's path."""
-    manifest, metrics = read_run(run_dir)
+def draw_plots(run_dir: Path, plot_dir: Path | None = None,
+               names: list[str] | None = None) -> dict[str, Figure | None]:
+    """The report's plots of a finished run (``names``, default all of ``PLOTS``), each written to
+    ``plot_dir/NAME.png`` when ``plot_dir`` is given; NAME -> the figure, None where the run has
+    nothing to draw."""
+    _, metrics = read_run(run_dir)
     logs = {t: pl.read_parquet(run_dir / "logs" / f"{t}.parquet") for t in LOG_TABLES}
     probe = run_dir / "logs" / "serving_path.parquet"  # absent in runs made before the probe
     sp = pl.read_parquet(probe) if probe.exists() else pl.DataFrame()
     arms = list(metrics["arms"])
     cfg = _config(run_dir)
     clusters = cfg.get("experiment", {}).get("ci_clusters", "user_advertiser")
-    plot_dir = run_dir / "plots"
-    plot_dir.mkdir(exist_ok=True)
-    drawn = {
-        "gap": plots.gap(metrics, plot_dir / "gap.png"),
-        "calibration_by_decile": plots.calibration_by_decile(
-            logs["offline_eval"], metrics, plot_dir / "calibration_by_decile.png"),
-        "cpa_daily": plots.cpa_daily(*daily_cpa(logs, arms, clusters), plot_dir / "cpa_daily.png"),
-        "version_distance": plots.version_distance(logs["version_distance"],
-                                                   plot_dir / "version_distance.png"),
-        "coverage": plots.coverage(logs["feature_coverage"], plot_dir / "coverage.png"),
-        "recall": plots.recall(metrics, plot_dir / "recall.png"),
-        "exposure": plots.exposure(metrics, plot_dir / "exposure.png"),
-        "latency": plots.latency(metrics, plot_dir / "latency.png", _slas(cfg, arms)),
-        "skew_sweep": plots.skew_sweep(metrics, plot_dir / "skew_sweep.png"),
-        "serving_path": plots.serving_path(sp, plot_dir / "serving_path.png"),
+    draw: dict[str, Callable[[Path | None], Figure | None]] = {
+        "gap": lambda p: plots.gap(metrics, p),
+        "calibration_by_decile": lambda p: plots.calibration_by_decile(logs["offline_eval"],
+                                                                       metrics, p),
+        "cpa_daily": lambda p: plots.cpa_daily(*daily_cpa(logs, arms, clusters), p),
+        "version_distance": lambda p: plots.version_distance(logs["version_distance"], p),
+        "coverage": lambda p: plots.coverage(logs["feature_coverage"], p),
+        "recall": lambda p: plots.recall(metrics, p),
+        "exposure": lambda p: plots.exposure(metrics, p),
+        "latency": lambda p: plots.latency(metrics, p, _slas(cfg, arms)),
+        "skew_sweep": lambda p: plots.skew_sweep(metrics, p),
+        "serving_path": lambda p: plots.serving_path(sp, p),
     }
+    unknown = sorted(set(names or []) - set(draw))
+    if unknown:
+        raise ReportError(f"unknown plot(s) {unknown}; known: {list(draw)}")
+    if plot_dir is not None:
+        plot_dir.mkdir(exist_ok=True)
+    return {n: draw[n](None if plot_dir is None else plot_dir / f"{n}.png")
+            for n in (names or list(draw))}
+
+
+def make_report(run_dir: Path) -> Path:
+    """Write ``run_dir/report.md`` and ``run_dir/plots/``; return the report's path."""
+    manifest, metrics = read_run(run_dir)
+    drawn = draw_plots(run_dir, run_dir / "plots")
     title = f"{manifest.get('scenario', '?')} (seed {manifest.get('seed')})"
     found = verdicts(metrics)
-    text = render(metrics, found, {k for k, v in drawn.items() if v}, title,
+    text = render(metrics, found, {k for k, v in drawn.items() if v is not None}, title,
                   observations(metrics, found))
     path = run_dir / "report.md"
     write_text_atomic(path, text)
