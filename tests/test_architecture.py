@@ -14,8 +14,9 @@ SIM = Path(__file__).resolve().parents[1] / "sim"
 
 # lowest first; a module may import from its own layer or any layer below, never above
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundation", {"sim.ann", "sim.clock", "sim.numerics", "sim.rng", "sim.topk", "sim.metrics", "sim.stats",
-                    "sim.config", "sim.logs", "sim.progress", "sim.threads"}),
+    ("foundation", {"sim.ann", "sim.plugins", "sim.clock", "sim.numerics", "sim.rng", "sim.topk",
+                    "sim.metrics", "sim.stats", "sim.config", "sim.logs", "sim.progress",
+                    "sim.threads"}),
     ("world", {"sim.world"}),
     ("market", {"sim.auction", "sim.bidding", "sim.pacing", "sim.experiment"}),
     ("features", {"sim.features"}),

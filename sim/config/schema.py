@@ -22,7 +22,7 @@ def bounded(default: Any, **meta: Any) -> Any:
 
 
 OBJECTIVES = ("ocpm", "cpc", "cpm")
-L1_FAMILIES = ("simple", "dhen")
+L1_FAMILIES = ("simple", "dhen")  # the built-in L1 families; others by import path (sim.plugins)
 # ad feature families, in column order (sim.world.catalog), and the artifacts of the registry
 FEATURE_FAMILIES = ("base", "targeting", "offsite_conversions", "annotations", "image_embedding")
 ARTIFACTS = ("training_logs", "l2_feature_store", "l1_embedding")
@@ -198,7 +198,9 @@ class PacingConfig:
 class ModelsConfig:
     """The models' architecture: the L1 two-tower family and the L2 ranker (``sim.models``)."""
 
-    l1_family: str = bounded("simple", choices=L1_FAMILIES)
+    # `simple`, `dhen`, or the import path `package.module:Class` of a TwoTowerBase subclass
+    # (sim.models.families: the protocol a family follows)
+    l1_family: str = "simple"
     embedding_dim: int = bounded(16, ge=1)  # two-tower output dimension (before the bias slot)
     l1_hidden: int = bounded(64, ge=1)  # simple: hidden width of each tower
     dhen_layers: int = bounded(2, ge=1)  # dhen: ensemble layers per tower
@@ -252,7 +254,7 @@ class ReadinessConfig:
 
     # families the skew sweep checks; each one no arm serves is trained as a readiness lineage
     # beside the live models (empty: the families the arms serve)
-    families: list[str] = bounded([], choices=L1_FAMILIES)
+    families: list[str] = field(default_factory=list)  # names or import paths, as models.l1_family
     max_distance: int = bounded(4, ge=0)  # item versions older than the query, in the sweep
     gate_distance: int = bounded(2, ge=1)  # the readiness gate looks at this distance
     gate_max_increase: float = bounded(0.25, ge=0)  # max relative loss increase to pass

@@ -19,11 +19,13 @@ from sim.clock import DAY_S
 from sim.config.schema import (
     ARTIFACTS,
     FEATURE_FAMILIES,
+    L1_FAMILIES,
     LATENCY_STAGES,
     OBJECTIVES,
     SERVING_DTYPES,
     Config,
 )
+from sim.plugins import load_object
 
 
 class ConfigError(ValueError):
@@ -192,6 +194,27 @@ def _check_index(cfg: Config) -> None:
                  f"`index.factory` {cfg.index.factory!r}")
 
 
+# what an L1 family must define (sim.models.towers.TwoTowerBase; checked as a subclass when built)
+FAMILY_ATTRS = ("from_config", "query_mflops", "query_vectors", "item_vectors")
+
+
+def _check_family(key: str, name: str) -> None:
+    """A built-in L1 family, or an import path to a class with the family protocol."""
+    if name in L1_FAMILIES:
+        return
+    if ":" not in name:
+        raise ConfigError(f"`{key}` must be one of {list(L1_FAMILIES)} or an import path "
+                          f"'package.module:Class' of an L1 family, got {name!r}")
+    try:
+        obj = load_object(name, key)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    missing = [a for a in FAMILY_ATTRS if not hasattr(obj, a)]
+    _require(isinstance(obj, type) and not missing,
+             f"`{key}` {name!r} is not an L1 family class (a subclass of "
+             f"sim.models.towers.TwoTowerBase); missing {missing or 'a class'}")
+
+
 def _check_serving(cfg: Config) -> None:
     """Each serving dtype must run on this machine's torch (a one-layer forward in it), and
     ``latency.dtype_cost`` must price every dtype."""
@@ -218,4 +241,7 @@ def validate(cfg: Config) -> Config:
     _check_features(cfg)
     _check_index(cfg)
     _check_serving(cfg)
+    _check_family("models.l1_family", cfg.models.l1_family)
+    for i, name in enumerate(cfg.readiness.families):
+        _check_family(f"readiness.families[{i}]", name)
     return cfg

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sim.config.schema import ModelsConfig
 from sim.models.towers import Standardize, TwoTowerBase
 from sim.threads import deterministic
 
@@ -116,6 +117,13 @@ class DhenTwoTower(TwoTowerBase):
         self.query_tower = DhenTower(query_slices, dim, token_dim, layers, heads, layer_norm)
         self.item_tower = DhenTower(item_slices, dim + 1, token_dim, layers, heads, layer_norm)
         self._query_mflops = self.query_tower.mflops
+
+    @classmethod
+    def from_config(cls, query_slices: list[slice], item_slices: list[slice],
+                    models: ModelsConfig) -> DhenTwoTower:
+        m = models
+        return cls(query_slices, item_slices, m.embedding_dim, m.dhen_token_dim, m.dhen_layers,
+                   m.dhen_heads, m.dhen_layer_norm)
 
     def query_mflops(self) -> float:
         return self._query_mflops

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sim.config.schema import ModelsConfig
 from sim.threads import few_rows_on_one_thread
 
 
@@ -61,6 +62,14 @@ class TwoTowerBase(nn.Module):
     item_tower: nn.Module
     item_view: torch.Tensor
 
+    @classmethod
+    def from_config(cls, query_slices: list[slice], item_slices: list[slice],
+                    models: ModelsConfig) -> TwoTowerBase:
+        """A freshly initialised model for a world whose query and item inputs are laid out as
+        ``query_slices`` and ``item_slices`` (tokens; the last ends at the input's width), sized
+        by the ``models`` config (:mod:`sim.models.families`, the protocol)."""
+        raise NotImplementedError(f"{cls.__name__} must define the classmethod from_config()")
+
     def query_mflops(self) -> float:
         """The serving work of one request's query vector, in millions of FLOPs (2 per
         multiply-add of its Linear layers and attention; elementwise work not counted): what the
@@ -101,6 +110,12 @@ class TwoTower(TwoTowerBase):
         self.query_tower = mlp(query_width, hidden, dim)
         self.item_tower = mlp(item_width, hidden, dim + 1)
         self._query_mflops = mlp_mflops(query_width, hidden, dim)
+
+    @classmethod
+    def from_config(cls, query_slices: list[slice], item_slices: list[slice],
+                    models: ModelsConfig) -> TwoTower:
+        return cls(query_slices[-1].stop, item_slices[-1].stop, models.embedding_dim,
+                   models.l1_hidden)
 
     def query_mflops(self) -> float:
         return self._query_mflops
