@@ -1,7 +1,9 @@
-"""A one-line progress bar on a terminal: simulated time and requests per second."""
+"""A one-line progress bar: simulated time and requests per second, on a terminal or in a
+Jupyter notebook (whose output renders the carriage return that redraws the line)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -35,5 +37,11 @@ def progress_bar(horizon_s: float, stream: TextIO = sys.stderr, width: int = 30)
     return show
 
 
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (and not one a CI job runs: ``CI`` unset)."""
+    return "ipykernel" in sys.modules and not os.environ.get("CI")
+
+
 def wants_progress(setting: str, stream: TextIO = sys.stderr) -> bool:
-    return setting == "on" or (setting == "auto" and stream.isatty())
+    """``on``; ``off``; ``auto``: on a terminal or in a notebook, off in a log file or CI."""
+    return setting == "on" or (setting == "auto" and (stream.isatty() or in_notebook()))

@@ -3,6 +3,7 @@ run directory; ``sim.load`` and ``sim.logs.load`` reopen any run."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,24 @@ def test_a_nested_override_adds_to_the_treatment_overlay(tmp_path: Path) -> None
     assert arms["treatment"]["serving_path"]["index_factory"] == "SQ8"
     assert arms["control"]["serving_path"]["index_factory"] == "Flat"
     assert arms["treatment"]["l1_score_error"] > 0 == arms["control"]["l1_score_error"]
+
+
+def test_progress_is_on_in_a_terminal_or_a_notebook_and_off_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import types
+
+    from sim.progress import wants_progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log = io.StringIO()
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert wants_progress("auto", Tty()) and not wants_progress("auto", log)
+    assert wants_progress("on", log) and not wants_progress("off", Tty())
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    assert wants_progress("auto", log)  # a notebook's output stream is no tty
+    monkeypatch.setenv("CI", "true")
+    assert not wants_progress("auto", log)  # ... unless CI executes the notebook
