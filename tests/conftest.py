@@ -51,6 +51,19 @@ def tiny_config(*overrides: str) -> Config:
     return load_config("default", [*TINY, *overrides])
 
 
+def tiny_kwargs() -> dict[str, Any]:
+    """The tiny world's overrides as keyword arguments (dotted keys, values parsed as Hydra would)."""
+    cfg = load_config("default", list(TINY))
+    out: dict[str, Any] = {}
+    for item in TINY:
+        key = item.split("=", 1)[0]
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        out[key] = node
+    return out
+
+
 def run_tiny(run_dir: Path, *overrides: str) -> dict[str, Any]:
     return run(tiny_config(*overrides), run_dir, scenario="default")
 

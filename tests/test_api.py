@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import pytest
@@ -13,24 +12,11 @@ from matplotlib.figure import Figure
 
 import sim
 from sim.api import override_strings
-from sim.config import ConfigError, load_config
+from sim.config import ConfigError
 from sim.report.run_report import ReportError
 from sim.report.verdicts import RULES
 
-from conftest import TINY, read_json
-
-
-def tiny_kwargs() -> dict[str, Any]:
-    """The tiny world's overrides as keyword arguments (dotted keys, values parsed as Hydra would)."""
-    cfg = load_config("default", list(TINY))
-    out: dict[str, Any] = {}
-    for item in TINY:
-        key = item.split("=", 1)[0]
-        node: Any = cfg
-        for part in key.split("."):
-            node = getattr(node, part)
-        out[key] = node
-    return out
+from conftest import read_json, tiny_kwargs
 
 
 def test_override_strings_follow_hydras_grammar() -> None:
