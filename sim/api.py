@@ -28,11 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from hydra.errors import HydraException
-from matplotlib.figure import Figure
 
 from sim.clock import DAY_S
 from sim.config import ConfigError, load_config
@@ -42,6 +41,9 @@ from sim.report.attribution import save_config
 from sim.report.run_report import ReportError, draw_plots, make_report, read_run
 from sim.report.verdicts import Verdict, verdicts
 from sim.run import run as run_world
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _render(value: Any) -> str:

@@ -22,7 +22,8 @@ def test_there_are_notebooks() -> None:
 def test_notebook_runs_on_a_tiny_world(path: Path, tmp_path: Path) -> None:
     text = path.read_text()
     assert text.startswith("# ---\n# jupyter:") and "# %%" in text  # jupytext percent format
-    tiny: dict[str, Any] = {**tiny_kwargs(), "days": 0.1}
+    tiny: dict[str, Any] = {**tiny_kwargs(), "days": 0.1, "training.epochs": 1,
+                            "training.exploration_requests": 1000}
     done = runpy.run_path(str(path), init_globals={"OVERRIDES": tiny, "RUN_DIR": str(tmp_path)},
                           run_name="__main__")
     runs = done.get("runs") or {"run": done["run"]}

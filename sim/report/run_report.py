@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
-from matplotlib.figure import Figure
 
 from sim.logs.writer import write_text_atomic
 from sim.report import plots
@@ -18,6 +17,9 @@ from sim.report.retrospective import observations
 from sim.report.verdicts import verdicts
 from sim.stats import lift, ratio
 from sim.summary import cells
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LOG_TABLES = ("impressions", "conversions", "requests", "budget_days", "version_distance",
               "feature_coverage", "offline_eval")
