@@ -80,9 +80,12 @@ def probe(arm: Arm, market: Marketplace, n_surfaces: int, k: int,
           batch: RequestBatch) -> PathProbe:
     """Serve ``batch``'s queries down both paths and compare (one search of each path)."""
     qx = torch.from_numpy(query_inputs(market.users, batch.user, batch.surface, n_surfaces))
+    served_tower = arm.served_query()
     with torch.inference_mode():
-        q_served = arm.served_query().query_vectors(qx).numpy()
         q_exact = arm.query_model.query_vectors(qx).numpy()
+        # an fp32 arm serves the checkpoint itself: the same forward, computed once
+        q_served = q_exact if served_tower.model is arm.query_model else \
+            served_tower.query_vectors(qx).numpy()
     served = retrieve(arm, q_served, k)
     exact = retrieve(arm, q_exact, k, exact=True)
     gs, ge = _global_rows(arm, served), _global_rows(arm, exact)
