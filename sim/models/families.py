@@ -21,7 +21,7 @@ The base class does the rest: the query vector with a constant 1 appended, so th
 one inner product and the faiss score; the pair score ``forward``; serving in reduced precision
 (:mod:`sim.serving.precision`). Releases warm-start a family by continuing to train the previous
 version's parameters on the new window (:func:`sim.models.releases.fit_l1`), so a family needs
-no code of its own for that. ``examples/wide_tower.py`` is a third family in 40 lines.
+no code of its own for that. ``examples/wide_tower.py`` is a third family.
 """
 
 from __future__ import annotations

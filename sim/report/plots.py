@@ -22,14 +22,19 @@ if TYPE_CHECKING:
 
 
 class _Pyplot:
-    """``matplotlib.pyplot`` (on the headless ``Agg`` backend), imported at the first plot: half
-    a second that every ``import sim`` would otherwise pay, in every process a sweep starts."""
+    """``matplotlib.pyplot``, imported at the first plot (half a second that every ``import sim``
+    would otherwise pay, in every process a sweep starts) and put on the headless ``Agg`` backend
+    then, once: a backend a notebook chooses afterwards is left alone."""
+
+    module: Any = None
 
     def __getattr__(self, name: str) -> Any:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot
-        return getattr(matplotlib.pyplot, name)
+        if _Pyplot.module is None:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot
+            _Pyplot.module = matplotlib.pyplot
+        return getattr(_Pyplot.module, name)
 
 
 plt = _Pyplot()

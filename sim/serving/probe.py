@@ -1,4 +1,6 @@
-"""The serving-path probe: a few requests an hour, served and also run down the offline path.
+"""The serving-path probe: the first requests of each tick's batch of an arm
+(``serving.probe_requests_per_hour`` spread over the hour's ticks), served and also run down the
+offline path.
 
 The offline path is what offline evaluation assumes: the arm's fp32 query checkpoint, the fp32
 item checkpoint's vectors of the very rows the deployed tiers hold, and an exact inner-product
