@@ -35,6 +35,7 @@ from hydra.errors import HydraException
 
 from sim.clock import DAY_S
 from sim.config import ConfigError, load_config
+from sim.config.schema import Config
 from sim.logs.reader import load as load_logs
 from sim.progress import progress_bar, wants_progress
 from sim.report.attribution import save_config
@@ -183,11 +184,15 @@ def simulate(scenario: str = "default", *, seed: int = 0, run_dir: str | Path | 
     except HydraException as exc:  # an unknown key, a bad value for Hydra's grammar
         cause = f" ({str(exc.__cause__).strip()})" if exc.__cause__ else ""  # what the CLI prints too
         raise ConfigError(str(exc).strip() + cause) from None
-    d = _default_dir(scenario) if run_dir is None else Path(run_dir)
-    save_config(cfg, d)
+    return simulate_config(cfg, scenario, _default_dir(scenario) if run_dir is None else Path(run_dir))
+
+
+def simulate_config(cfg: Config, scenario: str, run_dir: Path) -> Run:
+    """Run a composed, validated ``cfg`` (:func:`sim.config.load_config`) into ``run_dir``."""
+    save_config(cfg, run_dir)
     bar = progress_bar(cfg.days * DAY_S) if wants_progress(cfg.progress) else None
-    run_world(cfg, d, scenario=scenario, progress=bar)
-    return Run(d)
+    run_world(cfg, run_dir, scenario=scenario, progress=bar)
+    return Run(run_dir)
 
 
 def load(run_dir: str | Path) -> Run:

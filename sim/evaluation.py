@@ -3,7 +3,7 @@
 *Clean world*: one checkpoint for both towers, every logged feature, the training logs' rows.
 For each log source (``auction_winner``, ``full_request``, ``partial_request``) and decile of the
 L2 teacher's pCVR, on up to ``evaluation.rows`` rows per source of the last window that
-no evaluated model trained on (:meth:`sim.simulation.Simulation.evaluate`):
+no evaluated model trained on (:func:`evaluation_rows`):
 
 * ``log_mae``: mean |ln p - ln teacher| against the L2 teacher's pCVR;
 * ``log_loss``, ``normalized_entropy``, ``calibration``: against the *true* pCVR as a soft label
@@ -33,9 +33,26 @@ from sim.logs.writer import LogWriter
 from sim.metrics import binary_entropy, calibration_ratio, cross_entropy, log_loss, log_mae
 from sim.models.registry import Registry
 from sim.models.releases import l1_pcvr, teacher_pcvr, tower_vectors
-from sim.models.training_log import SOURCES, WINNER, LoggedRows
+from sim.models.training_log import SOURCES, WINNER, LoggedRows, TrainingLog
 from sim.serving.index import TIERS
 from sim.world.users import Users
+
+
+def evaluation_rows(log: TrainingLog, registry: Registry, lineages: list[str], horizon: float,
+                    cfg: Config, rng: np.random.Generator) -> tuple[LoggedRows | None, dict[str, Any]]:
+    """The rows offline evaluation and the skew sweep read, and the window they come from.
+
+    The window is ``[start, end)``: the last ``releases.train_window_s`` before the horizon,
+    starting no earlier than the end of the training window of any model it evaluates
+    (``lineages``: each arm's latest L1 and its L2 teacher), so offline evaluation never reads rows
+    an evaluated model trained on; of its rows, :func:`eval_rows` (drawn from ``rng``). None when
+    the window holds no rows (``start >= end``: every row is in some model's training window)."""
+    end = horizon + 1.0
+    trained = max(registry.latest(lin).window_end for lin in lineages)
+    start = max(end - cfg.releases.train_window_s, trained)
+    rows = log.window(end, length=end - start) if start < end else None
+    window = {"start": start, "end": end, "rows": 0 if rows is None else len(rows)}
+    return (None if rows is None else eval_rows(rows, cfg, rng)), window
 
 
 def eval_rows(rows: LoggedRows, cfg: Config, rng: np.random.Generator) -> LoggedRows:

@@ -12,8 +12,8 @@ re-embedded and new tier builds deploy: that lag is where version skew comes fro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import simpy
@@ -28,17 +28,39 @@ from sim.models.checkpoints import Checkpoints
 from sim.models.families import parameter_count
 from sim.models.ranker import Ranker
 from sim.models.registry import ModelVersion, Registry
-from sim.models.releases import fit_l1, fit_l2, l1_pcvr, release_config, teacher_pcvr, warm_start
+from sim.models.releases import (
+    RngState,
+    fit_l1,
+    fit_l2,
+    l1_pcvr,
+    release_config,
+    teacher_pcvr,
+    warm_start,
+)
 from sim.models.towers import TwoTowerBase
 from sim.models.training_log import WINNER, LoggedRows, TrainingLog
 from sim.rng import Streams
-from sim.serving.arm import Arm
 from sim.world.marketplace import Marketplace
+
+
+class ReleasedArm(Protocol):
+    """What a release reads and sets of an arm (:class:`sim.serving.arm.Arm` is one; the readiness
+    check's replay has its own, without a serving stack)."""
+
+    name: str
+    code: int
+    cfg: Config
+    family: str
+    l1_lineage: str
+    l2_lineage: str
+    l2: Ranker
+    query_model: TwoTowerBase
+    query_version: int
 
 
 class Lifecycle:
     def __init__(self, cfg: Config, market: Marketplace, registry: Registry, log: TrainingLog,
-                 arms: list[Arm], readiness: dict[str, str], streams: Streams,
+                 arms: Sequence[ReleasedArm], readiness: dict[str, str], streams: Streams,
                  writer: LogWriter, checkpoints: Checkpoints | None = None) -> None:
         """``readiness``: extra L1 lineages (lineage -> family) trained beside ``control``'s;
         ``checkpoints``: where a fit with known inputs is loaded instead of trained."""
@@ -77,7 +99,7 @@ class Lifecycle:
             out[arm.name] = self._release_arm(arm, l1s, rows, holdout, now, end)
         return out
 
-    def _release_arm(self, arm: Arm, l1s: dict[str, str], rows: LoggedRows,
+    def _release_arm(self, arm: ReleasedArm, l1s: dict[str, str], rows: LoggedRows,
                      holdout: LoggedRows | None, now: float,
                      end: float) -> int:
         """Release the arm's L2 and L1 lineages (each to its next version); return the L1 one."""
@@ -98,7 +120,10 @@ class Lifecycle:
             rows=int((rows.source == WINNER).sum()), train_loss=fit.loss,
             parameters=parameter_count(l2), model=l2))
         arm.l2 = l2
+        draws: RngState | None = None  # where each readiness lineage's draws start
         for lineage, family in l1s.items():
+            if draws is not None:
+                draws.restore(gen)
             prev = self.registry.latest(lineage)
             l1 = warm_start(prev.tower, share, gen)
             fit = fit_l1(l1, l2, rows, now, users, acfg, mcfg, gen, fit_norm=False,
@@ -109,6 +134,8 @@ class Lifecycle:
                 trained_at=now, window_start=start, window_end=end, feature_view=l1_view,
                 rows=len(rows), train_loss=fit.loss, parameters=parameter_count(l1), model=l1,
                 offline=self._holdout_metrics(l1, l2, holdout)))
+            if draws is None:
+                draws = RngState.take(gen)  # after the arm's own L1
         version = self.registry.latest(arm.l1_lineage).version
         self.writer.append("rollouts", {"time": now, "arm": arm.name, "lineage": arm.l1_lineage,
                                         "side": "item", "version": version})
@@ -130,13 +157,13 @@ class Lifecycle:
         self.registry.register(mv)
         self.writer.append("model_releases", self.registry.log_rows(mv))
 
-    def roll_out_query(self, arm: Arm, version: int, now: float) -> None:
+    def roll_out_query(self, arm: ReleasedArm, version: int, now: float) -> None:
         arm.query_model = self.registry.get(arm.l1_lineage, version).tower
         arm.query_version = version
         self.writer.append("rollouts", {"time": now, "arm": arm.name, "lineage": arm.l1_lineage,
                                         "side": "query", "version": version})
 
-    def item_tower(self, arm: Arm) -> Callable[[], tuple[TwoTowerBase, int]]:
+    def item_tower(self, arm: ReleasedArm) -> Callable[[], tuple[TwoTowerBase, int]]:
         """The item tower enrichment and batch builds of ``arm`` use: the latest version."""
         def live() -> tuple[TwoTowerBase, int]:
             mv = self.registry.latest(arm.l1_lineage)
@@ -155,7 +182,7 @@ class Lifecycle:
                     env.process(self._query_rollout(env, wait, arm, released[arm.name]))
 
     def _query_rollout(self, env: simpy.Environment, wait: Wait,
-                       arm: Arm, version: int) -> Generator[simpy.Event, None, None]:
+                       arm: ReleasedArm, version: int) -> Generator[simpy.Event, None, None]:
         yield wait("query_rollout", arm.cfg.releases.query_rollout_delay_s)
         if version > arm.query_version:
             self.roll_out_query(arm, version, env.now)

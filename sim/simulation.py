@@ -39,7 +39,7 @@ from sim.campaigns import CampaignDesk
 from sim.clock import DAY_S, StagedEnvironment, hour_of
 from sim.config.overlay import arm_config
 from sim.config.schema import ARTIFACTS, Config
-from sim.evaluation import eval_rows, offline_eval, skew_sweep
+from sim.evaluation import evaluation_rows, offline_eval, skew_sweep
 from sim.experiment import in_treatment
 from sim.features.coverage import count_coverage, coverage_shares, flush_coverage
 from sim.features.registry import FeatureRegistry
@@ -142,6 +142,7 @@ class Simulation:
         for pipe in self.pipelines:
             pipe.initial_deploy(0.0)
         self.next_request_id = 0
+        self.training_chunks = 0  # chunks appended to the training log (``training_rows``)
 
     # -- control plane --------------------------------------------------------------------
 
@@ -229,6 +230,11 @@ class Simulation:
         logged = records.training_rows(
             served, arm, self.market, None if cand is None else cand["true_pcvr"], sample)
         self.training_log.append(logged)
+        if self.cfg.logs.training_rows and len(logged):
+            w.append("training_rows", {"chunk": self.training_chunks, "logged_at": self.env.now,
+                                       **{f.name: getattr(logged, f.name)
+                                          for f in dataclasses.fields(logged)}})
+            self.training_chunks += 1
         self._count_versions(arm, served)
         self._probe(arm, batch)
         ret = served.retrieved
@@ -303,25 +309,15 @@ class Simulation:
         self.desk.close_day(int(np.ceil(self.horizon / DAY_S)) - 1)
         return self.stats
 
-    def eval_window(self) -> tuple[float, float]:
-        """The offline evaluation window ``[start, end)``: the last ``releases.train_window_s``
-        before the horizon, starting no earlier than the end of the training window of any model
-        it evaluates (each arm's latest L1 and its L2 teacher), so offline evaluation never reads
-        rows an evaluated model trained on. ``start >= end`` when there are none."""
-        end = self.horizon + 1.0
-        lineages = [lin for arm in self.arms for lin in (arm.l1_lineage, arm.l2_lineage)]
-        trained = max(self.registry.latest(lin).window_end for lin in lineages)
-        return max(end - self.cfg.releases.train_window_s, trained), end
-
     def evaluate(self) -> dict[str, Any]:
-        """Offline evaluation and the skew sweep on the rows of :meth:`eval_window` (after the
-        run); ``window`` says which rows and how many."""
-        start, end = self.eval_window()
-        rows = self.training_log.window(end, length=end - start) if start < end else None
-        window = {"start": start, "end": end, "rows": 0 if rows is None else len(rows)}
+        """Offline evaluation and the skew sweep on the rows of
+        :func:`sim.evaluation.evaluation_rows` (after the run); ``window`` says which rows and how
+        many."""
+        lineages = [lin for arm in self.arms for lin in (arm.l1_lineage, arm.l2_lineage)]
+        rows, window = evaluation_rows(self.training_log, self.registry, lineages, self.horizon,
+                                       self.cfg, self.streams.get("offline_eval"))
         if rows is None:
             return {"window": window}
-        rows = eval_rows(rows, self.cfg, self.streams.get("offline_eval"))
         users, cfg, w = self.market.users, self.cfg, self.writer
         models = {arm.name: (arm.l1_lineage, arm.l2_lineage) for arm in self.arms}
         out: dict[str, Any] = {"window": window, "models": offline_eval(

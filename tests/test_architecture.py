@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("lifecycle", {"sim.lifecycle", "sim.evaluation", "sim.parity_audit", "sim.campaigns"}),
     ("simulation", {"sim.simulation"}),
     ("analysis", {"sim.recall", "sim.summary"}),
-    ("entry", {"sim.run", "sim.report", "sim.bench", "sim.__main__", "sim.api"}),
+    ("entry", {"sim.run", "sim.report", "sim.bench", "sim.__main__", "sim.api", "sim.readiness"}),
 ]
 
 

@@ -327,6 +327,9 @@ class LogsConfig:
     partial_request_rate: float = bounded(0.05, share=True)  # requests logged with a subset
     partial_candidates: int = bounded(10, ge=1)  # candidates per partial-request sample
     flush_rows: int = bounded(250_000, ge=1)  # rows buffered per table before a part is written
+    # write the training logs releases read (table ``training_rows``): what ``python -m
+    # sim.readiness --run`` replays; about 100 bytes a row, most runs leave it off
+    training_rows: bool = False
 
 
 @dataclass

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import polars as pl
 
-I64, I32, I16, F64, F32 = pl.Int64(), pl.Int32(), pl.Int16(), pl.Float64(), pl.Float32()
-STR, BOOL = pl.String(), pl.Boolean()
+I64, I32, I16, I8, U8 = pl.Int64(), pl.Int32(), pl.Int16(), pl.Int8(), pl.UInt8()
+F64, F32, STR, BOOL = pl.Float64(), pl.Float32(), pl.String(), pl.Boolean()
+F32_LIST = pl.List(pl.Float32())  # a fixed-width float32 vector per row (written from (n, F))
 
 SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     # One row per request, with each serving stage's latency (ms) and whether it met its SLA.
@@ -138,6 +139,19 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "tier": STR, "anchors": I32, "rows": I64, "log_loss": F64, "excess_loss": F64,
         "calibration": F64, "log_mae": F64, "logit_shift": F64, "item_shift": F64,
         "query_norm": F64, "delta_excess_loss": F64, "delta_log_mae": F64,
+    },
+    # The training logs as releases read them (``logs.training_rows: true``; empty otherwise):
+    # every chunk the data plane appended to the in-memory training log (one per served batch and
+    # arm, ``chunk`` in append order, ``logged_at`` the tick it was appended at) with the fields of
+    # :class:`sim.models.training_log.LoggedRows` under their names (``arm`` is the arm's index,
+    # ``surface``/``source``/``tier`` codes, ``ad_features`` the features as logged,
+    # ``conversion_time`` inf when none). ``python -m sim.readiness`` replays a run's releases
+    # from them.
+    "training_rows": {
+        "chunk": I64, "logged_at": F64, "time": F64, "arm": I8, "user": I64, "surface": I8,
+        "ad_features": F32_LIST, "ad_id": I64, "source": I8, "tier": I8, "item_version": I32,
+        "query_version": I32, "position": I16, "click": BOOL, "conversion_time": F64,
+        "true_pcvr": F64, "l1_pcvr": F32, "families": U8,
     },
     # Feature coverage per hour: of the rows an artifact served (``l1_embedding``: live retrieved
     # candidates; ``l2_feature_store``: L2-scored candidates; ``training_logs``: logged training

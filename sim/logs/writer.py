@@ -68,6 +68,11 @@ def _column(table: str, name: str, value: Any, dtype: pl.DataType, n: int) -> np
     if isinstance(value, Coded):
         return Coded(tuple(str(x) for x in value.names), np.array(value.codes, copy=True))
     arr = np.asarray(value.item() if isinstance(value, np.generic) else value)
+    if isinstance(dtype, pl.List):  # a vector per row: an (n, width) array
+        if arr.ndim != 2 or arr.shape[0] != n:
+            raise ValueError(f"table `{table}`, column `{name}`: a vector column takes an "
+                             f"({n}, width) array, not one of shape {arr.shape}")
+        return np.array(arr, copy=True)
     if dtype.is_integer() and arr.dtype.kind in "fiub":
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr) & (arr == np.round(arr))):
@@ -94,6 +99,13 @@ def _series(table: str, name: str, parts: list[np.ndarray | Coded], dtype: pl.Da
     if any(isinstance(x, Coded) for x in parts):
         raise TypeError(f"table `{table}`, column `{name}`: coded and plain values mixed")
     arr = np.concatenate([x for x in parts if isinstance(x, np.ndarray)])
+    if isinstance(dtype, pl.List):
+        want = np.float32 if dtype.inner == pl.Float32 else np.float64
+        if arr.ndim != 2 or arr.dtype != want:
+            raise ValueError(f"table `{table}`, column `{name}`: {arr.dtype} vectors of shape "
+                             f"{arr.shape[1:]} for a column of {dtype} (parts of equal width, "
+                             "of that float type)")
+        return pl.Series(name, arr).cast(dtype)
     try:
         return pl.Series(name, arr, dtype=dtype, strict=True)
     except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError, TypeError,
@@ -124,7 +136,7 @@ class LogWriter:
             missing, extra = set(schema) - set(columns), set(columns) - set(schema)
             raise ValueError(f"table `{table}`: missing columns {sorted(missing)}, "
                              f"unexpected {sorted(extra)}")
-        n = max((np.size(v.codes) if isinstance(v, Coded) else np.size(v)
+        n = max((np.size(v.codes) if isinstance(v, Coded) else np.shape(v)[0]
                  for v in columns.values() if isinstance(v, Coded) or np.ndim(v) > 0), default=1)
         if n == 0:
             return

@@ -23,7 +23,7 @@ from sim.models.checkpoints import Checkpoints
 from sim.models.families import make_l1, parameter_count
 from sim.models.ranker import Ranker
 from sim.models.registry import ModelVersion, Registry
-from sim.models.releases import fit_l1, fit_l2
+from sim.models.releases import RngState, fit_l1, fit_l2
 from sim.models.training_log import FULL, WINNER, LoggedRows
 from sim.rng import Streams
 from sim.world.catalog import family_slices
@@ -89,7 +89,10 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
             window_start=-1.0, window_end=0.0, feature_view=feature_view(rows.families),
             rows=int((rows.source == WINNER).sum()), train_loss=fit.loss,
             parameters=parameter_count(l2), model=l2))
+        draws: RngState | None = None  # where each readiness lineage's draws start
         for lineage, family in l1s.items():
+            if draws is not None:
+                draws.restore(gen)
             l1 = make_l1(family, acfg)
             fit = fit_l1(l1, l2, rows, 0.0, users, acfg, acfg.training, gen, fit_norm=True,
                          checkpoints=checkpoints)
@@ -98,6 +101,8 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
                 lineage=lineage, version=1, kind="l1", family=family, trained_at=0.0,
                 window_start=-1.0, window_end=0.0, feature_view=view, rows=len(rows),
                 train_loss=fit.loss, parameters=parameter_count(l1), model=l1))
+            if draws is None:
+                draws = RngState.take(gen)  # after the arm's own L1
     shown = rows.source == WINNER
     return {"impressions": int(shown.sum()), "clicks": int(rows.click.sum()),
             "conversions": int(np.isfinite(rows.conversion_time).sum())}

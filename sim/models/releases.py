@@ -128,6 +128,25 @@ def _training_fields(rows: LoggedRows) -> list[np.ndarray]:
             rows.conversion_time]
 
 
+@dataclasses.dataclass(frozen=True)
+class RngState:
+    """Where a fit's random draws start: its generator's state and torch's default generator's
+    (parameter initialisation). The readiness lineages trained beside an arm's own L1 each start
+    where the arm's own L1 ended, so a family's draws do not depend on which other families are
+    checked with it (and the families compared share them: common random numbers)."""
+
+    gen: torch.Tensor
+    default: torch.Tensor
+
+    @staticmethod
+    def take(gen: torch.Generator) -> RngState:
+        return RngState(gen.get_state(), torch.get_rng_state())
+
+    def restore(self, gen: torch.Generator) -> None:
+        gen.set_state(self.gen)
+        torch.set_rng_state(self.default)
+
+
 def warm_start(model: M, reinit_share: float, gen: torch.Generator) -> M:
     """A trainable copy of ``model`` with each Linear layer re-initialised with prob. ``reinit_share``.
 

@@ -1,0 +1,334 @@
+"""``python -m sim.readiness``: the version-skew readiness check of any L1 family, without serving.
+
+The seeds' second pattern: every new model family goes through a version-skew sensitivity check
+as part of model readiness. A team runs it on its own architecture, on the production logs,
+before the family serves anything::
+
+    python -m sim.readiness --families simple,dhen                        # makes the logs first
+    python -m sim.readiness --run RUN_DIR --families simple,my_pkg.towers:MyFamily
+    python -m sim.readiness --run RUN_DIR --families dhen models.dhen_layer_norm=false
+
+**What it does.** A world's releases are replayed from its training logs (the table
+``training_rows``, which a run writes with ``logs.training_rows=true``): the start-up training of
+the control's L2 and of every checked family from the world's exploration log, then at each
+release time the same window of logged rows, the same sample and the same random draws as in the
+run, the control's L2 warm-started and every family distilled from it, and at the end the skew
+sweep (:func:`sim.evaluation.skew_sweep`) and the gate on the same evaluation rows. Nothing is
+served: no funnel, auction or index runs, so a check costs the training of the checked families.
+
+**It agrees with the run.** A family the run checked (``readiness.families``) gets the same sweep
+and gate here, to the last bit on the same machine and thread count, because it is the same
+computation on the same inputs: each family checked beside the control's L1 starts its draws
+where the control's L1 ended (:class:`sim.models.releases.RngState`), so which other families
+are checked with it does not matter. A family the treatment serves in a full run is swept there
+as the treatment's own lineage (trained with the treatment's config on its arm's releases); here
+every family is trained beside the control's, with the control's config.
+
+**Where the logs come from.** ``--run RUN_DIR`` reads a finished run's (made with
+``logs.training_rows=true``). Without it, the check first makes them: it runs the world of
+``scenario=NAME`` and the overrides given (all arms, with the training rows logged and the
+control's fits kept in ``OUT/checkpoints``, so the replay loads them rather than training them a
+second time) into ``OUT/world``; check more families later with ``--run OUT/world``.
+
+**Overrides.** Without ``--run``: any config key, as on ``python -m sim``. With it, the world is
+the run's: only ``readiness.*`` (the gate's distance and threshold, the sweep's reach) and
+``models.*`` (the families' hyperparameters; the sweep then no longer matches the run's for a
+family whose knobs changed) may be given.
+
+**Output** (``--out``, default ``outputs/DATE/TIME_readiness``): ``readiness.json`` (families,
+their lineages, the gate and the sweep, the source run, timings), ``readiness.png`` (the sweep,
+with the gate), ``logs/`` (``skew_sweep``, ``model_releases``), ``manifest.json`` (``running``,
+then ``complete`` or ``failed``). It prints a table and the gate of each family; its last line is
+``out_dir: PATH``. Exit status 0 whether the families pass or fail; 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sim.clock import DAY_S
+from sim.config import ConfigError, load_config
+from sim.config.schema import Config
+from sim.config.store import to_config
+from sim.config.validate import validate
+from sim.evaluation import evaluation_rows, skew_sweep
+from sim.lifecycle import Lifecycle
+from sim.logs.writer import LogWriter, write_json_atomic
+from sim.models.bootstrap import train_initial_models
+from sim.models.checkpoints import Checkpoints
+from sim.models.ranker import Ranker
+from sim.models.registry import Registry
+from sim.models.towers import TwoTowerBase
+from sim.models.training_log import LoggedRows, TrainingLog
+from sim.rng import Streams
+from sim.threads import apply as apply_threads
+from sim.threads import resolve as resolve_threads
+from sim.world.marketplace import build_marketplace
+
+RUN_KEYS = ("readiness.", "models.")  # what may change with --run: the check, not the world
+
+
+@dataclass
+class ReplayArm:
+    """The control arm as a release sees it (:class:`sim.lifecycle.ReleasedArm`), with no
+    serving stack."""
+
+    name: str
+    code: int
+    cfg: Config
+    family: str
+    l1_lineage: str
+    l2_lineage: str
+    l2: Ranker
+    query_model: TwoTowerBase
+    query_version: int
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The check's result: each family's lineage, sweep and gate (as in ``metrics.json``'s
+    ``offline.skew_sweep`` / ``offline.skew_gate``)."""
+
+    lineages: dict[str, str]  # family -> lineage
+    sweep: dict[str, Any]
+    gate: dict[str, Any]
+    releases: int
+    eval_window: dict[str, Any]
+    source: Path  # the run directory whose logs were replayed
+
+    def table(self) -> str:
+        """Excess-loss change against the clean pairing by version distance, and the gate."""
+        ks = sorted({int(k) for by_k in self.sweep.values() for k in by_k})
+        head = f"{'family':<32}" + "".join(f"{'k=' + str(k):>9}" for k in ks) + "   gate"
+        lines = [head, "-" * len(head)]
+        for family, by_k in self.sweep.items():
+            base = by_k["0"]["all"]["excess_loss"] or 1.0
+            cells = [f"{100 * by_k[str(k)]['all']['delta']['excess_loss'] / base:>+8.1f}%"
+                     if str(k) in by_k else f"{'':>9}" for k in ks]
+            g = self.gate[family]
+            inc = "n/a" if g["increase"] is None else f"{100 * g['increase']:+.1f}%"
+            lines.append(f"{family:<32}" + "".join(cells) +
+                         f"   {g['result']} ({inc} at k={g['distance']}, "
+                         f"threshold +{100 * g['threshold']:.0f}%)")
+        return "\n".join(lines)
+
+
+def training_chunks(run_dir: Path) -> list[tuple[float, LoggedRows]]:
+    """A run's training-log chunks in append order, each with the time it was appended."""
+    path = run_dir / "logs" / "training_rows.parquet"
+    if not path.exists():
+        raise ConfigError(f"{run_dir}: no logs/training_rows.parquet (not a finished run "
+                          "directory?)")
+    frame = pl.read_parquet(path)
+    if frame.height == 0:
+        raise ConfigError(f"{run_dir}: the run logged no training rows; make the world with "
+                          "logs.training_rows=true")
+    frame = frame.sort("chunk", maintain_order=True)
+    chunk = frame["chunk"].to_numpy()
+    width = frame["ad_features"].list.len().max()
+    columns: dict[str, np.ndarray] = {
+        f.name: (frame[f.name].cast(pl.Array(pl.Float32, int(width))).to_numpy()  # type: ignore[arg-type]
+                 if f.name == "ad_features" else frame[f.name].to_numpy())
+        for f in dataclasses.fields(LoggedRows)}
+    rows = LoggedRows(**columns)
+    starts = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1]])
+    ends = np.r_[starts[1:], len(chunk)]
+    logged_at = frame["logged_at"].to_numpy()
+    return [(float(logged_at[a]), rows.take(np.arange(a, b)))
+            for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+
+
+def lineages_for(cfg: Config, families: list[str]) -> dict[str, str]:
+    """family -> the lineage the check sweeps: ``control/l1`` for the family the control serves,
+    ``readiness/FAMILY`` (trained beside it) for every other one, as in a full run."""
+    served = cfg.models.l1_family
+    return {f: "control/l1" if f == served else f"readiness/{f}" for f in families}
+
+
+def replay(cfg: Config, families: list[str], chunks: list[tuple[float, LoggedRows]],
+           writer: LogWriter, checkpoints: Checkpoints | None = None,
+           source: Path = Path()) -> Readiness:
+    """Replay the control's releases on ``chunks`` with ``families`` trained beside its L1, then
+    sweep them (see the module docstring)."""
+    streams = Streams(cfg.seed)
+    market = build_marketplace(cfg, streams)
+    registry = Registry()
+    lineages = lineages_for(cfg, families)
+    extra = {lin: f for f, lin in lineages.items() if lin != "control/l1"}
+    train_initial_models(market, cfg, streams, registry,
+                         [("control/l2", cfg, {"control/l1": cfg.models.l1_family} | extra)],
+                         checkpoints)
+    l1 = registry.latest("control/l1")
+    arm = ReplayArm(name="control", code=0, cfg=cfg, family=cfg.models.l1_family,
+                    l1_lineage="control/l1", l2_lineage="control/l2",
+                    l2=registry.latest("control/l2").ranker, query_model=l1.tower, query_version=1)
+    rc = cfg.releases
+    log = TrainingLog(rc.train_window_s, rc.train_max_rows, keep_s=rc.train_window_s + rc.label_wait_s)
+    lifecycle = Lifecycle(cfg, market, registry, log, [arm], extra, streams, writer, checkpoints)
+    horizon = cfg.days * DAY_S
+    pending = iter(chunks)
+    nxt = next(pending, None)
+    # releases at interval, 2 interval, ... before the horizon; at a release's instant the
+    # release runs before that tick's traffic (sim.clock.STAGES), so it sees the chunks before it
+    for t in np.arange(1, int(np.ceil(horizon / rc.interval_s)) + 1) * rc.interval_s:
+        if t >= horizon:
+            break
+        while nxt is not None and nxt[0] < t:
+            log.append(nxt[1])
+            nxt = next(pending, None)
+        lifecycle.release(float(t))
+    while nxt is not None:
+        log.append(nxt[1])
+        nxt = next(pending, None)
+    rows, window = evaluation_rows(log, registry, ["control/l1", "control/l2"], horizon, cfg,
+                                   streams.get("offline_eval"))
+    if rows is None:
+        raise ConfigError("the run's last training window holds no rows to sweep on (a horizon "
+                          "shorter than releases.train_window_s after the last release?)")
+    out = skew_sweep(registry, lineages, "control/l2", rows, market.users, cfg, writer)
+    return Readiness(lineages=lineages, sweep=out["skew_sweep"], gate=out["skew_gate"],
+                     releases=lifecycle.releases, eval_window=window, source=source)
+
+
+def run_config(run_dir: Path, overrides: list[str]) -> Config:
+    """The config ``run_dir`` was made with, with ``overrides`` (``readiness.*``, ``models.*``)."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.exists():
+        raise ConfigError(f"{run_dir}: no .hydra/config.yaml (not a run directory?)")
+    bad = [o for o in overrides if not o.lstrip("+").startswith(RUN_KEYS)]
+    if bad:
+        raise ConfigError(f"overrides {bad}: with --run the world is the run's; only "
+                          f"{', '.join(k + '*' for k in RUN_KEYS)} may change")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path),
+                                 OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(str(exc).strip()) from None
+    return to_config(merged)  # type: ignore[arg-type]
+
+
+def check(families: list[str], run_dir: str | Path, out_dir: str | Path,
+          overrides: list[str] | None = None) -> Readiness:
+    """The readiness check of ``families`` on the logs of ``run_dir``, written to ``out_dir``."""
+    src, out = Path(run_dir), Path(out_dir)
+    cfg = run_config(src, list(overrides or []))
+    if not families:
+        raise ConfigError("--families: name at least one L1 family")
+    # every family importable and a TwoTowerBase, as readiness.families would be
+    validate(dataclasses.replace(cfg, readiness=dataclasses.replace(cfg.readiness,
+                                                                    families=list(families))))
+    chunks = training_chunks(src)
+    threads = resolve_threads(cfg)
+    apply_threads(threads)
+    key = "deterministic" if threads.deterministic else threads.torch
+    cache = None if cfg.cache.dir is None else Path(cfg.cache.dir)
+    checkpoints = Checkpoints(cache, cfg.cache.max_mb, key)
+    manifest: dict[str, Any] = {"status": "running", "source": str(src), "families": families,
+                                "overrides": list(overrides or []), "error": None}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "manifest.json", manifest)
+    started = time.perf_counter()
+    try:
+        writer = LogWriter(out / "logs", cfg.logs.flush_rows)
+        result = replay(cfg, families, chunks, writer, checkpoints, source=src)
+        writer.close()
+        write_json_atomic(out / "readiness.json", {
+            "source": str(src), "families": result.lineages, "releases": result.releases,
+            "eval_window": result.eval_window, "skew_gate": result.gate,
+            "skew_sweep": result.sweep})
+        from sim.report.plots import skew_sweep as plot_sweep
+
+        plot_sweep({"offline": {"skew_sweep": result.sweep, "skew_gate": result.gate}},
+                   out / "readiness.png")
+        manifest.update({"status": "complete", "checkpoints": dataclasses.asdict(checkpoints.stats)})
+        return result
+    except BaseException as exc:
+        manifest.update({"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                         "traceback": traceback.format_exc()})
+        raise
+    finally:
+        manifest["wall_s"] = time.perf_counter() - started
+        write_json_atomic(out / "manifest.json", manifest)
+
+
+def make_world(scenario: str, overrides: list[str], out: Path) -> Path:
+    """Run ``scenario`` with ``overrides`` into ``out/world`` with its training rows logged and
+    the fits kept in ``out/checkpoints`` (unless the config names a cache); return the run dir."""
+    from sim.api import simulate_config  # an entry point of its own, needed only to make a world
+
+    extra = {"logs.training_rows": "true", "experiment.ground_truth": "false",
+             "readiness.families": "[]"}  # the world's own sweep: its served families
+    if load_config(scenario, overrides).cache.dir is None:
+        extra["cache.dir"] = str((out / "checkpoints").resolve())
+    kept = [o for o in overrides if o.lstrip("+").split("=", 1)[0] not in extra]
+    cfg = load_config(scenario, kept + [f"{k}={v}" for k, v in extra.items()])
+    world = out / "world"
+    simulate_config(cfg, scenario, world)
+    return world
+
+
+def _default_out() -> Path:
+    now = datetime.now()
+    return Path("outputs") / now.strftime("%Y-%m-%d") / f"{now.strftime('%H-%M-%S')}_readiness"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sim.readiness", description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--families", default="simple,dhen",
+                    help="comma-separated L1 families: built-in names or package.module:Class")
+    ap.add_argument("--run", type=Path, help="a run directory made with logs.training_rows=true")
+    ap.add_argument("--out", type=Path, help="output directory (default outputs/DATE/TIME_readiness)")
+    ap.add_argument("overrides", nargs="*", help="scenario=NAME and key=value config overrides")
+    args = ap.parse_args(argv)
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    out = args.out or _default_out()
+    scenario = "default"
+    overrides = []
+    for o in args.overrides:
+        if o.startswith("scenario="):
+            scenario = o.split("=", 1)[1]
+        else:
+            overrides.append(o)
+    started = time.perf_counter()
+    try:
+        if args.run is None:
+            load_config(scenario, overrides)  # bad input stops here, before any world runs
+            print(f"making the world's logs: scenario={scenario} -> {out / 'world'}", flush=True)
+            run_dir = make_world(scenario, overrides, out)
+            world_s = time.perf_counter() - started
+            print(f"world: {world_s:.1f} s", flush=True)
+            check_overrides = [o for o in overrides if o.lstrip("+").startswith(RUN_KEYS)]
+        else:
+            if scenario != "default":
+                raise ConfigError("scenario=: with --run the world is the run's")
+            run_dir, check_overrides = args.run, overrides
+        t0 = time.perf_counter()
+        result = check(families, run_dir, out, check_overrides)
+    except (ConfigError, HydraException) as exc:
+        cause = f" ({str(exc.__cause__).strip()})" if exc.__cause__ else ""
+        print(f"config error: {str(exc).strip()}{cause}", file=sys.stderr)
+        return 2
+    print(f"readiness check: {time.perf_counter() - t0:.1f} s on the logs of {run_dir} "
+          f"({result.releases} releases)")
+    print(result.table())
+    print(f"out_dir: {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
