@@ -31,9 +31,10 @@ control's fits kept in ``OUT/checkpoints``, so the replay loads them rather than
 second time) into ``OUT/world``; check more families later with ``--run OUT/world``.
 
 **Overrides.** Without ``--run``: any config key, as on ``python -m sim``. With it, the world is
-the run's: only ``readiness.*`` (the gate's distance and threshold, the sweep's reach) and
+the run's: only ``readiness.*`` (the gate's distance and threshold, the sweep's reach),
 ``models.*`` (the families' hyperparameters; the sweep then no longer matches the run's for a
-family whose knobs changed) may be given.
+family whose knobs changed) and ``cache.*`` (where fits are loaded from and kept; the run's cache
+by default) may be given.
 
 **Output** (``--out``, default ``outputs/DATE/TIME_readiness``): ``readiness.json`` (families,
 their lineages, the gate and the sweep, the source run, timings), ``readiness.png`` (the sweep,
@@ -60,6 +61,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sim.api import simulate_config
 from sim.clock import DAY_S
 from sim.config import ConfigError, load_config
 from sim.config.schema import Config
@@ -74,12 +76,13 @@ from sim.models.ranker import Ranker
 from sim.models.registry import Registry
 from sim.models.towers import TwoTowerBase
 from sim.models.training_log import LoggedRows, TrainingLog
+from sim.report.plots import skew_sweep as plot_sweep
 from sim.rng import Streams
 from sim.threads import apply as apply_threads
 from sim.threads import resolve as resolve_threads
 from sim.world.marketplace import build_marketplace
 
-RUN_KEYS = ("readiness.", "models.")  # what may change with --run: the check, not the world
+RUN_KEYS = ("readiness.", "models.", "cache.")  # what may change with --run: the check, not the world
 
 
 @dataclass
@@ -250,8 +253,6 @@ def check(families: list[str], run_dir: str | Path, out_dir: str | Path,
             "source": str(src), "families": result.lineages, "releases": result.releases,
             "eval_window": result.eval_window, "skew_gate": result.gate,
             "skew_sweep": result.sweep})
-        from sim.report.plots import skew_sweep as plot_sweep
-
         plot_sweep({"offline": {"skew_sweep": result.sweep, "skew_gate": result.gate}},
                    out / "readiness.png")
         manifest.update({"status": "complete", "checkpoints": dataclasses.asdict(checkpoints.stats)})
@@ -268,8 +269,6 @@ def check(families: list[str], run_dir: str | Path, out_dir: str | Path,
 def make_world(scenario: str, overrides: list[str], out: Path) -> Path:
     """Run ``scenario`` with ``overrides`` into ``out/world`` with its training rows logged and
     the fits kept in ``out/checkpoints`` (unless the config names a cache); return the run dir."""
-    from sim.api import simulate_config  # an entry point of its own, needed only to make a world
-
     extra = {"logs.training_rows": "true", "experiment.ground_truth": "false",
              "readiness.families": "[]"}  # the world's own sweep: its served families
     if load_config(scenario, overrides).cache.dir is None:

@@ -84,6 +84,11 @@ PINNED = {
         "log_loss", "excess_loss", "calibration", "log_mae", "logit_shift", "item_shift",
         "query_norm", "delta_excess_loss", "delta_log_mae"
     ],
+    "training_rows": [
+        "chunk", "logged_at", "time", "arm", "user", "surface", "ad_features", "ad_id", "source",
+        "tier", "item_version", "query_version", "position", "click", "conversion_time",
+        "true_pcvr", "l1_pcvr", "families"
+    ],
     "feature_coverage": [
         "hour", "arm", "artifact", "family", "rows", "present"
     ],
@@ -96,7 +101,8 @@ PINNED = {
         "log_mae_increase"
     ],
 }
-EVENT_TABLES = {"feature_changes", "parity_audit"}  # empty in a run without registry changes
+# empty in a run without registry changes; training_rows unless logs.training_rows
+EVENT_TABLES = {"feature_changes", "parity_audit", "training_rows"}
 
 
 def test_declared_schemas_are_pinned() -> None:
@@ -162,3 +168,21 @@ def test_a_value_that_does_not_fit_its_column_is_an_error_not_a_null(tmp_path: P
         w.append("snapshots", row | {"n_items": np.array([1.5])})
     w.append("snapshots", row | {"n_items": np.array([3.0])})  # integral: written as 3
     assert w.rows["snapshots"] == 1
+
+
+def test_a_vector_column_round_trips_and_rejects_a_wrong_shape_or_type(tmp_path: Path) -> None:
+    w = LogWriter(tmp_path, flush_rows=4)
+    n, width = 6, 5
+    feats = np.random.default_rng(0).normal(size=(n, width)).astype(np.float32)
+    row = {c: 0 for c in SCHEMAS["training_rows"]} | {"ad_features": feats}
+    for part in (slice(0, 2), slice(2, 6)):  # two appends, two parquet parts
+        w.append("training_rows", row | {"chunk": np.arange(n)[part], "ad_features": feats[part]})
+    with pytest.raises(ValueError, match="column `ad_features`: a vector column takes an"):
+        w.append("training_rows", row | {"chunk": np.arange(3), "ad_features": feats[:2]})
+    w.close()
+    frame = pl.read_parquet(tmp_path / "training_rows.parquet")
+    assert frame.schema == pl.Schema(SCHEMAS["training_rows"])
+    assert np.array_equal(np.stack(frame["ad_features"].to_list()).astype(np.float32), feats)
+    w = LogWriter(tmp_path / "f64", flush_rows=1)
+    with pytest.raises(ValueError, match="float64 vectors"):
+        w.append("training_rows", row | {"chunk": np.arange(n), "ad_features": feats.astype(float)})

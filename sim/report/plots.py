@@ -315,6 +315,13 @@ def skew_sweep(metrics: dict[str, Any], path: Path | None) -> Figure | None:
             clean = by_k["0"]["all"][metric] or 1.0
             ax.plot(ks, [100 * by_k[str(k)]["all"]["delta"][metric] / clean for k in ks],
                     marker="o", label=family)
+    gates = [g for g in ((metrics.get("offline") or {}).get("skew_gate") or {}).values()
+             if g.get("threshold") is not None]
+    if gates:  # the readiness gate: excess loss at its distance may rise by up to the threshold
+        g = gates[0]
+        axes[1].plot([g["distance"]], [100 * g["threshold"]], marker="_", markersize=30,
+                     color="red", mew=2, ls="none",
+                     label=f"gate: +{100 * g['threshold']:.0f}% at k={g['distance']}")
     for ax, metric in zip(axes, ("log_mae", "excess_loss"), strict=True):
         ax.axhline(0, color="black", lw=0.8)
         ax.set(xlabel="version distance k (query a, item a − k)",

@@ -1,0 +1,99 @@
+"""``python -m sim.readiness``: the skew sweep and gate of any family, replayed from a run's
+training logs, agree with the sweep the run computed; a family's result does not depend on which
+others are checked with it; bad input stops before anything runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from test_families import PATH
+
+from sim.config import ConfigError
+from sim.readiness import check, main, training_chunks
+from sim.report.attribution import save_config
+from sim.run import run
+
+from conftest import TINY, tiny_config
+
+
+@pytest.fixture(scope="module")
+def logged_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """A tiny world that logged its training rows and swept `simple` (served) and `dhen`."""
+    d = tmp_path_factory.mktemp("logged")
+    cfg = tiny_config("logs.training_rows=true", "readiness.families=[simple,dhen]")
+    save_config(cfg, d)
+    return d, run(cfg, d, scenario="default")
+
+
+def test_the_training_rows_are_the_chunks_releases_read(logged_run: tuple[Path, dict[str, Any]]) -> None:
+    d, _ = logged_run
+    chunks = training_chunks(d)
+    frame = pl.read_parquet(d / "logs" / "training_rows.parquet")
+    assert sum(len(c) for _, c in chunks) == frame.height > 0
+    times = [t for t, _ in chunks]
+    assert times == sorted(times)  # appended tick by tick
+    for t, rows in chunks:  # a chunk is one tick's rows of one arm, logged at the tick's start
+        assert rows.time.min() >= t and len(set(rows.arm.tolist())) == 1
+    assert chunks[0][1].ad_features.ndim == 2 and chunks[0][1].ad_features.dtype.name == "float32"
+
+
+def test_the_check_agrees_with_the_run_whatever_else_is_checked(
+        logged_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    d, m = logged_run
+    for families in (["dhen", "simple"], [PATH, "dhen"]):
+        r = check(families, d, tmp_path / str(len(families)) / families[0].replace(":", "_"))
+        assert r.lineages["dhen"] == "readiness/dhen"
+        for family in set(families) & {"simple", "dhen"}:
+            assert r.sweep[family] == m["offline"]["skew_sweep"][family]  # to the last bit
+            assert r.gate[family] == m["offline"]["skew_gate"][family]
+    assert r.gate[PATH]["result"] in ("pass", "fail") and set(r.sweep[PATH]) >= {"0", "1", "2"}
+
+
+def test_the_cli_makes_the_world_then_checks_it_loading_the_fits_the_world_made(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["--families", "simple,dhen", "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == f"out_dir: {out}"
+    assert any(line.startswith("simple") and "threshold +25%" in line for line in printed)
+    assert any(line.startswith("dhen ") for line in printed)
+    got = json.loads((out / "readiness.json").read_text())
+    world = json.loads((out / "world" / "metrics.json").read_text())
+    assert set(world["offline"]["skew_sweep"]) == {"simple"}  # the world swept what it served
+    assert got["skew_sweep"]["simple"] == world["offline"]["skew_sweep"]["simple"]
+    assert set(got["skew_gate"]) == {"simple", "dhen"}
+    assert (out / "readiness.png").stat().st_size > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    stats = manifest["checkpoints"]
+    # control's L2 and L1 at start-up and each release come from the world's cache; dhen is trained
+    assert stats["from_disk"] == 2 * (1 + got["releases"]) and stats["trained"] == 1 + got["releases"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--families", "simple,no_such_family"], "readiness.families[1]"),
+    (["--families", "simple", "world.n_users=10"], "only readiness.*, models.*, cache.* may change"),
+    (["--families", ""], "name at least one L1 family"),
+    (["--families", "simple", "readiness.gate_distance=9"], "readiness.gate_distance"),
+])
+def test_bad_input_stops_with_the_key_and_writes_nothing(
+        logged_run: tuple[Path, dict[str, Any]], tmp_path: Path, args: list[str], message: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    d, _ = logged_run
+    out = tmp_path / "out"
+    assert main(["--run", str(d), "--out", str(out), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_run_without_its_training_rows_says_how_to_make_them(tiny_run: Path, tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    save_config(tiny_config(), d)
+    (d / "logs").symlink_to(tiny_run / "logs")
+    with pytest.raises(ConfigError, match="logs.training_rows=true"):
+        check(["simple"], d, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
