@@ -4,7 +4,7 @@ The seeds' second pattern: every new model family goes through a version-skew se
 as part of model readiness. A team runs it on its own architecture, on the production logs,
 before the family serves anything::
 
-    python -m sim.readiness --families simple,dhen                        # makes the logs first
+    python -m sim.readiness --families simple,dhen          # makes version_skew's logs first
     python -m sim.readiness --run RUN_DIR --families simple,my_pkg.towers:MyFamily
     python -m sim.readiness --run RUN_DIR --families dhen models.dhen_layer_norm=false
 
@@ -26,9 +26,11 @@ every family is trained beside the control's, with the control's config.
 
 **Where the logs come from.** ``--run RUN_DIR`` reads a finished run's (made with
 ``logs.training_rows=true``). Without it, the check first makes them: it runs the world of
-``scenario=NAME`` and the overrides given (all arms, with the training rows logged and the
-control's fits kept in ``OUT/checkpoints``, so the replay loads them rather than training them a
-second time) into ``OUT/world``; check more families later with ``--run OUT/world``.
+``scenario=NAME`` (default ``version_skew``: five days of daily releases, where the default
+scenario's two days give two versions, too few for the gate at distance 2) and the overrides
+given (all arms, with the training rows logged and the control's fits kept in
+``OUT/checkpoints``, so the replay loads them rather than training them a second time) into
+``OUT/world``; check more families later with ``--run OUT/world``.
 
 **Overrides.** Without ``--run``: any config key, as on ``python -m sim``. With it, the world is
 the run's: only ``readiness.*`` (the gate's distance and threshold, the sweep's reach),
@@ -82,6 +84,9 @@ from sim.threads import apply as apply_threads
 from sim.threads import resolve as resolve_threads
 from sim.world.marketplace import build_marketplace
 
+# the world made when no --run is given: five days of daily releases (the gate needs at least
+# readiness.gate_distance + 1 versions; the default scenario has two)
+DEFAULT_SCENARIO = "version_skew"
 RUN_KEYS = ("readiness.", "models.", "cache.")  # what may change with --run: the check, not the world
 
 
@@ -296,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     out = args.out or _default_out()
-    scenario = "default"
+    scenario = DEFAULT_SCENARIO
     overrides = []
     for o in args.overrides:
         if o.startswith("scenario="):
@@ -313,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"world: {world_s:.1f} s", flush=True)
             check_overrides = [o for o in overrides if o.lstrip("+").startswith(RUN_KEYS)]
         else:
-            if scenario != "default":
+            if any(o.startswith("scenario=") for o in args.overrides):
                 raise ConfigError("scenario=: with --run the world is the run's")
             run_dir, check_overrides = args.run, overrides
         t0 = time.perf_counter()

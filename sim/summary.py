@@ -1,6 +1,6 @@
 """``metrics.json`` from a run's parquet logs (analysis after the run, never inside the loop).
 
-Every key is documented in the README's "metrics.json" section.
+Every key is documented in ``docs/outputs.md`` (its "metrics.json" section).
 """
 
 from __future__ import annotations

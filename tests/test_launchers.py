@@ -89,7 +89,7 @@ def ray_cluster() -> Iterator[str]:
 
 
 def test_ray_sweep_on_a_cluster_of_two_nodes(tmp_path: Path, ray_cluster: str) -> None:
-    """The README's cluster recipe: a sweep sent to the cluster by address, each job a Ray task on
+    """The cluster recipe of docs/running.md: a sweep sent to the cluster by address, each job a Ray task on
     one CPU (so 1 thread), its directory under the shared ``hydra.sweep.dir`` (one machine here;
     a shared file system on a real cluster), gathered by ``python -m sim.report``."""
     out = _sweep(tmp_path, "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={ray_cluster}",

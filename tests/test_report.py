@@ -305,8 +305,8 @@ def clean_aa_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A/A, no hazard: every family onboarded everywhere (the default), synchronous deploys, the
     # default SLAs (met by the simple towers here), a constant 50% share; more users and budget
     # than TINY so that its noise is not read as a cause. No ramp: a ramp gives the arms different
-    # mixes of hours, which the mix-shift rule can read as a cause in an A/A (a known limit, README
-    # "Not done yet"; it fired here once the training schedule changed the draws)
+    # mixes of hours, which the mix-shift rule can read as a cause in an A/A (a known limit,
+    # docs/status.md; it fired here once the training schedule changed the draws)
     return _run(tmp_path_factory.mktemp("clean"), "days=0.5", "experiment.arms=[control,treatment]",
                 "experiment.ramp=[{day:0,share:0.5}]", "world.n_users=3000",
                 "traffic.requests_per_day=60000", "world.daily_budget_mean=400", *SYNCHRONOUS)
