@@ -51,7 +51,6 @@ import argparse
 import dataclasses
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -80,6 +79,7 @@ from sim.models.towers import TwoTowerBase
 from sim.models.training_log import LoggedRows, TrainingLog
 from sim.report.plots import skew_sweep as plot_sweep
 from sim.rng import Streams
+from sim.run import recorded
 from sim.threads import apply as apply_threads
 from sim.threads import resolve as resolve_threads
 from sim.world.marketplace import build_marketplace
@@ -248,9 +248,7 @@ def check(families: list[str], run_dir: str | Path, out_dir: str | Path,
     manifest: dict[str, Any] = {"status": "running", "source": str(src), "families": families,
                                 "overrides": list(overrides or []), "error": None}
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "manifest.json", manifest)
-    started = time.perf_counter()
-    try:
+    with recorded(manifest, out / "manifest.json"):
         writer = LogWriter(out / "logs", cfg.logs.flush_rows)
         result = replay(cfg, families, chunks, writer, checkpoints, source=src)
         writer.close()
@@ -261,14 +259,7 @@ def check(families: list[str], run_dir: str | Path, out_dir: str | Path,
         plot_sweep({"offline": {"skew_sweep": result.sweep, "skew_gate": result.gate}},
                    out / "readiness.png")
         manifest.update({"status": "complete", "checkpoints": dataclasses.asdict(checkpoints.stats)})
-        return result
-    except BaseException as exc:
-        manifest.update({"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                         "traceback": traceback.format_exc()})
-        raise
-    finally:
-        manifest["wall_s"] = time.perf_counter() - started
-        write_json_atomic(out / "manifest.json", manifest)
+    return result
 
 
 def make_world(scenario: str, overrides: list[str], out: Path) -> Path:

@@ -89,16 +89,32 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def recorded(manifest: dict[str, Any], path: Path) -> Iterator[float]:
+    """Keep ``manifest`` at ``path`` for the work in the block: written at once (its ``status``
+    says ``running``), and at the end with ``wall_end`` and ``wall_s``; an exception (SIGTERM
+    too, as ``Terminated: received SIGTERM``) is recorded as ``failed`` with the error and its
+    traceback, then re-raised. The block sets ``status`` to ``complete`` itself. Yields the
+    start (``time.perf_counter``)."""
+    with _sigterm_raises():
+        write_json_atomic(path, manifest)
+        started = time.perf_counter()
+        try:
+            yield started
+        except BaseException as exc:
+            manifest.update({"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                             "traceback": traceback.format_exc()})
+            raise
+        finally:
+            manifest["wall_end"] = _now()
+            manifest["wall_s"] = time.perf_counter() - started
+            write_json_atomic(path, manifest)
+
+
 def run(cfg: Config, run_dir: Path, scenario: str,
         progress: Progress | None = None) -> dict[str, Any]:
     """Simulate ``cfg`` into ``run_dir``; return the metrics. Re-raises after recording a failure
     (also on SIGTERM, recorded as ``Terminated: received SIGTERM``)."""
-    with _sigterm_raises():
-        return _run(cfg, run_dir, scenario, progress)
-
-
-def _run(cfg: Config, run_dir: Path, scenario: str,
-        progress: Progress | None = None) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {
         "status": "running", "scenario": scenario, "seed": cfg.seed,
@@ -106,42 +122,37 @@ def _run(cfg: Config, run_dir: Path, scenario: str,
         "argv": sys.argv, "sim_start_s": 0.0, "sim_end_s": cfg.days * 86_400.0,
         "wall_start": _now(), "wall_end": None, "wall_s": None, "error": None,
     }
-    write_json_atomic(run_dir / "manifest.json", manifest)
-    started = time.perf_counter()
-    try:
-        writer = LogWriter(run_dir / "logs", cfg.logs.flush_rows)
-        sim = Simulation(cfg, writer, progress)
-        setup_s = time.perf_counter() - started
-        stats = sim.run()
-        wall = time.perf_counter() - started
-        offline = sim.evaluate()
-        manifest["rows"] = writer.close()
-        manifest["evaluation_s"] = time.perf_counter() - started - wall
-        metrics = summarize(run_dir, list(cfg.experiment.arms), cfg.days, cfg.experiment.ramp,
-                            extra={"warmup": stats.bootstrap, "offline": offline,
-                                   "releases": sim.lifecycle.releases},
-                            clusters=cfg.experiment.ci_clusters,
-                            funnel_sizes={a.name: (a.cfg.auction.n_slots, a.cfg.funnel.k_l1)
-                                          for a in sim.arms},
-                            serving_setup={a.name: serving_setup(a.cfg) for a in sim.arms})
-        if cfg.experiment.ground_truth and len(cfg.experiment.arms) == 2:
-            worlds = [run(_at_share(cfg, share), run_dir / "ground_truth" / f"share_{share:.0f}",
-                          scenario) for share in (0.0, 100.0)]
-            metrics["ground_truth"] = ground_truth(metrics, *worlds)
-        write_json_atomic(run_dir / "metrics.json", metrics)
-        manifest["checkpoints"] = dataclasses.asdict(sim.checkpoints.stats)
-        manifest["threads"] = dataclasses.asdict(sim.threads)
-        manifest.update({
-            "status": "complete", "requests": stats.requests, "setup_s": setup_s,
-            "data_plane_s": stats.data_plane_s,
-            "requests_per_s": stats.requests / max(wall - setup_s, 1e-9),
-        })
-        return metrics
-    except BaseException as exc:
-        manifest.update({"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                         "traceback": traceback.format_exc()})
-        raise
-    finally:
-        manifest["wall_end"] = _now()
-        manifest["wall_s"] = time.perf_counter() - started
-        write_json_atomic(run_dir / "manifest.json", manifest)
+    with recorded(manifest, run_dir / "manifest.json") as started:
+        return _run(cfg, run_dir, scenario, progress, manifest, started)
+
+
+def _run(cfg: Config, run_dir: Path, scenario: str, progress: Progress | None,
+         manifest: dict[str, Any], started: float) -> dict[str, Any]:
+    writer = LogWriter(run_dir / "logs", cfg.logs.flush_rows)
+    sim = Simulation(cfg, writer, progress)
+    setup_s = time.perf_counter() - started
+    stats = sim.run()
+    wall = time.perf_counter() - started
+    offline = sim.evaluate()
+    manifest["rows"] = writer.close()
+    manifest["evaluation_s"] = time.perf_counter() - started - wall
+    metrics = summarize(run_dir, list(cfg.experiment.arms), cfg.days, cfg.experiment.ramp,
+                        extra={"warmup": stats.bootstrap, "offline": offline,
+                               "releases": sim.lifecycle.releases},
+                        clusters=cfg.experiment.ci_clusters,
+                        funnel_sizes={a.name: (a.cfg.auction.n_slots, a.cfg.funnel.k_l1)
+                                      for a in sim.arms},
+                        serving_setup={a.name: serving_setup(a.cfg) for a in sim.arms})
+    if cfg.experiment.ground_truth and len(cfg.experiment.arms) == 2:
+        worlds = [run(_at_share(cfg, share), run_dir / "ground_truth" / f"share_{share:.0f}",
+                      scenario) for share in (0.0, 100.0)]
+        metrics["ground_truth"] = ground_truth(metrics, *worlds)
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    manifest["checkpoints"] = dataclasses.asdict(sim.checkpoints.stats)
+    manifest["threads"] = dataclasses.asdict(sim.threads)
+    manifest.update({
+        "status": "complete", "requests": stats.requests, "setup_s": setup_s,
+        "data_plane_s": stats.data_plane_s,
+        "requests_per_s": stats.requests / max(wall - setup_s, 1e-9),
+    })
+    return metrics

@@ -97,3 +97,16 @@ def test_a_run_without_its_training_rows_says_how_to_make_them(tiny_run: Path, t
     with pytest.raises(ConfigError, match="logs.training_rows=true"):
         check(["simple"], d, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_check_that_fails_says_failed_in_its_manifest(
+        logged_run: tuple[Path, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a fit diverged")
+
+    monkeypatch.setattr("sim.readiness.replay", broken)
+    with pytest.raises(RuntimeError):
+        check(["simple"], logged_run[0], tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["error"] == "RuntimeError: a fit diverged"
+    assert not (tmp_path / "out" / "readiness.json").exists()
