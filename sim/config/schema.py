@@ -328,7 +328,7 @@ class LogsConfig:
     partial_candidates: int = bounded(10, ge=1)  # candidates per partial-request sample
     flush_rows: int = bounded(250_000, ge=1)  # rows buffered per table before a part is written
     # write the training logs releases read (table ``training_rows``): what ``python -m
-    # sim.readiness --run`` replays; about 100 bytes a row, most runs leave it off
+    # sim.readiness --run`` replays; ~22 bytes a row on disk, off by default
     training_rows: bool = False
 
 
