@@ -157,9 +157,10 @@ def concentration(treatment: Ratio | None, control: Ratio | None) -> dict[str, A
     The one-way advertiser term of the lift's variance is ``sum_a s_a^2`` (up to the
     ``|A| / (|A| - 1)`` factor), ``s_a`` the advertiser's summed influence over both arms. Returns
     ``advertisers`` (those with ``s_a != 0``), ``top`` (the ids of the largest three ``s_a^2``,
-    largest first), ``top1_share`` and ``top3_share`` (their shares of ``sum_a s_a^2``). A top-1 share
-    near 1 means one advertiser decides the interval: more traffic does not narrow it. None without
-    advertiser ids, with an undefined lift, or with no advertiser variance."""
+    largest first, equal ones by id; with two advertisers the two always tie), ``top1_share``
+    and ``top3_share`` (their shares of ``sum_a s_a^2``). A top-1 share near 1 means one
+    advertiser decides the interval: more traffic does not narrow it. None without advertiser
+    ids, with an undefined lift, or with no advertiser variance."""
     if treatment is None or control is None or treatment.estimate <= 0 or control.estimate <= 0:
         return None
     psi, _, adv = _lift_influence(treatment, control)
