@@ -13,6 +13,17 @@ from sim.config import load_config
 from sim.config.schema import Config
 from sim.run import run
 
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """``-m lessons`` runs full-size worlds, each on every core: one at a time, in this process
+    (no xdist workers), as two 2-thread worlds side by side run several times slower."""
+    marks = config.option.markexpr or ""
+    if "lessons" in marks and "not lessons" not in marks:
+        config.option.numprocesses = 0
+        config.option.dist = "no"
+
+
 TINY = [
     "days=0.25",
     "world.n_users=400",
