@@ -164,6 +164,17 @@ def test_each_rule_fires_on_its_trigger_and_not_on_a_near_miss(key: str) -> None
     assert _verdict(m, key).status == V.RULED_OUT, _verdict(m, key)
 
 
+def test_timeouts_name_a_control_that_falls_back_more() -> None:
+    """An exact index under a tight item-lookup SLA against an approximate treatment: the control
+    falls back, and that moves the lift as much as a treatment that does."""
+    for control_ok, status in ((0.97, V.CAUSE), (0.985, V.RULED_OUT)):
+        m = aa_world()
+        m["arms"]["control"]["success_rate"] = {"query_tower": 1.0, "item_lookup": control_ok,
+                                                "l2": 1.0}
+        v = _verdict(m, "timeouts")
+        assert v.status == status and v.arms == (("control",) if status == V.CAUSE else ())
+
+
 def _deciles(m: dict[str, Any], arm: str, calibrations: list[float]) -> None:
     for s in SOURCES:
         m["offline"]["models"][arm]["sources"][s]["deciles"] = [

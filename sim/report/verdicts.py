@@ -122,21 +122,22 @@ def exposure_bias(m: dict[str, Any]) -> Verdict:
 
 
 def timeouts(m: dict[str, Any]) -> Verdict:
-    rule = (f"cause if an arm's share of requests past a stage's SLA exceeds the control's (one "
-            f"arm: 0) by >= {TIMEOUT_EXCESS:.0%} points (those requests fell back)")
+    rule = (f"cause if an arm's share of requests past a stage's SLA exceeds the other arm's (one "
+            f"arm: 0) by >= {TIMEOUT_EXCESS:.0%} points (those requests fell back; either arm, "
+            "since a control that falls back more moves the lift as much)")
     args: dict[str, Any] = {"layer": 1, "key": "timeouts",
                             "hypothesis": "Timeouts: requests served by the fallback path"}
     arms = m["arms"]
-    base = arms.get("control") if two_arms(m) else None
+    rates = {arm: a.get("success_rate") or {} for arm, a in arms.items()}
     fired, parts = [], []
-    for arm, a in arms.items():
-        if arm == "control" and base is not None:
-            continue
-        for stage, ok in (a.get("success_rate") or {}).items():
+    for arm, rate in rates.items():
+        others = [r for other, r in rates.items() if other != arm] if two_arms(m) else [{}]
+        for stage, ok in rate.items():
             if ok is None:
                 continue
-            ref = (base.get("success_rate") or {}).get(stage) if base else None
-            excess = (1.0 if ref is None else ref) - ok  # one arm: against a perfect 1.0
+            ref = [r.get(stage) for r in others]
+            best = max((x for x in ref if x is not None), default=1.0)  # one arm: a perfect 1.0
+            excess = best - ok
             parts.append(f"{arm} {stage} success {pct(ok, False)} (excess failures {pct(excess)})")
             if excess >= TIMEOUT_EXCESS:
                 fired.append(arm)
