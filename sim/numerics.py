@@ -6,8 +6,11 @@ import numpy as np
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """The logistic function in float64, elementwise."""
-    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    """The logistic function in float64, elementwise. Below -709, ``exp(-x)`` overflows to inf
+    and the result is exactly 0, the limit (a barely trained tower's first logits can be that
+    large): numpy's overflow warning is silenced here, not the value changed."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
 
 
 def unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
+from scipy.special import expit
 
 from sim.metrics import calibration_ratio, ece, log_loss, log_mae, normalized_entropy
+from sim.numerics import sigmoid
 
 
 def _data(seed: int, n: int = 5000) -> tuple[np.ndarray, np.ndarray]:
@@ -87,3 +91,12 @@ def test_ece_reference_and_known_values() -> None:
 def test_bad_input_names_the_argument(fn, args, key: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=key):
         fn(*args)
+
+
+def test_sigmoid_matches_scipy_and_reaches_its_limits_without_a_warning() -> None:
+    x = np.array([-1e4, -710.0, -50.0, -1.0, 0.0, 1.0, 50.0, 1e4], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow warning would fail here
+        got = sigmoid(x)
+    assert got.dtype == np.float64 and got[0] == 0.0 and got[-1] == 1.0
+    np.testing.assert_allclose(got, expit(x.astype(np.float64)), rtol=1e-15, atol=1e-300)
