@@ -134,6 +134,9 @@ class Readiness:
                          f"threshold +{100 * g['threshold']:.0f}%)")
         return "\n".join(lines)
 
+    def _repr_markdown_(self) -> str:  # a notebook shows the table
+        return "```\n" + self.table() + "\n```"
+
 
 def training_chunks(run_dir: Path) -> list[tuple[float, LoggedRows]]:
     """A run's training-log chunks in append order, each with the time it was appended."""
