@@ -5,6 +5,7 @@ as part of model readiness. A team runs it on its own architecture, on the produ
 before the family serves anything::
 
     python -m sim.readiness --families simple,dhen          # makes version_skew's logs first
+    python -m sim.readiness --families simple,dhen replicates=5   # five worlds, seeds 0-4
     python -m sim.readiness --run RUN_DIR --families simple,my_pkg.towers:MyFamily
     python -m sim.readiness --run RUN_DIR --families dhen models.dhen_layer_norm=false
 
@@ -37,6 +38,13 @@ the run's: only ``readiness.*`` (the gate's distance and threshold, the sweep's 
 ``models.*`` (the families' hyperparameters; the sweep then no longer matches the run's for a
 family whose knobs changed) and ``cache.*`` (where fits are loaded from and kept; the run's cache
 by default) may be given.
+
+**Across worlds.** A gate read at one seed is one draw (the ``version_skew`` lesson's gates flip
+between seeds). ``replicates=N`` makes and checks the worlds of seeds 0 .. N-1 (each in
+``OUT/seed_K``); ``--run DIR1 DIR2 ...`` checks several runs (each in ``OUT/K_NAME``). Then
+``readiness_worlds.json`` and ``readiness_worlds.png`` give each family's passes out of the worlds
+and its increase at the gate's distance per world, with the median and range, and the last table
+printed says the same.
 
 **Output** (``--out``, default ``outputs/DATE/TIME_readiness``): ``readiness.json`` (families,
 their lineages, the gate and the sweep, the source run, timings), ``readiness.png`` (the sweep,
@@ -77,6 +85,7 @@ from sim.models.ranker import Ranker
 from sim.models.registry import Registry
 from sim.models.towers import TwoTowerBase
 from sim.models.training_log import LoggedRows, TrainingLog
+from sim.report.plots import readiness_gates as plot_gates
 from sim.report.plots import skew_sweep as plot_sweep
 from sim.rng import Streams
 from sim.run import recorded
@@ -140,15 +149,8 @@ class Readiness:
 
 def training_chunks(run_dir: Path) -> list[tuple[float, LoggedRows]]:
     """A run's training-log chunks in append order, each with the time it was appended."""
-    path = run_dir / "logs" / "training_rows.parquet"
-    if not path.exists():
-        raise ConfigError(f"{run_dir}: no logs/training_rows.parquet (not a finished run "
-                          "directory?)")
-    frame = pl.read_parquet(path)
-    if frame.height == 0:
-        raise ConfigError(f"{run_dir}: the run logged no training rows; make the world with "
-                          "logs.training_rows=true")
-    frame = frame.sort("chunk", maintain_order=True)
+    frame = pl.read_parquet(run_dir / "logs" / "training_rows.parquet").sort(
+        "chunk", maintain_order=True)
     chunk = frame["chunk"].to_numpy()
     width = frame["ad_features"].list.len().max()
     columns: dict[str, np.ndarray] = {
@@ -232,16 +234,30 @@ def run_config(run_dir: Path, overrides: list[str]) -> Config:
     return to_config(merged)  # type: ignore[arg-type]
 
 
+def preflight(families: list[str], run_dir: Path, overrides: list[str]) -> Config:
+    """The config a check of ``run_dir`` runs with, after every check that needs no training:
+    the overrides, the families (importable, each a ``TwoTowerBase``, as ``readiness.families``
+    would be) and the run's training rows being there."""
+    cfg = run_config(run_dir, overrides)
+    if not families:
+        raise ConfigError("--families: name at least one L1 family")
+    validate(dataclasses.replace(cfg, readiness=dataclasses.replace(cfg.readiness,
+                                                                    families=list(families))))
+    path = run_dir / "logs" / "training_rows.parquet"
+    if not path.exists():
+        raise ConfigError(f"{run_dir}: no logs/training_rows.parquet (not a finished run "
+                          "directory?)")
+    if pl.scan_parquet(path).select(pl.len()).collect().item() == 0:
+        raise ConfigError(f"{run_dir}: the run logged no training rows; make the world with "
+                          "logs.training_rows=true")
+    return cfg
+
+
 def check(families: list[str], run_dir: str | Path, out_dir: str | Path,
           overrides: list[str] | None = None) -> Readiness:
     """The readiness check of ``families`` on the logs of ``run_dir``, written to ``out_dir``."""
     src, out = Path(run_dir), Path(out_dir)
-    cfg = run_config(src, list(overrides or []))
-    if not families:
-        raise ConfigError("--families: name at least one L1 family")
-    # every family importable and a TwoTowerBase, as readiness.families would be
-    validate(dataclasses.replace(cfg, readiness=dataclasses.replace(cfg.readiness,
-                                                                    families=list(families))))
+    cfg = preflight(families, src, list(overrides or []))
     chunks = training_chunks(src)
     threads = resolve_threads(cfg)
     apply_threads(threads)
@@ -265,6 +281,39 @@ def check(families: list[str], run_dir: str | Path, out_dir: str | Path,
     return result
 
 
+def across_worlds(results: list[Readiness], seeds: list[int]) -> dict[str, Any]:
+    """Each family's gate over several worlds: how many pass, and the increase at the gate's
+    distance per world with its median and range (``None`` where a world has too few versions)."""
+    out: dict[str, Any] = {}
+    for family in results[0].gate:
+        gates = [r.gate[family] for r in results]
+        inc = [g["increase"] for g in gates]
+        known = [x for x in inc if x is not None]
+        out[family] = {
+            "distance": gates[0]["distance"], "threshold": gates[0]["threshold"],
+            "worlds": len(gates), "seeds": seeds,
+            "passes": sum(g["result"] == "pass" for g in gates),
+            "not_enough_versions": sum(g["result"] == "not_enough_versions" for g in gates),
+            "increase": {"by_world": inc,
+                         "median": float(np.median(known)) if known else None,
+                         "min": min(known, default=None), "max": max(known, default=None)}}
+    return out
+
+
+def across_table(summary: dict[str, Any]) -> str:
+    """One line per family: passes out of worlds, the increase's median (range) and per world."""
+    head = f"{'family':<32}{'passes':>10}   increase at the gate: median (range); per world"
+    lines = [head, "-" * len(head)]
+    for family, s in summary.items():
+        inc = s["increase"]
+        fmt = (lambda x: "n/a" if x is None else f"{100 * x:+.1f}%")  # noqa: E731
+        spread = ("n/a" if inc["median"] is None else
+                  f"{fmt(inc['median'])} ({fmt(inc['min'])} … {fmt(inc['max'])})")
+        lines.append(f"{family:<32}{str(s['passes']) + ' of ' + str(s['worlds']):>10}   {spread}; "
+                     + " / ".join(fmt(x) for x in inc["by_world"]))
+    return "\n".join(lines)
+
+
 def make_world(scenario: str, overrides: list[str], out: Path) -> Path:
     """Run ``scenario`` with ``overrides`` into ``out/world`` with its training rows logged and
     the fits kept in ``out/checkpoints`` (unless the config names a cache); return the run dir."""
@@ -284,46 +333,82 @@ def _default_out() -> Path:
     return Path("outputs") / now.strftime("%Y-%m-%d") / f"{now.strftime('%H-%M-%S')}_readiness"
 
 
+def _worlds(args: argparse.Namespace) -> tuple[str, list[str], list[int] | None]:
+    """The scenario, the config overrides and the seeds of the worlds to make (None: one world,
+    or the runs given), from the command line's ``scenario=``, ``replicates=N`` and overrides."""
+    scenario, overrides, seeds = DEFAULT_SCENARIO, [], None
+    for o in args.overrides:
+        key, _, value = o.partition("=")
+        if key == "scenario":
+            scenario = value
+        elif key == "replicates":
+            if not value.isdigit() or int(value) < 1:
+                raise ConfigError(f"replicates={value}: a number of worlds >= 1 (seeds 0 .. N-1)")
+            seeds = list(range(int(value)))
+        else:
+            overrides.append(o)
+    if args.run and (scenario != DEFAULT_SCENARIO or seeds is not None
+                     or any(o.startswith("scenario=") for o in args.overrides)):
+        raise ConfigError("scenario= and replicates=: with --run the worlds are the runs'")
+    if seeds is not None and any(o.lstrip("+").startswith("seed=") for o in overrides):
+        raise ConfigError("replicates=N makes seeds 0 .. N-1: leave seed= out")
+    return scenario, overrides, seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sim.readiness", description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--families", default="simple,dhen",
                     help="comma-separated L1 families: built-in names or package.module:Class")
-    ap.add_argument("--run", type=Path, help="a run directory made with logs.training_rows=true")
+    ap.add_argument("--run", type=Path, nargs="+",
+                    help="run directories made with logs.training_rows=true (one check each)")
     ap.add_argument("--out", type=Path, help="output directory (default outputs/DATE/TIME_readiness)")
-    ap.add_argument("overrides", nargs="*", help="scenario=NAME and key=value config overrides")
+    ap.add_argument("overrides", nargs="*",
+                    help="scenario=NAME, replicates=N (seeds 0 .. N-1) and key=value overrides")
     args = ap.parse_args(argv)
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     out = args.out or _default_out()
-    scenario = DEFAULT_SCENARIO
-    overrides = []
-    for o in args.overrides:
-        if o.startswith("scenario="):
-            scenario = o.split("=", 1)[1]
-        else:
-            overrides.append(o)
-    started = time.perf_counter()
     try:
-        if args.run is None:
-            load_config(scenario, overrides)  # bad input stops here, before any world runs
-            print(f"making the world's logs: scenario={scenario} -> {out / 'world'}", flush=True)
-            run_dir = make_world(scenario, overrides, out)
-            world_s = time.perf_counter() - started
-            print(f"world: {world_s:.1f} s", flush=True)
-            check_overrides = [o for o in overrides if o.lstrip("+").startswith(RUN_KEYS)]
+        scenario, overrides, seeds = _worlds(args)
+        check_overrides = [o for o in overrides if o.lstrip("+").startswith(RUN_KEYS)]
+        if args.run:  # bad input stops here, before any check runs
+            check_overrides = overrides
+            for d in args.run:
+                preflight(families, d, overrides)
+            dirs = [(d, out if len(args.run) == 1 else out / f"{k}_{d.name}")
+                    for k, d in enumerate(args.run)]
         else:
-            if any(o.startswith("scenario=") for o in args.overrides):
-                raise ConfigError("scenario=: with --run the world is the run's")
-            run_dir, check_overrides = args.run, overrides
-        t0 = time.perf_counter()
-        result = check(families, run_dir, out, check_overrides)
+            load_config(scenario, overrides)  # bad input stops here, before any world runs
+            if not families:
+                raise ConfigError("--families: name at least one L1 family")
+            per = [(None, out)] if seeds is None else [(s, out / f"seed_{s}") for s in seeds]
+            dirs = []
+            for seed, where in per:
+                started = time.perf_counter()
+                print(f"making the world's logs: scenario={scenario}"
+                      f"{'' if seed is None else f' seed={seed}'} -> {where / 'world'}", flush=True)
+                given = overrides if seed is None else [*overrides, f"seed={seed}"]
+                dirs.append((make_world(scenario, given, where), where))
+                print(f"world: {time.perf_counter() - started:.1f} s", flush=True)
+        results = []
+        for run_dir, where in dirs:
+            t0 = time.perf_counter()
+            results.append(check(families, run_dir, where, check_overrides))
+            print(f"readiness check: {time.perf_counter() - t0:.1f} s on the logs of {run_dir} "
+                  f"({results[-1].releases} releases)")
+            print(results[-1].table(), flush=True)
     except (ConfigError, HydraException) as exc:
         cause = f" ({str(exc.__cause__).strip()})" if exc.__cause__ else ""
         print(f"config error: {str(exc).strip()}{cause}", file=sys.stderr)
         return 2
-    print(f"readiness check: {time.perf_counter() - t0:.1f} s on the logs of {run_dir} "
-          f"({result.releases} releases)")
-    print(result.table())
+    if len(results) > 1:
+        used = [run_config(r.source, []).seed for r in results]
+        summary = across_worlds(results, used)
+        write_json_atomic(out / "readiness_worlds.json", {
+            "runs": [str(r.source) for r in results], "families": summary})
+        plot_gates(summary, out / "readiness_worlds.png")
+        print(f"across {len(results)} worlds (seeds {', '.join(map(str, used))}):")
+        print(across_table(summary))
     print(f"out_dir: {out}", flush=True)
     return 0
 

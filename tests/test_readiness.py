@@ -53,25 +53,31 @@ def test_the_check_agrees_with_the_run_whatever_else_is_checked(
     assert r.gate[PATH]["result"] in ("pass", "fail") and set(r.sweep[PATH]) >= {"0", "1", "2"}
 
 
-def test_the_cli_makes_the_world_then_checks_it_loading_the_fits_the_world_made(
+def test_the_cli_makes_each_world_then_checks_it_loading_the_fits_the_world_made(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    assert main(["--families", "simple,dhen", "--out", str(out), *TINY]) == 0
+    assert main(["--families", "simple,dhen", "--out", str(out), "replicates=2", *TINY]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1] == f"out_dir: {out}"
     assert any(line.startswith("simple") and "threshold +25%" in line for line in printed)
-    assert any(line.startswith("dhen ") for line in printed)
-    got = json.loads((out / "readiness.json").read_text())
-    world = json.loads((out / "world" / "metrics.json").read_text())
-    assert set(world["offline"]["skew_sweep"]) == {"simple"}  # the world swept what it served
-    assert got["skew_sweep"]["simple"] == world["offline"]["skew_sweep"]["simple"]
-    assert set(got["skew_gate"]) == {"simple", "dhen"}
-    assert (out / "readiness.png").stat().st_size > 0
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "complete"
-    stats = manifest["checkpoints"]
-    # control's L2 and L1 at start-up and each release come from the world's cache; dhen is trained
-    assert stats["from_disk"] == 2 * (1 + got["releases"]) and stats["trained"] == 1 + got["releases"]
+    assert "across 2 worlds (seeds 0, 1):" in printed
+    summary = json.loads((out / "readiness_worlds.json").read_text())["families"]
+    for seed in (0, 1):
+        got = json.loads((out / f"seed_{seed}" / "readiness.json").read_text())
+        world = json.loads((out / f"seed_{seed}" / "world" / "metrics.json").read_text())
+        assert set(world["offline"]["skew_sweep"]) == {"simple"}  # the world swept what it served
+        assert got["skew_sweep"]["simple"] == world["offline"]["skew_sweep"]["simple"]
+        for family in ("simple", "dhen"):
+            assert summary[family]["increase"]["by_world"][seed] == got["skew_gate"][family]["increase"]
+        stats = json.loads((out / f"seed_{seed}" / "manifest.json").read_text())["checkpoints"]
+        # control's L2 and L1 at start-up and each release come from the world's cache; dhen is trained
+        assert stats["from_disk"] == 2 * (1 + got["releases"]) and stats["trained"] == 1 + got["releases"]
+    for family, s in summary.items():
+        per_seed = [json.loads((out / f"seed_{k}" / "readiness.json").read_text())["skew_gate"][family]
+                    for k in (0, 1)]
+        assert s["passes"] == sum(g["result"] == "pass" for g in per_seed) and s["seeds"] == [0, 1]
+    assert (out / "readiness_worlds.png").stat().st_size > 0
+    assert (out / "seed_1" / "readiness.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -79,6 +85,7 @@ def test_the_cli_makes_the_world_then_checks_it_loading_the_fits_the_world_made(
     (["--families", "simple", "world.n_users=10"], "only readiness.*, models.*, cache.* may change"),
     (["--families", ""], "name at least one L1 family"),
     (["--families", "simple", "readiness.gate_distance=9"], "readiness.gate_distance"),
+    (["--families", "simple", "replicates=2"], "with --run the worlds are the runs'"),
 ])
 def test_bad_input_stops_with_the_key_and_writes_nothing(
         logged_run: tuple[Path, dict[str, Any]], tmp_path: Path, args: list[str], message: str,
@@ -110,3 +117,28 @@ def test_a_check_that_fails_says_failed_in_its_manifest(
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and manifest["error"] == "RuntimeError: a fit diverged"
     assert not (tmp_path / "out" / "readiness.json").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["replicates=0"], "replicates=0: a number of worlds >= 1"),
+    (["replicates=2", "seed=3"], "leave seed= out"),
+    (["world.n_userz=3"], "n_userz"),
+])
+def test_bad_input_stops_before_any_world_runs(tmp_path: Path, args: list[str], message: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["--families", "simple", "--out", str(out), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_several_runs_are_checked_one_by_one_and_summarised(
+        logged_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    d, m = logged_run
+    out = tmp_path / "out"
+    assert main(["--run", str(d), str(d), "--families", "dhen", "--out", str(out)]) == 0
+    summary = json.loads((out / "readiness_worlds.json").read_text())["families"]["dhen"]
+    gate = m["offline"]["skew_gate"]["dhen"]
+    assert summary["increase"]["by_world"] == [gate["increase"]] * 2  # the same logs, the same gate
+    assert summary["passes"] == 2 * (gate["result"] == "pass") and summary["worlds"] == 2
+    assert (out / f"0_{d.name}" / "readiness.json").exists() and (out / f"1_{d.name}").is_dir()

@@ -303,6 +303,28 @@ def latency(metrics: dict[str, Any], path: Path | None, sla: dict[str, dict[str,
     return save(fig, path)
 
 
+def readiness_gates(summary: dict[str, Any], path: Path | None) -> Figure | None:
+    """The readiness gate over several worlds: each family's excess-loss increase at the gate's
+    distance, one dot per world, against the threshold (``sim.readiness.across_worlds``)."""
+    if not summary:
+        return None
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(summary), 3.6))
+    for x, s in enumerate(summary.values()):
+        ys = [100 * v for v in s["increase"]["by_world"] if v is not None]
+        ax.plot([x] * len(ys), ys, "o", alpha=0.7)
+        if s["increase"]["median"] is not None:
+            ax.plot([x - 0.2, x + 0.2], [100 * s["increase"]["median"]] * 2, color="black", lw=2)
+    first = next(iter(summary.values()))
+    ax.axhline(100 * first["threshold"], color="red", ls="--",
+               label=f"gate: +{100 * first['threshold']:.0f}% at k={first['distance']}")
+    ax.set_xticks(range(len(summary)),
+                  [f"{f}\n{s['passes']} of {s['worlds']} pass" for f, s in summary.items()],
+                  fontsize=8)
+    ax.set(ylabel="excess loss increase (%)", title="Readiness gate across worlds")
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
 def skew_sweep(metrics: dict[str, Any], path: Path | None) -> Figure | None:
     """The offline skew sweep: change of log_mae and excess loss against version distance."""
     sweep = (metrics.get("offline") or {}).get("skew_sweep") or {}
