@@ -73,6 +73,7 @@ from omegaconf.errors import OmegaConfBaseException
 from sim.api import simulate_config
 from sim.clock import DAY_S
 from sim.config import ConfigError, load_config
+from sim.config.overlay import arm_config
 from sim.config.schema import Config
 from sim.config.store import to_config
 from sim.config.validate import validate
@@ -89,6 +90,7 @@ from sim.report.plots import readiness_gates as plot_gates
 from sim.report.plots import skew_sweep as plot_sweep
 from sim.rng import Streams
 from sim.run import recorded
+from sim.simulation import readiness_lineages
 from sim.threads import apply as apply_threads
 from sim.threads import resolve as resolve_threads
 from sim.world.marketplace import build_marketplace
@@ -165,33 +167,47 @@ def training_chunks(run_dir: Path) -> list[tuple[float, LoggedRows]]:
             for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
-def lineages_for(cfg: Config, families: list[str]) -> dict[str, str]:
-    """family -> the lineage the check sweeps: ``control/l1`` for the family the control serves,
-    ``readiness/FAMILY`` (trained beside it) for every other one, as in a full run."""
-    served = cfg.models.l1_family
-    return {f: "control/l1" if f == served else f"readiness/{f}" for f in families}
+def replayed_arms(cfg: Config, families: list[str]) -> tuple[dict[str, Config], dict[str, str],
+                                                              dict[str, str]]:
+    """The arms to replay (name -> config), each checked family's lineage (family -> lineage) and
+    the readiness lineages to train beside the control's L1, as a full run that checks
+    ``families`` has them (:func:`sim.simulation.readiness_lineages`): a family an arm serves is
+    that arm's lineage, any other is trained beside the control's. The treatment is replayed only
+    when it serves a checked family the control does not."""
+    arm_cfgs = {"control": cfg}
+    if "treatment" in cfg.experiment.arms:
+        arm_cfgs["treatment"] = arm_config(cfg, dict(cfg.experiment.treatment))
+    checked = dataclasses.replace(cfg, readiness=dataclasses.replace(cfg.readiness,
+                                                                     families=list(families)))
+    lineages, extra = readiness_lineages(checked, arm_cfgs)
+    if "treatment/l1" not in lineages.values():
+        arm_cfgs.pop("treatment", None)
+    return arm_cfgs, lineages, extra
 
 
 def replay(cfg: Config, families: list[str], chunks: list[tuple[float, LoggedRows]],
            writer: LogWriter, checkpoints: Checkpoints | None = None,
            source: Path = Path()) -> Readiness:
-    """Replay the control's releases on ``chunks`` with ``families`` trained beside its L1, then
-    sweep them (see the module docstring)."""
+    """Replay a run's releases on ``chunks`` with ``families`` trained beside the control's L1
+    (or the treatment's own, for a family it serves), then sweep them (see the module
+    docstring)."""
     streams = Streams(cfg.seed)
     market = build_marketplace(cfg, streams)
     registry = Registry()
-    lineages = lineages_for(cfg, families)
-    extra = {lin: f for f, lin in lineages.items() if lin != "control/l1"}
-    train_initial_models(market, cfg, streams, registry,
-                         [("control/l2", cfg, {"control/l1": cfg.models.l1_family} | extra)],
-                         checkpoints)
-    l1 = registry.latest("control/l1")
-    arm = ReplayArm(name="control", code=0, cfg=cfg, family=cfg.models.l1_family,
-                    l1_lineage="control/l1", l2_lineage="control/l2",
-                    l2=registry.latest("control/l2").ranker, query_model=l1.tower, query_version=1)
+    arm_cfgs, lineages, extra = replayed_arms(cfg, families)
+    plan = [(f"{a}/l2", acfg, {f"{a}/l1": acfg.models.l1_family} | (extra if a == "control" else {}))
+            for a, acfg in arm_cfgs.items()]
+    train_initial_models(market, cfg, streams, registry, plan, checkpoints)
+    arms = []
+    for code, (name, acfg) in enumerate(arm_cfgs.items()):
+        l1 = registry.latest(f"{name}/l1")
+        arms.append(ReplayArm(name=name, code=code, cfg=acfg, family=acfg.models.l1_family,
+                              l1_lineage=f"{name}/l1", l2_lineage=f"{name}/l2",
+                              l2=registry.latest(f"{name}/l2").ranker, query_model=l1.tower,
+                              query_version=1))
     rc = cfg.releases
     log = TrainingLog(rc.train_window_s, rc.train_max_rows, keep_s=rc.train_window_s + rc.label_wait_s)
-    lifecycle = Lifecycle(cfg, market, registry, log, [arm], extra, streams, writer, checkpoints)
+    lifecycle = Lifecycle(cfg, market, registry, log, arms, extra, streams, writer, checkpoints)
     horizon = cfg.days * DAY_S
     pending = iter(chunks)
     nxt = next(pending, None)
@@ -207,7 +223,8 @@ def replay(cfg: Config, families: list[str], chunks: list[tuple[float, LoggedRow
     while nxt is not None:
         log.append(nxt[1])
         nxt = next(pending, None)
-    rows, window = evaluation_rows(log, registry, ["control/l1", "control/l2"], horizon, cfg,
+    evaluated = [lin for a in arms for lin in (a.l1_lineage, a.l2_lineage)]
+    rows, window = evaluation_rows(log, registry, evaluated, horizon, cfg,
                                    streams.get("offline_eval"))
     if rows is None:
         raise ConfigError("the run's last training window holds no rows to sweep on (a horizon "

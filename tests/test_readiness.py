@@ -53,6 +53,18 @@ def test_the_check_agrees_with_the_run_whatever_else_is_checked(
     assert r.gate[PATH]["result"] in ("pass", "fail") and set(r.sweep[PATH]) >= {"0", "1", "2"}
 
 
+def test_a_family_the_treatment_serves_is_the_treatments_lineage_as_in_the_run(tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    cfg = tiny_config("logs.training_rows=true", "readiness.families=[simple,dhen]",
+                      "experiment.arms=[control,treatment]",
+                      "+experiment.treatment.models.l1_family=dhen")
+    save_config(cfg, d)
+    m = run(cfg, d, scenario="default")
+    r = check(["dhen", "simple"], d, tmp_path / "out")
+    assert r.lineages == {"dhen": "treatment/l1", "simple": "control/l1"}
+    assert r.sweep == m["offline"]["skew_sweep"] and r.gate == m["offline"]["skew_gate"]
+
+
 def test_the_cli_makes_each_world_then_checks_it_loading_the_fits_the_world_made(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
