@@ -21,9 +21,8 @@ served: no funnel, auction or index runs, so a check costs the training of the c
 and gate here, to the last bit on the same machine and thread count, because it is the same
 computation on the same inputs: each family checked beside the control's L1 starts its draws
 where the control's L1 ended (:class:`sim.models.releases.RngState`), so which other families
-are checked with it does not matter. A family the treatment serves in a full run is swept there
-as the treatment's own lineage (trained with the treatment's config on its arm's releases); here
-every family is trained beside the control's, with the control's config.
+are checked with it does not matter. A family an arm serves is that arm's own lineage, here as in
+the run: for a family the treatment serves, the treatment's releases are replayed too.
 
 **Where the logs come from.** ``--run RUN_DIR`` reads a finished run's (made with
 ``logs.training_rows=true``). Without it, the check first makes them: it runs the world of
@@ -103,7 +102,7 @@ RUN_KEYS = ("readiness.", "models.", "cache.")  # what may change with --run: th
 
 @dataclass
 class ReplayArm:
-    """The control arm as a release sees it (:class:`sim.lifecycle.ReleasedArm`), with no
+    """An arm as a release sees it (:class:`sim.lifecycle.ReleasedArm`), with no
     serving stack."""
 
     name: str
