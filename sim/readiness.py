@@ -13,7 +13,8 @@ before the family serves anything::
 ``training_rows``, which a run writes with ``logs.training_rows=true``): the start-up training of
 the control's L2 and of every checked family from the world's exploration log, then at each
 release time the same window of logged rows, the same sample and the same random draws as in the
-run, the control's L2 warm-started and every family distilled from it, and at the end the skew
+run, the control's L2 warm-started and every family distilled from it (the treatment's too,
+when it serves a checked family), and at the end the skew
 sweep (:func:`sim.evaluation.skew_sweep`) and the gate on the same evaluation rows. Nothing is
 served: no funnel, auction or index runs, so a check costs the training of the checked families.
 
