@@ -13,7 +13,7 @@ re-embedded and new tier builds deploy: that lag is where version skew comes fro
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import simpy
@@ -40,22 +40,8 @@ from sim.models.releases import (
 from sim.models.towers import TwoTowerBase
 from sim.models.training_log import WINNER, LoggedRows, TrainingLog
 from sim.rng import Streams
+from sim.serving.arm import ReleasedArm
 from sim.world.marketplace import Marketplace
-
-
-class ReleasedArm(Protocol):
-    """What a release reads and sets of an arm (:class:`sim.serving.arm.Arm` is one; the readiness
-    check's replay has its own, without a serving stack)."""
-
-    name: str
-    code: int
-    cfg: Config
-    family: str
-    l1_lineage: str
-    l2_lineage: str
-    l2: Ranker
-    query_model: TwoTowerBase
-    query_version: int
 
 
 class Lifecycle:

@@ -82,14 +82,13 @@ from sim.lifecycle import Lifecycle
 from sim.logs.writer import LogWriter, write_json_atomic
 from sim.models.bootstrap import train_initial_models
 from sim.models.checkpoints import Checkpoints
-from sim.models.ranker import Ranker
 from sim.models.registry import Registry
-from sim.models.towers import TwoTowerBase
 from sim.models.training_log import LoggedRows, TrainingLog
 from sim.report.plots import readiness_gates as plot_gates
 from sim.report.plots import skew_sweep as plot_sweep
 from sim.rng import Streams
 from sim.run import recorded
+from sim.serving.arm import ReleasedArm
 from sim.simulation import readiness_lineages
 from sim.threads import apply as apply_threads
 from sim.threads import resolve as resolve_threads
@@ -99,22 +98,6 @@ from sim.world.marketplace import build_marketplace
 # readiness.gate_distance + 1 versions; the default scenario has two)
 DEFAULT_SCENARIO = "version_skew"
 RUN_KEYS = ("readiness.", "models.", "cache.")  # what may change with --run: the check, not the world
-
-
-@dataclass
-class ReplayArm:
-    """An arm as a release sees it (:class:`sim.lifecycle.ReleasedArm`), with no
-    serving stack."""
-
-    name: str
-    code: int
-    cfg: Config
-    family: str
-    l1_lineage: str
-    l2_lineage: str
-    l2: Ranker
-    query_model: TwoTowerBase
-    query_version: int
 
 
 @dataclass(frozen=True)
@@ -201,7 +184,7 @@ def replay(cfg: Config, families: list[str], chunks: list[tuple[float, LoggedRow
     arms = []
     for code, (name, acfg) in enumerate(arm_cfgs.items()):
         l1 = registry.latest(f"{name}/l1")
-        arms.append(ReplayArm(name=name, code=code, cfg=acfg, family=acfg.models.l1_family,
+        arms.append(ReleasedArm(name=name, code=code, cfg=acfg, family=acfg.models.l1_family,
                               l1_lineage=f"{name}/l1", l2_lineage=f"{name}/l2",
                               l2=registry.latest(f"{name}/l2").ranker, query_model=l1.tower,
                               query_version=1))
@@ -211,15 +194,16 @@ def replay(cfg: Config, families: list[str], chunks: list[tuple[float, LoggedRow
     horizon = cfg.days * DAY_S
     pending = iter(chunks)
     nxt = next(pending, None)
-    # releases at interval, 2 interval, ... before the horizon; at a release's instant the
-    # release runs before that tick's traffic (sim.clock.STAGES), so it sees the chunks before it
-    for t in np.arange(1, int(np.ceil(horizon / rc.interval_s)) + 1) * rc.interval_s:
-        if t >= horizon:
-            break
+    # release times as the releaser's clock reaches them (SimPy adds the interval to the time,
+    # before the horizon); at a release's instant the release runs before that tick's traffic
+    # (sim.clock.STAGES), so it sees the chunks appended before it
+    t = rc.interval_s
+    while t < horizon:
         while nxt is not None and nxt[0] < t:
             log.append(nxt[1])
             nxt = next(pending, None)
-        lifecycle.release(float(t))
+        lifecycle.release(t)
+        t += rc.interval_s
     while nxt is not None:
         log.append(nxt[1])
         nxt = next(pending, None)
@@ -251,15 +235,21 @@ def run_config(run_dir: Path, overrides: list[str]) -> Config:
     return to_config(merged)  # type: ignore[arg-type]
 
 
+def check_families(cfg: Config, families: list[str]) -> None:
+    """At least one family, each built in or importable and an L1 family class, as
+    ``readiness.families`` would be (the error names ``readiness.families[i]``)."""
+    if not families:
+        raise ConfigError("--families: name at least one L1 family")
+    validate(dataclasses.replace(cfg, readiness=dataclasses.replace(cfg.readiness,
+                                                                    families=list(families))))
+
+
 def preflight(families: list[str], run_dir: Path, overrides: list[str]) -> Config:
     """The config a check of ``run_dir`` runs with, after every check that needs no training:
     the overrides, the families (importable, each a ``TwoTowerBase``, as ``readiness.families``
     would be) and the run's training rows being there."""
     cfg = run_config(run_dir, overrides)
-    if not families:
-        raise ConfigError("--families: name at least one L1 family")
-    validate(dataclasses.replace(cfg, readiness=dataclasses.replace(cfg.readiness,
-                                                                    families=list(families))))
+    check_families(cfg, families)
     path = run_dir / "logs" / "training_rows.parquet"
     if not path.exists():
         raise ConfigError(f"{run_dir}: no logs/training_rows.parquet (not a finished run "
@@ -395,9 +385,8 @@ def main(argv: list[str] | None = None) -> int:
             dirs = [(d, out if len(args.run) == 1 else out / f"{k}_{d.name}")
                     for k, d in enumerate(args.run)]
         else:
-            load_config(scenario, overrides)  # bad input stops here, before any world runs
-            if not families:
-                raise ConfigError("--families: name at least one L1 family")
+            # bad input stops here, before any world runs
+            check_families(load_config(scenario, overrides), families)
             per = [(None, out)] if seeds is None else [(s, out / f"seed_{s}") for s in seeds]
             dirs = []
             for seed, where in per:

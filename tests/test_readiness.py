@@ -135,6 +135,8 @@ def test_a_check_that_fails_says_failed_in_its_manifest(
     (["replicates=0"], "replicates=0: a number of worlds >= 1"),
     (["replicates=2", "seed=3"], "leave seed= out"),
     (["world.n_userz=3"], "n_userz"),
+    (["--families", "simple,no_such_family"], "readiness.families[1]"),
+    (["--families", ""], "name at least one L1 family"),
 ])
 def test_bad_input_stops_before_any_world_runs(tmp_path: Path, args: list[str], message: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:

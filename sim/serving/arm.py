@@ -40,8 +40,9 @@ class QueryCache:
 
 
 @dataclass(kw_only=True)
-class Arm:
-    """One arm's serving stack and campaigns (built with keywords)."""
+class ReleasedArm:
+    """What a release reads and sets of an arm (:mod:`sim.lifecycle`): its models. The readiness
+    check replays releases with these alone, without a serving stack."""
 
     name: str
     code: int  # index of the arm in experiment.arms
@@ -52,6 +53,12 @@ class Arm:
     query_model: TwoTowerBase
     query_version: int
     l2: Ranker
+
+
+@dataclass(kw_only=True)
+class Arm(ReleasedArm):
+    """One arm's serving stack and campaigns (built with keywords)."""
+
     budgets: Budgets  # this arm's campaigns (shared with the other arm under user_split)
     query_cache: QueryCache
     features: FeatureRegistry  # this arm's feature registry (changes apply per arm)
