@@ -95,7 +95,7 @@ def make_batches(sim: Simulation, n_batches: int, size: int, seed: int = 0) -> l
 def data_plane(sim: Simulation, batches: list[RequestBatch]) -> None:
     """What the traffic process does for each tick's batch (``Simulation.serve_tick``)."""
     for batch in batches:
-        sim.serve_tick(batch)
+        sim.serve_tick(batch, sim.cfg.traffic.tick_s)
 
 
 def kernels(sim: Simulation, batches: list[RequestBatch]) -> None:

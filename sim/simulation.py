@@ -56,8 +56,9 @@ from sim.rng import Streams
 from sim.serving import records
 from sim.serving.arm import Arm, QueryCache
 from sim.serving.deployer import reference_contexts
-from sim.serving.funnel import Served, serve
+from sim.serving.funnel import Served, arm_work, serve
 from sim.serving.index import TIERS
+from sim.serving.latency import fleet_load
 from sim.serving.pipeline import IndexPipeline
 from sim.serving.probe import probe, probe_size
 from sim.threads import Threads
@@ -182,7 +183,7 @@ class Simulation:
             self.next_request_id += len(batch)
             if len(batch):
                 started = time.perf_counter()
-                self.serve_tick(batch)
+                self.serve_tick(batch, t1 - t0)
                 self.stats.data_plane_s += time.perf_counter() - started
                 self.stats.requests += len(batch)
                 self.stats.batches += 1
@@ -190,14 +191,17 @@ class Simulation:
                 self.progress(t1, self.stats.requests)
             yield self.env.wait("traffic", t1 - t0)
 
-    def serve_tick(self, batch: RequestBatch) -> None:
-        """The data plane of one tick: each arm's requests through its funnel, then the tick's
-        budget bookkeeping. Budgets are checked once per tick, for both arms alike (the overspend
-        this allows is at most one tick's spend, measured in budget_days)."""
+    def serve_tick(self, batch: RequestBatch, seconds: float) -> None:
+        """The data plane of one tick of ``seconds``: each arm's requests through its funnel,
+        then the tick's budget bookkeeping. Budgets are checked once per tick, for both arms alike
+        (the overspend this allows is at most one tick's spend, measured in budget_days). One
+        serving fleet: every arm's latency follows the load all arms bring over the tick."""
         eligible = {id(b): b.ledger.eligible() for b in self.desk.budgets}
-        for arm, rows in self._assign(batch):
-            if rows.size:  # one serving fleet: every arm's latency follows the tick's whole load
-                self._serve(arm, batch.take(rows), eligible[id(arm.budgets)], len(batch))
+        parts = [(arm, rows, arm_work(arm, arm.cfg)) for arm, rows in self._assign(batch)
+                 if rows.size]
+        load = fleet_load(((rows.size, work) for _, rows, work in parts), seconds)
+        for arm, rows, work in parts:
+            self._serve(arm, batch.take(rows), eligible[id(arm.budgets)], load, work)
         for b in self.desk.budgets:
             b.ledger.end_tick()
 
@@ -208,10 +212,11 @@ class Simulation:
         treat = in_treatment(self.cfg.experiment.salt, batch.user, self.desk.share)
         return [(self.arms[0], np.flatnonzero(~treat)), (self.arms[1], np.flatnonzero(treat))]
 
-    def _serve(self, arm: Arm, batch: RequestBatch, eligible: np.ndarray, load: int) -> None:
+    def _serve(self, arm: Arm, batch: RequestBatch, eligible: np.ndarray,
+               load: dict[str, float], work: dict[str, float]) -> None:
         cfg, w = arm.cfg, self.writer
         objective = self.market.advertisers.objective
-        served = serve(arm, self.market, cfg, cfg.seed, batch, eligible, load)
+        served = serve(arm, self.market, cfg, cfg.seed, batch, eligible, load, work)
         imps = served.impressions
         tick = arm.budgets.book(imps.advertiser, imps.cost)
         self.stats.impressions += imps.row.size

@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sim.models.families import make_l1
 from sim.models.ranker import Ranker
-from sim.serving.latency import draw_latencies
+from sim.serving.latency import draw_latencies, fleet_load
 
 from conftest import read_json, read_log, run_tiny, tiny_config
 
@@ -47,31 +47,63 @@ def test_dhen_query_tower_does_more_work_than_simple() -> None:
     assert dhen > 1.5 * simple > 0
 
 
-def test_latency_draws_median_batch_effect_and_sla() -> None:
+WORK = {"query_tower": 0.01, "item_lookup": 0.05, "l2": 1.0}
+
+
+def test_latency_median_follows_the_fleet_load_against_the_reference() -> None:
     cfg = tiny_config().latency
     ids = np.arange(200_000)
-    work = {"query_tower": 0.01, "item_lookup": 0.05, "l2": 1.0}
-    lat = draw_latencies(cfg, 0, ids[:512], work, 512)
-    again = draw_latencies(cfg, 0, ids[:512], work, 512)
-    assert np.array_equal(lat.ms["l2"], again.ms["l2"])  # keyed: reproducible
-    big = draw_latencies(cfg, 0, ids, work, ids.size)
-    scale = (ids.size / cfg.batch_ref) ** cfg.batch_exponent
-    expect = cfg.overhead_ms["l2"] + cfg.ms_per_mflop["l2"] * 1.0 * scale
-    assert np.median(big.ms["l2"]) == pytest.approx(expect, rel=0.01)
-    assert np.array_equal(big.ok["l2"], big.ms["l2"] <= cfg.sla_ms["l2"])
-    assert np.median(big.ms["l2"]) > np.median(lat.ms["l2"])  # bigger batches queue longer
+    at_ref = {s: cfg.reference_rate * cfg.reference_mflops[s] for s in WORK}
+    lat = draw_latencies(cfg, 0, ids, WORK, at_ref)
+    assert np.array_equal(lat.ms["l2"], draw_latencies(cfg, 0, ids, WORK, at_ref).ms["l2"])
+    for s in WORK:  # at the reference load the compute term is as stated
+        assert np.median(lat.ms[s]) == pytest.approx(
+            cfg.overhead_ms[s] + cfg.ms_per_mflop[s] * WORK[s], rel=0.01)
+    assert np.array_equal(lat.ok["l2"], lat.ms["l2"] <= cfg.sla_ms["l2"])
+    # eight times the load: the compute term grows by 8 ** load_exponent, the overhead does not
+    busy = draw_latencies(cfg, 0, ids, WORK, {s: 8 * v for s, v in at_ref.items()})
+    expect = cfg.overhead_ms["l2"] + cfg.ms_per_mflop["l2"] * 8 ** cfg.load_exponent
+    assert np.median(busy.ms["l2"]) == pytest.approx(expect, rel=0.01)
+
+
+def test_fleet_load_is_a_rate_of_work_not_a_count_per_tick() -> None:
+    """The same traffic cut into ticks of 60, 300 or 900 s is one load; a heavier arm adds its
+    work to the fleet both arms share."""
+    light, heavy = dict(WORK), {**WORK, "query_tower": 0.05}
+    rate = 1.7  # requests per second
+    loads = [fleet_load([(round(rate * dt * 0.7), light), (round(rate * dt * 0.3), light)], dt)
+             for dt in (60.0, 300.0, 900.0)]
+    for load in loads[1:]:
+        for s in WORK:
+            assert load[s] == pytest.approx(loads[0][s], rel=0.01)
+    both = fleet_load([(700, light), (300, heavy)], 300.0)
+    assert both["query_tower"] == pytest.approx((700 * 0.01 + 300 * 0.05) / 300.0)
+    assert both["l2"] == pytest.approx(1000 * 1.0 / 300.0)
+    with pytest.raises(ValueError, match="seconds"):
+        fleet_load([(10, light)], 0.0)
+    with pytest.raises(ValueError, match="load"):
+        draw_latencies(tiny_config().latency, 0, np.arange(5), WORK, {**both, "l2": 0.0})
 
 
 def test_latency_follows_the_fleet_load_not_the_batch() -> None:
     """One serving fleet: a small slice of the tick's requests is as slow as the whole tick."""
     cfg = tiny_config().latency
     ids = np.arange(100_000)
-    work = {"query_tower": 0.01, "item_lookup": 0.05, "l2": 1.0}
-    whole = draw_latencies(cfg, 0, ids, work, ids.size)
-    part = draw_latencies(cfg, 0, ids[:20_000], work, ids.size)  # a 20% arm of the same tick
+    load = fleet_load([(ids.size, WORK)], 300.0)
+    whole = draw_latencies(cfg, 0, ids, WORK, load)
+    part = draw_latencies(cfg, 0, ids[:20_000], WORK, load)  # a 20% arm of the same tick
     assert np.array_equal(part.ms["l2"], whole.ms["l2"][:20_000])
-    with pytest.raises(ValueError, match="load"):
-        draw_latencies(cfg, 0, ids, work, 10)
+
+
+def test_run_latency_does_not_depend_on_the_tick_length(tmp_path: Path) -> None:
+    """A tiny world served in 60 s and in 600 s ticks: each stage's median within 3%."""
+    medians = {}
+    for tick in (60, 600):
+        run_tiny(tmp_path / str(tick), "days=1", f"traffic.tick_s={tick}", "pacing.interval_s=1200")
+        reqs = read_log(tmp_path / str(tick), "requests")
+        medians[tick] = {s: float(reqs[f"{s}_ms"].median()) for s in WORK}
+    for s in WORK:
+        assert medians[600][s] == pytest.approx(medians[60][s], rel=0.03), s
 
 
 def test_aa_arms_see_one_latency_distribution_at_a_small_share(tmp_path: Path) -> None:

@@ -174,7 +174,7 @@ def test_training_rows_hold_features_as_logged(tmp_path: Path) -> None:
     cat = sim.market.catalog
     batch = draw_requests(sim.streams.get("traffic"), 0.0, 600.0, cfg.traffic, sim.market.users,
                           sim.market.surface_mix, 0)
-    sim.serve_tick(batch)
+    sim.serve_tick(batch, 600.0)
     rows = sim.training_log.window(601.0, length=601.0)
     assert rows is not None and len(rows) > 0
     slot_of = {int(a): i for i, a in enumerate(cat.ad_id)}

@@ -144,10 +144,13 @@ class LatencyConfig:
     # production models far larger, so these are set to land medians at realistic milliseconds
     ms_per_mflop: dict[str, float] = bounded(
         {"query_tower": 400.0, "item_lookup": 20.0, "l2": 20.0}, ge=0)
-    # the fleet's load (requests of a tick, all arms) at which the compute term is as stated, and
-    # how the compute term grows with the load
-    batch_ref: int = bounded(512, ge=1)
-    batch_exponent: float = bounded(0.3, ge=0)
+    # the fleet's load at which the compute term is as stated: a rate of requests per second
+    # (all arms) each bringing these MFLOPs per stage; by default the default world's (512
+    # requests per 300 s of its simple tower, exact index over its catalog and L2)
+    reference_rate: float = bounded(512 / 300, gt=0)
+    reference_mflops: dict[str, float] = bounded(
+        {"query_tower": 0.012672, "item_lookup": 0.0877, "l2": 0.7872}, gt=0)
+    load_exponent: float = bounded(0.3, ge=0)  # how the compute term grows with the load
     sigma: float = bounded(0.35, ge=0)  # lognormal spread of a request's latency
     sla_ms: dict[str, float] = bounded(
         {"query_tower": 20.0, "item_lookup": 25.0, "l2": 60.0}, gt=0)  # timeout per stage

@@ -124,7 +124,7 @@ def _check_relations(cfg: Config) -> None:
              f"`experiment.ramp` days must increase, got {[r.day for r in ramp]}")
     _require(all(a.share <= b.share for a, b in zip(ramp, ramp[1:], strict=False)),
              f"`experiment.ramp` shares must not decrease, got {[r.share for r in ramp]}")
-    for name in ("overhead_ms", "ms_per_mflop", "sla_ms"):
+    for name in ("overhead_ms", "ms_per_mflop", "reference_mflops", "sla_ms"):
         keys = getattr(cfg.latency, name)
         _require(set(keys) == set(LATENCY_STAGES),
                  f"`latency.{name}` must give exactly the stages {list(LATENCY_STAGES)}, "

@@ -283,15 +283,21 @@ def respond(market: Marketplace, cfg: Config, seed: int, batch: RequestBatch, re
         cost=cost)
 
 
-def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestBatch,
-          eligible: np.ndarray, load: int | None = None) -> Served:
-    """Run the funnel for ``batch`` on ``arm``; ``eligible`` (A,) marks advertisers with budget;
-    ``load`` is the tick's requests across all arms (the serving fleet's load; default the
-    batch alone)."""
-    work = stage_work(arm.served_query(), arm.l2, arm.tiers.values(), cfg.funnel.k_l1,
+def arm_work(arm: Arm, cfg: Config) -> dict[str, float]:
+    """Per-request work of each stage on ``arm`` now (MFLOPs, :func:`stage_work`)."""
+    return stage_work(arm.served_query(), arm.l2, arm.tiers.values(), cfg.funnel.k_l1,
                       cfg.latency.dtype_cost)
-    lat = draw_latencies(cfg.latency, seed, batch.request_id, work,
-                         len(batch) if load is None else load)
+
+
+def serve(arm: Arm, market: Marketplace, cfg: Config, seed: int, batch: RequestBatch,
+          eligible: np.ndarray, load: dict[str, float],
+          work: dict[str, float] | None = None) -> Served:
+    """Run the funnel for ``batch`` on ``arm``; ``eligible`` (A,) marks advertisers with budget;
+    ``load`` is the serving fleet's work per second at each stage over all arms
+    (:func:`sim.serving.latency.fleet_load`); ``work`` the arm's per-request work
+    (:func:`arm_work`, computed when not given)."""
+    work = arm_work(arm, cfg) if work is None else work
+    lat = draw_latencies(cfg.latency, seed, batch.request_id, work, load)
     ret = retrieval(arm, market, cfg, batch, eligible, lat)
     ranked = rank(arm, market, cfg, batch, ret, lat.ok["l2"])
     auctioned = run_auction(arm, market, cfg, ret, ranked)

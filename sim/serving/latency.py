@@ -5,12 +5,17 @@ lognormal whose median is set by the work the stage does for that request and by
 serving fleet:
 
     median_ms = overhead_ms[stage]
-                + ms_per_mflop[stage] * MFLOPs(stage) * (load / batch_ref) ** batch_exponent
+                + ms_per_mflop[stage] * MFLOPs(stage) * (load[stage] / reference[stage]) ** load_exponent
 
-**One fleet.** ``load`` is the number of requests of the tick across *all* arms: the arms of an
-experiment share servers, so a request's latency depends on the fleet's load and on the work of
-the models and index that serve it, never on its arm's traffic share (an A/A test's arms see one
-latency distribution at any ramp share).
+**One fleet.** ``load[stage]`` is the work the fleet does per second at that stage, over *all*
+arms: each arm's requests per second of simulated time times the MFLOPs each of them brings
+(:func:`fleet_load`). ``reference[stage] = reference_rate x reference_mflops[stage]`` is the load
+at which the compute term is as stated (by default the default world's: 512 requests per 300 s
+of its ``simple`` tower, exact index and L2). So a request's latency depends on the fleet's load
+and on the work of the models and index that serve it, never on its arm's traffic share (an A/A
+test's arms see one latency distribution at any ramp share) nor on the simulator's tick length
+(the same traffic is the same rate at any ``traffic.tick_s``); a heavier treatment loads the
+servers its control shares.
 
 The work is counted from the real models and index, not configured per family:
 
@@ -62,16 +67,33 @@ class Latencies:
     ok: dict[str, np.ndarray]
 
 
+def fleet_load(arms: Iterable[tuple[int, dict[str, float]]], seconds: float) -> dict[str, float]:
+    """The fleet's work per second at each stage (fp32-equivalent MFLOP/s) while it serves, over
+    ``seconds`` of simulated time, each ``(requests, per-request work of each stage)`` of
+    ``arms``."""
+    if not np.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"`seconds` must be finite and > 0, got {seconds}")
+    served = list(arms)
+    for n, _ in served:
+        if n < 0:
+            raise ValueError(f"requests must be >= 0, got {n}")
+    return {stage: sum(n * work[stage] for n, work in served) / seconds for stage in STAGES}
+
+
 def draw_latencies(cfg: LatencyConfig, seed: int, request_id: np.ndarray,
-                   work_mflops: dict[str, float], load: int) -> Latencies:
+                   work_mflops: dict[str, float], load: dict[str, float]) -> Latencies:
     """Latencies of a batch of requests for the given per-request work of each stage, while the
-    fleet serves ``load`` requests in the tick (all arms)."""
+    fleet does ``load`` MFLOP/s at each stage (all arms, :func:`fleet_load`)."""
     b = request_id.shape[0]
-    if load < b:
-        raise ValueError(f"`load` ({load}) must count at least the batch's {b} requests")
-    scale = (load / cfg.batch_ref) ** cfg.batch_exponent
     ms, ok = {}, {}
     for code, stage in enumerate(STAGES):
+        if not np.isfinite(load[stage]) or load[stage] < 0:
+            raise ValueError(f"`load[{stage!r}]` must be finite and >= 0, got {load[stage]}")
+        if b and work_mflops[stage] > 0 and load[stage] == 0:
+            raise ValueError(f"`load[{stage!r}]` is 0 while the batch brings "
+                             f"{work_mflops[stage]} MFLOPs per request: the fleet serves it too")
+        reference = cfg.reference_rate * cfg.reference_mflops[stage]
+        scale = (load[stage] / reference) ** cfg.load_exponent
         median = cfg.overhead_ms[stage] + cfg.ms_per_mflop[stage] * work_mflops[stage] * scale
         u = keyed_uniform(seed, request_id, code, LATENCY)
         ms[stage] = median * np.exp(cfg.sigma * ndtri(np.clip(u, 1e-12, 1 - 1e-12)))
