@@ -3,8 +3,10 @@
 Candidates are ranked by their score ``bid x quality`` (eCPM: expected currency per impression
 *at the top slot* when ``bid`` is per unit of quality, e.g. per click with quality = pCTR).
 Ties go to the lower candidate column (:func:`sim.topk.top_k`), so results are deterministic. A
-candidate takes part only if its score is finite, positive and at least ``reserve``; slots that
-no such candidate fills are empty (``-1``).
+NaN bid marks a missing candidate; any other bid must be finite and >= 0 and its quality finite
+and >= 0, or the call fails naming the first bad value (a bad number is never dropped in
+silence). A candidate takes part only if its score is positive and at least ``reserve``; slots
+that no such candidate fills are empty (``-1``).
 
 **Positions.** Slot k delivers ``a_k x quality`` expected units per impression, with ``a`` =
 ``slot_ctr`` (a separable position model; ``a`` all 1 when ``slot_ctr`` is None). So a
@@ -69,8 +71,17 @@ def _validate(bids: np.ndarray, quality: np.ndarray, n_slots: int, reserve: floa
         raise ValueError(f"`reserve` must be finite and >= 0, got {reserve}")
     if rule not in RULES:
         raise ValueError(f"`rule` must be one of {list(RULES)}, got {rule!r}")
-    if np.any(np.nan_to_num(bids, nan=0.0) < 0):
-        raise ValueError("`bids` must be >= 0 (use NaN or 0 for a missing candidate)")
+    present = ~np.isnan(bids)
+    bad = present & ~(np.isfinite(bids) & (bids >= 0))
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"`bids` must be finite and >= 0 (NaN marks a missing candidate), got "
+                         f"{bids[r, c]} at [{r}, {c}]")
+    bad = present & ~(np.isfinite(quality) & (quality >= 0))
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"`quality` must be finite and >= 0 where a bid is present, got "
+                         f"{quality[r, c]} at [{r}, {c}]")
     if slot_ctr is not None:
         if slot_ctr.shape != (n_slots,):
             raise ValueError(f"`slot_ctr` must have shape ({n_slots},), got {slot_ctr.shape}")

@@ -9,8 +9,20 @@ objective  bid per unit                             quality       charged on
 =========  =======================================  ============  ==========
 
 So ``bid x quality`` is always the expected currency per impression (eCPM / 1000) and the
-auction compares like with like. The multiplier is the advertiser's pacing multiplier in (0, 1];
-``bidding.bid_scale`` multiplies every bid (an autobidder that bids more or less than value).
+auction compares like with like. The multiplier is the advertiser's bid multiplier
+(:func:`actuators`); ``bidding.bid_scale`` multiplies every bid (an autobidder that bids more or
+less than value).
+
+**Two actuators of one pacing controller** (:mod:`sim.pacing`). A bid that scales with a
+multiplier (oCPM, CPC) is paced by it: a lower multiplier wins fewer and cheaper auctions. A
+fixed-price (CPM) bid cannot be paced finely that way: it wins every auction whose competition it
+clears, so its spend is a cliff in the multiplier. With ``pacing.throttle_fixed_price`` (the
+default) a CPM advertiser bids its full price and the controller's output is instead its
+*participation rate*: it takes part in each request with that probability (a keyed draw per
+request and advertiser, so compared worlds agree), and its spend is linear in the rate, as
+budget throttling on real platforms does (Agarwal et al. 2014, "Budget pacing for targeted online
+advertisements at LinkedIn"; Xu et al. 2015, "Smart pacing for effective online ad campaign
+optimization").
 """
 
 from __future__ import annotations
@@ -19,7 +31,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.world.catalog import CPC, OCPM, Advertisers
+from sim.rng import PARTICIPATION, keyed_uniform
+from sim.world.catalog import CPC, CPM, OCPM, Advertisers
+
+
+def actuators(objective: np.ndarray, multiplier: np.ndarray,
+              throttle_fixed_price: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each (A,) advertiser's bid multiplier and participation rate from the pacing controller's
+    output ``multiplier``: a fixed-price (cpm) advertiser that is throttled bids in full and takes
+    part with probability ``multiplier``; every other bids ``x multiplier`` and always takes
+    part."""
+    t = throttled(objective, throttle_fixed_price)
+    return np.where(t, 1.0, multiplier), np.where(t, multiplier, 1.0)
+
+
+def throttled(objective: np.ndarray, throttle_fixed_price: bool) -> np.ndarray:
+    """(A,) bool: advertisers paced by participation rather than by their bid."""
+    return (objective == CPM) & throttle_fixed_price
+
+
+def participates(seed: int, request_id: np.ndarray, advertiser: np.ndarray,
+                 rate: np.ndarray) -> np.ndarray:
+    """(B, K) bool: whether each candidate's advertiser takes part in its request, a keyed draw
+    below the advertiser's participation ``rate`` (A,); ``request_id`` (B,), ``advertiser``
+    (B, K). All candidates of one advertiser in one request share the draw."""
+    u = keyed_uniform(seed, request_id[:, None], advertiser, PARTICIPATION)
+    return u < rate[advertiser]
 
 
 @dataclass(frozen=True, kw_only=True)

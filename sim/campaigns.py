@@ -3,9 +3,22 @@
 Processes: ``pacing`` every ``pacing.interval_s`` updates every set of budgets' multipliers for the
 interval just ended and, at each day boundary, closes the day (``budget_days`` log) and resets
 it; ``ramp`` applies each ramp step at its time, re-splitting ``budget_split`` sub-budgets by the
-new traffic shares (spend so far today stays booked where it was); ``campaigns`` logs the
-campaigns as they stand at the start of each day (``campaigns`` log; a ramp step within a day
-logs them again).
+new traffic shares (spend so far today stays booked where it was) and re-anchoring each arm's
+plan at the step (:func:`sim.pacing.planned_spend`); ``campaigns`` logs the campaigns as they
+stand at the start of each day (``campaigns`` log; a ramp step within a day logs them again).
+
+**Budget-Split by traffic.** An arm's sub-budget is its share of the *traffic*, not of the users:
+the treatment's share is the expected request share of the users assigned to it
+(:func:`traffic_shares`; user activity is lognormal, so at a nominal 50% the assigned users may
+bring 48% or 53% of the requests), so the budget per request is the same in both arms. The
+campaigns log keeps both shares (``nominal_share``, ``traffic_share``).
+
+**How a day starts.** Each advertiser's multiplier carries over from the evening. A throttled
+fixed-price advertiser (:func:`sim.bidding.actuators`) that reached its budget at traffic share
+``s < 1`` yesterday took part too often by about ``1 / s`` (its spend is linear in its
+participation rate), so it starts the day at ``rate x s`` instead of rushing through the
+morning's budget at yesterday's rate; a bid multiplier carries over as it is (spend is not linear
+in it, and the controller's catch-up brings it back within the first intervals).
 """
 
 from __future__ import annotations
@@ -15,18 +28,30 @@ from collections.abc import Generator
 import numpy as np
 import simpy
 
+from sim.bidding import throttled
 from sim.clock import DAY_S, Wait
 from sim.config.schema import OBJECTIVES, Config
-from sim.experiment import arm_shares, treatment_share
+from sim.experiment import arm_shares, assignment_draw, treatment_share
 from sim.logs.writer import LogWriter
 from sim.pacing import Budgets, Ledger, planned_spend, update_multiplier
 from sim.world.catalog import CPC, CPM, OCPM, Advertisers
 from sim.world.traffic import day_share
+from sim.world.users import Users
+
+
+def traffic_shares(salt: str, users: Users, share: float, arms: list[str]) -> dict[str, float]:
+    """Each arm's expected share of the requests when the treatment holds the users whose
+    assignment draw is below ``share``: the summed activity of its users."""
+    if len(arms) == 1:
+        return {arms[0]: 1.0}
+    weight = np.diff(users.activity_cdf, prepend=0.0)  # each user's request share
+    treated = float(weight[assignment_draw(salt, np.arange(users.n)) < share].sum())
+    return arm_shares(min(max(treated, 0.0), 1.0), arms)
 
 
 class CampaignDesk:
-    def __init__(self, cfg: Config, adv: Advertisers, writer: LogWriter) -> None:
-        self.cfg, self.adv, self.writer = cfg, adv, writer
+    def __init__(self, cfg: Config, adv: Advertisers, users: Users, writer: LogWriter) -> None:
+        self.cfg, self.adv, self.users, self.writer = cfg, adv, users, writer
         self.base_budget = adv.daily_budget.copy()
         arms = list(cfg.experiment.arms)
         self.share = treatment_share(0.0, cfg.experiment.ramp) if len(arms) > 1 else 0.0
@@ -37,10 +62,15 @@ class CampaignDesk:
                              multiplier=np.full(adv.n, m0))
             self.by_arm = dict.fromkeys(arms, shared)
         else:
-            shares = arm_shares(self.share, arms)
+            shares = self.traffic_shares()
             self.by_arm = {a: Budgets(name=a, ledger=Ledger(budget=self.base_budget * shares[a]),
                                       multiplier=np.full(adv.n, m0))
                            for a in arms}
+
+    def traffic_shares(self) -> dict[str, float]:
+        """Each arm's share of the traffic at the current treatment share."""
+        return traffic_shares(self.cfg.experiment.salt, self.users, self.share,
+                              list(self.cfg.experiment.arms))
 
     @property
     def budgets(self) -> list[Budgets]:
@@ -50,24 +80,32 @@ class CampaignDesk:
             out.setdefault(id(b), b)
         return list(out.values())
 
-    def resplit(self, share: float) -> None:
-        """Apply a new treatment share. Under budget-split, what is left of each campaign's budget
-        today is re-split by the new traffic shares: each sub-budget becomes its spend so far plus
-        its share of the remainder, so sub-budgets still sum to the campaign budget and none falls
-        below what it has spent. From the next day on, sub-budgets are the shares of the budget."""
+    def resplit(self, share: float, now: float) -> None:
+        """Apply a new treatment share at time ``now``. Under budget-split, what is left of each
+        campaign's budget today is re-split by the new traffic shares: each sub-budget becomes its
+        spend so far plus its share of the remainder, so sub-budgets still sum to the campaign
+        budget and none falls below what it has spent, and each arm's plan is re-anchored at the
+        step (its spend and the day's traffic share then). From the next day on, sub-budgets are
+        the traffic shares of the budget."""
         self.share = share
         if self.cfg.experiment.design == "budget_split" and len(self.by_arm) > 1:
             spent = sum(b.ledger.spent_today for b in self.by_arm.values())
             remaining = np.maximum(self.base_budget - spent, 0.0)
-            for arm, s in arm_shares(share, list(self.by_arm)).items():
-                led = self.by_arm[arm].ledger
-                led.budget[:] = np.minimum(led.spent_today, self.base_budget) + remaining * s
+            at = 0.0 if now % DAY_S == 0 else day_share(now, self.cfg.traffic)
+            for arm, s in self.traffic_shares().items():
+                b = self.by_arm[arm]
+                b.ledger.budget[:] = np.minimum(b.ledger.spent_today, self.base_budget) + remaining * s
+                if at > 0:
+                    b.anchor(at)
 
     def log_campaigns(self, now: float) -> None:
         """One ``campaigns`` row per set of budgets and advertiser, as they stand at ``now``."""
         adv, obj = self.adv, self.adv.objective
+        nominal = arm_shares(self.share, list(self.cfg.experiment.arms))
+        traffic = self.traffic_shares()
         for b in self.budgets:
             self.writer.append("campaigns", {
+                "nominal_share": nominal.get(b.name, 1.0), "traffic_share": traffic.get(b.name, 1.0),
                 "time": now, "day": int(now // DAY_S), "arm": b.name,
                 "advertiser_id": np.arange(adv.n), "objective": np.asarray(OBJECTIVES)[obj],
                 "target_cpa": np.where(obj == OCPM, adv.target_cpa, np.nan),
@@ -85,8 +123,14 @@ class CampaignDesk:
                 "billed": closed["billed"], "overspend": closed["overspend"],
                 "max_tick_spend": closed["max_tick_spend"]})
         if self.cfg.experiment.design == "budget_split" and len(self.by_arm) > 1:
-            for arm, s in arm_shares(self.share, list(self.by_arm)).items():
+            for arm, s in self.traffic_shares().items():
                 self.by_arm[arm].ledger.budget[:] = self.base_budget * s
+        by_rate = throttled(self.adv.objective, self.cfg.pacing.throttle_fixed_price)
+        for b in self.budgets:  # a throttled advertiser that capped early starts lower
+            lower = by_rate & (b.capped_share < 1.0)
+            b.multiplier[lower] = np.maximum(b.multiplier[lower] * b.capped_share[lower],
+                                             self.cfg.pacing.min_multiplier)
+            b.new_day()
 
     # -- processes -------------------------------------------------------------------------
 
@@ -100,16 +144,21 @@ class CampaignDesk:
             s1 = 1.0 if now % DAY_S == 0 else day_share(now, self.cfg.traffic)
             for b in self.budgets:
                 led = b.ledger
-                plan = planned_spend(led.budget, led.spent_today - b.interval_spent, s0, s1)
+                plan = planned_spend(led.budget, led.spent_today - b.interval_spent, s0, s1,
+                                     b.anchor_share, b.anchor_spent)
                 new_m = update_multiplier(b.multiplier, b.interval_spent, plan, led.budget,
-                                          self.cfg.pacing)
+                                          b.interval_auctions, self.cfg.pacing)
+                capped_now = (led.spent_today >= led.budget) & (b.capped_share >= 1.0)
+                b.capped_share[capped_now] = s1
                 self.writer.append("pacing", {
                     "time": now, "day": int((now - 1e-9) // DAY_S), "arm": b.name,
                     "advertiser_id": np.arange(self.adv.n), "multiplier": new_m, "planned": plan,
-                    "actual": b.interval_spent.copy(), "spent_today": led.spent_today.copy(),
+                    "actual": b.interval_spent.copy(),
+                    "auctions": b.interval_auctions.copy(), "spent_today": led.spent_today.copy(),
                     "budget": led.budget.copy()})
                 b.multiplier[:] = new_m  # in place: arms sharing these budgets see it
                 b.interval_spent[:] = 0.0
+                b.interval_auctions[:] = 0.0
             if now % DAY_S == 0:
                 self.close_day(int(now // DAY_S) - 1)
 
@@ -121,7 +170,7 @@ class CampaignDesk:
             if delay < 0:
                 continue
             yield wait("ramp", delay)
-            self.resplit(step.share)
+            self.resplit(step.share, env.now)
             if env.now % DAY_S:  # within a day; a day's start is logged by ``campaigns``
                 self.log_campaigns(env.now)
 

@@ -19,9 +19,9 @@ import numpy as np
 
 from sim.clock import DAY_S
 from sim.config.schema import RampStep
-from sim.rng import keyed_uniform
+from sim.rng import ASSIGNMENT, keyed_uniform
 
-ASSIGNMENT = 7  # keyed-draw event code of the assignment hash
+
 def salt_key(salt: str) -> int:
     return int.from_bytes(hashlib.blake2b(salt.encode(), digest_size=8).digest(), "little") >> 1
 

@@ -46,34 +46,62 @@ ERROR_CLIP = 2.0  # one update moves log m by at most gain x this
 
 def update_multiplier(
     m: np.ndarray, actual: np.ndarray, planned: np.ndarray, budget: np.ndarray,
-    cfg: PacingConfig,
+    auctions: np.ndarray, cfg: PacingConfig,
 ) -> np.ndarray:
     """One controller step for (A,) advertisers: ``actual`` and ``planned`` are the interval's
-    spend and plan, ``budget`` today's budget (currency)."""
+    spend and plan, ``budget`` today's budget (currency), ``auctions`` how many auctions each
+    advertiser took part in during the interval (its step's weight, :func:`step_weight`)."""
     if not cfg.enabled:
         return np.full_like(m, cfg.max_multiplier)
     rho = np.maximum(budget * cfg.interval_s / DAY_S, 1e-12)
     g = np.clip((actual - planned) / rho, -ERROR_CLIP, ERROR_CLIP)
-    log_m = np.log(m) - cfg.gain * g
+    log_m = np.log(m) - cfg.gain * step_weight(auctions, cfg.auctions_ref) * g
     return np.clip(np.exp(log_m), cfg.min_multiplier, cfg.max_multiplier)
 
 
+def step_weight(auctions: np.ndarray, auctions_ref: float) -> np.ndarray:
+    """The share of the full step an advertiser takes after ``auctions`` auctions in an interval:
+    ``min(1, sqrt(auctions / auctions_ref))``, and 1 after none.
+
+    An interval's spend is a sum over the auctions the advertiser won, so its relative noise
+    grows as ``1 / sqrt(auctions)``; scaling the step by ``sqrt(auctions)`` keeps the noise a
+    step puts into ``log m`` the same at any volume, while the pull towards the plan weakens only
+    as the square root (a per-auction dual step, Balseiro & Gur 2019, is the linear limit). A
+    fixed step at a handful of auctions per interval makes the multiplier jitter, and since spend
+    is convex in the multiplier, the same money then buys fewer wins. After no auction at all
+    the deficit is not noise: the multiplier is too low to reach an auction (it ranks every
+    stage) or there is no traffic, and a full step is taken (a capped advertiser has no plan and
+    holds)."""
+    n = np.asarray(auctions, dtype=np.float64)
+    return np.where(n > 0, np.minimum(1.0, np.sqrt(n / auctions_ref)), 1.0)
+
+
 def planned_spend(budget: np.ndarray, spent: np.ndarray, share_start: float,
-                  share_end: float) -> np.ndarray:
+                  share_end: float, anchor_share: float = 0.0,
+                  anchor_spent: np.ndarray | None = None) -> np.ndarray:
     """Plan for the interval ``[share_start, share_end)`` of the day's traffic, given ``spent``
     at its start: the remaining budget spread over the remaining traffic, but never more than
-    what brings the spend back to the profile (``budget x share_end - spent``, at least 0).
+    what brings the spend back to the profile, at least 0.
+
+    The profile is the spend the day's traffic share calls for: ``budget x share`` from
+    midnight, or, after the budget changed within the day (a ramp step re-splits a budget-split
+    campaign at traffic share ``anchor_share``, having spent ``anchor_spent``), the line from
+    ``(anchor_share, anchor_spent)`` to ``(1, budget)``: what is left of the new budget spread
+    along the rest of the day's traffic. Without the anchor a sub-budget that grows mid-day
+    would look behind since midnight and one that shrinks far ahead (plan 0 for hours).
 
     Behind the profile, the deficit is caught up gradually over the rest of the day (spending it
     at once would be the rush this controller exists to prevent). Ahead of it, the plan is what
     is left of the interval's share after the lead, 0 while the lead lasts: an advertiser that
     spent ahead waits for the traffic to catch up instead of being pushed back to its rate (a
-    flat CPM bidder wins every auction above a threshold multiplier, so its spend comes in lumps
-    and a rate target alone would send it over the threshold again while still ahead)."""
+    lumpy spender would otherwise be sent over its rate again while still ahead)."""
     remaining = np.maximum(budget - spent, 0.0)
     left = max(1.0 - share_start, 1e-9)
     spread = remaining * (share_end - share_start) / left
-    return np.minimum(spread, np.maximum(budget * share_end - spent, 0.0))
+    a0 = np.zeros_like(budget) if anchor_spent is None else anchor_spent
+    frac = (share_end - anchor_share) / max(1.0 - anchor_share, 1e-9)
+    profile = a0 + (budget - a0) * frac
+    return np.minimum(spread, np.maximum(profile - spent, 0.0))
 
 
 @dataclass(kw_only=True)
@@ -125,20 +153,43 @@ class Ledger:
 
 @dataclass(kw_only=True)
 class Budgets:
-    """One set of campaigns: a ledger, pacing multipliers, spend since the last pacing update.
+    """One set of campaigns: a ledger, pacing multipliers, what happened since the last pacing
+    update, and where today's plan is anchored.
 
     Under ``budget_split`` each arm has its own; under ``user_split`` both arms share one."""
 
     name: str
     ledger: Ledger
-    multiplier: np.ndarray  # (A,) in (0, 1]
+    multiplier: np.ndarray  # (A,) in (0, 1]: a bid multiplier, or a participation rate (cpm)
     interval_spent: np.ndarray = field(init=False)
+    interval_auctions: np.ndarray = field(init=False)  # (A,) auctions taken part in
+    anchor_share: float = field(init=False, default=0.0)  # the day's plan starts here ...
+    anchor_spent: np.ndarray = field(init=False)  # ... from this spend (see planned_spend)
+    capped_share: np.ndarray = field(init=False)  # (A,) traffic share when capped today, or 1
 
     def __post_init__(self) -> None:
         self.interval_spent = np.zeros_like(self.multiplier)
+        self.interval_auctions = np.zeros_like(self.multiplier)
+        self.anchor_spent = np.zeros_like(self.multiplier)
+        self.capped_share = np.ones_like(self.multiplier)
 
     def book(self, advertiser: np.ndarray, cost: np.ndarray) -> np.ndarray:
         """Charge one tick's costs; return the (A,) tick spend."""
         tick = self.ledger.charge(advertiser, cost)
         self.interval_spent += tick
         return tick
+
+    def saw(self, advertiser: np.ndarray) -> None:
+        """Count one auction for each advertiser id in ``advertiser`` (one per candidate)."""
+        self.interval_auctions += np.bincount(advertiser, minlength=self.multiplier.shape[0])
+
+    def anchor(self, share: float) -> None:
+        """Re-anchor today's plan at traffic share ``share`` (the budget just changed)."""
+        self.anchor_share = share
+        self.anchor_spent = self.ledger.spent_today.copy()
+
+    def new_day(self) -> None:
+        """Plans start again from midnight."""
+        self.anchor_share = 0.0
+        self.anchor_spent[:] = 0.0
+        self.capped_share[:] = 1.0

@@ -126,7 +126,7 @@ class Simulation:
         self.contexts = reference_contexts(self.market, cfg, self.streams.get("contexts"))
         self.surfaces = np.asarray(cfg.world.surfaces)
         self.env = StagedEnvironment()
-        self.desk = CampaignDesk(cfg, self.market.advertisers, writer)
+        self.desk = CampaignDesk(cfg, self.market.advertisers, self.market.users, writer)
         self.arms: list[Arm] = []
         for code, (name, acfg) in enumerate(self.arm_cfgs.items()):
             l1 = self.registry.latest(f"{name}/l1")
@@ -219,6 +219,8 @@ class Simulation:
         served = serve(arm, self.market, cfg, cfg.seed, batch, eligible, load, work)
         imps = served.impressions
         tick = arm.budgets.book(imps.advertiser, imps.cost)
+        auc = served.auctioned
+        arm.budgets.saw(auc.advertiser[auc.present])
         self.stats.impressions += imps.row.size
         w.append("requests", records.request_rows(served, arm.name, self.surfaces))
         w.append("impressions", records.impression_rows(served, arm.name, self.surfaces,

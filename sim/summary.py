@@ -51,7 +51,9 @@ def _money(imps: pl.DataFrame, convs: pl.DataFrame) -> dict[str, Any]:
             "ocpm_conversions": ocpm_conv}
 
 
-MIN_CONVERSIONS = 5  # an advertiser's CPA / target enters the distribution from this many on
+# an advertiser's CPA / target enters the distribution once its spend would buy this many
+# conversions at its target (selected on what it paid, not on the outcome it got)
+MIN_EXPECTED_CONVERSIONS = 5
 
 
 def cpa_to_target(imps: pl.DataFrame, convs: pl.DataFrame,
@@ -62,7 +64,12 @@ def cpa_to_target(imps: pl.DataFrame, convs: pl.DataFrame,
     over the arm's oCPM advertisers: the spend-weighted harmonic mean of each advertiser's
     CPA / target (1 = on target; an advertiser with spend and no conversion counts, as it
     should, without an infinite CPA). ``ocpm_cpa_to_target_quantiles``: p10 / p50 / p90 of the
-    per-advertiser ratio over advertisers with at least ``MIN_CONVERSIONS`` conversions."""
+    per-advertiser ratio over advertisers whose spend is at least ``MIN_EXPECTED_CONVERSIONS``
+    target CPAs. The selection reads the spend, never the conversions: keeping advertisers with
+    enough *realised* conversions would keep the lucky small ones and bias the ratio low (one
+    exactly on target with 5 expected conversions would show a median of 0.83). An advertiser
+    without a conversion has an infinite ratio and sorts last; a quantile that falls on one is
+    ``None`` (``without_conversion`` counts them)."""
     targets = (campaigns.filter(pl.col("objective") == "ocpm").group_by("advertiser_id")
                .agg(pl.col("target_cpa").first()))
     conv = (convs.filter(pl.col("attributed") & (pl.col("objective") == "ocpm"))
@@ -76,12 +83,18 @@ def cpa_to_target(imps: pl.DataFrame, convs: pl.DataFrame,
                         minlength=n)
     per = per.with_columns(spend=pl.Series(spend[ids], dtype=pl.Float64))
     valued = float((per["conversions"] * per["target_cpa"]).sum())
-    many = per.filter(pl.col("conversions") >= MIN_CONVERSIONS)
-    ratio = (many["spend"] / (many["conversions"] * many["target_cpa"])).to_numpy()
-    quant = ({f"p{q}": float(np.quantile(ratio, q / 100)) for q in (10, 50, 90)}
-             if ratio.size else {"p10": None, "p50": None, "p90": None})
+    many = per.filter(pl.col("spend") >= MIN_EXPECTED_CONVERSIONS * pl.col("target_cpa"))
+    with np.errstate(divide="ignore"):
+        ratio = many["spend"].to_numpy() / (many["conversions"] * many["target_cpa"]).to_numpy()
+    quant: dict[str, float | None] = {"p10": None, "p50": None, "p90": None}
+    if ratio.size:  # the empirical quantile, no interpolation towards an infinite ratio
+        for q in (10, 50, 90):
+            v = float(np.quantile(ratio, q / 100, method="inverted_cdf"))
+            quant[f"p{q}"] = v if np.isfinite(v) else None
     return {"ocpm_cpa_to_target": _ratio(float(per["spend"].sum()), valued),
-            "ocpm_cpa_to_target_quantiles": {"advertisers": int(ratio.size), **quant}}
+            "ocpm_cpa_to_target_quantiles": {
+                "advertisers": int(ratio.size),
+                "without_conversion": int(np.isinf(ratio).sum()), **quant}}
 
 
 def _spend_by_key(imps: pl.DataFrame, n_adv: int, size: int) -> np.ndarray:

@@ -234,3 +234,60 @@ def test_ties_go_to_the_lower_column_on_tie_heavy_rows(n_cols: int) -> None:
     res = allocate(np.where(np.isfinite(values), values + 1.0, np.nan), n_slots=3)
     expect = np.where(np.isfinite(np.take_along_axis(values, ref[:, :3], axis=1)), ref[:, :3], -1)
     assert np.array_equal(res.winners, expect)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, -0.5])
+def test_non_finite_or_negative_bids_are_refused_not_dropped(bad: float) -> None:
+    with pytest.raises(ValueError, match=r"`bids` must be finite and >= 0.*\[0, 1\]"):
+        allocate(np.array([[1.0, bad, 0.5]]))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -0.1])
+def test_invalid_quality_of_a_present_bid_is_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match=r"`quality` must be finite.*\[0, 2\]"):
+        allocate(np.array([[1.0, 0.7, 0.5]]), quality=np.array([[1.0, 1.0, bad]]))
+    # a missing candidate's quality is not read
+    res = allocate(np.array([[1.0, 0.7, np.nan]]), quality=np.array([[1.0, 1.0, bad]]))
+    assert res.winners.tolist() == [[0]]
+
+
+def _vcg_brute_force(score: np.ndarray, a: np.ndarray, reserve: float) -> dict[int, float]:
+    """Each winner's VCG charge per impression as the externality it imposes, the slow way:
+    the others' welfare (sum of slot units x score, the seller's reserve filling any slot no one
+    else takes) without it, minus their welfare with it in its slot."""
+    n = a.size
+    ok = [j for j in np.argsort(-score, kind="stable") if score[j] > 0 and score[j] >= reserve]
+    winners = ok[:n]
+
+    def welfare(scores: list[float], skip: int | None) -> float:
+        slots = [k for k in range(n) if k != skip]
+        padded = scores + [reserve] * n
+        return float(sum(a[k] * padded[i] for i, k in enumerate(slots)))
+
+    out = {}
+    for k, w in enumerate(winners):
+        others = [float(score[j]) for j in ok if j != w]
+        out[int(w)] = welfare(others, None) - welfare(others, k)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), n_cand=st.integers(1, 7), n_slots=st.integers(1, 4),
+       reserve=st.sampled_from([0.0, 0.05, 0.3]))
+def test_vcg_charge_is_the_brute_force_externality_for_mixed_bidders(
+        data: st.DataObject, n_cand: int, n_slots: int, reserve: float) -> None:
+    """Random mixes of per-click (quality = pCTR) and per-impression (quality 1) bidders with a
+    reserve: each winner's expected charge per impression is the welfare it takes from the
+    others, computed by re-running the assignment without it."""
+    bids = data.draw(arrays(np.float64, (1, n_cand), elements=st.floats(0.01, 2.0)))
+    per_click = data.draw(arrays(np.bool_, (1, n_cand)))
+    ctr = data.draw(arrays(np.float64, (1, n_cand), elements=st.floats(0.02, 1.0)))
+    quality = np.where(per_click, ctr, 1.0)
+    a = np.sort(data.draw(arrays(np.float64, (n_slots,), elements=st.floats(0.1, 1.0))))[::-1]
+    res = allocate(bids, quality=quality, n_slots=n_slots, reserve=reserve, rule="vcg",
+                   slot_ctr=a.copy())
+    expect = _vcg_brute_force((bids * quality)[0], a, reserve)
+    won = {int(w): k for k, w in enumerate(res.winners[0]) if w >= 0}
+    assert set(won) == set(expect)
+    for w, k in won.items():
+        assert res.payments[0, k] == pytest.approx(expect[w], rel=1e-9, abs=1e-12)

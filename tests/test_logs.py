@@ -40,14 +40,14 @@ PINNED = {
     ],
     "campaigns": [
         "time", "day", "arm", "advertiser_id", "objective", "target_cpa", "max_cpc", "cpm_price",
-        "budget"
+        "budget", "nominal_share", "traffic_share"
     ],
     "spend": [
         "time", "day", "arm", "advertiser_id", "tick_spend", "spent_today", "budget"
     ],
     "pacing": [
-        "time", "day", "arm", "advertiser_id", "multiplier", "planned", "actual", "spent_today",
-        "budget"
+        "time", "day", "arm", "advertiser_id", "multiplier", "planned", "actual", "auctions",
+        "spent_today", "budget"
     ],
     "budget_days": [
         "day", "arm", "advertiser_id", "objective", "budget", "spend", "billed", "overspend",

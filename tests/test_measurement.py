@@ -17,7 +17,7 @@ from conftest import read_json, read_log, run_tiny
 
 
 def test_l2_fallback_rows_are_flagged_and_kept_out_of_teacher_metrics(tmp_path: Path) -> None:
-    run_tiny(tmp_path, "latency.sla_ms.l2=7")  # about half the requests time out at L2
+    run_tiny(tmp_path, "latency.sla_ms.l2=6")  # about half the requests time out at L2
     reqs = read_log(tmp_path, "requests")
     assert 0.2 < 1 - reqs["l2_ok"].mean() < 0.8
     imps = read_log(tmp_path, "impressions").join(
@@ -72,7 +72,32 @@ def test_cpa_to_target_from_the_campaigns_log(tiny_run: Path) -> None:
     m = read_json(tiny_run / "metrics.json")["arms"]["control"]
     assert m["ocpm_cpa_to_target"] == pytest.approx(imps["cost"].sum() / valued, rel=1e-9)
     q = m["ocpm_cpa_to_target_quantiles"]
-    assert q["advertisers"] == int((conv.group_by("advertiser_id").len()["len"] >= 5).sum())
+    spend = imps.group_by("advertiser_id").agg(pl.col("cost").sum())
+    paid_for = [c / target[a] for a, c in zip(spend["advertiser_id"], spend["cost"], strict=True)]
+    assert q["advertisers"] == sum(p >= 5 for p in paid_for)
+
+
+def test_cpa_to_target_quantiles_select_on_spend_not_on_the_outcome() -> None:
+    """400 advertisers exactly on target, each having paid for 5 conversions (Poisson draws):
+    the median CPA / target is 1. Selecting those with >= 5 realised conversions would keep the
+    lucky ones and show 5/6 = 0.83."""
+    rng = np.random.default_rng(0)
+    n, target = 400, 2.0
+    conversions = rng.poisson(5.0, n)
+    imps = pl.DataFrame({"advertiser_id": np.arange(n), "objective": ["ocpm"] * n,
+                         "cost": np.full(n, 5 * target)})
+    adv = np.repeat(np.arange(n), conversions)
+    convs = pl.DataFrame({"advertiser_id": adv, "objective": ["ocpm"] * adv.size,
+                          "attributed": np.ones(adv.size, bool)})
+    camp = pl.DataFrame({"advertiser_id": np.arange(n), "objective": ["ocpm"] * n,
+                         "target_cpa": np.full(n, target)})
+    q = cpa_to_target(imps, convs, camp)["ocpm_cpa_to_target_quantiles"]
+    assert q["advertisers"] == n
+    assert q["p50"] == pytest.approx(1.0)
+    assert q["without_conversion"] == int((conversions == 0).sum()) > 0
+    assert q["p90"] is None or q["p90"] > 1.0
+    lucky = conversions[conversions >= 5]
+    assert np.median(5 / lucky) < 0.9  # what selecting on the outcome would have shown
 
 
 def test_summaries_are_reproducible_to_the_last_digit() -> None:

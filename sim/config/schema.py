@@ -193,6 +193,11 @@ class PacingConfig:
     interval_s: float = bounded(900.0, gt=0)  # seconds between multiplier updates
     # step of the dual descent: log multiplier change per interval's budget of overspend
     gain: float = bounded(0.5, gt=0)
+    # auctions per interval from which an advertiser takes the full step; fewer take a step
+    # scaled by sqrt(auctions / auctions_ref) (sim.pacing.step_weight)
+    auctions_ref: float = bounded(30.0, gt=0)
+    # fixed-price (cpm) bidders are paced by a participation rate, not a bid multiplier
+    throttle_fixed_price: bool = True
     min_multiplier: float = bounded(0.01, gt=0, le=1)
     max_multiplier: float = bounded(1.0, gt=0, le=1)
 

@@ -63,20 +63,25 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     # under user-split, ``control`` without an experiment) and advertiser each time they are set:
     # at the start of every day and at a ramp step within a day. The objective and its parameter
     # (``target_cpa`` for ocpm, ``max_cpc`` for cpc, ``cpm_price`` per mille for cpm; for
-    # the other objectives: NaN) and the budget from then on.
+    # the other objectives: NaN) and the budget from then on; the arm's nominal share of the
+    # users and the share of the traffic they bring, which budget-split sub-budgets follow (1 for
+    # shared or single-arm budgets).
     "campaigns": {
         "time": F64, "day": I32, "arm": STR, "advertiser_id": I32, "objective": STR, "target_cpa": F64,
-        "max_cpc": F64, "cpm_price": F64, "budget": F64,
+        "max_cpc": F64, "cpm_price": F64, "budget": F64, "nominal_share": F64,
+        "traffic_share": F64,
     },
     # Spend per advertiser per tick (only ticks with spend).
     "spend": {
         "time": F64, "day": I32, "arm": STR, "advertiser_id": I32, "tick_spend": F64,
         "spent_today": F64, "budget": F64,
     },
-    # Every pacing update, per advertiser.
+    # Every pacing update, per advertiser: the controller's output (a bid multiplier, or a
+    # throttled fixed-price advertiser's participation rate), the interval's plan, spend and
+    # auctions taken part in.
     "pacing": {
         "time": F64, "day": I32, "arm": STR, "advertiser_id": I32, "multiplier": F64,
-        "planned": F64, "actual": F64, "spent_today": F64, "budget": F64,
+        "planned": F64, "actual": F64, "auctions": F64, "spent_today": F64, "budget": F64,
     },
     # One row per advertiser and closed day: delivered spend, billed (capped at budget), overspend.
     "budget_days": {

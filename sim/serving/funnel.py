@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from sim.auction import AuctionResult, allocate
-from sim.bidding import Bids, expected_value, make_bids
+from sim.bidding import Bids, actuators, expected_value, make_bids, participates
 from sim.config.schema import Config
 from sim.features.registry import fill_default
 from sim.models.inputs import query_inputs, surface_onehot
@@ -119,6 +119,8 @@ class Auctioned:
 
     bids: Bids
     result: AuctionResult
+    advertiser: np.ndarray  # (B, K2) each candidate's advertiser
+    present: np.ndarray  # (B, K2) bool: the candidate took part (L2 kept it)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,7 +212,10 @@ def retrieval(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
     slot, ad_id = arm.rows["slot"][g], arm.rows["ad_id"][g]
     valid = ad_id >= 0
     advertiser = market.catalog.advertiser[slot]
-    live = valid & (market.catalog.ad_id[slot] == ad_id) & eligible[advertiser]
+    _, rate = actuators(market.advertisers.objective, arm.budgets.multiplier,
+                        cfg.pacing.throttle_fixed_price)
+    live = (valid & (market.catalog.ad_id[slot] == ad_id) & eligible[advertiser]
+            & participates(cfg.seed, batch.request_id, advertiser, rate))
     return Retrieved(slot=slot, ad_id=ad_id, advertiser=advertiser, live=live,
                      l1_pcvr=sigmoid(np.where(valid, hits.logit, 0.0)),
                      ctr_prior=arm.rows["ctr_prior"][g], tier=hits.tier,
@@ -221,7 +226,8 @@ def rank(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch, ret: R
          l2_ok: np.ndarray) -> Ranked:
     """L1's cut of the retrieved candidates by eCPM from L1's estimates, then L2's cut by eCPM
     from L2's (L1's where L2 timed out, ``l2_ok`` False)."""
-    adv, m, scale = market.advertisers, arm.budgets.multiplier, cfg.bidding.bid_scale
+    adv, scale = market.advertisers, cfg.bidding.bid_scale
+    m, _ = actuators(adv.objective, arm.budgets.multiplier, cfg.pacing.throttle_fixed_price)
     l1_value = np.where(ret.live, expected_value(adv, ret.advertiser, ret.ctr_prior, ret.l1_pcvr,
                                                  m, scale), -np.inf)
     sel1 = top_k(l1_value, cfg.funnel.k_l1)
@@ -243,13 +249,23 @@ def run_auction(arm: Arm, market: Marketplace, cfg: Config, ret: Retrieved,
     """Bids of L2's candidates from L2's estimates, and the auction over them."""
     adv1 = take(ret.advertiser, ranked.sel1)
     sel2 = ranked.sel2
-    bids = make_bids(market.advertisers, take(adv1, sel2), take(ranked.l2_pctr, sel2),
-                     take(ranked.l2_pcvr, sel2), arm.budgets.multiplier, cfg.bidding.bid_scale)
+    adv2 = take(adv1, sel2)
+    m, _ = actuators(market.advertisers.objective, arm.budgets.multiplier,
+                     cfg.pacing.throttle_fixed_price)
+    bids = make_bids(market.advertisers, adv2, take(ranked.l2_pctr, sel2),
+                     take(ranked.l2_pcvr, sel2), m, cfg.bidding.bid_scale)
+    bad = ranked.ok2 & ~(np.isfinite(bids.bid) & np.isfinite(bids.quality))
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise FloatingPointError(
+            f"arm {arm.name}: a non-finite bid {bids.bid[r, c]} or quality {bids.quality[r, c]} "
+            f"from L2's pCTR {take(ranked.l2_pctr, sel2)[r, c]} and pCVR "
+            f"{take(ranked.l2_pcvr, sel2)[r, c]} (advertiser {adv2[r, c]})")
     auc = cfg.auction
     res = allocate(np.where(ranked.ok2, bids.bid, np.nan), quality=bids.quality,
                    n_slots=auc.n_slots, reserve=auc.reserve, rule=auc.rule,
                    slot_ctr=np.asarray(auc.slot_ctr[:auc.n_slots]))
-    return Auctioned(bids=bids, result=res)
+    return Auctioned(bids=bids, result=res, advertiser=adv2, present=ranked.ok2)
 
 
 def respond(market: Marketplace, cfg: Config, seed: int, batch: RequestBatch, ret: Retrieved,

@@ -51,12 +51,11 @@ from scipy.special import ndtri
 from sim.ann import hnsw_graph, product_quantizer
 from sim.config.schema import LatencyConfig
 from sim.models.ranker import Ranker
-from sim.rng import keyed_uniform
+from sim.rng import LATENCY, keyed_uniform
 from sim.serving.index import DeployedIndex
 from sim.serving.precision import ServedTower
 
 STAGES = ("query_tower", "item_lookup", "l2")
-LATENCY = 8  # keyed-draw event code (plus the stage index)
 
 
 @dataclass(frozen=True, kw_only=True)
