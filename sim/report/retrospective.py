@@ -1,6 +1,7 @@
-"""The seeds' retrospective, point by point: does this run show what the retrospective reported?
+"""The retrospective, point by point: does this run show what the retrospective reported?
 
-The retrospective (``../shared/seeds/002_*.txt``) reports what a new L1 CVR model did against
+The retrospective adsim reproduces (Pinterest's "Bridging the Gap" on its L1 CVR models, 2026;
+summarised in ``docs/retrospective.md``) reports what a new L1 CVR model did against
 production, observation by observation. :func:`observations` states each one as a check on a
 two-arm run's ``metrics.json`` and says whether the run shows it. The headline scenario
 (``scenarios/l1_cvr_discrepancy.yaml``) is meant to show them; any two-arm run can be compared.
