@@ -32,7 +32,7 @@ It is off by default: MKL reads ``MKL_CBWR`` before the process can set it, and 
 changes a 2-thread world's bits, which a world amplifies, while the lessons state figures measured
 without it. Without it, other thread counts differ in their last bits and then by more (the
 headline at seed 0 on 1 thread against 2, with the cosine learning-rate schedule: offline log_mae
-−1% to +4%, CPAs +1.4% and +1.7%; with the constant rate of before issue 17, −1% to −8% and ±2%,
+−1% to +4%, CPAs +1.4% and +1.7%; with a constant learning rate, −1% to −8% and ±2%,
 and strict mode moved its offline log_mae by 4-6%). ``manifest.threads``
 records the counts, ``deterministic``, and ``blas``, the MKL mode the process had.
 """
