@@ -1,7 +1,7 @@
 """``python -m sim.bench``: the data plane's throughput against its kernel floor, as one JSON object.
 
 Every figure is measured in this process and run, as the median of ``--reps`` repetitions after
-one warm-up. The shape (retrieval 200, L1 50, L2 10, 3 slots): a world of ``--ads`` ads (20,000), batches of ``--batch``
+one warm-up. The shape: a world of ``--ads`` ads (20,000), batches of ``--batch``
 requests (2,048) split between two arms (50% each, by the users' assignment hash),
 K_r = 200, K_1 = 50, K_2 = 10, 3 slots.
 

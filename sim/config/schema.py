@@ -233,7 +233,7 @@ class TrainingConfig:
     epochs: int = bounded(3, ge=1)
     batch_size: int = bounded(4096, ge=1)
     # the learning rate over each fit's steps (start-up and every release): a half cosine from
-    # the rate down to 0, or constant (the schedule before the cosine became the default). A fit that ends at the full rate stops
+    # the rate down to 0, or constant (the older schedule). A fit that ends at the full rate stops
     # wherever the last steps threw it: at one seed, last-bit changes moved the headline's
     # offline log_mae change by up to 12 points with a constant rate, by 3.4 at most with the cosine
     # (scenarios/l1_cvr_discrepancy.md, "Training noise")
