@@ -10,8 +10,9 @@ objective  bid per unit                             quality       charged on
 
 So ``bid x quality`` is always the expected currency per impression (eCPM / 1000) and the
 auction compares like with like. The multiplier is the advertiser's bid multiplier
-(:func:`actuators`); ``bidding.bid_scale`` multiplies every bid (an autobidder that bids more or
-less than value).
+(:func:`actuators`: its pacing multiplier, for an autobid oCPM campaign the smaller of that and
+its CPA multiplier, which may exceed 1); ``bidding.bid_scale`` multiplies every bid (a bidder
+that bids more or less than value).
 
 **Two actuators of one pacing controller** (:mod:`sim.pacing`). A bid that scales with a
 multiplier (oCPM, CPC) is paced by it: a lower multiplier wins fewer and cheaper auctions. A
@@ -35,14 +36,19 @@ from sim.rng import PARTICIPATION, keyed_uniform
 from sim.world.catalog import CPC, CPM, OCPM, Advertisers
 
 
-def actuators(objective: np.ndarray, multiplier: np.ndarray,
-              throttle_fixed_price: bool) -> tuple[np.ndarray, np.ndarray]:
+def actuators(objective: np.ndarray, multiplier: np.ndarray, throttle_fixed_price: bool,
+              cpa_multiplier: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each (A,) advertiser's bid multiplier and participation rate from the pacing controller's
     output ``multiplier``: a fixed-price (cpm) advertiser that is throttled bids in full and takes
     part with probability ``multiplier``; every other bids ``x multiplier`` and always takes
-    part."""
+    part. With the oCPM autobidder on (``cpa_multiplier`` given, :mod:`sim.autobidding`) an oCPM
+    advertiser bids ``x min(multiplier, cpa_multiplier)``: the tighter of its budget and its
+    CPA constraint."""
     t = throttled(objective, throttle_fixed_price)
-    return np.where(t, 1.0, multiplier), np.where(t, multiplier, 1.0)
+    bid = np.where(t, 1.0, multiplier)
+    if cpa_multiplier is not None:
+        bid = np.where(objective == OCPM, np.minimum(bid, cpa_multiplier), bid)
+    return bid, np.where(t, multiplier, 1.0)
 
 
 def throttled(objective: np.ndarray, throttle_fixed_price: bool) -> np.ndarray:

@@ -28,9 +28,11 @@ from collections.abc import Generator
 import numpy as np
 import simpy
 
+from sim.autobidding import ConversionBook, update_cpa_multiplier
 from sim.bidding import throttled
 from sim.clock import DAY_S, Wait
-from sim.config.schema import OBJECTIVES, Config
+from sim.config import ConfigError
+from sim.config.schema import OBJECTIVES, AutobidConfig, Config
 from sim.experiment import arm_shares, assignment_draw, treatment_share
 from sim.logs.writer import LogWriter
 from sim.pacing import Budgets, Ledger, planned_spend, update_multiplier
@@ -50,22 +52,45 @@ def traffic_shares(salt: str, users: Users, share: float, arms: list[str]) -> di
 
 
 class CampaignDesk:
-    def __init__(self, cfg: Config, adv: Advertisers, users: Users, writer: LogWriter) -> None:
+    """The campaigns of every arm. ``arm_cfgs`` (default: ``cfg`` for every arm) give each arm's
+    bidding: under budget-split each arm's sub-campaigns may run the oCPM autobidder or not
+    (``bidding.autobid``); under user-split the arms share campaigns, so they must agree."""
+
+    def __init__(self, cfg: Config, adv: Advertisers, users: Users, writer: LogWriter,
+                 arm_cfgs: dict[str, Config] | None = None) -> None:
         self.cfg, self.adv, self.users, self.writer = cfg, adv, users, writer
         self.base_budget = adv.daily_budget.copy()
         arms = list(cfg.experiment.arms)
+        arm_cfgs = arm_cfgs or dict.fromkeys(arms, cfg)
+        self.autobid = {a: arm_cfgs[a].bidding.autobid for a in arms}
+        self.autobid_of: dict[str, AutobidConfig] = {}  # by set of budgets' name
         self.share = treatment_share(0.0, cfg.experiment.ramp) if len(arms) > 1 else 0.0
-        m0 = cfg.pacing.max_multiplier
         if cfg.experiment.design == "user_split" or len(arms) == 1:
-            shared = Budgets(name="shared" if len(arms) > 1 else "control",
-                             ledger=Ledger(budget=self.base_budget.copy()),
-                             multiplier=np.full(adv.n, m0))
+            if len({(ab.enabled, ab.max_multiplier) for ab in self.autobid.values()}) > 1:
+                raise ConfigError("`experiment.treatment.bidding.autobid` must match the control's "
+                                  "under user_split: both arms share the campaigns")
+            shared = self._budgets("shared" if len(arms) > 1 else "control", 1.0, arms[0])
             self.by_arm = dict.fromkeys(arms, shared)
         else:
             shares = self.traffic_shares()
-            self.by_arm = {a: Budgets(name=a, ledger=Ledger(budget=self.base_budget * shares[a]),
-                                      multiplier=np.full(adv.n, m0))
-                           for a in arms}
+            self.by_arm = {a: self._budgets(a, shares[a], a) for a in arms}
+
+    def _budgets(self, name: str, share: float, arm: str) -> Budgets:
+        ab, pc = self.autobid[arm], self.cfg.pacing
+        self.autobid_of[name] = ab
+        book = (ConversionBook(n_advertisers=self.adv.n, interval_s=pc.interval_s,
+                               n=max(1, int(np.ceil(ab.window_s / pc.interval_s))))
+                if ab.enabled else None)
+        return Budgets(name=name, ledger=Ledger(budget=self.base_budget * share),
+                       multiplier=np.full(self.adv.n, pc.max_multiplier), conversions=book)
+
+    def ceiling(self, b: Budgets) -> np.ndarray:
+        """(A,) the pacing multiplier's ceiling: an autobid oCPM campaign's is the autobidder's
+        cap (so that its CPA constraint, not the budget's, can bind above 1)."""
+        top = self.cfg.pacing.max_multiplier
+        if b.conversions is None:
+            return np.full(self.adv.n, top)
+        return np.where(self.adv.objective == OCPM, self.autobid_of[b.name].max_multiplier, top)
 
     def traffic_shares(self) -> dict[str, float]:
         """Each arm's share of the traffic at the current treatment share."""
@@ -147,20 +172,39 @@ class CampaignDesk:
                 plan = planned_spend(led.budget, led.spent_today - b.interval_spent, s0, s1,
                                      b.anchor_share, b.anchor_spent)
                 new_m = update_multiplier(b.multiplier, b.interval_spent, plan, led.budget,
-                                          b.interval_auctions, self.cfg.pacing)
+                                          b.interval_auctions, self.cfg.pacing, self.ceiling(b))
+                cpa = self._autobid(b, now)
                 capped_now = (led.spent_today >= led.budget) & (b.capped_share >= 1.0)
                 b.capped_share[capped_now] = s1
                 self.writer.append("pacing", {
                     "time": now, "day": int((now - 1e-9) // DAY_S), "arm": b.name,
                     "advertiser_id": np.arange(self.adv.n), "multiplier": new_m, "planned": plan,
                     "actual": b.interval_spent.copy(),
-                    "auctions": b.interval_auctions.copy(), "spent_today": led.spent_today.copy(),
+                    "auctions": b.interval_auctions.copy(), **cpa, "spent_today": led.spent_today.copy(),
                     "budget": led.budget.copy()})
                 b.multiplier[:] = new_m  # in place: arms sharing these budgets see it
                 b.interval_spent[:] = 0.0
                 b.interval_auctions[:] = 0.0
             if now % DAY_S == 0:
                 self.close_day(int(now // DAY_S) - 1)
+
+    def _autobid(self, b: Budgets, now: float) -> dict[str, np.ndarray]:
+        """The autobidder's step for ``b``'s oCPM campaigns at the end of an interval, and its
+        log columns (NaN where it does not run)."""
+        nan = np.full(self.adv.n, np.nan)
+        if b.conversions is None:
+            return {"cpa_multiplier": nan, "matured_spend": nan, "observed_conversions": nan}
+        ab, w = self.autobid_of[b.name], self.cfg.world
+        matured, observed = b.conversions.evidence(now, w.conversion_delay_mean_s,
+                                                   w.attribution_window_s)
+        ocpm = self.adv.objective == OCPM
+        new = update_cpa_multiplier(b.cpa_multiplier, matured, observed, self.adv.target_cpa,
+                                    ab, self.cfg.pacing.min_multiplier)
+        b.cpa_multiplier[ocpm] = new[ocpm]
+        b.conversions.advance(now)
+        return {"cpa_multiplier": np.where(ocpm, b.cpa_multiplier, np.nan),
+                "matured_spend": np.where(ocpm, matured, np.nan),
+                "observed_conversions": np.where(ocpm, observed, np.nan)}
 
     def ramp(self, env: simpy.Environment, wait: Wait) -> Generator[simpy.Event, None, None]:
         if len(self.by_arm) == 1:

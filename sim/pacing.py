@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sim.autobidding import ConversionBook
 from sim.clock import DAY_S
 from sim.config.schema import PacingConfig
 
@@ -46,17 +47,20 @@ ERROR_CLIP = 2.0  # one update moves log m by at most gain x this
 
 def update_multiplier(
     m: np.ndarray, actual: np.ndarray, planned: np.ndarray, budget: np.ndarray,
-    auctions: np.ndarray, cfg: PacingConfig,
+    auctions: np.ndarray, cfg: PacingConfig, upper: np.ndarray | float | None = None,
 ) -> np.ndarray:
     """One controller step for (A,) advertisers: ``actual`` and ``planned`` are the interval's
     spend and plan, ``budget`` today's budget (currency), ``auctions`` how many auctions each
-    advertiser took part in during the interval (its step's weight, :func:`step_weight`)."""
+    advertiser took part in during the interval (its step's weight, :func:`step_weight`).
+    ``upper``: each advertiser's ceiling (default ``max_multiplier``; an autobid oCPM campaign's
+    is the autobidder's cap, :mod:`sim.autobidding`)."""
+    top = cfg.max_multiplier if upper is None else upper
     if not cfg.enabled:
-        return np.full_like(m, cfg.max_multiplier)
+        return np.broadcast_to(np.asarray(top, dtype=m.dtype), m.shape).copy()
     rho = np.maximum(budget * cfg.interval_s / DAY_S, 1e-12)
     g = np.clip((actual - planned) / rho, -ERROR_CLIP, ERROR_CLIP)
     log_m = np.log(m) - cfg.gain * step_weight(auctions, cfg.auctions_ref) * g
-    return np.clip(np.exp(log_m), cfg.min_multiplier, cfg.max_multiplier)
+    return np.clip(np.exp(log_m), cfg.min_multiplier, top)
 
 
 def step_weight(auctions: np.ndarray, auctions_ref: float) -> np.ndarray:
@@ -154,13 +158,18 @@ class Ledger:
 @dataclass(kw_only=True)
 class Budgets:
     """One set of campaigns: a ledger, pacing multipliers, what happened since the last pacing
-    update, and where today's plan is anchored.
+    update, where today's plan is anchored, and the autobidder's state.
 
     Under ``budget_split`` each arm has its own; under ``user_split`` both arms share one."""
 
     name: str
     ledger: Ledger
-    multiplier: np.ndarray  # (A,) in (0, 1]: a bid multiplier, or a participation rate (cpm)
+    # (A,) a bid multiplier in (0, 1] (up to the autobidder's cap for an autobid oCPM campaign),
+    # or a throttled cpm advertiser's participation rate
+    multiplier: np.ndarray
+    # the oCPM autobidder's CPA multipliers and what it watches (sim.autobidding), when it is on
+    conversions: ConversionBook | None = None
+    cpa_multiplier: np.ndarray = field(init=False)
     interval_spent: np.ndarray = field(init=False)
     interval_auctions: np.ndarray = field(init=False)  # (A,) auctions taken part in
     anchor_share: float = field(init=False, default=0.0)  # the day's plan starts here ...
@@ -172,6 +181,7 @@ class Budgets:
         self.interval_auctions = np.zeros_like(self.multiplier)
         self.anchor_spent = np.zeros_like(self.multiplier)
         self.capped_share = np.ones_like(self.multiplier)
+        self.cpa_multiplier = np.ones_like(self.multiplier)
 
     def book(self, advertiser: np.ndarray, cost: np.ndarray) -> np.ndarray:
         """Charge one tick's costs; return the (A,) tick spend."""

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import simpy
 
+from sim.autobidding import ConversionBook
 from sim.campaigns import CampaignDesk
 from sim.clock import DAY_S, StagedEnvironment, hour_of
 from sim.config.overlay import arm_config
@@ -56,7 +57,7 @@ from sim.rng import Streams
 from sim.serving import records
 from sim.serving.arm import Arm, QueryCache
 from sim.serving.deployer import reference_contexts
-from sim.serving.funnel import Served, arm_work, serve
+from sim.serving.funnel import Impressions, Served, arm_work, serve
 from sim.serving.index import TIERS
 from sim.serving.latency import fleet_load
 from sim.serving.pipeline import IndexPipeline
@@ -64,6 +65,7 @@ from sim.serving.probe import probe, probe_size
 from sim.threads import Threads
 from sim.threads import apply as apply_threads
 from sim.threads import resolve as resolve_threads
+from sim.world.catalog import OCPM
 from sim.world.marketplace import Marketplace, build_marketplace, churn
 from sim.world.traffic import RequestBatch, draw_requests
 
@@ -126,7 +128,8 @@ class Simulation:
         self.contexts = reference_contexts(self.market, cfg, self.streams.get("contexts"))
         self.surfaces = np.asarray(cfg.world.surfaces)
         self.env = StagedEnvironment()
-        self.desk = CampaignDesk(cfg, self.market.advertisers, self.market.users, writer)
+        self.desk = CampaignDesk(cfg, self.market.advertisers, self.market.users, writer,
+                                 self.arm_cfgs)
         self.arms: list[Arm] = []
         for code, (name, acfg) in enumerate(self.arm_cfgs.items()):
             l1 = self.registry.latest(f"{name}/l1")
@@ -221,6 +224,8 @@ class Simulation:
         tick = arm.budgets.book(imps.advertiser, imps.cost)
         auc = served.auctioned
         arm.budgets.saw(auc.advertiser[auc.present])
+        if arm.budgets.conversions is not None:
+            self._book_ocpm(arm.budgets.conversions, batch, imps, objective)
         self.stats.impressions += imps.row.size
         w.append("requests", records.request_rows(served, arm.name, self.surfaces))
         w.append("impressions", records.impression_rows(served, arm.name, self.surfaces,
@@ -256,6 +261,17 @@ class Simulation:
                            "arm": arm.name, "advertiser_id": spent, "tick_spend": tick[spent],
                            "spent_today": arm.budgets.ledger.spent_today[spent],
                            "budget": arm.budgets.ledger.budget[spent]})
+
+    def _book_ocpm(self, book: ConversionBook, batch: RequestBatch, imps: Impressions,
+                   objective: np.ndarray) -> None:
+        """What the autobidder watches: the tick's oCPM costs and their attributed conversions,
+        each at the time it will happen (it counts them only once they have)."""
+        ocpm = objective[imps.advertiser] == OCPM
+        out = imps.outcomes
+        att = ocpm & out.conversion & (out.delay_s <= self.cfg.world.attribution_window_s)
+        book.record(
+            imps.advertiser[ocpm], imps.cost[ocpm], imps.advertiser[att],
+            batch.time[imps.row[att]] + out.delay_s[att])
 
     def _probe(self, arm: Arm, batch: RequestBatch) -> None:
         """The serving-path probe on the first requests of the arm's batch (``serving_path``)."""

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, set[str]]] = [
                     "sim.metrics", "sim.stats", "sim.config", "sim.logs", "sim.progress",
                     "sim.threads"}),
     ("world", {"sim.world"}),
-    ("market", {"sim.auction", "sim.bidding", "sim.pacing", "sim.experiment"}),
+    ("market", {"sim.auction", "sim.bidding", "sim.pacing", "sim.autobidding", "sim.experiment"}),
     ("features", {"sim.features"}),
     ("models", {"sim.models"}),
     ("serving", {"sim.serving"}),

@@ -47,7 +47,7 @@ PINNED = {
     ],
     "pacing": [
         "time", "day", "arm", "advertiser_id", "multiplier", "planned", "actual", "auctions",
-        "spent_today", "budget"
+        "cpa_multiplier", "matured_spend", "observed_conversions", "spent_today", "budget"
     ],
     "budget_days": [
         "day", "arm", "advertiser_id", "objective", "budget", "spend", "billed", "overspend",

@@ -17,8 +17,9 @@ from sim.config.schema import MOVED_KEYS, Config
 from sim.config.validate import ConfigError, validate
 
 # what the whole run shares: the world, the experiment, and what is measured after the run
+# pacing is the campaign desk's, one controller for every set of budgets (sim.campaigns)
 SHARED_KEYS = ("seed", "days", "progress", "world", "traffic", "logs", "experiment", "readiness",
-               "evaluation", "threads", "cache")
+               "evaluation", "threads", "cache", "pacing")
 PREFIX = "experiment.treatment"
 
 

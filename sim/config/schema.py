@@ -123,11 +123,25 @@ class IndexConfig:
 
 
 @dataclass
+class AutobidConfig:
+    """The oCPM autobidder that holds each campaign's CPA at its target (``sim.autobidding``)."""
+
+    enabled: bool = False
+    max_multiplier: float = bounded(1.5, ge=1)  # cap of the oCPM bid multiplier (and its pacing)
+    gain: float = bounded(0.02, gt=0)  # log multiplier change per interval at a full error
+    window_s: float = bounded(86_400.0, gt=0)  # spend and conversions watched, seconds
+    # matured spend worth this many conversions at target gives a full step; less, a step
+    # scaled by sqrt(expected / conversions_ref)
+    conversions_ref: float = bounded(20.0, gt=0)
+
+
+@dataclass
 class BiddingConfig:
     """How bids are formed from each objective (``sim.bidding``)."""
 
     # multiplies every bid before pacing: an autobidder's aggressiveness (1 = bid the value)
     bid_scale: float = bounded(1.0, gt=0)
+    autobid: AutobidConfig = field(default_factory=AutobidConfig)
 
 
 LATENCY_STAGES = ("query_tower", "item_lookup", "l2")

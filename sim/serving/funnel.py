@@ -200,6 +200,14 @@ def query_vectors(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatc
     return qv, ~ok & ~cached
 
 
+def arm_actuators(arm: Arm, market: Marketplace, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """(A,) bid multipliers and participation rates of the arm's campaigns now
+    (:func:`sim.bidding.actuators`)."""
+    b = arm.budgets
+    return actuators(market.advertisers.objective, b.multiplier, cfg.pacing.throttle_fixed_price,
+                     b.cpa_multiplier if b.conversions is not None else None)
+
+
 def retrieval(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
               eligible: np.ndarray, lat: Latencies) -> Retrieved:
     """Query tower, the tiers' search and L1's pCVR, under the request's timeouts."""
@@ -212,8 +220,7 @@ def retrieval(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch,
     slot, ad_id = arm.rows["slot"][g], arm.rows["ad_id"][g]
     valid = ad_id >= 0
     advertiser = market.catalog.advertiser[slot]
-    _, rate = actuators(market.advertisers.objective, arm.budgets.multiplier,
-                        cfg.pacing.throttle_fixed_price)
+    _, rate = arm_actuators(arm, market, cfg)
     live = (valid & (market.catalog.ad_id[slot] == ad_id) & eligible[advertiser]
             & participates(cfg.seed, batch.request_id, advertiser, rate))
     return Retrieved(slot=slot, ad_id=ad_id, advertiser=advertiser, live=live,
@@ -227,7 +234,7 @@ def rank(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch, ret: R
     """L1's cut of the retrieved candidates by eCPM from L1's estimates, then L2's cut by eCPM
     from L2's (L1's where L2 timed out, ``l2_ok`` False)."""
     adv, scale = market.advertisers, cfg.bidding.bid_scale
-    m, _ = actuators(adv.objective, arm.budgets.multiplier, cfg.pacing.throttle_fixed_price)
+    m, _ = arm_actuators(arm, market, cfg)
     l1_value = np.where(ret.live, expected_value(adv, ret.advertiser, ret.ctr_prior, ret.l1_pcvr,
                                                  m, scale), -np.inf)
     sel1 = top_k(l1_value, cfg.funnel.k_l1)
@@ -250,8 +257,7 @@ def run_auction(arm: Arm, market: Marketplace, cfg: Config, ret: Retrieved,
     adv1 = take(ret.advertiser, ranked.sel1)
     sel2 = ranked.sel2
     adv2 = take(adv1, sel2)
-    m, _ = actuators(market.advertisers.objective, arm.budgets.multiplier,
-                     cfg.pacing.throttle_fixed_price)
+    m, _ = arm_actuators(arm, market, cfg)
     bids = make_bids(market.advertisers, adv2, take(ranked.l2_pctr, sel2),
                      take(ranked.l2_pcvr, sel2), m, cfg.bidding.bid_scale)
     bad = ranked.ok2 & ~(np.isfinite(bids.bid) & np.isfinite(bids.quality))
