@@ -97,6 +97,34 @@ def cpa_to_target(imps: pl.DataFrame, convs: pl.DataFrame,
                 "without_conversion": int(np.isinf(ratio).sum()), **quant}}
 
 
+def billed_costs(imps: pl.DataFrame, days: pl.DataFrame) -> pl.DataFrame:
+    """``imps`` with ``cost`` the billed charge and ``delivered_cost`` the auction's.
+
+    Budgets are checked once per tick, so the last tick of a capped advertiser's day can deliver
+    past its budget; the platform bills at most the budget (``budget_days.billed``). Each
+    impression's charge is scaled by its advertiser-day's ``billed / spend`` (1 within budget):
+    the unbilled overspend is taken from all of that day's charges of that set of budgets in
+    proportion, so under user-split neither arm gets the free impressions of the shared budget's
+    last tick (the arms are served one after the other within a tick). Spend, CPA and every lift
+    read the billed cost; the overspend itself is reported under ``overspend``."""
+    if imps.height == 0:
+        return imps.with_columns(delivered_cost=pl.col("cost"))
+    shared = days["arm"].unique().to_list()
+    key = pl.lit("shared") if "shared" in shared else pl.col("arm")
+    factor = days.select(
+        pl.col("day").cast(imps.schema["day"]), pl.col("arm").alias("_budgets"),
+        pl.col("advertiser_id").cast(imps.schema["advertiser_id"]),
+        pl.when(pl.col("spend") > 0).then(pl.col("billed") / pl.col("spend"))
+        .otherwise(1.0).alias("_billed"))
+    out = (imps.with_columns(_budgets=key)
+           .join(factor, on=["day", "_budgets", "advertiser_id"], how="left", maintain_order="left"))
+    missing = out["_billed"].null_count()
+    if missing:
+        raise ValueError(f"{missing} impressions have no budget_days row (day, budgets, advertiser)")
+    return (out.with_columns(delivered_cost=pl.col("cost"), cost=pl.col("cost") * pl.col("_billed"))
+            .drop("_budgets", "_billed"))
+
+
 def _spend_by_key(imps: pl.DataFrame, n_adv: int, size: int) -> np.ndarray:
     """Spend per (day, advertiser) as a dense (size,) array, summed in log order (reproducible)."""
     key = imps["day"].to_numpy().astype(np.int64) * n_adv + imps["advertiser_id"].to_numpy()
@@ -130,6 +158,7 @@ def arm_metrics(logs: dict[str, pl.DataFrame], arm: str) -> dict[str, Any]:
     l2_cal, l2_ll = _pred_metrics(clicks.filter(~pl.col("l2_fallback")), "l2_pcvr")
     out: dict[str, Any] = {
         **_money(imps, convs),
+        "delivered_spend": float(imps["delivered_cost"].sum()),
         "revenue": _revenue(logs["impressions"], days, arm),
         "clicks": clicks.height, "impressions": imps.height,
         "ocpm_impression_share": _ratio(imps.filter(pl.col("objective") == "ocpm").height,
@@ -416,6 +445,7 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] |
     names = ("impressions", "clicks", "conversions", "budget_days", "requests", "version_distance",
              "feature_coverage", "parity_audit", "candidates", "campaigns", "serving_path")
     logs = {n: pl.read_parquet(run_dir / "logs" / f"{n}.parquet") for n in names}
+    logs["impressions"] = billed_costs(logs["impressions"], logs["budget_days"])
     arm_cells = {a: cells(logs, a) for a in arms}
     stats = intervals(logs, arms, clusters, arm_cells)
     per_arm = {a: arm_metrics(logs, a) | {

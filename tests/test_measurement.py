@@ -70,10 +70,19 @@ def test_cpa_to_target_from_the_campaigns_log(tiny_run: Path) -> None:
     target = dict(zip(ocpm["advertiser_id"], ocpm["target_cpa"], strict=True))
     valued = sum(target[a] for a in conv["advertiser_id"].to_list())
     m = read_json(tiny_run / "metrics.json")["arms"]["control"]
-    assert m["ocpm_cpa_to_target"] == pytest.approx(imps["cost"].sum() / valued, rel=1e-9)
+    # spend is what is billed: an advertiser has one objective, so the oCPM advertisers' billed
+    # amounts in budget_days are the billed oCPM spend
+    days = read_log(tiny_run, "budget_days")
+    billed = float(days.filter(pl.col("objective") == "ocpm")["billed"].sum())
+    assert m["ocpm_cpa_to_target"] == pytest.approx(billed / valued, rel=1e-9)
+    assert m["ocpm_spend"] == pytest.approx(billed, rel=1e-9)
+    assert m["spend"] == pytest.approx(float(days["billed"].sum()), rel=1e-9)
+    assert m["delivered_spend"] == pytest.approx(float(days["spend"].sum()), rel=1e-9)
+    assert m["delivered_spend"] > m["spend"]  # the tiny world's first ticks overshoot budgets
     q = m["ocpm_cpa_to_target_quantiles"]
-    spend = imps.group_by("advertiser_id").agg(pl.col("cost").sum())
-    paid_for = [c / target[a] for a, c in zip(spend["advertiser_id"], spend["cost"], strict=True)]
+    spend = days.filter(pl.col("objective") == "ocpm").group_by("advertiser_id").agg(
+        pl.col("billed").sum())
+    paid_for = [c / target[a] for a, c in zip(spend["advertiser_id"], spend["billed"], strict=True)]
     assert q["advertisers"] == sum(p >= 5 for p in paid_for)
 
 

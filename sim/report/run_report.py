@@ -16,7 +16,7 @@ from sim.report.document import render
 from sim.report.retrospective import observations
 from sim.report.verdicts import verdicts
 from sim.stats import lift, ratio
-from sim.summary import cells
+from sim.summary import billed_costs, cells
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -87,6 +87,7 @@ def draw_plots(run_dir: Path, plot_dir: Path | None = None,
     nothing to draw."""
     _, metrics = read_run(run_dir)
     logs = {t: pl.read_parquet(run_dir / "logs" / f"{t}.parquet") for t in LOG_TABLES}
+    logs["impressions"] = billed_costs(logs["impressions"], logs["budget_days"])
     probe = run_dir / "logs" / "serving_path.parquet"  # absent in runs made before the probe
     sp = pl.read_parquet(probe) if probe.exists() else pl.DataFrame()
     arms = list(metrics["arms"])
