@@ -64,7 +64,6 @@ def test_cpa_to_target_from_the_campaigns_log(tiny_run: Path) -> None:
     assert camp["time"].unique().to_list() == [0.0]  # a quarter day: one start of day
     ocpm = camp.filter(pl.col("objective") == "ocpm")
     assert ocpm["target_cpa"].is_not_nan().all() and ocpm["max_cpc"].is_nan().all()
-    imps = read_log(tiny_run, "impressions").filter(pl.col("objective") == "ocpm")
     conv = read_log(tiny_run, "conversions").filter(
         (pl.col("objective") == "ocpm") & pl.col("attributed"))
     target = dict(zip(ocpm["advertiser_id"], ocpm["target_cpa"], strict=True))
