@@ -243,6 +243,10 @@ class TrainingConfig:
     exploration_requests: int = bounded(60_000, ge=1)  # randomised-serving warm-up requests
     distill_ads_per_request: int = bounded(4, ge=1)  # random ads per request for L1 distillation
     label_weight: float = bounded(1.0, ge=0)  # weight of conversion labels next to L2 teacher
+    # share of clicked, non-converting impressions kept for L2's pCVR head (negative
+    # downsampling, with no recalibration afterwards: below 1 the ranker over-predicts pCVR, its
+    # odds by about 1 / rate; sim.models.releases.fit_l2)
+    cvr_negative_rate: float = bounded(1.0, gt=0, le=1)
     learning_rate: float = bounded(3e-3, gt=0)  # start-up training (releases: releases.*)
     epochs: int = bounded(3, ge=1)
     batch_size: int = bounded(4096, ge=1)

@@ -87,7 +87,12 @@ def fit_l2(model: Ranker, rows: LoggedRows, known_at: float, users: Users, cfg: 
         x = l2_inputs(model, imp, users, ns)
         conv = imp.click & imp.converted_by(known_at)
         pos = torch.from_numpy(np.maximum(imp.position, 0).astype(np.int64))
-        report = train_ranker(model, x, pos, _t(imp.click), _t(conv), mcfg, gen, fit_norm)
+        cvr_rows = None
+        if mcfg.cvr_negative_rate < 1.0:  # negatives downsampled, never reweighted
+            keep = torch.rand(len(imp), generator=gen).numpy() < mcfg.cvr_negative_rate
+            cvr_rows = torch.from_numpy(imp.click & (conv | keep))
+        report = train_ranker(model, x, pos, _t(imp.click), _t(conv), mcfg, gen, fit_norm,
+                              cvr_rows)
         model.eval()
         return report
 

@@ -68,14 +68,16 @@ def learning_rate(cfg: TrainingConfig, step: int, total: int) -> float:
 def train_ranker(
     model: Ranker, x: torch.Tensor, position: torch.Tensor, click: torch.Tensor,
     conversion: torch.Tensor, cfg: TrainingConfig, gen: torch.Generator, fit_norm: bool = True,
+    cvr_rows: torch.Tensor | None = None,
 ) -> FitReport:
-    """Fit pCTR on every impression and pCVR on clicked impressions (BCE on both heads).
+    """Fit pCTR on every impression and pCVR on clicked impressions (BCE on both heads), or on
+    the rows of ``cvr_rows`` (bool, a subset of the clicked ones) when given.
 
     ``fit_norm=False`` keeps the input standardisation of a warm-started model."""
     if fit_norm:
         model.norm.fit(x)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    clicked = click > 0.5
+    clicked = click > 0.5 if cvr_rows is None else cvr_rows
     losses: list[float] = []
     n_per_epoch = (x.shape[0] + cfg.batch_size - 1) // cfg.batch_size
     for idx in _batches(x.shape[0], cfg, gen, opt):
