@@ -177,7 +177,7 @@ class CampaignDesk:
                 capped_now = (led.spent_today >= led.budget) & (b.capped_share >= 1.0)
                 b.capped_share[capped_now] = s1
                 self.writer.append("pacing", {
-                    "time": now, "day": int((now - 1e-9) // DAY_S), "arm": b.name,
+                    "time": now, "day": int((now - 1e-9) // DAY_S), "day_share": s1, "arm": b.name,
                     "advertiser_id": np.arange(self.adv.n), "multiplier": new_m, "planned": plan,
                     "actual": b.interval_spent.copy(),
                     "auctions": b.interval_auctions.copy(), **cpa, "spent_today": led.spent_today.copy(),

@@ -14,6 +14,7 @@ import polars as pl
 
 from sim.clock import DAY_S
 from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, LATENCY_STAGES
+from sim.delivery import pacing_tracking
 from sim.metrics import calibration_ratio, log_loss, log_mae
 from sim.recall import funnel_recall
 from sim.stats import Ratio, concentration, lift, ratio, stratified_lift
@@ -472,5 +473,7 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] |
         "requests": logs["requests"]["request_id"].n_unique(),
         "sim_days": sim_days,
         "overspend": overspend(logs["budget_days"]),
+        "pacing": pacing_tracking(pl.read_parquet(run_dir / "logs" / "pacing.parquet"),
+                                  logs["budget_days"]),
         **(extra or {}),
     })

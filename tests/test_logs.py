@@ -46,7 +46,8 @@ PINNED = {
         "time", "day", "arm", "advertiser_id", "tick_spend", "spent_today", "budget"
     ],
     "pacing": [
-        "time", "day", "arm", "advertiser_id", "multiplier", "planned", "actual", "auctions",
+        "time", "day", "day_share", "arm", "advertiser_id", "multiplier", "planned", "actual",
+        "auctions",
         "cpa_multiplier", "matured_spend", "observed_conversions", "spent_today", "budget"
     ],
     "budget_days": [

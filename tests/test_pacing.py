@@ -253,3 +253,34 @@ def test_spend_logs_agree(tiny_run: Path) -> None:
     cpc = imps.filter(pl.col("per_click"))
     assert (cpc.filter(~pl.col("click"))["cost"] == 0).all()
     assert (imps["price"] <= imps["bid"] * (1 + 1e-9)).all()
+
+
+def test_pacing_tracking_reads_the_targets_from_the_logs() -> None:
+    """Two budget-bound advertisers and one that is not: the gap and the early share by hand."""
+    from sim.delivery import pacing_tracking
+
+    shares = [0.25, 0.5, 0.75, 1.0]
+    rows = []
+    for adv, spent in [(0, [0.25, 0.5, 0.75, 1.0]),  # on the profile
+                       (1, [0.6, 0.96, 1.0, 1.0]),  # 95% before half the traffic: early
+                       (2, [0.1, 0.2, 0.3, 0.4])]:  # not budget-bound
+        for s, x in zip(shares, spent, strict=True):
+            rows.append({"day": 0, "arm": "control", "advertiser_id": adv, "day_share": s,
+                         "spent_today": 10.0 * x, "budget": 10.0})
+    pace = pl.DataFrame(rows)
+    days = pl.DataFrame({"day": [0, 0, 0], "arm": ["control"] * 3, "advertiser_id": [0, 1, 2],
+                         "objective": ["ocpm", "cpm", "cpm"], "spend": [10.0, 10.0, 4.0],
+                         "budget": [10.0, 10.0, 10.0]})
+    (day,) = pacing_tracking(pace, days)
+    gap1 = np.mean([0.35, 0.46, 0.25, 0.0])
+    assert day["all"]["advertisers"] == 2
+    assert day["all"]["mean_gap"] == pytest.approx(gap1 / 2)
+    assert day["all"]["early_share"] == pytest.approx(0.5)
+    assert day["cpm"] == {"advertisers": 1, "mean_gap": pytest.approx(gap1), "early_share": 1.0}
+    assert day["ocpm"]["early_share"] == 0.0 and day["cpc"]["mean_gap"] is None
+
+
+def test_pacing_targets_are_in_the_metrics(tiny_run: Path) -> None:
+    m = read_json(tiny_run / "metrics.json")
+    assert [d["day"] for d in m["pacing"]] == [0]
+    assert set(m["pacing"][0]) == {"day", "all", "ocpm", "cpc", "cpm"}

@@ -76,13 +76,14 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "time": F64, "day": I32, "arm": STR, "advertiser_id": I32, "tick_spend": F64,
         "spent_today": F64, "budget": F64,
     },
-    # Every pacing update, per advertiser: the controller's output (a bid multiplier, or a
+    # Every pacing update, per advertiser, with the share of the day's expected traffic arrived by
+    # then (1 at the day's end): the controller's output (a bid multiplier, or a
     # throttled fixed-price advertiser's participation rate), the interval's plan, spend and
     # auctions taken part in; with the oCPM autobidder on, an oCPM campaign's CPA multiplier and
     # what it read (the window's matured spend and arrived conversions; NaN where it does not run).
     "pacing": {
-        "time": F64, "day": I32, "arm": STR, "advertiser_id": I32, "multiplier": F64,
-        "planned": F64, "actual": F64, "auctions": F64, "cpa_multiplier": F64,
+        "time": F64, "day": I32, "day_share": F64, "arm": STR, "advertiser_id": I32,
+        "multiplier": F64, "planned": F64, "actual": F64, "auctions": F64, "cpa_multiplier": F64,
         "matured_spend": F64, "observed_conversions": F64, "spent_today": F64, "budget": F64,
     },
     # One row per advertiser and closed day: delivered spend, billed (capped at budget), overspend.
