@@ -84,6 +84,14 @@ class CampaignDesk:
         return Budgets(name=name, ledger=Ledger(budget=self.base_budget * share),
                        multiplier=np.full(self.adv.n, pc.max_multiplier), conversions=book)
 
+    @property
+    def floor(self) -> np.ndarray:
+        """(A,) the pacing output's floor: a throttled advertiser's participation may fall to
+        ``min_participation``, a bid multiplier to ``min_multiplier``."""
+        pc = self.cfg.pacing
+        return np.where(throttled(self.adv.objective, pc.throttle_fixed_price),
+                        pc.min_participation, pc.min_multiplier)
+
     def ceiling(self, b: Budgets) -> np.ndarray:
         """(A,) the pacing multiplier's ceiling: an autobid oCPM campaign's is the autobidder's
         cap (so that its CPA constraint, not the budget's, can bind above 1)."""
@@ -154,7 +162,7 @@ class CampaignDesk:
         for b in self.budgets:  # a throttled advertiser that capped early starts lower
             lower = by_rate & (b.capped_share < 1.0)
             b.multiplier[lower] = np.maximum(b.multiplier[lower] * b.capped_share[lower],
-                                             self.cfg.pacing.min_multiplier)
+                                             self.cfg.pacing.min_participation)
             b.new_day()
 
     # -- processes -------------------------------------------------------------------------
@@ -172,7 +180,8 @@ class CampaignDesk:
                 plan = planned_spend(led.budget, led.spent_today - b.interval_spent, s0, s1,
                                      b.anchor_share, b.anchor_spent)
                 new_m = update_multiplier(b.multiplier, b.interval_spent, plan, led.budget,
-                                          b.interval_auctions, self.cfg.pacing, self.ceiling(b))
+                                          b.interval_auctions, self.cfg.pacing, self.ceiling(b),
+                                          self.floor)
                 cpa = self._autobid(b, now)
                 capped_now = (led.spent_today >= led.budget) & (b.capped_share >= 1.0)
                 b.capped_share[capped_now] = s1

@@ -48,19 +48,22 @@ ERROR_CLIP = 2.0  # one update moves log m by at most gain x this
 def update_multiplier(
     m: np.ndarray, actual: np.ndarray, planned: np.ndarray, budget: np.ndarray,
     auctions: np.ndarray, cfg: PacingConfig, upper: np.ndarray | float | None = None,
+    lower: np.ndarray | float | None = None,
 ) -> np.ndarray:
     """One controller step for (A,) advertisers: ``actual`` and ``planned`` are the interval's
     spend and plan, ``budget`` today's budget (currency), ``auctions`` how many auctions each
     advertiser took part in during the interval (its step's weight, :func:`step_weight`).
     ``upper``: each advertiser's ceiling (default ``max_multiplier``; an autobid oCPM campaign's
-    is the autobidder's cap, :mod:`sim.autobidding`)."""
+    is the autobidder's cap, :mod:`sim.autobidding`); ``lower`` their floor (default
+    ``min_multiplier``; a throttled advertiser's is ``min_participation``)."""
     top = cfg.max_multiplier if upper is None else upper
+    bottom = cfg.min_multiplier if lower is None else lower
     if not cfg.enabled:
         return np.broadcast_to(np.asarray(top, dtype=m.dtype), m.shape).copy()
     rho = np.maximum(budget * cfg.interval_s / DAY_S, 1e-12)
     g = np.clip((actual - planned) / rho, -ERROR_CLIP, ERROR_CLIP)
     log_m = np.log(m) - cfg.gain * step_weight(auctions, cfg.auctions_ref) * g
-    return np.clip(np.exp(log_m), cfg.min_multiplier, top)
+    return np.clip(np.exp(log_m), bottom, top)
 
 
 def step_weight(auctions: np.ndarray, auctions_ref: float) -> np.ndarray:

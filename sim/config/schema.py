@@ -212,6 +212,9 @@ class PacingConfig:
     auctions_ref: float = bounded(30.0, gt=0)
     # fixed-price (cpm) bidders are paced by a participation rate, not a bid multiplier
     throttle_fixed_price: bool = True
+    # floor of a throttled advertiser's participation rate: a fixed-price bid far above the
+    # market with a small budget must take part in a tiny share of the requests
+    min_participation: float = bounded(1e-4, gt=0, le=1)
     min_multiplier: float = bounded(0.01, gt=0, le=1)
     max_multiplier: float = bounded(1.0, gt=0, le=1)
 
