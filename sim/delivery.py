@@ -28,12 +28,13 @@ def pacing_tracking(pace: pl.DataFrame, days: pl.DataFrame) -> list[dict[str, An
     (budget-bound), ``mean_gap`` and ``early_share`` (None without a budget-bound advertiser)."""
     bound = (days.filter(pl.col("spend") >= BOUND * pl.col("budget"))
              .select("day", "arm", "advertiser_id", "objective"))
-    per = (pace.join(bound, on=["day", "arm", "advertiser_id"])
+    per = (pace.join(bound, on=["day", "arm", "advertiser_id"], maintain_order="left")
            .with_columns(frac=pl.col("spent_today") / pl.col("budget"))
            .group_by("day", "arm", "advertiser_id", "objective")
            .agg(gap=(pl.col("frac") - pl.col("day_share")).abs().mean(),
                 reached=pl.col("day_share").filter(pl.col("frac") >= BOUND).min())
-           .with_columns(early=pl.col("reached").fill_null(1.0) < EARLY))
+           .with_columns(early=pl.col("reached").fill_null(1.0) < EARLY)
+           .sort("day", "arm", "advertiser_id"))  # group_by order varies: sort for exact means
     out = []
     for day in sorted(days["day"].unique().to_list()):
         entry: dict[str, Any] = {"day": int(day)}

@@ -356,12 +356,15 @@ def test_clean_aa_world_names_no_cause(clean_aa_run: Path) -> None:
     assert "**No cause named.**" in make_report(clean_aa_run).read_text()
     # one ramp step: the stratified lift is the pooled lift
     assert len(m["lift_by_step"]) == 1
+    compared = []
     for k, v in m["lift"].items():
         if k in m["lift_stratified"]:
             s = m["lift_stratified"][k]
             assert (s is None) == (v is None), k
             if s is not None:
                 assert s == pytest.approx(v, rel=1e-9), k
+                compared.append(k)
+    assert {"spend_per_request", "impressions_per_request"} <= set(compared)
 
 
 def test_single_arm_report(tiny_run: Path) -> None:
