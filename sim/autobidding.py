@@ -86,7 +86,7 @@ class ConversionBook:
 
     n_advertisers: int
     interval_s: float
-    n: int  # intervals in the window
+    n: int  # intervals in the window: ceil(window_s / interval_s), so at least window_s
     spend: np.ndarray = field(init=False)  # (n, A) ring of interval spend
     start: np.ndarray = field(init=False)  # (n,) start time of each ring slot, NaN if unused
     conversions: list[tuple[np.ndarray, np.ndarray]] = field(init=False)  # per slot: (adv, time)

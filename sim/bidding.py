@@ -61,8 +61,13 @@ def participates(seed: int, request_id: np.ndarray, advertiser: np.ndarray,
     """(B, K) bool: whether each candidate's advertiser takes part in its request, a keyed draw
     below the advertiser's participation ``rate`` (A,); ``request_id`` (B,), ``advertiser``
     (B, K). All candidates of one advertiser in one request share the draw."""
-    u = keyed_uniform(seed, request_id[:, None], advertiser, PARTICIPATION)
-    return u < rate[advertiser]
+    r = rate[advertiser]
+    out = np.ones(advertiser.shape, bool)
+    draw = r < 1.0  # only throttled candidates need a draw; it is keyed, so the same either way
+    if draw.any():
+        rid = np.broadcast_to(request_id[:, None], advertiser.shape)
+        out[draw] = keyed_uniform(seed, rid[draw], advertiser[draw], PARTICIPATION) < r[draw]
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)

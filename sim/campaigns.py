@@ -23,6 +23,7 @@ in it, and the controller's catch-up brings it back within the first intervals).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Generator
 
 import numpy as np
@@ -48,7 +49,7 @@ def traffic_shares(salt: str, users: Users, share: float, arms: list[str]) -> di
         return {arms[0]: 1.0}
     weight = np.diff(users.activity_cdf, prepend=0.0)  # each user's request share
     treated = float(weight[assignment_draw(salt, np.arange(users.n)) < share].sum())
-    return arm_shares(min(max(treated, 0.0), 1.0), arms)
+    return arm_shares(min(treated, 1.0), arms)  # a sum of shares: at most 1 up to rounding
 
 
 class CampaignDesk:
@@ -66,9 +67,12 @@ class CampaignDesk:
         self.autobid_of: dict[str, AutobidConfig] = {}  # by set of budgets' name
         self.share = treatment_share(0.0, cfg.experiment.ramp) if len(arms) > 1 else 0.0
         if cfg.experiment.design == "user_split" or len(arms) == 1:
-            if len({(ab.enabled, ab.max_multiplier) for ab in self.autobid.values()}) > 1:
-                raise ConfigError("`experiment.treatment.bidding.autobid` must match the control's "
-                                  "under user_split: both arms share the campaigns")
+            differ = sorted({k for ab in self.autobid.values()
+                             for k, v in dataclasses.asdict(ab).items()
+                             if v != getattr(self.autobid[arms[0]], k)})
+            if differ:
+                raise ConfigError(f"`experiment.treatment.bidding.autobid.{differ[0]}` must match "
+                                  "the control's under user_split: both arms share the campaigns")
             shared = self._budgets("shared" if len(arms) > 1 else "control", 1.0, arms[0])
             self.by_arm = dict.fromkeys(arms, shared)
         else:
@@ -128,6 +132,7 @@ class CampaignDesk:
             for arm, s in self.traffic_shares().items():
                 b = self.by_arm[arm]
                 b.ledger.budget[:] = np.minimum(b.ledger.spent_today, self.base_budget) + remaining * s
+                b.capped_share[b.ledger.spent_today < b.ledger.budget] = 1.0  # budget left again
                 if at > 0:
                     b.anchor(at)
 
@@ -160,7 +165,7 @@ class CampaignDesk:
                 self.by_arm[arm].ledger.budget[:] = self.base_budget * s
         by_rate = throttled(self.adv.objective, self.cfg.pacing.throttle_fixed_price)
         for b in self.budgets:  # a throttled advertiser that capped early starts lower
-            lower = by_rate & (b.capped_share < 1.0)
+            lower = by_rate & (b.capped_share < 1.0)  # capped, with a budget, and not re-opened
             b.multiplier[lower] = np.maximum(b.multiplier[lower] * b.capped_share[lower],
                                              self.cfg.pacing.min_participation)
             b.new_day()
@@ -183,7 +188,8 @@ class CampaignDesk:
                                           b.interval_auctions, self.cfg.pacing, self.ceiling(b),
                                           self.floor)
                 cpa = self._autobid(b, now)
-                capped_now = (led.spent_today >= led.budget) & (b.capped_share >= 1.0)
+                capped_now = ((led.budget > 0) & (led.spent_today >= led.budget)
+                              & (b.capped_share >= 1.0))
                 b.capped_share[capped_now] = s1
                 self.writer.append("pacing", {
                     "time": now, "day": int((now - 1e-9) // DAY_S), "day_share": s1, "arm": b.name,

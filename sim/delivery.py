@@ -2,8 +2,9 @@
 
 The pacing targets a budget-bound advertiser should meet (:mod:`sim.pacing`): its spent share of
 the budget follows the share of the day's traffic seen so far, and it does not reach its budget
-in the morning. For each closed day and objective, over the advertisers whose spend reached
-``BOUND`` of their budget that day (each set of budgets counted on its own: an arm's sub-campaign
+in the morning. For each closed day (the last one may be partial, when ``days`` is fractional, and is read
+against its full budget) and objective, over the advertisers with a budget whose spend reached
+``BOUND`` of it that day (each set of budgets counted on its own: an arm's sub-campaign
 under budget-split):
 
 * ``mean_gap``: the mean over advertisers of the mean over the day's pacing updates of
@@ -26,7 +27,7 @@ OBJECTIVES = ("ocpm", "cpc", "cpm")
 def pacing_tracking(pace: pl.DataFrame, days: pl.DataFrame) -> list[dict[str, Any]]:
     """One entry per closed day: ``day`` and, for ``all`` and each objective, ``advertisers``
     (budget-bound), ``mean_gap`` and ``early_share`` (None without a budget-bound advertiser)."""
-    bound = (days.filter(pl.col("spend") >= BOUND * pl.col("budget"))
+    bound = (days.filter((pl.col("budget") > 0) & (pl.col("spend") >= BOUND * pl.col("budget")))
              .select("day", "arm", "advertiser_id", "objective"))
     per = (pace.join(bound, on=["day", "arm", "advertiser_id"], maintain_order="left")
            .with_columns(frac=pl.col("spent_today") / pl.col("budget"))

@@ -193,7 +193,7 @@ class Budgets:
         return tick
 
     def saw(self, advertiser: np.ndarray) -> None:
-        """Count one auction for each advertiser id in ``advertiser`` (one per candidate)."""
+        """Count one auction for each advertiser id in ``advertiser`` (one per auction entered)."""
         self.interval_auctions += np.bincount(advertiser, minlength=self.multiplier.shape[0])
 
     def anchor(self, share: float) -> None:

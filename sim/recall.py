@@ -2,7 +2,7 @@
 
 Computed after the run from the ``full_request`` log source (every live retrieved candidate of a
 sampled request, with L2's utility ``l2_value`` and the true utility ``true_value`` — eCPM from
-the true pCTR and pCVR with the same bid and pacing multiplier — logged beside each):
+the true pCTR and pCVR with the same bid multiplier, `sim.bidding.actuators` — logged beside each):
 
 * ``retrieval_recall``: of the auction winners computed as if L2 and the auction had seen every
   retrieved candidate (the top ``n_slots`` by L2 utility), the share that passed L1;

@@ -222,8 +222,11 @@ class Simulation:
         served = serve(arm, self.market, cfg, cfg.seed, batch, eligible, load, work)
         imps = served.impressions
         tick = arm.budgets.book(imps.advertiser, imps.cost)
-        auc = served.auctioned
-        arm.budgets.saw(auc.advertiser[auc.present])
+        auc = served.auctioned  # an advertiser's auction counts once, whatever its ads in it
+        seen = np.sort(np.where(auc.present, auc.advertiser, -1), axis=1)
+        first = np.ones(seen.shape, bool)
+        first[:, 1:] = seen[:, 1:] != seen[:, :-1]
+        arm.budgets.saw(seen[first & (seen >= 0)])
         if arm.budgets.conversions is not None:
             self._book_ocpm(arm.budgets.conversions, batch, imps, objective)
         self.stats.impressions += imps.row.size

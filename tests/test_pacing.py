@@ -164,9 +164,11 @@ def _drive_desk(tmp_path: Path, *overrides: str, potential: float = 4.0, days: i
                 b.saw(np.repeat(np.flatnonzero(b.ledger.eligible()), 50))
                 b.book(np.arange(n), spend)
                 frac = (s1 - b.anchor_share) / (1.0 - b.anchor_share)
-                profile = (b.anchor_spent + (b.ledger.budget - b.anchor_spent) * frac) / b.ledger.budget
-                rows.append((t0 + tick, arm, b.ledger.spent_today / b.ledger.budget, profile,
-                             b.multiplier.copy()))
+                with np.errstate(invalid="ignore"):  # an unfunded sub-campaign: 0 of 0 is NaN
+                    profile = ((b.anchor_spent + (b.ledger.budget - b.anchor_spent) * frac)
+                               / b.ledger.budget)
+                    spent = b.ledger.spent_today / b.ledger.budget
+                rows.append((t0 + tick, arm, spent, profile, b.multiplier.copy()))
             for b in desk.budgets:
                 b.ledger.end_tick()
             yield env.wait("traffic", tick)
@@ -284,3 +286,39 @@ def test_pacing_targets_are_in_the_metrics(tiny_run: Path) -> None:
     m = read_json(tiny_run / "metrics.json")
     assert [d["day"] for d in m["pacing"]] == [0]
     assert set(m["pacing"][0]) == {"day", "all", "ocpm", "cpc", "cpm"}
+
+
+def test_an_unfunded_sub_campaign_is_not_capped(tmp_path: Path) -> None:
+    """Before the first ramp step the treatment's sub-budgets are 0: 0 spent of 0 is not a budget
+    reached, so its throttled advertisers do not start their first funded day cut."""
+    from sim.world.catalog import CPM
+
+    rows = _drive_desk(tmp_path, "experiment.ramp=[{day:0,share:0.0},{day:1,share:0.5}]",
+                       days=2)
+    day1 = [m for t, arm, _, _, m in rows if arm == "treatment" and t > DAY_S]
+    assert day1, "the desk should have served day 1"
+    from sim.rng import Streams
+    from sim.world.marketplace import build_marketplace
+
+    from conftest import tiny_config
+
+    cfg = tiny_config("experiment.arms=[control,treatment]")
+    cpm = build_marketplace(cfg, Streams(cfg.seed)).advertisers.objective == CPM
+    assert cpm.any() and np.all(day1[0][cpm] == 1.0)
+
+
+def test_user_split_arms_must_share_the_autobidder(tmp_path: Path) -> None:
+    from sim.campaigns import CampaignDesk
+    from sim.config import ConfigError
+    from sim.config.overlay import arm_config
+    from sim.logs.writer import LogWriter
+    from sim.rng import Streams
+    from sim.world.marketplace import build_marketplace
+
+    from conftest import tiny_config
+
+    cfg = tiny_config("experiment.arms=[control,treatment]", "experiment.design=user_split")
+    market = build_marketplace(cfg, Streams(cfg.seed))
+    arms = {"control": cfg, "treatment": arm_config(cfg, {"bidding": {"autobid": {"gain": 0.1}}})}
+    with pytest.raises(ConfigError, match=r"bidding\.autobid\.gain"):
+        CampaignDesk(cfg, market.advertisers, market.users, LogWriter(tmp_path, 10), arms)

@@ -11,7 +11,8 @@ by L2, S auction slots. Columns of a stage's arrays index into the previous stag
 3. L1: the inner product faiss returned *is* the L1 logit of pCVR: the item vector stored in the
    index (of whatever version embedded it) dotted with the live query tower's vector (of the
    live query version). Version skew acts here and nowhere else. L1 utility = eCPM from L1
-   pCVR, the index's per-ad pCTR prior, the advertiser's bid and pacing multiplier; top-K1.
+   pCVR, the index's per-ad pCTR prior, the advertiser's bid and its bid multiplier
+   (:func:`sim.bidding.actuators`); top-K1.
 4. L2: one torch forward over the (B x K1) pairs with every feature of the L2 store (the live
    catalog's feature families) -> pCTR, pCVR; utility = eCPM; top-K2.
 5. Auction over the K2 bids (:func:`sim.auction.allocate`).
@@ -111,6 +112,7 @@ class Ranked:
     sel2: np.ndarray  # (B, K2) L1 columns kept by L2
     ok2: np.ndarray  # (B, K2) bool
     l2_fallback: np.ndarray  # (B,) bool: L2 timed out for the request
+    bid_multiplier: np.ndarray  # (A,) each advertiser's bid multiplier for this batch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,7 +250,7 @@ def rank(arm: Arm, market: Marketplace, cfg: Config, batch: RequestBatch, ret: R
     sel2 = top_k(l2_value, cfg.funnel.k_l2)
     return Ranked(l1_value=l1_value, sel1=sel1, ok1=ok1, l2_pctr=l2_pctr, l2_pcvr=l2_pcvr,
                   l2_value=l2_value, sel2=sel2, ok2=np.isfinite(take(l2_value, sel2)),
-                  l2_fallback=~l2_ok)
+                  l2_fallback=~l2_ok, bid_multiplier=m)
 
 
 def run_auction(arm: Arm, market: Marketplace, cfg: Config, ret: Retrieved,
@@ -257,9 +259,8 @@ def run_auction(arm: Arm, market: Marketplace, cfg: Config, ret: Retrieved,
     adv1 = take(ret.advertiser, ranked.sel1)
     sel2 = ranked.sel2
     adv2 = take(adv1, sel2)
-    m, _ = arm_actuators(arm, market, cfg)
     bids = make_bids(market.advertisers, adv2, take(ranked.l2_pctr, sel2),
-                     take(ranked.l2_pcvr, sel2), m, cfg.bidding.bid_scale)
+                     take(ranked.l2_pcvr, sel2), ranked.bid_multiplier, cfg.bidding.bid_scale)
     bad = ranked.ok2 & ~(np.isfinite(bids.bid) & np.isfinite(bids.quality))
     if bad.any():
         r, c = np.argwhere(bad)[0]

@@ -136,13 +136,13 @@ def candidate_rows(s: Served, arm: Arm, market: Marketplace, cfg: Config, sample
             "retrieval_rank": col, "l1_pcvr": r.l1_pcvr[row, col],
             "ctr_prior": r.ctr_prior[row, col], "l1_value": k.l1_value[row, col],
             "l2_pctr": pctr, "l2_pcvr": pcvr,
-            "l2_value": expected_value(adv, advertiser, pctr, pcvr, arm.budgets.multiplier,
+            "l2_value": expected_value(adv, advertiser, pctr, pcvr, k.bid_multiplier,
                                        cfg.bidding.bid_scale),
             "l2_fallback": ~s.latency.ok["l2"][row], "passed_l1": passed[0][row, col],
             "passed_l2": passed[1][row, col],
             "won": won[row, col], "true_pctr": t_ctr[:, 0], "true_pcvr": t_cvr[:, 0],
             "true_value": expected_value(adv, advertiser, t_ctr[:, 0], t_cvr[:, 0],
-                                         arm.budgets.multiplier, cfg.bidding.bid_scale),
+                                         k.bid_multiplier, cfg.bidding.bid_scale),
             "tier": Coded(TIERS, r.tier[row, col]), "item_version": r.item_version[row, col],
             "query_version": s.query_version}
 
