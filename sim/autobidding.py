@@ -7,7 +7,8 @@ target (target-CPA or cost-cap bidding), bidding above ``target x pCVR`` while i
 and below it while it is over, and a budget that binds first caps it (the tighter constraint
 wins). Here that is a second multiplier per oCPM advertiser, ``m_cpa``, and the oCPM bid
 multiplier is ``min(m_budget, m_cpa)`` (:func:`sim.bidding.actuators`), both allowed up to
-``bidding.autobid.max_multiplier`` (1.5 by default, the cap AuctionNet's baselines reach).
+``bidding.autobid.max_multiplier`` (1.5 by default, the cap AuctionNet's baselines reach), the one
+that does not bind kept within ``LEAD`` of the one that does (:func:`unwind`).
 
 **The controller** is dual descent on the return-on-spend constraint ``spend <= target x
 conversions`` (the dual view of Balseiro, Lu & Mirrokni 2020, "Dual mirror descent for online
@@ -50,6 +51,7 @@ import numpy as np
 from sim.config.schema import AutobidConfig
 
 ERROR_FLOOR = -2.0  # g >= this: observed at most 3x the expected conversions moves as 3x
+LEAD = 1.25  # the multiplier that does not bind stays within this factor of the one that does
 
 
 def matured_share(age_s: np.ndarray, delay_mean_s: float, window_s: float) -> np.ndarray:
@@ -63,6 +65,18 @@ def matured_share(age_s: np.ndarray, delay_mean_s: float, window_s: float) -> np
     if full <= 0:  # a zero attribution window: nothing is ever attributed
         return np.zeros_like(age)
     return -np.expm1(-age / delay_mean_s) / full
+
+
+def unwind(m_budget: np.ndarray, m_cpa: np.ndarray,
+           lead: float = LEAD) -> tuple[np.ndarray, np.ndarray]:
+    """Anti-windup of the two controllers of an autobid campaign, whose bid multiplier is
+    ``min(m_budget, m_cpa)``: the one that does not bind would otherwise keep integrating an
+    error it cannot act on (pacing sees an underspend while the CPA binds, the CPA controller an
+    under-target CPA while the budget binds) and climb to the cap, so that when the binding
+    constraint changes, the other reacts only after drifting all the way down. Each is kept within
+    ``lead`` times the bid multiplier (clamping, the usual anti-windup of a saturated integrator)."""
+    bid = np.minimum(m_budget, m_cpa)
+    return np.minimum(m_budget, bid * lead), np.minimum(m_cpa, bid * lead)
 
 
 def update_cpa_multiplier(m: np.ndarray, matured_spend: np.ndarray, observed: np.ndarray,

@@ -29,7 +29,7 @@ from collections.abc import Generator
 import numpy as np
 import simpy
 
-from sim.autobidding import ConversionBook, update_cpa_multiplier
+from sim.autobidding import ConversionBook, unwind, update_cpa_multiplier
 from sim.bidding import throttled
 from sim.clock import DAY_S, Wait
 from sim.config import ConfigError
@@ -187,7 +187,7 @@ class CampaignDesk:
                 new_m = update_multiplier(b.multiplier, b.interval_spent, plan, led.budget,
                                           b.interval_auctions, self.cfg.pacing, self.ceiling(b),
                                           self.floor)
-                cpa = self._autobid(b, now)
+                cpa = self._autobid(b, now, new_m)
                 capped_now = ((led.budget > 0) & (led.spent_today >= led.budget)
                               & (b.capped_share >= 1.0))
                 b.capped_share[capped_now] = s1
@@ -203,9 +203,10 @@ class CampaignDesk:
             if now % DAY_S == 0:
                 self.close_day(int(now // DAY_S) - 1)
 
-    def _autobid(self, b: Budgets, now: float) -> dict[str, np.ndarray]:
-        """The autobidder's step for ``b``'s oCPM campaigns at the end of an interval, and its
-        log columns (NaN where it does not run)."""
+    def _autobid(self, b: Budgets, now: float, new_m: np.ndarray) -> dict[str, np.ndarray]:
+        """The autobidder's step for ``b``'s oCPM campaigns at the end of an interval (with the
+        pacing step ``new_m``, unwound in place: :func:`sim.autobidding.unwind`), and its log
+        columns (NaN where it does not run)."""
         nan = np.full(self.adv.n, np.nan)
         if b.conversions is None:
             return {"cpa_multiplier": nan, "matured_spend": nan, "observed_conversions": nan}
@@ -215,7 +216,7 @@ class CampaignDesk:
         ocpm = self.adv.objective == OCPM
         new = update_cpa_multiplier(b.cpa_multiplier, matured, observed, self.adv.target_cpa,
                                     ab, self.cfg.pacing.min_multiplier)
-        b.cpa_multiplier[ocpm] = new[ocpm]
+        new_m[ocpm], b.cpa_multiplier[ocpm] = unwind(new_m[ocpm], new[ocpm])
         b.conversions.advance(now)
         return {"cpa_multiplier": np.where(ocpm, b.cpa_multiplier, np.nan),
                 "matured_spend": np.where(ocpm, matured, np.nan),

@@ -117,3 +117,12 @@ def test_uncorrected_negative_downsampling_inflates_pcvr_odds(rate: float) -> No
         p = torch.sigmoid(model(x, torch.zeros(n, dtype=torch.int64))[:, 1])
     odds = float(p.mean() / (1 - p.mean()))
     assert odds == pytest.approx(0.25 / rate, rel=0.08)
+
+
+def test_unwind_keeps_the_slack_controller_near_the_binding_one() -> None:
+    from sim.autobidding import LEAD, unwind
+
+    m_budget, m_cpa = unwind(np.array([1.5, 0.4, 0.9]), np.array([0.6, 1.5, 1.0]))
+    np.testing.assert_allclose(m_budget, [0.6 * LEAD, 0.4, 0.9])
+    np.testing.assert_allclose(m_cpa, [0.6, 0.4 * LEAD, 1.0])
+    assert np.all(np.minimum(m_budget, m_cpa) == [0.6, 0.4, 0.9])  # the bid does not move
