@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("serving", {"sim.serving"}),
     ("lifecycle", {"sim.lifecycle", "sim.evaluation", "sim.parity_audit", "sim.campaigns"}),
     ("simulation", {"sim.simulation"}),
-    ("analysis", {"sim.recall", "sim.delivery", "sim.summary"}),
+    ("analysis", {"sim.recall", "sim.billing", "sim.delivery", "sim.summary"}),
     ("entry", {"sim.run", "sim.report", "sim.bench", "sim.__main__", "sim.api", "sim.readiness"}),
 ]
 

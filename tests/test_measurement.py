@@ -10,8 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from sim.billing import cpa_to_target
 from sim.metrics import log_mae
-from sim.summary import cpa_to_target, impression_cells
+from sim.summary import impression_cells
 
 from conftest import read_json, read_log, run_tiny
 

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from sim.billing import billed_costs
 from sim.logs.writer import write_text_atomic
 from sim.report import plots
 from sim.report.document import render
 from sim.report.retrospective import observations
 from sim.report.verdicts import verdicts
 from sim.stats import lift, ratio
-from sim.summary import billed_costs, cells
+from sim.summary import cells
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
