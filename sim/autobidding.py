@@ -82,12 +82,16 @@ def unwind(m_budget: np.ndarray, m_cpa: np.ndarray,
 def update_cpa_multiplier(m: np.ndarray, matured_spend: np.ndarray, observed: np.ndarray,
                           target: np.ndarray, cfg: AutobidConfig,
                           min_multiplier: float) -> np.ndarray:
-    """One controller step for (A,) advertisers (see the module docstring); advertisers with no
-    matured spend hold."""
+    """One controller step for (A,) advertisers (see the module docstring). A campaign with no
+    matured spend in the window meets its CPA constraint trivially: it relaxes by a full step
+    (``g = -1``), since a CPA multiplier that held would keep a campaign whose bids fell too low
+    to win from ever winning again (no spend, no evidence, no move)."""
     expected = matured_spend / target
     with np.errstate(divide="ignore", invalid="ignore"):
-        g = np.where(expected > 0, np.clip(1.0 - observed / expected, ERROR_FLOOR, 1.0), 0.0)
-    weight = np.minimum(1.0, np.sqrt(np.maximum(expected, 0.0) / cfg.conversions_ref))
+        g = np.where(expected > 0, np.clip(1.0 - observed / expected, ERROR_FLOOR, 1.0), -1.0)
+    weight = np.where(expected > 0,
+                      np.minimum(1.0, np.sqrt(np.maximum(expected, 0.0) / cfg.conversions_ref)),
+                      1.0)
     log_m = np.log(m) - cfg.gain * weight * g
     return np.clip(np.exp(log_m), min_multiplier, cfg.max_multiplier)
 

@@ -35,11 +35,11 @@ def test_evidence_counts_arrived_conversions_and_matures_spend() -> None:
     assert matured.tolist() == [0.0, 0.0] and observed.tolist() == [0.0, 0.0]
 
 
-def test_no_evidence_holds_and_the_cap_binds() -> None:
+def test_no_spend_relaxes_and_the_cap_binds() -> None:
     cfg = AutobidConfig(enabled=True)
     m = update_cpa_multiplier(np.array([0.7, 1.49]), np.array([0.0, 1e6]), np.array([3.0, 1e9]),
                               np.array([1.0, 1.0]), cfg, 0.01)
-    assert m[0] == 0.7  # nothing matured: hold
+    assert m[0] == pytest.approx(0.7 * np.exp(cfg.gain))  # nothing spent: the constraint is slack
     assert m[1] == cfg.max_multiplier  # far under target: up to the cap, not past it
 
 
