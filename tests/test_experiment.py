@@ -212,6 +212,30 @@ def test_stratified_lift_by_hand() -> None:
         stratified_lift([(a, b), (c, d)], [1.0])
 
 
+@settings(max_examples=30, deadline=None)
+@given(rates=st.lists(st.tuples(st.floats(0.05, 0.5), st.floats(0.05, 0.5)), min_size=1,
+                      max_size=4),
+       weights=st.lists(st.floats(0.1, 10.0), min_size=4, max_size=4),
+       scale=st.floats(0.01, 100.0), seed=st.integers(0, 2**16))
+def test_stratified_lift_is_a_weighted_mean_of_the_strata(
+        rates: list[tuple[float, float]], weights: list[float], scale: float, seed: int) -> None:
+    # invariants, not the formula: the estimate lies within the strata's own lifts, does not
+    # move when every weight is scaled, and a stratum's weight pulls the estimate towards it
+    rng = np.random.default_rng(seed)
+    strata = [(_ratio(_cells(rng, 200, rt, 0)), _ratio(_cells(rng, 200, rc, 200)))
+              for rt, rc in rates]
+    w = weights[:len(strata)]
+    own = [lift(t, c)["estimate"] for t, c in strata]  # type: ignore[index]
+    got = stratified_lift(strata, w)
+    assert got is not None
+    assert min(own) - 1e-12 <= got["estimate"] <= max(own) + 1e-12
+    scaled = stratified_lift(strata, [x * scale for x in w])
+    assert scaled is not None and scaled["estimate"] == pytest.approx(got["estimate"])
+    heavier = stratified_lift(strata, [w[0] * 10.0, *w[1:]])
+    assert heavier is not None
+    assert abs(heavier["estimate"] - own[0]) <= abs(got["estimate"] - own[0]) + 1e-12
+
+
 def test_stratified_lift_covers_an_aa_under_a_ramp_and_the_pooled_lift_does_not() -> None:
     # An A/A under a ramp: the treatment holds 20% of the users on day 0 and 70% on day 1, and
     # every user converts twice as often on day 1. Pooled, the treatment "converts more"; within
@@ -286,6 +310,8 @@ def test_concentration_shares_the_lifts_advertiser_variance(seed: int, n_adv: in
 def test_ground_truth_worlds_of_an_aa_test_agree(tmp_path: Path) -> None:
     m = run_tiny(tmp_path, *TWO_ARMS, "experiment.ground_truth=true")
     gt = m["ground_truth"]
+    for key in ("spend", "conversions", "revenue"):  # sums: defined in any world with traffic
+        assert gt["world_0"][key] is not None and gt["effects"][key]["estimate"] is not None
     for key in ("spend", "conversions", "revenue", "cpa"):
         assert gt["world_0"][key] == gt["world_100"][key]  # the same requests, the same draws
         effect = gt["effects"][key]

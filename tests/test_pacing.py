@@ -74,6 +74,24 @@ def test_disabled_pacing_keeps_full_bids() -> None:
     assert m.tolist() == [1.0]
 
 
+def test_one_update_moves_a_bid_multiplier_less_than_a_participation_rate() -> None:
+    """A burst (30 intervals' budget in one) moves a bid multiplier by ``gain x ERROR_CLIP`` in
+    log and a participation rate by ``gain x ERROR_CLIP_RATE``; an interval without spend moves
+    them up by as much, a small error in proportion."""
+    from sim.pacing import ERROR_CLIP, ERROR_CLIP_RATE
+
+    cfg = PacingConfig()
+    rho = 100.0 * cfg.interval_s / DAY_S
+    for clip in (ERROR_CLIP, ERROR_CLIP_RATE):
+        for actual, plan, g in ((30 * rho, rho, clip), (0.0, 30 * rho, -clip),
+                                (1.1 * rho, rho, 0.1)):
+            m = update_multiplier(np.array([0.2]), np.array([actual]), np.array([plan]),
+                                  np.array([100.0]), np.array([cfg.auctions_ref]), cfg,
+                                  error_clip=clip)
+            assert np.log(m[0] / 0.2) == pytest.approx(-cfg.gain * g)
+    assert ERROR_CLIP < ERROR_CLIP_RATE
+
+
 def _stationary_market(days: int, rounds_per_interval: int, seed: int = 0):  # type: ignore[no-untyped-def]
     """Value 1 per round, one competing bid ~ U[0, 1], second price, budget 0.125 per round,
     flat traffic: the advertiser bids its multiplier m, wins when the competitor bids less and
@@ -210,6 +228,39 @@ def test_capped_advertiser_multiplier_holds_until_the_reset(tmp_path: Path) -> N
     for a in early:
         after = [float(m[a]) for t, _, m in ctl if capped_at[a] + cfg_interval() <= t < DAY_S]
         assert len(set(after)) == 1, (a, after[:5])
+
+
+def test_an_advertiser_capped_early_starts_the_next_day_lower(tmp_path: Path) -> None:
+    """It held the multiplier that spent its budget by traffic share ``s``: the next day starts at
+    that multiplier x ``s`` (bid multipliers and throttled participation rates alike), instead
+    of spending the morning at yesterday's rate."""
+    rows = _drive_desk(tmp_path, "experiment.ramp=[{day:0,share:0.5}]", potential=40.0, days=2,
+                       response=lambda m: np.minimum(1.0, 3 * m))
+    ctl = [(t, spent, m) for t, arm, spent, _, m in rows if arm == "control"]
+    from sim.rng import Streams
+    from sim.world.catalog import CPM
+    from sim.world.marketplace import build_marketplace
+
+    from conftest import tiny_config
+
+    cfg = tiny_config("experiment.arms=[control,treatment]")
+    dt, tick = cfg.pacing.interval_s, cfg.traffic.tick_s
+    cpm = build_marketplace(cfg, Streams(cfg.seed)).advertisers.objective == CPM
+    floor = np.where(cpm, cfg.pacing.min_participation, cfg.pacing.min_multiplier)
+    capped_at: dict[int, float] = {}
+    for t, spent, _ in ctl:
+        for a in np.flatnonzero(spent >= 1.0):
+            capped_at.setdefault(int(a), t)
+    early = {a: t for a, t in capped_at.items() if t < 0.9 * DAY_S}
+    assert early, "the market should cap some advertisers early on day 0"
+    evening = next(m for t, _, m in ctl if t == DAY_S)  # the last tick of day 0
+    morning = next(m for t, _, m in ctl if t == DAY_S + 2 * tick)  # within day 1's first interval
+    for a, t in early.items():
+        # the tick recorded at t was booked at its start; the next pacing update saw the cap
+        s = day_share((np.floor((t - tick) / dt) + 1) * dt, cfg.traffic)
+        assert morning[a] == pytest.approx(max(evening[a] * s, floor[a])), a
+        assert morning[a] < evening[a]
+    assert {bool(cpm[a]) for a in early} == {True, False}  # rates and bid multipliers alike
 
 
 def cfg_interval() -> float:

@@ -331,7 +331,7 @@ SECTIONS = ("## The gap", "## Verdicts at a glance", "## Layer 1", "### Offline 
             "### Metric mismatch", "### Mix shift", "## Attribution", "## The retrospective, point by point")
 
 
-def test_report_has_every_section_and_plot_and_names_both_layer2_causes(hazard_run: Path) -> None:
+def test_report_has_every_section_and_plot_and_reads_both_layer2_hazards(hazard_run: Path) -> None:
     text = make_report(hazard_run).read_text()
     for section in SECTIONS:
         assert section in text
@@ -340,9 +340,23 @@ def test_report_has_every_section_and_plot_and_names_both_layer2_causes(hazard_r
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
         assert f"(plots/{name}.png)" in text
     assert not list((hazard_run / "plots").glob("*.tmp"))
-    named = {v.key for v in V.verdicts(read_json(hazard_run / "metrics.json")) if v.named}
-    assert {"parity_gap", "version_skew"} <= named
-    assert "Verdict — Feature parity gap between training and serving: could explain" in text
+    m = read_json(hazard_run / "metrics.json")
+    named = {v.key for v in V.verdicts(m) if v.named}
+    assert "version_skew" in named
+    # The parity gap is in the world (the offsite counters are missing from the L1 embedding
+    # path); whether it is named depends on how much this tiny world's treatment L1 leans on
+    # them, which two epochs on a quarter day's logs leave to chance (measured at seeds 0-2:
+    # 0.0145, 0.0014 and 0.078 log_mae against the 0.02 threshold). The report must read the
+    # audit, name it exactly when the importance clears the rule, and say so.
+    row = next(r for r in m["arms"]["treatment"]["parity_audit"]
+               if r["family"] == "offsite_conversions")
+    assert row["artifact"] == "l1_embedding" and row["online_coverage"] < 0.01 < row["offline_coverage"]
+    matters = (row["log_loss_increase"] >= V.PARITY_LOG_LOSS
+               or row["log_mae_increase"] >= V.PARITY_LOG_MAE)
+    assert ("parity_gap" in named) == matters
+    assert ("Verdict — Feature parity gap between training and serving: could explain" in text) == matters
+    parity = next(v for v in V.verdicts(m) if v.key == "parity_gap")
+    assert "treatment: offsite_conversions in l1_embedding online 0.0%" in parity.finding
     conc = read_json(hazard_run / "metrics.json")["lift_concentration"]["cpa"]
     if conc is not None:  # the advertisers who set the CPA interval, by name and share
         top = ", ".join(str(a) for a in conc["top"])
@@ -439,11 +453,14 @@ def test_attribution_worlds_and_shapley(hazard_run: Path) -> None:
     worlds = [read_json(run_dir / "metrics.json")] + [
         read_json(run_dir / "attribution" / w / "metrics.json") for w in ("all_off", "on_parity_gap",
                                                                          "on_version_skew")]
+    defined = 0
     for name, o in result["outcomes"].items():
         if o is None:  # undefined in some world of a tiny run: e.g. no oCPM conversion in an arm
             assert any(outcomes(w)[name] is None for w in worlds), name  # (cpa_lift), or no
             continue                                                    # winner in the last hours
         assert sum(o["shapley"].values()) == pytest.approx(o["all_on"] - o["all_off"])
+        defined += 1
+    assert defined >= 2, result["outcomes"]  # the offline ones at least: the gap, the L1 log_mae
     # repeating the command reuses the finished worlds
     made.clear()
     again = attribute(run_dir, ["parity_gap", "version_skew"], runner=runner)
