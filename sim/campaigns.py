@@ -15,7 +15,8 @@ campaigns log keeps both shares (``nominal_share``, ``traffic_share``).
 
 **How a day starts.** Each advertiser's multiplier carries over from the evening, except for one
 that reached its budget at traffic share ``s < 1`` yesterday: it starts the day at its output
-``x s``. For a throttled fixed-price advertiser (:func:`sim.bidding.actuators`) that is exact:
+``x s``, not below its floor (``pacing.min_multiplier``, or ``min_participation`` for a rate).
+For a throttled fixed-price advertiser (:func:`sim.bidding.actuators`) that is exact:
 it took part too often by ``1 / s`` and its spend is linear in its participation rate. For a bid
 multiplier it is the same correction under a linear spend curve; spend usually rises faster than
 the bid (more wins, at higher prices), so the day starts a little low and the plan's catch-up
@@ -23,8 +24,11 @@ brings it back, instead of rushing through the morning's budget at yesterday's m
 Measured on day 2 of the default world (with the bounded step of :mod:`sim.pacing`): with the
 bid multiplier carried over as it was, the oCPM campaigns' mean gap to the profile was 0.062 and
 0.080 at seeds 1 and 4, and 4-9% of the budget-bound oCPM and CPC campaigns reached their budget
-before three quarters of the day at three of seeds 1, 2, 4; with the start at ``m x s``, every
-objective's mean gap is at most 0.042 at seeds 0-4 and at most 4.5% reach it early.
+before three quarters of the day at each of seeds 1, 2 and 4; with the start at ``m x s``,
+every objective's mean gap is at most 0.042 at seeds 0-4 and at most 4.5% reach it early.
+With the oCPM autobidder on, only the budget multiplier is lowered: a campaign whose CPA
+multiplier binds (its bid is the smaller of the two) keeps its bid unless ``m x s`` falls below
+it. The autobidder is off by default, and this is not measured.
 """
 
 from __future__ import annotations
@@ -184,9 +188,10 @@ class CampaignDesk:
             for arm, s in self.traffic_shares().items():
                 self.by_arm[arm].ledger.budget[:] = self.base_budget * s
         for b in self.budgets:  # an advertiser that capped early starts lower
-            lower = b.capped_share < 1.0  # capped, with a budget, and not re-opened
-            b.multiplier[lower] = np.maximum(b.multiplier[lower] * b.capped_share[lower],
-                                             self.floor[lower])
+            if self.cfg.pacing.enabled:  # (disabled pacing bids at the ceiling every interval)
+                lower = b.capped_share < 1.0  # capped, with a budget, and not re-opened
+                b.multiplier[lower] = np.maximum(b.multiplier[lower] * b.capped_share[lower],
+                                                 self.floor[lower])
             b.new_day()
 
     # -- processes -------------------------------------------------------------------------

@@ -8,8 +8,11 @@ smoothly, and is capped by the profile, so a lead is waited out (:func:`planned_
 **The controller** is dual descent on the budget constraint (Balseiro & Gur 2019, "Learning in
 repeated auctions with budgets"), in the log of the bid multiplier. Every ``interval_s``::
 
-    g     = clip((actual - planned) / rho, -ERROR_CLIP, ERROR_CLIP)
-    log m <- clip(log m - gain * g, log min_multiplier, log max_multiplier)
+    g     = clip((actual - planned) / rho, -c, c)
+    log m <- clip(log m - gain * w * g, log min_multiplier, log max_multiplier)
+
+with ``c`` = ``ERROR_CLIP`` for a bid multiplier and ``ERROR_CLIP_RATE`` for a throttled
+advertiser's participation rate (below), and ``w`` the volume weight of :func:`step_weight`.
 
 where ``rho = budget x interval_s / 86400`` is the budget of an interval at flat traffic: the
 error is measured in a fixed unit of each advertiser's own budget, so a small interval at night
@@ -21,8 +24,8 @@ tested: value 1 per round, one competing bid ~ U[0, 1], second price, budget 0.1
 multiplier 0.5, win rate 0.5). An advertiser that cannot spend its plan at full bid drifts up to
 ``max_multiplier`` (1: never bids above value) and stays there, i.e. is not throttled.
 
-**The step is bounded** (``ERROR_CLIP``: at most ``0.25`` in ``log m`` per interval at the
-default gain, a factor 1.28): spend is not smooth in the multiplier. A bid reaches the auction
+**The step is bounded** (``ERROR_CLIP``: at most ``gain x 0.5`` in ``log m`` per interval, a
+factor 1.28 at the default gain 0.5): spend is not smooth in the multiplier. A bid reaches the auction
 only when it clears the funnel's cuts (L1 and L2 keep the top eCPMs), so a campaign whose
 budget is small against what it could win bids on the edge of a cliff: measured in the default
 world, a CPC campaign won nothing at ``m`` 0.58 and a third of its daily budget in one tick at
@@ -39,8 +42,9 @@ morning is yesterday's market); on the first day it starts at ``max_multiplier``
 intervals bring it down. **A capped advertiser** (its spend reached its budget) is not eligible
 until the daily reset; it then has no plan and no spend, so its error is 0 and its multiplier
 holds: it does not decay towards the floor overnight and start the next morning starved. But
-it held the multiplier that spent its budget by traffic share ``s < 1``, too high by the
-evening's measure, so the desk starts its day at ``m x s`` (:mod:`sim.campaigns`).
+what it holds is close to the multiplier that spent its budget by traffic share ``s < 1`` (one
+step below it: the update that saw the cap), too high by the evening's measure, so the desk
+starts its day at ``max(m x s, floor)`` (:mod:`sim.campaigns`), when pacing is enabled.
 
 Budgets are enforced per tick: an advertiser whose spend has reached its budget is not eligible
 until the daily reset, so a budget is exceeded by at most one tick's spend. That overspend is

@@ -234,6 +234,10 @@ def test_stratified_lift_is_a_weighted_mean_of_the_strata(
     heavier = stratified_lift(strata, [w[0] * 10.0, *w[1:]])
     assert heavier is not None
     assert abs(heavier["estimate"] - own[0]) <= abs(got["estimate"] - own[0]) + 1e-12
+    if len(strata) > 1 and max(own) - min(own) > 1e-6 and abs(got["estimate"] - own[0]) > 1e-6:
+        assert abs(heavier["estimate"] - own[0]) < abs(got["estimate"] - own[0])  # weights matter
+    assert got["low"] < got["estimate"] < got["high"]
+    assert (scaled["low"], scaled["high"]) == pytest.approx((got["low"], got["high"]))
 
 
 def test_stratified_lift_covers_an_aa_under_a_ramp_and_the_pooled_lift_does_not() -> None:
@@ -311,7 +315,7 @@ def test_ground_truth_worlds_of_an_aa_test_agree(tmp_path: Path) -> None:
     m = run_tiny(tmp_path, *TWO_ARMS, "experiment.ground_truth=true")
     gt = m["ground_truth"]
     for key in ("spend", "conversions", "revenue"):  # sums: defined in any world with traffic
-        assert gt["world_0"][key] is not None and gt["effects"][key]["estimate"] is not None
+        assert gt["world_0"][key] > 0 and gt["effects"][key]["estimate"] is not None
     for key in ("spend", "conversions", "revenue", "cpa"):
         assert gt["world_0"][key] == gt["world_100"][key]  # the same requests, the same draws
         effect = gt["effects"][key]

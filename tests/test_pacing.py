@@ -263,6 +263,61 @@ def test_an_advertiser_capped_early_starts_the_next_day_lower(tmp_path: Path) ->
     assert {bool(cpm[a]) for a in early} == {True, False}  # rates and bid multipliers alike
 
 
+def _desk(tmp_path: Path, *overrides: str):  # type: ignore[no-untyped-def]
+    from sim.campaigns import CampaignDesk
+    from sim.logs.writer import LogWriter
+    from sim.rng import Streams
+    from sim.world.marketplace import build_marketplace
+
+    from conftest import tiny_config
+
+    cfg = tiny_config(*overrides)
+    market = build_marketplace(cfg, Streams(cfg.seed))
+    return cfg, market.advertisers, CampaignDesk(cfg, market.advertisers, market.users,
+                                                 LogWriter(tmp_path, 10))
+
+
+def test_the_day_starts_lower_only_for_capped_advertisers_and_not_below_their_floor(
+        tmp_path: Path) -> None:
+    from sim.world.catalog import CPM
+
+    cfg, adv, desk = _desk(tmp_path)
+    (b,) = desk.budgets
+    cpm = adv.objective == CPM
+    assert cpm.any() and (~cpm).any()
+    n = adv.n
+    evening = np.linspace(0.02, 0.9, n)
+    share = np.ones(n)
+    share[::2] = 0.3  # every other advertiser capped at 30% of the day's traffic
+    low = [int(np.flatnonzero(cpm)[0]), int(np.flatnonzero(~cpm)[0])]
+    share[low], evening[low] = 1e-3, 0.05  # a rate and a bid pushed below their floors
+    b.multiplier[:], b.capped_share[:] = evening, share
+    desk.close_day(0)
+    floor = np.where(cpm, cfg.pacing.min_participation, cfg.pacing.min_multiplier)
+    want = np.where(share < 1.0, np.maximum(evening * share, floor), evening)
+    np.testing.assert_allclose(b.multiplier, want)
+    assert b.multiplier[low].tolist() == [cfg.pacing.min_participation, cfg.pacing.min_multiplier]
+    assert np.all(b.capped_share == 1.0)  # reset for the new day
+    # with pacing disabled nothing is lowered: every interval bids at the ceiling anyway
+    cfg, adv, desk = _desk(tmp_path, "pacing.enabled=false")
+    (b,) = desk.budgets
+    b.multiplier[:], b.capped_share[:] = evening, share
+    desk.close_day(0)
+    np.testing.assert_allclose(b.multiplier, evening)
+
+
+@pytest.mark.parametrize("throttle", [True, False])
+def test_bid_multipliers_take_the_narrow_error_bound_and_rates_the_wide_one(
+        tmp_path: Path, throttle: bool) -> None:
+    from sim.pacing import ERROR_CLIP, ERROR_CLIP_RATE
+    from sim.world.catalog import CPM
+
+    _, adv, desk = _desk(tmp_path, f"pacing.throttle_fixed_price={str(throttle).lower()}")
+    rate = (adv.objective == CPM) & throttle
+    assert (adv.objective == CPM).any()
+    np.testing.assert_array_equal(desk.error_clip, np.where(rate, ERROR_CLIP_RATE, ERROR_CLIP))
+
+
 def cfg_interval() -> float:
     return PacingConfig().interval_s
 
