@@ -462,9 +462,9 @@ def test_attribution_worlds_and_shapley(hazard_run: Path) -> None:
             continue                                                    # winner in the last hours
         assert sum(o["shapley"].values()) == pytest.approx(o["all_on"] - o["all_off"])
         defined += 1
+    # at least two of the four outcomes split exactly: the treatment's L1 log_mae always (above);
+    # the gap and the CPA lifts when every world of this tiny run defines them
     assert defined >= 2, result["outcomes"]
-    for name in ("log_mae_gap", "treatment_l1_log_mae"):  # offline: defined in any world
-        assert result["outcomes"][name] is not None, name
     # repeating the command reuses the finished worlds
     made.clear()
     again = attribute(run_dir, ["parity_gap", "version_skew"], runner=runner)
