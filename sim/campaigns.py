@@ -106,19 +106,23 @@ class CampaignDesk:
                        multiplier=np.full(self.adv.n, pc.max_multiplier), conversions=book)
 
     @property
+    def rates(self) -> np.ndarray:
+        """(A,) which advertisers' pacing output is a participation rate (throttled fixed-price
+        bidders, :func:`sim.bidding.throttled`) rather than a bid multiplier."""
+        return throttled(self.adv.objective, self.cfg.pacing.throttle_fixed_price)
+
+    @property
     def floor(self) -> np.ndarray:
         """(A,) the pacing output's floor: a throttled advertiser's participation may fall to
         ``min_participation``, a bid multiplier to ``min_multiplier``."""
         pc = self.cfg.pacing
-        return np.where(throttled(self.adv.objective, pc.throttle_fixed_price),
-                        pc.min_participation, pc.min_multiplier)
+        return np.where(self.rates, pc.min_participation, pc.min_multiplier)
 
     @property
     def error_clip(self) -> np.ndarray:
         """(A,) the bound of each advertiser's pacing error (:func:`sim.pacing.update_multiplier`):
         wide for a participation rate, narrow for a bid multiplier."""
-        return np.where(throttled(self.adv.objective, self.cfg.pacing.throttle_fixed_price),
-                        ERROR_CLIP_RATE, ERROR_CLIP)
+        return np.where(self.rates, ERROR_CLIP_RATE, ERROR_CLIP)
 
     def ceiling(self, b: Budgets) -> np.ndarray:
         """(A,) the pacing multiplier's ceiling: an autobid oCPM campaign's is the autobidder's
