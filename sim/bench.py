@@ -173,7 +173,8 @@ def recall_vs_exact(sim: Simulation, batches: list[RequestBatch]) -> float:
 
 def world(n_ads: int, threads: int, log_dir: Path, factory: str = "Flat", nprobe: int = 1
           ) -> Simulation:
-    sim = Simulation(bench_config(n_ads, threads, factory, nprobe), LogWriter(log_dir, 250_000))
+    sim = Simulation.from_config(bench_config(n_ads, threads, factory, nprobe),
+                                 LogWriter(log_dir, 250_000))
     sim.env.run(until=BENCH_TIME_S)  # past the initial deploy: pacing, enrichment, builds ran
     return sim
 

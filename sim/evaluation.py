@@ -23,17 +23,21 @@ family whose overall excess loss at ``readiness.gate_distance`` rises by more th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from sim.config.schema import Config
+from sim.features.coverage import coverage_shares
 from sim.logs.writer import LogWriter
 from sim.metrics import binary_entropy, calibration_ratio, cross_entropy, log_loss, log_mae
 from sim.models.registry import Registry
 from sim.models.releases import l1_pcvr, teacher_pcvr, tower_vectors
 from sim.models.training_log import SOURCES, WINNER, LoggedRows, TrainingLog
+from sim.parity_audit import family_importance, parity_audit
+from sim.serving.arm import Arm
 from sim.serving.index import TIERS
 from sim.world.users import Users
 
@@ -222,4 +226,30 @@ def _gate(curve: dict[str, Any], cfg: Config) -> dict[str, Any]:
         inc = curve[str(d)]["all"]["delta"]["excess_loss"] / base
         out["increase"] = inc
         out["result"] = "pass" if inc <= cfg.readiness.gate_max_increase else "fail"
+    return out
+
+
+def after_run(registry: Registry, arms: Sequence[Arm], log: TrainingLog, sweep: dict[str, str],
+              horizon: float, cfg: Config, users: Users, rng: np.random.Generator,
+              writer: LogWriter) -> dict[str, Any]:
+    """What a run measures offline once it ends: on the rows of :func:`evaluation_rows` (its
+    ``window`` says which and how many), each arm's models (:func:`offline_eval`), the skew sweep
+    of ``sweep``'s lineages (family -> lineage), and each arm's family importance against its own
+    teacher with the parity audit (:mod:`sim.parity_audit`)."""
+    lineages = [lin for arm in arms for lin in (arm.l1_lineage, arm.l2_lineage)]
+    rows, window = evaluation_rows(log, registry, lineages, horizon, cfg, rng)
+    if rows is None:
+        return {"window": window}
+    models = {arm.name: (arm.l1_lineage, arm.l2_lineage) for arm in arms}
+    out: dict[str, Any] = {"window": window, "models": offline_eval(
+        registry, models, "control/l2", rows, users, cfg, writer)}
+    out |= skew_sweep(registry, sweep, "control/l2", rows, users, cfg, writer)
+    out["importance"] = {}
+    ns = len(cfg.world.surfaces)
+    for arm in arms:  # importance against the arm's own teacher, as it is scored
+        teacher = teacher_pcvr(registry.latest(arm.l2_lineage).ranker, rows, users, ns)
+        imp = family_importance(registry.latest(arm.l1_lineage).tower, teacher, rows, users, ns,
+                                cfg.world.latent_dim)
+        out["importance"][arm.name] = imp
+        parity_audit(arm.name, coverage_shares(arm.coverage.total), imp, writer)
     return out

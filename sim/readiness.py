@@ -17,6 +17,10 @@ run, the control's L2 warm-started and every family distilled from it (the treat
 when it serves a checked family), and at the end the skew
 sweep (:func:`sim.evaluation.skew_sweep`) and the gate on the same evaluation rows. Nothing is
 served: no funnel, auction or index runs, so a check costs the training of the checked families.
+The world is built by the run's builder without its serving stack
+(:func:`sim.build.build_world`), and the releases come from the run's release process on a SimPy
+environment (:meth:`sim.lifecycle.Lifecycle.releaser`), fed the logged rows at the times the run
+appended them; so the check's ``model_releases`` and ``rollouts`` logs are the run's, row for row.
 
 **It agrees with the run.** A family the run checked (``readiness.families``) gets the same sweep
 and gate here, to the last bit on the same machine and thread count, because it is the same
@@ -59,6 +63,7 @@ import argparse
 import dataclasses
 import sys
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -66,33 +71,25 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import simpy
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sim.api import simulate_config
-from sim.clock import DAY_S
+from sim.build import build_world
+from sim.clock import StagedEnvironment
 from sim.config import ConfigError, load_config
-from sim.config.overlay import arm_config
 from sim.config.schema import Config
 from sim.config.store import to_config
 from sim.config.validate import validate
 from sim.evaluation import evaluation_rows, skew_sweep
-from sim.lifecycle import Lifecycle
 from sim.logs.writer import LogWriter, write_json_atomic
-from sim.models.bootstrap import train_initial_models
-from sim.models.checkpoints import Checkpoints
-from sim.models.registry import Registry
 from sim.models.training_log import LoggedRows, TrainingLog
 from sim.report.plots import readiness_gates as plot_gates
 from sim.report.plots import skew_sweep as plot_sweep
-from sim.rng import Streams
 from sim.run import recorded
-from sim.serving.arm import ReleasedArm
-from sim.simulation import readiness_lineages
-from sim.threads import apply as apply_threads
-from sim.threads import resolve as resolve_threads
-from sim.world.marketplace import build_marketplace
+from sim.threads import Threads
 
 # the world made when no --run is given: five days of daily releases (the gate needs at least
 # readiness.gate_distance + 1 versions; the default scenario has two)
@@ -111,6 +108,7 @@ class Readiness:
     releases: int
     eval_window: dict[str, Any]
     source: Path  # the run directory whose logs were replayed
+    checkpoints: dict[str, Any]  # fits trained, loaded and kept (sim.models.checkpoints)
 
     def table(self) -> str:
         """Excess-loss change against the clean pairing by version distance, and the gate."""
@@ -150,72 +148,39 @@ def training_chunks(run_dir: Path) -> list[tuple[float, LoggedRows]]:
             for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
-def replayed_arms(cfg: Config, families: list[str]) -> tuple[dict[str, Config], dict[str, str],
-                                                              dict[str, str]]:
-    """The arms to replay (name -> config), each checked family's lineage (family -> lineage) and
-    the readiness lineages to train beside the control's L1, as a full run that checks
-    ``families`` has them (:func:`sim.simulation.readiness_lineages`): a family an arm serves is
-    that arm's lineage, any other is trained beside the control's. The treatment is replayed only
-    when it serves a checked family the control does not."""
-    arm_cfgs = {"control": cfg}
-    if "treatment" in cfg.experiment.arms:
-        arm_cfgs["treatment"] = arm_config(cfg, dict(cfg.experiment.treatment))
-    checked = dataclasses.replace(cfg, readiness=dataclasses.replace(cfg.readiness,
-                                                                     families=list(families)))
-    lineages, extra = readiness_lineages(checked, arm_cfgs)
-    if "treatment/l1" not in lineages.values():
-        arm_cfgs.pop("treatment", None)
-    return arm_cfgs, lineages, extra
+def feed(env: StagedEnvironment, log: TrainingLog, chunks: list[tuple[float, LoggedRows]]
+         ) -> Generator[simpy.Event, None, None]:
+    """Append each logged chunk to ``log`` at the time the run appended it, in the traffic's
+    stage: a release at that instant runs first and does not see it, as in the run."""
+    for logged_at, rows in chunks:
+        if logged_at > env.now:
+            yield env.wait("traffic", logged_at - env.now)
+        log.append(rows)
 
 
 def replay(cfg: Config, families: list[str], chunks: list[tuple[float, LoggedRows]],
-           writer: LogWriter, checkpoints: Checkpoints | None = None,
-           source: Path = Path()) -> Readiness:
+           writer: LogWriter, threads: Threads | None = None, source: Path = Path()) -> Readiness:
     """Replay a run's releases on ``chunks`` with ``families`` trained beside the control's L1
     (or the treatment's own, for a family it serves), then sweep them (see the module
-    docstring)."""
-    streams = Streams(cfg.seed)
-    market = build_marketplace(cfg, streams)
-    registry = Registry()
-    arm_cfgs, lineages, extra = replayed_arms(cfg, families)
-    plan = [(f"{a}/l2", acfg, {f"{a}/l1": acfg.models.l1_family} | (extra if a == "control" else {}))
-            for a, acfg in arm_cfgs.items()]
-    train_initial_models(market, cfg, streams, registry, plan, checkpoints)
-    arms = []
-    for code, (name, acfg) in enumerate(arm_cfgs.items()):
-        l1 = registry.latest(f"{name}/l1")
-        arms.append(ReleasedArm(name=name, code=code, cfg=acfg, family=acfg.models.l1_family,
-                              l1_lineage=f"{name}/l1", l2_lineage=f"{name}/l2",
-                              l2=registry.latest(f"{name}/l2").ranker, query_model=l1.tower,
-                              query_version=1))
-    rc = cfg.releases
-    log = TrainingLog(rc.train_window_s, rc.train_max_rows, keep_s=rc.train_window_s + rc.label_wait_s)
-    lifecycle = Lifecycle(cfg, market, registry, log, arms, extra, streams, writer, checkpoints)
-    horizon = cfg.days * DAY_S
-    pending = iter(chunks)
-    nxt = next(pending, None)
-    # release times as the releaser's clock reaches them (SimPy adds the interval to the time,
-    # before the horizon); at a release's instant the release runs before that tick's traffic
-    # (sim.clock.STAGES), so it sees the chunks appended before it
-    t = rc.interval_s
-    while t < horizon:
-        while nxt is not None and nxt[0] < t:
-            log.append(nxt[1])
-            nxt = next(pending, None)
-        lifecycle.release(t)
-        t += rc.interval_s
-    while nxt is not None:
-        log.append(nxt[1])
-        nxt = next(pending, None)
-    evaluated = [lin for a in arms for lin in (a.l1_lineage, a.l2_lineage)]
-    rows, window = evaluation_rows(log, registry, evaluated, horizon, cfg,
-                                   streams.get("offline_eval"))
+    docstring). The world is built as a run builds it, without serving
+    (:func:`sim.build.build_world`), and its releases come from the run's release process."""
+    world = build_world(cfg, writer, threads=threads, checked=families, serving=False)
+    env = world.env
+    env.process(feed(env, world.training_log, chunks))
+    env.process(world.lifecycle.releaser(env, env.wait))
+    env.run(until=world.horizon)
+    evaluated = [lin for a in world.arms for lin in (a.l1_lineage, a.l2_lineage)]
+    rows, window = evaluation_rows(world.training_log, world.registry, evaluated, world.horizon,
+                                   world.cfg, world.streams.get("offline_eval"))
     if rows is None:
         raise ConfigError("the run's last training window holds no rows to sweep on (a horizon "
                           "shorter than releases.train_window_s after the last release?)")
-    out = skew_sweep(registry, lineages, "control/l2", rows, market.users, cfg, writer)
-    return Readiness(lineages=lineages, sweep=out["skew_sweep"], gate=out["skew_gate"],
-                     releases=lifecycle.releases, eval_window=window, source=source)
+    out = skew_sweep(world.registry, world.sweep_lineages, "control/l2", rows, world.market.users,
+                     world.cfg, writer)
+    return Readiness(lineages=world.sweep_lineages, sweep=out["skew_sweep"],
+                     gate=out["skew_gate"], releases=world.lifecycle.releases,
+                     eval_window=window, source=source,
+                     checkpoints=dataclasses.asdict(world.checkpoints.stats))
 
 
 def run_config(run_dir: Path, overrides: list[str]) -> Config:
@@ -266,17 +231,12 @@ def check(families: list[str], run_dir: str | Path, out_dir: str | Path,
     src, out = Path(run_dir), Path(out_dir)
     cfg = preflight(families, src, list(overrides or []))
     chunks = training_chunks(src)
-    threads = resolve_threads(cfg)
-    apply_threads(threads)
-    key = "deterministic" if threads.deterministic else threads.torch
-    cache = None if cfg.cache.dir is None else Path(cfg.cache.dir)
-    checkpoints = Checkpoints(cache, cfg.cache.max_mb, key)
     manifest: dict[str, Any] = {"status": "running", "source": str(src), "families": families,
                                 "overrides": list(overrides or []), "error": None}
     out.mkdir(parents=True, exist_ok=True)
     with recorded(manifest, out / "manifest.json"):
         writer = LogWriter(out / "logs", cfg.logs.flush_rows)
-        result = replay(cfg, families, chunks, writer, checkpoints, source=src)
+        result = replay(cfg, families, chunks, writer, source=src)
         writer.close()
         write_json_atomic(out / "readiness.json", {
             "source": str(src), "families": result.lineages, "releases": result.releases,
@@ -284,7 +244,7 @@ def check(families: list[str], run_dir: str | Path, out_dir: str | Path,
             "skew_sweep": result.sweep})
         plot_sweep({"offline": {"skew_sweep": result.sweep, "skew_gate": result.gate}},
                    out / "readiness.png")
-        manifest.update({"status": "complete", "checkpoints": dataclasses.asdict(checkpoints.stats)})
+        manifest.update({"status": "complete", "checkpoints": result.checkpoints})
     return result
 
 

@@ -3,7 +3,7 @@
 Two kinds of randomness live in the simulator:
 
 * **Streams** for things a component draws in sequence (the catalog, traffic, training batches).
-  ``streams(seed).get("traffic")`` derives a child :class:`numpy.random.SeedSequence` from the
+  ``Streams(seed).get("traffic")`` derives a child :class:`numpy.random.SeedSequence` from the
   root seed and a stable hash of the name, so adding a component never shifts another's stream.
 * **Keyed draws** for responses: ``keyed_uniform(seed, request_id, ad_id, event)`` is a pure
   function of its arguments (a counter-based generator: SplitMix64 finalisers chained over the
@@ -88,7 +88,3 @@ def keyed_uniform(
         h = _mix(h ^ (a * _M1))
     return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
-
-def streams(seed: int) -> Streams:
-    """The named streams of a run with root seed ``seed``."""
-    return Streams(seed)

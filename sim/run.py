@@ -129,7 +129,7 @@ def run(cfg: Config, run_dir: Path, scenario: str,
 def _run(cfg: Config, run_dir: Path, scenario: str, progress: Progress | None,
          manifest: dict[str, Any], started: float) -> dict[str, Any]:
     writer = LogWriter(run_dir / "logs", cfg.logs.flush_rows)
-    sim = Simulation(cfg, writer, progress)
+    sim = Simulation.from_config(cfg, writer, progress)
     setup_s = time.perf_counter() - started
     stats = sim.run()
     wall = time.perf_counter() - started
@@ -138,7 +138,7 @@ def _run(cfg: Config, run_dir: Path, scenario: str, progress: Progress | None,
     manifest["evaluation_s"] = time.perf_counter() - started - wall
     metrics = summarize(run_dir, list(cfg.experiment.arms), cfg.days, cfg.experiment.ramp,
                         extra={"warmup": stats.bootstrap, "offline": offline,
-                               "releases": sim.lifecycle.releases},
+                               "releases": sim.world.lifecycle.releases},
                         clusters=cfg.experiment.ci_clusters,
                         funnel_sizes={a.name: (a.cfg.auction.n_slots, a.cfg.funnel.k_l1)
                                       for a in sim.arms},
@@ -148,8 +148,8 @@ def _run(cfg: Config, run_dir: Path, scenario: str, progress: Progress | None,
                       scenario) for share in (0.0, 100.0)]
         metrics["ground_truth"] = ground_truth(metrics, *worlds)
     write_json_atomic(run_dir / "metrics.json", metrics)
-    manifest["checkpoints"] = dataclasses.asdict(sim.checkpoints.stats)
-    manifest["threads"] = dataclasses.asdict(sim.threads)
+    manifest["checkpoints"] = dataclasses.asdict(sim.world.checkpoints.stats)
+    manifest["threads"] = dataclasses.asdict(sim.world.threads)
     manifest.update({
         "status": "complete", "requests": stats.requests, "setup_s": setup_s,
         "data_plane_s": stats.data_plane_s,

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("models", {"sim.models"}),
     ("serving", {"sim.serving"}),
     ("lifecycle", {"sim.lifecycle", "sim.evaluation", "sim.parity_audit", "sim.campaigns"}),
-    ("simulation", {"sim.simulation"}),
+    ("simulation", {"sim.build", "sim.simulation"}),
     ("analysis", {"sim.recall", "sim.billing", "sim.delivery", "sim.summary"}),
     ("entry", {"sim.run", "sim.report", "sim.bench", "sim.__main__", "sim.api", "sim.readiness"}),
 ]
@@ -152,6 +152,40 @@ def test_the_layer_check_sees_an_upward_import(tmp_path: Path) -> None:
         ("sim.simulation", True), ("sim.simulation.Simulation", True), ("sim.models", True),
         ("sim.models.towers", True), ("sim.run", False)]
     assert layer_of("sim.simulation") > layer_of("sim.world.x")
+
+
+# what makes a world: built only by sim/build.py (the one door: a run and the readiness check
+# both go through build_world), each made nowhere else in sim/
+WORLD_PARTS = ("build_marketplace", "train_initial_models", "Lifecycle", "Checkpoints",
+               "CampaignDesk", "IndexPipeline", "Streams")
+BUILDER = "sim.build"
+
+
+def calls(path: Path) -> list[tuple[str, int]]:
+    """(name, line) of every call of a bare or dotted name in ``path``."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            out.append((name, node.lineno))
+    return out
+
+
+def test_only_the_builder_makes_a_world() -> None:
+    """No module but ``sim.build`` builds a marketplace, trains the start-up models, or makes a
+    lifecycle, a checkpoint cache, a campaign desk, an index pipeline or the run's streams."""
+    made = [f"{module_name(p)}:{line} calls {name}" for p in SIM.rglob("*.py")
+            if module_name(p) != BUILDER
+            for name, line in calls(p) if name in WORLD_PARTS]
+    assert made == []
+
+
+def test_the_builder_check_sees_a_second_door(tmp_path: Path) -> None:
+    src = tmp_path / "x.py"
+    src.write_text("import sim.world.marketplace as m\n\ndef f(cfg, s):\n"
+                   "    return m.build_marketplace(cfg, s), Lifecycle(cfg)\n")
+    assert [n for n, _ in calls(src) if n in WORLD_PARTS] == ["build_marketplace", "Lifecycle"]
 
 
 def test_mypy_is_clean() -> None:

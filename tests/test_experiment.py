@@ -107,10 +107,10 @@ def test_treatment_with_more_slots_than_the_control_runs_past_releases(tmp_path:
 
 
 def test_aa_arms_start_with_identical_models(tmp_path: Path) -> None:
-    sim = Simulation(tiny_config(*TWO_ARMS), LogWriter(tmp_path, 10_000))
+    sim = Simulation.from_config(tiny_config(*TWO_ARMS), LogWriter(tmp_path, 10_000))
     for kind in ("l1", "l2"):
-        a = sim.registry.latest(f"control/{kind}").model.state_dict()
-        b = sim.registry.latest(f"treatment/{kind}").model.state_dict()
+        a = sim.world.registry.latest(f"control/{kind}").model.state_dict()
+        b = sim.world.registry.latest(f"treatment/{kind}").model.state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -120,13 +120,13 @@ def test_offsite_counters_count_the_worlds_own_conversions() -> None:
 
 def _gap_sim(tmp_path: Path, *extra: str) -> Simulation:
     cfg = tiny_config(*GAP, *extra)
-    return Simulation(cfg, LogWriter(tmp_path / "logs", 10_000))
+    return Simulation.from_config(cfg, LogWriter(tmp_path / "logs", 10_000))
 
 
 def test_the_index_embeds_zeros_where_a_family_is_not_onboarded(tmp_path: Path) -> None:
     sim = _gap_sim(tmp_path)
-    arm, pipe, cat = sim.arms[0], sim.pipelines[0], sim.market.catalog
-    model = sim.registry.latest(arm.l1_lineage).model
+    arm, pipe, cat = sim.arms[0], sim.serving.pipelines[0], sim.market.catalog
+    model = sim.world.registry.latest(arm.l1_lineage).model
     sl = family_slices(sim.cfg.world.latent_dim)["offsite_conversions"]
     assert cat.features[:, sl].any()  # the world has the counts
     zeroed = cat.features.copy()
@@ -139,14 +139,14 @@ def test_the_index_embeds_zeros_where_a_family_is_not_onboarded(tmp_path: Path) 
 
 def test_a_family_outside_the_model_view_does_not_matter(tmp_path: Path) -> None:
     sim = _gap_sim(tmp_path, "models.l1_features=[base,targeting,annotations,image_embedding]")
-    model = sim.registry.latest(sim.arms[0].l1_lineage).model
+    model = sim.world.registry.latest(sim.arms[0].l1_lineage).model
     x = torch.from_numpy(sim.market.catalog.features.copy())
     sl = family_slices(sim.cfg.world.latent_dim)["offsite_conversions"]
     y = x.clone()
     y[:, sl] = 0.0
     with torch.inference_mode():
         assert torch.equal(model.item_vectors(x), model.item_vectors(y))
-    assert sim.registry.latest("control/l1").feature_view == (
+    assert sim.world.registry.latest("control/l1").feature_view == (
         "base", "targeting", "annotations", "image_embedding")
 
 

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 import torch
 
+from sim.build import checked_lineages
 from sim.config.overlay import arm_config
 from sim.features.registry import has_family
 from sim.logs.writer import LogWriter
@@ -19,7 +20,7 @@ from sim.models.registry import ModelVersion, Registry
 from sim.models.releases import l1_pcvr, tower_vectors
 from sim.models.training_log import FULL, WINNER, LoggedRows, TrainingLog
 from sim.serving.pipeline import EmbeddingTable, Snapshot, stale_slots, tier_members
-from sim.simulation import Simulation, readiness_lineages
+from sim.simulation import Simulation
 from sim.world.catalog import family_slices
 from sim.world.traffic import draw_requests
 
@@ -170,12 +171,12 @@ def test_training_rows_hold_features_as_logged(tmp_path: Path) -> None:
     """A logged row keeps the ad's features of its logging time, with the families not onboarded
     to the training logs zero-filled: a later feature refresh does not rewrite the past."""
     cfg = tiny_config("features.onboarding.offsite_conversions=[l2_feature_store,l1_embedding]")
-    sim = Simulation(cfg, LogWriter(tmp_path / "logs", 10_000))
+    sim = Simulation.from_config(cfg, LogWriter(tmp_path / "logs", 10_000))
     cat = sim.market.catalog
-    batch = draw_requests(sim.streams.get("traffic"), 0.0, 600.0, cfg.traffic, sim.market.users,
+    batch = draw_requests(sim.world.streams.get("traffic"), 0.0, 600.0, cfg.traffic, sim.market.users,
                           sim.market.surface_mix, 0)
     sim.serve_tick(batch, 600.0)
-    rows = sim.training_log.window(601.0, length=601.0)
+    rows = sim.world.training_log.window(601.0, length=601.0)
     assert rows is not None and len(rows) > 0
     slot_of = {int(a): i for i, a in enumerate(cat.ad_id)}
     slots = np.array([slot_of[int(a)] for a in rows.ad_id])
@@ -186,7 +187,7 @@ def test_training_rows_hold_features_as_logged(tmp_path: Path) -> None:
     np.testing.assert_array_equal(rows.ad_features, expected)
     assert not has_family(rows.families, "offsite_conversions").any()
     cat.features[:] += 1.0  # every ad's features change after logging
-    again = sim.training_log.window(601.0, length=601.0)
+    again = sim.world.training_log.window(601.0, length=601.0)
     assert again is not None
     np.testing.assert_array_equal(again.ad_features, expected)
     assert (rows.source == WINNER).any() and (rows.source == FULL).any()  # impressions and candidates
@@ -196,11 +197,11 @@ def test_skew_sweep_covers_every_served_family_unless_told() -> None:
     cfg = tiny_config("experiment.arms=[control,treatment]",
                       "+experiment.treatment.models.l1_family=dhen")
     arms = {"control": cfg, "treatment": arm_config(cfg, {"models": {"l1_family": "dhen"}})}
-    assert readiness_lineages(cfg, arms) == ({"simple": "control/l1", "dhen": "treatment/l1"}, {})
+    assert checked_lineages(cfg, arms) == ({"simple": "control/l1", "dhen": "treatment/l1"}, {})
     one = tiny_config()
-    assert readiness_lineages(one, {"control": one}) == ({"simple": "control/l1"}, {})
+    assert checked_lineages(one, {"control": one}) == ({"simple": "control/l1"}, {})
     told = tiny_config("readiness.families=[dhen]")
-    assert readiness_lineages(told, {"control": told}) == (
+    assert checked_lineages(told, {"control": told}) == (
         {"dhen": "readiness/dhen"}, {"readiness/dhen": "dhen"})
 
 
@@ -210,9 +211,9 @@ def test_l1_scores_from_distinct_inputs_equal_a_forward_over_every_row(family: s
     """Offline scoring runs each tower once per distinct input and gathers; the result must be
     bit for bit the model's forward over every row (else offline metrics would drift)."""
     cfg = tiny_config("days=0.2")
-    sim = Simulation(cfg, LogWriter(tmp_path / "logs", 10_000))
+    sim = Simulation.from_config(cfg, LogWriter(tmp_path / "logs", 10_000))
     sim.run()
-    rows = sim.training_log.window(sim.horizon + 1.0, length=sim.horizon + 1.0)
+    rows = sim.world.training_log.window(sim.horizon + 1.0, length=sim.horizon + 1.0)
     assert rows is not None and len(rows) > 1000
     model = make_l1(family, cfg)
     users, ns = sim.market.users, len(cfg.world.surfaces)

@@ -53,6 +53,23 @@ def test_the_check_agrees_with_the_run_whatever_else_is_checked(
     assert r.gate[PATH]["result"] in ("pass", "fail") and set(r.sweep[PATH]) >= {"0", "1", "2"}
 
 
+def test_the_replay_runs_the_runs_release_process(logged_run: tuple[Path, dict[str, Any]],
+                                                   tmp_path: Path) -> None:
+    """The replay's releases and rollouts are the run's, row for row: the same start-up models,
+    the same releases at the same times with the same training losses and holdout metrics, and
+    each release's query tower rolled out after the run's delay (the same SimPy process)."""
+    d, m = logged_run
+    out = tmp_path / "out"
+    r = check(["simple", "dhen"], d, out)
+    assert r.releases == m["releases"] >= 2
+    for table in ("model_releases", "rollouts"):
+        replayed, ran = pl.read_parquet(out / "logs" / f"{table}.parquet"), \
+            pl.read_parquet(d / "logs" / f"{table}.parquet")
+        assert replayed.equals(ran), table
+    sides = pl.read_parquet(out / "logs" / "rollouts.parquet")["side"].to_list()
+    assert sides.count("query") == sides.count("item") == r.releases
+
+
 def test_a_family_the_treatment_serves_is_the_treatments_lineage_as_in_the_run(tmp_path: Path) -> None:
     d = tmp_path / "run"
     cfg = tiny_config("logs.training_rows=true", "readiness.families=[simple,dhen]",

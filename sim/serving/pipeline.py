@@ -40,7 +40,7 @@ from sim.features.registry import bits, fill_default
 from sim.logs.writer import LogWriter
 from sim.models.towers import TwoTowerBase
 from sim.serving.arm import Arm
-from sim.serving.deployer import ReferenceContexts, ctr_prior
+from sim.serving.ctr_prior import ReferenceContexts, ctr_prior
 from sim.serving.index import DeployedIndex, build_index
 from sim.serving.precision import ServedTower, serve_as
 from sim.world.catalog import family_slices

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from sim.bidding import expected_value
-from sim.clock import day_of
+from sim.clock import DAY_S, day_of
 from sim.config.schema import OBJECTIVES, Config
 from sim.features.registry import bits, fill_default
-from sim.logs.writer import Coded
+from sim.logs.writer import Coded, LogWriter
 from sim.models.training_log import FULL, PARTIAL, WINNER, LoggedRows
 from sim.rng import LOG_FULL_REQUEST, LOG_PARTIAL_CANDIDATE, LOG_PARTIAL_REQUEST, keyed_uniform
 from sim.serving.arm import Arm
@@ -176,3 +177,57 @@ def training_rows(s: Served, arm: Arm, market: Marketplace, truth_pcvr: np.ndarr
                                   else np.zeros(0)]),
         l1_pcvr=r.l1_pcvr[rows, cols].astype(np.float32),
         families=np.full(rows.size, bits(logged), np.uint8))
+
+
+def log_batch(w: LogWriter, s: Served, arm: Arm, market: Marketplace, surfaces: np.ndarray,
+              horizon: float, now: float, tick_spend: np.ndarray) -> LoggedRows:
+    """Append the rows of a batch ``arm`` served at ``now`` to the request, impression, click,
+    conversion and candidate logs, and the tick's spend (``tick_spend``, by advertiser) to the
+    spend log; return the batch's rows for the training logs."""
+    cfg = arm.cfg
+    objective = market.advertisers.objective
+    w.append("requests", request_rows(s, arm.name, surfaces))
+    w.append("impressions", impression_rows(s, arm.name, surfaces, objective))
+    w.append("clicks", click_rows(s, arm.name, objective))
+    w.append("conversions", conversion_rows(s, arm.name, objective,
+                                            cfg.world.attribution_window_s, horizon))
+    lc = cfg.logs
+    sample = sampled_candidates(s, cfg.seed, lc.full_request_rate, lc.partial_request_rate,
+                                lc.partial_candidates)
+    cand = candidate_rows(s, arm, market, cfg, sample, surfaces)
+    if cand is not None:
+        w.append("candidates", cand)
+    spent = np.flatnonzero(tick_spend > 0)
+    w.append("spend", {"time": now, "day": int(now // DAY_S), "arm": arm.name,
+                       "advertiser_id": spent, "tick_spend": tick_spend[spent],
+                       "spent_today": arm.budgets.ledger.spent_today[spent],
+                       "budget": arm.budgets.ledger.budget[spent]})
+    return training_rows(s, arm, market, None if cand is None else cand["true_pcvr"], sample)
+
+
+def logged_chunk(chunk: int, now: float, logged: LoggedRows) -> Columns:
+    """A batch's training rows as the ``training_rows`` log keeps them (``logs.training_rows``):
+    numbered in append order, with the time they were appended (what the readiness check
+    replays)."""
+    return {"chunk": chunk, "logged_at": now,
+            **{f.name: getattr(logged, f.name) for f in dataclasses.fields(logged)}}
+
+
+def count_versions(counts: dict[tuple[int, int, int], int], hour: int, s: Served) -> None:
+    """Add the live retrieved candidates of ``s`` to ``counts``, by (hour, tier code, query -
+    item version)."""
+    ret = s.retrieved
+    tier = ret.tier[ret.live].astype(np.int64)
+    dist = s.query_version - ret.item_version[ret.live].astype(np.int64)
+    code = tier * 4096 + (dist + 2048)
+    keys, n = np.unique(code, return_counts=True)
+    for key, c in zip(keys.tolist(), n.tolist(), strict=True):  # a few (tier, distance)
+        k = (hour, key // 4096, key % 4096 - 2048)
+        counts[k] = counts.get(k, 0) + c
+
+
+def version_rows(arm: str, counts: dict[tuple[int, int, int], int]) -> Columns:
+    """The ``version_distance`` log of an arm's counts (:func:`count_versions`)."""
+    keys = sorted(counts)
+    return {"hour": [k[0] for k in keys], "arm": arm, "tier": [TIERS[k[1]] for k in keys],
+            "distance": [k[2] for k in keys], "candidates": [counts[k] for k in keys]}
