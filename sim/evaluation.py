@@ -32,11 +32,11 @@ import torch
 from sim.config.schema import Config
 from sim.features.coverage import coverage_shares
 from sim.logs.writer import LogWriter
-from sim.metrics import binary_entropy, calibration_ratio, cross_entropy, log_loss, log_mae
+from sim.models.fitting import l1_pcvr, teacher_pcvr, tower_vectors
 from sim.models.registry import Registry
-from sim.models.releases import l1_pcvr, teacher_pcvr, tower_vectors
 from sim.models.training_log import SOURCES, WINNER, LoggedRows, TrainingLog
 from sim.parity_audit import family_importance, parity_audit
+from sim.scoring import binary_entropy, calibration_ratio, cross_entropy, log_loss, log_mae
 from sim.serving.arm import Arm
 from sim.serving.index import TIERS
 from sim.world.users import Users

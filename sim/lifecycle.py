@@ -23,23 +23,24 @@ from sim.clock import Wait
 from sim.config.schema import Config
 from sim.features.registry import feature_view
 from sim.logs.writer import LogWriter
-from sim.metrics import cross_entropy, log_mae
 from sim.models.checkpoints import Checkpoints
 from sim.models.families import parameter_count
-from sim.models.ranker import Ranker
-from sim.models.registry import ModelVersion, Registry
-from sim.models.releases import (
+from sim.models.fitting import (
     RngState,
     fit_l1,
     fit_l2,
     l1_pcvr,
     release_config,
     teacher_pcvr,
+    torch_draws,
     warm_start,
 )
+from sim.models.ranker import Ranker
+from sim.models.registry import ModelVersion, Registry
 from sim.models.towers import TwoTowerBase
 from sim.models.training_log import WINNER, LoggedRows, TrainingLog
 from sim.rng import Streams
+from sim.scoring import cross_entropy, log_mae
 from sim.serving.arm import ReleasedArm
 from sim.world.marketplace import Marketplace
 
@@ -90,7 +91,17 @@ class Lifecycle:
                      end: float) -> int:
         """Release the arm's L2 and L1 lineages (each to its next version); return the L1 one."""
         gen = torch.Generator().manual_seed(self.streams.torch_seed(f"release/{self.releases}"))
-        torch.manual_seed(self.streams.torch_seed(f"release-reinit/{self.releases}"))
+        with torch_draws(self.streams.torch_seed(f"release-reinit/{self.releases}")):
+            self._fit_arm(arm, l1s, rows, holdout, now, end, gen)
+        version = self.registry.latest(arm.l1_lineage).version
+        self.writer.append("rollouts", {"time": now, "arm": arm.name, "lineage": arm.l1_lineage,
+                                        "side": "item", "version": version})
+        return version
+
+    def _fit_arm(self, arm: ReleasedArm, l1s: dict[str, str], rows: LoggedRows,
+                 holdout: LoggedRows | None, now: float, end: float, gen: torch.Generator) -> None:
+        """Fit and register the next version of the arm's L2, then of each L1 lineage (each L1
+        beside the arm's own starting where the arm's own L1 ended)."""
         acfg = arm.cfg
         mcfg, share = release_config(acfg), acfg.releases.reinit_share
         view = feature_view(rows.families)
@@ -122,10 +133,6 @@ class Lifecycle:
                 offline=self._holdout_metrics(l1, l2, holdout)))
             if draws is None:
                 draws = RngState.take(gen)  # after the arm's own L1
-        version = self.registry.latest(arm.l1_lineage).version
-        self.writer.append("rollouts", {"time": now, "arm": arm.name, "lineage": arm.l1_lineage,
-                                        "side": "item", "version": version})
-        return version
 
     def _holdout_metrics(self, l1: TwoTowerBase, teacher: Ranker,
                          rows: LoggedRows | None) -> dict[str, Any]:

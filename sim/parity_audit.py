@@ -16,10 +16,10 @@ from sim.config.schema import FEATURE_FAMILIES
 from sim.features.coverage import PRESENT
 from sim.features.registry import fill_default
 from sim.logs.writer import LogWriter
-from sim.metrics import cross_entropy, log_mae
-from sim.models.releases import l1_pcvr
+from sim.models.fitting import l1_pcvr
 from sim.models.towers import TwoTowerBase
 from sim.models.training_log import LoggedRows
+from sim.scoring import cross_entropy, log_mae
 from sim.world.catalog import family_slices
 from sim.world.users import Users
 

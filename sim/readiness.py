@@ -25,7 +25,7 @@ appended them; so the check's ``model_releases`` and ``rollouts`` logs are the r
 **It agrees with the run.** A family the run checked (``readiness.families``) gets the same sweep
 and gate here, to the last bit on the same machine and thread count, because it is the same
 computation on the same inputs: each family checked beside the control's L1 starts its draws
-where the control's L1 ended (:class:`sim.models.releases.RngState`), so which other families
+where the control's L1 ended (:class:`sim.models.fitting.RngState`), so which other families
 are checked with it does not matter. A family an arm serves is that arm's own lineage, here as in
 the run: for a family the treatment serves, the treatment's releases are replayed too.
 

@@ -16,8 +16,8 @@ from sim.billing import billed_costs, cpa_to_target, money, revenue
 from sim.clock import DAY_S
 from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, LATENCY_STAGES
 from sim.delivery import pacing_tracking
-from sim.metrics import calibration_ratio, log_loss, log_mae
 from sim.recall import funnel_recall
+from sim.scoring import calibration_ratio, log_loss, log_mae
 from sim.stats import Ratio, concentration, lift, ratio, stratified_lift
 
 

@@ -15,7 +15,7 @@ SIM = Path(__file__).resolve().parents[1] / "sim"
 # lowest first; a module may import from its own layer or any layer below, never above
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"sim.ann", "sim.plugins", "sim.clock", "sim.numerics", "sim.rng", "sim.topk",
-                    "sim.metrics", "sim.stats", "sim.config", "sim.logs", "sim.progress",
+                    "sim.scoring", "sim.stats", "sim.config", "sim.logs", "sim.progress",
                     "sim.threads"}),
     ("world", {"sim.world"}),
     ("market", {"sim.auction", "sim.bidding", "sim.pacing", "sim.autobidding", "sim.experiment"}),
@@ -186,6 +186,20 @@ def test_the_builder_check_sees_a_second_door(tmp_path: Path) -> None:
     src.write_text("import sim.world.marketplace as m\n\ndef f(cfg, s):\n"
                    "    return m.build_marketplace(cfg, s), Lifecycle(cfg)\n")
     assert [n for n, _ in calls(src) if n in WORLD_PARTS] == ["build_marketplace", "Lifecycle"]
+
+
+def test_torch_is_seeded_only_from_named_streams() -> None:
+    """torch's global generator is seeded in one place, ``sim.models.fitting.torch_draws``, which
+    takes a named stream's seed and restores the global state after its block."""
+    seeded = []
+    for p in SIM.rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("manual_seed", "seed", "set_rng_state")
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"):
+                seeded.append(f"{module_name(p)}:{node.lineno}")
+    assert [s.split(":")[0] for s in seeded] == ["sim.models.fitting"] * len(seeded)
+    assert len(seeded) == 2  # torch_draws' manual_seed and RngState.restore's set_rng_state
 
 
 def test_mypy_is_clean() -> None:

@@ -15,9 +15,9 @@ from sim.config.overlay import arm_config
 from sim.features.registry import has_family
 from sim.logs.writer import LogWriter
 from sim.models.families import item_slices, make_l1, parameter_count, query_slices
+from sim.models.fitting import l1_pcvr, torch_draws, tower_vectors
 from sim.models.inputs import query_inputs
 from sim.models.registry import ModelVersion, Registry
-from sim.models.releases import l1_pcvr, tower_vectors
 from sim.models.training_log import FULL, WINNER, LoggedRows, TrainingLog
 from sim.serving.pipeline import EmbeddingTable, Snapshot, stale_slots, tier_members
 from sim.simulation import Simulation
@@ -244,3 +244,19 @@ def test_the_learning_rate_schedule_is_what_the_optimiser_steps_with(schedule: s
         assert seen[15] == pytest.approx(0.005) and seen[-1] == pytest.approx(0.01 * 0.5 * (
             1 + np.cos(np.pi * 29 / 30)))
         assert seen[-1] < 1e-4
+
+
+def test_parameter_initialisation_draws_from_its_named_stream_only() -> None:
+    """Inside ``torch_draws(seed)`` torch's default generator starts at ``seed`` whatever came
+    before, and after it the global state is what it was: no draw leaks in or out."""
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    with torch_draws(7):
+        a = torch.nn.Linear(4, 3).weight.detach().clone()
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.rand(5)  # someone else's draw
+    with torch_draws(7):
+        b = torch.nn.Linear(4, 3).weight.detach().clone()
+    assert torch.equal(a, b)
+    with torch_draws(8):
+        assert not torch.equal(torch.nn.Linear(4, 3).weight, a)

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from sim.billing import cpa_to_target
-from sim.metrics import log_mae
+from sim.scoring import log_mae
 from sim.summary import impression_cells
 
 from conftest import read_json, read_log, run_tiny

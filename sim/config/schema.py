@@ -248,7 +248,7 @@ class TrainingConfig:
     label_weight: float = bounded(1.0, ge=0)  # weight of conversion labels next to L2 teacher
     # share of clicked, non-converting impressions kept for L2's pCVR head (negative
     # downsampling, with no recalibration afterwards: below 1 the ranker over-predicts pCVR, its
-    # odds by about 1 / rate; sim.models.releases.fit_l2)
+    # odds by about 1 / rate; sim.models.fitting.fit_l2)
     cvr_negative_rate: float = bounded(1.0, gt=0, le=1)
     learning_rate: float = bounded(3e-3, gt=0)  # start-up training (releases: releases.*)
     epochs: int = bounded(3, ge=1)

@@ -21,15 +21,16 @@ from sim.config.schema import Config
 from sim.features.registry import FeatureRegistry, bits, feature_view, fill_default
 from sim.models.checkpoints import Checkpoints
 from sim.models.families import make_l1, parameter_count
+from sim.models.fitting import RngState, fit_l1, fit_l2, torch_draws
 from sim.models.ranker import Ranker
 from sim.models.registry import ModelVersion, Registry
-from sim.models.releases import RngState, fit_l1, fit_l2
 from sim.models.training_log import FULL, WINNER, LoggedRows
 from sim.rng import Streams
-from sim.world.catalog import family_slices
+from sim.world.catalog import Catalog, family_slices
 from sim.world.marketplace import Marketplace
 from sim.world.response import draw_outcomes, true_rates
 from sim.world.traffic import draw_audience
+from sim.world.users import Users
 
 EXPLORATION_ID_BASE = 1 << 40
 
@@ -79,30 +80,39 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
     n_positions = max(acfg.auction.n_slots for _, acfg, _ in plan)
     for l2_lineage, acfg, l1s in plan:
         gen = torch.Generator().manual_seed(streams.torch_seed("training/1"))
-        torch.manual_seed(streams.torch_seed("init"))  # parameter initialisation (torch's generator)
-        l2 = Ranker(users.features.shape[1], len(acfg.world.surfaces), cat.features.shape[1],
-                    acfg.world.latent_dim, acfg.models.l2_hidden, n_positions)
-        fit = fit_l2(l2, rows, 0.0, users, acfg, acfg.training, gen, fit_norm=True,
-                     checkpoints=checkpoints)
-        registry.register(ModelVersion(
-            lineage=l2_lineage, version=1, kind="l2", family="ranker", trained_at=0.0,
-            window_start=-1.0, window_end=0.0, feature_view=feature_view(rows.families),
-            rows=int((rows.source == WINNER).sum()), train_loss=fit.loss,
-            parameters=parameter_count(l2), model=l2))
-        draws: RngState | None = None  # where each readiness lineage's draws start
-        for lineage, family in l1s.items():
-            if draws is not None:
-                draws.restore(gen)
-            l1 = make_l1(family, acfg)
-            fit = fit_l1(l1, l2, rows, 0.0, users, acfg, acfg.training, gen, fit_norm=True,
-                         checkpoints=checkpoints)
-            view = feature_view(rows.families, list(acfg.models.l1_features))
-            registry.register(ModelVersion(
-                lineage=lineage, version=1, kind="l1", family=family, trained_at=0.0,
-                window_start=-1.0, window_end=0.0, feature_view=view, rows=len(rows),
-                train_loss=fit.loss, parameters=parameter_count(l1), model=l1))
-            if draws is None:
-                draws = RngState.take(gen)  # after the arm's own L1
+        with torch_draws(streams.torch_seed("init")):  # parameter initialisation
+            _train_arm(rows, users, cat, n_positions, l2_lineage, acfg, l1s, gen, registry,
+                       checkpoints)
     shown = rows.source == WINNER
     return {"impressions": int(shown.sum()), "clicks": int(rows.click.sum()),
             "conversions": int(np.isfinite(rows.conversion_time).sum())}
+
+
+def _train_arm(rows: LoggedRows, users: Users, cat: Catalog, n_positions: int, l2_lineage: str,
+               acfg: Config, l1s: dict[str, str], gen: torch.Generator, registry: Registry,
+               checkpoints: Checkpoints | None) -> None:
+    """Version 1 of an arm's L2 and of its L1 lineages, each L1 beside the arm's own starting
+    where the arm's own L1 ended (:class:`sim.models.fitting.RngState`)."""
+    l2 = Ranker(users.features.shape[1], len(acfg.world.surfaces), cat.features.shape[1],
+                acfg.world.latent_dim, acfg.models.l2_hidden, n_positions)
+    fit = fit_l2(l2, rows, 0.0, users, acfg, acfg.training, gen, fit_norm=True,
+                 checkpoints=checkpoints)
+    registry.register(ModelVersion(
+        lineage=l2_lineage, version=1, kind="l2", family="ranker", trained_at=0.0,
+        window_start=-1.0, window_end=0.0, feature_view=feature_view(rows.families),
+        rows=int((rows.source == WINNER).sum()), train_loss=fit.loss,
+        parameters=parameter_count(l2), model=l2))
+    draws: RngState | None = None  # where each readiness lineage's draws start
+    for lineage, family in l1s.items():
+        if draws is not None:
+            draws.restore(gen)
+        l1 = make_l1(family, acfg)
+        fit = fit_l1(l1, l2, rows, 0.0, users, acfg, acfg.training, gen, fit_norm=True,
+                     checkpoints=checkpoints)
+        view = feature_view(rows.families, list(acfg.models.l1_features))
+        registry.register(ModelVersion(
+            lineage=lineage, version=1, kind="l1", family=family, trained_at=0.0,
+            window_start=-1.0, window_end=0.0, feature_view=view, rows=len(rows),
+            train_loss=fit.loss, parameters=parameter_count(l1), model=l1))
+        if draws is None:
+            draws = RngState.take(gen)  # after the arm's own L1

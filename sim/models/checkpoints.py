@@ -1,6 +1,6 @@
 """Trained checkpoints keyed by everything that determines them: a model is trained once.
 
-A fit (:func:`sim.models.releases.fit_l2`, :func:`~sim.models.releases.fit_l1`) is a pure function
+A fit (:func:`sim.models.fitting.fit_l2`, :func:`~sim.models.fitting.fit_l1`) is a pure function
 of its inputs: the model's parameters and buffers before the fit (a fresh initialisation or the
 previous version), the training rows, the teacher (for L1), the conversion labels known at
 ``known_at``, the users' features, the training config, the state of the torch generator that

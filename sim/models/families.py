@@ -20,7 +20,7 @@ named in the config (``models.l1_family``, ``readiness.families``) by one of the
 The base class does the rest: the query vector with a constant 1 appended, so the L1 logit is
 one inner product and the faiss score; the pair score ``forward``; serving in reduced precision
 (:mod:`sim.serving.precision`). Releases warm-start a family by continuing to train the previous
-version's parameters on the new window (:func:`sim.models.releases.fit_l1`), so a family needs
+version's parameters on the new window (:func:`sim.models.fitting.fit_l1`), so a family needs
 no code of its own for that. ``examples/wide_tower.py`` is a third family.
 """
 

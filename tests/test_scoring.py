@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.special import expit
 
-from sim.metrics import calibration_ratio, ece, log_loss, log_mae, normalized_entropy
 from sim.numerics import sigmoid
+from sim.scoring import calibration_ratio, ece, log_loss, log_mae, normalized_entropy
 
 
 def _data(seed: int, n: int = 5000) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Offline metrics of probability predictions: pure functions, the teaching API.
+"""Scoring probability predictions (the offline metrics): pure functions, the teaching API.
 
 Argument order: every metric of labels against predictions takes ``(y, p)``, labels first, as
 scikit-learn's ``(y_true, y_pred)``; ``log_mae(p, teacher)`` compares two predictions.

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import numpy as np
@@ -133,6 +135,18 @@ def _training_fields(rows: LoggedRows) -> list[np.ndarray]:
             rows.conversion_time]
 
 
+@contextmanager
+def torch_draws(seed: int) -> Iterator[None]:
+    """A block whose draws from torch's default generator start at ``seed`` (a named stream's,
+    :meth:`sim.rng.Streams.torch_seed`). Parameter initialisation draws from that generator and
+    takes no other (``nn.Linear.reset_parameters``: a new model's layers, a release's
+    re-initialised ones). After the block torch's global state is what it was before: no draw
+    outside the block moves one inside it, nor the other way round."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 @dataclasses.dataclass(frozen=True)
 class RngState:
     """Where a fit's random draws start: its generator's state and torch's default generator's
@@ -155,8 +169,7 @@ class RngState:
 def warm_start(model: M, reinit_share: float, gen: torch.Generator) -> M:
     """A trainable copy of ``model`` with each Linear layer re-initialised with prob. ``reinit_share``.
 
-    Re-initialisation draws from torch's default generator, which the caller seeds from the run's
-    named stream first."""
+    Re-initialisation draws from torch's default generator: call it inside :func:`torch_draws`."""
     new = copy.deepcopy(model)
     if reinit_share > 0:
         for module in new.modules():
