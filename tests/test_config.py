@@ -101,8 +101,7 @@ def _as_dict(cfg: Config) -> dict[str, Any]:
 def test_every_scenario_changes_exactly_what_it_states(scenario: str) -> None:
     """A scenario is an overlay: each key it states takes its value, every other key keeps the
     default (so a key the schema renamed cannot be silently ignored)."""
-    stated = _leaves(OmegaConf.to_container(OmegaConf.load(SCENARIO_DIR / f"{scenario}.yaml")) or {})
-    stated.pop("", None)  # an empty overlay
+    stated = _stated(scenario)
     got, default = _leaves(_as_dict(load_config(scenario))), _leaves(_as_dict(load_config("default")))
     for key, value in stated.items():
         if key.startswith("experiment.treatment"):
@@ -110,10 +109,32 @@ def test_every_scenario_changes_exactly_what_it_states(scenario: str) -> None:
         assert _matches(got[key], value), key
     changed = {k for k in got if got[k] != default.get(k)}
     assert changed <= set(stated) | {k for k in got if k.startswith("experiment.treatment")}, scenario
-    treatment = OmegaConf.to_container(OmegaConf.load(SCENARIO_DIR / f"{scenario}.yaml"))
-    want = ((treatment or {}).get("experiment") or {}).get("treatment")  # type: ignore[union-attr]
-    if want is not None:
-        assert load_config(scenario).experiment.treatment == want
+    want = {k: v for k, v in stated.items() if k.startswith("experiment.treatment")}
+    if want:
+        got_treatment = _leaves(load_config(scenario).experiment.treatment, "experiment.treatment")
+        assert got_treatment == want
+
+
+def _stated(scenario: str) -> dict[str, Any]:
+    """Dotted key -> value of what a scenario states: its own keys over those of the scenarios
+    its defaults list takes (in order; ``_self_`` last, as the files write it)."""
+    node = OmegaConf.to_container(OmegaConf.load(SCENARIO_DIR / f"{scenario}.yaml")) or {}
+    assert isinstance(node, dict)
+    out: dict[str, Any] = {}
+    for parent in node.pop("defaults", []):
+        if parent != "_self_":
+            out |= _stated(parent)
+    own = _leaves(node)
+    own.pop("", None)  # an empty overlay
+    return out | own
+
+
+def test_a_scenario_can_extend_another() -> None:
+    """``l1_cvr_fixed`` takes the headline through its defaults list and states two keys: it is
+    the headline's config but for those two."""
+    fixed, headline = _as_dict(load_config("l1_cvr_fixed")), _as_dict(load_config("l1_cvr_discrepancy"))
+    differ = {k for k, v in _leaves(fixed).items() if _leaves(headline).get(k) != v}
+    assert differ == {"features.l2_implies_l1", "index.build_mode"}
 
 
 def test_every_config_group_option_sets_its_values() -> None:
