@@ -15,8 +15,8 @@ the same run directory (``.hydra/config.yaml``, ``manifest.json``, ``metrics.jso
 Overrides are keyword arguments: a top-level key (``days=0.1``), a dotted key as a dict entry
 (``**{"world.n_users": 400}``) or a nested dict, which stands for its dotted leaves
 (``world={"n_users": 400}``, ``experiment={"treatment": {"models": {"l1_family": "dhen"}}}``).
-A key the schema does not have fails as on the command line; a key that adds to the scenario's
-treatment overlay needs no ``+`` (the command line's ``+experiment.treatment.models.l1_family``).
+A key the schema does not have fails as on the command line. The treatment's keys are typed by
+the schema like any other (``experiment={"treatment": {"funnel": {"k_l1": 50}}}``).
 """
 
 from __future__ import annotations
@@ -73,26 +73,10 @@ def _leaves(key: str, value: Any) -> list[tuple[str, Any]]:
     return [(key, value)]
 
 
-def _absent(key: str, treatment: Mapping[str, Any]) -> bool:
-    """Whether dotted ``key`` adds to the scenario's treatment overlay (a key it lacks)."""
-    parts = key.split(".")
-    if parts[:2] != ["experiment", "treatment"] or len(parts) == 2:
-        return False
-    node: Any = treatment
-    for part in parts[2:]:
-        if not isinstance(node, Mapping) or part not in node:
-            return True
-        node = node[part]
-    return False
-
-
-def override_strings(overrides: Mapping[str, Any],
-                     treatment: Mapping[str, Any] | None = None) -> list[str]:
+def override_strings(overrides: Mapping[str, Any]) -> list[str]:
     """Hydra override strings (``key=value``) for keyword overrides: nested dicts become dotted
-    leaf keys; a key that adds to ``treatment`` (the scenario's treatment overlay, a free-form
-    dict) gets Hydra's ``+``, which the command line would need."""
-    return [f"{'+' if treatment is not None and _absent(k, treatment) else ''}{k}={_render(v)}"
-            for key, value in overrides.items() for k, v in _leaves(key, value)]
+    leaf keys."""
+    return [f"{k}={_render(v)}" for key, value in overrides.items() for k, v in _leaves(key, value)]
 
 
 def _default_dir(scenario: str) -> Path:
@@ -179,8 +163,7 @@ def simulate(scenario: str = "default", *, seed: int = 0, run_dir: str | Path | 
     Bad config raises :class:`ConfigError` before anything is written; a run that fails records
     ``failed`` in its manifest and re-raises."""
     try:
-        treatment = load_config(scenario).experiment.treatment
-        cfg = load_config(scenario, override_strings({"seed": seed, **overrides}, treatment))
+        cfg = load_config(scenario, override_strings({"seed": seed, **overrides}))
     except HydraException as exc:  # an unknown key, a bad value for Hydra's grammar
         cause = f" ({str(exc.__cause__).strip()})" if exc.__cause__ else ""  # what the CLI prints too
         raise ConfigError(str(exc).strip() + cause) from None

@@ -85,7 +85,7 @@ def arm_configs(cfg: Config) -> dict[str, Config]:
     """Each arm's config: the control's is ``cfg``, the treatment's ``cfg`` with its overlay."""
     out = {"control": cfg}
     if "treatment" in cfg.experiment.arms:
-        out["treatment"] = arm_config(cfg, dict(cfg.experiment.treatment))
+        out["treatment"] = arm_config(cfg, cfg.experiment.treatment)
     return out
 
 

@@ -25,13 +25,12 @@ def test_override_strings_follow_hydras_grammar() -> None:
                              "experiment.arms": ["control", "treatment"],
                              "experiment": {"ramp": [{"day": 0, "share": 0.5}],
                                             "treatment": {"models": {"l1_family": "dhen"},
-                                                          "index": {"nprobe": 8}}}},
-                            treatment={"index": {"factory": "IVF64,Flat"}}) == [
+                                                          "index": {"nprobe": 8}}}}) == [
         "days=0.5", "index.factory='IVF64,Flat'", "progress='off'", "cache.dir=null",
         "latency.enabled=false", "experiment.arms=['control','treatment']",
         "experiment.ramp=[{day:0,share:0.5}]",
-        "+experiment.treatment.models.l1_family='dhen'",  # adds to the overlay
-        "+experiment.treatment.index.nprobe=8"]
+        "experiment.treatment.models.l1_family='dhen'",  # typed like any key: no `+`
+        "experiment.treatment.index.nprobe=8"]
     with pytest.raises(ConfigError, match="not a config value"):
         override_strings({"days": object()})
 

@@ -12,7 +12,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from sim.config import ConfigError, load_config
-from sim.config.schema import Config
+from sim.config.overlay import arm_config
+from sim.config.schema import Config, set_keys
 from sim.config.store import CONF_DIR, SCENARIO_DIR, check_launcher
 
 from conftest import read_json
@@ -40,8 +41,8 @@ from conftest import read_json
     ("index.factory=PQ4", "index.factory", "17-dimensional"),
     ("index.nprobe=0", "index.nprobe", "0"),
     ("pacing.interval_s=450", "pacing.interval_s", "450"),
-    ("+experiment.treatment.world.n_users=5", "experiment.treatment", "n_users"),
-    ("+experiment.treatment.models.l1_family=dhen", "experiment.treatment", "dhen"),
+    ("experiment.treatment.world.n_users=5", "experiment.treatment", "n_users"),
+    ("experiment.treatment.models.l1_family=dhen", "experiment.treatment", "dhen"),
 ])
 def test_out_of_range_values_name_key_and_value(override: str, key: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -109,10 +110,9 @@ def test_every_scenario_changes_exactly_what_it_states(scenario: str) -> None:
         assert _matches(got[key], value), key
     changed = {k for k in got if got[k] != default.get(k)}
     assert changed <= set(stated) | {k for k in got if k.startswith("experiment.treatment")}, scenario
-    want = {k: v for k, v in stated.items() if k.startswith("experiment.treatment")}
-    if want:
-        got_treatment = _leaves(load_config(scenario).experiment.treatment, "experiment.treatment")
-        assert got_treatment == want
+    want = {k: v for k, v in stated.items() if k.startswith("experiment.treatment") and v != {}}
+    assert _leaves(set_keys(load_config(scenario).experiment.treatment) or {},
+                   "experiment.treatment") == (want or {"experiment.treatment": {}})
 
 
 def _stated(scenario: str) -> dict[str, Any]:
@@ -156,13 +156,13 @@ def test_moved_keys_fail_with_their_new_name() -> None:
     with pytest.raises(ConfigError, match=r"`models.epochs` moved to `training.epochs`"):
         load_config("default", ["models.epochs=2"])
     with pytest.raises(ConfigError, match=r"moved to `experiment.treatment.releases.interval_s`"):
-        load_config("default", ["+experiment.treatment.models.release_interval_s=3600"])
+        load_config("default", ["experiment.treatment.models.release_interval_s=3600"])
     with pytest.raises(ConfigError, match=r"`experiment.treatment.models.skew_max_distance` moved"):
         load_config("default", ["experiment.arms=[control,treatment]",
-                                "+experiment.treatment.models.skew_max_distance=3"])
+                                "experiment.treatment.models.skew_max_distance=3"])
     with pytest.raises(ConfigError, match="both arms share"):
         load_config("default", ["experiment.arms=[control,treatment]",
-                                "+experiment.treatment.threads.torch=1"])
+                                "experiment.treatment.threads.torch=1"])
 
 
 def test_scenario_with_unknown_key_fails(tmp_path: Path) -> None:
@@ -198,16 +198,16 @@ def test_cli_rejects_unknown_key(tmp_path: Path) -> None:
 def test_bad_treatment_overlay_fails_at_load() -> None:
     with pytest.raises(ConfigError, match="l1_famly"):
         load_config("default", ["experiment.arms=[control,treatment]",
-                                "+experiment.treatment.models.l1_famly=dhen"])
+                                "experiment.treatment.models.l1_famly=dhen"])
     with pytest.raises(ConfigError, match="world"):
         load_config("default", ["experiment.arms=[control,treatment]",
-                                "+experiment.treatment.world.n_users=5"])
+                                "experiment.treatment.world.n_users=5"])
 
 
 def test_cli_rejects_bad_treatment_overlay_before_simulating(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "sim", "experiment.arms=[control,treatment]",
-         "+experiment.treatment.funnel.k_l1=100000", f"hydra.run.dir={tmp_path}"],
+         "experiment.treatment.funnel.k_l1=100000", f"hydra.run.dir={tmp_path}"],
         capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "funnel.k_l1" in out.stderr
@@ -250,7 +250,7 @@ def test_an_index_factory_that_passes_validation_builds_at_the_real_dimension() 
         load_config("default", ["index.factory=PQ4"])
     with pytest.raises(ConfigError, match=r"`experiment.treatment`: `index.factory` 'PQ4' cannot "):
         load_config("default", ["experiment.arms=[control,treatment]",
-                                "+experiment.treatment.index.factory=PQ4"])
+                                "experiment.treatment.index.factory=PQ4"])
     cfg = load_config("default", ["models.embedding_dim=15", "index.factory=PQ4"])
     n, d = 300, cfg.models.embedding_dim + 1
     vectors = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
@@ -259,3 +259,24 @@ def test_an_index_factory_that_passes_validation_builds_at_the_real_dimension() 
                      0.0)
     assert ix.n == n
 
+
+
+def test_the_treatments_keys_are_typed_like_any_other() -> None:
+    """``experiment.treatment`` is in the schema: a key is set without Hydra's ``+`` and checked
+    for its type when composed; a key both arms share is not there to set; the old ``+`` form
+    stops with what to do."""
+    two = ["experiment.arms=[control,treatment]"]
+    cfg = load_config("default", [*two, "experiment.treatment.funnel.k_l1=50",
+                                  "experiment.treatment.latency.sla_ms.query_tower=12"])
+    assert cfg.experiment.treatment.funnel.k_l1 == 50 and cfg.experiment.treatment.funnel.k_l2 is None
+    arm = arm_config(cfg, cfg.experiment.treatment)
+    assert (arm.funnel.k_l1, arm.funnel.k_l2, cfg.funnel.k_l1) == (50, cfg.funnel.k_l2, cfg.funnel.k_l1)
+    assert arm.latency.sla_ms == {**cfg.latency.sla_ms, "query_tower": 12.0}
+    with pytest.raises(ConfigCompositionException) as err:
+        load_config("default", [*two, "experiment.treatment.funnel.k_l1=many"])
+    assert "experiment.treatment.funnel.k_l1" in str(err.value) + str(err.value.__cause__)
+    with pytest.raises(ConfigError, match="both arms share `world`"):
+        load_config("default", [*two, "experiment.treatment.world.n_users=5"])
+    with pytest.raises(ConfigError, match="drop the `\\+`"):
+        load_config("default", [*two, "+experiment.treatment.funnel.k_l1=50"])
+    assert set_keys(load_config("default").experiment.treatment) == {}  # nothing set: an A/A test

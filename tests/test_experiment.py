@@ -97,8 +97,8 @@ def test_budget_split_sub_budgets_sum_to_the_campaign_budget(tmp_path: Path) -> 
 
 def test_treatment_with_more_slots_than_the_control_runs_past_releases(tmp_path: Path) -> None:
     run_tiny(tmp_path, "world.position_ctr=[1.0,0.75,0.55,0.4]",
-             "experiment.arms=[control,treatment]", "+experiment.treatment.auction.n_slots=4",
-             "+experiment.treatment.auction.slot_ctr=[1.0,0.75,0.55,0.4]")
+             "experiment.arms=[control,treatment]", "experiment.treatment.auction.n_slots=4",
+             "experiment.treatment.auction.slot_ctr=[1.0,0.75,0.55,0.4]")
     imps = read_log(tmp_path, "impressions")
     assert imps.filter(pl.col("arm") == "treatment")["position"].max() == 3
     assert imps.filter(pl.col("arm") == "control")["position"].max() == 2

@@ -144,7 +144,7 @@ def test_item_lookup_work_follows_the_index() -> None:
 
 def test_slow_treatment_times_out_and_falls_back(tmp_path: Path) -> None:
     run_tiny(tmp_path, "experiment.arms=[control,treatment]",
-             "+experiment.treatment.models.l1_family=dhen", "latency.sla_ms.query_tower=12")
+             "experiment.treatment.models.l1_family=dhen", "latency.sla_ms.query_tower=12")
     m = read_json(tmp_path / "metrics.json")["arms"]
     assert m["treatment"]["latency_ms"]["query_tower"]["p99"] > m["control"]["latency_ms"][
         "query_tower"]["p99"]

@@ -195,7 +195,7 @@ def test_training_rows_hold_features_as_logged(tmp_path: Path) -> None:
 
 def test_skew_sweep_covers_every_served_family_unless_told() -> None:
     cfg = tiny_config("experiment.arms=[control,treatment]",
-                      "+experiment.treatment.models.l1_family=dhen")
+                      "experiment.treatment.models.l1_family=dhen")
     arms = {"control": cfg, "treatment": arm_config(cfg, {"models": {"l1_family": "dhen"}})}
     assert checked_lineages(cfg, arms) == ({"simple": "control/l1", "dhen": "treatment/l1"}, {})
     one = tiny_config()

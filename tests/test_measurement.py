@@ -48,7 +48,7 @@ def test_offline_window_starts_after_every_evaluated_training_window(tmp_path: P
 
 def test_diverted_arms_are_scored_against_their_own_teacher(tmp_path: Path) -> None:
     run_tiny(tmp_path, "experiment.arms=[control,treatment]", "experiment.training=diverted",
-             "+experiment.treatment.models.l2_hidden=32")
+             "experiment.treatment.models.l2_hidden=32")
     models = read_json(tmp_path / "metrics.json")["offline"]["models"]
     assert models["control"]["teacher"] == "control/l2"
     assert models["treatment"]["teacher"] == "treatment/l2"

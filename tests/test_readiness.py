@@ -74,7 +74,7 @@ def test_a_family_the_treatment_serves_is_the_treatments_lineage_as_in_the_run(t
     d = tmp_path / "run"
     cfg = tiny_config("logs.training_rows=true", "readiness.families=[simple,dhen]",
                       "experiment.arms=[control,treatment]",
-                      "+experiment.treatment.models.l1_family=dhen")
+                      "experiment.treatment.models.l1_family=dhen")
     save_config(cfg, d)
     m = run(cfg, d, scenario="default")
     r = check(["dhen", "simple"], d, tmp_path / "out")

@@ -3,6 +3,7 @@ sections and plots, attribution by Shapley values, sweep aggregation."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -292,7 +293,7 @@ HAZARDS = [  # a parity gap (offsite counters not in the L1 embedding path, a tr
     "days=0.5", "experiment.arms=[control,treatment]",
     "features.onboarding.offsite_conversions=[training_logs,l2_feature_store]",
     "models.l1_features=[base,targeting,annotations,image_embedding]",
-    "+experiment.treatment.models.l1_features=[base,targeting,offsite_conversions,annotations,image_embedding]",
+    "experiment.treatment.models.l1_features=[base,targeting,offsite_conversions,annotations,image_embedding]",
     "experiment.ramp=[{day:0,share:0.3},{day:0.25,share:0.6}]", "releases.reinit_share=1.0",
 ]
 SYNCHRONOUS = ["index.build_mode=batch", "index.large_deploy_s=0", "index.fresh_deploy_s=0",
@@ -406,20 +407,21 @@ def test_switches_turn_the_hazards_off(hazard_run: Path) -> None:
     assert off.experiment.training == "diverted" and off.index.build_mode == "batch"
     assert off.models.l1_features == cfg.models.l1_features  # the models themselves unchanged
     overlay = off.experiment.treatment
-    assert overlay["models"]["l1_features"] == cfg.experiment.treatment["models"]["l1_features"]
+    assert overlay.models.l1_features == cfg.experiment.treatment.models.l1_features
     treatment = arm_config(off, overlay)  # what the treatment arm really runs with
     assert treatment.releases.query_rollout_delay_s == 0.0 == off.releases.query_rollout_delay_s
     assert treatment.index.build_mode == "batch" and treatment.index.large_deploy_s == 0.0
+    mine = copy.deepcopy(overlay)
+    mine.releases.query_rollout_delay_s = 7200.0
     touched = switched(dataclasses.replace(cfg, experiment=dataclasses.replace(
-        cfg.experiment, treatment={**overlay, "releases": {"query_rollout_delay_s": 7200.0}})),
-        ["version_skew"])
-    assert touched.experiment.treatment["releases"]["query_rollout_delay_s"] == 0.0  # switched there too
+        cfg.experiment, treatment=mine)), ["version_skew"])
+    assert touched.experiment.treatment.releases.query_rollout_delay_s == 0.0  # switched there too
 
 
 def test_exact_serving_switch_and_when_the_serving_path_is_present() -> None:
     cfg = tiny_config("serving=ivf_sq8", "experiment.arms=[control,treatment]",
-                      "+experiment.treatment.index.factory=SQ8",
-                      "+experiment.treatment.serving.query_dtype=int8")
+                      "experiment.treatment.index.factory=SQ8",
+                      "experiment.treatment.serving.query_dtype=int8")
     m = aa_world()
     assert "serving_path" not in present_hazards(cfg, m)
     _treat(m, ann_recall=0.998)

@@ -84,7 +84,7 @@ def same_search() -> bool:
 def same_world(tmp: Path) -> list[str]:
     """A tiny A/B world with a ``dhen`` treatment at 1 and 2 threads: what differs (metrics.json,
     log tables; the wall-time column ``build_s`` left out)."""
-    arms = ("experiment.arms=[control,treatment]", "+experiment.treatment.models.l1_family=dhen",
+    arms = ("experiment.arms=[control,treatment]", "experiment.treatment.models.l1_family=dhen",
             "threads.deterministic=true")
     for t in (1, 2):
         run_tiny(tmp / str(t), *arms, f"threads.torch={t}", f"threads.faiss={t}")

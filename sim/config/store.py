@@ -9,14 +9,16 @@ command line applies ``scenarios/NAME.yaml`` as an overlay that states only what
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from sim.config.overlay import arm_config
-from sim.config.schema import MOVED_KEYS, Config
+from sim.config.schema import ARM_GROUPS, MOVED_KEYS, ArmOverlay, Config
 from sim.config.validate import ConfigError, validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,13 +52,40 @@ def register_configs(scenario_dir: Path = SCENARIO_DIR) -> list[str]:
 
 def check_moved_keys(overrides: list[str]) -> None:
     """Fail on a command-line override of a key that moved to another group (``MOVED_KEYS``),
-    naming its new home, before Hydra reports it as unknown."""
+    naming its new home, before Hydra reports it as unknown; and on a treatment key given with
+    Hydra's ``+`` (once needed, when the treatment was a free-form dict), saying to drop it."""
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         for prefix in ("", "experiment.treatment."):
             old = key[len(prefix):] if key.startswith(prefix) else None
             if old in MOVED_KEYS:
                 raise ConfigError(f"`{key}` moved to `{prefix}{MOVED_KEYS[old]}` (got {override!r})")
+        if key.startswith("experiment.treatment."):
+            group = key.split(".")[2]
+            if group not in ARM_GROUPS:
+                raise ConfigError(f"`experiment.treatment.{group}` (got {override!r}): both arms "
+                                  f"share `{group}`; an arm sets only {', '.join(ARM_GROUPS)}")
+            missing = _missing(ArmOverlay(), key.split(".")[2:])
+            if missing:
+                raise ConfigError(f"`experiment.treatment.{missing}` (got {override!r}) is not a key "
+                                  "an arm sets")
+            if override.startswith("+"):
+                raise ConfigError(f"{override!r}: the treatment's keys are in the schema, typed "
+                                  "like any other; drop the `+`")
+
+
+def _missing(node: Any, path: list[str]) -> str | None:
+    """The first part of ``path`` (dotted, up to it) that ``node`` does not have, or None."""
+    for i, part in enumerate(path):
+        if dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}:
+            node = getattr(node, part)
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        elif node is None or isinstance(node, list):  # a value: what follows is Hydra's to check
+            return None
+        else:
+            return ".".join(path[:i + 1])
+    return None
 
 
 def expand_replicates(argv: list[str]) -> list[str]:
@@ -98,7 +127,7 @@ def to_config(cfg: DictConfig) -> Config:
         raise TypeError(f"expected a config built on the `base_config` schema, got {type(obj)}")
     validate(obj)
     if "treatment" in obj.experiment.arms:  # the overlay is checked now, not when the world is built
-        arm_config(obj, dict(obj.experiment.treatment))
+        arm_config(obj, obj.experiment.treatment)
     return obj
 
 

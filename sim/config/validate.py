@@ -24,6 +24,7 @@ from sim.config.schema import (
     OBJECTIVES,
     SERVING_DTYPES,
     Config,
+    set_keys,
 )
 from sim.plugins import load_object
 
@@ -111,8 +112,8 @@ def _check_relations(cfg: Config) -> None:
              f"`experiment.arms` must start with 'control', got {cfg.experiment.arms}")
     _require(len(set(cfg.experiment.arms)) == len(cfg.experiment.arms),
              f"`experiment.arms` must not repeat an arm, got {cfg.experiment.arms}")
-    _require("treatment" in cfg.experiment.arms or not cfg.experiment.treatment,
-             f"`experiment.treatment` is set ({dict(cfg.experiment.treatment)}) but "
+    _require("treatment" in cfg.experiment.arms or not set_keys(cfg.experiment.treatment),
+             f"`experiment.treatment` is set ({set_keys(cfg.experiment.treatment)}) but "
              f"`experiment.arms` has no treatment arm (got {cfg.experiment.arms}): the overlay "
              f"would be ignored; add the arm or drop the overlay")
     _require(pac.interval_s % cfg.traffic.tick_s == 0,

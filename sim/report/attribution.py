@@ -37,8 +37,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from sim.config.overlay import arm_config
-from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, Config, FeaturesConfig
+from sim.config.overlay import arm_config, overlay_set
+from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, Config, FeaturesConfig, set_keys
 from sim.config.store import to_config
 from sim.logs.writer import write_text_atomic
 from sim.report.evidence import gap, stratified, two_arms
@@ -64,16 +64,11 @@ def save_config(cfg: Config, run_dir: Path) -> None:
     write_text_atomic(run_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
 
-def _set(overlay: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``dotted`` in the treatment overlay if the overlay touches its group at all (otherwise
-    the base config's value, switched already, reaches the treatment by the merge)."""
-    group, *rest = dotted.split(".")
-    if group not in overlay:
-        return
-    node = overlay[group]
-    for key in rest[:-1]:
-        node = node.setdefault(key, {})
-    node[rest[-1]] = value
+def _set(overlay: Any, dotted: str, value: Any) -> None:
+    """Set ``dotted`` in the treatment overlay if the overlay sets anything of its group
+    (otherwise the base config's value, switched already, reaches the treatment by the merge)."""
+    if dotted.split(".")[0] in set_keys(overlay):
+        overlay_set(overlay, dotted, value)
 
 
 def _all_onboarded(cfg: Config) -> Config:
@@ -170,7 +165,7 @@ def switched(cfg: Config, off: list[str]) -> Config:
         cfg = HAZARDS[h][1](cfg)
     cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, ground_truth=False))
     if "treatment" in cfg.experiment.arms:
-        arm_config(cfg, dict(cfg.experiment.treatment))
+        arm_config(cfg, cfg.experiment.treatment)
     return cfg
 
 
