@@ -36,14 +36,26 @@ from sim.models.fitting import l1_pcvr, teacher_pcvr, tower_vectors
 from sim.models.registry import Registry
 from sim.models.training_log import SOURCES, WINNER, LoggedRows, TrainingLog
 from sim.parity_audit import family_importance, parity_audit
+from sim.results import (
+    EvalWindow,
+    OfflineResults,
+    PairChange,
+    PairScore,
+    SkewCurve,
+    SkewGate,
+    SkewPoint,
+    SkewSweep,
+)
 from sim.scoring import binary_entropy, calibration_ratio, cross_entropy, log_loss, log_mae
 from sim.serving.arm import Arm
 from sim.serving.index import TIERS
 from sim.world.users import Users
 
+CHANGES = ("log_loss", "excess_loss", "calibration", "log_mae")  # the fields of PairChange
+
 
 def evaluation_rows(log: TrainingLog, registry: Registry, lineages: list[str], horizon: float,
-                    cfg: Config, rng: np.random.Generator) -> tuple[LoggedRows | None, dict[str, Any]]:
+                    cfg: Config, rng: np.random.Generator) -> tuple[LoggedRows | None, EvalWindow]:
     """The rows offline evaluation and the skew sweep read, and the window they come from.
 
     The window is ``[start, end)``: the last ``releases.train_window_s`` before the horizon,
@@ -55,7 +67,7 @@ def evaluation_rows(log: TrainingLog, registry: Registry, lineages: list[str], h
     trained = max(registry.latest(lin).window_end for lin in lineages)
     start = max(end - cfg.releases.train_window_s, trained)
     rows = log.window(end, length=end - start) if start < end else None
-    window = {"start": start, "end": end, "rows": 0 if rows is None else len(rows)}
+    window = EvalWindow(start=start, end=end, rows=0 if rows is None else len(rows))
     return (None if rows is None else eval_rows(rows, cfg, rng)), window
 
 
@@ -138,17 +150,19 @@ def _log_offline(writer: LogWriter, name: str, lineage: str, version: int, teach
 
 
 def _pair_metrics(p: np.ndarray, rows: LoggedRows, teacher: np.ndarray, m: np.ndarray
-                  ) -> dict[str, float]:
+                  ) -> PairScore:
     ce = cross_entropy(rows.true_pcvr[m], p[m])
-    return {"rows": int(m.sum()), "log_loss": ce,
-            "excess_loss": ce - cross_entropy(rows.true_pcvr[m], rows.true_pcvr[m]),
-            "calibration": float(p[m].sum() / rows.true_pcvr[m].sum()),
-            "log_mae": log_mae(p[m], teacher[m])}
+    return PairScore(rows=int(m.sum()), log_loss=ce,
+                     excess_loss=ce - cross_entropy(rows.true_pcvr[m], rows.true_pcvr[m]),
+                     calibration=float(p[m].sum() / rows.true_pcvr[m].sum()),
+                     log_mae=log_mae(p[m], teacher[m]))
 
 
 def skew_sweep(registry: Registry, families: dict[str, str], l2_lineage: str, rows: LoggedRows,
-               users: Users, cfg: Config, writer: LogWriter) -> dict[str, Any]:
-    """``skew_sweep.<family>.<distance>`` and ``skew_gate.<family>`` (family -> lineage).
+               users: Users, cfg: Config, writer: LogWriter) -> SkewSweep:
+    """Each family's curve by version distance and slice, and its readiness gate (family ->
+    lineage; ``metrics.json``: ``offline.skew_sweep.<family>.<distance>``,
+    ``offline.skew_gate.<family>``).
 
     For distance k, every query version a with an item version a - k is an *anchor*: the metrics
     of (query a, item a - k) are averaged over anchors, and ``delta`` is the mean change against
@@ -166,39 +180,41 @@ def skew_sweep(registry: Registry, families: dict[str, str], l2_lineage: str, ro
     groups |= {f"source:{s}": rows.source == c for c, s in enumerate(SOURCES)}
     groups |= {f"tier:{t}": rows.tier == c for c, t in enumerate(TIERS)}
     groups = {k: m for k, m in groups.items() if m.any()}
-    sweep: dict[str, Any] = {}
-    gate: dict[str, Any] = {}
+    curves: dict[str, SkewCurve] = {}
+    gates: dict[str, SkewGate] = {}
     for family, lineage in families.items():
         versions = registry.versions(lineage)
         vectors = [tower_vectors(mv.tower, rows, users, ns) for mv in versions]
         qv, iv = [q for q, _ in vectors], [i for _, i in vectors]
         n = len(versions)
-        sweep[family] = {}
+        curve: SkewCurve = {}
         for k in range(min(cfg.readiness.max_distance, n - 1) + 1):
-            entry: dict[str, Any] = {}
+            curve[k] = {}
             for name, m in groups.items():
-                entry[name] = _at_distance(qv, iv, k, rows, teacher, m)
+                point = curve[k][name] = _at_distance(qv, iv, k, rows, teacher, m)
                 kind, _, value = name.partition(":")
-                mean, delta = entry[name], entry[name]["delta"]
                 writer.append("skew_sweep", {
                     "family": family, "lineage": lineage, "query_version": n, "distance": k,
                     "source": value if kind == "source" else "all",
-                    "tier": value if kind == "tier" else "all", "anchors": mean["anchors"],
-                    **{key: mean[key] for key in ("rows", "log_loss", "excess_loss",
-                                                  "calibration", "log_mae", "logit_shift",
-                                                  "item_shift", "query_norm")},
-                    "delta_excess_loss": delta["excess_loss"], "delta_log_mae": delta["log_mae"]})
-            sweep[family][str(k)] = entry
-        gate[family] = _gate(sweep[family], cfg)
-    return {"skew_sweep": sweep, "skew_gate": gate}
+                    "tier": value if kind == "tier" else "all", "anchors": point.anchors,
+                    **{key: getattr(point, key) for key in (
+                        "rows", "log_loss", "excess_loss", "calibration", "log_mae",
+                        "logit_shift", "item_shift", "query_norm")},
+                    "delta_excess_loss": point.delta.excess_loss,
+                    "delta_log_mae": point.delta.log_mae})
+        curves[family] = curve
+        gates[family] = _gate(curve, cfg)
+    return SkewSweep(curves=curves, gates=gates)
 
 
 def _at_distance(qv: list[torch.Tensor], iv: list[torch.Tensor], k: int, rows: LoggedRows,
-                 teacher: np.ndarray, m: np.ndarray) -> dict[str, Any]:
+                 teacher: np.ndarray, m: np.ndarray) -> SkewPoint:
     """The metrics of every (query a, item a - k) pairing of a lineage's versions on the rows
     ``m``, averaged over anchors, with ``delta`` against the clean pairing of the same anchor and
     ``latest_query`` the pairing with the latest query version."""
-    pairs, deltas, drift = [], [], []
+    pairs: list[PairScore] = []
+    deltas: list[PairChange] = []
+    drift: list[tuple[float, float, float]] = []
     mt = torch.from_numpy(m)
     for a in range(k, len(qv)):  # anchor query version a + 1, item version a + 1 - k
         skewed, clean_logit = (qv[a] * iv[a - k]).sum(1), (qv[a] * iv[a]).sum(1)
@@ -206,32 +222,36 @@ def _at_distance(qv: list[torch.Tensor], iv: list[torch.Tensor], k: int, rows: L
         clean = torch.sigmoid(clean_logit).double().numpy()
         pm, cm = _pair_metrics(p, rows, teacher, m), _pair_metrics(clean, rows, teacher, m)
         pairs.append(pm)
-        deltas.append({key: pm[key] - cm[key] for key in pm if key != "rows"})
+        deltas.append(PairChange(**{key: getattr(pm, key) - getattr(cm, key) for key in CHANGES}))
         moved = (iv[a - k] - iv[a])[mt]
-        drift.append({"logit_shift": float((skewed - clean_logit)[mt].abs().mean()),
-                      "item_shift": float(moved.norm(dim=1).mean() / iv[a][mt].norm(dim=1).mean()),
-                      "query_norm": float(qv[a][mt].norm(dim=1).mean())})
-    mean = {key: float(np.mean([x[key] for x in pairs])) for key in pairs[0]}
-    mean |= {key: float(np.mean([x[key] for x in drift])) for key in drift[0]}
-    delta = {key: float(np.mean([x[key] for x in deltas])) for key in deltas[0]}
-    return {**mean, "anchors": len(pairs), "delta": delta, "latest_query": pairs[-1]}
+        drift.append((float((skewed - clean_logit)[mt].abs().mean()),
+                      float(moved.norm(dim=1).mean() / iv[a][mt].norm(dim=1).mean()),
+                      float(qv[a][mt].norm(dim=1).mean())))
+    def mean(values: list[float]) -> float:  # noqa: E306
+        return float(np.mean(values))
+    return SkewPoint(
+        rows=mean([x.rows for x in pairs]),
+        **{key: mean([getattr(x, key) for x in pairs]) for key in CHANGES},
+        logit_shift=mean([d[0] for d in drift]), item_shift=mean([d[1] for d in drift]),
+        query_norm=mean([d[2] for d in drift]), anchors=len(pairs),
+        delta=PairChange(**{key: mean([getattr(x, key) for x in deltas]) for key in CHANGES}),
+        latest_query=pairs[-1])
 
 
-def _gate(curve: dict[str, Any], cfg: Config) -> dict[str, Any]:
-    d = cfg.readiness.gate_distance
-    base = curve["0"]["all"]["excess_loss"]  # the clean pairings, averaged over anchors
-    out: dict[str, Any] = {"distance": d, "threshold": cfg.readiness.gate_max_increase,
-                           "increase": None, "result": "not_enough_versions"}
-    if str(d) in curve:
-        inc = curve[str(d)]["all"]["delta"]["excess_loss"] / base
-        out["increase"] = inc
-        out["result"] = "pass" if inc <= cfg.readiness.gate_max_increase else "fail"
-    return out
+def _gate(curve: SkewCurve, cfg: Config) -> SkewGate:
+    d, threshold = cfg.readiness.gate_distance, cfg.readiness.gate_max_increase
+    if d not in curve:
+        return SkewGate(distance=d, threshold=threshold, increase=None,
+                        result="not_enough_versions")
+    base = curve[0]["all"].excess_loss  # the clean pairings, averaged over anchors
+    inc = curve[d]["all"].delta.excess_loss / base
+    return SkewGate(distance=d, threshold=threshold, increase=inc,
+                    result="pass" if inc <= threshold else "fail")
 
 
 def after_run(registry: Registry, arms: Sequence[Arm], log: TrainingLog, sweep: dict[str, str],
               horizon: float, cfg: Config, users: Users, rng: np.random.Generator,
-              writer: LogWriter) -> dict[str, Any]:
+              writer: LogWriter) -> OfflineResults:
     """What a run measures offline once it ends: on the rows of :func:`evaluation_rows` (its
     ``window`` says which and how many), each arm's models (:func:`offline_eval`), the skew sweep
     of ``sweep``'s lineages (family -> lineage), and each arm's family importance against its own
@@ -239,17 +259,16 @@ def after_run(registry: Registry, arms: Sequence[Arm], log: TrainingLog, sweep: 
     lineages = [lin for arm in arms for lin in (arm.l1_lineage, arm.l2_lineage)]
     rows, window = evaluation_rows(log, registry, lineages, horizon, cfg, rng)
     if rows is None:
-        return {"window": window}
+        return OfflineResults(window=window)
     models = {arm.name: (arm.l1_lineage, arm.l2_lineage) for arm in arms}
-    out: dict[str, Any] = {"window": window, "models": offline_eval(
-        registry, models, "control/l2", rows, users, cfg, writer)}
-    out |= skew_sweep(registry, sweep, "control/l2", rows, users, cfg, writer)
-    out["importance"] = {}
+    scored = offline_eval(registry, models, "control/l2", rows, users, cfg, writer)
+    skew = skew_sweep(registry, sweep, "control/l2", rows, users, cfg, writer)
+    importance: dict[str, Any] = {}
     ns = len(cfg.world.surfaces)
     for arm in arms:  # importance against the arm's own teacher, as it is scored
         teacher = teacher_pcvr(registry.latest(arm.l2_lineage).ranker, rows, users, ns)
         imp = family_importance(registry.latest(arm.l1_lineage).tower, teacher, rows, users, ns,
                                 cfg.world.latent_dim)
-        out["importance"][arm.name] = imp
+        importance[arm.name] = imp
         parity_audit(arm.name, coverage_shares(arm.coverage.total), imp, writer)
-    return out
+    return OfflineResults(window=window, models=scored, skew=skew, importance=importance)

@@ -88,6 +88,7 @@ from sim.logs.writer import LogWriter, write_json_atomic
 from sim.models.training_log import LoggedRows, TrainingLog
 from sim.report.plots import readiness_gates as plot_gates
 from sim.report.plots import skew_sweep as plot_sweep
+from sim.results import EvalWindow, SkewCurve, SkewGate, to_json
 from sim.run import recorded
 from sim.threads import Threads
 
@@ -99,31 +100,32 @@ RUN_KEYS = ("readiness.", "models.", "cache.")  # what may change with --run: th
 
 @dataclass(frozen=True)
 class Readiness:
-    """The check's result: each family's lineage, sweep and gate (as in ``metrics.json``'s
-    ``offline.skew_sweep`` / ``offline.skew_gate``)."""
+    """The check's result: each family's lineage, sweep and gate (typed, :mod:`sim.results`;
+    :func:`sim.results.to_json` gives them as ``metrics.json``'s ``offline.skew_sweep`` /
+    ``offline.skew_gate`` hold them)."""
 
     lineages: dict[str, str]  # family -> lineage
-    sweep: dict[str, Any]
-    gate: dict[str, Any]
+    sweep: dict[str, SkewCurve]
+    gate: dict[str, SkewGate]
     releases: int
-    eval_window: dict[str, Any]
+    eval_window: EvalWindow
     source: Path  # the run directory whose logs were replayed
     checkpoints: dict[str, Any]  # fits trained, loaded and kept (sim.models.checkpoints)
 
     def table(self) -> str:
         """Excess-loss change against the clean pairing by version distance, and the gate."""
-        ks = sorted({int(k) for by_k in self.sweep.values() for k in by_k})
+        ks = sorted({k for by_k in self.sweep.values() for k in by_k})
         head = f"{'family':<32}" + "".join(f"{'k=' + str(k):>9}" for k in ks) + "   gate"
         lines = [head, "-" * len(head)]
         for family, by_k in self.sweep.items():
-            base = by_k["0"]["all"]["excess_loss"] or 1.0
-            cells = [f"{100 * by_k[str(k)]['all']['delta']['excess_loss'] / base:>+8.1f}%"
-                     if str(k) in by_k else f"{'':>9}" for k in ks]
+            base = by_k[0]["all"].excess_loss or 1.0
+            cells = [f"{100 * by_k[k]['all'].delta.excess_loss / base:>+8.1f}%"
+                     if k in by_k else f"{'':>9}" for k in ks]
             g = self.gate[family]
-            inc = "n/a" if g["increase"] is None else f"{100 * g['increase']:+.1f}%"
+            inc = "n/a" if g.increase is None else f"{100 * g.increase:+.1f}%"
             lines.append(f"{family:<32}" + "".join(cells) +
-                         f"   {g['result']} ({inc} at k={g['distance']}, "
-                         f"threshold +{100 * g['threshold']:.0f}%)")
+                         f"   {g.result} ({inc} at k={g.distance}, "
+                         f"threshold +{100 * g.threshold:.0f}%)")
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:  # a notebook shows the table
@@ -177,8 +179,8 @@ def replay(cfg: Config, families: list[str], chunks: list[tuple[float, LoggedRow
                           "shorter than releases.train_window_s after the last release?)")
     out = skew_sweep(world.registry, world.sweep_lineages, "control/l2", rows, world.market.users,
                      world.cfg, writer)
-    return Readiness(lineages=world.sweep_lineages, sweep=out["skew_sweep"],
-                     gate=out["skew_gate"], releases=world.lifecycle.releases,
+    return Readiness(lineages=world.sweep_lineages, sweep=out.curves,
+                     gate=out.gates, releases=world.lifecycle.releases,
                      eval_window=window, source=source,
                      checkpoints=dataclasses.asdict(world.checkpoints.stats))
 
@@ -240,9 +242,10 @@ def check(families: list[str], run_dir: str | Path, out_dir: str | Path,
         writer.close()
         write_json_atomic(out / "readiness.json", {
             "source": str(src), "families": result.lineages, "releases": result.releases,
-            "eval_window": result.eval_window, "skew_gate": result.gate,
-            "skew_sweep": result.sweep})
-        plot_sweep({"offline": {"skew_sweep": result.sweep, "skew_gate": result.gate}},
+            "eval_window": to_json(result.eval_window), "skew_gate": to_json(result.gate),
+            "skew_sweep": to_json(result.sweep)})
+        plot_sweep({"offline": {"skew_sweep": to_json(result.sweep),
+                                "skew_gate": to_json(result.gate)}},
                    out / "readiness.png")
         manifest.update({"status": "complete", "checkpoints": result.checkpoints})
     return result
@@ -254,13 +257,13 @@ def across_worlds(results: list[Readiness], seeds: list[int]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for family in results[0].gate:
         gates = [r.gate[family] for r in results]
-        inc = [g["increase"] for g in gates]
+        inc = [g.increase for g in gates]
         known = [x for x in inc if x is not None]
         out[family] = {
-            "distance": gates[0]["distance"], "threshold": gates[0]["threshold"],
+            "distance": gates[0].distance, "threshold": gates[0].threshold,
             "worlds": len(gates), "seeds": seeds,
-            "passes": sum(g["result"] == "pass" for g in gates),
-            "not_enough_versions": sum(g["result"] == "not_enough_versions" for g in gates),
+            "passes": sum(g.result == "pass" for g in gates),
+            "not_enough_versions": sum(g.result == "not_enough_versions" for g in gates),
             "increase": {"by_world": inc,
                          "median": float(np.median(known)) if known else None,
                          "min": min(known, default=None), "max": max(known, default=None)}}

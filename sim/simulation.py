@@ -43,6 +43,7 @@ from sim.experiment import in_treatment
 from sim.features.coverage import count_coverage, flush_coverage
 from sim.logs.writer import LogWriter
 from sim.progress import Progress
+from sim.results import OfflineResults
 from sim.serving import records
 from sim.serving.arm import Arm
 from sim.serving.funnel import Impressions, arm_work, serve
@@ -235,7 +236,7 @@ class Simulation:
         self.desk.close_day(int(np.ceil(self.horizon / DAY_S)) - 1)
         return self.stats
 
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self) -> OfflineResults:
         """Offline evaluation, the skew sweep and the parity audit, after the run
         (:func:`sim.evaluation.after_run`)."""
         w = self.world

@@ -15,6 +15,7 @@ SIM = Path(__file__).resolve().parents[1] / "sim"
 # lowest first; a module may import from its own layer or any layer below, never above
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"sim.ann", "sim.plugins", "sim.clock", "sim.numerics", "sim.rng", "sim.topk",
+                    "sim.results",
                     "sim.scoring", "sim.stats", "sim.config", "sim.logs", "sim.progress",
                     "sim.threads"}),
     ("world", {"sim.world"}),

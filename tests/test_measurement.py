@@ -4,6 +4,7 @@ advertiser watches is computed from the logged campaigns."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import polars as pl
 import pytest
 
 from sim.billing import cpa_to_target
+from sim.results import EvalWindow, OfflineResults, PairChange, PairScore, SkewPoint, to_json
 from sim.scoring import log_mae
 from sim.summary import impression_cells
 
@@ -135,3 +137,21 @@ def test_summaries_are_reproducible_to_the_last_digit() -> None:
     assert one["spend"][0] == pytest.approx(cost[mask].sum(), rel=1e-12)
     assert one["impressions"][0] == mask.sum()
     assert one["clicks"][0] == imps["click"].to_numpy()[mask].sum()
+
+
+def test_results_become_json_with_the_files_keys() -> None:
+    """The JSON edge: a typed result becomes the dict metrics.json holds (fields in order, a
+    distance as a string key, numpy numbers as Python's)."""
+    point = SkewPoint(rows=10.0, log_loss=0.5, excess_loss=0.1, calibration=1.0, log_mae=0.2,
+                      logit_shift=0.3, item_shift=0.05, query_norm=2.0, anchors=3,
+                      delta=PairChange(log_loss=0.01, excess_loss=0.01, calibration=0.0,
+                                       log_mae=np.float64(0.02)),
+                      latest_query=PairScore(rows=10, log_loss=0.5, excess_loss=0.1,
+                                             calibration=1.0, log_mae=0.2))
+    out = to_json({2: {"all": point}})
+    assert list(out) == ["2"] and list(out["2"]["all"])[:2] == ["rows", "log_loss"]
+    assert out["2"]["all"]["delta"]["log_mae"] == 0.02
+    assert type(out["2"]["all"]["delta"]["log_mae"]) is float
+    assert json.loads(json.dumps(out)) == out
+    assert OfflineResults(window=EvalWindow(start=0.0, end=1.0, rows=0)).json() == {
+        "window": {"start": 0.0, "end": 1.0, "rows": 0}}

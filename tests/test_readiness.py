@@ -15,6 +15,7 @@ from test_families import PATH
 from sim.config import ConfigError
 from sim.readiness import check, main, training_chunks
 from sim.report.attribution import save_config
+from sim.results import to_json
 from sim.run import run
 
 from conftest import TINY, tiny_config
@@ -48,9 +49,9 @@ def test_the_check_agrees_with_the_run_whatever_else_is_checked(
         r = check(families, d, tmp_path / str(len(families)) / families[0].replace(":", "_"))
         assert r.lineages["dhen"] == "readiness/dhen"
         for family in set(families) & {"simple", "dhen"}:
-            assert r.sweep[family] == m["offline"]["skew_sweep"][family]  # to the last bit
-            assert r.gate[family] == m["offline"]["skew_gate"][family]
-    assert r.gate[PATH]["result"] in ("pass", "fail") and set(r.sweep[PATH]) >= {"0", "1", "2"}
+            assert to_json(r.sweep[family]) == m["offline"]["skew_sweep"][family]  # to the last bit
+            assert to_json(r.gate[family]) == m["offline"]["skew_gate"][family]
+    assert r.gate[PATH].result in ("pass", "fail") and set(r.sweep[PATH]) >= {0, 1, 2}
 
 
 def test_the_replay_runs_the_runs_release_process(logged_run: tuple[Path, dict[str, Any]],
@@ -79,7 +80,7 @@ def test_a_family_the_treatment_serves_is_the_treatments_lineage_as_in_the_run(t
     m = run(cfg, d, scenario="default")
     r = check(["dhen", "simple"], d, tmp_path / "out")
     assert r.lineages == {"dhen": "treatment/l1", "simple": "control/l1"}
-    assert r.sweep == m["offline"]["skew_sweep"] and r.gate == m["offline"]["skew_gate"]
+    assert to_json(r.sweep) == m["offline"]["skew_sweep"] and to_json(r.gate) == m["offline"]["skew_gate"]
 
 
 def test_the_cli_makes_each_world_then_checks_it_loading_the_fits_the_world_made(

@@ -1,0 +1,133 @@
+"""Typed results of what a run measures after its funnel, and the one place they become JSON.
+
+The offline side of a run is computed as these dataclasses (:mod:`sim.evaluation` makes them,
+:mod:`sim.readiness` and the run read them); :func:`to_json` turns any of them into the plain
+dicts, lists and numbers that ``metrics.json`` and ``readiness.json`` hold, with the same keys
+(a distance becomes the string key ``"2"``). Nothing else in ``sim`` builds those dicts for the
+offline side: after the JSON edge, readers (the report) read the files.
+
+The skew sweep of one family (``metrics.json``: ``offline.skew_sweep.<family>.<distance>.<slice>``)
+is a :class:`SkewPoint` per version distance and per slice of the evaluation rows (``all``,
+``source:<source>``, ``tier:<tier>``); the readiness gate of a family is a :class:`SkewGate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairScore:
+    """One pairing of a query and an item tower on a slice of the evaluation rows: log loss
+    against the true pCVR, its excess over the truth's entropy, calibration (sum p / sum true
+    pCVR) and log MAE against the L2 teacher."""
+
+    rows: int
+    log_loss: float
+    excess_loss: float
+    calibration: float
+    log_mae: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairChange:
+    """A skewed pairing minus the clean pairing of the same anchor (query version)."""
+
+    log_loss: float
+    excess_loss: float
+    calibration: float
+    log_mae: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class SkewPoint:
+    """A family at one version distance on one slice: the :class:`PairScore` fields averaged
+    over the anchors (``rows`` too, hence a float), the mechanism (``logit_shift``: mean |change
+    of the L1 logit| from the clean pairing; ``item_shift``: how far the item vectors moved,
+    relative to their length; ``query_norm``: the mean query-vector length), the number of
+    anchors, the mean change against the clean pairing (``delta``) and the single-anchor pairing
+    with the latest query version (``latest_query``)."""
+
+    rows: float
+    log_loss: float
+    excess_loss: float
+    calibration: float
+    log_mae: float
+    logit_shift: float
+    item_shift: float
+    query_norm: float
+    anchors: int
+    delta: PairChange
+    latest_query: PairScore
+
+
+SkewCurve = dict[int, dict[str, SkewPoint]]  # version distance -> slice -> point
+
+
+@dataclass(frozen=True, kw_only=True)
+class SkewGate:
+    """The readiness gate of a family: the relative rise of the excess loss at ``distance``
+    against the clean pairing (``increase``; None with too few versions) and ``result``:
+    ``pass``, ``fail`` or ``not_enough_versions``."""
+
+    distance: int
+    threshold: float
+    increase: float | None
+    result: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SkewSweep:
+    """Each checked family's curve and gate (family -> ...)."""
+
+    curves: dict[str, SkewCurve]
+    gates: dict[str, SkewGate]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalWindow:
+    """The rows offline evaluation read: ``[start, end)`` in simulated seconds, and how many the
+    window held before the per-source sample."""
+
+    start: float
+    end: float
+    rows: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class OfflineResults:
+    """A run's offline evaluation (:func:`sim.evaluation.after_run`): the window, and on its rows
+    each arm's models scored per log source and decile, the skew sweep, each arm's feature-family
+    importance. Only ``window`` when the window holds no rows."""
+
+    window: EvalWindow
+    models: dict[str, Any] | None = None
+    skew: SkewSweep | None = None
+    importance: dict[str, Any] | None = None
+
+    def json(self) -> dict[str, Any]:
+        """``metrics.json``'s ``offline``: ``window``, ``models``, ``skew_sweep``, ``skew_gate``,
+        ``importance``."""
+        out: dict[str, Any] = {"window": to_json(self.window)}
+        if self.skew is None:
+            return out
+        return out | {"models": to_json(self.models), "skew_sweep": to_json(self.skew.curves),
+                      "skew_gate": to_json(self.skew.gates), "importance": to_json(self.importance)}
+
+
+def to_json(value: Any) -> Any:
+    """``value`` as JSON-ready data: a dataclass as a dict of its fields in order, a dict with
+    its keys as strings, a tuple as a list, a numpy scalar as its Python number."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
