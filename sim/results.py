@@ -1,5 +1,8 @@
 """Typed results of what a run measures after its funnel, and the one place they become JSON.
 
+(Intervals and lifts (:class:`Interval`, :class:`Concentration`) come from :mod:`sim.stats`;
+the skew sweep and the offline evaluation from :mod:`sim.evaluation`.)
+
 The offline side of a run is computed as these dataclasses (:mod:`sim.evaluation` makes them,
 :mod:`sim.readiness` and the run read them); :func:`to_json` turns any of them into the plain
 dicts, lists and numbers that ``metrics.json`` and ``readiness.json`` hold, with the same keys
@@ -18,6 +21,28 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interval:
+    """An estimate with its 95% interval (``sim.stats``); ``low`` and ``high`` are None for a
+    point estimate (e.g. revenue per request, billed per advertiser-day)."""
+
+    estimate: float | None
+    low: float | None
+    high: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Concentration:
+    """How much of a lift's advertiser variance a few advertisers carry (``sim.stats``): the
+    advertisers with a non-zero share, the ids of the largest three, largest first, and the
+    shares of the largest one and three."""
+
+    advertisers: int
+    top: list[int]
+    top1_share: float
+    top3_share: float
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,9 +29,10 @@ counted once with both arms' terms.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+
+from sim.results import Concentration, Interval
 
 Z95 = 1.959963984540054
 
@@ -66,10 +67,10 @@ class Ratio:
     user: np.ndarray
     advertiser: np.ndarray | None
 
-    def interval(self) -> dict[str, float | None]:
+    def interval(self) -> Interval:
         sd = float(np.sqrt(self.variance))
-        return {"estimate": self.estimate, "low": self.estimate - Z95 * sd,
-                "high": self.estimate + Z95 * sd}
+        return Interval(estimate=self.estimate, low=self.estimate - Z95 * sd,
+                        high=self.estimate + Z95 * sd)
 
 
 def ratio(y: np.ndarray, x: np.ndarray, user: np.ndarray | None = None,
@@ -107,19 +108,24 @@ def _lift_influence(treatment: Ratio, control: Ratio) -> tuple[np.ndarray, np.nd
     return psi, user, adv
 
 
-def lift(treatment: Ratio | None, control: Ratio | None) -> dict[str, float | None] | None:
+def lift(treatment: Ratio | None, control: Ratio | None) -> Interval | None:
     """Relative lift of treatment over control with its 95% interval (None if undefined)."""
     if treatment is None or control is None or treatment.estimate <= 0 or control.estimate <= 0:
         return None
     log_lift = np.log(treatment.estimate / control.estimate)
     psi, user, adv = _lift_influence(treatment, control)
     sd = np.sqrt(clustered_variance(psi, user, adv))
-    return {"estimate": float(np.expm1(log_lift)), "low": float(np.expm1(log_lift - Z95 * sd)),
-            "high": float(np.expm1(log_lift + Z95 * sd))}
+    return _log_interval(float(log_lift), float(sd))
+
+
+def _log_interval(log_lift: float, sd: float) -> Interval:
+    """A lift and its interval from a log lift and its standard deviation."""
+    return Interval(estimate=float(np.expm1(log_lift)), low=float(np.expm1(log_lift - Z95 * sd)),
+                    high=float(np.expm1(log_lift + Z95 * sd)))
 
 
 def stratified_lift(strata: list[tuple[Ratio | None, Ratio | None]],
-                    weights: list[float]) -> dict[str, float | None] | None:
+                    weights: list[float]) -> Interval | None:
     """The lift of treatment over control within each stratum (a ramp step), combined:
     exp(sum_k w_k L_k) - 1 with L_k = ln(R_t,k / R_c,k) and fixed weights ``w_k`` (normalised to
     sum 1), each ``strata[k]`` a (treatment, control) pair. Its variance clusters every stratum's
@@ -147,11 +153,10 @@ def stratified_lift(strata: list[tuple[Ratio | None, Ratio | None]],
     ids = [a for a in adv if a is not None]
     sd = np.sqrt(clustered_variance(np.concatenate(psi), np.concatenate(user),
                                     np.concatenate(ids) if len(ids) == len(adv) else None))
-    return {"estimate": float(np.expm1(log_lift)), "low": float(np.expm1(log_lift - Z95 * sd)),
-            "high": float(np.expm1(log_lift + Z95 * sd))}
+    return _log_interval(log_lift, float(sd))
 
 
-def concentration(treatment: Ratio | None, control: Ratio | None) -> dict[str, Any] | None:
+def concentration(treatment: Ratio | None, control: Ratio | None) -> Concentration | None:
     """How much of a lift's advertiser variance a few advertisers carry.
 
     The one-way advertiser term of the lift's variance is ``sum_a s_a^2`` (up to the
@@ -173,6 +178,6 @@ def concentration(treatment: Ratio | None, control: Ratio | None) -> dict[str, A
         return None
     order = np.argsort(-sq, kind="stable")
     nonzero = int(np.count_nonzero(sq))
-    return {"advertisers": nonzero, "top": ids[order[:min(3, nonzero)]].tolist(),
-            "top1_share": float(sq[order[0]] / total),
-            "top3_share": float(sq[order[:3]].sum() / total)}
+    return Concentration(advertisers=nonzero, top=ids[order[:min(3, nonzero)]].tolist(),
+                         top1_share=float(sq[order[0]] / total),
+                         top3_share=float(sq[order[:3]].sum() / total))

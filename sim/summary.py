@@ -17,6 +17,7 @@ from sim.clock import DAY_S
 from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, LATENCY_STAGES
 from sim.delivery import pacing_tracking
 from sim.recall import funnel_recall
+from sim.results import Interval, to_json
 from sim.scoring import calibration_ratio, log_loss, log_mae
 from sim.stats import Ratio, concentration, lift, ratio, stratified_lift
 
@@ -334,7 +335,8 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] |
               extra: dict[str, Any] | None = None, clusters: str = "user_advertiser",
               funnel_sizes: dict[str, tuple[int, int]] | None = None,
               serving_setup: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Compute the metrics of a finished run from ``run_dir/logs``."""
+    """Compute the metrics of a finished run from ``run_dir/logs``: the typed results (intervals,
+    lifts) become ``metrics.json``'s dicts here (:func:`sim.results.to_json`)."""
     names = ("impressions", "clicks", "conversions", "budget_days", "requests", "version_distance",
              "feature_coverage", "parity_audit", "candidates", "campaigns", "serving_path")
     logs = {n: pl.read_parquet(run_dir / "logs" / f"{n}.parquet") for n in names}
@@ -352,10 +354,10 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] |
         reqs = logs["requests"]
         rpr = {a: per_arm[a]["revenue"] / max(reqs.filter(pl.col("arm") == a).height, 1)
                for a in arms}
-        stats["lift"]["revenue_per_request"] = {
-            "estimate": rpr[arms[1]] / rpr[arms[0]] - 1.0 if rpr[arms[0]] else None,
-            "low": None, "high": None}
-    return _clean({
+        stats["lift"]["revenue_per_request"] = Interval(
+            estimate=rpr[arms[1]] / rpr[arms[0]] - 1.0 if rpr[arms[0]] else None,
+            low=None, high=None)
+    return _clean(to_json({
         "arms": per_arm,
         **({"lift": stats["lift"]} if "lift" in stats else {}),
         **({"lift_concentration": stats["lift_concentration"]}
@@ -368,4 +370,4 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] |
         "pacing": pacing_tracking(pl.read_parquet(run_dir / "logs" / "pacing.parquet"),
                                   logs["budget_days"]),
         **(extra or {}),
-    })
+    }))

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 
+from sim.results import to_json
 from sim.run import run
 from sim.summary import intervals
 
@@ -29,8 +31,10 @@ SMALL = ("experiment.arms=[control,treatment]", "days=0.1", "world.n_users=3000"
 TABLES = ("impressions", "conversions", "requests", "budget_days")
 
 
-def _covers(lifts: dict[str, dict[str, float] | None]) -> dict[str, bool]:
-    return {m: v["low"] <= 0.0 <= v["high"] for m, v in lifts.items() if v and v["low"] is not None}
+def _covers(lifts: dict[str, Any]) -> dict[str, bool]:
+    """Each lift's interval holds 0 (a metrics.json dict of lifts, or typed Intervals)."""
+    plain = to_json(lifts)
+    return {m: v["low"] <= 0.0 <= v["high"] for m, v in plain.items() if v and v["low"] is not None}
 
 
 @pytest.mark.parametrize("design", ["budget_split", "user_split"])

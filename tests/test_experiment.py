@@ -19,6 +19,7 @@ from sim.config.overlay import arm_config
 from sim.config.schema import RampStep
 from sim.experiment import assignment_draw, in_treatment, treatment_share
 from sim.logs.writer import LogWriter
+from sim.results import to_json
 from sim.simulation import Simulation
 from sim.stats import Ratio, clustered_variance, concentration, lift, ratio, stratified_lift
 from sim.world.traffic import day_share
@@ -173,9 +174,9 @@ def test_delta_method_intervals_cover_at_the_nominal_rate() -> None:
         truth = 0.1 * np.exp(0.125)  # E[spend] / E[requests]
         r = ratio(y, x)  # every cell its own user
         iv = r.interval()
-        hits_ratio += iv["low"] <= truth <= iv["high"]
+        hits_ratio += iv.low <= truth <= iv.high
         lf = lift(ratio(y2, x2, user=np.arange(400, 800)), r)
-        hits_lift += lf["low"] <= 0.0 <= lf["high"]
+        hits_lift += lf.low <= 0.0 <= lf.high
     assert 0.92 <= hits_ratio / reps <= 0.98
     assert 0.92 <= hits_lift / reps <= 0.98
 
@@ -198,15 +199,16 @@ def test_stratified_lift_by_hand() -> None:
     rng = np.random.default_rng(0)
     a, b = _ratio(_cells(rng, 300, 0.2, 0)), _ratio(_cells(rng, 300, 0.3, 300))
     # one stratum: the pooled lift, interval and all
-    assert stratified_lift([(a, b)], [5.0]) == pytest.approx(lift(a, b))
+    assert to_json(stratified_lift([(a, b)], [5.0])) == pytest.approx(to_json(lift(a, b)))
     # two strata: the weighted mean of their log lifts
     c, d = _ratio(_cells(rng, 300, 0.4, 600)), _ratio(_cells(rng, 300, 0.1, 900))
     la, lb = np.log(a.estimate / b.estimate), np.log(c.estimate / d.estimate)
     got = stratified_lift([(a, b), (c, d)], [1.0, 3.0])
-    assert got is not None and got["estimate"] == pytest.approx(np.expm1(0.25 * la + 0.75 * lb))
-    assert got["low"] < got["estimate"] < got["high"]
+    assert got is not None and got.estimate == pytest.approx(np.expm1(0.25 * la + 0.75 * lb))
+    assert got.low < got.estimate < got.high
     # a step without weight (no traffic) is left out; an undefined step with weight is not
-    assert stratified_lift([(a, b), (None, d)], [1.0, 0.0]) == pytest.approx(lift(a, b))
+    assert to_json(stratified_lift([(a, b), (None, d)], [1.0, 0.0])) == pytest.approx(
+        to_json(lift(a, b)))
     assert stratified_lift([(a, b), (None, d)], [1.0, 1.0]) is None
     with pytest.raises(ValueError, match="2 strata and 1 weights"):
         stratified_lift([(a, b), (c, d)], [1.0])
@@ -225,19 +227,19 @@ def test_stratified_lift_is_a_weighted_mean_of_the_strata(
     strata = [(_ratio(_cells(rng, 200, rt, 0)), _ratio(_cells(rng, 200, rc, 200)))
               for rt, rc in rates]
     w = weights[:len(strata)]
-    own = [lift(t, c)["estimate"] for t, c in strata]  # type: ignore[index]
+    own = [lift(t, c).estimate for t, c in strata]  # type: ignore[union-attr]
     got = stratified_lift(strata, w)
     assert got is not None
-    assert min(own) - 1e-12 <= got["estimate"] <= max(own) + 1e-12
+    assert min(own) - 1e-12 <= got.estimate <= max(own) + 1e-12
     scaled = stratified_lift(strata, [x * scale for x in w])
-    assert scaled is not None and scaled["estimate"] == pytest.approx(got["estimate"])
+    assert scaled is not None and scaled.estimate == pytest.approx(got.estimate)
     heavier = stratified_lift(strata, [w[0] * 10.0, *w[1:]])
     assert heavier is not None
-    assert abs(heavier["estimate"] - own[0]) <= abs(got["estimate"] - own[0]) + 1e-12
-    if len(strata) > 1 and max(own) - min(own) > 1e-6 and abs(got["estimate"] - own[0]) > 1e-6:
-        assert abs(heavier["estimate"] - own[0]) < abs(got["estimate"] - own[0])  # weights matter
-    assert got["low"] < got["estimate"] < got["high"]
-    assert (scaled["low"], scaled["high"]) == pytest.approx((got["low"], got["high"]))
+    assert abs(heavier.estimate - own[0]) <= abs(got.estimate - own[0]) + 1e-12
+    if len(strata) > 1 and max(own) - min(own) > 1e-6 and abs(got.estimate - own[0]) > 1e-6:
+        assert abs(heavier.estimate - own[0]) < abs(got.estimate - own[0])  # weights matter
+    assert got.low < got.estimate < got.high
+    assert (scaled.low, scaled.high) == pytest.approx((got.low, got.high))
 
 
 def test_stratified_lift_covers_an_aa_under_a_ramp_and_the_pooled_lift_does_not() -> None:
@@ -255,8 +257,8 @@ def test_stratified_lift_covers_an_aa_under_a_ramp_and_the_pooled_lift_does_not(
                                 [float(t[1].sum() + c[1].sum()) for t, c in days])
         pooled = lift(_ratio(*(t for t, _ in days)), _ratio(*(c for _, c in days)))
         assert strat is not None and pooled is not None
-        covered_strat += strat["low"] <= 0.0 <= strat["high"]
-        covered_pooled += pooled["low"] <= 0.0 <= pooled["high"]
+        covered_strat += strat.low <= 0.0 <= strat.high
+        covered_pooled += pooled.low <= 0.0 <= pooled.high
     assert 0.92 <= covered_strat / reps <= 0.98
     assert covered_pooled / reps < 0.5
 
@@ -270,9 +272,9 @@ def test_concentration_of_a_lift_with_one_advertiser_off_the_ratio() -> None:
     control = ratio(np.full(5, 20.0), x, user, adv)
     treatment = ratio(np.array([20.0, 20, 20, 40, 20]), x, user + 5, adv)
     c = concentration(treatment, control)
-    assert c is not None and c["advertisers"] == 5 and c["top"][0] == 3
-    assert c["top1_share"] == pytest.approx(0.8)
-    assert c["top3_share"] == pytest.approx(0.9)
+    assert c is not None and c.advertisers == 5 and c.top[0] == 3
+    assert c.top1_share == pytest.approx(0.8)
+    assert c.top3_share == pytest.approx(0.9)
     # an A/A whose every advertiser sits on the ratio has no advertiser variance to share out
     assert concentration(ratio(np.full(5, 20.0), x, user + 5, adv), control) is None
     assert concentration(ratio(np.full(5, 20.0), x), ratio(np.full(5, 20.0), x)) is None  # no ids
@@ -291,24 +293,24 @@ def test_concentration_shares_the_lifts_advertiser_variance(seed: int, n_adv: in
     t, c = (ratio(y, x, u, a) for y, x, u, a in arms)
     conc = concentration(t, c)
     assert conc is not None
-    assert 1 / conc["advertisers"] - 1e-12 <= conc["top1_share"] <= conc["top3_share"] <= 1 + 1e-12
+    assert 1 / conc.advertisers - 1e-12 <= conc.top1_share <= conc.top3_share <= 1 + 1e-12
     # its shares are of the one-way advertiser term of the lift's variance: the top advertiser's
     # influence alone has that share of the term (the |A| / (|A| - 1) factor cancels)
     psi = np.concatenate([t.influence / t.estimate, -c.influence / c.estimate])
     adv = np.concatenate([t.advertiser, c.advertiser])
     whole = clustered_variance(psi, adv, None)  # one-way, by advertiser
-    top = adv == conc["top"][0]
+    top = adv == conc.top[0]
     g = np.unique(adv).size
-    assert (psi[top].sum() ** 2) * g / (g - 1) / whole == pytest.approx(conc["top1_share"])
+    assert (psi[top].sum() ** 2) * g / (g - 1) / whole == pytest.approx(conc.top1_share)
     # relabelling the advertisers moves the names, not the shares
     perm = rng.permutation(n_adv) + 1000
     t2, c2 = (ratio(y, x, u, perm[a]) for y, x, u, a in arms)
     conc2 = concentration(t2, c2)
     # (as a set: equal shares are ordered by id, and two advertisers always tie, at 0.5 each)
-    assert conc2 is not None and set(conc2["top"]) == {int(perm[a]) for a in conc["top"]}
-    assert (conc2["top1_share"], conc2["top3_share"]) == pytest.approx(
-        (conc["top1_share"], conc["top3_share"]))
-    assert conc2["top1_share"] == pytest.approx(conc["top1_share"])
+    assert conc2 is not None and set(conc2.top) == {int(perm[a]) for a in conc.top}
+    assert (conc2.top1_share, conc2.top3_share) == pytest.approx(
+        (conc.top1_share, conc.top3_share))
+    assert conc2.top1_share == pytest.approx(conc.top1_share)
 
 
 def test_ground_truth_worlds_of_an_aa_test_agree(tmp_path: Path) -> None:

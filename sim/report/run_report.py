@@ -16,6 +16,7 @@ from sim.report import plots
 from sim.report.document import render
 from sim.report.retrospective import observations
 from sim.report.verdicts import verdicts
+from sim.results import to_json
 from sim.stats import lift, ratio
 from sim.summary import cells
 
@@ -60,9 +61,10 @@ def daily_cpa(logs: dict[str, pl.DataFrame], arms: list[str], clusters: str = "u
             r = (ratio(c["ocpm_spend"].to_numpy(), c["ocpm_conversions"].to_numpy(),
                        c["user_id"].to_numpy(), adv) if c.height else None)
             ratios[arm] = r
-            out[arm].append({"day": int(day), **(r.interval() if r is not None else empty)})
+            out[arm].append({"day": int(day), **(to_json(r.interval()) if r is not None else empty)})
         if len(arms) == 2:
-            lifts.append({"day": int(day), **(lift(ratios[arms[1]], ratios[arms[0]]) or empty)})
+            daily = lift(ratios[arms[1]], ratios[arms[0]])
+            lifts.append({"day": int(day), **(to_json(daily) if daily is not None else empty)})
     return out, lifts
 
 
