@@ -17,7 +17,7 @@ is a :class:`SkewPoint` per version distance and per slice of the evaluation row
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -142,6 +142,57 @@ class OfflineResults:
             return out
         return out | {"models": to_json(self.models), "skew_sweep": to_json(self.skew.curves),
                       "skew_gate": to_json(self.skew.gates), "importance": to_json(self.importance)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArmMetrics:
+    """One arm's online metrics (``metrics.json``: ``arms.<arm>``; computed from the logs after
+    the run by :func:`sim.summary.arm_metrics` and its neighbours; ``docs/outputs.md`` gives
+    each key's meaning). The funnel recalls are None when the summary was given no funnel sizes
+    (a run always gives them) or the arm logged no full request."""
+
+    # money (sim.billing): what the arm's advertisers were charged, its conversions and CPAs
+    spend: float
+    conversions: int
+    cpa: float | None  # oCPM spend over oCPM attributed conversions
+    cpa_all: float | None
+    ocpm_spend: float
+    ocpm_conversions: int
+    delivered_spend: float
+    revenue: float
+    ocpm_cpa_to_target: float | None
+    ocpm_cpa_to_target_quantiles: dict[str, Any]
+    # delivery
+    clicks: int
+    impressions: int
+    ocpm_impression_share: float | None
+    # the models online: L1 against L2 and the truth on clicked impressions, L2 on its own
+    l1_calibration: float | None
+    l1_logloss: float | None
+    l1_log_mae: float | None
+    l2_calibration: float | None
+    l2_logloss: float | None
+    daily: list[dict[str, Any]]
+    # serving: latency and SLA success per stage, versions served, feature coverage, parity
+    latency_ms: dict[str, Any]
+    success_rate: dict[str, Any]
+    version_distance: dict[str, Any]
+    feature_coverage: dict[str, Any]
+    parity_audit: list[dict[str, Any]]
+    # the funnel's recalls (sim.recall)
+    retrieval_recall: float | None = None
+    ranking_recall: float | None = None
+    oracle_retrieval_recall: float | None = None
+    oracle_ranking_recall: float | None = None
+    headroom_retrieval_recall: float | None = None
+    headroom_ranking_recall: float | None = None
+    recall_by_surface: dict[str, Any] | None = None
+    # the serving path against the exact fp32 path (sim.serving.probe)
+    ann_recall: float | None = None
+    l1_score_error: float | None = None
+    serving_path: dict[str, Any] = field(default_factory=dict)
+    # each ratio metric's 95% interval (sim.stats)
+    ci: dict[str, Interval | None] = field(default_factory=dict)
 
 
 def to_json(value: Any) -> Any:

@@ -17,7 +17,7 @@ from sim.clock import DAY_S
 from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, LATENCY_STAGES
 from sim.delivery import pacing_tracking
 from sim.recall import funnel_recall
-from sim.results import Interval, to_json
+from sim.results import ArmMetrics, Interval, to_json
 from sim.scoring import calibration_ratio, log_loss, log_mae
 from sim.stats import Ratio, concentration, lift, ratio, stratified_lift
 
@@ -45,6 +45,9 @@ def _online_l1(imps: pl.DataFrame, clicks: pl.DataFrame) -> dict[str, float | No
 
 
 def arm_metrics(logs: dict[str, pl.DataFrame], arm: str) -> dict[str, Any]:
+    """An arm's money, delivery, online model metrics, daily figures and latency (the rest of
+    :class:`sim.results.ArmMetrics` comes from the logs of versions, coverage, recall and the
+    serving-path probe)."""
     imps = logs["impressions"].filter(pl.col("arm") == arm)
     clicks = logs["clicks"].filter(pl.col("arm") == arm)
     convs = logs["conversions"].filter(pl.col("arm") == arm)
@@ -343,16 +346,16 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] |
     logs["impressions"] = billed_costs(logs["impressions"], logs["budget_days"])
     arm_cells = {a: cells(logs, a) for a in arms}
     stats = intervals(logs, arms, clusters, arm_cells)
-    per_arm = {a: arm_metrics(logs, a) | {
+    per_arm = {a: ArmMetrics(**arm_metrics(logs, a) | {
         "version_distance": version_distance(logs["version_distance"], a),
         "feature_coverage": feature_coverage(logs["feature_coverage"], a),
         "parity_audit": logs["parity_audit"].filter(pl.col("arm") == a).drop("arm").to_dicts(),
         **_recall(logs["candidates"], a, (funnel_sizes or {}).get(a)),
         **serving_path(logs["serving_path"], a, (serving_setup or {}).get(a)),
-        "ci": stats["ci"][a]} for a in arms}
+        "ci": stats["ci"][a]}) for a in arms}
     if "lift" in stats:  # revenue is billed per advertiser-day, not per user: a point estimate
         reqs = logs["requests"]
-        rpr = {a: per_arm[a]["revenue"] / max(reqs.filter(pl.col("arm") == a).height, 1)
+        rpr = {a: per_arm[a].revenue / max(reqs.filter(pl.col("arm") == a).height, 1)
                for a in arms}
         stats["lift"]["revenue_per_request"] = Interval(
             estimate=rpr[arms[1]] / rpr[arms[0]] - 1.0 if rpr[arms[0]] else None,

@@ -189,6 +189,23 @@ def test_the_builder_check_sees_a_second_door(tmp_path: Path) -> None:
     assert [n for n, _ in calls(src) if n in WORLD_PARTS] == ["build_marketplace", "Lifecycle"]
 
 
+def test_metrics_json_is_written_in_one_place() -> None:
+    """``metrics.json`` is written by ``sim.run`` alone, from the summary, whose typed parts
+    (intervals, lifts, each arm's metrics, the offline results) become dicts through
+    ``sim.results.to_json``: the JSON edge."""
+    writers = []
+    for p in SIM.rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == "write_json_atomic"
+                    and "metrics.json" in ast.unparse(node.args[0])):
+                writers.append(module_name(p))
+    assert writers == ["sim.run"]
+    summary = (SIM / "summary.py").read_text()
+    assert "to_json(" in summary and "ArmMetrics(" in summary
+    assert "offline.json()" in (SIM / "run.py").read_text()
+
+
 def test_torch_is_seeded_only_from_named_streams() -> None:
     """torch's global generator is seeded in one place, ``sim.models.fitting.torch_draws``, which
     takes a named stream's seed and restores the global state after its block."""
