@@ -16,7 +16,13 @@ from omegaconf import DictConfig
 
 from sim.clock import DAY_S
 from sim.config import CONF_DIR, ConfigError, register_configs
-from sim.config.store import check_launcher, check_moved_keys, expand_replicates, to_config
+from sim.config.store import (
+    check_launcher,
+    check_moved_keys,
+    check_scenario,
+    expand_replicates,
+    to_config,
+)
 from sim.logs.writer import write_json_atomic
 from sim.progress import progress_bar, wants_progress
 from sim.run import run
@@ -46,6 +52,9 @@ if __name__ == "__main__":
     try:
         sys.argv[1:] = expand_replicates(sys.argv[1:])
         check_moved_keys(sys.argv[1:])
+        for arg in sys.argv[1:]:
+            if arg.startswith("scenario=") and "," not in arg:
+                check_scenario(arg.split("=", 1)[1])
         check_launcher(sys.argv[1:])
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sim.campaigns import CampaignDesk
 from sim.clock import DAY_S, StagedEnvironment
@@ -143,16 +142,16 @@ def build_world(cfg: Config, writer: LogWriter, *, threads: Threads | None = Non
             else None)
     arms: list[ReleasedArm] = []
     for code, (name, acfg) in enumerate(arm_cfgs.items()):
-        l1 = registry.latest(f"{name}/l1")
-        models: dict[str, Any] = dict(
-            name=name, code=code, cfg=acfg, family=l1.family, l1_lineage=f"{name}/l1",
-            l2_lineage=f"{name}/l2", query_model=l1.tower, query_version=1,
-            l2=registry.latest(f"{name}/l2").ranker)
+        l1, l2 = registry.latest(f"{name}/l1"), registry.latest(f"{name}/l2").ranker
         if desk is None:
-            arms.append(ReleasedArm(**models))
+            arms.append(ReleasedArm(
+                name=name, code=code, cfg=acfg, family=l1.family, l1_lineage=f"{name}/l1",
+                l2_lineage=f"{name}/l2", query_model=l1.tower, query_version=1, l2=l2))
             continue
         arms.append(Arm(
-            **models, budgets=desk.by_arm[name],
+            name=name, code=code, cfg=acfg, family=l1.family, l1_lineage=f"{name}/l1",
+            l2_lineage=f"{name}/l2", query_model=l1.tower, query_version=1, l2=l2,
+            budgets=desk.by_arm[name],
             query_cache=QueryCache.empty(market.users.n, acfg.models.embedding_dim + 1),
             features=FeatureRegistry.from_config(acfg.features)))
     lifecycle = Lifecycle(cfg, market, registry, log, arms, extra, streams, writer, checkpoints)

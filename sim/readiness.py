@@ -52,9 +52,10 @@ printed says the same.
 
 **Output** (``--out``, default ``outputs/DATE/TIME_readiness``): ``readiness.json`` (families,
 their lineages, the gate and the sweep, the source run, timings), ``readiness.png`` (the sweep,
-with the gate), ``logs/`` (``skew_sweep``, ``model_releases``), ``manifest.json`` (``running``,
-then ``complete`` or ``failed``). It prints a table and the gate of each family; its last line is
-``out_dir: PATH``. Exit status 0 whether the families pass or fail; 2 on bad input.
+with the gate), ``logs/`` (``skew_sweep``; ``model_releases`` and ``rollouts``, the run's own
+rows), ``manifest.json`` (``running``, then ``complete`` or ``failed``). It prints a table and
+the gate of each family; its last line is ``out_dir: PATH``. Exit status 0 whether the families
+pass or fail; 2 on bad input.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ from sim.config.store import to_config
 from sim.config.validate import validate
 from sim.evaluation import evaluation_rows, skew_sweep
 from sim.logs.writer import LogWriter, write_json_atomic
+from sim.models.checkpoints import CacheStats
 from sim.models.training_log import LoggedRows, TrainingLog
 from sim.report.plots import readiness_gates as plot_gates
 from sim.report.plots import skew_sweep as plot_sweep
@@ -110,7 +112,7 @@ class Readiness:
     releases: int
     eval_window: EvalWindow
     source: Path  # the run directory whose logs were replayed
-    checkpoints: dict[str, Any]  # fits trained, loaded and kept (sim.models.checkpoints)
+    checkpoints: CacheStats  # fits trained, loaded and kept (sim.models.checkpoints)
 
     def table(self) -> str:
         """Excess-loss change against the clean pairing by version distance, and the gate."""
@@ -150,14 +152,15 @@ def training_chunks(run_dir: Path) -> list[tuple[float, LoggedRows]]:
             for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
-def feed(env: StagedEnvironment, log: TrainingLog, chunks: list[tuple[float, LoggedRows]]
+def feed(env: StagedEnvironment, log: TrainingLog, logged_at: float, rows: list[LoggedRows]
          ) -> Generator[simpy.Event, None, None]:
-    """Append each logged chunk to ``log`` at the time the run appended it, in the traffic's
-    stage: a release at that instant runs first and does not see it, as in the run."""
-    for logged_at, rows in chunks:
-        if logged_at > env.now:
-            yield env.wait("traffic", logged_at - env.now)
-        log.append(rows)
+    """Started at time 0: at ``logged_at`` (reached in one step from 0, so exactly the run's
+    time) append ``rows`` to ``log`` in the traffic's stage; a release at that instant runs first
+    and does not see them, as in the run."""
+    if logged_at > 0:
+        yield env.wait("traffic", logged_at)
+    for chunk in rows:
+        log.append(chunk)
 
 
 def replay(cfg: Config, families: list[str], chunks: list[tuple[float, LoggedRows]],
@@ -168,7 +171,11 @@ def replay(cfg: Config, families: list[str], chunks: list[tuple[float, LoggedRow
     (:func:`sim.build.build_world`), and its releases come from the run's release process."""
     world = build_world(cfg, writer, threads=threads, checked=families, serving=False)
     env = world.env
-    env.process(feed(env, world.training_log, chunks))
+    at: dict[float, list[LoggedRows]] = {}
+    for logged_at, chunk in chunks:  # in append order, which same-time chunks keep
+        at.setdefault(logged_at, []).append(chunk)
+    for logged_at, batch in at.items():
+        env.process(feed(env, world.training_log, logged_at, batch))
     env.process(world.lifecycle.releaser(env, env.wait))
     env.run(until=world.horizon)
     evaluated = [lin for a in world.arms for lin in (a.l1_lineage, a.l2_lineage)]
@@ -182,7 +189,7 @@ def replay(cfg: Config, families: list[str], chunks: list[tuple[float, LoggedRow
     return Readiness(lineages=world.sweep_lineages, sweep=out.curves,
                      gate=out.gates, releases=world.lifecycle.releases,
                      eval_window=window, source=source,
-                     checkpoints=dataclasses.asdict(world.checkpoints.stats))
+                     checkpoints=world.checkpoints.stats)
 
 
 def run_config(run_dir: Path, overrides: list[str]) -> Config:
@@ -247,7 +254,8 @@ def check(families: list[str], run_dir: str | Path, out_dir: str | Path,
         plot_sweep({"offline": {"skew_sweep": to_json(result.sweep),
                                 "skew_gate": to_json(result.gate)}},
                    out / "readiness.png")
-        manifest.update({"status": "complete", "checkpoints": result.checkpoints})
+        manifest.update({"status": "complete",
+                         "checkpoints": dataclasses.asdict(result.checkpoints)})
     return result
 
 

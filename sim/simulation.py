@@ -69,6 +69,9 @@ class Simulation:
     run until the horizon: :meth:`from_config` builds and wires one."""
 
     def __init__(self, world: World, writer: LogWriter, progress: Progress | None = None) -> None:
+        if not isinstance(world, World):
+            raise TypeError(f"Simulation takes a built world, got {type(world).__name__}: "
+                            "Simulation.from_config(cfg, writer) builds one")
         if world.serving is None:
             raise ValueError("a simulation serves traffic: build the world with serving=True")
         self.world, self.writer, self.progress = world, writer, progress

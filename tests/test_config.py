@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from sim.config import ConfigError, load_config
 from sim.config.overlay import arm_config
 from sim.config.schema import Config, set_keys
-from sim.config.store import CONF_DIR, SCENARIO_DIR, check_launcher
+from sim.config.store import CONF_DIR, SCENARIO_DIR, check_launcher, check_scenario
 
 from conftest import read_json
 
@@ -280,3 +280,33 @@ def test_the_treatments_keys_are_typed_like_any_other() -> None:
     with pytest.raises(ConfigError, match="drop the `\\+`"):
         load_config("default", [*two, "+experiment.treatment.funnel.k_l1=50"])
     assert set_keys(load_config("default").experiment.treatment) == {}  # nothing set: an A/A test
+
+
+def test_a_bad_treatment_key_is_named_wherever_it_is_given(tmp_path: Path) -> None:
+    """In a scenario file, as a whole dict on the command line, deleted, or misspelt: each stops
+    before composition with the key and what to do."""
+    (tmp_path / "bad.yaml").write_text("# @package _global_\nexperiment:\n  arms: [control, "
+                                       "treatment]\n  treatment:\n    models:\n"
+                                       "      release_epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"moved to `experiment.treatment.releases.epochs` "
+                                          r"\(in scenarios/bad.yaml\)"):
+        check_scenario("bad", tmp_path)
+    (tmp_path / "shared.yaml").write_text("experiment:\n  treatment:\n    world:\n      n_users: 3\n")
+    with pytest.raises(ConfigError, match="both arms share `world`"):
+        check_scenario("shared", tmp_path)
+    two = "experiment.arms=[control,treatment]"
+    with pytest.raises(ConfigError, match="both arms share `world`"):
+        load_config("default", [two, "experiment.treatment={world:{n_users:3}}"])
+    with pytest.raises(ConfigError, match="there is no group `funnle`"):
+        load_config("default", [two, "experiment.treatment.funnle.k_l1=3"])
+    with pytest.raises(ConfigError, match="not a key of an arm's `funnel`"):
+        load_config("default", [two, "experiment.treatment.funnel.k_l9=3"])
+    with pytest.raises(ConfigError, match="cannot be deleted; set one to null"):
+        load_config("timeouts", ["~experiment.treatment.models"])
+    cfg = load_config("default", [two, "experiment.treatment={funnel:{k_l1:50}}"])
+    assert cfg.experiment.treatment.funnel.k_l1 == 50
+    with pytest.raises(ConfigError, match="set each of those keys to null"):
+        load_config("timeouts", ["experiment.arms=[control]"])
+    solo = load_config("timeouts", ["experiment.arms=[control]",
+                                    "experiment.treatment.models.l1_family=null"])
+    assert set_keys(solo.experiment.treatment) == {}

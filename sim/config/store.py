@@ -1,10 +1,11 @@
 """Registering the schemas and the scenarios with Hydra, and composing a config without the CLI.
 
 ``conf/config.yaml`` is the primary config; its defaults list starts from the ``base_config``
-schema (so every key is typed and unknown keys fail), then one group per package, then the
-scenario. Scenarios live in ``scenarios/NAME.yaml`` at the top of the repository and are
-registered here as the ``scenario`` group with package ``_global_``, so ``scenario=NAME`` on the
-command line applies ``scenarios/NAME.yaml`` as an overlay that states only what it changes.
+schema (so every key is typed and unknown keys fail), then the groups with options (``index``,
+``auction``, ``serving``), then the scenario. Scenarios live in ``scenarios/NAME.yaml`` at the
+top of the repository and are registered here as the ``scenario`` group with package
+``_global_``, so ``scenario=NAME`` on the command line applies ``scenarios/NAME.yaml`` as an
+overlay that states only what it changes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from sim.config.overlay import arm_config
@@ -52,26 +54,77 @@ def register_configs(scenario_dir: Path = SCENARIO_DIR) -> list[str]:
 
 def check_moved_keys(overrides: list[str]) -> None:
     """Fail on a command-line override of a key that moved to another group (``MOVED_KEYS``),
-    naming its new home, before Hydra reports it as unknown; and on a treatment key given with
-    Hydra's ``+`` (once needed, when the treatment was a free-form dict), saying to drop it."""
+    naming its new home, before Hydra reports it as unknown; and on a treatment key an arm
+    cannot set, given the old way or deleted (:func:`check_treatment_key`), including a whole
+    ``experiment.treatment={...}``."""
     for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
         for prefix in ("", "experiment.treatment."):
             old = key[len(prefix):] if key.startswith(prefix) else None
             if old in MOVED_KEYS:
                 raise ConfigError(f"`{key}` moved to `{prefix}{MOVED_KEYS[old]}` (got {override!r})")
-        if key.startswith("experiment.treatment."):
-            group = key.split(".")[2]
-            if group not in ARM_GROUPS:
-                raise ConfigError(f"`experiment.treatment.{group}` (got {override!r}): both arms "
-                                  f"share `{group}`; an arm sets only {', '.join(ARM_GROUPS)}")
-            missing = _missing(ArmOverlay(), key.split(".")[2:])
-            if missing:
-                raise ConfigError(f"`experiment.treatment.{missing}` (got {override!r}) is not a key "
-                                  "an arm sets")
-            if override.startswith("+"):
-                raise ConfigError(f"{override!r}: the treatment's keys are in the schema, typed "
-                                  "like any other; drop the `+`")
+        if key == "experiment.treatment" and value.strip().startswith("{"):
+            parsed = OverridesParser.create().parse_override(override.lstrip("+~")).value()
+            check_treatment_keys(parsed if isinstance(parsed, dict) else {}, repr(override))
+        elif key.startswith("experiment.treatment."):
+            check_treatment_key(key, repr(override))
+        if key.startswith("experiment.treatment") and override.startswith("~"):
+            raise ConfigError(f"{override!r}: the treatment's keys cannot be deleted; set one to "
+                              "null for the control's value (`experiment.treatment.models."
+                              "l1_family=null`)")
+        if key.startswith("experiment.treatment") and override.startswith("+"):
+            raise ConfigError(f"{override!r}: the treatment's keys are in the schema, typed like "
+                              "any other; drop the `+`")
+
+
+def check_treatment_key(key: str, given: str) -> None:
+    """Fail, naming ``key`` (``experiment.treatment.GROUP...``) and where it was ``given``, on a
+    key that moved, a group both arms share, no such group, or no such key in an arm's group."""
+    rest = key.split(".")[2:]
+    old = ".".join(rest)
+    if old in MOVED_KEYS:
+        raise ConfigError(f"`{key}` moved to `experiment.treatment.{MOVED_KEYS[old]}` ({given})")
+    group = rest[0]
+    if group not in ARM_GROUPS:
+        shared = group in {f.name for f in dataclasses.fields(Config)}
+        why = f"both arms share `{group}`" if shared else f"there is no group `{group}`"
+        raise ConfigError(f"`experiment.treatment.{group}` ({given}): {why}; an arm sets only "
+                          f"{', '.join(ARM_GROUPS)}")
+    missing = _missing(ArmOverlay(), rest)
+    if missing:
+        raise ConfigError(f"`experiment.treatment.{missing}` ({given}) is not a key of an arm's "
+                          f"`{group}`")
+
+
+def check_treatment_keys(overlay: dict[str, Any], given: str) -> None:
+    """:func:`check_treatment_key` on every dotted leaf of an overlay given as a nested dict."""
+    for key in _leaf_keys(overlay):
+        check_treatment_key(f"experiment.treatment.{key}", given)
+
+
+def _leaf_keys(node: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k, v in node.items():
+        key = f"{prefix}{k}"
+        out += _leaf_keys(v, key + ".") if isinstance(v, dict) and v else [key]
+    return out
+
+
+def check_scenario(name: str, scenario_dir: Path = SCENARIO_DIR) -> None:
+    """The treatment keys a scenario file states (and the scenarios its defaults list takes),
+    checked as a command line's are, so a bad one is named with its file before composition."""
+    path = scenario_dir / f"{name}.yaml"
+    if not path.exists():
+        return  # Hydra says which scenarios there are
+    node = OmegaConf.to_container(OmegaConf.load(path)) or {}
+    assert isinstance(node, dict)
+    for parent in node.get("defaults") or []:
+        if isinstance(parent, str) and parent != "_self_":
+            check_scenario(parent, scenario_dir)
+    treatment = (node.get("experiment") or {}).get("treatment")
+    if isinstance(treatment, dict):
+        check_treatment_keys(treatment, f"in scenarios/{name}.yaml")
 
 
 def _missing(node: Any, path: list[str]) -> str | None:
@@ -81,7 +134,7 @@ def _missing(node: Any, path: list[str]) -> str | None:
             node = getattr(node, part)
         elif isinstance(node, dict) and part in node:
             node = node[part]
-        elif node is None or isinstance(node, list):  # a value: what follows is Hydra's to check
+        elif node is None:  # a value (a list, a number): what follows is Hydra's to check
             return None
         else:
             return ".".join(path[:i + 1])
@@ -134,6 +187,7 @@ def to_config(cfg: DictConfig) -> Config:
 def load_config(scenario: str = "default", overrides: list[str] | None = None) -> Config:
     """Compose and validate a config the way ``python -m sim scenario=NAME ...`` does."""
     check_moved_keys(list(overrides or []))
+    check_scenario(scenario)
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"scenario={scenario}", *(overrides or [])])

@@ -115,7 +115,8 @@ def _check_relations(cfg: Config) -> None:
     _require("treatment" in cfg.experiment.arms or not set_keys(cfg.experiment.treatment),
              f"`experiment.treatment` is set ({set_keys(cfg.experiment.treatment)}) but "
              f"`experiment.arms` has no treatment arm (got {cfg.experiment.arms}): the overlay "
-             f"would be ignored; add the arm or drop the overlay")
+             f"would be ignored; add the arm, or set each of those keys to null (as the control: "
+             f"`experiment.treatment.models.l1_family=null`)")
     _require(pac.interval_s % cfg.traffic.tick_s == 0,
              f"`pacing.interval_s` ({pac.interval_s}) must be a multiple of `traffic.tick_s` "
              f"({cfg.traffic.tick_s}): the controller compares whole ticks of spend")

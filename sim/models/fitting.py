@@ -140,8 +140,9 @@ def torch_draws(seed: int) -> Iterator[None]:
     """A block whose draws from torch's default generator start at ``seed`` (a named stream's,
     :meth:`sim.rng.Streams.torch_seed`). Parameter initialisation draws from that generator and
     takes no other (``nn.Linear.reset_parameters``: a new model's layers, a release's
-    re-initialised ones). After the block torch's global state is what it was before: no draw
-    outside the block moves one inside it, nor the other way round."""
+    re-initialised ones). After the block torch's CPU generator is what it was before (the
+    simulator runs on the CPU; no other device's generator is saved): no draw outside the block
+    moves one inside it, nor the other way round."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
