@@ -12,6 +12,7 @@ re-embedded and new tier builds deploy: that lag is where version skew comes fro
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
@@ -55,6 +56,7 @@ class Lifecycle:
         self.arms, self.readiness, self.streams, self.writer = arms, readiness, streams, writer
         self.checkpoints = checkpoints
         self.releases = 0
+        self.release_s = 0.0  # wall seconds spent releasing (training and registering)
 
     def release(self, now: float) -> dict[str, int]:
         """Train and register the next version of every lineage; return each released arm's new
@@ -169,7 +171,9 @@ class Lifecycle:
                  ) -> Generator[simpy.Event, None, None]:
         while True:
             yield wait("release", self.cfg.releases.interval_s)
+            started = time.perf_counter()
             released = self.release(env.now)
+            self.release_s += time.perf_counter() - started
             for arm in self.arms:
                 if arm.name in released:
                     env.process(self._query_rollout(env, wait, arm, released[arm.name]))

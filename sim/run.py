@@ -152,7 +152,7 @@ def _run(cfg: Config, run_dir: Path, scenario: str, progress: Progress | None,
     manifest["threads"] = dataclasses.asdict(sim.world.threads)
     manifest.update({
         "status": "complete", "requests": stats.requests, "setup_s": setup_s,
-        "data_plane_s": stats.data_plane_s,
+        "data_plane_s": stats.data_plane_s, "releases_s": sim.world.lifecycle.release_s,
         "requests_per_s": stats.requests / max(wall - setup_s, 1e-9),
     })
     return metrics

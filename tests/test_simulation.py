@@ -161,6 +161,9 @@ def test_complete_manifest(tiny_run: Path) -> None:
                 "wall_start", "wall_end", "scenario"):
         assert key in man
     assert man["packages"]["torch"] is not None
+    parts = [man[k] for k in ("setup_s", "releases_s", "data_plane_s", "evaluation_s")]
+    assert man["releases_s"] > 0 and all(p >= 0 for p in parts)  # the tiny world releases twice
+    assert sum(parts) <= man["wall_s"]  # the parts do not overlap
 
 
 @pytest.mark.parametrize("scenario", sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")))
