@@ -229,12 +229,14 @@ def test_l1_scores_from_distinct_inputs_equal_a_forward_over_every_row(family: s
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_the_learning_rate_schedule_is_what_the_optimiser_steps_with(schedule: str) -> None:
     from sim.config.schema import TrainingConfig
-    from sim.models.training import _batches, learning_rate
+    from sim.models.training import EarlyStop, _batches, learning_rate
 
     cfg = TrainingConfig(learning_rate=0.01, epochs=3, batch_size=10, lr_schedule=schedule)
     model = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=123.0)
-    seen = [opt.param_groups[0]["lr"] for _ in _batches(95, cfg, torch.Generator(), opt)]
+    gen = torch.Generator()
+    stop = EarlyStop(model, 95, cfg, gen, lambda idx: 0.0)  # off: every row, every epoch
+    seen = [opt.param_groups[0]["lr"] for _ in _batches(95, cfg, gen, opt, stop)]
     assert len(seen) == 30  # 3 epochs of ceil(95 / 10) batches
     assert seen == [learning_rate(cfg, s, 30) for s in range(30)]
     if schedule == "constant":
@@ -260,3 +262,43 @@ def test_parameter_initialisation_draws_from_its_named_stream_only() -> None:
     assert torch.equal(a, b)
     with torch_draws(8):
         assert not torch.equal(torch.nn.Linear(4, 3).weight, a)
+
+
+def test_early_stopping_stops_when_the_holdout_stops_improving_and_keeps_the_best_epoch() -> None:
+    """``training.early_stopping``: with patience 0 the fit stops at the first epoch whose
+    holdout loss does not improve, and the model keeps the best epoch's weights; off, every row
+    trains and nothing is drawn from the generator."""
+    from sim.config.schema import TrainingConfig
+    from sim.models.training import EarlyStop
+
+    model = torch.nn.Linear(2, 1)
+    scripted = iter([1.0, 0.8, 0.9, 0.7])
+    cfg = TrainingConfig(early_stopping=True, holdout_share=0.25, epochs=4)
+    gen = torch.Generator().manual_seed(0)
+    stop = EarlyStop(model, 400, cfg, gen, lambda idx: next(scripted))
+    assert stop.holdout is not None and 60 < stop.holdout.numel() < 140
+    assert set(stop.train_rows.tolist()).isdisjoint(stop.holdout.tolist())
+    assert stop.train_rows.numel() + stop.holdout.numel() == 400
+    seen = []
+    for epoch in range(4):
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))  # mark each epoch's weights
+        seen.append(epoch)
+        if stop.after_epoch():
+            break
+    assert seen == [0, 1, 2] and stop.epochs == 3  # 0.9 after 0.8: no improvement, stop
+    stop.finish()
+    assert float(model.weight.detach()[0, 0]) == 1.0  # the best epoch (loss 0.8)
+    off = TrainingConfig()
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    stop = EarlyStop(model, 400, off, g1, lambda idx: 0.0)
+    assert stop.holdout is None and stop.train_rows.numel() == 400
+    assert torch.equal(g1.get_state(), g2.get_state()) and not stop.after_epoch()
+
+
+def test_a_world_trains_with_early_stopping(tmp_path: Path) -> None:
+    m = run_tiny(tmp_path, "training.early_stopping=true", "training.epochs=4",
+                 "releases.epochs=3")
+    rel = read_log(tmp_path, "model_releases")
+    assert rel.height > 0 and rel["train_loss"].is_finite().all()
+    assert m["arms"]["control"]["impressions"] > 0

@@ -260,6 +260,15 @@ class TrainingConfig:
     # offline log_mae change by up to 12 points with a constant rate, by 3.4 at most with the cosine
     # (scenarios/l1_cvr_discrepancy.md, "Training noise")
     lr_schedule: str = bounded("cosine", choices=LR_SCHEDULES)
+    # stop a fit (start-up and every release) once its loss on a held-out share of its rows
+    # stops improving, after at most ``epochs`` (releases: ``releases.epochs``), and keep the
+    # best epoch's weights. The learning-rate schedule still spans every epoch, so a fit that
+    # stops early ends above the schedule's floor. Off by default: every fit runs its epochs and
+    # trains on all its rows (sim.models.training)
+    early_stopping: bool = False
+    holdout_share: float = bounded(0.1, gt=0, le=0.5)  # the rows held out, drawn per fit
+    patience: int = bounded(0, ge=0)  # epochs without improvement before the fit stops
+    min_improvement: float = bounded(0.0, ge=0)  # relative fall of the holdout loss that counts
 
 
 @dataclass

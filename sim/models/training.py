@@ -7,7 +7,7 @@ from the run's named stream, so training is reproducible for a fixed ``threads.t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -21,10 +21,12 @@ from sim.threads import few_rows_on_one_thread
 
 @dataclass(frozen=True, kw_only=True)
 class FitReport:
-    """Final-epoch mean training losses."""
+    """The last epoch's mean training loss, the optimiser steps taken and the epochs run (fewer
+    than configured when ``training.early_stopping`` stopped the fit)."""
 
     loss: float
     steps: int
+    epochs: int = 0  # 0 in a report kept by the checkpoint cache before this field existed
 
 
 def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, losses: list[float], rows: int) -> None:
@@ -37,24 +39,70 @@ def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, losses: list[float], r
     losses.append(float(loss.detach()))
 
 
-def _report(losses: list[float], n_per_epoch: int) -> FitReport:
+def _report(losses: list[float], n_per_epoch: int, epochs: int) -> FitReport:
     last = losses[-n_per_epoch:]
-    return FitReport(loss=sum(last) / max(len(last), 1), steps=len(losses))
+    return FitReport(loss=sum(last) / max(len(last), 1), steps=len(losses), epochs=epochs)
 
 
-def _batches(n: int, cfg: TrainingConfig, gen: torch.Generator,
-             opt: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
-    """The minibatches of every epoch, each a fresh permutation; sets ``opt``'s learning rate
-    for each step by ``cfg.lr_schedule``."""
+class EarlyStop:
+    """``training.early_stopping``: the rows a fit trains on and the ones it holds out (a share
+    ``holdout_share`` drawn from the fit's generator), and after each epoch the holdout loss,
+    the best weights so far and whether to stop (no relative improvement of ``min_improvement``
+    for more than ``patience`` epochs). Off: every row trains, every epoch runs, nothing is
+    drawn, so the fit is what it was before the rule existed."""
+
+    def __init__(self, model: torch.nn.Module, n: int, cfg: TrainingConfig,
+                 gen: torch.Generator, holdout_loss: Callable[[torch.Tensor], float]) -> None:
+        self.model, self.cfg, self.holdout_loss = model, cfg, holdout_loss
+        self.epochs = 0
+        self.best, self.bad = math.inf, 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.train_rows: torch.Tensor = torch.arange(n)
+        self.holdout: torch.Tensor | None = None
+        if cfg.early_stopping:
+            held = torch.rand(n, generator=gen) < cfg.holdout_share
+            self.train_rows, self.holdout = torch.nonzero(~held)[:, 0], torch.nonzero(held)[:, 0]
+
+    def after_epoch(self) -> bool:
+        """Count the epoch; with the rule on, score the holdout and say whether to stop."""
+        self.epochs += 1
+        if self.holdout is None or self.holdout.numel() == 0:
+            return False
+        with torch.no_grad():
+            loss = self.holdout_loss(self.holdout)
+        if loss < self.best * (1.0 - self.cfg.min_improvement):
+            self.best, self.bad = loss, 0
+            self.best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+            return False
+        self.bad += 1
+        return self.bad > self.cfg.patience
+
+    def finish(self) -> None:
+        """Keep the best epoch's weights (the rule on)."""
+        if self.holdout is not None and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+
+def _batches(n: int, cfg: TrainingConfig, gen: torch.Generator, opt: torch.optim.Optimizer,
+             stop: EarlyStop) -> Iterator[torch.Tensor]:
+    """The minibatches of every epoch over the rows ``stop`` trains on, each epoch a fresh
+    permutation; sets ``opt``'s learning rate for each step by ``cfg.lr_schedule``; after each
+    epoch asks ``stop`` whether to go on."""
+    rows = stop.train_rows
+    n = rows.numel()
     total = cfg.epochs * ((n + cfg.batch_size - 1) // cfg.batch_size)
     step = 0
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
+        if stop.holdout is not None:
+            perm = rows[perm]
         for idx in perm.split(cfg.batch_size):
             for group in opt.param_groups:
                 group["lr"] = learning_rate(cfg, step, total)
             step += 1
             yield idx
+        if stop.after_epoch():
+            return
 
 
 def learning_rate(cfg: TrainingConfig, step: int, total: int) -> float:
@@ -74,20 +122,26 @@ def train_ranker(
     the rows of ``cvr_rows`` (bool, a subset of the clicked ones) when given.
 
     ``fit_norm=False`` keeps the input standardisation of a warm-started model."""
-    if fit_norm:
-        model.norm.fit(x)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     clicked = click > 0.5 if cvr_rows is None else cvr_rows
-    losses: list[float] = []
-    n_per_epoch = (x.shape[0] + cfg.batch_size - 1) // cfg.batch_size
-    for idx in _batches(x.shape[0], cfg, gen, opt):
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         out = model(x[idx], position[idx])
         loss = F.binary_cross_entropy_with_logits(out[:, 0], click[idx])
         m = clicked[idx]
         if m.any():
             loss = loss + F.binary_cross_entropy_with_logits(out[m, 1], conversion[idx][m])
-        _step(opt, loss, losses, len(idx))
-    return _report(losses, n_per_epoch)
+        return loss
+
+    stop = EarlyStop(model, x.shape[0], cfg, gen, lambda idx: float(batch_loss(idx)))
+    if fit_norm:
+        model.norm.fit(x[stop.train_rows] if stop.holdout is not None else x)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    losses: list[float] = []
+    n_per_epoch = (stop.train_rows.numel() + cfg.batch_size - 1) // cfg.batch_size
+    for idx in _batches(x.shape[0], cfg, gen, opt, stop):
+        _step(opt, batch_loss(idx), losses, len(idx))
+    stop.finish()
+    return _report(losses, n_per_epoch, stop.epochs)
 
 
 def distill_two_tower(
@@ -100,18 +154,24 @@ def distill_two_tower(
     ``query_x`` (N, Fq), ``item_x`` (N, Fi) are aligned pairs; ``teacher`` (N,) probabilities;
     ``label`` (N,) 0/1 conversions, used where ``has_label`` (clicked impressions).
     """
-    if fit_norm:
-        model.query_norm.fit(query_x)
-        model.item_norm.fit(item_x)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    losses: list[float] = []
-    n_per_epoch = (query_x.shape[0] + cfg.batch_size - 1) // cfg.batch_size
-    for idx in _batches(query_x.shape[0], cfg, gen, opt):
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         logit = model(query_x[idx], item_x[idx])
         loss = F.binary_cross_entropy_with_logits(logit, teacher[idx])
         m = has_label[idx]
         if cfg.label_weight > 0 and m.any():
             loss = loss + cfg.label_weight * F.binary_cross_entropy_with_logits(
                 logit[m], label[idx][m])
-        _step(opt, loss, losses, len(idx))
-    return _report(losses, n_per_epoch)
+        return loss
+
+    stop = EarlyStop(model, query_x.shape[0], cfg, gen, lambda idx: float(batch_loss(idx)))
+    if fit_norm:
+        rows = stop.train_rows if stop.holdout is not None else slice(None)
+        model.query_norm.fit(query_x[rows])
+        model.item_norm.fit(item_x[rows])
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    losses: list[float] = []
+    n_per_epoch = (stop.train_rows.numel() + cfg.batch_size - 1) // cfg.batch_size
+    for idx in _batches(query_x.shape[0], cfg, gen, opt, stop):
+        _step(opt, batch_loss(idx), losses, len(idx))
+    stop.finish()
+    return _report(losses, n_per_epoch, stop.epochs)
