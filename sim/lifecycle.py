@@ -116,7 +116,7 @@ class Lifecycle:
         self._register(ModelVersion(
             lineage=arm.l2_lineage, version=prev.version + 1, kind="l2", family="ranker",
             trained_at=now, window_start=start, window_end=end, feature_view=view,
-            rows=int((rows.source == WINNER).sum()), train_loss=fit.loss,
+            rows=int((rows.source == WINNER).sum()), train_loss=fit.loss, epochs=fit.epochs,
             parameters=parameter_count(l2), model=l2))
         arm.l2 = l2
         draws: RngState | None = None  # where each readiness lineage's draws start
@@ -131,7 +131,8 @@ class Lifecycle:
             self._register(ModelVersion(
                 lineage=lineage, version=prev.version + 1, kind="l1", family=family,
                 trained_at=now, window_start=start, window_end=end, feature_view=l1_view,
-                rows=len(rows), train_loss=fit.loss, parameters=parameter_count(l1), model=l1,
+                rows=len(rows), train_loss=fit.loss, epochs=fit.epochs,
+                parameters=parameter_count(l1), model=l1,
                 offline=self._holdout_metrics(l1, l2, holdout)))
             if draws is None:
                 draws = RngState.take(gen)  # after the arm's own L1

@@ -51,7 +51,8 @@ def test_registry_versions_are_consecutive() -> None:
     model = make_l1("simple", tiny_config())
     mk = lambda v: ModelVersion(  # noqa: E731
         lineage="a/l1", version=v, kind="l1", family="simple", trained_at=0.0, window_start=0.0,
-        window_end=0.0, feature_view=(), rows=0, train_loss=0.0, parameters=0, model=model)
+        window_end=0.0, feature_view=(), rows=0, train_loss=0.0, epochs=1, parameters=0,
+        model=model)
     reg.register(mk(1))
     with pytest.raises(ValueError, match="expected version 2"):
         reg.register(mk(3))
@@ -301,4 +302,6 @@ def test_a_world_trains_with_early_stopping(tmp_path: Path) -> None:
                  "releases.epochs=3")
     rel = read_log(tmp_path, "model_releases")
     assert rel.height > 0 and rel["train_loss"].is_finite().all()
+    assert rel["epochs"].is_between(1, 4).all()  # start-up at most 4, releases at most 3
+    assert (rel.filter(pl.col("time") > 0)["epochs"] <= 3).all()
     assert m["arms"]["control"]["impressions"] > 0

@@ -63,7 +63,7 @@ PINNED = {
     ],
     "model_releases": [
         "time", "lineage", "kind", "family", "version", "window_start", "window_end", "rows",
-        "train_loss", "parameters", "feature_view", "holdout_rows", "holdout_log_mae",
+        "train_loss", "epochs", "parameters", "feature_view", "holdout_rows", "holdout_log_mae",
         "holdout_log_loss"
     ],
     "rollouts": [

@@ -107,7 +107,7 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     # are scored on the rows logged after their training window (``holdout_*``; NaN for L2).
     "model_releases": {
         "time": F64, "lineage": STR, "kind": STR, "family": STR, "version": I32,
-        "window_start": F64, "window_end": F64, "rows": I64, "train_loss": F64,
+        "window_start": F64, "window_end": F64, "rows": I64, "train_loss": F64, "epochs": I32,
         "parameters": I64, "feature_view": STR, "holdout_rows": I64, "holdout_log_mae": F64,
         "holdout_log_loss": F64,
     },

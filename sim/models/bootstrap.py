@@ -100,7 +100,7 @@ def _train_arm(rows: LoggedRows, users: Users, cat: Catalog, n_positions: int, l
     registry.register(ModelVersion(
         lineage=l2_lineage, version=1, kind="l2", family="ranker", trained_at=0.0,
         window_start=-1.0, window_end=0.0, feature_view=feature_view(rows.families),
-        rows=int((rows.source == WINNER).sum()), train_loss=fit.loss,
+        rows=int((rows.source == WINNER).sum()), train_loss=fit.loss, epochs=fit.epochs,
         parameters=parameter_count(l2), model=l2))
     draws: RngState | None = None  # where each readiness lineage's draws start
     for lineage, family in l1s.items():
@@ -113,6 +113,6 @@ def _train_arm(rows: LoggedRows, users: Users, cat: Catalog, n_positions: int, l
         registry.register(ModelVersion(
             lineage=lineage, version=1, kind="l1", family=family, trained_at=0.0,
             window_start=-1.0, window_end=0.0, feature_view=view, rows=len(rows),
-            train_loss=fit.loss, parameters=parameter_count(l1), model=l1))
+            train_loss=fit.loss, epochs=fit.epochs, parameters=parameter_count(l1), model=l1))
         if draws is None:
             draws = RngState.take(gen)  # after the arm's own L1

@@ -30,6 +30,7 @@ class ModelVersion:
     feature_view: tuple[str, ...]  # ad feature families the training logs held
     rows: int
     train_loss: float
+    epochs: int  # epochs the fit ran (fewer than configured if training.early_stopping stopped it)
     parameters: int
     model: TwoTowerBase | Ranker  # kind "l1": an L1 two-tower; kind "l2": the L2 ranker
     offline: dict[str, Any] = field(default_factory=dict)  # L1: metrics on the next rows
@@ -81,6 +82,7 @@ class Registry:
         return {"time": mv.trained_at, "lineage": mv.lineage, "kind": mv.kind,
                 "family": mv.family, "version": mv.version, "window_start": mv.window_start,
                 "window_end": mv.window_end, "rows": mv.rows, "train_loss": mv.train_loss,
+                "epochs": mv.epochs,
                 "parameters": mv.parameters, "feature_view": ",".join(mv.feature_view),
                 "holdout_rows": mv.offline.get("holdout_rows", 0),
                 "holdout_log_mae": mv.offline.get("log_mae", float("nan")),
