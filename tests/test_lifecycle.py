@@ -237,7 +237,7 @@ def test_the_learning_rate_schedule_is_what_the_optimiser_steps_with(schedule: s
     opt = torch.optim.SGD(model.parameters(), lr=123.0)
     gen = torch.Generator()
     stop = EarlyStop(model, 95, cfg, gen, lambda idx: 0.0)  # off: every row, every epoch
-    seen = [opt.param_groups[0]["lr"] for _ in _batches(95, cfg, gen, opt, stop)]
+    seen = [opt.param_groups[0]["lr"] for _ in _batches(cfg, gen, opt, stop)]
     assert len(seen) == 30  # 3 epochs of ceil(95 / 10) batches
     assert seen == [learning_rate(cfg, s, 30) for s in range(30)]
     if schedule == "constant":

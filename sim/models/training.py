@@ -83,7 +83,20 @@ class EarlyStop:
             self.model.load_state_dict(self.best_state)
 
 
-def _batches(n: int, cfg: TrainingConfig, gen: torch.Generator, opt: torch.optim.Optimizer,
+def _fit(model: torch.nn.Module, cfg: TrainingConfig, gen: torch.Generator, stop: EarlyStop,
+         batch_loss: Callable[[torch.Tensor], torch.Tensor]) -> FitReport:
+    """Adam over the minibatches of :func:`_batches`, each step on ``batch_loss`` of its rows;
+    then the best epoch's weights if ``stop`` kept them."""
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    losses: list[float] = []
+    n_per_epoch = (stop.train_rows.numel() + cfg.batch_size - 1) // cfg.batch_size
+    for idx in _batches(cfg, gen, opt, stop):
+        _step(opt, batch_loss(idx), losses, len(idx))
+    stop.finish()
+    return _report(losses, n_per_epoch, stop.epochs)
+
+
+def _batches(cfg: TrainingConfig, gen: torch.Generator, opt: torch.optim.Optimizer,
              stop: EarlyStop) -> Iterator[torch.Tensor]:
     """The minibatches of every epoch over the rows ``stop`` trains on, each epoch a fresh
     permutation; sets ``opt``'s learning rate for each step by ``cfg.lr_schedule``; after each
@@ -135,13 +148,7 @@ def train_ranker(
     stop = EarlyStop(model, x.shape[0], cfg, gen, lambda idx: float(batch_loss(idx)))
     if fit_norm:
         model.norm.fit(x[stop.train_rows] if stop.holdout is not None else x)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    losses: list[float] = []
-    n_per_epoch = (stop.train_rows.numel() + cfg.batch_size - 1) // cfg.batch_size
-    for idx in _batches(x.shape[0], cfg, gen, opt, stop):
-        _step(opt, batch_loss(idx), losses, len(idx))
-    stop.finish()
-    return _report(losses, n_per_epoch, stop.epochs)
+    return _fit(model, cfg, gen, stop, batch_loss)
 
 
 def distill_two_tower(
@@ -168,10 +175,4 @@ def distill_two_tower(
         rows = stop.train_rows if stop.holdout is not None else slice(None)
         model.query_norm.fit(query_x[rows])
         model.item_norm.fit(item_x[rows])
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    losses: list[float] = []
-    n_per_epoch = (stop.train_rows.numel() + cfg.batch_size - 1) // cfg.batch_size
-    for idx in _batches(query_x.shape[0], cfg, gen, opt, stop):
-        _step(opt, batch_loss(idx), losses, len(idx))
-    stop.finish()
-    return _report(losses, n_per_epoch, stop.epochs)
+    return _fit(model, cfg, gen, stop, batch_loss)
