@@ -157,7 +157,8 @@ def test_moved_keys_fail_with_their_new_name() -> None:
         load_config("default", ["models.epochs=2"])
     with pytest.raises(ConfigError, match=r"moved to `experiment.treatment.releases.interval_s`"):
         load_config("default", ["experiment.treatment.models.release_interval_s=3600"])
-    with pytest.raises(ConfigError, match=r"`experiment.treatment.models.skew_max_distance` moved"):
+    with pytest.raises(ConfigError, match=r"`experiment.treatment.models.skew_max_distance` moved "
+                                          r"to `readiness.max_distance`, which both arms share"):
         load_config("default", ["experiment.arms=[control,treatment]",
                                 "experiment.treatment.models.skew_max_distance=3"])
     with pytest.raises(ConfigError, match="both arms share"):

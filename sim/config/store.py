@@ -63,7 +63,8 @@ def check_moved_keys(overrides: list[str]) -> None:
         for prefix in ("", "experiment.treatment."):
             old = key[len(prefix):] if key.startswith(prefix) else None
             if old in MOVED_KEYS:
-                raise ConfigError(f"`{key}` moved to `{prefix}{MOVED_KEYS[old]}` (got {override!r})")
+                raise ConfigError(f"`{key}` moved to {_new_home(prefix, MOVED_KEYS[old])} "
+                                  f"(got {override!r})")
         if key == "experiment.treatment" and value.strip().startswith("{"):
             parsed = OverridesParser.create().parse_override(override.lstrip("+~")).value()
             check_treatment_keys(parsed if isinstance(parsed, dict) else {}, repr(override))
@@ -84,7 +85,8 @@ def check_treatment_key(key: str, given: str) -> None:
     rest = key.split(".")[2:]
     old = ".".join(rest)
     if old in MOVED_KEYS:
-        raise ConfigError(f"`{key}` moved to `experiment.treatment.{MOVED_KEYS[old]}` ({given})")
+        raise ConfigError(f"`{key}` moved to {_new_home('experiment.treatment.', MOVED_KEYS[old])} "
+                          f"({given})")
     group = rest[0]
     if group not in ARM_GROUPS:
         shared = group in {f.name for f in dataclasses.fields(Config)}
@@ -95,6 +97,14 @@ def check_treatment_key(key: str, given: str) -> None:
     if missing:
         raise ConfigError(f"`experiment.treatment.{missing}` ({given}) is not a key of an arm's "
                           f"`{group}`")
+
+
+def _new_home(prefix: str, new: str) -> str:
+    """Where a moved key lives now, for a message: under the treatment only if an arm sets its
+    group (a moved ``models.skew_*`` key went to ``readiness``, which both arms share)."""
+    if prefix and new.split(".")[0] not in ARM_GROUPS:
+        return f"`{new}`, which both arms share (set it for the run, not the treatment)"
+    return f"`{prefix}{new}`"
 
 
 def check_treatment_keys(overlay: dict[str, Any], given: str) -> None:
