@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.config.schema import Config, RampStep
+from sim.cpu_path import observed
 from sim.logs.writer import LogWriter, write_json_atomic
 from sim.progress import Progress
 from sim.simulation import Simulation
@@ -150,6 +151,7 @@ def _run(cfg: Config, run_dir: Path, scenario: str, progress: Progress | None,
     write_json_atomic(run_dir / "metrics.json", metrics)
     manifest["checkpoints"] = dataclasses.asdict(sim.world.checkpoints.stats)
     manifest["threads"] = dataclasses.asdict(sim.world.threads)
+    manifest["cpu_path"] = observed()
     manifest.update({
         "status": "complete", "requests": stats.requests, "setup_s": setup_s,
         "data_plane_s": stats.data_plane_s, "releases_s": sim.world.lifecycle.release_s,

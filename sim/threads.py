@@ -54,6 +54,7 @@ from hydra.types import RunMode
 
 from sim.config.schema import Config
 from sim.config.validate import ConfigError
+from sim.cpu_path import settle
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,9 +67,9 @@ class Threads:
 
 # MKL's conditional numerical reproducibility modes (mkl_cbwr.h)
 _CBWR_STRICT = 0x10000
-_CBWR_BRANCHES = {1: "BRANCH_OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSE4_1", 7: "SSE4_2",
-                  8: "AVX", 9: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1",
-                  14: "AVX512_E1"}
+_CBWR_BRANCHES = {0: "OFF", 1: "BRANCH_OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 5: "SSE3",
+                  6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX", 10: "AVX2", 11: "AVX512_MIC",
+                  12: "AVX512", 13: "AVX512_MIC_E1", 14: "AVX512_E1"}
 
 
 def blas_mode() -> str:
@@ -156,8 +157,10 @@ def resolve(cfg: Config, cores: int | None = None) -> Threads:
 
 
 def apply(threads: Threads) -> None:
-    """Set this process's torch and faiss thread counts and deterministic mode."""
+    """Set this process's torch and faiss thread counts and deterministic mode, and hold faiss's
+    kernels to the pinned CPU code path (:func:`sim.cpu_path.settle`)."""
     global _deterministic
+    settle()
     torch.set_num_threads(threads.torch)
     faiss.omp_set_num_threads(threads.faiss)
     _deterministic = threads.deterministic
