@@ -26,9 +26,9 @@ faiss's distance kernels       ``faiss.SIMDConfig.set_level``  per run (:func:`s
 Each library reads its variable once, when it loads, so :func:`pin` runs first thing in
 ``sim/__init__``, before numpy, torch or faiss is imported, and sets them in the process's
 environment (which the workers of a sweep inherit). It overrides a value the caller had set:
-the point is that the caller's machine and environment do not choose the path. MKL's strict
-mode (``,STRICT``) also makes its products independent of the thread count, which
-``threads.deterministic`` needs.
+the point is that the caller's machine and environment do not choose the path. The thread
+counts are the other half of a world's bits: on this path ``threads=auto`` resolves as on a 2-core
+machine (:data:`sim.threads.PORTABLE_CORES`).
 
 MKL is held to its ``COMPATIBLE`` branch (SSE2 without the approximate reciprocals), not to
 ``AVX2``: MKL runs its ISA branches only on Intel CPUs and falls back to ``AUTO`` on others, so an

@@ -15,8 +15,9 @@ whole world of either L1 family (tested), so a sweep's 1-thread jobs reproduce a
 takes three things, each found by comparing 1 and 2 threads:
 
 * MKL's strict reproducibility mode, which torch's matrix products then follow at any thread
-  count. MKL reads it once, from the environment, at its first call, so the process must start
-  with ``MKL_CBWR=AUTO,STRICT`` (a run in this mode without it stops before it starts);
+  count. MKL reads it once, from the environment, at its first call, so on the native path the
+  process must start with ``MKL_CBWR=AUTO,STRICT`` (a run in this mode without it stops before it
+  starts);
 * ``dhen``'s LayerNorm with its affine step written out (:class:`sim.models.dhen.AffineLayerNorm`:
   the same function; torch's fused backward sums the gradients of ``weight`` and ``bias`` per
   thread);
@@ -28,12 +29,21 @@ faiss's exact search and numpy need nothing. What still differs in this mode: at
 ``dhen``'s training (one weight gradient's product, by a few ulps; ``simple`` is identical), and
 across machines whose CPUs take other MKL code paths (AVX2 against AVX-512).
 
-It is off by default: MKL reads ``MKL_CBWR`` before the process can set it, and strict mode alone
-changes a 2-thread world's bits, which a world amplifies, while the lessons state figures measured
-without it. Without it, other thread counts differ in their last bits and then by more (the
+**On the portable CPU path** (``ADSIM_CPU_PATH=portable``, :mod:`sim.cpu_path`) ``auto`` resolves
+as on a machine of :data:`PORTABLE_CORES` (2) cores, whatever this one has: a single run gets 2
+threads, each job of a 2-job joblib sweep 1 (a Ray task still gets the CPUs Ray gave it), so the
+same command gives the same thread counts, and with the pinned kernels the same bits, on any
+machine. An explicit count still wins. Deterministic mode does not hold on that path: with MKL on
+its ``COMPATIBLE`` branch, in strict mode, the tower vectors of small batches and a whole tiny
+world differ between 1 and 2 threads (``tests/thread_probe.py`` run with
+``ADSIM_CPU_PATH=portable``), so a sweep's 1-thread jobs reproduce a 1-thread run, not a 2-thread
+one.
+
+On the native path it is off by default: strict mode alone changes a 2-thread world's bits, which
+a world amplifies. Without it, other thread counts differ in their last bits and then by more (the
 headline at seed 0 on 1 thread against 2, with the cosine learning-rate schedule: offline log_mae
-−1% to +4%, CPAs +1.4% and +1.7%; with a constant learning rate, −1% to −8% and ±2%,
-and strict mode moved its offline log_mae by 4-6%). ``manifest.threads``
+−1% to +4%, CPAs +1.4% and +1.7%; with a constant learning rate, −1% to −8% and ±2%, and strict
+mode moved its offline log_mae by 4-6%). ``manifest.threads``
 records the counts, ``deterministic``, and ``blas``, the MKL mode the process had.
 """
 
@@ -54,7 +64,7 @@ from hydra.types import RunMode
 
 from sim.config.schema import Config
 from sim.config.validate import ConfigError
-from sim.cpu_path import settle
+from sim.cpu_path import pin, settle
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +95,7 @@ def blas_mode() -> str:
     return f"{name},STRICT" if mode & _CBWR_STRICT else name
 
 
+PORTABLE_CORES = 2  # on the portable CPU path, `auto` resolves as on a machine of this many cores
 FEW_ROWS = 64  # in deterministic mode, model work on fewer rows runs on one thread
 _deterministic = False  # the mode of this process's run (set by apply); thread counts are per process
 
@@ -117,15 +128,16 @@ def machine_cores() -> int:
         return os.cpu_count() or 1
 
 
-def job_cores() -> int:
-    """The cores this job may use (see the module docstring)."""
+def job_cores(machine: int | None = None) -> int:
+    """The cores this job may use (see the module docstring), on a machine of ``machine`` cores
+    (default: this one's)."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
         if cpus:  # inside a Ray task or actor
             return max(1, int(cpus))
     n_jobs = _joblib_jobs()
-    cores = machine_cores()
+    cores = machine_cores() if machine is None else machine
     if n_jobs is not None:
         return max(1, cores // (cores if n_jobs < 0 else max(n_jobs, 1)))
     return cores
@@ -145,15 +157,20 @@ def resolve(cfg: Config, cores: int | None = None) -> Threads:
     """The threads of ``cfg``'s run, ``auto`` resolved against ``cores`` (default: this job's).
 
     Raises :class:`ConfigError` for deterministic mode in a process without MKL's strict mode."""
-    available = job_cores() if cores is None else cores
+    portable = pin().path == "portable"
+    if cores is not None:
+        available = cores
+    else:
+        available = job_cores(PORTABLE_CORES if portable else None)
+    deterministic = cfg.threads.deterministic
     blas = blas_mode()
-    if cfg.threads.deterministic and not blas.endswith(",STRICT"):
+    if deterministic and not blas.endswith(",STRICT"):
         raise ConfigError(
             "`threads.deterministic=true` needs MKL's strict mode: start the process with "
             f"MKL_CBWR=AUTO,STRICT in the environment (this one has {blas})")
     return Threads(torch=_count(cfg.threads.torch, available),
                    faiss=_count(cfg.threads.faiss, available),
-                   deterministic=cfg.threads.deterministic, blas=blas)
+                   deterministic=deterministic, blas=blas)
 
 
 def apply(threads: Threads) -> None:

@@ -74,3 +74,14 @@ def test_an_unknown_path_stops_before_anything_loads() -> None:
     out = python(["-c", "import sim"], {"ADSIM_CPU_PATH": "avx9"})
     assert out.returncode != 0
     assert "ADSIM_CPU_PATH='avx9'" in out.stderr and "['native', 'portable']" in out.stderr
+
+
+def test_auto_threads_on_the_portable_path_are_those_of_a_two_core_machine() -> None:
+    code = ("import json, sim, sim.threads as t; from sim.config import load_config; "
+            "t.machine_cores = lambda: 8; r = t.resolve(load_config('default', [])); "
+            "print(json.dumps([r.torch, r.faiss, r.blas]))")
+    for path, expected in (("portable", [2, 2, "COMPATIBLE,STRICT"]),
+                           ("native", [8, 8, "BRANCH_OFF"])):
+        out = python(["-c", code], {"ADSIM_CPU_PATH": path})
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert json.loads(out.stdout.strip().splitlines()[-1]) == expected, path
