@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"sim.ann", "sim.plugins", "sim.clock", "sim.numerics", "sim.rng", "sim.topk",
                     "sim.results",
                     "sim.scoring", "sim.stats", "sim.config", "sim.logs", "sim.progress",
-                    "sim.threads"}),
+                    "sim.threads", "sim.cpu_path"}),
     ("world", {"sim.world"}),
     ("market", {"sim.auction", "sim.bidding", "sim.pacing", "sim.autobidding", "sim.experiment"}),
     ("features", {"sim.features"}),

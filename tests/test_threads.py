@@ -28,7 +28,7 @@ TESTS = Path(__file__).parent
 def probe() -> dict[str, Any]:
     out = subprocess.run([sys.executable, str(TESTS / "thread_probe.py")], capture_output=True,
                          text=True, timeout=600, cwd=TESTS.parent,
-                         env={**os.environ, "MKL_CBWR": "AUTO,STRICT",
+                         env={**os.environ, "MKL_CBWR": "AUTO,STRICT", "ADSIM_CPU_PATH": "native",
                               "PYTHONPATH": str(TESTS.parent)})
     assert out.returncode == 0, out.stderr[-3000:]
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
