@@ -85,3 +85,10 @@ def test_auto_threads_on_the_portable_path_are_those_of_a_two_core_machine() -> 
         out = python(["-c", code], {"ADSIM_CPU_PATH": path})
         assert out.returncode == 0, out.stderr[-2000:]
         assert json.loads(out.stdout.strip().splitlines()[-1]) == expected, path
+
+
+def test_a_checkpoint_trained_on_one_path_is_never_loaded_on_the_other() -> None:
+    code = "import sim; from sim.models.checkpoints import code_digest; print(code_digest())"
+    digests = {path: python(["-c", code], {"ADSIM_CPU_PATH": path}).stdout.strip()
+               for path in ("portable", "native")}
+    assert all(len(d) == 32 for d in digests.values()) and digests["portable"] != digests["native"]

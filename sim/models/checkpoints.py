@@ -5,10 +5,11 @@ of its inputs: the model's parameters and buffers before the fit (a fresh initia
 previous version), the training rows, the teacher (for L1), the conversion labels known at
 ``known_at``, the users' features, the training config, the state of the torch generator that
 shuffles, the torch thread count (reductions differ in their last bits between thread counts),
-and the training code itself. :class:`Checkpoints` hashes all of them (blake2b) into a key and
-keeps what the fit produced under it: the trained state, the generator's state after the fit and
-the fit report. A second fit with the same key loads them instead of training, so the model, the
-generator and everything after them are bit for bit what training would have produced.
+the CPU code path and the training code itself. :class:`Checkpoints` hashes all of them
+(blake2b) into a key and keeps what the fit produced under it: the trained state, the generator's
+state after the fit and the fit report. A second fit with the same key loads them instead of
+training, so the model, the generator and everything after them are bit for bit what training
+would have produced.
 
 Two levels:
 
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sim.cpu_path import pin
 from sim.models.training import FitReport
 
 # the code that determines a trained model: every module of sim.models
@@ -42,12 +44,14 @@ CODE_DIR = Path(__file__).resolve().parent
 
 
 def code_digest() -> str:
-    """A digest of the training code (every ``sim/models/*.py``) and the library versions."""
+    """A digest of the training code (every ``sim/models/*.py``), the library versions and the CPU
+    code path the libraries were pinned to (:mod:`sim.cpu_path`: another path trains other bits)."""
     h = hashlib.blake2b(digest_size=16)
     for path in sorted(CODE_DIR.glob("*.py")):
         h.update(path.name.encode())
         h.update(path.read_bytes())
     h.update(f"torch {torch.__version__} numpy {np.__version__}".encode())
+    h.update(f"cpu path {pin().path} {sorted(pin().set.items())}".encode())
     return h.hexdigest()
 
 
