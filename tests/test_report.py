@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -473,6 +474,23 @@ def test_attribution_worlds_and_shapley(hazard_run: Path) -> None:
     assert made == [] and again["outcomes"] == result["outcomes"]
     with pytest.raises(ReportError, match="not present"):
         attribute(run_dir, ["timeouts"], runner=runner)
+
+
+def test_attribution_worlds_at_a_time_give_what_one_after_another_gives(
+        hazard_run: Path, tmp_path: Path) -> None:
+    """Two worlds at a time in local worker processes (``--jobs 2``): each at the run's thread
+    counts, so the outcomes are the sequential ones to the last bit."""
+    fresh = tmp_path / "run"
+    shutil.copytree(hazard_run, fresh, ignore=shutil.ignore_patterns("attribution"))
+    sequential = attribute(hazard_run, ["parity_gap", "version_skew"])  # the worlds run above
+    parallel = attribute(fresh, ["parity_gap", "version_skew"], jobs=2)
+    assert parallel["outcomes"] == sequential["outcomes"]
+    assert sorted(p.name for p in (fresh / "attribution").iterdir() if p.name != "checkpoints") == [
+        "all_off", "on_parity_gap", "on_version_skew"]
+    threads = read_json(hazard_run / "manifest.json")["threads"]
+    assert read_json(fresh / "attribution" / "all_off" / "manifest.json")["threads"] == threads
+    with pytest.raises(ReportError, match="--jobs must be >= 1"):
+        attribute(fresh, ["parity_gap"], jobs=0)
 
 
 # -- sweeps ---------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""``python -m sim.report DIR [--attribute [--hazards H,...]] [--metric KEY] [--x KEY]``.
+"""``python -m sim.report DIR [--attribute [--hazards H,...] [--jobs N [--backend loky|ray]]]
+[--metric KEY] [--x KEY]``.
 
 ``DIR`` is a run directory (``report.md`` and ``plots/`` are written into it) or a Hydra multirun
 directory (``sweep.parquet``, ``sweep.md`` and ``plots/sweep_*.png``; with worlds at two seeds or
 more, ``replicates.md`` and ``replicates.json`` too: :mod:`sim.report.replicates`). ``--attribute`` first
 re-runs a run's world with each present hazard switched off (``sim.report.attribution``) and
-adds the ``attribution`` entry to its ``metrics.json``.
+adds the ``attribution`` entry to its ``metrics.json``; ``--jobs N`` runs N of those worlds at a
+time, on local processes or a Ray cluster (:func:`sim.report.attribution.attribute`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="re-run the world with each present hazard switched off, attribute the gap")
     p.add_argument("--hazards", default=None,
                    help="with --attribute: comma-separated subset of the present hazards to switch")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="with --attribute: worlds run at a time (each at the run's thread counts)")
+    p.add_argument("--backend", default="loky", choices=("loky", "ray"),
+                   help="with --attribute --jobs N: local processes (loky) or a Ray cluster (ray)")
     p.add_argument("--metric", default=None, help="sweep: the metrics.json key to plot (dotted)")
     p.add_argument("--x", default=None, help="sweep: the swept key on the x axis")
     args = p.parse_args(argv)
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ReportError("--hazards needs --attribute")
             if args.attribute:
                 hazards = args.hazards.split(",") if args.hazards else None
-                result = attribute(args.dir, hazards)
+                result = attribute(args.dir, hazards, jobs=args.jobs, backend=args.backend)
                 metrics_path = args.dir / "metrics.json"
                 metrics = json.loads(metrics_path.read_text())
                 metrics["attribution"] = result

@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import importlib
 import math
 from collections.abc import Callable
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+import joblib
 from omegaconf import OmegaConf
 
 from sim.config.overlay import arm_config, overlay_set
@@ -209,15 +212,42 @@ def world_name(on: frozenset[str], hazards: list[str]) -> str:
     return "on_" + "+".join(h for h in hazards if h in on)
 
 
+def run_world(cfg: Config, world_dir: Path, scenario: str) -> dict[str, Any]:
+    """One attribution world: its config saved beside it (``.hydra/config.yaml``), then run."""
+    save_config(cfg, world_dir)
+    return run(cfg, world_dir, scenario=scenario)
+
+
+def run_saved(world_dir: Path, scenario: str) -> dict[str, Any]:
+    """One attribution world from the config saved in its directory (what a worker process runs:
+    the typed config's runtime-built treatment overlay does not cross a process boundary)."""
+    return run(load_run_config(world_dir), world_dir, scenario=scenario)
+
+
 def attribute(run_dir: Path, hazards: list[str] | None = None,
-              runner: Callable[[Config, Path], dict[str, Any]] | None = None) -> dict[str, Any]:
+              runner: Callable[[Config, Path], dict[str, Any]] | None = None,
+              jobs: int = 1, backend: str = "loky") -> dict[str, Any]:
     """Run the attribution worlds of ``run_dir`` and return the ``attribution`` entry.
 
     ``hazards`` restricts the switches to a subset of those present; ``runner`` (config, world
-    directory) -> metrics defaults to ``sim.run.run``. The worlds share a checkpoint directory
-    (``cache.dir`` if the run set one, else ``attribution/checkpoints``): what a switch does not
-    change (the start-up models, every switch being a serving or logging change) is trained once.
+    directory) -> metrics runs the worlds one after another in this process (default
+    :func:`run_world`). The worlds share a checkpoint directory (``cache.dir`` if the run set
+    one, else ``attribution/checkpoints``): what a switch does not change (the start-up models,
+    and any release whose training inputs match) is trained once.
+
+    ``jobs`` > 1 runs that many worlds at a time on a joblib ``backend``: ``loky`` (local
+    processes) or ``ray`` (Ray's joblib backend, on the cluster ``ray.init`` finds, e.g. by
+    ``RAY_ADDRESS``). Every world runs at the thread counts the run itself used (its
+    ``manifest.threads``), so the common random numbers hold to the last bit wherever it runs:
+    give it ``jobs`` times that many cores. On this project's 2-core machine two 2-thread worlds
+    at a time run slower than one after another (``docs/running.md``), so ``jobs`` is 1 here.
     """
+    if jobs < 1:
+        raise ReportError(f"--jobs must be >= 1, got {jobs}")
+    if backend == "ray":  # an optional dependency (the `ray` extra): found when asked for
+        importlib.import_module("ray.util.joblib").register_ray()
+    elif backend != "loky":
+        raise ReportError(f"--backend must be loky or ray, got {backend!r}")
     manifest, metrics = read_run(run_dir)
     cfg = load_run_config(run_dir)
     present = present_hazards(cfg, metrics)
@@ -229,28 +259,38 @@ def attribute(run_dir: Path, hazards: list[str] | None = None,
         if absent:
             raise ReportError(f"hazards {absent} are not present in {run_dir} (present: {present})")
         present = [h for h in present if h in hazards]
-    if runner is None:
-        def runner(c: Config, d: Path) -> dict[str, Any]:
-            save_config(c, d)
-            return run(c, d, scenario=f"{manifest.get('scenario', 'default')}:attribution")
-
+    scenario = f"{manifest.get('scenario', 'default')}:attribution"
     if cfg.cache.dir is None:  # the worlds share their checkpoints (start-up models, at least)
         cache = dataclasses.replace(cfg.cache, dir=str(run_dir / "attribution" / "checkpoints"))
         cfg = dataclasses.replace(cfg, cache=cache)
+    used = manifest.get("threads") or {}
+    if "torch" in used and "faiss" in used:  # the run's own counts, wherever a world runs
+        cfg = dataclasses.replace(cfg, threads=dataclasses.replace(
+            cfg.threads, torch=str(used["torch"]), faiss=str(used["faiss"])))
 
     values: dict[frozenset[str], dict[str, float | None]] = {frozenset(present): outcomes(metrics)}
     worlds = [{"name": "run", "on": present, "dir": "."}]
+    todo: list[tuple[frozenset[str], Config, Path]] = []
     for size in range(len(present)):
         for on in combinations(present, size):
             key = frozenset(on)
             name = world_name(key, present)
             d = run_dir / "attribution" / name
-            try:
-                _, m = read_run(d)
-            except ReportError:
-                m = runner(switched(cfg, [h for h in present if h not in key]), d)
-            values[key] = outcomes(m)
             worlds.append({"name": name, "on": list(on), "dir": f"attribution/{name}"})
+            try:
+                values[key] = outcomes(read_run(d)[1])
+            except ReportError:
+                todo.append((key, switched(cfg, [h for h in present if h not in key]), d))
+    if runner is not None or jobs == 1:
+        one = runner or functools.partial(run_world, scenario=scenario)
+        done = [one(c, d) for _, c, d in todo]
+    else:
+        for _, c, d in todo:  # a worker reads its world's config from its directory
+            save_config(c, d)
+        with joblib.parallel_backend(backend, n_jobs=jobs):
+            done = joblib.Parallel()(joblib.delayed(run_saved)(d, scenario) for _, _, d in todo)
+    for (key, _, _), m in zip(todo, done, strict=True):
+        values[key] = outcomes(m)
     result: dict[str, Any] = {
         "hazards": present, "switch_off": {h: HAZARDS[h][2] for h in present},
         "worlds": worlds, "outcomes": {}}
