@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+import sim.report.attribution
 from sim.config.overlay import arm_config
 from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES
 from sim.report import retrospective
@@ -491,6 +492,17 @@ def test_attribution_worlds_at_a_time_give_what_one_after_another_gives(
     assert read_json(fresh / "attribution" / "all_off" / "manifest.json")["threads"] == threads
     with pytest.raises(ReportError, match="--jobs must be >= 1"):
         attribute(fresh, ["parity_gap"], jobs=0)
+    with pytest.raises(ReportError, match="--backend must be loky or ray"):
+        attribute(fresh, ["parity_gap"], jobs=2, backend="dask")
+
+
+def test_the_ray_backend_without_ray_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    def missing(name: str) -> None:
+        raise ModuleNotFoundError(f"No module named {name!r}")
+    monkeypatch.setattr(sim.report.attribution.importlib, "import_module", missing)
+    with pytest.raises(ReportError, match=r"--backend ray needs Ray: pip install -e '\.\[ray\]'"):
+        attribute(tmp_path, jobs=2, backend="ray")
 
 
 # -- sweeps ---------------------------------------------------------------------------------

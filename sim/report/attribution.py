@@ -245,7 +245,10 @@ def attribute(run_dir: Path, hazards: list[str] | None = None,
     if jobs < 1:
         raise ReportError(f"--jobs must be >= 1, got {jobs}")
     if backend == "ray":  # an optional dependency (the `ray` extra): found when asked for
-        importlib.import_module("ray.util.joblib").register_ray()
+        try:
+            importlib.import_module("ray.util.joblib").register_ray()
+        except ImportError as exc:
+            raise ReportError(f"--backend ray needs Ray: pip install -e '.[ray]' ({exc})") from exc
     elif backend != "loky":
         raise ReportError(f"--backend must be loky or ray, got {backend!r}")
     manifest, metrics = read_run(run_dir)
