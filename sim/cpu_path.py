@@ -1,5 +1,5 @@
-"""The CPU code path of the numeric libraries, which can be pinned so that a world gives the same
-bits on any x86-64 machine with AVX2, not only on the one its figures were measured on.
+"""The CPU code path of the numeric libraries, pinned so that a world gives the same bits on any
+x86-64 machine with AVX2, not only on the one its figures were measured on.
 
 MKL (torch's matrix products), ATen (torch's other kernels), oneDNN, OpenBLAS (numpy's and
 faiss's matrix products), numpy's own loops and faiss's distance kernels each choose their kernels
@@ -8,7 +8,7 @@ and a world amplifies a last-bit difference (a fit's next minibatch, an auction'
 that runs out one request later) to several percent in a single seed's CPA. A lesson's printed
 figure is then only good on the machine it was written on.
 
-**The portable path** (``ADSIM_CPU_PATH=portable``) holds every one of them to kernels that
+**The portable path** (the default, ``ADSIM_CPU_PATH=portable``) holds every one of them to kernels that
 every x86-64 CPU with AVX2 (x86-64-v3: nearly every server and laptop since 2015) runs the same
 way, Intel's or AMD's:
 
@@ -44,7 +44,7 @@ differ from the lessons' in their last bits, and then by more. A CPU without AVX
 path at all, and a CPU of another architecture (ARM) has other kernels entirely: the same
 conclusions across seeds, other single-seed figures.
 
-**The native path** (``ADSIM_CPU_PATH=native``, the default) leaves every library to choose:
+**The native path** (``ADSIM_CPU_PATH=native``) leaves every library to choose:
 it is faster, and its figures are that machine's. The choice is an environment variable, not a
 config key, because it must be made before the libraries load, which is before Hydra reads a
 config.
@@ -60,7 +60,7 @@ import sys
 from dataclasses import dataclass, field
 
 ENV = "ADSIM_CPU_PATH"
-DEFAULT = "native"
+DEFAULT = "portable"
 PATHS: dict[str, dict[str, str]] = {
     "portable": {
         "MKL_CBWR": "COMPATIBLE,STRICT",
@@ -90,7 +90,7 @@ _pin: Pin | None = None
 
 
 def pin() -> Pin:
-    """Set the environment of the path named by ``ADSIM_CPU_PATH`` (default ``native``), once per
+    """Set the environment of the path named by ``ADSIM_CPU_PATH`` (default ``portable``), once per
     process; a second call returns the first's result. Raises ``ValueError`` naming the variable
     and its value when the path is unknown, before anything is set."""
     global _pin

@@ -1,8 +1,9 @@
-"""The pinned CPU code path (``sim.cpu_path``): a world's bits do not depend on the code paths the
-caller's machine and environment would choose. This machine stands in for two CPUs: a process
-whose environment holds every library to older kernels (no AVX at all in ATen, SSE in oneDNN,
-another MKL branch, OpenBLAS's Nehalem kernels, numpy without AVX2) takes other code paths on the
-native path, and the same bits as an unconstrained process on the pinned one."""
+"""The portable CPU code path (``sim.cpu_path``, the default): a world's bits do not depend on
+the code paths the caller's machine and environment would choose. This machine stands in for two
+CPUs: a process whose environment holds every library to older kernels (no AVX at all in ATen,
+SSE in oneDNN, another MKL branch, OpenBLAS's Nehalem kernels, numpy without AVX2) takes other
+code paths on the native path, and the same bits as an unconstrained process on the portable
+one."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def worlds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]
     return {name: world(root / name, env) for name, env in {
         "pinned": {"ADSIM_CPU_PATH": "portable"},
         "pinned_older": {"ADSIM_CPU_PATH": "portable", **OLDER},
-        "native": {},
+        "native": {"ADSIM_CPU_PATH": "native"},
         "native_older": {"ADSIM_CPU_PATH": "native", **OLDER}}.items()}
 
 

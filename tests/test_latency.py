@@ -41,10 +41,11 @@ def test_declared_l2_work_is_what_torch_counts() -> None:
     assert ranker.pair_mflops() == 2 * (width * 32 + 32 * 32 + 32 * 2) / 1e6
 
 
-def test_dhen_query_tower_does_more_work_than_simple() -> None:
+def test_dhen_query_tower_does_more_work_than_simple_and_more_with_more_layers() -> None:
     cfg = tiny_config()
     simple, dhen = (make_l1(f, cfg).query_mflops() for f in ("simple", "dhen"))
-    assert dhen > 1.5 * simple > 0
+    heavier = make_l1("dhen", tiny_config("models.dhen_layers=2", "models.dhen_heads=2"))
+    assert heavier.query_mflops() > 1.5 * dhen and dhen > 1.2 * simple > 0
 
 
 WORK = {"query_tower": 0.01, "item_lookup": 0.05, "l2": 1.0}

@@ -12,6 +12,7 @@ import torch
 
 from sim.build import checked_lineages
 from sim.config.overlay import arm_config
+from sim.cpu_path import pin
 from sim.features.registry import has_family
 from sim.logs.writer import LogWriter
 from sim.models.families import item_slices, make_l1, parameter_count, query_slices
@@ -210,7 +211,10 @@ def test_skew_sweep_covers_every_served_family_unless_told() -> None:
 def test_l1_scores_from_distinct_inputs_equal_a_forward_over_every_row(family: str,
                                                                         tmp_path: Path) -> None:
     """Offline scoring runs each tower once per distinct input and gathers; the result must be
-    bit for bit the model's forward over every row (else offline metrics would drift)."""
+    bit for bit the model's forward over every row (else offline metrics would drift). On the
+    portable CPU path, MKL's ``COMPATIBLE`` branch gives ``dhen``'s rows other last bits in a
+    batch of other rows (not in a prefix of the same batch: a row's result depends on its place),
+    so there the two agree to float32's precision, not bit for bit."""
     cfg = tiny_config("days=0.2")
     sim = Simulation.from_config(cfg, LogWriter(tmp_path / "logs", 10_000))
     sim.run()
@@ -222,7 +226,10 @@ def test_l1_scores_from_distinct_inputs_equal_a_forward_over_every_row(family: s
         qx = torch.from_numpy(query_inputs(users, rows.user, rows.surface, ns))
         every = torch.sigmoid(model(qx, torch.from_numpy(rows.ad_features))).double().numpy()
     distinct = l1_pcvr(model, rows, users, ns)
-    np.testing.assert_array_equal(distinct, every)
+    if family == "dhen" and pin().path == "portable":
+        np.testing.assert_allclose(distinct, every, rtol=1e-5, atol=0)
+    else:
+        np.testing.assert_array_equal(distinct, every)
     q, i = tower_vectors(model, rows, users, ns)
     assert q.shape == (len(rows), cfg.models.embedding_dim + 1) == i.shape
 

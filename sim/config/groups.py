@@ -229,9 +229,9 @@ class ModelsConfig:
     l1_family: str = "simple"
     embedding_dim: int = bounded(16, ge=1)  # two-tower output dimension (before the bias slot)
     l1_hidden: int = bounded(64, ge=1)  # simple: hidden width of each tower
-    dhen_layers: int = bounded(2, ge=1)  # dhen: ensemble layers per tower
+    dhen_layers: int = bounded(1, ge=1)  # dhen: ensemble layers per tower
     dhen_token_dim: int = bounded(16, ge=2)  # dhen: width of each feature-family token
-    dhen_heads: int = bounded(2, ge=1)  # dhen: attention heads (must divide dhen_token_dim)
+    dhen_heads: int = bounded(1, ge=1)  # dhen: attention heads (must divide dhen_token_dim)
     dhen_layer_norm: bool = True  # dhen: LayerNorm after each ensemble layer's residual
     l2_hidden: int = bounded(64, ge=1)
     # ad feature families the L1 item tower consumes (the rest it never sees, zero after
