@@ -309,5 +309,7 @@ def test_a_bad_treatment_key_is_named_wherever_it_is_given(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="set each of those keys to null"):
         load_config("timeouts", ["experiment.arms=[control]"])
     solo = load_config("timeouts", ["experiment.arms=[control]",
-                                    "experiment.treatment.models.l1_family=null"])
+                                    "experiment.treatment.models.l1_family=null",
+                                    "experiment.treatment.models.dhen_layers=null",
+                                    "experiment.treatment.models.dhen_heads=null"])
     assert set_keys(solo.experiment.treatment) == {}
