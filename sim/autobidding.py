@@ -35,11 +35,11 @@ that over-predicts, it lowers them: it hides a miscalibrated model from a CPA re
 moves what the campaign buys instead (lesson ``scenarios/autobidding.md``).
 
 **Off by default, for now** (``bidding.autobid.enabled``). Measured in the autobidding lesson's
-worlds at seeds 0-4: on, a calibrated arm's CPA is 7-23% lower and its conversions 2.5-13.5%
+worlds at seeds 0-4: on, a calibrated arm's CPA is 12-22% lower and its conversions 1.6-13.8%
 higher at every seed, so it is what a realistic market should run; but every other lesson's world
 and figures were measured with oCPM bids at value, and switching the default changes what each of
-them reads (in the lesson, the CPA lift of an over-predicting treatment halves and the mix-shift
-verdict mostly disappears). The default moves with the re-measurement of those lessons.
+them reads (in the lesson, the CPA lift of an over-predicting treatment falls from +14.1% to
++1.8% median, significant at none of five seeds, and the mix-shift verdict disappears). The default moves with the re-measurement of those lessons.
 """
 
 from __future__ import annotations
