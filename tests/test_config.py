@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from omegaconf import OmegaConf
 
 from sim.config import ConfigError, load_config
 from sim.config.overlay import arm_config
-from sim.config.schema import Config, set_keys
+from sim.config.schema import ArmOverlay, Config, set_keys
 from sim.config.store import CONF_DIR, SCENARIO_DIR, check_launcher, check_scenario
 
 from conftest import read_json
@@ -313,3 +314,24 @@ def test_a_bad_treatment_key_is_named_wherever_it_is_given(tmp_path: Path) -> No
                                     "experiment.treatment.models.dhen_layers=null",
                                     "experiment.treatment.models.dhen_heads=null"])
     assert set_keys(solo.experiment.treatment) == {}
+
+
+def test_a_config_with_a_treatment_crosses_to_another_process() -> None:
+    """A sweep's workers (joblib's loky, Ray) receive the config pickled, loky with cloudpickle,
+    which copies a class it cannot find by name. The overlay classes are found by name, so a
+    worker's config holds its own schema's classes (a copied class failed the worker's type check:
+    "ArmOverlay is not a subclass of ArmOverlay")."""
+    from joblib.externals import cloudpickle
+
+    cfg = load_config("serving_precision", [])
+    assert set_keys(cfg.experiment.treatment)  # the treatment sets keys
+    back = pickle.loads(pickle.dumps(cfg))
+    assert back == cfg and type(back.experiment.treatment) is ArmOverlay
+    check = ("import pickle, sys; from sim.config.schema import ArmOverlay; "
+             "cfg = pickle.loads(sys.stdin.buffer.read()); "
+             "assert type(cfg.experiment.treatment) is ArmOverlay; "
+             "print(cfg.experiment.treatment.index.factory)")
+    out = subprocess.run([sys.executable, "-c", check], input=cloudpickle.dumps(cfg),
+                         capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert out.stdout.decode().strip() == cfg.experiment.treatment.index.factory

@@ -115,15 +115,28 @@ def _overlay_of(cls: type) -> type:
                         field(default_factory=entries.copy)))
             continue
         out.append((f.name, Optional[tp], field(default=None)))  # noqa: UP045 (built at run time)
-    return dataclasses.make_dataclass(cls.__name__.replace("Config", "Overlay"), out)
+    return _importable(dataclasses.make_dataclass(cls.__name__.replace("Config", "Overlay"), out))
+
+
+def _importable(cls: type) -> type:
+    """``cls`` as an attribute of this module, so that pickle finds it by name: a config that holds
+    an overlay then crosses to another process (a sweep's joblib or Ray worker) as a reference to
+    that process's own class, never as a copy of the class that its schema would reject."""
+    name = cls.__name__
+    if name in globals():
+        raise TypeError(f"two overlay classes named {name}")
+    cls.__module__ = __name__
+    cls.__qualname__ = name
+    globals()[name] = cls
+    return cls
 
 
 if TYPE_CHECKING:
     ArmOverlay = Any
 else:
     _SECTIONS = {name: _overlay_of(cls) for name, cls in ARM_GROUPS.items()}
-    ArmOverlay = dataclasses.make_dataclass("ArmOverlay", [
-        (name, sub, field(default_factory=sub)) for name, sub in _SECTIONS.items()])
+    ArmOverlay = _importable(dataclasses.make_dataclass("ArmOverlay", [
+        (name, sub, field(default_factory=sub)) for name, sub in _SECTIONS.items()]))
     ArmOverlay.__doc__ = "The treatment's own keys: each group an arm sets, each key None until set."
 
 
