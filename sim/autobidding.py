@@ -39,7 +39,8 @@ worlds at seeds 0-4: on, a calibrated arm's CPA is 12-22% lower and its conversi
 higher at every seed, so it is what a realistic market should run; but every other lesson's world
 and figures were measured with oCPM bids at value, and switching the default changes what each of
 them reads (in the lesson, the CPA lift of an over-predicting treatment falls from +14.1% to
-+1.8% median, significant at none of five seeds, and the mix-shift verdict disappears). The default moves with the re-measurement of those lessons.
++1.8% median, significant at none of five seeds, and the mix-shift verdict disappears). The
+default moves with the re-measurement of those lessons.
 """
 
 from __future__ import annotations
