@@ -212,9 +212,11 @@ def test_l1_scores_from_distinct_inputs_equal_a_forward_over_every_row(family: s
                                                                         tmp_path: Path) -> None:
     """Offline scoring runs each tower once per distinct input and gathers; the result must be
     bit for bit the model's forward over every row (else offline metrics would drift). On the
-    portable CPU path, MKL's ``COMPATIBLE`` branch gives ``dhen``'s rows other last bits in a
-    batch of other rows (not in a prefix of the same batch: a row's result depends on its place),
-    so there the two agree to float32's precision, not bit for bit."""
+    portable CPU path, MKL's ``COMPATIBLE`` branch can give a row other last bits in a batch of
+    other rows (not in a prefix of the same batch: a row's result depends on its place): most of
+    ``dhen``'s rows, and 1 of 4,219 of ``simple``'s in one checkout (the model's weights come from
+    torch's default generator, whose draws before this test differ between checkouts). So there
+    the two agree to float32's precision, not bit for bit, for every family."""
     cfg = tiny_config("days=0.2")
     sim = Simulation.from_config(cfg, LogWriter(tmp_path / "logs", 10_000))
     sim.run()
@@ -226,7 +228,7 @@ def test_l1_scores_from_distinct_inputs_equal_a_forward_over_every_row(family: s
         qx = torch.from_numpy(query_inputs(users, rows.user, rows.surface, ns))
         every = torch.sigmoid(model(qx, torch.from_numpy(rows.ad_features))).double().numpy()
     distinct = l1_pcvr(model, rows, users, ns)
-    if family == "dhen" and pin().path == "portable":
+    if pin().path == "portable":
         np.testing.assert_allclose(distinct, every, rtol=1e-5, atol=0)
     else:
         np.testing.assert_array_equal(distinct, every)
