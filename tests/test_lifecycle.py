@@ -214,9 +214,9 @@ def test_l1_scores_from_distinct_inputs_equal_a_forward_over_every_row(family: s
     bit for bit the model's forward over every row (else offline metrics would drift). On the
     portable CPU path, MKL's ``COMPATIBLE`` branch can give a row other last bits in a batch of
     other rows (not in a prefix of the same batch: a row's result depends on its place): most of
-    ``dhen``'s rows, and 1 of 4,219 of ``simple``'s in one checkout (the model's weights come from
-    torch's default generator, whose draws before this test differ between checkouts). So there
-    the two agree to float32's precision, not bit for bit, for every family."""
+    ``dhen``'s rows, and 1 of 4,219 of ``simple``'s in one checkout of the code but not in
+    another (why the checkouts differ is not known). So there the two agree to float32's
+    precision, not bit for bit, for every family."""
     cfg = tiny_config("days=0.2")
     sim = Simulation.from_config(cfg, LogWriter(tmp_path / "logs", 10_000))
     sim.run()
