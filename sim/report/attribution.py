@@ -219,8 +219,10 @@ def run_world(cfg: Config, world_dir: Path, scenario: str) -> dict[str, Any]:
 
 
 def run_saved(world_dir: Path, scenario: str) -> dict[str, Any]:
-    """One attribution world from the config saved in its directory (what a worker process runs:
-    the typed config's runtime-built treatment overlay does not cross a process boundary)."""
+    """One attribution world from the config saved in its directory (what a worker process runs).
+    The typed config itself would now cross to a worker too (its overlay classes pickle by name,
+    :func:`sim.config.schema._importable`); reading the saved file was kept from before that, and
+    is tested equal to the in-process path."""
     return run(load_run_config(world_dir), world_dir, scenario=scenario)
 
 
