@@ -34,6 +34,7 @@ from sim.features.coverage import coverage_shares
 from sim.logs.writer import LogWriter
 from sim.models.fitting import l1_pcvr, teacher_pcvr, tower_vectors
 from sim.models.registry import Registry
+from sim.models.towers import TwoTowerBase
 from sim.models.training_log import SOURCES, WINNER, LoggedRows, TrainingLog
 from sim.parity_audit import family_importance, parity_audit
 from sim.results import (
@@ -99,14 +100,18 @@ def score(p: np.ndarray, rows: LoggedRows, teacher: np.ndarray) -> dict[str, Any
 
 
 def offline_eval(registry: Registry, models: dict[str, tuple[str, str]], control_l2: str,
-                 rows: LoggedRows, users: Users, cfg: Config, writer: LogWriter) -> dict[str, Any]:
+                 rows: LoggedRows, users: Users, cfg: Config, writer: LogWriter,
+                 served: dict[str, int] | None = None) -> dict[str, Any]:
     """``offline.<model>.<source>.{overall, deciles}`` for each named model (name -> (L1
-    lineage, its L2 teacher's lineage)).
+    lineage, its L2 teacher's lineage)): the lineage's newest version, the one a team evaluates.
 
     Each model is scored against its own teacher (the L2 it distils from and is compared with
     online; under ``diverted`` training the arms' teachers differ), deciles by that teacher's
     pCVR. Where the teacher is not ``control_l2``, ``overall`` also gives
-    ``log_mae_control_teacher``, the log MAE against the control's L2."""
+    ``log_mae_control_teacher``, the log MAE against the control's L2. ``served``: the version
+    each model's query tower served at the end of the run; where it is not the newest (a
+    model-versioning bug), ``served`` gives that checkpoint's ``overall`` scores per source on
+    the same rows against the same teacher."""
     ns = len(cfg.world.surfaces)
     teachers = {lin: teacher_pcvr(registry.latest(lin).ranker, rows, users, ns)
                 for lin in dict.fromkeys([control_l2, *(t for _, t in models.values())])}
@@ -138,7 +143,20 @@ def offline_eval(registry: Registry, models: dict[str, tuple[str, str]], control
             per_source[source] = entry
         out[name] = {"lineage": lineage, "version": mv.version, "family": mv.family,
                      "teacher": teacher_lineage, "sources": per_source}
+        version = (served or {}).get(name, mv.version)
+        if version != mv.version:
+            out[name]["served"] = _served_scores(registry.get(lineage, version).tower, version,
+                                                 rows, users, ns, teacher)
     return out
+
+
+def _served_scores(tower: TwoTowerBase, version: int, rows: LoggedRows, users: Users, ns: int,
+                   teacher: np.ndarray) -> dict[str, Any]:
+    """A served checkpoint's ``overall`` scores per log source (see :func:`offline_eval`)."""
+    p = l1_pcvr(tower, rows, users, ns)
+    sources = {source: {"overall": score(p[m], rows.take(np.flatnonzero(m)), teacher[m])}
+               for code, source in enumerate(SOURCES) if (m := rows.source == code).any()}
+    return {"version": version, "sources": sources}
 
 
 def _log_offline(writer: LogWriter, name: str, lineage: str, version: int, teacher: str,
@@ -261,7 +279,8 @@ def after_run(registry: Registry, arms: Sequence[Arm], log: TrainingLog, sweep: 
     if rows is None:
         return OfflineResults(window=window)
     models = {arm.name: (arm.l1_lineage, arm.l2_lineage) for arm in arms}
-    scored = offline_eval(registry, models, "control/l2", rows, users, cfg, writer)
+    scored = offline_eval(registry, models, "control/l2", rows, users, cfg, writer,
+                          served={arm.name: arm.query_version for arm in arms})
     skew = skew_sweep(registry, sweep, "control/l2", rows, users, cfg, writer)
     importance: dict[str, Any] = {}
     ns = len(cfg.world.surfaces)

@@ -8,6 +8,11 @@ version: first the L2 ranker (live at once: it scores the next batch), then ever
 On release, the new L1 item tower becomes the one enrichment and batch builds use; the new query
 tower goes live ``releases.query_rollout_delay_s`` later. The index catches up only as items are
 re-embedded and new tier builds deploy: that lag is where version skew comes from.
+
+A model-versioning bug (``releases.pointer_lag`` = k > 0): the arm's serving pointer names the
+version k releases behind the newest, so both towers serve an older checkpoint than the one the
+offline evaluation scores (the registry's newest). Nothing else changes: the releases train and
+register as before; only what serving loads is older.
 """
 
 from __future__ import annotations
@@ -97,7 +102,7 @@ class Lifecycle:
             self._fit_arm(arm, l1s, rows, holdout, now, end, gen)
         version = self.registry.latest(arm.l1_lineage).version
         self.writer.append("rollouts", {"time": now, "arm": arm.name, "lineage": arm.l1_lineage,
-                                        "side": "item", "version": version})
+                                        "side": "item", "version": self.pointer(arm, version)})
         return version
 
     def _fit_arm(self, arm: ReleasedArm, l1s: dict[str, str], rows: LoggedRows,
@@ -159,11 +164,18 @@ class Lifecycle:
         self.writer.append("rollouts", {"time": now, "arm": arm.name, "lineage": arm.l1_lineage,
                                         "side": "query", "version": version})
 
+    @staticmethod
+    def pointer(arm: ReleasedArm, released: int) -> int:
+        """The version serving loads when ``released`` is the newest: ``releases.pointer_lag``
+        versions behind it (0 without the model-versioning bug), version 1 at the least."""
+        return max(1, released - arm.cfg.releases.pointer_lag)
+
     def item_tower(self, arm: ReleasedArm) -> Callable[[], tuple[TwoTowerBase, int]]:
-        """The item tower enrichment and batch builds of ``arm`` use: the latest version."""
+        """The item tower enrichment and batch builds of ``arm`` use: the version the serving
+        pointer names (:meth:`pointer`; the latest without a versioning bug)."""
         def live() -> tuple[TwoTowerBase, int]:
-            mv = self.registry.latest(arm.l1_lineage)
-            return mv.tower, mv.version
+            version = self.pointer(arm, self.registry.latest(arm.l1_lineage).version)
+            return self.registry.get(arm.l1_lineage, version).tower, version
         return live
 
     # -- processes -------------------------------------------------------------------------
@@ -182,5 +194,6 @@ class Lifecycle:
     def _query_rollout(self, env: simpy.Environment, wait: Wait,
                        arm: ReleasedArm, version: int) -> Generator[simpy.Event, None, None]:
         yield wait("query_rollout", arm.cfg.releases.query_rollout_delay_s)
+        version = self.pointer(arm, version)
         if version > arm.query_version:
             self.roll_out_query(arm, version, env.now)

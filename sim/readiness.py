@@ -296,6 +296,7 @@ def make_world(scenario: str, overrides: list[str], out: Path) -> Path:
     """Run ``scenario`` with ``overrides`` into ``out/world`` with its training rows logged and
     the fits kept in ``out/checkpoints`` (unless the config names a cache); return the run dir."""
     extra = {"logs.training_rows": "true", "experiment.ground_truth": "false",
+             "experiment.exposure_twin": "false",
              "readiness.families": "[]"}  # the world's own sweep: its served families
     if load_config(scenario, overrides).cache.dir is None:
         extra["cache.dir"] = str((out / "checkpoints").resolve())

@@ -26,11 +26,13 @@ import numpy as np
 @dataclass(frozen=True, kw_only=True)
 class Interval:
     """An estimate with its 95% interval (``sim.stats``); ``low`` and ``high`` are None for a
-    point estimate (e.g. revenue per request, billed per advertiser-day)."""
+    point estimate (e.g. revenue per request, billed per advertiser-day). A lift also gives
+    ``mde``, the smallest relative increase its design detects with 80% power (5% two-sided)."""
 
     estimate: float | None
     low: float | None
     high: float | None
+    mde: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,6 +193,8 @@ class ArmMetrics:
     ann_recall: float | None = None
     l1_score_error: float | None = None
     serving_path: dict[str, Any] = field(default_factory=dict)
+    # the L1 checkpoints served against those the release log names (sim.summary.served_versions)
+    served_versions: dict[str, Any] = field(default_factory=dict)
     # each ratio metric's 95% interval (sim.stats)
     ci: dict[str, Interval | None] = field(default_factory=dict)
 

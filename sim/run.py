@@ -63,7 +63,16 @@ def _now() -> str:
 def _at_share(cfg: Config, percent: float) -> Config:
     """The same world with the treatment share fixed at ``percent`` % from the start."""
     exp = dataclasses.replace(cfg.experiment, ramp=[RampStep(0.0, percent / 100.0)],
-                              ground_truth=False)
+                              ground_truth=False, exposure_twin=False)
+    return dataclasses.replace(cfg, experiment=exp)
+
+
+def held_share(cfg: Config) -> Config:
+    """The exposure twin: the same world with the ramp's steps at their days, each at the first
+    step's share (so the read-out has the same steps, and the share never grows)."""
+    first = cfg.experiment.ramp[0].share
+    exp = dataclasses.replace(cfg.experiment, ramp=[RampStep(s.day, first) for s in cfg.experiment.ramp],
+                              ground_truth=False, exposure_twin=False)
     return dataclasses.replace(cfg, experiment=exp)
 
 
@@ -143,11 +152,16 @@ def _run(cfg: Config, run_dir: Path, scenario: str, progress: Progress | None,
                         clusters=cfg.experiment.ci_clusters,
                         funnel_sizes={a.name: (a.cfg.auction.n_slots, a.cfg.funnel.k_l1)
                                       for a in sim.arms},
-                        serving_setup={a.name: serving_setup(a.cfg) for a in sim.arms})
+                        serving_setup={a.name: serving_setup(a.cfg) for a in sim.arms},
+                        rollout_delay={a.name: a.cfg.releases.query_rollout_delay_s
+                                       for a in sim.arms})
     if cfg.experiment.ground_truth and len(cfg.experiment.arms) == 2:
         worlds = [run(_at_share(cfg, share), run_dir / "ground_truth" / f"share_{share:.0f}",
                       scenario) for share in (0.0, 100.0)]
         metrics["ground_truth"] = ground_truth(metrics, *worlds)
+    if cfg.experiment.exposure_twin:
+        metrics["exposure_twin"] = run(held_share(cfg), run_dir / "exposure_twin",
+                                       scenario).get("exposure")
     write_json_atomic(run_dir / "metrics.json", metrics)
     manifest["checkpoints"] = dataclasses.asdict(sim.world.checkpoints.stats)
     manifest["threads"] = dataclasses.asdict(sim.world.threads)

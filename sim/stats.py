@@ -25,11 +25,14 @@ psi_t / R_t on treatment cells and -psi_c / R_c on control cells, clustered join
 moved arms during a ramp and an advertiser whose shared budget couples the arms (user-split) are
 counted once with both arms' terms.
 
-Every interval is estimate ± t sd with t the 97.5% quantile of Student's t with G − 1 degrees of
-freedom, G the number of clusters of the coarsest clustering (users alone; with advertisers too,
-the fewer of users and advertisers: Cameron & Miller 2015, section VI). With 200 advertisers t is
-1.972 (the normal's 1.960); with 30 it is 2.045: the normal quantile over few clusters is
-anti-conservative, and a verdict that reads an interval would name a cause too often.
+Every interval is estimate ± t sd with t the 97.5% quantile of Student's t. Its degrees of
+freedom are G − 1 for one clustering and Satterthwaite's for two (:func:`clustered`: about
+G_advertisers − 1), counting only clusters with a cell in the ratio (CPA's advertisers are the
+oCPM ones; a user's requests, with an advertiser id of their own, are no advertiser cluster).
+With 200 advertisers t is about 1.972 (the normal's 1.960); with 30 about 2.045: the normal
+quantile over few clusters is anti-conservative, and a verdict that reads an interval would name
+a cause too often.
+A lift also gives its minimum detectable effect (80% power, 5% two-sided).
 """
 
 from __future__ import annotations
@@ -45,61 +48,82 @@ from sim.results import Concentration, Interval
 Z95 = 1.959963984540054  # the normal's 97.5% quantile: the limit of t95 with many clusters
 
 
-def t95(clusters: int) -> float:
-    """The 97.5% quantile of Student's t with ``clusters`` − 1 degrees of freedom (inf below 2)."""
-    if clusters < 2:
+def t95(dof: float) -> float:
+    """The 97.5% quantile of Student's t with ``dof`` degrees of freedom (inf below 1)."""
+    if not dof >= 1:
         return math.inf
-    return float(scipy_stats.t.ppf(0.975, clusters - 1))
+    return float(scipy_stats.t.ppf(0.975, dof))
 
 
-def n_clusters(user: np.ndarray, advertiser: np.ndarray | None) -> int:
-    """G of an interval's t quantile: users, or the fewer of users and advertisers."""
-    g = np.unique(user).size
-    return g if advertiser is None else min(g, np.unique(advertiser).size)
-
-
-def _one_way(psi: np.ndarray, cluster: np.ndarray) -> float:
+def _one_way(psi: np.ndarray, cluster: np.ndarray,
+             counted: np.ndarray | None = None) -> tuple[float, int]:
+    """The one-way cluster-robust variance of ``psi.sum()`` and the number of clusters that
+    count: those with a cell of non-zero influence (and in ``counted``, if given)."""
     ids, dense = np.unique(cluster, return_inverse=True)
+    live = psi != 0 if counted is None else (psi != 0) & counted
+    g_live = int(np.unique(dense[live]).size)
     g = ids.size
     if g < 2:
-        return 0.0
+        return 0.0, g_live
     sums = np.bincount(dense, weights=psi, minlength=g)
-    return float(g / (g - 1) * np.dot(sums, sums))
+    return float(g / (g - 1) * np.dot(sums, sums)), g_live
+
+
+def clustered(psi: np.ndarray, user: np.ndarray, advertiser: np.ndarray | None,
+              own: np.ndarray | None = None) -> tuple[float, float]:
+    """The variance of ``psi.sum()`` clustered by ``user`` and, if given, also by ``advertiser``,
+    and its degrees of freedom. One way: G − 1, G the users with a non-zero influence. Two ways:
+    Satterthwaite's, V² / sum_k V_k² / (G_k − 1) over the three terms of V (each G_k counting
+    the clusters with a non-zero influence, advertisers only over the cells not ``own``, whose
+    advertiser id is a user's own), V floored at the larger one-way figure. Two-way V is
+    estimated from the advertisers' sums too, so its degrees of freedom are about
+    G_advertisers − 1 (more where the user terms carry the weight): Cameron, Gelbach & Miller's
+    G = min(G_users, G_advertisers), made continuous."""
+    v_user, g_user = _one_way(psi, user)
+    if advertiser is None:
+        return v_user, g_user - 1.0
+    v_adv, g_adv = _one_way(psi, advertiser, None if own is None else ~own)
+    pair = user.astype(np.int64) * (int(advertiser.max()) + 1) + advertiser.astype(np.int64)
+    v_pair, g_pair = _one_way(psi, pair)
+    v = max(v_user + v_adv - v_pair, v_user, v_adv)
+    denominator = sum(vk * vk / max(gk - 1, 1) for vk, gk in
+                      ((v_user, g_user), (v_adv, g_adv), (v_pair, g_pair)))
+    return v, (v * v / denominator if denominator > 0 else g_user - 1.0)
 
 
 def clustered_variance(psi: np.ndarray, user: np.ndarray, advertiser: np.ndarray | None) -> float:
     """Variance of ``psi.sum()`` clustered by ``user`` and, if given, also by ``advertiser``."""
-    v_user = _one_way(psi, user)
-    if advertiser is None:
-        return v_user
-    v_adv = _one_way(psi, advertiser)
-    pair = user.astype(np.int64) * (int(advertiser.max()) + 1) + advertiser.astype(np.int64)
-    return max(v_user + v_adv - _one_way(psi, pair), v_user, v_adv)
+    return clustered(psi, user, advertiser)[0]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Ratio:
-    """A ratio estimate, its variance, and the per-cell influence the lift needs."""
+    """A ratio estimate, its variance and degrees of freedom, and the per-cell influence the
+    lift needs."""
 
     estimate: float
     variance: float
+    dof: float
     users: int
     influence: np.ndarray
     user: np.ndarray
     advertiser: np.ndarray | None
+    own: np.ndarray | None  # cells whose advertiser id is a user's own (see ``clustered``)
 
     def interval(self) -> Interval:
-        half = t95(n_clusters(self.user, self.advertiser)) * float(np.sqrt(self.variance))
+        half = t95(self.dof) * float(np.sqrt(self.variance))
         return Interval(estimate=self.estimate, low=self.estimate - half,
                         high=self.estimate + half)
 
 
 def ratio(y: np.ndarray, x: np.ndarray, user: np.ndarray | None = None,
-          advertiser: np.ndarray | None = None) -> Ratio | None:
+          advertiser: np.ndarray | None = None, own: np.ndarray | None = None) -> Ratio | None:
     """The ratio sum(y) / sum(x) over cells and its cluster-robust delta-method variance.
 
     ``user`` (default: every cell its own user) and ``advertiser`` (default: no second
-    clustering) are integer cluster ids per cell. Returns None with fewer than two users or
+    clustering) are integer cluster ids per cell; ``own`` marks the cells whose advertiser id is
+    their own, shared with no other user (a user's requests), which :func:`clustered` does not
+    count as advertisers in the degrees of freedom. Returns None with fewer than two users or
     ``sum(x) <= 0``.
     """
     y, x = np.asarray(y, dtype=np.float64), np.asarray(x, dtype=np.float64)
@@ -114,19 +138,24 @@ def ratio(y: np.ndarray, x: np.ndarray, user: np.ndarray | None = None,
     r = y.sum() / x.sum()
     psi = (y - r * x) / x.sum()
     adv = None if advertiser is None else np.asarray(advertiser, dtype=np.int64)
-    return Ratio(estimate=float(r), variance=clustered_variance(psi, user, adv), users=n_users,
-                 influence=psi, user=user, advertiser=adv)
+    mine = None if own is None or adv is None else np.asarray(own, dtype=bool)
+    variance, dof = clustered(psi, user, adv, mine)
+    return Ratio(estimate=float(r), variance=variance, dof=dof, users=n_users, influence=psi,
+                 user=user, advertiser=adv, own=mine)
 
 
-def _lift_influence(treatment: Ratio, control: Ratio) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _lift_influence(treatment: Ratio, control: Ratio
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """The log lift's influence per cell (treatment cells, then control cells), with their user
-    and advertiser ids: what :func:`lift` clusters."""
+    and advertiser ids and own-advertiser marks: what :func:`lift` clusters."""
     psi = np.concatenate([treatment.influence / treatment.estimate,
                           -control.influence / control.estimate])
     user = np.concatenate([treatment.user, control.user])
     adv = (None if treatment.advertiser is None or control.advertiser is None
            else np.concatenate([treatment.advertiser, control.advertiser]))
-    return psi, user, adv
+    own = (None if treatment.own is None or control.own is None
+           else np.concatenate([treatment.own, control.own]))
+    return psi, user, adv, own
 
 
 def lift(treatment: Ratio | None, control: Ratio | None) -> Interval | None:
@@ -134,16 +163,19 @@ def lift(treatment: Ratio | None, control: Ratio | None) -> Interval | None:
     if treatment is None or control is None or treatment.estimate <= 0 or control.estimate <= 0:
         return None
     log_lift = np.log(treatment.estimate / control.estimate)
-    psi, user, adv = _lift_influence(treatment, control)
-    sd = np.sqrt(clustered_variance(psi, user, adv))
-    return _log_interval(float(log_lift), float(sd), n_clusters(user, adv))
+    variance, dof = clustered(*_lift_influence(treatment, control))
+    return _log_interval(float(log_lift), math.sqrt(variance), dof)
 
 
-def _log_interval(log_lift: float, sd: float, clusters: int) -> Interval:
-    """A lift and its interval from a log lift, its standard deviation and its clusters."""
-    half = t95(clusters) * sd
+def _log_interval(log_lift: float, sd: float, dof: float) -> Interval:
+    """A lift and its interval from a log lift, its standard deviation and degrees of freedom;
+    ``mde`` the smallest relative increase the same design detects with 80% power in a
+    two-sided 5% test, exp((t_0.975 + t_0.8) sd) − 1 (a decrease of exp(−(…) sd) − 1)."""
+    half = t95(dof) * sd
+    power = float(scipy_stats.t.ppf(0.8, dof)) if dof >= 1 else math.inf
     return Interval(estimate=float(np.expm1(log_lift)), low=float(np.expm1(log_lift - half)),
-                    high=float(np.expm1(log_lift + half)))
+                    high=float(np.expm1(log_lift + half)),
+                    mde=float(np.expm1(half + power * sd)))
 
 
 def stratified_lift(strata: list[tuple[Ratio | None, Ratio | None]],
@@ -161,21 +193,25 @@ def stratified_lift(strata: list[tuple[Ratio | None, Ratio | None]],
     if total <= 0:
         return None
     log_lift = 0.0
-    psi, user, adv = [], [], []
+    psi, user, adv, own = [], [], [], []
     for (t, c), w in zip(strata, weights, strict=True):
         if w == 0:
             continue
         if t is None or c is None or t.estimate <= 0 or c.estimate <= 0:
             return None
-        p, u, a = _lift_influence(t, c)
+        p, u, a, o = _lift_influence(t, c)
         log_lift += w / total * float(np.log(t.estimate / c.estimate))
         psi.append(w / total * p)
         user.append(u)
         adv.append(a)
-    ids = [a for a in adv if a is not None]
-    users, advertisers = np.concatenate(user), np.concatenate(ids) if len(ids) == len(adv) else None
-    sd = np.sqrt(clustered_variance(np.concatenate(psi), users, advertisers))
-    return _log_interval(log_lift, float(sd), n_clusters(users, advertisers))
+        own.append(o)
+
+    def joined(parts: list[np.ndarray | None]) -> np.ndarray | None:
+        known = [x for x in parts if x is not None]
+        return np.concatenate(known) if len(known) == len(parts) else None
+
+    variance, dof = clustered(np.concatenate(psi), np.concatenate(user), joined(adv), joined(own))
+    return _log_interval(log_lift, math.sqrt(variance), dof)
 
 
 def concentration(treatment: Ratio | None, control: Ratio | None) -> Concentration | None:
@@ -190,7 +226,7 @@ def concentration(treatment: Ratio | None, control: Ratio | None) -> Concentrati
     ids, with an undefined lift, or with no advertiser variance."""
     if treatment is None or control is None or treatment.estimate <= 0 or control.estimate <= 0:
         return None
-    psi, _, adv = _lift_influence(treatment, control)
+    psi, _, adv, _ = _lift_influence(treatment, control)
     if adv is None:
         return None
     ids, dense = np.unique(adv, return_inverse=True)

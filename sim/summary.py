@@ -141,6 +141,29 @@ def version_distance(vd: pl.DataFrame, arm: str) -> dict[str, Any]:
                         for t in sorted(set(rows["tier"].to_list()))}}
 
 
+def served_versions(imps: pl.DataFrame, releases: pl.DataFrame, arm: str,
+                    rollout_delay_s: float) -> dict[str, Any]:
+    """The L1 checkpoints an arm served beside the ones its release log names.
+
+    Each impression's query-tower version against the newest version of the arm's L1 lineage
+    released more than ``rollout_delay_s`` (the query rollout delay) before it (version 1 from
+    the start): ``behind_share`` is the share of impressions served by an older one (a release
+    pointer that lags, a rollout that never finished), ``mean_lag`` the mean number of versions
+    behind; ``served_last`` the version of the arm's last impression, ``released_last`` the
+    newest release (the version offline evaluation scores). Empty without impressions."""
+    own = imps.filter(pl.col("arm") == arm).sort("time")
+    rel = releases.filter(pl.col("lineage") == f"{arm}/l1").sort("time")
+    if own.height == 0 or rel.height == 0:
+        return {}
+    times, versions = rel["time"].to_numpy(), rel["version"].to_numpy()
+    due = np.searchsorted(times, own["time"].to_numpy() - rollout_delay_s, side="left") - 1
+    named = versions[np.maximum(due, 0)]
+    served = own["query_version"].to_numpy()
+    lag = np.maximum(named - served, 0)
+    return {"behind_share": float((lag > 0).mean()), "mean_lag": float(lag.mean()),
+            "served_last": int(served[-1]), "released_last": int(versions.max())}
+
+
 RATIO_METRICS = {  # name -> (numerator, denominator) over observation cells (see ``cells``)
     "cpa": ("ocpm_spend", "ocpm_conversions"),
     "spend_per_request": ("spend", "requests"),
@@ -196,7 +219,8 @@ def _ratios(c: pl.DataFrame, clusters: str) -> dict[str, Ratio | None]:
     """Each ratio metric over an arm's observation cells (``cells``)."""
     user = c["user_id"].to_numpy()
     adv = c["advertiser_id"].to_numpy() if clusters == "user_advertiser" else None
-    return {m: (ratio(c[y].to_numpy(), c[x].to_numpy(), user, adv) if c.height else None)
+    own = c["requests"].to_numpy() > 0  # a user's requests: an advertiser id of its own
+    return {m: (ratio(c[y].to_numpy(), c[x].to_numpy(), user, adv, own) if c.height else None)
             for m, (y, x) in RATIO_METRICS.items()}
 
 
@@ -337,11 +361,14 @@ def _clean(x: Any) -> Any:
 def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] | None = None,
               extra: dict[str, Any] | None = None, clusters: str = "user_advertiser",
               funnel_sizes: dict[str, tuple[int, int]] | None = None,
-              serving_setup: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+              serving_setup: dict[str, dict[str, Any]] | None = None,
+              rollout_delay: dict[str, float] | None = None) -> dict[str, Any]:
     """Compute the metrics of a finished run from ``run_dir/logs``: the typed results (intervals,
-    lifts) become ``metrics.json``'s dicts here (:func:`sim.results.to_json`)."""
+    lifts) become ``metrics.json``'s dicts here (:func:`sim.results.to_json`). ``rollout_delay``:
+    each arm's query rollout delay, which :func:`served_versions` allows (default 0)."""
     names = ("impressions", "clicks", "conversions", "budget_days", "requests", "version_distance",
-             "feature_coverage", "parity_audit", "candidates", "campaigns", "serving_path")
+             "feature_coverage", "parity_audit", "candidates", "campaigns", "serving_path",
+             "model_releases")
     logs = {n: pl.read_parquet(run_dir / "logs" / f"{n}.parquet") for n in names}
     logs["impressions"] = billed_costs(logs["impressions"], logs["budget_days"])
     arm_cells = {a: cells(logs, a) for a in arms}
@@ -352,6 +379,8 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] |
         "parity_audit": logs["parity_audit"].filter(pl.col("arm") == a).drop("arm").to_dicts(),
         **_recall(logs["candidates"], a, (funnel_sizes or {}).get(a)),
         **serving_path(logs["serving_path"], a, (serving_setup or {}).get(a)),
+        "served_versions": served_versions(logs["impressions"], logs["model_releases"], a,
+                                           (rollout_delay or {}).get(a, 0.0)),
         "ci": stats["ci"][a]}) for a in arms}
     if "lift" in stats:  # revenue is billed per advertiser-day, not per user: a point estimate
         reqs = logs["requests"]

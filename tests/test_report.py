@@ -57,6 +57,8 @@ def _arm() -> dict[str, Any]:
         "retrieval_recall": 0.60, "ranking_recall": 0.55,
         "recall_by_surface": {"home_feed": {"retrieval_recall": 0.60, "ranking_recall": 0.55}},
         "ann_recall": 1.0, "l1_score_error": 0.0,
+        "served_versions": {"behind_share": 0.0, "mean_lag": 0.0, "served_last": 2,
+                            "released_last": 2},
         "serving_path": {"index_factory": "Flat", "nprobe": 1, "query_dtype": "fp32",
                          "item_dtype": "fp32", "l1_score_bias": 0.0, "l1_calibration_served": 1.0,
                          "l1_calibration_exact": 1.0, "probed_requests": 1000},
@@ -77,13 +79,18 @@ def _sweep_point(delta_mae: float, delta_excess: float) -> dict[str, Any]:
 def aa_world() -> dict[str, Any]:
     return {
         "arms": {"control": _arm(), "treatment": _arm()},
-        "lift": {"cpa": {"estimate": 0.01, "low": -0.05, "high": 0.07},
+        "lift": {"cpa": {"estimate": 0.01, "low": -0.05, "high": 0.07, "mde": 0.08},
                  "ocpm_impression_share": {"estimate": 0.0, "low": -0.03, "high": 0.03}},
         "exposure": {a: [{"step": 0, "day": 0.0, "share": 0.2, "clicks": 9000, "conversions": 1000,
                           "l1_calibration": 1.0},
                          {"step": 1, "day": 1.0, "share": 0.7, "clicks": 9000, "conversions": 1000,
                           "l1_calibration": 1.0}]
                      for a in ("control", "treatment")},
+        "exposure_twin": {a: [{"step": 0, "day": 0.0, "share": 0.2, "clicks": 9000,
+                               "conversions": 1000, "l1_calibration": 1.0},
+                              {"step": 1, "day": 1.0, "share": 0.2, "clicks": 4000,
+                               "conversions": 400, "l1_calibration": 1.0}]
+                          for a in ("control", "treatment")},
         "offline": {"models": {"control": _model(), "treatment": _model()},
                     "skew_sweep": {"simple": {"0": _sweep_point(0.0, 0.0),
                                               "1": _sweep_point(0.06, 0.002),
@@ -101,9 +108,10 @@ def _offline(m: dict[str, Any], scales: tuple[float, float, float]) -> None:
         m["offline"]["models"]["treatment"]["sources"][s]["overall"]["log_mae"] *= k
 
 
-def _exposure(m: dict[str, Any], control: tuple[float, float], treatment: tuple[float, float]) -> None:
-    for arm, cal in (("control", control), ("treatment", treatment)):
-        for step, c in zip(m["exposure"][arm], cal, strict=True):
+def _exposure(m: dict[str, Any], ramp: tuple[float, float], held: tuple[float, float]) -> None:
+    """The treatment's L1 calibration per step under the ramp and in the held-share twin."""
+    for key, cal in (("exposure", ramp), ("exposure_twin", held)):
+        for step, c in zip(m[key]["treatment"], cal, strict=True):
             step["l1_calibration"] = c
 
 
@@ -122,8 +130,8 @@ def _better_l1(m: dict[str, Any]) -> None:
 CASES: dict[str, tuple[Callable[[dict[str, Any]], None], Callable[[dict[str, Any]], None]]] = {
     "offline_eval": (lambda m: _offline(m, (0.8, 1.0, 0.99)),  # a win on winners only
                      lambda m: _offline(m, (0.8, 0.85, 0.85))),  # a win on every source
-    "exposure_bias": (lambda m: _exposure(m, (1.0, 1.0), (1.2, 1.02)),
-                      lambda m: _exposure(m, (1.2, 1.02), (1.2, 1.02))),  # both arms close alike
+    "exposure_bias": (lambda m: _exposure(m, (1.2, 1.02), (1.2, 1.2)),
+                      lambda m: _exposure(m, (1.2, 1.02), (1.2, 1.04))),  # the days close it
     "timeouts": (lambda m: _treat(m, success_rate={"query_tower": 0.97, "item_lookup": 1.0, "l2": 1.0}),
                  lambda m: _treat(m, success_rate={"query_tower": 0.985, "item_lookup": 1.0, "l2": 1.0})),
     "parity_gap": (lambda m: _audit(m, 0.01, 0.1),
@@ -132,6 +140,14 @@ CASES: dict[str, tuple[Callable[[dict[str, Any]], None], Callable[[dict[str, Any
                      lambda m: _treat(m, version_distance={"all": {"0": 0.6, "1": 0.4}})),  # +4%
     "serving_path": (lambda m: _treat(m, ann_recall=0.94),
                      lambda m: _treat(m, ann_recall=0.96, l1_score_error=0.049)),
+    "model_version": (lambda m: _treat(m, served_versions={"behind_share": 0.06, "mean_lag": 0.06,
+                                                           "served_last": 1, "released_last": 2}),
+                      lambda m: _treat(m, served_versions={"behind_share": 0.04, "mean_lag": 0.04,
+                                                           "served_last": 2, "released_last": 2})),
+    "traffic": (lambda m: (_offline(m, (0.9, 0.9, 0.9)), m["lift"].update(
+                    cpa={"estimate": 0.01, "low": -0.08, "high": 0.10, "mde": 0.12})),
+                lambda m: (_offline(m, (0.9, 0.9, 0.9)), m["lift"].update(  # significant: not noise
+                    cpa={"estimate": 0.07, "low": 0.005, "high": 0.14, "mde": 0.12}))),
     "recall_ceiling": (_better_l1,
                        lambda m: (_better_l1(m), _treat(m, retrieval_recall=0.66))),
     "metric_mismatch": (_better_l1,
@@ -207,7 +223,7 @@ BREAKS: dict[int, Callable[[dict[str, Any]], None]] = {
     2: lambda m: m["lift"].update(cpa={"estimate": -0.08, "low": -0.12, "high": -0.03}),
     3: lambda m: m["lift"].update(ocpm_impression_share={"estimate": -0.01, "low": -0.04,
                                                          "high": 0.02}),
-    4: lambda m: _exposure(m, (1.0, 1.0), (1.2, 1.02)),
+    4: lambda m: _exposure(m, (1.2, 1.02), (1.2, 1.2)),
     5: lambda m: _treat(m, success_rate={"query_tower": 0.97, "item_lookup": 1.0, "l2": 1.0}),
     6: lambda m: _audit(m, 0.0, 0.0),
     7: lambda m: m["arms"]["control"].update(version_distance={"all": {"0": 0.1, "1": 0.9}}),

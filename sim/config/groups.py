@@ -285,6 +285,10 @@ class ReleasesConfig:
     train_max_rows: int = bounded(1_500_000, ge=1)  # cap on the logged rows kept for training
     train_sample_rows: int = bounded(300_000, ge=1)  # rows a release samples from its window
     query_rollout_delay_s: float = bounded(3600.0, ge=0)  # release -> query tower live
+    # a model-versioning bug: the serving pointer names the version this many releases behind the
+    # newest, for both towers (query rollouts and the item tower enrichment and builds use), while
+    # offline evaluation and the readiness check read the newest (0: no bug)
+    pointer_lag: int = bounded(0, ge=0)
 
 
 @dataclass

@@ -190,6 +190,10 @@ class ExperimentConfig:
     # also run the same world at 0% and at 100% treatment (common random numbers) and report the
     # true global effect beside the experiment's estimate (metrics.json ``ground_truth``)
     ground_truth: bool = False
+    # also run the same world with the treatment's share held at the ramp's first share (common
+    # random numbers): the exposure-bias read-out's reference, which separates the share from the
+    # day (metrics.json ``exposure_twin``; needs two arms and a ramp whose share grows)
+    exposure_twin: bool = False
     # clusters of the delta-method intervals (``sim.stats``): ``user_advertiser`` also counts the
     # shared draw of an advertiser's budget and pacing path; ``user`` alone under-covers budget-split
     ci_clusters: str = bounded("user_advertiser", choices=("user", "user_advertiser"))

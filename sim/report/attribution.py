@@ -1,12 +1,12 @@
 """Attribution: how much of the online/offline gap each hazard caused.
 
 The run's own config (``.hydra/config.yaml``) is re-run with every subset of the hazards present
-in it switched off (the run itself is the world with all of them on), with the same seed: the
-world, the traffic and every response draw are the same (common random numbers), so two worlds
-differ only by what the switches change. Each outcome ``v`` is then split among the hazards by
-their Shapley values, ``phi_h = sum over S not containing h of |S|! (n-|S|-1)! / n! *
-(v(S + h) - v(S))``, which sum to ``v(all on) - v(all off)``. With n hazards that is 2**n − 1
-extra worlds (at most 5 hazards, 31 worlds).
+in it switched off (the run itself is the world with all of them on), with the same seed and
+without its ground-truth and exposure twins: the world, the traffic and every response draw are
+the same (common random numbers), so two worlds differ only by what the switches change. Each
+outcome ``v`` is then split among the hazards by their Shapley values, ``phi_h = sum over S not
+containing h of |S|! (n-|S|-1)! / n! * (v(S + h) - v(S))``, which sum to ``v(all on) -
+v(all off)``. With n hazards that is 2**n − 1 extra worlds (at most 6 hazards, 63 worlds).
 
 A hazard is *present* when the run's evidence shows it, and *switched off* by an operational fix
 a team could make (stated in ``HAZARDS``); a switch changes nothing else of the config:
@@ -19,7 +19,9 @@ a team could make (stated in ``HAZARDS``); a switch changes nothing else of the 
 * ``exposure_bias`` (two arms, pooled training, releases): diverted training;
 * ``timeouts`` (a stage past its SLA on >= 0.1% of an arm's requests): no SLA enforced;
 * ``serving_path`` (an arm's probe shows ``ann_recall`` below 0.999 or ``l1_score_error`` of
-  0.001 or more): exact fp32 serving, a ``Flat`` index and fp32 towers in every arm.
+  0.001 or more): exact fp32 serving, a ``Flat`` index and fp32 towers in every arm;
+* ``model_version`` (an impression served by an older L1 than the release log names): the
+  serving pointer names the newest version (``releases.pointer_lag`` 0 in every arm).
 
 Worlds go to ``RUN_DIR/attribution/<name>/`` (full run directories) and a finished one is reused
 when the command is repeated. Ground-truth worlds are not re-run.
@@ -122,6 +124,13 @@ def _exact_serving(cfg: Config) -> Config:
         experiment=dataclasses.replace(cfg.experiment, treatment=overlay))
 
 
+def _newest_served(cfg: Config) -> Config:
+    overlay = copy.deepcopy(cfg.experiment.treatment)
+    _set(overlay, "releases.pointer_lag", 0)
+    return dataclasses.replace(cfg, releases=dataclasses.replace(cfg.releases, pointer_lag=0),
+                               experiment=dataclasses.replace(cfg.experiment, treatment=overlay))
+
+
 def _parity_present(cfg: Config, m: dict[str, Any]) -> bool:
     return any(a.get("parity_audit") for a in m["arms"].values())
 
@@ -146,6 +155,11 @@ def _serving_present(cfg: Config, m: dict[str, Any]) -> bool:
                for a in m["arms"].values())
 
 
+def _version_present(cfg: Config, m: dict[str, Any]) -> bool:
+    return any((a.get("served_versions") or {}).get("behind_share", 0.0) > 0
+               for a in m["arms"].values())
+
+
 Switch = tuple[Callable[[Config, dict[str, Any]], bool], Callable[[Config], Config], str]
 HAZARDS: dict[str, Switch] = {
     "parity_gap": (_parity_present, _all_onboarded,
@@ -155,6 +169,7 @@ HAZARDS: dict[str, Switch] = {
     "exposure_bias": (_exposure_present, _diverted, "diverted training"),
     "timeouts": (_timeouts_present, _no_sla, "no SLA enforced"),
     "serving_path": (_serving_present, _exact_serving, "exact fp32 serving (Flat index, fp32 towers)"),
+    "model_version": (_version_present, _newest_served, "the newest version served (no pointer lag)"),
 }
 
 
@@ -163,10 +178,11 @@ def present_hazards(cfg: Config, metrics: dict[str, Any]) -> list[str]:
 
 
 def switched(cfg: Config, off: list[str]) -> Config:
-    """``cfg`` with the hazards in ``off`` switched off (and no ground-truth worlds)."""
+    """``cfg`` with the hazards in ``off`` switched off (and no ground-truth or exposure twins)."""
     for h in off:
         cfg = HAZARDS[h][1](cfg)
-    cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, ground_truth=False))
+    cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, ground_truth=False,
+                                                                  exposure_twin=False))
     if "treatment" in cfg.experiment.arms:
         arm_config(cfg, cfg.experiment.treatment)
     return cfg

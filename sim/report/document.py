@@ -16,7 +16,7 @@ from sim.report.evidence import (
     two_arms,
 )
 from sim.report.retrospective import Observation
-from sim.report.verdicts import CAUSE, NOT_MEASURABLE, Verdict, interval, pct
+from sim.report.verdicts import CAUSE, NOT_MEASURABLE, Verdict, detectable, interval, pct
 
 STATUS = {CAUSE: "**could explain the gap**", "ruled_out": "ruled out",
           NOT_MEASURABLE: "not measurable here"}
@@ -58,8 +58,10 @@ def _gap_section(m: dict[str, Any], g: Gap) -> str:
             f"metric on the impressions it served changes by **{pct(g.online)}**: a gap of "
             f"**{pct(g.gap).rstrip('%')} points** (0 = online confirms offline). Online CPA lift: "
             f"**{pct(cpa.get('estimate'))}** (95% {pct(cpa.get('low'))} … {pct(cpa.get('high'))})"
-            + (f"; compared within ramp steps, **{interval(stratified(m, 'cpa'))}**."
-               if len(m.get("lift_by_step") or []) > 1 else "."))
+            + (f"; compared within ramp steps, **{interval(stratified(m, 'cpa'))}**"
+               if len(m.get("lift_by_step") or []) > 1 else "")
+            + f". The smallest CPA change this design detects (80% power, 5% two-sided): "
+              f"{detectable(stratified(m, 'cpa'))}.")
         rows = []
         for arm in ("control", "treatment"):
             a = m["arms"][arm]
@@ -71,9 +73,10 @@ def _gap_section(m: dict[str, Any], g: Gap) -> str:
                            "online l1_log_mae", "CPA", "conversions", "oCPM imp. share"], rows))
         lifts, strat = m.get("lift") or {}, m.get("lift_stratified") or {}
         out.append(table(["online lift", "estimate", "95% low", "95% high",
-                          "stratified by ramp step (95%)"],
+                          "stratified by ramp step (95%)", "detectable (80% power)"],
                           [[k, pct(v.get("estimate")), pct(v.get("low")), pct(v.get("high")),
-                            interval(strat.get(k)) if k in strat else "n/a"]
+                            interval(strat.get(k)) if k in strat else "n/a",
+                            detectable(strat.get(k) if k in strat else v)]
                            for k, v in lifts.items() if v]))
         if len(m.get("lift_by_step") or []) > 1:
             out.append("Pooled lifts read a difference between ramp steps as one between arms "
@@ -127,13 +130,17 @@ def _offline_section(m: dict[str, Any]) -> str:
 
 
 def _exposure_section(m: dict[str, Any]) -> str:
-    rows = [[arm, s["step"], s["day"], pct(s["share"], False), s["clicks"], s["l1_calibration"],
-             s["l1_logloss"], s["l2_calibration"]]
-            for arm, steps in (m.get("exposure") or {}).items() for s in steps]
+    rows = [[arm, world, s["step"], s["day"], pct(s["share"], False), s["clicks"],
+             s.get("conversions"), s["l1_calibration"], s["l1_logloss"], s["l2_calibration"]]
+            for key, world in (("exposure", "ramp"), ("exposure_twin", "share held"))
+            for arm, steps in (m.get(key) or {}).items() for s in steps]
     if not rows:
         return "No ramp read-out (one arm)."
-    return table(["arm", "step", "day", "share", "clicks", "L1 calibration", "L1 log loss",
-                   "L2 calibration"], rows)
+    return table(["arm", "world", "step", "day", "share", "clicks", "conversions",
+                  "L1 calibration", "L1 log loss", "L2 calibration"], rows) + (
+        "" if m.get("exposure_twin") else
+        "\n\nNo exposure twin (`experiment.exposure_twin=true` runs one): the days change the "
+        "models as the share grows, so the ramp alone cannot say which moved the calibration.")
 
 
 def _latency_section(m: dict[str, Any]) -> str:
@@ -231,6 +238,21 @@ def _recall_section(m: dict[str, Any]) -> str:
     return (table(["arm", "surface", *kinds], rows) + "\n\n" + note) if rows else "No full-request log."
 
 
+def _versions_section(m: dict[str, Any]) -> str:
+    rows = [[arm, (a.get("served_versions") or {}).get("behind_share"),
+             (a.get("served_versions") or {}).get("mean_lag"),
+             (a.get("served_versions") or {}).get("served_last"),
+             (a.get("served_versions") or {}).get("released_last")]
+            for arm, a in m["arms"].items() if a.get("served_versions")]
+    if not rows:
+        return "No served-version records."
+    return (table(["arm", "impressions served behind the release log", "mean versions behind",
+                   "version serving at the end", "newest release (evaluated)"], rows)
+            + "\n\nEach impression's query-tower version against the newest L1 version released "
+            "more than the query rollout delay before it (`metrics.json` "
+            "`arms.<arm>.served_versions`).")
+
+
 def _attribution_section(m: dict[str, Any]) -> str:
     att = m.get("attribution")
     if not att:
@@ -285,6 +307,7 @@ def render(m: dict[str, Any], verdicts: list[Verdict], plots: set[str], title: s
         _plot(plots, "exposure", "exposure read-out"), _verdict(by["exposure_bias"]),
         "### Latency and timeouts", _latency_section(m), _plot(plots, "latency", "latency"),
         _verdict(by["timeouts"]),
+        "### Traffic: could the CPA read-out be noise?", _verdict(by["traffic"]),
         "## Layer 2 — does serving see what training saw?",
         "### Feature coverage and the parity audit", _coverage_section(m),
         _plot(plots, "coverage", "coverage over time"), _verdict(by["parity_gap"]),
@@ -294,6 +317,8 @@ def render(m: dict[str, Any], verdicts: list[Verdict], plots: set[str], title: s
         "### Serving path: index and precision against the fp32 offline path",
         _serving_section(m), _plot(plots, "serving_path", "serving path per hour"),
         _verdict(by["serving_path"]),
+        "### Model versions: what served against what was evaluated", _versions_section(m),
+        _verdict(by["model_version"]),
         "## Layer 3 — can the funnel and the auction turn a better L1 into CPA?",
         "### Funnel recall", _recall_section(m), _plot(plots, "recall", "recall per arm"),
         _verdict(by["recall_ceiling"]),

@@ -263,19 +263,24 @@ def recall(metrics: dict[str, Any], path: Path | None) -> Figure | None:
 
 
 def exposure(metrics: dict[str, Any], path: Path | None) -> Figure | None:
-    """Online L1 calibration per ramp step and arm (the exposure-bias read-out)."""
+    """Online L1 calibration per ramp step and arm (the exposure-bias read-out), beside the
+    exposure twin's (the share held at the first step's; dashed) where the run has one."""
     exp = metrics.get("exposure") or {}
     if not exp:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for arm, steps in exp.items():
-        steps = [s for s in steps if s.get("l1_calibration") is not None]
-        ax.plot([s["share"] * 100 for s in steps], [s["l1_calibration"] for s in steps],
-                marker="o", color=_color(arm), label=arm)
+    for key, style, suffix in (("exposure", "-", " (ramp)"), ("exposure_twin", "--", " (held)")):
+        for arm, steps in (metrics.get(key) or {}).items():
+            steps = [s for s in steps if s.get("l1_calibration") is not None]
+            ax.plot([s["step"] for s in steps], [s["l1_calibration"] for s in steps], style,
+                    marker="o", color=_color(arm), label=arm + suffix)
+    ramp = next(iter(exp.values()))
+    ax.set_xticks([s["step"] for s in ramp],
+                  [f"day {s['day']:g}\n{s['share']:.0%}" for s in ramp])
     ax.axhline(1.0, color="black", lw=0.8)
-    ax.set(xlabel="treatment share at the ramp step (%)", ylabel="online L1 calibration",
+    ax.set(xlabel="ramp step (day, treatment share under the ramp)", ylabel="online L1 calibration",
            title="Exposure-bias read-out: L1 calibration per ramp step")
-    ax.legend()
+    ax.legend(fontsize="small")
     return save(fig, path)
 
 

@@ -21,6 +21,7 @@ from sim.report.evidence import (
     l1_log_mae_lift,
     lift,
     offline_change,
+    offline_overall,
     offline_win,
     significant,
     skew_cost,
@@ -31,7 +32,7 @@ from sim.report.evidence import (
 
 OFFLINE_WIN = 0.05  # a relative log_mae reduction of at least 5% is an offline win
 NO_WIN = 0.02  # ... and below 2% a log source shows none
-EXPOSURE_CLOSE = 0.05  # treatment's |ln calibration| falls by 0.05 more than control's over the ramp
+EXPOSURE_CLOSE = 0.05  # treatment's |ln calibration| at the last step 0.05 below the held twin's
 TIMEOUT_EXCESS = 0.02  # 2 percentage points more requests past an SLA (than control, or at all)
 PARITY_LOG_LOSS = 0.001  # nats: importance of a missing family that makes it matter ...
 PARITY_LOG_MAE = 0.02  # ... or its rise in log_mae against the teacher
@@ -41,6 +42,8 @@ RECALL_CEILING = 0.95  # a surface whose recall is at least this is at its ceili
 MIX_SHIFT = 0.05  # an oCPM impression share lift of at least 5%, its 95% interval excluding 0
 ANN_RECALL = 0.95  # a served search that returns less of the exact fp32 top-k ...
 SCORE_ERROR = 0.05  # ... or moves L1's logit by this much on average (about 5% of pCVR)
+VERSION_BEHIND = 0.05  # share of an arm's impressions served by an older L1 than released
+MDE_CPA = 0.10  # a design that cannot detect a 10% CPA change (80% power) has too little traffic
 
 CAUSE, RULED_OUT, NOT_MEASURABLE = "cause", "ruled_out", "not_measurable"
 
@@ -93,30 +96,63 @@ def offline_eval(m: dict[str, Any]) -> Verdict:
 
 
 def exposure_bias(m: dict[str, Any]) -> Verdict:
-    rule = ("cause if, from the first ramp step to the last, the treatment's online L1 "
-            f"miscalibration |ln(calibration)| falls by more than the control's, by at least "
-            f"{EXPOSURE_CLOSE} and by two standard errors (sqrt of the sum of 1/conversions over "
-            "the four calibrations): the gap closes as the treatment owns more of the training data")
+    rule = ("cause if, at the ramp's last step, the treatment's online L1 miscalibration "
+            "|ln(calibration)| is lower than in the exposure twin (the same world with the share "
+            f"held at the first step's), by at least {EXPOSURE_CLOSE} and by two standard errors "
+            "(sqrt of the sum of 1/conversions of the two calibrations): the gap closes because "
+            "the treatment owns more of the training data, not because the days went by")
     args: dict[str, Any] = {"layer": 1, "key": "exposure_bias",
                             "hypothesis": "Exposure bias: the gap closes as the treatment's share grows"}
-    exp = m.get("exposure") or {}
-    steps = {a: [s for s in exp.get(a, []) if s.get("l1_calibration")] for a in exp}
-    if len(steps) < 2 or min(len(s) for s in steps.values()) < 2:
+    ramped = [s for s in (m.get("exposure") or {}).get("treatment", []) if s.get("l1_calibration")]
+    held = [s for s in (m.get("exposure_twin") or {}).get("treatment", []) if s.get("l1_calibration")]
+    if len(ramped) < 2:
         return Verdict(**args, status=NOT_MEASURABLE, rule=rule,
                        finding="needs two arms and a ramp of >= 2 steps")
-
-    def fall(arm: str) -> float:
-        s = steps[arm]
-        return abs(math.log(s[-1]["l1_calibration"])) - abs(math.log(s[0]["l1_calibration"]))
-
-    diff = fall("treatment") - fall("control")
-    convs = [s.get("conversions") for a in ("control", "treatment") for s in (steps[a][0], steps[a][-1])]
-    se = math.sqrt(sum(1.0 / c for c in convs)) if all(convs) else 0.0
-    finding = "; ".join(
-        f"{a} L1 calibration by share " + " → ".join(
-            f"{s['share']:.0%}: {s['l1_calibration']:.3f}" for s in steps[a]) for a in steps)
-    finding += f"; treatment's change beyond control's {diff:+.3f} (standard error {se:.3f})"
+    by_day = " → ".join(f"{s['share']:.0%}: {s['l1_calibration']:.3f}" for s in ramped)
+    if len(held) != len(ramped):
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding=(
+            f"treatment L1 calibration by share {by_day}; no exposure twin "
+            "(`experiment.exposure_twin=true`): a ramp alone cannot tell the share from the day"))
+    last, twin = ramped[-1], held[-1]
+    diff = abs(math.log(last["l1_calibration"])) - abs(math.log(twin["l1_calibration"]))
+    convs = [last.get("conversions"), twin.get("conversions")]
+    se = math.sqrt(sum(1.0 / c for c in convs)) if all(convs) else math.inf
+    finding = (f"treatment L1 calibration by share {by_day}; share held at {held[0]['share']:.0%}: "
+               + " → ".join(f"{s['l1_calibration']:.3f}" for s in held)
+               + f"; |ln calibration| at the last step, ramp minus held {diff:+.3f} "
+               f"(standard error {se:.3f})")
     fires = diff <= -max(EXPOSURE_CLOSE, 2.0 * se)
+    return Verdict(**args, status=CAUSE if fires else RULED_OUT, rule=rule, finding=finding,
+                   arms=("treatment",) if fires else ())
+
+
+def detectable(iv: dict[str, float | None] | None) -> str:
+    """A lift's minimum detectable effect as '+x% / −y%' (an increase / a decrease), or n/a."""
+    mde = (iv or {}).get("mde")
+    if mde is None or not math.isfinite(mde):
+        return "n/a"
+    return f"{pct(mde)} / {pct(1.0 / (1.0 + mde) - 1.0)}"
+
+
+def traffic(m: dict[str, Any]) -> Verdict:
+    rule = (f"cause if the treatment wins offline (>= {OFFLINE_WIN:.0%} log_mae on {GAP_SOURCE}), "
+            "its CPA lift (stratified by ramp step) is not significant, and the smallest CPA change "
+            f"the design detects with 80% power (5% two-sided) is >= {MDE_CPA:.0%}: a change that "
+            "size could have gone unseen, so a neutral CPA is no evidence that the win did not carry")
+    args: dict[str, Any] = {"layer": 1, "key": "traffic",
+                            "hypothesis": "Too little traffic: the CPA read-out could be noise"}
+    if not two_arms(m):
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding="needs two arms")
+    cpa = stratified(m, "cpa")
+    if not cpa or cpa.get("mde") is None:
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding="no CPA lift interval")
+    win = offline_win(m)
+    finding = (f"offline win {pct(win)}; CPA lift stratified by ramp step {interval(cpa)}; "
+               f"minimum detectable effect {detectable(cpa)}")
+    if win is None or win < OFFLINE_WIN:
+        return Verdict(**args, status=RULED_OUT, rule=rule,
+                       finding=finding + " (no offline win for CPA to confirm)")
+    fires = not significant(cpa) and cpa["mde"] >= MDE_CPA  # type: ignore[operator]
     return Verdict(**args, status=CAUSE if fires else RULED_OUT, rule=rule, finding=finding,
                    arms=("treatment",) if fires else ())
 
@@ -217,6 +253,41 @@ def serving_path(m: dict[str, Any]) -> Verdict:
                    finding="; ".join(parts), arms=tuple(fired))
 
 
+def _served_checkpoint(m: dict[str, Any], arm: str) -> str:
+    """The offline log_mae of the checkpoint an arm served at the end beside the evaluated one's,
+    where they differ ('' where they do not, or were not scored)."""
+    model = (m.get("offline") or {}).get("models", {}).get(arm) or {}
+    served = (((model.get("served") or {}).get("sources") or {}).get(GAP_SOURCE) or {}).get("overall")
+    evaluated = offline_overall(m, arm, GAP_SOURCE)
+    if not served or not evaluated:
+        return ""
+    return (f"; offline log_mae on {GAP_SOURCE}: served checkpoint {served['log_mae']:.3f}, "
+            f"evaluated {evaluated['log_mae']:.3f}")
+
+
+def model_version(m: dict[str, Any]) -> Verdict:
+    rule = (f"cause if >= {VERSION_BEHIND:.0%} of an arm's impressions were served by an older L1 "
+            "checkpoint than the release log names for their time (the newest released more than "
+            "the query rollout delay before): production did not serve what was evaluated")
+    args: dict[str, Any] = {"layer": 2, "key": "model_version",
+                            "hypothesis": "Model-versioning bug: another checkpoint served than evaluated"}
+    fired, parts = [], []
+    for arm, a in m["arms"].items():
+        sv = a.get("served_versions")
+        if not sv:
+            continue
+        parts.append(f"{arm}: {pct(sv['behind_share'], False)} of impressions served behind the "
+                     f"release log (mean {sv['mean_lag']:.2f} versions); version "
+                     f"{sv['served_last']} serving at the end, {sv['released_last']} released and "
+                     f"evaluated" + _served_checkpoint(m, arm))
+        if sv["behind_share"] >= VERSION_BEHIND:
+            fired.append(arm)
+    if not parts:
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding="no served-version records")
+    return Verdict(**args, status=CAUSE if fired else RULED_OUT, rule=rule,
+                   finding="; ".join(parts), arms=tuple(fired))
+
+
 def _recalls(m: dict[str, Any], arm: str) -> dict[str, float | None]:
     a = m["arms"][arm]
     return {k: a.get(k) for k in ("retrieval_recall", "ranking_recall")}
@@ -299,8 +370,8 @@ def mix_shift(m: dict[str, Any]) -> Verdict:
 
 
 RULES: tuple[Callable[[dict[str, Any]], Verdict], ...] = (
-    offline_eval, exposure_bias, timeouts, parity_gap, version_skew, serving_path,
-    recall_ceiling, metric_mismatch, mix_shift)
+    offline_eval, exposure_bias, timeouts, traffic, parity_gap, version_skew, serving_path,
+    model_version, recall_ceiling, metric_mismatch, mix_shift)
 
 
 def verdicts(metrics: dict[str, Any]) -> list[Verdict]:
