@@ -26,7 +26,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("lifecycle", {"sim.lifecycle", "sim.evaluation", "sim.parity_audit", "sim.campaigns"}),
     ("simulation", {"sim.build", "sim.simulation"}),
     ("analysis", {"sim.recall", "sim.billing", "sim.delivery", "sim.summary"}),
-    ("entry", {"sim.run", "sim.report", "sim.bench", "sim.__main__", "sim.api", "sim.readiness"}),
+    ("entry", {"sim.run", "sim.report", "sim.bench", "sim.__main__", "sim.api", "sim.readiness",
+               "sim.diagnosis_bench"}),
 ]
 
 

@@ -38,7 +38,16 @@ from sim.report.evidence import (
     stratified,
     two_arms,
 )
-from sim.report.verdicts import CAUSE, OFFLINE_WIN, RECALL_MOVE, RULED_OUT, Verdict, interval, pct
+from sim.report.verdicts import (
+    CAUSE,
+    NOT_MEASURABLE,
+    OFFLINE_WIN,
+    RECALL_MOVE,
+    RULED_OUT,
+    Verdict,
+    interval,
+    pct,
+)
 
 OFFLINE_RANGE = (0.20, 0.45)  # the retrospective's offline log_mae reduction
 
@@ -98,8 +107,9 @@ def _ocpm(m: dict[str, Any]) -> Observation:
 
 
 def _ruled_out(v: Verdict, claim: str) -> Observation:
+    """Holds if the verdict rules its cause out; n/a where the run cannot measure it."""
     return Observation(claim=claim, measured=f"{v.status.replace('_', ' ')}: {v.finding}",
-                       holds=v.status == RULED_OUT)
+                       holds=None if v.status == NOT_MEASURABLE else v.status == RULED_OUT)
 
 
 def _named(v: Verdict, claim: str) -> Observation:

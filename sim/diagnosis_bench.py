@@ -1,0 +1,317 @@
+"""The diagnosis benchmark: how often is the report right, on worlds whose causes are known?
+
+``python -m sim.diagnosis_bench --size N --offset K --out DIR`` draws a library of N worlds
+(indices K .. K+N-1), runs each through Hydra (``python -m sim -m scenario=...`` with the
+library on Hydra's search path, so ``--launcher joblib`` or ``ray`` scales it like any sweep),
+reads each run's report verdicts and scores them against what was injected. It writes
+``DIR/diagnosis_bench.md``, ``DIR/diagnosis_bench.json`` and ``DIR/plots/*.png``.
+
+**The library** (:func:`draw_world`). World ``i`` is drawn from its own generator
+(``numpy.random.default_rng([LIBRARY_SEED, i])``), so a world does not depend on the library's
+size or offset, and its simulator seed is ``i``. Even indices are the *calibration half* (where
+thresholds may be chosen), odd ones the *held-out half* (where scores are reported). Each world:
+
+* one simulated day, ``traffic.requests_per_day`` log-uniform in [20,000, 60,000],
+  ``world.quality_sigma`` uniform in [0.6, 1.0], releases every 6 hours (so a day has three);
+* the design: an A/A test (probability 0.3: the treatment overlay is empty and nothing is
+  injected) or an A/B test whose treatment is genuinely better offline (``dhen`` reading the
+  offsite conversion counters, against a ``simple`` control without them, as in the headline);
+* deploys synchronous (batch builds at every release, deployed at once, the query tower rolled
+  out with the release) unless version skew is injected;
+* in A/B worlds, each hazard of :data:`HAZARDS` injected independently with probability 0.35,
+  at a magnitude drawn from its stated range (a knob of the mechanism, never a penalty):
+
+  - ``timeouts``: the treatment's query-tower SLA, uniform in [4, 16] ms (default 20);
+  - ``parity_gap``: the counters the treatment reads are not onboarded to the L1 embedding path;
+  - ``version_skew``: streaming enrichment and a ``large`` tier deployed after a delay uniform in
+    [0.25, 1] day, the query tower live an hour after each release;
+  - ``serving_path``: the treatment's index is ``IVF64,Flat`` probing nprobe lists, nprobe one
+    of 1, 2, 4, 8, 16;
+  - ``model_version``: the treatment's serving pointer lags 1 or 2 releases;
+  - ``recall_ceiling``: L1 keeps every retrieved candidate (``funnel.k_l1 = k_retrieval``).
+
+**Scores** (:func:`score`), on each half: for each verdict with a hazard, its *detection rate*
+(named where the hazard was injected, by magnitude bin) and its *false-alarm rate* where it was
+not, separately in A/A worlds, clean A/B worlds (nothing injected) and A/B worlds with other
+hazards; for every verdict, how often it fires in each kind of world; and a *confusion table*:
+for each injected hazard, how often each verdict fires in the worlds that have it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from sim.logs.writer import write_json_atomic, write_text_atomic
+from sim.report.verdicts import CAUSE, verdicts
+
+LIBRARY_SEED = 20261205
+AA_SHARE = 0.3  # share of A/A worlds
+HAZARD_P = 0.35  # each hazard's probability in an A/B world
+HAZARDS = ("timeouts", "parity_gap", "version_skew", "serving_path", "model_version",
+           "recall_ceiling")
+# each verdict and the hazard it names (verdicts without one are scored for how often they fire)
+VERDICT_HAZARD = {h: h for h in HAZARDS}
+NPROBES = (1, 2, 4, 8, 16)
+OFFSITE = "offsite_conversions"
+FAMILIES_NO_OFFSITE = ["base", "targeting", "annotations", "image_embedding"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchWorld:
+    """One world of the library: what was drawn, and the config overlay that makes it."""
+
+    index: int
+    half: str  # "calibration" or "held_out"
+    design: str  # "aa" or "ab"
+    hazards: dict[str, float]  # injected hazard -> its magnitude (the knob's value)
+    overlay: dict[str, Any] = field(repr=False)  # nested config keys, a scenario file's body
+
+    @property
+    def name(self) -> str:
+        return f"w{self.index:05d}"
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *path, last = dotted.split(".")
+    for part in path:
+        tree = tree.setdefault(part, {})
+    tree[last] = value
+
+
+def draw_world(index: int) -> BenchWorld:
+    """World ``index`` of the library (see the module docstring for the distributions)."""
+    rng = np.random.default_rng([LIBRARY_SEED, index])
+    o: dict[str, Any] = {}
+    _set(o, "seed", index)
+    _set(o, "days", 1.0)
+    _set(o, "traffic.requests_per_day", float(round(math.exp(rng.uniform(math.log(2e4),
+                                                                          math.log(6e4))))))
+    _set(o, "world.quality_sigma", round(float(rng.uniform(0.6, 1.0)), 3))
+    for key, value in {"releases.interval_s": 21600.0,
+                       "releases.train_window_s": "${releases.interval_s}",
+                       "releases.label_wait_s": 7200.0, "releases.query_rollout_delay_s": 0.0,
+                       "index.build_mode": "batch",
+                       "index.large_build_interval_s": "${releases.interval_s}",
+                       "index.large_deploy_s": 0.0, "index.fresh_deploy_s": 0.0,
+                       "progress": "off"}.items():
+        _set(o, key, value)
+    design = "aa" if rng.random() < AA_SHARE else "ab"
+    _set(o, "experiment.arms", ["control", "treatment"])
+    _set(o, "experiment.ramp", [{"day": 0.0, "share": 0.5}])
+    hazards: dict[str, float] = {}
+    if design == "ab":
+        _set(o, "models.l1_features", FAMILIES_NO_OFFSITE)
+        _set(o, "experiment.treatment.models.l1_family", "dhen")
+        _set(o, "experiment.treatment.models.l1_features", [*FAMILIES_NO_OFFSITE, OFFSITE])
+        draws = rng.random(len(HAZARDS))
+        magnitudes = rng.random(len(HAZARDS))  # drawn for every hazard: one stream per world
+        for h, d, u in zip(HAZARDS, draws, magnitudes, strict=True):
+            if d < HAZARD_P:
+                hazards[h] = _inject(o, h, float(u))
+    half = "calibration" if index % 2 == 0 else "held_out"
+    return BenchWorld(index=index, half=half, design=design, hazards=hazards, overlay=o)
+
+
+def _inject(o: dict[str, Any], hazard: str, u: float) -> float:
+    """Set ``hazard``'s mechanism in overlay ``o`` at the magnitude quantile ``u``; return the
+    magnitude (the knob's value; 1 for a hazard that is on or off)."""
+    if hazard == "timeouts":
+        sla = round(4.0 + 12.0 * u, 2)
+        _set(o, "experiment.treatment.latency.sla_ms.query_tower", sla)
+        return sla
+    if hazard == "parity_gap":
+        _set(o, f"features.onboarding.{OFFSITE}", ["training_logs", "l2_feature_store"])
+        return 1.0
+    if hazard == "version_skew":
+        days = round(0.25 + 0.75 * u, 3)
+        for key, value in {"index.build_mode": "streaming", "index.large_deploy_s": days * 86400.0,
+                           "index.large_build_interval_s": 43200.0,
+                           "releases.query_rollout_delay_s": 3600.0}.items():
+            _set(o, key, value)
+        return days
+    if hazard == "serving_path":
+        nprobe = NPROBES[min(int(u * len(NPROBES)), len(NPROBES) - 1)]
+        _set(o, "experiment.treatment.index.factory", "IVF64,Flat")
+        _set(o, "experiment.treatment.index.nprobe", nprobe)
+        return float(nprobe)
+    if hazard == "model_version":
+        lag = 1 if u < 0.5 else 2
+        _set(o, "experiment.treatment.releases.pointer_lag", lag)
+        return float(lag)
+    if hazard == "recall_ceiling":
+        _set(o, "funnel.k_l1", "${funnel.k_retrieval}")  # L1's cut passes everything
+        return 1.0
+    raise ValueError(f"unknown hazard {hazard!r}")
+
+
+def library(size: int, offset: int = 0) -> list[BenchWorld]:
+    """Worlds ``offset`` .. ``offset + size - 1``."""
+    if size < 1 or offset < 0:
+        raise ValueError(f"a library needs size >= 1 and offset >= 0, got {size} and {offset}")
+    return [draw_world(i) for i in range(offset, offset + size)]
+
+
+def write_library(worlds: Sequence[BenchWorld], root: Path) -> Path:
+    """Each world as ``root/library/scenario/<name>.yaml`` (a Hydra search-path directory) and
+    the list as ``root/library/worlds.json``; returns the search-path directory."""
+    lib = root / "library"
+    for w in worlds:
+        body = "# @package _global_\n" + OmegaConf.to_yaml(OmegaConf.create(w.overlay))
+        write_text_atomic(lib / "scenario" / f"{w.name}.yaml", body)
+    write_json_atomic(lib / "worlds.json", [asdict(w) | {"name": w.name} for w in worlds])
+    return lib
+
+
+def run_library(worlds: Sequence[BenchWorld], root: Path, launcher: str = "joblib",
+                jobs: int = 1, extra: Sequence[str] = ()) -> Path:
+    """Run every world as one Hydra multirun into ``root/runs`` (job ``k`` is ``worlds[k]``):
+    ``jobs`` worlds at a time on local processes (``joblib``), or as tasks of the Ray cluster
+    ``ray.init`` finds (``ray``). A world that fails is a job whose manifest says so; the sweep
+    goes on (scored as failed)."""
+    lib = write_library(worlds, root)
+    sweep = root / "runs"
+    cmd = [sys.executable, "-m", "sim", "-m", "scenario=" + ",".join(w.name for w in worlds),
+           f"hydra.searchpath=[file://{lib.resolve()}]", f"hydra.sweep.dir={sweep.resolve()}"]
+    cmd += ([f"hydra.launcher.n_jobs={jobs}"] if launcher == "joblib" else ["hydra/launcher=ray"])
+    subprocess.run([*cmd, *extra], check=False)
+    return sweep
+
+
+def world_verdicts(run_dir: Path) -> dict[str, str] | None:
+    """Each verdict's status in a finished run (None if the run did not complete)."""
+    manifest = run_dir / "manifest.json"
+    if not manifest.exists() or json.loads(manifest.read_text()).get("status") != "complete":
+        return None
+    m = json.loads((run_dir / "metrics.json").read_text())
+    return {v.key: v.status for v in verdicts(m)}
+
+
+def _rate(hits: int, n: int) -> dict[str, Any]:
+    return {"named": hits, "worlds": n, "rate": hits / n if n else None}
+
+
+def score(worlds: Sequence[BenchWorld], results: Sequence[dict[str, str] | None]) -> dict[str, Any]:
+    """Each verdict's rates on each half of the library (see the module docstring)."""
+    out: dict[str, Any] = {"worlds": len(worlds), "failed": sum(r is None for r in results),
+                           "halves": {}}
+    for half in ("calibration", "held_out"):
+        rows = [(w, r) for w, r in zip(worlds, results, strict=True) if r is not None and w.half == half]
+        keys = list(rows[0][1]) if rows else []
+        kinds = {"aa": [r for w, r in rows if w.design == "aa"],
+                 "ab_clean": [r for w, r in rows if w.design == "ab" and not w.hazards],
+                 "ab_hazards": [r for w, r in rows if w.design == "ab" and w.hazards]}
+        fires = {k: {kind: _rate(sum(r[k] == CAUSE for r in rs), len(rs)) for kind, rs in kinds.items()}
+                 for k in keys}
+        rates: dict[str, Any] = {}
+        for key, hazard in VERDICT_HAZARD.items():
+            if key not in keys:
+                continue
+            present = [(w.hazards[hazard], r[key] == CAUSE) for w, r in rows if hazard in w.hazards]
+            absent = {kind: [r[key] == CAUSE for w, r in rows
+                             if hazard not in w.hazards and _kind(w) == kind]
+                      for kind in ("aa", "ab_clean", "ab_hazards")}
+            rates[key] = {
+                "detection": _rate(sum(f for _, f in present), len(present)),
+                "by_magnitude": _by_magnitude(present),
+                "false_alarm": {k: _rate(sum(v), len(v)) for k, v in absent.items()},
+                "false_alarm_all": _rate(sum(sum(v) for v in absent.values()),
+                                         sum(len(v) for v in absent.values()))}
+        confusion = {h: {k: _rate(sum(r[k] == CAUSE for w, r in rows if h in w.hazards),
+                                  sum(h in w.hazards for w, _ in rows)) for k in keys}
+                     for h in HAZARDS}
+        out["halves"][half] = {"worlds": len(rows), "fires": fires, "rates": rates,
+                               "confusion": confusion}
+    return out
+
+
+def _kind(w: BenchWorld) -> str:
+    return "aa" if w.design == "aa" else ("ab_hazards" if w.hazards else "ab_clean")
+
+
+def _by_magnitude(present: list[tuple[float, bool]]) -> list[dict[str, Any]]:
+    """Detection per distinct magnitude (binary hazards: one row)."""
+    out = []
+    for mag in sorted({m for m, _ in present}) if len({m for m, _ in present}) <= 5 else []:
+        hits = [f for m, f in present if m == mag]
+        out.append({"magnitude": mag, **_rate(sum(hits), len(hits))})
+    if len({m for m, _ in present}) > 5:  # continuous: terciles of the drawn magnitudes
+        mags = np.array([m for m, _ in present])
+        edges = np.quantile(mags, [0, 1 / 3, 2 / 3, 1])
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            hits = [f for m, f in present if lo <= m <= hi]
+            out.append({"magnitude": [float(lo), float(hi)], **_rate(sum(hits), len(hits))})
+    return out
+
+
+def _pct(r: dict[str, Any]) -> str:
+    return "n/a (0 worlds)" if r["rate"] is None else f"{r['rate']:.0%} ({r['named']}/{r['worlds']})"
+
+
+def render(scores: dict[str, Any], command: str) -> str:
+    """``diagnosis_bench.md``."""
+    lines = ["# Diagnosis benchmark", "",
+             f"`{command}`: {scores['worlds']} worlds, {scores['failed']} failed. Rates are on the "
+             "held-out half; the calibration half's are in `diagnosis_bench.json`.", ""]
+    held = scores["halves"]["held_out"]
+    lines += ["## Verdicts with a known cause", "",
+              "| verdict | detection | false alarm, A/A | false alarm, clean A/B | "
+              "false alarm, A/B with other hazards | detection by magnitude |",
+              "|---|---|---|---|---|---|"]
+    for key, r in held["rates"].items():
+        mags = "; ".join(f"{m['magnitude']}: {_pct(m)}" for m in r["by_magnitude"])
+        fa = r["false_alarm"]
+        lines.append(f"| {key} | {_pct(r['detection'])} | {_pct(fa['aa'])} | {_pct(fa['ab_clean'])} "
+                     f"| {_pct(fa['ab_hazards'])} | {mags} |")
+    lines += ["", "## How often each verdict fires, by kind of world", "",
+              "| verdict | A/A | clean A/B | A/B with hazards |", "|---|---|---|---|"]
+    for key, f in held["fires"].items():
+        lines.append(f"| {key} | {_pct(f['aa'])} | {_pct(f['ab_clean'])} | {_pct(f['ab_hazards'])} |")
+    keys = list(held["fires"])
+    lines += ["", "## Confusion: which verdict fires where each hazard was injected", "",
+              "| injected | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for h, row in held["confusion"].items():
+        lines.append(f"| {h} | " + " | ".join(
+            "n/a" if row[k]["rate"] is None else f"{row[k]['rate']:.0%}" for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sim.diagnosis_bench", description=__doc__.split("\n")[0])
+    p.add_argument("--size", type=int, default=200, help="worlds in the library")
+    p.add_argument("--offset", type=int, default=0, help="index of the first world")
+    p.add_argument("--out", type=Path, required=True, help="directory for the runs and the scores")
+    p.add_argument("--launcher", default="joblib", choices=("joblib", "ray"),
+                   help="Hydra launcher: local processes, or the Ray cluster ray.init finds")
+    p.add_argument("--jobs", type=int, default=1, help="worlds at a time (joblib, ray)")
+    p.add_argument("--score-only", action="store_true", help="score the runs already in --out")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for every world (e.g. a tiny world)")
+    args = p.parse_args(argv)
+    worlds = library(args.size, args.offset)
+    sweep = args.out / "runs"
+    if not args.score_only:
+        run_library(worlds, args.out, args.launcher, args.jobs, args.overrides)
+    results = [world_verdicts(sweep / str(k)) for k in range(len(worlds))]
+    scores = score(worlds, results)
+    command = f"python -m sim.diagnosis_bench --size {args.size} --offset {args.offset}"
+    write_json_atomic(args.out / "diagnosis_bench.json",
+                      {"command": command, "worlds": [asdict(w) | {"name": w.name} for w in worlds],
+                       "verdicts": results, "scores": scores})
+    path = args.out / "diagnosis_bench.md"
+    write_text_atomic(path, render(scores, command))
+    print(f"diagnosis bench: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

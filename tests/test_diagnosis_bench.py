@@ -1,0 +1,90 @@
+"""The diagnosis benchmark: the library's draws, the scoring, and a tiny library end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sim import diagnosis_bench as B
+from sim.report.verdicts import CAUSE, RULED_OUT
+
+# the tiny world of the other tests, without its deploy and release-window keys: the library's
+# own (synchronous deploys tied to the release interval) must hold
+TINY_BENCH = [
+    "days=0.25", "world.n_users=400", "world.n_advertisers=12", "world.ads_per_advertiser=8",
+    "world.daily_budget_mean=60", "traffic.requests_per_day=16000", "traffic.tick_s=600",
+    "pacing.interval_s=1200", "funnel.k_retrieval=40", "funnel.k_l1=16", "funnel.k_l2=6",
+    "funnel.ctr_prior_contexts=8", "training.exploration_requests=2000", "training.epochs=2",
+    "training.batch_size=1024", "threads.torch=1", "threads.faiss=1", "releases.interval_s=7200",
+    "releases.label_wait_s=1800", "evaluation.rows=3000", "index.enrich_interval_s=1200",
+    "index.snapshot_interval_s=3600", "index.fresh_build_interval_s=3600",
+    "logs.full_request_rate=0.05", "logs.partial_request_rate=0.1"]
+
+
+def test_a_world_depends_on_its_index_only() -> None:
+    assert B.library(3, offset=5) == B.library(10)[5:8]
+    worlds = B.library(200)
+    assert {w.half for w in worlds[::2]} == {"calibration"}
+    assert {w.half for w in worlds[1::2]} == {"held_out"}
+    assert all(not w.hazards for w in worlds if w.design == "aa")
+    aa = sum(w.design == "aa" for w in worlds) / len(worlds)
+    assert 0.2 < aa < 0.4  # drawn at 0.3
+    for h in B.HAZARDS:  # each at 0.35 of the A/B worlds
+        share = sum(h in w.hazards for w in worlds if w.design == "ab") / sum(
+            w.design == "ab" for w in worlds)
+        assert 0.25 < share < 0.45, (h, share)
+    sla = [w.hazards["timeouts"] for w in worlds if "timeouts" in w.hazards]
+    assert 4.0 <= min(sla) and max(sla) <= 16.0
+    assert {w.hazards["serving_path"] for w in worlds if "serving_path" in w.hazards} == set(
+        map(float, B.NPROBES))
+    with pytest.raises(ValueError, match="size"):
+        B.library(0)
+
+
+def _world(index: int, design: str, hazards: dict[str, float]) -> B.BenchWorld:
+    return B.BenchWorld(index=index, half="held_out" if index % 2 else "calibration",
+                        design=design, hazards=hazards, overlay={})
+
+
+def test_scores_by_hand() -> None:
+    worlds = [_world(1, "aa", {}), _world(3, "ab", {}), _world(5, "ab", {"timeouts": 6.0}),
+              _world(7, "ab", {"timeouts": 14.0, "parity_gap": 1.0}), _world(9, "ab", {"parity_gap": 1.0}),
+              _world(0, "ab", {"timeouts": 6.0})]  # calibration half: not in the held-out scores
+    quiet = {k: RULED_OUT for k in ("timeouts", "parity_gap", "mix_shift")}
+    results = [quiet | {"mix_shift": CAUSE}, quiet | {"timeouts": CAUSE}, quiet | {"timeouts": CAUSE},
+               quiet | {"parity_gap": CAUSE}, None, quiet]
+    s = B.score(worlds, results)
+    assert s["failed"] == 1
+    held = s["halves"]["held_out"]
+    assert held["worlds"] == 4
+    t = held["rates"]["timeouts"]
+    assert (t["detection"]["named"], t["detection"]["worlds"]) == (1, 2)
+    assert t["false_alarm"]["aa"]["rate"] == 0.0 and t["false_alarm"]["ab_clean"]["rate"] == 1.0
+    assert [m["magnitude"] for m in t["by_magnitude"]] == [6.0, 14.0]
+    assert [m["rate"] for m in t["by_magnitude"]] == [1.0, 0.0]
+    p = held["rates"]["parity_gap"]
+    assert (p["detection"]["named"], p["detection"]["worlds"]) == (1, 1)  # world 9 failed
+    assert held["fires"]["mix_shift"]["aa"]["rate"] == 1.0
+    assert held["confusion"]["parity_gap"]["timeouts"]["rate"] == 0.0
+    assert s["halves"]["calibration"]["rates"]["timeouts"]["detection"]["worlds"] == 1
+    assert "| timeouts | 50% (1/2) |" in B.render(s, "cmd")
+
+
+def test_a_tiny_library_end_to_end(tmp_path: Path) -> None:
+    """Four worlds through the Hydra launcher (worlds 4-7: two A/B worlds with a parity gap and a
+    tight SLA, one of them with version skew too, an A/A world, an A/B world with an approximate
+    index). Every run completes, the scores count its own verdicts, the parity gap (a family the
+    treatment reads, zero in its index) is named where it was injected and nowhere else, and the
+    A/A world names nothing."""
+    assert B.main(["--size", "4", "--offset", "4", "--out", str(tmp_path), *TINY_BENCH]) == 0
+    out = json.loads((tmp_path / "diagnosis_bench.json").read_text())
+    worlds = [B.draw_world(i) for i in range(4, 8)]
+    assert [w["name"] for w in out["worlds"]] == [w.name for w in worlds]
+    assert all(v is not None for v in out["verdicts"])
+    for w, v in zip(worlds, out["verdicts"], strict=True):
+        assert (v["parity_gap"] == CAUSE) == ("parity_gap" in w.hazards), (w, v)
+        if w.design == "aa":
+            assert [k for k, s in v.items() if s == CAUSE] == [], (w, v)
+    assert (tmp_path / "diagnosis_bench.md").read_text().startswith("# Diagnosis benchmark")
