@@ -224,16 +224,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def headline_costs() -> dict[str, Any]:
-    """Wall seconds of the headline world (``scenario=l1_cvr_discrepancy``) and of its attribution
-    over ``parity_gap,version_skew`` (three more worlds sharing their checkpoints), each a
-    subprocess, one after the other; and the headline's parts by its manifest: set-up (the world
-    and its start-up training), releases, data plane, offline evaluation, and the rest (control
-    plane, summary, logs)."""
+    """Wall seconds of the headline world (``scenario=l1_cvr_discrepancy``, without its exposure
+    twin: the world itself) and of its attribution over ``parity_gap,version_skew`` (three more
+    worlds sharing their checkpoints), each a subprocess, one after the other; and the
+    headline's parts by its manifest: set-up (the world and its start-up training), releases,
+    data plane, offline evaluation, and the rest (control plane, summary, logs)."""
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "headline"
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "sim", "scenario=l1_cvr_discrepancy", "progress=off",
-                        f"hydra.run.dir={run_dir}"], check=True, capture_output=True)
+                        "experiment.exposure_twin=false", f"hydra.run.dir={run_dir}"],
+                       check=True, capture_output=True)
         world = time.perf_counter() - t
         manifest = json.loads((run_dir / "manifest.json").read_text())
         parts = {k: manifest[k] for k in ("setup_s", "releases_s", "data_plane_s", "evaluation_s")}

@@ -13,22 +13,26 @@ thresholds may be chosen), odd ones the *held-out half* (where scores are report
 
 * one simulated day, ``traffic.requests_per_day`` log-uniform in [20,000, 60,000],
   ``world.quality_sigma`` uniform in [0.6, 1.0], releases every 6 hours (so a day has three);
-* the design: an A/A test (probability 0.3: the treatment overlay is empty and nothing is
+* the design: an A/A test (probability 0.25: the treatment overlay is empty and nothing is
   injected) or an A/B test whose treatment is genuinely better offline (``dhen`` reading the
-  offsite conversion counters, against a ``simple`` control without them, as in the headline);
+  offsite conversion counters, against a ``simple`` control without them, as in the headline),
+  clean (probability 0.15: nothing injected) or with hazards (0.6);
 * deploys synchronous (batch builds at every release, deployed at once, the query tower rolled
   out with the release) unless version skew is injected;
-* in A/B worlds, each hazard of :data:`HAZARDS` injected independently with probability 0.35,
-  at a magnitude drawn from its stated range (a knob of the mechanism, never a penalty):
+* in A/B worlds with hazards, each hazard of :data:`HAZARDS` injected independently with
+  probability 0.35 (none at all in about 7% of them), at a magnitude drawn from its stated range
+  (a knob of the mechanism, never a penalty):
 
   - ``timeouts``: the treatment's query-tower SLA, uniform in [4, 16] ms (default 20);
   - ``parity_gap``: the counters the treatment reads are not onboarded to the L1 embedding path;
-  - ``version_skew``: streaming enrichment and a ``large`` tier deployed after a delay uniform in
-    [0.25, 1] day, the query tower live an hour after each release;
+  - ``version_skew``: streaming enrichment and a ``large`` tier built every 12 hours and deployed
+    after a delay uniform in [0.05, 0.5] day, the query tower live an hour after each release;
   - ``serving_path``: the treatment's index is ``IVF64,Flat`` probing nprobe lists, nprobe one
     of 1, 2, 4, 8, 16;
   - ``model_version``: the treatment's serving pointer lags 1 or 2 releases;
-  - ``recall_ceiling``: L1 keeps every retrieved candidate (``funnel.k_l1 = k_retrieval``).
+  - ``recall_ceiling``: retrieval returns only as many candidates as L1 keeps
+    (``funnel.k_retrieval = k_l1``): L1's cut passes everything, so a better L1 cannot change
+    what reaches L2 (L2's work, and so its latency, is unchanged).
 
 **Scores** (:func:`score`), on each half: for each verdict with a hazard, its *detection rate*
 (named where the hazard was injected, by magnitude bin) and its *false-alarm rate* where it was
@@ -56,8 +60,9 @@ from sim.logs.writer import write_json_atomic, write_text_atomic
 from sim.report.verdicts import CAUSE, verdicts
 
 LIBRARY_SEED = 20261205
-AA_SHARE = 0.3  # share of A/A worlds
-HAZARD_P = 0.35  # each hazard's probability in an A/B world
+AA_SHARE = 0.25  # share of A/A worlds
+CLEAN_SHARE = 0.15  # share of A/B worlds drawn with no hazard
+HAZARD_P = 0.35  # each hazard's probability in the other A/B worlds
 HAZARDS = ("timeouts", "parity_gap", "version_skew", "serving_path", "model_version",
            "recall_ceiling")
 # each verdict and the hazard it names (verdicts without one are scored for how often they fire)
@@ -106,7 +111,8 @@ def draw_world(index: int) -> BenchWorld:
                        "index.large_deploy_s": 0.0, "index.fresh_deploy_s": 0.0,
                        "progress": "off"}.items():
         _set(o, key, value)
-    design = "aa" if rng.random() < AA_SHARE else "ab"
+    kind = rng.random()
+    design = "aa" if kind < AA_SHARE else "ab"
     _set(o, "experiment.arms", ["control", "treatment"])
     _set(o, "experiment.ramp", [{"day": 0.0, "share": 0.5}])
     hazards: dict[str, float] = {}
@@ -117,7 +123,7 @@ def draw_world(index: int) -> BenchWorld:
         draws = rng.random(len(HAZARDS))
         magnitudes = rng.random(len(HAZARDS))  # drawn for every hazard: one stream per world
         for h, d, u in zip(HAZARDS, draws, magnitudes, strict=True):
-            if d < HAZARD_P:
+            if kind >= AA_SHARE + CLEAN_SHARE and d < HAZARD_P:
                 hazards[h] = _inject(o, h, float(u))
     half = "calibration" if index % 2 == 0 else "held_out"
     return BenchWorld(index=index, half=half, design=design, hazards=hazards, overlay=o)
@@ -134,7 +140,7 @@ def _inject(o: dict[str, Any], hazard: str, u: float) -> float:
         _set(o, f"features.onboarding.{OFFSITE}", ["training_logs", "l2_feature_store"])
         return 1.0
     if hazard == "version_skew":
-        days = round(0.25 + 0.75 * u, 3)
+        days = round(0.05 + 0.45 * u, 3)
         for key, value in {"index.build_mode": "streaming", "index.large_deploy_s": days * 86400.0,
                            "index.large_build_interval_s": 43200.0,
                            "releases.query_rollout_delay_s": 3600.0}.items():
@@ -150,7 +156,7 @@ def _inject(o: dict[str, Any], hazard: str, u: float) -> float:
         _set(o, "experiment.treatment.releases.pointer_lag", lag)
         return float(lag)
     if hazard == "recall_ceiling":
-        _set(o, "funnel.k_l1", "${funnel.k_retrieval}")  # L1's cut passes everything
+        _set(o, "funnel.k_retrieval", "${funnel.k_l1}")  # L1's cut passes everything it is given
         return 1.0
     raise ValueError(f"unknown hazard {hazard!r}")
 
@@ -162,36 +168,48 @@ def library(size: int, offset: int = 0) -> list[BenchWorld]:
     return [draw_world(i) for i in range(offset, offset + size)]
 
 
-def write_library(worlds: Sequence[BenchWorld], root: Path) -> Path:
+def write_library(worlds: Sequence[BenchWorld], root: Path, base: Sequence[str] = ()) -> Path:
     """Each world as ``root/library/scenario/<name>.yaml`` (a Hydra search-path directory) and
-    the list as ``root/library/worlds.json``; returns the search-path directory."""
+    the list as ``root/library/worlds.json``; returns the search-path directory. ``base``:
+    ``key=value`` settings under every world (a world's own keys win, so a setting can make the
+    worlds smaller but never undo an injected hazard)."""
     lib = root / "library"
+    under = OmegaConf.from_dotlist(list(base))
     for w in worlds:
-        body = "# @package _global_\n" + OmegaConf.to_yaml(OmegaConf.create(w.overlay))
-        write_text_atomic(lib / "scenario" / f"{w.name}.yaml", body)
-    write_json_atomic(lib / "worlds.json", [asdict(w) | {"name": w.name} for w in worlds])
+        body = OmegaConf.to_yaml(OmegaConf.merge(under, OmegaConf.create(w.overlay)))
+        write_text_atomic(lib / "scenario" / f"{w.name}.yaml", "# @package _global_\n" + body)
+    write_json_atomic(lib / "worlds.json", {"base": list(base),
+                                            "worlds": [asdict(w) | {"name": w.name} for w in worlds]})
     return lib
 
 
 def run_library(worlds: Sequence[BenchWorld], root: Path, launcher: str = "joblib",
-                jobs: int = 1, extra: Sequence[str] = ()) -> Path:
+                jobs: int = 1, base: Sequence[str] = (), hydra: Sequence[str] = ()) -> Path:
     """Run every world as one Hydra multirun into ``root/runs`` (job ``k`` is ``worlds[k]``):
     ``jobs`` worlds at a time on local processes (``joblib``), or as tasks of the Ray cluster
-    ``ray.init`` finds (``ray``). A world that fails is a job whose manifest says so; the sweep
-    goes on (scored as failed)."""
-    lib = write_library(worlds, root)
+    ``ray.init`` finds (``ray``; how many run at once is the cluster's). ``base`` goes under
+    every world (:func:`write_library`), ``hydra`` (``hydra.*`` overrides) to the command. A
+    world that fails is a job whose manifest says so; the sweep goes on (scored as failed)."""
+    lib = write_library(worlds, root, base)
     sweep = root / "runs"
     cmd = [sys.executable, "-m", "sim", "-m", "scenario=" + ",".join(w.name for w in worlds),
            f"hydra.searchpath=[file://{lib.resolve()}]", f"hydra.sweep.dir={sweep.resolve()}"]
     cmd += ([f"hydra.launcher.n_jobs={jobs}"] if launcher == "joblib" else ["hydra/launcher=ray"])
-    subprocess.run([*cmd, *extra], check=False)
+    subprocess.run([*cmd, *hydra], check=False)
     return sweep
 
 
-def world_verdicts(run_dir: Path) -> dict[str, str] | None:
-    """Each verdict's status in a finished run (None if the run did not complete)."""
+def world_verdicts(run_dir: Path, name: str) -> dict[str, str] | None:
+    """Each verdict's status in the finished run of world ``name`` (None if the run did not
+    complete); a run of another world is an error."""
     manifest = run_dir / "manifest.json"
-    if not manifest.exists() or json.loads(manifest.read_text()).get("status") != "complete":
+    if not manifest.exists():
+        return None
+    info = json.loads(manifest.read_text())
+    if info.get("scenario") not in (None, name):
+        raise ValueError(f"{run_dir} is a run of {info.get('scenario')!r}, not of {name!r}: "
+                         "score a library's runs with the library's --size and --offset")
+    if info.get("status") != "complete":
         return None
     m = json.loads((run_dir / "metrics.json").read_text())
     return {v.key: v.status for v in verdicts(m)}
@@ -248,8 +266,9 @@ def _by_magnitude(present: list[tuple[float, bool]]) -> list[dict[str, Any]]:
     if len({m for m, _ in present}) > 5:  # continuous: terciles of the drawn magnitudes
         mags = np.array([m for m, _ in present])
         edges = np.quantile(mags, [0, 1 / 3, 2 / 3, 1])
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-            hits = [f for m, f in present if lo <= m <= hi]
+        for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+            last = i == len(edges) - 2  # bins are [lo, hi), the last one [lo, hi]
+            hits = [f for m, f in present if lo <= m and (m < hi or (last and m == hi))]
             out.append({"magnitude": [float(lo), float(hi)], **_rate(sum(hits), len(hits))})
     return out
 
@@ -295,22 +314,28 @@ def main(argv: list[str] | None = None) -> int:
                    help="Hydra launcher: local processes, or the Ray cluster ray.init finds")
     p.add_argument("--jobs", type=int, default=1, help="worlds at a time (joblib, ray)")
     p.add_argument("--score-only", action="store_true", help="score the runs already in --out")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides for every world (e.g. a tiny world)")
+    p.add_argument("overrides", nargs="*",
+                   help="key=value under every world (e.g. a smaller world; a world's own keys "
+                        "win), and hydra.* overrides for the sweep")
     args = p.parse_args(argv)
     worlds = library(args.size, args.offset)
+    hydra = [o for o in args.overrides if o.lstrip("+").startswith("hydra")]
+    base = [o for o in args.overrides if o not in hydra]
     sweep = args.out / "runs"
     if not args.score_only:
-        run_library(worlds, args.out, args.launcher, args.jobs, args.overrides)
-    results = [world_verdicts(sweep / str(k)) for k in range(len(worlds))]
+        run_library(worlds, args.out, args.launcher, args.jobs, base, hydra)
+    results = [world_verdicts(sweep / str(k), w.name) for k, w in enumerate(worlds)]
     scores = score(worlds, results)
-    command = f"python -m sim.diagnosis_bench --size {args.size} --offset {args.offset}"
+    command = " ".join(["python -m sim.diagnosis_bench", f"--size {args.size}",
+                        f"--offset {args.offset}", *args.overrides])
     write_json_atomic(args.out / "diagnosis_bench.json",
-                      {"command": command, "worlds": [asdict(w) | {"name": w.name} for w in worlds],
+                      {"command": command, "base": base,
+                       "worlds": [asdict(w) | {"name": w.name} for w in worlds],
                        "verdicts": results, "scores": scores})
     path = args.out / "diagnosis_bench.md"
     write_text_atomic(path, render(scores, command))
-    print(f"diagnosis bench: {path}")
-    return 0
+    print(f"diagnosis bench: {path} ({scores['failed']} of {len(worlds)} worlds failed)")
+    return 0 if scores["failed"] < len(worlds) else 1
 
 
 if __name__ == "__main__":

@@ -110,8 +110,9 @@ def offline_eval(registry: Registry, models: dict[str, tuple[str, str]], control
     pCVR. Where the teacher is not ``control_l2``, ``overall`` also gives
     ``log_mae_control_teacher``, the log MAE against the control's L2. ``served``: the version
     each model's query tower served at the end of the run; where it is not the newest (a
-    model-versioning bug), ``served`` gives that checkpoint's ``overall`` scores per source on
-    the same rows against the same teacher."""
+    model-versioning bug, or a release within the query rollout delay of the end), ``served``
+    gives that checkpoint's ``overall`` scores per source on the same rows against the same
+    teacher."""
     ns = len(cfg.world.surfaces)
     teachers = {lin: teacher_pcvr(registry.latest(lin).ranker, rows, users, ns)
                 for lin in dict.fromkeys([control_l2, *(t for _, t in models.values())])}

@@ -154,7 +154,7 @@ def _run(cfg: Config, run_dir: Path, scenario: str, progress: Progress | None,
                                       for a in sim.arms},
                         serving_setup={a.name: serving_setup(a.cfg) for a in sim.arms},
                         rollout_delay={a.name: a.cfg.releases.query_rollout_delay_s
-                                       for a in sim.arms})
+                                       for a in sim.arms}, tick_s=cfg.traffic.tick_s)
     if cfg.experiment.ground_truth and len(cfg.experiment.arms) == 2:
         worlds = [run(_at_share(cfg, share), run_dir / "ground_truth" / f"share_{share:.0f}",
                       scenario) for share in (0.0, 100.0)]

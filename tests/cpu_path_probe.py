@@ -31,7 +31,8 @@ def without_wall(node: object) -> object:
 
 
 def main(run_dir: Path) -> None:
-    metrics = run(load_config("l1_cvr_discrepancy", [*TINY, "progress=off"]), run_dir,
+    metrics = run(load_config("l1_cvr_discrepancy", [*TINY, "progress=off",
+                                                     "experiment.exposure_twin=false"]), run_dir,
                   scenario="l1_cvr_discrepancy")
     logs = hashlib.sha256()
     for path in sorted((run_dir / "logs").rglob("*.parquet")):

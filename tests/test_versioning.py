@@ -64,11 +64,23 @@ def test_a_slow_rollout_is_not_a_versioning_bug(tmp_path: Path) -> None:
 
 
 def test_served_versions_by_hand() -> None:
-    imps = pl.DataFrame({"arm": ["a"] * 5, "time": [10.0, 50.0, 120.0, 130.0, 260.0],
-                         "query_version": [1, 1, 1, 2, 2]})
+    """Ticks of 100 s; a tick is served by the version live at its start. Version 2 is released
+    at 100 and rolled out 20 s later, so it is due from the tick starting at 200 (at 120 the
+    tick of 100 is already being served); version 3, released at 200, from the tick of 300."""
+    imps = pl.DataFrame({"arm": ["a"] * 6, "time": [10.0, 150.0, 190.0, 230.0, 260.0, 310.0],
+                         "query_version": [1, 1, 1, 2, 2, 2]})
     releases = pl.DataFrame({"lineage": ["a/l1"] * 3, "time": [0.0, 100.0, 200.0],
                              "version": [1, 2, 3]})
-    # rollout delay 20: version 2 is due after 120 (not at 120), version 3 after 220
-    sv = served_versions(imps, releases, "a", 20.0)
-    assert sv == {"behind_share": 0.2, "mean_lag": 0.2, "served_last": 2, "released_last": 3}
-    assert served_versions(imps, releases, "b", 20.0) == {}
+    sv = served_versions(imps, releases, "a", 20.0, 100.0)
+    assert sv == {"behind_share": pytest.approx(1 / 6), "mean_lag": pytest.approx(1 / 6),
+                  "served_last": 2, "released_last": 3}
+    no_delay = served_versions(imps, releases, "a", 0.0, 100.0)  # v2 due from the tick of 100,
+    assert no_delay["behind_share"] == pytest.approx(5 / 6)  # v3 from the tick of 200
+    assert served_versions(imps, releases, "b", 20.0, 100.0) == {}
+
+
+def test_a_rollout_that_lands_inside_a_tick_is_not_a_bug(tmp_path: Path) -> None:
+    """A query rollout 25 minutes after each release, with 10-minute ticks: the new version
+    serves from the next tick's start, which is what the release log allows."""
+    m = run_tiny(tmp_path, "releases.query_rollout_delay_s=1500")
+    assert m["arms"]["control"]["served_versions"]["behind_share"] == 0.0

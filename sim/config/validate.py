@@ -127,9 +127,11 @@ def _check_relations(cfg: Config) -> None:
     _require(all(a.share <= b.share for a, b in zip(ramp, ramp[1:], strict=False)),
              f"`experiment.ramp` shares must not decrease, got {[r.share for r in ramp]}")
     _require(not cfg.experiment.exposure_twin or (
-        len(cfg.experiment.arms) == 2 and ramp[-1].share > ramp[0].share),
-        "`experiment.exposure_twin` needs two arms and a ramp whose share grows, got arms "
-        f"{cfg.experiment.arms} and shares {[r.share for r in ramp]}")
+        len(cfg.experiment.arms) == 2 and ramp[0].share > 0
+        and any(r.share > ramp[0].share and r.day < cfg.days for r in ramp)),
+        "`experiment.exposure_twin` needs two arms and a ramp whose share grows from above 0 "
+        f"within the run's {cfg.days:g} days, got arms {cfg.experiment.arms}, ramp days "
+        f"{[r.day for r in ramp]} and shares {[r.share for r in ramp]}")
     for name in ("overhead_ms", "ms_per_mflop", "reference_mflops", "sla_ms"):
         keys = getattr(cfg.latency, name)
         _require(set(keys) == set(LATENCY_STAGES),

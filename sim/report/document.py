@@ -248,9 +248,9 @@ def _versions_section(m: dict[str, Any]) -> str:
         return "No served-version records."
     return (table(["arm", "impressions served behind the release log", "mean versions behind",
                    "version serving at the end", "newest release (evaluated)"], rows)
-            + "\n\nEach impression's query-tower version against the newest L1 version released "
-            "more than the query rollout delay before it (`metrics.json` "
-            "`arms.<arm>.served_versions`).")
+            + "\n\nEach impression's query-tower version against the version due at the start of "
+            "its tick: the newest L1 version released at least the query rollout delay before "
+            "(`metrics.json` `arms.<arm>.served_versions`).")
 
 
 def _attribution_section(m: dict[str, Any]) -> str:

@@ -43,7 +43,7 @@ MIX_SHIFT = 0.05  # an oCPM impression share lift of at least 5%, its 95% interv
 ANN_RECALL = 0.95  # a served search that returns less of the exact fp32 top-k ...
 SCORE_ERROR = 0.05  # ... or moves L1's logit by this much on average (about 5% of pCVR)
 VERSION_BEHIND = 0.05  # share of an arm's impressions served by an older L1 than released
-MDE_CPA = 0.10  # a design that cannot detect a 10% CPA change (80% power) has too little traffic
+MDE_CPA = 0.10  # a design that cannot detect a 10% CPA decrease (80% power) has too little traffic
 
 CAUSE, RULED_OUT, NOT_MEASURABLE = "cause", "ruled_out", "not_measurable"
 
@@ -109,11 +109,16 @@ def exposure_bias(m: dict[str, Any]) -> Verdict:
         return Verdict(**args, status=NOT_MEASURABLE, rule=rule,
                        finding="needs two arms and a ramp of >= 2 steps")
     by_day = " → ".join(f"{s['share']:.0%}: {s['l1_calibration']:.3f}" for s in ramped)
-    if len(held) != len(ramped):
+    if "exposure_twin" not in m:
         return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding=(
             f"treatment L1 calibration by share {by_day}; no exposure twin "
             "(`experiment.exposure_twin=true`): a ramp alone cannot tell the share from the day"))
-    last, twin = ramped[-1], held[-1]
+    last = ramped[-1]
+    twin = next((s for s in held if s["step"] == last["step"]), None)
+    if twin is None:
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding=(
+            f"treatment L1 calibration by share {by_day}; the exposure twin has no calibration "
+            f"at step {last['step']}"))
     diff = abs(math.log(last["l1_calibration"])) - abs(math.log(twin["l1_calibration"]))
     convs = [last.get("conversions"), twin.get("conversions")]
     se = math.sqrt(sum(1.0 / c for c in convs)) if all(convs) else math.inf
@@ -136,9 +141,10 @@ def detectable(iv: dict[str, float | None] | None) -> str:
 
 def traffic(m: dict[str, Any]) -> Verdict:
     rule = (f"cause if the treatment wins offline (>= {OFFLINE_WIN:.0%} log_mae on {GAP_SOURCE}), "
-            "its CPA lift (stratified by ramp step) is not significant, and the smallest CPA change "
-            f"the design detects with 80% power (5% two-sided) is >= {MDE_CPA:.0%}: a change that "
-            "size could have gone unseen, so a neutral CPA is no evidence that the win did not carry")
+            "its CPA lift (stratified by ramp step) is not significant, and the smallest CPA "
+            f"decrease the design detects with 80% power (5% two-sided) is {MDE_CPA:.0%} or more: "
+            "a CPA win that size could have gone unseen, so a neutral CPA is no evidence that the "
+            "offline win did not carry")
     args: dict[str, Any] = {"layer": 1, "key": "traffic",
                             "hypothesis": "Too little traffic: the CPA read-out could be noise"}
     if not two_arms(m):
@@ -152,7 +158,8 @@ def traffic(m: dict[str, Any]) -> Verdict:
     if win is None or win < OFFLINE_WIN:
         return Verdict(**args, status=RULED_OUT, rule=rule,
                        finding=finding + " (no offline win for CPA to confirm)")
-    fires = not significant(cpa) and cpa["mde"] >= MDE_CPA  # type: ignore[operator]
+    decrease = 1.0 - 1.0 / (1.0 + cpa["mde"])  # type: ignore[operator]
+    fires = not significant(cpa) and decrease >= MDE_CPA
     return Verdict(**args, status=CAUSE if fires else RULED_OUT, rule=rule, finding=finding,
                    arms=("treatment",) if fires else ())
 
@@ -267,8 +274,9 @@ def _served_checkpoint(m: dict[str, Any], arm: str) -> str:
 
 def model_version(m: dict[str, Any]) -> Verdict:
     rule = (f"cause if >= {VERSION_BEHIND:.0%} of an arm's impressions were served by an older L1 "
-            "checkpoint than the release log names for their time (the newest released more than "
-            "the query rollout delay before): production did not serve what was evaluated")
+            "checkpoint than the release log names for their time (the newest released at least "
+            "the query rollout delay before the start of their tick): production did not serve "
+            "what was evaluated")
     args: dict[str, Any] = {"layer": 2, "key": "model_version",
                             "hypothesis": "Model-versioning bug: another checkpoint served than evaluated"}
     fired, parts = [], []
