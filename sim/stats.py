@@ -25,13 +25,11 @@ psi_t / R_t on treatment cells and -psi_c / R_c on control cells, clustered join
 moved arms during a ramp and an advertiser whose shared budget couples the arms (user-split) are
 counted once with both arms' terms.
 
-Every interval is estimate ± t sd with t the 97.5% quantile of Student's t. Its degrees of
-freedom are G − 1 for one clustering and Satterthwaite's for two (:func:`clustered`: about
-G_advertisers − 1), counting only clusters with a cell in the ratio (CPA's advertisers are the
-oCPM ones; a user's requests, with an advertiser id of their own, are no advertiser cluster).
-With 200 advertisers t is about 1.972 (the normal's 1.960); with 30 about 2.045: the normal
-quantile over few clusters is anti-conservative, and a verdict that reads an interval would name
-a cause too often.
+Every interval is estimate ± t sd with t the 97.5% quantile of Student's t with G − 1 degrees of
+freedom, G the effective number of clusters of the coarser clustering (:func:`clustered`): the
+normal quantile over few clusters is anti-conservative, and a verdict that reads an interval
+would name a cause too often. In the default world's runs the CPA lift gets about 20-30 degrees
+of freedom (t ≈ 2.06): its 200 advertisers do not carry the spend equally.
 A lift also gives its minimum detectable effect (80% power, 5% two-sided).
 """
 
