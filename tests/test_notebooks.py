@@ -23,7 +23,8 @@ def test_notebook_runs_on_a_tiny_world(path: Path, tmp_path: Path) -> None:
     text = path.read_text()
     assert text.startswith("# ---\n# jupyter:") and "# %%" in text  # jupytext percent format
     tiny: dict[str, Any] = {**tiny_kwargs(), "days": 0.1, "training.epochs": 1,
-                            "training.exploration_requests": 1000}
+                            "training.exploration_requests": 1000,
+                            "experiment.exposure_twin": False}  # no ramp step in 0.1 day
     done = runpy.run_path(str(path), init_globals={"OVERRIDES": tiny, "RUN_DIR": str(tmp_path)},
                           run_name="__main__")
     runs = done.get("runs") or {"run": done["run"]}
