@@ -273,6 +273,11 @@ def _by_magnitude(present: list[tuple[float, bool]]) -> list[dict[str, Any]]:
     return out
 
 
+def _magnitude(m: float | list[float]) -> str:
+    """A magnitude or a bin of them, to three significant digits."""
+    return f"{m[0]:.3g}-{m[1]:.3g}" if isinstance(m, list) else f"{m:.3g}"
+
+
 def _pct(r: dict[str, Any]) -> str:
     return "n/a (0 worlds)" if r["rate"] is None else f"{r['rate']:.0%} ({r['named']}/{r['worlds']})"
 
@@ -288,7 +293,7 @@ def render(scores: dict[str, Any], command: str) -> str:
               "false alarm, A/B with other hazards | detection by magnitude |",
               "|---|---|---|---|---|---|"]
     for key, r in held["rates"].items():
-        mags = "; ".join(f"{m['magnitude']}: {_pct(m)}" for m in r["by_magnitude"])
+        mags = "; ".join(f"{_magnitude(m['magnitude'])}: {_pct(m)}" for m in r["by_magnitude"])
         fa = r["false_alarm"]
         lines.append(f"| {key} | {_pct(r['detection'])} | {_pct(fa['aa'])} | {_pct(fa['ab_clean'])} "
                      f"| {_pct(fa['ab_hazards'])} | {mags} |")
