@@ -38,7 +38,9 @@ thresholds may be chosen), odd ones the *held-out half* (where scores are report
 (named where the hazard was injected, by magnitude bin) and its *false-alarm rate* where it was
 not, separately in A/A worlds, clean A/B worlds (nothing injected) and A/B worlds with other
 hazards; for every verdict, how often it fires in each kind of world; and a *confusion table*:
-for each injected hazard, how often each verdict fires in the worlds that have it.
+for each injected hazard, how often each verdict fires in the worlds that have it, a verdict with
+a hazard of its own counted only over those worlds where its own hazard is absent (so a cell off
+the diagonal is the hazard's cross-firing, not a co-injected hazard's detection).
 """
 
 from __future__ import annotations
@@ -245,12 +247,19 @@ def score(worlds: Sequence[BenchWorld], results: Sequence[dict[str, str] | None]
                 "false_alarm": {k: _rate(sum(v), len(v)) for k, v in absent.items()},
                 "false_alarm_all": _rate(sum(sum(v) for v in absent.values()),
                                          sum(len(v) for v in absent.values()))}
-        confusion = {h: {k: _rate(sum(r[k] == CAUSE for w, r in rows if h in w.hazards),
-                                  sum(h in w.hazards for w, _ in rows)) for k in keys}
-                     for h in HAZARDS}
+        confusion = {h: {k: _cross(rows, h, k) for k in keys} for h in HAZARDS}
         out["halves"][half] = {"worlds": len(rows), "fires": fires, "rates": rates,
                                "confusion": confusion}
     return out
+
+
+def _cross(rows: list[tuple[BenchWorld, dict[str, str]]], hazard: str, key: str) -> dict[str, Any]:
+    """How often verdict ``key`` fires in the worlds with ``hazard``; for a verdict with a hazard
+    of its own (other than ``hazard``), only over the worlds without it."""
+    own = VERDICT_HAZARD.get(key)
+    pick = [r for w, r in rows if hazard in w.hazards
+            and (own is None or own == hazard or own not in w.hazards)]
+    return _rate(sum(r[key] == CAUSE for r in pick), len(pick))
 
 
 def _kind(w: BenchWorld) -> str:
@@ -303,6 +312,8 @@ def render(scores: dict[str, Any], command: str) -> str:
         lines.append(f"| {key} | {_pct(f['aa'])} | {_pct(f['ab_clean'])} | {_pct(f['ab_hazards'])} |")
     keys = list(held["fires"])
     lines += ["", "## Confusion: which verdict fires where each hazard was injected", "",
+              "Off the diagonal, a verdict with a hazard of its own counts only the worlds without "
+              "that hazard.", "",
               "| injected | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for h, row in held["confusion"].items():
         lines.append(f"| {h} | " + " | ".join(

@@ -67,7 +67,11 @@ def test_scores_by_hand() -> None:
     p = held["rates"]["parity_gap"]
     assert (p["detection"]["named"], p["detection"]["worlds"]) == (1, 1)  # world 9 failed
     assert held["fires"]["mix_shift"]["aa"]["rate"] == 1.0
-    assert held["confusion"]["parity_gap"]["timeouts"]["rate"] == 0.0
+    # world 7 has parity and timeouts: its timeouts verdict is no cross-firing of the parity gap,
+    # and world 9 (parity alone) failed, so the parity row's timeouts cell has no world
+    assert held["confusion"]["parity_gap"]["timeouts"] == {"named": 0, "worlds": 0, "rate": None}
+    assert held["confusion"]["timeouts"]["parity_gap"]["worlds"] == 1  # world 5 (7 has parity)
+    assert held["confusion"]["timeouts"]["timeouts"]["rate"] == 0.5
     assert s["halves"]["calibration"]["rates"]["timeouts"]["detection"]["worlds"] == 1
     assert "| timeouts | 50% (1/2) |" in B.render(s, "cmd")
 
