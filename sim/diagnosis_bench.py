@@ -334,13 +334,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="key=value under every world (e.g. a smaller world; a world's own keys "
                         "win), and hydra.* overrides for the sweep")
     args = p.parse_args(argv)
-    worlds = library(args.size, args.offset)
+    if args.size < 1 or args.offset < 0 or args.jobs < 1:
+        p.error(f"--size and --jobs must be at least 1 and --offset at least 0, got --size "
+                f"{args.size}, --offset {args.offset}, --jobs {args.jobs}")
     hydra = [o for o in args.overrides if o.lstrip("+").startswith("hydra")]
     base = [o for o in args.overrides if o not in hydra]
+    if bad := [o for o in base if "=" not in o or o.startswith("=")]:
+        p.error(f"an override is key=value, got {bad}")
+    worlds = library(args.size, args.offset)
     sweep = args.out / "runs"
     if not args.score_only:
         run_library(worlds, args.out, args.launcher, args.jobs, base, hydra)
-    results = [world_verdicts(sweep / str(k), w.name) for k, w in enumerate(worlds)]
+    try:
+        results = [world_verdicts(sweep / str(k), w.name) for k, w in enumerate(worlds)]
+    except ValueError as exc:
+        p.error(str(exc))
     scores = score(worlds, results)
     command = " ".join(["python -m sim.diagnosis_bench", f"--size {args.size}",
                         f"--offset {args.offset}", *args.overrides])

@@ -43,6 +43,23 @@ def test_a_world_depends_on_its_index_only() -> None:
         B.library(0)
 
 
+def test_bad_arguments_stop_before_any_world_runs(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    for args, words in ((["--size", "0"], "--size"), (["--jobs", "0"], "--jobs"),
+                        (["days"], "key=value")):
+        with pytest.raises(SystemExit) as stop:
+            B.main([*args, "--out", str(tmp_path)])
+        assert stop.value.code == 2 and words in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    # runs of another library are refused, not mis-scored
+    run = tmp_path / "runs" / "0"
+    run.mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"scenario": "w00007", "status": "complete"}))
+    with pytest.raises(SystemExit):
+        B.main(["--size", "1", "--out", str(tmp_path), "--score-only"])
+    assert "w00007" in capsys.readouterr().err
+
+
 def _world(index: int, design: str, hazards: dict[str, float]) -> B.BenchWorld:
     return B.BenchWorld(index=index, half="held_out" if index % 2 else "calibration",
                         design=design, hazards=hazards, overlay={})
