@@ -23,6 +23,7 @@ family whose overall excess loss at ``readiness.gate_distance`` rises by more th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ from sim.config.schema import Config
 from sim.features.coverage import coverage_shares
 from sim.logs.writer import LogWriter
 from sim.models.fitting import l1_pcvr, teacher_pcvr, tower_vectors
+from sim.models.label_join import pipeline_rows
 from sim.models.registry import Registry
 from sim.models.towers import TwoTowerBase
 from sim.models.training_log import SOURCES, WINNER, LoggedRows, TrainingLog
@@ -101,7 +103,8 @@ def score(p: np.ndarray, rows: LoggedRows, teacher: np.ndarray) -> dict[str, Any
 
 def offline_eval(registry: Registry, models: dict[str, tuple[str, str]], control_l2: str,
                  rows: LoggedRows, users: Users, cfg: Config, writer: LogWriter,
-                 served: dict[str, int] | None = None) -> dict[str, Any]:
+                 served: dict[str, int] | None = None,
+                 views: dict[str, LoggedRows] | None = None) -> dict[str, Any]:
     """``offline.<model>.<source>.{overall, deciles}`` for each named model (name -> (L1
     lineage, its L2 teacher's lineage)): the lineage's newest version, the one a team evaluates.
 
@@ -112,12 +115,24 @@ def offline_eval(registry: Registry, models: dict[str, tuple[str, str]], control
     each model's query tower served at the end of the run; where it is not the newest (a
     model-versioning bug, or a release within the query rollout delay of the end), ``served``
     gives that checkpoint's ``overall`` scores per source on the same rows against the same
-    teacher."""
+    teacher. ``views``: the rows as a model's own training pipeline reads them, where they are
+    not ``rows`` (a pipeline that joins a counter family at label time,
+    :mod:`sim.models.label_join`): the model is scored on its view, as its team would, and
+    ``point_in_time`` gives its ``overall`` scores per source on ``rows``, the values as of each
+    request, model and teacher alike."""
     ns = len(cfg.world.surfaces)
+    views = views or {}
     teachers = {lin: teacher_pcvr(registry.latest(lin).ranker, rows, users, ns)
                 for lin in dict.fromkeys([control_l2, *(t for _, t in models.values())])}
     out: dict[str, Any] = {}
     for name, (lineage, teacher_lineage) in models.items():
+        if views.get(name, rows) is not rows:
+            out[name] = offline_eval(registry, {name: (lineage, teacher_lineage)}, control_l2,
+                                     views[name], users, cfg, writer, served)[name]
+            mv = registry.latest(lineage)
+            out[name]["point_in_time"] = _served_scores(mv.tower, mv.version, rows, users, ns,
+                                                        teachers[teacher_lineage])
+            continue
         teacher = teachers[teacher_lineage]
         edges = np.quantile(teacher, np.linspace(0, 1, 11)[1:-1])
         decile = np.searchsorted(edges, teacher, side="right")
@@ -280,8 +295,9 @@ def after_run(registry: Registry, arms: Sequence[Arm], log: TrainingLog, sweep: 
     if rows is None:
         return OfflineResults(window=window)
     models = {arm.name: (arm.l1_lineage, arm.l2_lineage) for arm in arms}
+    views = {arm.name: pipeline_rows(rows, math.inf, arm.cfg) for arm in arms}  # labels as final
     scored = offline_eval(registry, models, "control/l2", rows, users, cfg, writer,
-                          served={arm.name: arm.query_version for arm in arms})
+                          served={arm.name: arm.query_version for arm in arms}, views=views)
     skew = skew_sweep(registry, sweep, "control/l2", rows, users, cfg, writer)
     importance: dict[str, Any] = {}
     ns = len(cfg.world.surfaces)

@@ -41,6 +41,7 @@ from sim.models.fitting import (
     torch_draws,
     warm_start,
 )
+from sim.models.label_join import pipeline_rows
 from sim.models.ranker import Ranker
 from sim.models.registry import ModelVersion, Registry
 from sim.models.towers import TwoTowerBase
@@ -90,7 +91,9 @@ class Lifecycle:
             l1s = {arm.l1_lineage: arm.family}
             if arm.name == "control":
                 l1s |= self.readiness
-            out[arm.name] = self._release_arm(arm, l1s, rows, holdout, now, end)
+            rows = pipeline_rows(rows, now, arm.cfg)  # labels known now: a late join leaks
+            seen = None if holdout is None else pipeline_rows(holdout, now, arm.cfg)
+            out[arm.name] = self._release_arm(arm, l1s, rows, seen, now, end)
         return out
 
     def _release_arm(self, arm: ReleasedArm, l1s: dict[str, str], rows: LoggedRows,

@@ -371,3 +371,8 @@ class FeaturesConfig:
     # every family onboarded for the L2 store is also considered for the L1 embedding path
     l2_implies_l1: bool = False
     changes: list[FeatureChange] = field(default_factory=list)
+    # label leakage: the share of converted rows whose offsite conversion counters the training
+    # pipeline reads when it joins the label, so they count the row's own conversion
+    # (sim.models.label_join); releases, start-up training and the offline evaluation read the
+    # rows so joined, serving reads the counters as of the request. 0: no leak
+    label_join_share: float = bounded(0.0, share=True)

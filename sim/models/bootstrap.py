@@ -22,6 +22,7 @@ from sim.features.registry import FeatureRegistry, bits, feature_view, fill_defa
 from sim.models.checkpoints import Checkpoints
 from sim.models.families import make_l1, parameter_count
 from sim.models.fitting import RngState, fit_l1, fit_l2, torch_draws
+from sim.models.label_join import pipeline_rows
 from sim.models.ranker import Ranker
 from sim.models.registry import ModelVersion, Registry
 from sim.models.training_log import FULL, WINNER, LoggedRows
@@ -81,8 +82,8 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
     for l2_lineage, acfg, l1s in plan:
         gen = torch.Generator().manual_seed(streams.torch_seed("training/1"))
         with torch_draws(streams.torch_seed("init")):  # parameter initialisation
-            _train_arm(rows, users, cat, n_positions, l2_lineage, acfg, l1s, gen, registry,
-                       checkpoints)
+            _train_arm(pipeline_rows(rows, 0.0, acfg), users, cat, n_positions, l2_lineage,
+                       acfg, l1s, gen, registry, checkpoints)
     shown = rows.source == WINNER
     return {"impressions": int(shown.sum()), "clicks": int(rows.click.sum()),
             "conversions": int(np.isfinite(rows.conversion_time).sum())}

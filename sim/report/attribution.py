@@ -6,7 +6,7 @@ without its ground-truth and exposure twins: the world, the traffic and every re
 the same (common random numbers), so two worlds differ only by what the switches change. Each
 outcome ``v`` is then split among the hazards by their Shapley values, ``phi_h = sum over S not
 containing h of |S|! (n-|S|-1)! / n! * (v(S + h) - v(S))``, which sum to ``v(all on) -
-v(all off)``. With n hazards that is 2**n − 1 extra worlds (at most 6 hazards, 63 worlds).
+v(all off)``. With n hazards that is 2**n − 1 extra worlds (at most 7 hazards, 127 worlds).
 
 A hazard is *present* when the run's evidence shows it, and *switched off* by an operational fix
 a team could make (stated in ``HAZARDS``); a switch changes nothing else of the config:
@@ -21,7 +21,10 @@ a team could make (stated in ``HAZARDS``); a switch changes nothing else of the 
 * ``serving_path`` (an arm's probe shows ``ann_recall`` below 0.999 or ``l1_score_error`` of
   0.001 or more): exact fp32 serving, a ``Flat`` index and fp32 towers in every arm;
 * ``model_version`` (an impression served by an older L1 than the release log names): the
-  serving pointer names the newest version (``releases.pointer_lag`` 0 in every arm).
+  serving pointer names the newest version (``releases.pointer_lag`` 0 in every arm);
+* ``label_leakage`` (an arm's offline evaluation has a point-in-time view: its pipeline joins a
+  counter family at label time): every pipeline reads the features as of each request
+  (``features.label_join_share`` 0 in every arm).
 
 Worlds go to ``RUN_DIR/attribution/<name>/`` (full run directories) and a finished one is reused
 when the command is repeated. Ground-truth worlds are not re-run.
@@ -131,6 +134,13 @@ def _newest_served(cfg: Config) -> Config:
                                experiment=dataclasses.replace(cfg.experiment, treatment=overlay))
 
 
+def _point_in_time(cfg: Config) -> Config:
+    overlay = copy.deepcopy(cfg.experiment.treatment)
+    _set(overlay, "features.label_join_share", 0.0)
+    return dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, label_join_share=0.0),
+                               experiment=dataclasses.replace(cfg.experiment, treatment=overlay))
+
+
 def _parity_present(cfg: Config, m: dict[str, Any]) -> bool:
     return any(a.get("parity_audit") for a in m["arms"].values())
 
@@ -155,6 +165,11 @@ def _serving_present(cfg: Config, m: dict[str, Any]) -> bool:
                for a in m["arms"].values())
 
 
+def _leakage_present(cfg: Config, m: dict[str, Any]) -> bool:
+    return any("point_in_time" in model
+               for model in ((m.get("offline") or {}).get("models") or {}).values())
+
+
 def _version_present(cfg: Config, m: dict[str, Any]) -> bool:
     return any((a.get("served_versions") or {}).get("behind_share", 0.0) > 0
                for a in m["arms"].values())
@@ -170,6 +185,8 @@ HAZARDS: dict[str, Switch] = {
     "timeouts": (_timeouts_present, _no_sla, "no SLA enforced"),
     "serving_path": (_serving_present, _exact_serving, "exact fp32 serving (Flat index, fp32 towers)"),
     "model_version": (_version_present, _newest_served, "the newest version served (no pointer lag)"),
+    "label_leakage": (_leakage_present, _point_in_time,
+                      "features as of each request in every training pipeline (no label-time join)"),
 }
 
 

@@ -303,6 +303,8 @@ def render(m: dict[str, Any], verdicts: list[Verdict], plots: set[str], title: s
         "## Layer 1 — is the measurement right?",
         "### Offline evaluation by log source and pCVR decile", _offline_section(m),
         _plot(plots, "calibration_by_decile", "calibration by decile"), _verdict(by["offline_eval"]),
+        "### Label leakage: features as logged against features as of the request",
+        _verdict(by["label_leakage"]),
         "### Exposure bias: the ramp read-out", _exposure_section(m),
         _plot(plots, "exposure", "exposure read-out"), _verdict(by["exposure_bias"]),
         "### Latency and timeouts", _latency_section(m), _plot(plots, "latency", "latency"),

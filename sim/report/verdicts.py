@@ -23,6 +23,7 @@ from sim.report.evidence import (
     offline_change,
     offline_overall,
     offline_win,
+    rel,
     significant,
     skew_cost,
     skew_expectation,
@@ -44,6 +45,7 @@ ANN_RECALL = 0.95  # a served search that returns less of the exact fp32 top-k .
 SCORE_ERROR = 0.05  # ... or moves L1's logit by this much on average (about 5% of pCVR)
 VERSION_BEHIND = 0.05  # share of an arm's impressions served by an older L1 than released
 MDE_CPA = 0.10  # a design that cannot detect a 10% CPA decrease (80% power) has too little traffic
+LEAK_CREDIT = 0.01  # label log loss 1% lower on the logged (joined) rows than on point-in-time ones
 
 CAUSE, RULED_OUT, NOT_MEASURABLE = "cause", "ruled_out", "not_measurable"
 
@@ -93,6 +95,40 @@ def offline_eval(m: dict[str, Any]) -> Verdict:
     fires = max(known) >= OFFLINE_WIN and min(known) < NO_WIN
     return Verdict(**args, status=CAUSE if fires else RULED_OUT, rule=rule, finding=finding,
                    arms=("treatment",) if fires else ())
+
+
+def label_leakage(m: dict[str, Any]) -> Verdict:
+    rule = (f"cause if an arm's offline label log loss on {GAP_SOURCE} is >= {LEAK_CREDIT:.0%} "
+            "lower on the rows as its training pipeline logged them than on the same rows with "
+            "every feature as of its request (point in time): the evaluation credits the model "
+            "with information serving will not have")
+    args: dict[str, Any] = {"layer": 1, "key": "label_leakage",
+                            "hypothesis": "Label leakage: features joined after the label"}
+    models = (m.get("offline") or {}).get("models") or {}
+    if not models:
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding="no offline evaluation")
+    fired, parts = [], []
+    for arm, model in models.items():
+        pit = ((model.get("point_in_time") or {}).get("sources", {}).get(GAP_SOURCE) or {}).get("overall")
+        logged = offline_overall(m, arm, GAP_SOURCE)
+        if pit is None or logged is None:
+            continue
+        joined, point = logged.get("label_log_loss"), pit.get("label_log_loss")
+        credit = rel(point, joined)  # how much worse the point-in-time rows score
+        parts.append(f"{arm}: label log loss {_num(joined)} as logged, {_num(point)} point in time "
+                     f"({pct(credit)}); log_mae {_num(logged.get('log_mae'))} → "
+                     f"{_num(pit.get('log_mae'))}")
+        if credit is not None and credit >= LEAK_CREDIT:
+            fired.append(arm)
+    if not parts:
+        return Verdict(**args, status=RULED_OUT, rule=rule,
+                       finding="every arm's training logs hold the features as of each request")
+    return Verdict(**args, status=CAUSE if fired else RULED_OUT, rule=rule,
+                   finding="; ".join(parts), arms=tuple(fired))
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.4f}"
 
 
 def exposure_bias(m: dict[str, Any]) -> Verdict:
@@ -378,7 +414,7 @@ def mix_shift(m: dict[str, Any]) -> Verdict:
 
 
 RULES: tuple[Callable[[dict[str, Any]], Verdict], ...] = (
-    offline_eval, exposure_bias, timeouts, traffic, parity_gap, version_skew, serving_path,
+    offline_eval, label_leakage, exposure_bias, timeouts, traffic, parity_gap, version_skew, serving_path,
     model_version, recall_ceiling, metric_mismatch, mix_shift)
 
 
