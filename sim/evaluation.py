@@ -49,7 +49,15 @@ from sim.results import (
     SkewPoint,
     SkewSweep,
 )
-from sim.scoring import binary_entropy, calibration_ratio, cross_entropy, log_loss, log_mae
+from sim.scoring import (
+    binary_entropy,
+    calibration_ratio,
+    cross_entropy,
+    log_loss,
+    log_mae,
+    row_log_error,
+    win_concentration,
+)
 from sim.serving.arm import Arm
 from sim.serving.index import TIERS
 from sim.world.users import Users
@@ -283,6 +291,28 @@ def _gate(curve: SkewCurve, cfg: Config) -> SkewGate:
                     result="pass" if inc <= threshold else "fail")
 
 
+WIN_TRIM = 0.01  # the share of largest-loss rows the win is read without
+
+
+def concentration(registry: Registry, models: dict[str, tuple[str, str]],
+                  views: dict[str, LoggedRows], users: Users, cfg: Config) -> dict[str, Any]:
+    """Per log source, how much of the treatment's offline log_mae win over the control the
+    largest-loss rows carry (:func:`sim.scoring.win_concentration` with ``WIN_TRIM``): each arm's
+    newest L1 against its own teacher on its own view of the rows, as :func:`offline_eval`
+    scores them."""
+    ns = len(cfg.world.surfaces)
+    errors = {}
+    for name in ("control", "treatment"):
+        lineage, teacher_lineage = models[name]
+        rows = views[name]
+        errors[name] = row_log_error(l1_pcvr(registry.latest(lineage).tower, rows, users, ns),
+                                     teacher_pcvr(registry.latest(teacher_lineage).ranker, rows,
+                                                  users, ns))
+    source = views["control"].source
+    return {s: win_concentration(errors["control"][m], errors["treatment"][m], WIN_TRIM)
+            for code, s in enumerate(SOURCES) if (m := source == code).sum() >= 1 / WIN_TRIM}
+
+
 def after_run(registry: Registry, arms: Sequence[Arm], log: TrainingLog, sweep: dict[str, str],
               horizon: float, cfg: Config, users: Users, rng: np.random.Generator,
               writer: LogWriter) -> OfflineResults:
@@ -298,6 +328,8 @@ def after_run(registry: Registry, arms: Sequence[Arm], log: TrainingLog, sweep: 
     views = {arm.name: pipeline_rows(rows, math.inf, arm.cfg) for arm in arms}  # labels as final
     scored = offline_eval(registry, models, "control/l2", rows, users, cfg, writer,
                           served={arm.name: arm.query_version for arm in arms}, views=views)
+    if set(models) == {"control", "treatment"}:
+        scored["treatment"]["concentration"] = concentration(registry, models, views, users, cfg)
     skew = skew_sweep(registry, sweep, "control/l2", rows, users, cfg, writer)
     importance: dict[str, Any] = {}
     ns = len(cfg.world.surfaces)

@@ -65,6 +65,42 @@ def log_mae(p: np.ndarray, teacher: np.ndarray) -> float:
     return float(np.mean(np.abs(np.log(np.clip(p, EPS, 1)) - np.log(np.clip(t, EPS, 1)))))
 
 
+def row_log_error(p: np.ndarray, teacher: np.ndarray) -> np.ndarray:
+    """Each row's ``|ln p - ln teacher|``: its contribution to :func:`log_mae`."""
+    return np.abs(np.log(np.clip(p, EPS, 1)) - np.log(np.clip(teacher, EPS, 1)))
+
+
+def win_concentration(control: np.ndarray, treatment: np.ndarray, trim: float) -> dict[str, float]:
+    """How much of an offline win a few rows carry: ``control`` and ``treatment`` are the two
+    models' per-row losses on the same rows (e.g. :func:`row_log_error`).
+
+    * ``win``: ``1 - sum(treatment) / sum(control)``, the relative fall of the mean loss;
+    * ``win_trimmed``: the same without the ``trim`` share of rows with the largest loss of either
+      model (the large-loss samples);
+    * ``top_share``: the share of the win's numerator, ``sum(control - treatment)``, that the
+      ``trim`` share of rows with the largest contribution carry (above 1 when the other rows,
+      together, lose).
+    """
+    c, t = np.asarray(control, np.float64), np.asarray(treatment, np.float64)
+    if c.shape != t.shape or c.ndim != 1 or c.size == 0:
+        raise ValueError(f"`control` and `treatment` must be equal non-empty 1-d arrays, got "
+                         f"{c.shape} and {t.shape}")
+    if not 0 < trim < 1:
+        raise ValueError(f"`trim` must be in (0, 1), got {trim}")
+    k = max(1, int(round(trim * c.size)))
+    worst = np.argsort(np.maximum(c, t), kind="stable")[::-1][:k]
+    keep = np.ones(c.size, bool)
+    keep[worst] = False
+    gain = c - t
+    total = float(gain.sum())
+    top = float(np.sort(gain)[::-1][:k].sum())
+    return {"win": 1.0 - float(t.sum() / c.sum()) if c.sum() > 0 else float("nan"),
+            "win_trimmed": (1.0 - float(t[keep].sum() / c[keep].sum())
+                            if keep.any() and c[keep].sum() > 0 else float("nan")),
+            "top_share": top / total if total != 0 else float("nan"), "trim": trim,
+            "rows": int(c.size)}
+
+
 def ece(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
     """Expected calibration error over ``n_bins`` equal-width bins of ``p`` on [0, 1]:
     ``sum_b (n_b / N) |mean(p in b) - mean(y in b)|``."""

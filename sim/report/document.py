@@ -305,6 +305,8 @@ def render(m: dict[str, Any], verdicts: list[Verdict], plots: set[str], title: s
         _plot(plots, "calibration_by_decile", "calibration by decile"), _verdict(by["offline_eval"]),
         "### Label leakage: features as logged against features as of the request",
         _verdict(by["label_leakage"]),
+        "### Outlier domination: how many rows carry the offline win",
+        _verdict(by["outlier_domination"]),
         "### Exposure bias: the ramp read-out", _exposure_section(m),
         _plot(plots, "exposure", "exposure read-out"), _verdict(by["exposure_bias"]),
         "### Latency and timeouts", _latency_section(m), _plot(plots, "latency", "latency"),

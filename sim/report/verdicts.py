@@ -45,6 +45,7 @@ ANN_RECALL = 0.95  # a served search that returns less of the exact fp32 top-k .
 SCORE_ERROR = 0.05  # ... or moves L1's logit by this much on average (about 5% of pCVR)
 VERSION_BEHIND = 0.05  # share of an arm's impressions served by an older L1 than released
 MDE_CPA = 0.10  # a design that cannot detect a 10% CPA decrease (80% power) has too little traffic
+OUTLIER_KEPT = 0.5  # a win of which less than half survives dropping the largest-loss rows
 LEAK_CREDIT = 0.01  # label log loss 1% lower on the logged (joined) rows than on point-in-time ones
 
 CAUSE, RULED_OUT, NOT_MEASURABLE = "cause", "ruled_out", "not_measurable"
@@ -125,6 +126,30 @@ def label_leakage(m: dict[str, Any]) -> Verdict:
                        finding="every arm's training logs hold the features as of each request")
     return Verdict(**args, status=CAUSE if fired else RULED_OUT, rule=rule,
                    finding="; ".join(parts), arms=tuple(fired))
+
+
+def outlier_domination(m: dict[str, Any]) -> Verdict:
+    rule = (f"cause if the treatment's offline log_mae win on {GAP_SOURCE} is >= {OFFLINE_WIN:.0%} "
+            f"and less than {OUTLIER_KEPT:.0%} of it remains without the largest-loss rows (the 1% "
+            "of rows with the largest loss of either model): a few samples carry the win")
+    args: dict[str, Any] = {"layer": 1, "key": "outlier_domination",
+                            "hypothesis": "Outlier domination: a few large-loss rows carry the win"}
+    if not two_arms(m):
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding="needs two arms")
+    conc = ((m.get("offline") or {}).get("models", {}).get("treatment") or {}).get("concentration")
+    if not conc or GAP_SOURCE not in conc:
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule,
+                       finding=f"no per-row offline scores on {GAP_SOURCE}")
+    finding = "; ".join(
+        f"{s}: win {pct(c['win'])}, {pct(c['win_trimmed'])} without the {c['trim']:.0%} "
+        f"largest-loss rows, the {c['trim']:.0%} rows that gain most carry "
+        f"{pct(c['top_share'], False)} of it" for s, c in conc.items())
+    c = conc[GAP_SOURCE]
+    win, kept = c["win"], c["win_trimmed"]
+    fires = (math.isfinite(win) and win >= OFFLINE_WIN and math.isfinite(kept)
+             and kept < OUTLIER_KEPT * win)
+    return Verdict(**args, status=CAUSE if fires else RULED_OUT, rule=rule, finding=finding,
+                   arms=("treatment",) if fires else ())
 
 
 def _num(x: float | None) -> str:
@@ -414,8 +439,9 @@ def mix_shift(m: dict[str, Any]) -> Verdict:
 
 
 RULES: tuple[Callable[[dict[str, Any]], Verdict], ...] = (
-    offline_eval, label_leakage, exposure_bias, timeouts, traffic, parity_gap, version_skew, serving_path,
-    model_version, recall_ceiling, metric_mismatch, mix_shift)
+    offline_eval, label_leakage, outlier_domination, exposure_bias, timeouts, traffic,
+    parity_gap, version_skew, serving_path, model_version, recall_ceiling, metric_mismatch,
+    mix_shift)
 
 
 def verdicts(metrics: dict[str, Any]) -> list[Verdict]:
