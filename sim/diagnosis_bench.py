@@ -32,7 +32,15 @@ thresholds may be chosen), odd ones the *held-out half* (where scores are report
   - ``model_version``: the treatment's serving pointer lags 1 or 2 releases;
   - ``recall_ceiling``: retrieval returns only as many candidates as L1 keeps
     (``funnel.k_retrieval = k_l1``): L1's cut passes everything, so a better L1 cannot change
-    what reaches L2 (L2's work, and so its latency, is unchanged).
+    what reaches L2 (L2's work, and so its latency, is unchanged);
+  - ``label_leakage``: the treatment's training pipeline joins the offsite conversion counters
+    at label time on a share of its converted rows, uniform in [0.1, 1.0]
+    (``features.label_join_share``).
+
+Verdicts with no hazard in the library (``outlier_domination``, ``traffic``, ``exposure_bias``,
+``offline_eval``, ``metric_mismatch``, ``mix_shift``) are scored only for how often they fire in
+each kind of world. A world's name carries the library's version (``v2w00040``): the draws of a
+world change when a hazard is added, and runs of another version are refused, not mis-scored.
 
 **Scores** (:func:`score`), on each half: for each verdict with a hazard, its *detection rate*
 (named where the hazard was injected, by magnitude bin) and its *false-alarm rate* where it was
@@ -62,11 +70,12 @@ from sim.logs.writer import write_json_atomic, write_text_atomic
 from sim.report.verdicts import CAUSE, verdicts
 
 LIBRARY_SEED = 20261205
+LIBRARY_VERSION = 2  # in every world's name: runs of another version's library are refused
 AA_SHARE = 0.25  # share of A/A worlds
 CLEAN_SHARE = 0.15  # share of A/B worlds drawn with no hazard
 HAZARD_P = 0.35  # each hazard's probability in the other A/B worlds
 HAZARDS = ("timeouts", "parity_gap", "version_skew", "serving_path", "model_version",
-           "recall_ceiling")
+           "recall_ceiling", "label_leakage")
 # each verdict and the hazard it names (verdicts without one are scored for how often they fire)
 VERDICT_HAZARD = {h: h for h in HAZARDS}
 NPROBES = (1, 2, 4, 8, 16)
@@ -86,7 +95,7 @@ class BenchWorld:
 
     @property
     def name(self) -> str:
-        return f"w{self.index:05d}"
+        return f"v{LIBRARY_VERSION}w{self.index:05d}"
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -157,6 +166,10 @@ def _inject(o: dict[str, Any], hazard: str, u: float) -> float:
         lag = 1 if u < 0.5 else 2
         _set(o, "experiment.treatment.releases.pointer_lag", lag)
         return float(lag)
+    if hazard == "label_leakage":
+        share = round(0.1 + 0.9 * u, 3)
+        _set(o, "experiment.treatment.features.label_join_share", share)
+        return share
     if hazard == "recall_ceiling":
         _set(o, "funnel.k_retrieval", "${funnel.k_l1}")  # L1's cut passes everything it is given
         return 1.0

@@ -54,10 +54,10 @@ def test_bad_arguments_stop_before_any_world_runs(tmp_path: Path,
     # runs of another library are refused, not mis-scored
     run = tmp_path / "runs" / "0"
     run.mkdir(parents=True)
-    (run / "manifest.json").write_text(json.dumps({"scenario": "w00007", "status": "complete"}))
+    (run / "manifest.json").write_text(json.dumps({"scenario": "v1w00007", "status": "complete"}))
     with pytest.raises(SystemExit):
         B.main(["--size", "1", "--out", str(tmp_path), "--score-only"])
-    assert "w00007" in capsys.readouterr().err
+    assert "v1w00007" in capsys.readouterr().err
 
 
 def _world(index: int, design: str, hazards: dict[str, float]) -> B.BenchWorld:
@@ -95,10 +95,10 @@ def test_scores_by_hand() -> None:
 
 def test_a_tiny_library_end_to_end(tmp_path: Path) -> None:
     """Four worlds through the Hydra launcher (worlds 4-7: two A/B worlds with a parity gap and a
-    tight SLA, one of them with version skew too, an A/A world, an A/B world with an approximate
-    index). Every run completes, the scores count its own verdicts, the parity gap (a family the
-    treatment reads, zero in its index) is named only where it was injected, and the A/A world
-    names nothing."""
+    tight SLA, one of them with version skew and label leakage too, an A/A world, an A/B world
+    with an approximate index). Every run completes, the scores count its own verdicts, the
+    parity gap (a family the treatment reads, zero in its index) is named only where it was
+    injected, and the A/A world names nothing."""
     assert B.main(["--size", "4", "--offset", "4", "--out", str(tmp_path), *TINY_BENCH]) == 0
     out = json.loads((tmp_path / "diagnosis_bench.json").read_text())
     worlds = [B.draw_world(i) for i in range(4, 8)]
@@ -111,8 +111,11 @@ def test_a_tiny_library_end_to_end(tmp_path: Path) -> None:
             named.append(w.index)
         if w.design == "aa":
             assert [k for k, s in v.items() if s == CAUSE] == [], (w, v)
-    # world 4's L1 leans on the zeroed counters; world 5's does not in this tiny world (zeroing
+    # world 5's L1 leans on the zeroed counters; world 4's does not in this tiny world (zeroing
     # them lowers its offline loss), and the audit says so
-    assert named == [4]
-    assert out["scores"]["halves"]["calibration"]["rates"]["parity_gap"]["detection"]["named"] == 1
+    assert named == [5]
+    assert out["scores"]["halves"]["held_out"]["rates"]["parity_gap"]["detection"]["named"] == 1
+    # world 5's treatment pipeline joins the counters at label time, and only there is it named
+    assert [w.index for w, v in zip(worlds, out["verdicts"], strict=True)
+            if v["label_leakage"] == CAUSE] == [5] and "label_leakage" in worlds[1].hazards
     assert (tmp_path / "diagnosis_bench.md").read_text().startswith("# Diagnosis benchmark")
