@@ -70,7 +70,8 @@ def row_log_error(p: np.ndarray, teacher: np.ndarray) -> np.ndarray:
     return np.abs(np.log(np.clip(p, EPS, 1)) - np.log(np.clip(teacher, EPS, 1)))
 
 
-def win_concentration(control: np.ndarray, treatment: np.ndarray, trim: float) -> dict[str, float]:
+def win_concentration(control: np.ndarray, treatment: np.ndarray, trim: float,
+                      flag: np.ndarray | None = None) -> dict[str, float]:
     """How much of an offline win a few rows carry: ``control`` and ``treatment`` are the two
     models' per-row losses on the same rows (e.g. :func:`row_log_error`).
 
@@ -80,6 +81,10 @@ def win_concentration(control: np.ndarray, treatment: np.ndarray, trim: float) -
     * ``top_share``: the share of the win's numerator, ``sum(control - treatment)``, that the
       ``trim`` share of rows with the largest contribution carry (above 1 when the other rows,
       together, lose).
+
+    ``flag`` (bool per row, ground truth such as "the user is a bot") adds ``flag_share``, the
+    flagged share of all rows, ``flag_share_trimmed``, of the trimmed ones, and
+    ``win_unflagged``, the win on the unflagged rows alone.
     """
     c, t = np.asarray(control, np.float64), np.asarray(treatment, np.float64)
     if c.shape != t.shape or c.ndim != 1 or c.size == 0:
@@ -94,11 +99,17 @@ def win_concentration(control: np.ndarray, treatment: np.ndarray, trim: float) -
     gain = c - t
     total = float(gain.sum())
     top = float(np.sort(gain)[::-1][:k].sum())
-    return {"win": 1.0 - float(t.sum() / c.sum()) if c.sum() > 0 else float("nan"),
-            "win_trimmed": (1.0 - float(t[keep].sum() / c[keep].sum())
-                            if keep.any() and c[keep].sum() > 0 else float("nan")),
-            "top_share": top / total if total != 0 else float("nan"), "trim": trim,
-            "rows": int(c.size)}
+    def win(m: np.ndarray) -> float:
+        return 1.0 - float(t[m].sum() / c[m].sum()) if m.any() and c[m].sum() > 0 else float("nan")
+
+    out = {"win": win(np.ones(c.size, bool)), "win_trimmed": win(keep),
+           "top_share": top / total if total != 0 else float("nan"), "trim": trim,
+           "rows": int(c.size)}
+    if flag is not None:
+        f = np.asarray(flag, bool)
+        out |= {"flag_share": float(f.mean()), "flag_share_trimmed": float(f[worst].mean()),
+                "win_unflagged": win(~f)}
+    return out
 
 
 def ece(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:

@@ -12,10 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sim.config.schema import TrafficConfig, WorldConfig
 from sim.report import verdicts as V
+from sim.rng import Streams
 from sim.scoring import log_mae, row_log_error, win_concentration
+from sim.world.marketplace import build_marketplace
+from sim.world.response import build_truth, true_rates
+from sim.world.users import build_users
 
-from conftest import run_tiny
+from conftest import read_log, run_tiny, tiny_config
 
 
 def test_a_win_carried_by_one_row_is_gone_without_it() -> None:
@@ -87,3 +92,53 @@ def test_a_tiny_two_arm_world_reads_its_win_row_by_row(tmp_path: Path) -> None:
         assert c["win"] == pytest.approx(1 - treat / ctrl, rel=1e-6)  # the report's win, per row
         assert c["rows"] == models["control"]["sources"][source]["overall"]["rows"]
     assert _verdict(m).status in (V.CAUSE, V.RULED_OUT)
+
+
+def test_bots_are_drawn_after_the_humans_and_read_as_their_request_rate() -> None:
+    plain = build_users(WorldConfig(n_users=4000), TrafficConfig(), np.random.default_rng(3))
+    bots = build_users(WorldConfig(n_users=4000, bot_share=0.1, bot_activity=20.0),
+                       TrafficConfig(), np.random.default_rng(3))
+    assert plain.bot is None and plain.logit_shifts(np.arange(3)) is None
+    np.testing.assert_array_equal(bots.latent, plain.latent)  # the humans of the world without
+    np.testing.assert_array_equal(bots.features[:, :-1], plain.features)
+    assert bots.features.shape[1] == plain.features.shape[1] + 1
+    assert bots.bot is not None and abs(bots.bot.mean() - 0.1) < 0.02
+    share = np.diff(bots.activity_cdf, prepend=0.0)
+    plain_share = np.diff(plain.activity_cdf, prepend=0.0)
+    # a bot's activity is 20 times its drawn one: its share against a human's grows 20-fold
+    ratio = (share / plain_share)[bots.bot].mean() / (share / plain_share)[~bots.bot].mean()
+    assert ratio == pytest.approx(20.0, rel=1e-9)
+    rate = bots.features[:, -1]
+    assert rate[bots.bot].mean() - rate[~bots.bot].mean() == pytest.approx(np.log(20.0), abs=0.2)
+
+
+def test_a_bots_true_rates_move_by_its_logit_shifts_exactly() -> None:
+    rng = np.random.default_rng(0)
+    truth = build_truth(WorldConfig(), rng)
+    u, v = rng.normal(size=(5, 8)), rng.normal(size=(5, 3, 8))
+    creative, quality = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    surface = np.zeros(5, np.int64)
+    shift = (np.array([0, 2.0, 0, 2.0, 0]), np.array([0, -6.0, 0, -6.0, 0]))
+    c0, v0 = true_rates(truth, u, surface, v, creative, quality)
+    c1, v1 = true_rates(truth, u, surface, v, creative, quality, shift)
+
+    def logit(p: np.ndarray) -> np.ndarray:
+        return np.log(p) - np.log1p(-p)
+    np.testing.assert_allclose(logit(c1) - logit(c0), np.repeat(shift[0][:, None], 3, 1), atol=1e-9)
+    np.testing.assert_allclose(logit(v1) - logit(v0), np.repeat(shift[1][:, None], 3, 1), atol=1e-9)
+
+
+def test_in_a_tiny_world_bots_click_and_do_not_convert(tmp_path: Path) -> None:
+    m = run_tiny(tmp_path, "world.bot_share=0.1", "world.bot_cvr_shift=-9")
+    imps = read_log(tmp_path, "impressions")
+    cfg = tiny_config("world.bot_share=0.1", "world.bot_cvr_shift=-9")
+    users = build_marketplace(cfg, Streams(cfg.seed)).users
+    assert users.bot is not None
+    is_bot = users.bot[imps["user_id"].to_numpy()]
+    assert 0.3 < is_bot.mean() < 0.9  # 10% of users at 20 times the activity
+    ctr = imps["click"].to_numpy()
+    assert ctr[is_bot].mean() > 2 * ctr[~is_bot].mean()
+    assert imps["conversion"].to_numpy()[is_bot].sum() <= 2
+    assert imps["true_pcvr"].to_numpy()[is_bot].max() < 1e-3
+    conc = m["offline"]["models"].get("treatment", {}).get("concentration")
+    assert conc is None  # one arm: no win to read

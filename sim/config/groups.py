@@ -69,6 +69,14 @@ class WorldConfig:
     offsite_organic_per_day: float = bounded(2.0, ge=0)
     offsite_refresh_interval_s: float = bounded(86_400.0, gt=0)
     attribution_window_s: float = bounded(86_400.0, ge=0)  # conversions later than this are lost
+    # bots (sim.world.users): a share of users that request bot_activity times as often as their
+    # drawn activity, click more (logit + bot_ctr_shift) and convert less (logit + bot_cvr_shift).
+    # With bots, every user's features carry one more column, the user's log request rate (the
+    # behaviour a bot filter reads). 0: no bots, and the user features are as without the knob
+    bot_share: float = bounded(0.0, share=True)
+    bot_activity: float = bounded(20.0, gt=0)
+    bot_ctr_shift: float = 2.0
+    bot_cvr_shift: float = -6.0
 
 
 @dataclass

@@ -45,7 +45,7 @@ def exploration_rows(market: Marketplace, cfg: Config, streams: Streams) -> Logg
     request_id = EXPLORATION_ID_BASE + np.arange(n, dtype=np.int64)
     slot = rng.integers(0, cat.n, size=(n, s + k))
     pctr, pcvr = true_rates(market.truth, users.latent[user], surface, cat.latent[slot],
-                            cat.creative[slot], cat.quality[slot])
+                            cat.creative[slot], cat.quality[slot], users.logit_shifts(user))
     shown = np.zeros((n, s + k), dtype=bool)
     shown[:, :s] = True
     position = np.where(shown, np.arange(s + k), -1).astype(np.int16)

@@ -40,9 +40,12 @@ L1Model = TwoTowerBase
 
 
 def query_slices(cfg: Config) -> list[slice]:
-    """Query-tower input tokens: user latent view, segment one-hot, surface one-hot."""
+    """Query-tower input tokens: user latent view, segment one-hot, (in a world with bots) the
+    user's log request rate, surface one-hot."""
     d, k, s = cfg.world.latent_dim, cfg.world.n_segments, len(cfg.world.surfaces)
-    return [slice(0, d), slice(d, d + k), slice(d + k, d + k + s)]
+    r = 1 if cfg.world.bot_share > 0 else 0
+    rate = [slice(d + k, d + k + r)] if r else []
+    return [slice(0, d), slice(d, d + k), *rate, slice(d + k + r, d + k + r + s)]
 
 
 def item_slices(cfg: Config) -> list[slice]:

@@ -287,7 +287,8 @@ def respond(market: Marketplace, cfg: Config, seed: int, batch: RequestBatch, re
     cat = market.catalog
     pctr, pcvr = true_rates(market.truth, market.users.latent[batch.user[row]],
                             batch.surface[row], cat.latent[slot][:, None, :],
-                            cat.creative[slot][:, None], cat.quality[slot][:, None])
+                            cat.creative[slot][:, None], cat.quality[slot][:, None],
+                            market.users.logit_shifts(batch.user[row]))
     pctr = pctr[:, 0] * market.truth.position_ctr[position]
     pcvr = pcvr[:, 0]
     ad_id = ret.ad_id[row, colr]

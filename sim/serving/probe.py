@@ -109,7 +109,8 @@ def probe(arm: Arm, market: Marketplace, n_surfaces: int, k: int,
     live = valid & (market.catalog.ad_id[slot] == ad_id)
     cat = market.catalog
     _, true_pcvr = true_rates(market.truth, market.users.latent[batch.user], batch.surface,
-                              cat.latent[slot], cat.creative[slot], cat.quality[slot])
+                              cat.latent[slot], cat.creative[slot], cat.quality[slot],
+                              market.users.logit_shifts(batch.user))
     return PathProbe(
         requests=len(batch), exact=int((ge >= 0).sum()), recalled=int(in_exact.sum()),
         candidates=int(valid.sum()), abs_error=float(np.abs(diff).sum()), error=float(diff.sum()),

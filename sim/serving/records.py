@@ -128,7 +128,7 @@ def candidate_rows(s: Served, arm: Arm, market: Marketplace, cfg: Config, sample
     won[s.impressions.row, s.impressions.retrieval_col] = True
     t_ctr, t_cvr = true_rates(market.truth, market.users.latent[sub.user], sub.surface,
                               cat.latent[slot][:, None, :], cat.creative[slot][:, None],
-                              cat.quality[slot][:, None])
+                              cat.quality[slot][:, None], market.users.logit_shifts(sub.user))
     return {"request_id": sub.request_id, "time": sub.time, "day": day_of(sub.time),
             "arm": arm.name, "source": Coded(SOURCE_NAMES, is_full.astype(np.int8)),
             "surface": Coded(surfaces, sub.surface), "ad_id": r.ad_id[row, col],

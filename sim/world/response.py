@@ -50,11 +50,14 @@ def build_truth(cfg: WorldConfig, rng: np.random.Generator) -> Truth:
 def true_rates(
     truth: Truth, user_latent: np.ndarray, surface: np.ndarray, ad_latent: np.ndarray,
     creative: np.ndarray, quality: np.ndarray,
+    user_shift: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """True (pCTR at the top position, pCVR) for every (request, candidate) pair.
 
     Shapes: ``user_latent`` (B, d), ``surface`` (B,), ``ad_latent`` (B, K, d), ``creative`` and
-    ``quality`` (B, K). Returns two (B, K) float64 arrays of probabilities.
+    ``quality`` (B, K); ``user_shift``, each request's user's (pCTR, pCVR) logit shifts, (B,)
+    each (bots: :meth:`sim.world.users.Users.logit_shifts`). Returns two (B, K) float64 arrays
+    of probabilities.
     """
     scale = 1.0 / np.sqrt(user_latent.shape[1])
     u = user_latent[:, None, :].astype(np.float64)
@@ -63,6 +66,9 @@ def true_rates(
                         ad_latent) * scale
     ctr = truth.base_ctr + truth.ctr_shift[surface][:, None] + truth.ctr_affinity * ctr_aff
     cvr = truth.base_cvr + truth.cvr_shift[surface][:, None] + truth.cvr_affinity * cvr_aff
+    if user_shift is not None:
+        ctr = ctr + user_shift[0][:, None]
+        cvr = cvr + user_shift[1][:, None]
     return sigmoid(ctr + creative), sigmoid(cvr + quality)
 
 

@@ -16,24 +16,46 @@ class Users:
     latent: np.ndarray  # (n_users, latent_dim) float32, ground truth
     segment: np.ndarray  # (n_users,) int16
     activity_cdf: np.ndarray  # (n_users,) float64, cumulative request share
-    features: np.ndarray  # (n_users, latent_dim + n_segments) float32, observable
+    features: np.ndarray  # (n_users, latent_dim + n_segments [+ 1 with bots]) float32, observable
+    bot: np.ndarray | None = None  # (n_users,) bool, ground truth; None: a world without bots
+    bot_ctr_shift: float = 0.0  # a bot's logit shifts of true pCTR and pCVR
+    bot_cvr_shift: float = 0.0
 
     @property
     def n(self) -> int:
         return int(self.latent.shape[0])
 
+    def logit_shifts(self, user: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The (pCTR, pCVR) logit shifts of the users ``user`` (B,) each, None without bots."""
+        if self.bot is None:
+            return None
+        b = self.bot[user].astype(np.float64)
+        return b * self.bot_ctr_shift, b * self.bot_cvr_shift
+
 
 def build_users(world: WorldConfig, traffic: TrafficConfig, rng: np.random.Generator) -> Users:
-    """Draw users around segment centroids; features are the latent plus noise and the segment."""
+    """Draw users around segment centroids; features are the latent plus noise and the segment.
+
+    With ``world.bot_share`` > 0, that share of users (drawn after everything else, so the humans
+    are those of the world without bots) are bots: their activity is ``bot_activity`` times
+    their drawn one, and every user's features end with a column, the user's log request rate
+    against the median user's plus observation noise (``feature_noise``)."""
     d, n, k = world.latent_dim, world.n_users, world.n_segments
     centroids = rng.normal(0.0, 1.0, size=(k, d))
     segment = rng.integers(0, k, size=n)
     latent = 0.8 * centroids[segment] + rng.normal(0.0, 0.6, size=(n, d))
     activity = rng.lognormal(0.0, traffic.user_activity_sigma, size=n)
-    cdf = np.cumsum(activity / activity.sum())
-    cdf[-1] = 1.0
     observed = latent + rng.normal(0.0, world.feature_noise, size=(n, d))
     onehot = np.eye(k, dtype=np.float32)[segment]
     features = np.concatenate([observed.astype(np.float32), onehot], axis=1)
+    bot = None
+    if world.bot_share > 0:
+        bot = rng.random(n) < world.bot_share
+        activity = np.where(bot, activity * world.bot_activity, activity)
+        rate = np.log(activity / np.median(activity)) + rng.normal(0.0, world.feature_noise, n)
+        features = np.concatenate([features, rate[:, None].astype(np.float32)], axis=1)
+    cdf = np.cumsum(activity / activity.sum())
+    cdf[-1] = 1.0
     return Users(latent=latent.astype(np.float32), segment=segment.astype(np.int16), activity_cdf=cdf,
-                 features=features)
+                 features=features, bot=bot, bot_ctr_shift=world.bot_ctr_shift,
+                 bot_cvr_shift=world.bot_cvr_shift)
