@@ -54,11 +54,13 @@ the diagonal is the hazard's cross-firing, not a co-injected hazard's detection)
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from sim.logs.writer import write_json_atomic, write_text_atomic
+from sim.report import verdicts as V
 from sim.report.verdicts import CAUSE, verdicts
 
 LIBRARY_SEED = 20261205
@@ -214,8 +217,8 @@ def run_library(worlds: Sequence[BenchWorld], root: Path, launcher: str = "jobli
     return sweep
 
 
-def world_verdicts(run_dir: Path, name: str) -> dict[str, str] | None:
-    """Each verdict's status in the finished run of world ``name`` (None if the run did not
+def world_metrics(run_dir: Path, name: str) -> dict[str, Any] | None:
+    """The ``metrics.json`` of the finished run of world ``name`` (None if the run did not
     complete); a run of another world is an error."""
     manifest = run_dir / "manifest.json"
     if not manifest.exists():
@@ -226,8 +229,87 @@ def world_verdicts(run_dir: Path, name: str) -> dict[str, str] | None:
                          "score a library's runs with the library's --size and --offset")
     if info.get("status") != "complete":
         return None
-    m = json.loads((run_dir / "metrics.json").read_text())
-    return {v.key: v.status for v in verdicts(m)}
+    return dict(json.loads((run_dir / "metrics.json").read_text()))
+
+
+def statuses(m: dict[str, Any] | None) -> dict[str, str] | None:
+    """Each verdict's status on a run's metrics (None for a run that did not complete)."""
+    return None if m is None else {v.key: v.status for v in verdicts(m)}
+
+
+def world_verdicts(run_dir: Path, name: str) -> dict[str, str] | None:
+    """Each verdict's status in the finished run of world ``name`` (see :func:`world_metrics`)."""
+    return statuses(world_metrics(run_dir, name))
+
+
+# the threshold each verdict with a hazard is calibrated on, and the round values tried
+THRESHOLDS: dict[str, tuple[str, tuple[float, ...]]] = {
+    "timeouts": ("TIMEOUT_EXCESS", (0.005, 0.01, 0.02, 0.05, 0.1)),
+    "parity_gap": ("PARITY_LOG_MAE", (0.005, 0.01, 0.02, 0.05, 0.1)),
+    "version_skew": ("SKEW_INCREASE", (0.01, 0.02, 0.05, 0.1, 0.2)),
+    "serving_path": ("ANN_RECALL", (0.8, 0.9, 0.95, 0.98, 0.99)),
+    "model_version": ("VERSION_BEHIND", (0.01, 0.02, 0.05, 0.1, 0.2)),
+    "recall_ceiling": ("RECALL_MOVE", (0.005, 0.01, 0.02, 0.05, 0.1)),
+    "label_leakage": ("LEAK_CREDIT", (0.0025, 0.005, 0.01, 0.02, 0.05)),
+    "outlier_domination": ("OUTLIER_KEPT", (0.25, 0.5, 0.75)),
+}
+MAX_FALSE_ALARM = 0.05  # the calibration rule's bound on a threshold's false-alarm rate
+
+
+@contextmanager
+def threshold(name: str, value: float) -> Iterator[None]:
+    """The verdict rules with their constant ``name`` set to ``value`` inside the block."""
+    old = getattr(V, name)
+    setattr(V, name, value)
+    try:
+        yield
+    finally:
+        setattr(V, name, old)
+
+
+def calibrate(worlds: Sequence[BenchWorld], metrics: Sequence[dict[str, Any] | None],
+              half: str = "calibration") -> dict[str, Any]:
+    """Each verdict's threshold chosen on the worlds of ``half`` by the written rule: among the
+    values of :data:`THRESHOLDS`, the one with the highest detection rate of the verdict's own
+    hazard whose false-alarm rate (the worlds without the hazard, every kind together) is at
+    most :data:`MAX_FALSE_ALARM`; ties go to the fewer false alarms, then to the value the rules
+    ship with. If no value keeps false alarms that low, the one with the fewest."""
+    rows = [(w, m) for w, m in zip(worlds, metrics, strict=True) if m is not None and w.half == half]
+    out: dict[str, Any] = {}
+    for key, (name, values) in THRESHOLDS.items():
+        if key not in VERDICT_HAZARD:
+            continue
+        hazard = VERDICT_HAZARD[key]
+        current = getattr(V, name)
+        table = []
+        for value in sorted({*values, current}):
+            with threshold(name, value):
+                fired = [(hazard in w.hazards, statuses(m)[key] == CAUSE)  # type: ignore[index]
+                         for w, m in rows]
+            present = [f for h, f in fired if h]
+            absent = [f for h, f in fired if not h]
+            table.append({"value": value, "detection": _rate(sum(present), len(present)),
+                          "false_alarm": _rate(sum(absent), len(absent))})
+        chosen = max(table, key=functools.partial(_rank, current=current))
+        out[key] = {"constant": name, "current": current, "chosen": chosen["value"],
+                    "table": table}
+    return out
+
+
+def _rank(r: dict[str, Any], current: float) -> tuple[Any, ...]:
+    """The calibration rule's order of a threshold's row (the largest is chosen)."""
+    fa = r["false_alarm"]["rate"] or 0.0
+    ok = fa <= MAX_FALSE_ALARM
+    return (ok, (r["detection"]["rate"] or 0.0) if ok else -fa, -fa, r["value"] == current)
+
+
+def rescored(worlds: Sequence[BenchWorld], metrics: Sequence[dict[str, Any] | None],
+             chosen: dict[str, float]) -> dict[str, Any]:
+    """:func:`score` with the rules' constants set to ``chosen`` (constant name -> value)."""
+    with ExitStack() as stack:
+        for name, value in chosen.items():
+            stack.enter_context(threshold(name, value))
+        return score(worlds, [statuses(m) for m in metrics])
 
 
 def _rate(hits: int, n: int) -> dict[str, Any]:
@@ -331,6 +413,23 @@ def render(scores: dict[str, Any], command: str) -> str:
     for h, row in held["confusion"].items():
         lines.append(f"| {h} | " + " | ".join(
             "n/a" if row[k]["rate"] is None else f"{row[k]['rate']:.0%}" for k in keys) + " |")
+    if "calibration" in scores:
+        lines += ["", "## Thresholds chosen on the calibration half", "",
+                  f"The rule: the value with the highest detection whose false-alarm rate (worlds "
+                  f"without the hazard) is at most {MAX_FALSE_ALARM:.0%}; ties to fewer false "
+                  "alarms, then to the shipped value. Calibration-half rates per value, then the "
+                  "held-out half's at the chosen one.", "",
+                  "| verdict | constant | shipped | chosen | calibration half: value → detection, "
+                  "false alarm | held out at chosen: detection, false alarm |",
+                  "|---|---|---|---|---|---|"]
+        for key, c in scores["calibration"].items():
+            tried = "; ".join(f"{r['value']:g} → {_pct(r['detection'])}, {_pct(r['false_alarm'])}"
+                              for r in c["table"])
+            held_at = scores["at_chosen"].get(key)
+            at = ("n/a" if held_at is None else
+                  f"{_pct(held_at['detection'])}, {_pct(held_at['false_alarm_all'])}")
+            lines.append(f"| {key} | `{c['constant']}` | {c['current']:g} | {c['chosen']:g} | "
+                         f"{tried} | {at} |")
     return "\n".join(lines) + "\n"
 
 
@@ -359,10 +458,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.score_only:
         run_library(worlds, args.out, args.launcher, args.jobs, base, hydra)
     try:
-        results = [world_verdicts(sweep / str(k), w.name) for k, w in enumerate(worlds)]
+        metrics = [world_metrics(sweep / str(k), w.name) for k, w in enumerate(worlds)]
     except ValueError as exc:
         p.error(str(exc))
+    results = [statuses(m) for m in metrics]
     scores = score(worlds, results)
+    calibration = calibrate(worlds, metrics)
+    chosen = {c["constant"]: c["chosen"] for c in calibration.values()}
+    scores["calibration"] = calibration
+    scores["at_chosen"] = rescored(worlds, metrics, chosen)["halves"]["held_out"]["rates"]
     command = " ".join(["python -m sim.diagnosis_bench", f"--size {args.size}",
                         f"--offset {args.offset}", *args.overrides])
     write_json_atomic(args.out / "diagnosis_bench.json",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sim import diagnosis_bench as B
+from sim.report import verdicts as V
 from sim.report.verdicts import CAUSE, RULED_OUT
 
 # the tiny world of the other tests, without its deploy and release-window keys: the library's
@@ -119,3 +120,35 @@ def test_a_tiny_library_end_to_end(tmp_path: Path) -> None:
     assert [w.index for w, v in zip(worlds, out["verdicts"], strict=True)
             if v["label_leakage"] == CAUSE] == [5] and "label_leakage" in worlds[1].hazards
     assert (tmp_path / "diagnosis_bench.md").read_text().startswith("# Diagnosis benchmark")
+
+
+def test_the_calibration_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each world's metrics here are one statistic, and the timeouts verdict fires when it is at
+    least ``TIMEOUT_EXCESS``: the rule picks the value with the best detection among those with
+    at most 5% false alarms, on the calibration half only."""
+    def fake(m: dict | None) -> dict[str, str] | None:
+        if m is None:
+            return None
+        out = {k: "ruled_out" for k in B.VERDICT_HAZARD}
+        out["timeouts"] = CAUSE if m["x"] >= V.TIMEOUT_EXCESS else "ruled_out"
+        return out
+    monkeypatch.setattr(B, "statuses", fake)
+    present = [0.006, 0.012, 0.03, 0.2]  # excess where the SLA was tight
+    absent = [0.0] * 36 + [0.007, 0.011]  # 2 of 38 with some excess anyway (5.3% at 0.005)
+    worlds, metrics = [], []
+    for i, x in enumerate(present + absent):
+        hazards = {"timeouts": 8.0} if i < len(present) else {}
+        worlds.append(_world(2 * i, "ab", hazards))  # even: the calibration half
+        metrics.append({"x": x})
+    worlds.append(_world(1, "ab", {"timeouts": 8.0}))  # held out: never read by the rule
+    metrics.append({"x": 1.0})
+    c = B.calibrate(worlds, metrics)["timeouts"]
+    rows = {r["value"]: r for r in c["table"]}
+    assert rows[0.005]["false_alarm"]["named"] == 2 and rows[0.005]["detection"]["named"] == 4
+    assert rows[0.01]["false_alarm"]["named"] == 1 and rows[0.01]["detection"]["named"] == 3
+    # 0.005 finds all four but alarms in 5.3% of worlds: 0.01 (3 of 4, 2.6%) is chosen
+    assert c["chosen"] == 0.01 and c["current"] == V.TIMEOUT_EXCESS
+    assert V.TIMEOUT_EXCESS == c["current"]  # the rules are left as they were
+    with B.threshold("TIMEOUT_EXCESS", 0.5):
+        assert V.TIMEOUT_EXCESS == 0.5
+    assert V.TIMEOUT_EXCESS == c["current"]
