@@ -297,10 +297,11 @@ WIN_TRIM = 0.01  # the share of largest-loss rows the win is read without
 def concentration(registry: Registry, models: dict[str, tuple[str, str]],
                   views: dict[str, LoggedRows], users: Users, cfg: Config) -> dict[str, Any]:
     """Per log source, how much of the treatment's offline log_mae win over the control the
-    largest-loss rows carry (:func:`sim.scoring.win_concentration` with ``WIN_TRIM``): each arm's
-    newest L1 against its own teacher on its own view of the rows, as :func:`offline_eval`
-    scores them. With bots in the world, the bots' rows are the ground truth beside it
-    (``flag_*``, ``win_unflagged``: the win on the humans' rows)."""
+    largest-loss rows, and the largest-loss users' rows, carry
+    (:func:`sim.scoring.win_concentration` with ``WIN_TRIM``): each arm's newest L1 against its
+    own teacher on its own view of the rows, as :func:`offline_eval` scores them. With bots in
+    the world, the bots' rows are the ground truth beside it (``flag_*``, ``win_unflagged``: the
+    win on the humans' rows)."""
     ns = len(cfg.world.surfaces)
     errors = {}
     for name in ("control", "treatment"):
@@ -311,8 +312,9 @@ def concentration(registry: Registry, models: dict[str, tuple[str, str]],
                                                   users, ns))
     source = views["control"].source
     bot = None if users.bot is None else users.bot[views["control"].user]
+    user = views["control"].user
     return {s: win_concentration(errors["control"][m], errors["treatment"][m], WIN_TRIM,
-                                 None if bot is None else bot[m])
+                                 None if bot is None else bot[m], user[m])
             for code, s in enumerate(SOURCES) if (m := source == code).sum() >= 1 / WIN_TRIM}
 
 

@@ -71,7 +71,8 @@ def row_log_error(p: np.ndarray, teacher: np.ndarray) -> np.ndarray:
 
 
 def win_concentration(control: np.ndarray, treatment: np.ndarray, trim: float,
-                      flag: np.ndarray | None = None) -> dict[str, float]:
+                      flag: np.ndarray | None = None,
+                      group: np.ndarray | None = None) -> dict[str, float]:
     """How much of an offline win a few rows carry: ``control`` and ``treatment`` are the two
     models' per-row losses on the same rows (e.g. :func:`row_log_error`).
 
@@ -81,6 +82,11 @@ def win_concentration(control: np.ndarray, treatment: np.ndarray, trim: float,
     * ``top_share``: the share of the win's numerator, ``sum(control - treatment)``, that the
       ``trim`` share of rows with the largest contribution carry (above 1 when the other rows,
       together, lose).
+
+    ``group`` (an id per row, such as the user) adds ``win_trimmed_groups``: the win without the
+    rows of the ``trim`` share of groups with the largest total loss of either model (a few
+    users with many rows: heavy users, bots), and ``top_groups_row_share``, the share of rows
+    those groups hold.
 
     ``flag`` (bool per row, ground truth such as "the user is a bot") adds ``flag_share``, the
     flagged share of all rows, ``flag_share_trimmed``, of the trimmed ones, and
@@ -99,12 +105,20 @@ def win_concentration(control: np.ndarray, treatment: np.ndarray, trim: float,
     gain = c - t
     total = float(gain.sum())
     top = float(np.sort(gain)[::-1][:k].sum())
+
     def win(m: np.ndarray) -> float:
         return 1.0 - float(t[m].sum() / c[m].sum()) if m.any() and c[m].sum() > 0 else float("nan")
 
     out = {"win": win(np.ones(c.size, bool)), "win_trimmed": win(keep),
            "top_share": top / total if total != 0 else float("nan"), "trim": trim,
            "rows": int(c.size)}
+    if group is not None:
+        ids, of = np.unique(np.asarray(group), return_inverse=True)
+        loss = np.maximum(np.bincount(of, c, ids.size), np.bincount(of, t, ids.size))
+        heavy = np.argsort(loss, kind="stable")[::-1][:max(1, int(round(trim * ids.size)))]
+        in_top = np.isin(of, heavy)
+        out |= {"win_trimmed_groups": win(~in_top), "top_groups_row_share": float(in_top.mean()),
+                "groups": int(ids.size)}
     if flag is not None:
         f = np.asarray(flag, bool)
         out |= {"flag_share": float(f.mean()), "flag_share_trimmed": float(f[worst].mean()),

@@ -129,9 +129,9 @@ def test_a_bots_true_rates_move_by_its_logit_shifts_exactly() -> None:
 
 
 def test_in_a_tiny_world_bots_click_and_do_not_convert(tmp_path: Path) -> None:
-    m = run_tiny(tmp_path, "world.bot_share=0.1", "world.bot_cvr_shift=-9")
+    m = run_tiny(tmp_path, "world.bot_share=0.1", "world.bot_cvr_shift=-9", "world.bot_activity=20")
     imps = read_log(tmp_path, "impressions")
-    cfg = tiny_config("world.bot_share=0.1", "world.bot_cvr_shift=-9")
+    cfg = tiny_config("world.bot_share=0.1", "world.bot_cvr_shift=-9", "world.bot_activity=20")
     users = build_marketplace(cfg, Streams(cfg.seed)).users
     assert users.bot is not None
     is_bot = users.bot[imps["user_id"].to_numpy()]
@@ -142,3 +142,43 @@ def test_in_a_tiny_world_bots_click_and_do_not_convert(tmp_path: Path) -> None:
     assert imps["true_pcvr"].to_numpy()[is_bot].max() < 1e-3
     conc = m["offline"]["models"].get("treatment", {}).get("concentration")
     assert conc is None  # one arm: no win to read
+
+
+def test_a_query_tower_without_the_request_rate_is_blind_to_it() -> None:
+    import torch
+
+    from sim.models.families import make_l1, query_slices
+    cfg = tiny_config("world.bot_share=0.01", "models.l1_user_features=[latent,segment]")
+    full = tiny_config("world.bot_share=0.01")
+    rate = query_slices(cfg)[2]
+    assert rate.stop - rate.start == 1
+    x = torch.randn(50, query_slices(cfg)[-1].stop)
+    moved = x.clone()
+    moved[:, rate] += 5.0
+    for family in ("simple", "dhen"):
+        blind, sees = make_l1(family, cfg), make_l1(family, full)
+        assert "query_view" in dict(blind.named_buffers())
+        assert "query_view" not in dict(sees.named_buffers())  # as a model built without the knob
+        with torch.no_grad():
+            assert torch.equal(blind.query_vectors(x), blind.query_vectors(moved))
+            assert not torch.equal(sees.query_vectors(x), sees.query_vectors(moved))
+
+
+def test_a_win_carried_by_one_heavy_user_is_gone_without_its_rows() -> None:
+    """A bot holds 5% of the rows: trimming 1% of rows keeps most of its win, trimming 1% of the
+    users (one of 100) removes all of it."""
+    n = 10_000
+    user = np.concatenate([np.zeros(500, np.int64), 1 + np.arange(n - 500) % 99])  # user 0: 5%
+    c, t = np.ones(n), np.ones(n)
+    c[user == 0] = 4.0
+    t[user == 0] = 1.0
+    out = win_concentration(c, t, 0.01, flag=user == 0, group=user)
+    assert out["win"] == pytest.approx(1500 / 11_500)
+    assert out["win_trimmed"] > 0.5 * out["win"]  # 100 of its 500 rows trimmed
+    assert out["win_trimmed_groups"] == pytest.approx(0.0)
+    assert out["top_groups_row_share"] == pytest.approx(0.05)
+    assert out["win_unflagged"] == pytest.approx(0.0)
+    assert out["flag_share"] == pytest.approx(0.05)
+    m = _metrics(out["win"], out["win_trimmed"])
+    m["offline"]["models"]["treatment"]["concentration"]["auction_winner"]["win_trimmed_groups"] = 0.0
+    assert _verdict(m).status == V.CAUSE

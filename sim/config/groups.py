@@ -74,7 +74,7 @@ class WorldConfig:
     # With bots, every user's features carry one more column, the user's log request rate (the
     # behaviour a bot filter reads). 0: no bots, and the user features are as without the knob
     bot_share: float = bounded(0.0, share=True)
-    bot_activity: float = bounded(20.0, gt=0)
+    bot_activity: float = bounded(100.0, gt=0)
     bot_ctr_shift: float = 2.0
     bot_cvr_shift: float = -6.0
 
@@ -245,6 +245,10 @@ class ModelsConfig:
     # ad feature families the L1 item tower consumes (the rest it never sees, zero after
     # standardisation); a model leans on a family only if it is here and in the training logs
     l1_features: list[str] = bounded(list(FEATURE_FAMILIES), choices=FEATURE_FAMILIES)
+    # user tokens the L1 query tower consumes (the rest are zero after standardisation); the
+    # request rate is a user feature only in a world with bots (world.bot_share)
+    l1_user_features: list[str] = bounded(["latent", "segment", "request_rate"],
+                                          choices=("latent", "segment", "request_rate"))
 
 
 @dataclass

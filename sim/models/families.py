@@ -39,6 +39,21 @@ from sim.world.catalog import family_slices
 L1Model = TwoTowerBase
 
 
+USER_TOKENS = ("latent", "segment", "request_rate")  # the query tokens before the surface
+
+
+def query_view(cfg: Config) -> torch.Tensor:
+    """(query width,) float32: 1 on the columns of the user tokens of ``models.l1_user_features``
+    and of the surface, 0 elsewhere (``request_rate`` has a column only in a world with bots)."""
+    slices = query_slices(cfg)
+    names = [*USER_TOKENS[:len(slices) - 1], "surface"]  # request_rate only with bots
+    mask = torch.zeros(slices[-1].stop)
+    for name, sl in zip(names, slices, strict=True):
+        if name == "surface" or name in cfg.models.l1_user_features:
+            mask[sl] = 1.0
+    return mask
+
+
 def query_slices(cfg: Config) -> list[slice]:
     """Query-tower input tokens: user latent view, segment one-hot, (in a world with bots) the
     user's log request rate, surface one-hot."""
@@ -69,13 +84,15 @@ def family_class(family: str, key: str = "models.l1_family") -> type[TwoTowerBas
 
 def make_l1(family: str, cfg: Config) -> L1Model:
     """A freshly initialised L1 model of ``family`` (see the protocol above) whose item tower
-    sees the families of ``models.l1_features``."""
+    sees the families of ``models.l1_features`` and whose query tower the user tokens of
+    ``models.l1_user_features``."""
     m = cfg.models
     model = family_class(family).from_config(query_slices(cfg), item_slices(cfg), m)
     if not isinstance(model, TwoTowerBase):
         raise TypeError(f"{family}.from_config returned {type(model).__name__}, not a TwoTowerBase")
     view = column_mask(set(m.l1_features), family_slices(cfg.world.latent_dim))
     model.set_item_view(torch.from_numpy(view))
+    model.set_query_view(query_view(cfg))
     return model
 
 

@@ -80,10 +80,24 @@ class TwoTowerBase(nn.Module):
     def set_item_view(self, mask: torch.Tensor) -> None:
         self.item_view.copy_(mask)
 
+    def set_query_view(self, mask: torch.Tensor) -> None:
+        """The query-side view (``models.l1_user_features``): 1 per query input column the model
+        consumes, 0 elsewhere (0 after standardisation, as ``item_view``). A model that consumes
+        every column holds no such buffer, so its parameters and outputs are those of a model
+        built without the option."""
+        if bool((mask == 1).all()):
+            if "query_view" in self._buffers:
+                del self._buffers["query_view"]
+            return
+        self.register_buffer("query_view", mask.clone())
+
     def query_vectors(self, query_x: torch.Tensor) -> torch.Tensor:
         """(B, D+1) query vectors with the constant 1 appended."""
         with few_rows_on_one_thread(query_x.shape[0]):
-            q = self.query_tower(self.query_norm(query_x))
+            x = self.query_norm(query_x)
+            if "query_view" in self._buffers:
+                x = x * self._buffers["query_view"]
+            q = self.query_tower(x)
         return torch.cat([q, torch.ones_like(q[:, :1])], dim=1)
 
     def item_vectors(self, item_x: torch.Tensor) -> torch.Tensor:

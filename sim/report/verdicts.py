@@ -131,7 +131,9 @@ def label_leakage(m: dict[str, Any]) -> Verdict:
 def outlier_domination(m: dict[str, Any]) -> Verdict:
     rule = (f"cause if the treatment's offline log_mae win on {GAP_SOURCE} is >= {OFFLINE_WIN:.0%} "
             f"and less than {OUTLIER_KEPT:.0%} of it remains without the largest-loss rows (the 1% "
-            "of rows with the largest loss of either model): a few samples carry the win")
+            "of rows with the largest loss of either model) or without the largest-loss users' "
+            "rows (the 1% of users with the largest total loss): a few samples, or a few heavy "
+            "users, carry the win")
     args: dict[str, Any] = {"layer": 1, "key": "outlier_domination",
                             "hypothesis": "Outlier domination: a few large-loss rows carry the win"}
     if not two_arms(m):
@@ -142,12 +144,15 @@ def outlier_domination(m: dict[str, Any]) -> Verdict:
                        finding=f"no per-row offline scores on {GAP_SOURCE}")
     finding = "; ".join(
         f"{s}: win {pct(c['win'])}, {pct(c['win_trimmed'])} without the {c['trim']:.0%} "
-        f"largest-loss rows, the {c['trim']:.0%} rows that gain most carry "
-        f"{pct(c['top_share'], False)} of it" for s, c in conc.items())
+        f"largest-loss rows, {pct(c.get('win_trimmed_groups'))} without the rows of the "
+        f"{c['trim']:.0%} largest-loss users ({pct(c.get('top_groups_row_share'), False)} of rows)"
+        for s, c in conc.items())
     c = conc[GAP_SOURCE]
-    win, kept = c["win"], c["win_trimmed"]
-    fires = (math.isfinite(win) and win >= OFFLINE_WIN and math.isfinite(kept)
-             and kept < OUTLIER_KEPT * win)
+    win = c["win"]
+    kept = [k for k in (c["win_trimmed"], c.get("win_trimmed_groups"))
+            if k is not None and math.isfinite(k)]
+    fires = (win is not None and math.isfinite(win) and win >= OFFLINE_WIN
+             and any(k < OUTLIER_KEPT * win for k in kept))
     return Verdict(**args, status=CAUSE if fires else RULED_OUT, rule=rule, finding=finding,
                    arms=("treatment",) if fires else ())
 
