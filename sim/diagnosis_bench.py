@@ -35,7 +35,14 @@ thresholds may be chosen), odd ones the *held-out half* (where scores are report
     what reaches L2 (L2's work, and so its latency, is unchanged);
   - ``label_leakage``: the treatment's training pipeline joins the offsite conversion counters
     at label time on a share of its converted rows, uniform in [0.1, 1.0]
-    (``features.label_join_share``).
+    (``features.label_join_share``);
+  - ``outlier_domination``: bots (``world.bot_share`` log-uniform in [0.0003, 0.003], each at
+    100 times a human's activity), the control's L1 query tower blind to the request rate that
+    identifies them and the treatment's reading it. Bots are the mechanism, not the cause: the
+    hazard counts as present only where the bots' rows carry the win (the treatment's offline
+    log_mae win on ``auction_winner`` is at least 5% and less than half of it remains on the
+    humans' rows, ground truth the run logs beside the estimate, :func:`with_truth`); a world
+    with bots whose win is mostly the humans' counts as one without the hazard.
 
 Verdicts with no hazard in the library (``outlier_domination``, ``traffic``, ``exposure_bias``,
 ``offline_eval``, ``metric_mismatch``, ``mix_shift``) are scored only for how often they fire in
@@ -61,7 +68,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +85,7 @@ AA_SHARE = 0.25  # share of A/A worlds
 CLEAN_SHARE = 0.15  # share of A/B worlds drawn with no hazard
 HAZARD_P = 0.35  # each hazard's probability in the other A/B worlds
 HAZARDS = ("timeouts", "parity_gap", "version_skew", "serving_path", "model_version",
-           "recall_ceiling", "label_leakage")
+           "recall_ceiling", "label_leakage", "outlier_domination")
 # each verdict and the hazard it names (verdicts without one are scored for how often they fire)
 VERDICT_HAZARD = {h: h for h in HAZARDS}
 NPROBES = (1, 2, 4, 8, 16)
@@ -173,10 +180,35 @@ def _inject(o: dict[str, Any], hazard: str, u: float) -> float:
         share = round(0.1 + 0.9 * u, 3)
         _set(o, "experiment.treatment.features.label_join_share", share)
         return share
+    if hazard == "outlier_domination":
+        share = round(math.exp(math.log(3e-4) + u * math.log(10.0)), 5)
+        _set(o, "world.bot_share", share)
+        _set(o, "models.l1_user_features", ["latent", "segment"])
+        _set(o, "experiment.treatment.models.l1_user_features", ["latent", "segment", "request_rate"])
+        return share
     if hazard == "recall_ceiling":
         _set(o, "funnel.k_retrieval", "${funnel.k_l1}")  # L1's cut passes everything it is given
         return 1.0
     raise ValueError(f"unknown hazard {hazard!r}")
+
+
+DOMINATED = 0.5  # bots carry the win when less than this share of it remains on humans' rows
+
+
+def with_truth(w: BenchWorld, m: dict[str, Any] | None) -> BenchWorld:
+    """``w`` with its hazards as measured where the injection is a mechanism, not the cause:
+    ``outlier_domination`` stays only where the bots' rows carry the treatment's offline win
+    (module docstring; the ``flag`` fields of ``offline.models.treatment.concentration``)."""
+    if "outlier_domination" not in w.hazards:
+        return w
+    c = (((m or {}).get("offline") or {}).get("models", {}).get("treatment") or {}).get(
+        "concentration", {}).get("auction_winner") or {}
+    win, humans = c.get("win"), c.get("win_unflagged")
+    carried = (win is not None and humans is not None and win >= 0.05
+               and humans < DOMINATED * win)
+    if carried:
+        return w
+    return replace(w, hazards={h: v for h, v in w.hazards.items() if h != "outlier_domination"})
 
 
 def library(size: int, offset: int = 0) -> list[BenchWorld]:
@@ -462,16 +494,20 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         p.error(str(exc))
     results = [statuses(m) for m in metrics]
-    scores = score(worlds, results)
-    calibration = calibrate(worlds, metrics)
+    truth = [with_truth(w, m) for w, m in zip(worlds, metrics, strict=True)]
+    scores = score(truth, results)
+    calibration = calibrate(truth, metrics)
     chosen = {c["constant"]: c["chosen"] for c in calibration.values()}
     scores["calibration"] = calibration
-    scores["at_chosen"] = rescored(worlds, metrics, chosen)["halves"]["held_out"]["rates"]
+    scores["at_chosen"] = rescored(truth, metrics, chosen)["halves"]["held_out"]["rates"]
+    scores["bots"] = {"injected": sum("outlier_domination" in w.hazards for w in worlds),
+                      "carrying_the_win": sum("outlier_domination" in w.hazards for w in truth)}
     command = " ".join(["python -m sim.diagnosis_bench", f"--size {args.size}",
                         f"--offset {args.offset}", *args.overrides])
     write_json_atomic(args.out / "diagnosis_bench.json",
                       {"command": command, "base": base,
-                       "worlds": [asdict(w) | {"name": w.name} for w in worlds],
+                       "worlds": [asdict(w) | {"name": w.name, "hazards_measured": t.hazards}
+                                  for w, t in zip(worlds, truth, strict=True)],
                        "verdicts": results, "scores": scores})
     path = args.out / "diagnosis_bench.md"
     write_text_atomic(path, render(scores, command))
