@@ -91,7 +91,10 @@ def aa_world() -> dict[str, Any]:
                               {"step": 1, "day": 1.0, "share": 0.2, "clicks": 4000,
                                "conversions": 400, "l1_calibration": 1.0}]
                           for a in ("control", "treatment")},
-        "offline": {"models": {"control": _model(), "treatment": _model()},
+        "offline": {"models": {"control": _model(), "treatment": _model() | {"concentration": {
+                        "auction_winner": {"win": 0.0, "win_trimmed": 0.0, "win_trimmed_groups": 0.0,
+                                           "top_share": None, "top_groups_row_share": 0.02,
+                                           "trim": 0.01, "rows": 1000}}}},
                     "skew_sweep": {"simple": {"0": _sweep_point(0.0, 0.0),
                                               "1": _sweep_point(0.06, 0.002),
                                               "2": _sweep_point(0.12, 0.004)}}},
@@ -121,6 +124,22 @@ def _audit(m: dict[str, Any], log_loss: float, log_mae: float) -> None:
                              "log_loss_increase": log_loss, "log_mae_increase": log_mae}])
 
 
+def _win(m: dict[str, Any], win: float, rows: float, users: float) -> None:
+    """The treatment's offline win on winners, and what remains of it without the 1% largest-
+    loss rows and without the 1% largest-loss users' rows."""
+    _offline(m, (1 - win, 1.0, 1.0))
+    m["offline"]["models"]["treatment"]["concentration"]["auction_winner"].update(
+        win=win, win_trimmed=rows, win_trimmed_groups=users)
+
+
+def _joined(m: dict[str, Any], logged: float, point: float) -> None:
+    """The treatment's label log loss as its pipeline logged the rows, and point in time."""
+    model = m["offline"]["models"]["treatment"]
+    model["sources"]["auction_winner"]["overall"]["label_log_loss"] = logged
+    model["point_in_time"] = {"sources": {"auction_winner": {"overall": {
+        "label_log_loss": point, "log_mae": 0.5}}}}
+
+
 def _better_l1(m: dict[str, Any]) -> None:
     _offline(m, (0.8, 0.8, 0.8))
     _treat(m, l1_log_mae=0.32)
@@ -130,6 +149,10 @@ def _better_l1(m: dict[str, Any]) -> None:
 CASES: dict[str, tuple[Callable[[dict[str, Any]], None], Callable[[dict[str, Any]], None]]] = {
     "offline_eval": (lambda m: _offline(m, (0.8, 1.0, 0.99)),  # a win on winners only
                      lambda m: _offline(m, (0.8, 0.85, 0.85))),  # a win on every source
+    "label_leakage": (lambda m: _joined(m, 0.50, 0.506),  # 1.2% worse point in time
+                      lambda m: _joined(m, 0.50, 0.504)),  # 0.8%
+    "outlier_domination": (lambda m: _win(m, 0.10, 0.10, 0.04),  # one user in a hundred carries it
+                           lambda m: _win(m, 0.10, 0.06, 0.06)),  # most of it survives both trims
     "exposure_bias": (lambda m: _exposure(m, (1.2, 1.02), (1.2, 1.2)),
                       lambda m: _exposure(m, (1.2, 1.02), (1.2, 1.04))),  # the days close it
     "timeouts": (lambda m: _treat(m, success_rate={"query_tower": 0.97, "item_lookup": 1.0, "l2": 1.0}),
