@@ -77,6 +77,7 @@ from omegaconf import OmegaConf
 
 from sim.logs.writer import write_json_atomic, write_text_atomic
 from sim.report import verdicts as V
+from sim.report.rates import held_out_rates
 from sim.report.verdicts import CAUSE, verdicts
 
 LIBRARY_SEED = 20261205
@@ -474,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="Hydra launcher: local processes, or the Ray cluster ray.init finds")
     p.add_argument("--jobs", type=int, default=1, help="worlds at a time (joblib, ray)")
     p.add_argument("--score-only", action="store_true", help="score the runs already in --out")
+    p.add_argument("--rates-out", type=Path, default=None,
+                   help="also write the held-out half's rates as a report's rates file "
+                        "(sim/report/verdict_rates.json: printed beside each verdict)")
     p.add_argument("overrides", nargs="*",
                    help="key=value under every world (e.g. a smaller world; a world's own keys "
                         "win), and hydra.* overrides for the sweep")
@@ -509,6 +513,10 @@ def main(argv: list[str] | None = None) -> int:
                        "worlds": [asdict(w) | {"name": w.name, "hazards_measured": t.hazards}
                                   for w, t in zip(worlds, truth, strict=True)],
                        "verdicts": results, "scores": scores})
+    if args.rates_out is not None:
+        name = (f"library v{LIBRARY_VERSION}, worlds {args.offset}-{args.offset + args.size - 1}, "
+                f"held-out half ({scores['halves']['held_out']['worlds']} worlds)")
+        write_json_atomic(args.rates_out, held_out_rates(scores, name, command))
     path = args.out / "diagnosis_bench.md"
     write_text_atomic(path, render(scores, command))
     print(f"diagnosis bench: {path} ({scores['failed']} of {len(worlds)} worlds failed)")

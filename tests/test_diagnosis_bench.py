@@ -9,6 +9,7 @@ import pytest
 
 from sim import diagnosis_bench as B
 from sim.report import verdicts as V
+from sim.report.rates import held_out_rates, rate_line
 from sim.report.verdicts import CAUSE, RULED_OUT
 
 # the tiny world of the other tests, without its deploy and release-window keys: the library's
@@ -92,6 +93,13 @@ def test_scores_by_hand() -> None:
     assert held["confusion"]["timeouts"]["timeouts"]["rate"] == 0.5
     assert s["halves"]["calibration"]["rates"]["timeouts"]["detection"]["worlds"] == 1
     assert "| timeouts | 50% (1/2) |" in B.render(s, "cmd")
+    # the held-out rates as a report prints them beside each verdict
+    rates = held_out_rates(s, "library v2, worlds 1-9", "cmd")
+    assert rates["verdicts"]["timeouts"]["detection"] == {"named": 1, "worlds": 2}
+    line = rate_line("timeouts", rates)
+    assert line is not None and line.startswith("on the diagnosis benchmark (library v2, worlds 1-9)")
+    assert "named in 1 of 2 worlds with its hazard" in line
+    assert rate_line("no_such_verdict", rates) is None
 
 
 def test_a_tiny_library_end_to_end(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from sim.report.evidence import (
     stratified,
     two_arms,
 )
+from sim.report.rates import rate_line
 from sim.report.retrospective import Observation
 from sim.report.verdicts import CAUSE, NOT_MEASURABLE, Verdict, detectable, interval, pct
 
@@ -40,8 +41,10 @@ def table(header: list[str], rows: list[list[Any]] | list[tuple[Any, ...]], fmt:
 def _verdict(v: Verdict) -> str:
     arms = f" ({', '.join(v.arms)})" if v.arms else ""
     status = STATUS[v.status].strip("*")
+    measured = rate_line(v.key)
     return (f"> **Verdict — {v.hypothesis}: {status}{arms}.**  \n"
-            f"> Rule: {v.rule}.  \n> Found: {v.finding}.")
+            f"> Rule: {v.rule}.  \n> Found: {v.finding}."
+            + (f"  \n> How often this rule is right, {measured}." if measured else ""))
 
 
 def _plot(plots: set[str], name: str, caption: str) -> str:
