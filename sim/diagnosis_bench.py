@@ -44,9 +44,9 @@ thresholds may be chosen), odd ones the *held-out half* (where scores are report
     humans' rows, ground truth the run logs beside the estimate, :func:`with_truth`); a world
     with bots whose win is mostly the humans' counts as one without the hazard.
 
-Verdicts with no hazard in the library (``outlier_domination``, ``traffic``, ``exposure_bias``,
-``offline_eval``, ``metric_mismatch``, ``mix_shift``) are scored only for how often they fire in
-each kind of world. A world's name carries the library's version (``v2w00040``): the draws of a
+Verdicts with no hazard in the library (``traffic``, ``exposure_bias``, ``offline_eval``,
+``metric_mismatch``, ``mix_shift``) are scored only for how often they fire in each kind of
+world. A world's name carries the library's version (``v2w00040``): the draws of a
 world change when a hazard is added, and runs of another version are refused, not mis-scored.
 
 **Scores** (:func:`score`), on each half: for each verdict with a hazard, its *detection rate*
