@@ -103,6 +103,9 @@ class BenchWorld:
     design: str  # "aa" or "ab"
     hazards: dict[str, float]  # injected hazard -> its magnitude (the knob's value)
     overlay: dict[str, Any] = field(repr=False)  # nested config keys, a scenario file's body
+    # injected mechanisms that did not make their hazard present (bots whose rows do not carry
+    # the win: :func:`with_truth`); the world still counts as an A/B with hazards
+    dormant: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -209,7 +212,8 @@ def with_truth(w: BenchWorld, m: dict[str, Any] | None) -> BenchWorld:
                and humans < DOMINATED * win)
     if carried:
         return w
-    return replace(w, hazards={h: v for h, v in w.hazards.items() if h != "outlier_domination"})
+    return replace(w, hazards={h: v for h, v in w.hazards.items() if h != "outlier_domination"},
+                   dormant=(*w.dormant, "outlier_domination"))
 
 
 def library(size: int, offset: int = 0) -> list[BenchWorld]:
@@ -356,9 +360,8 @@ def score(worlds: Sequence[BenchWorld], results: Sequence[dict[str, str] | None]
     for half in ("calibration", "held_out"):
         rows = [(w, r) for w, r in zip(worlds, results, strict=True) if r is not None and w.half == half]
         keys = list(rows[0][1]) if rows else []
-        kinds = {"aa": [r for w, r in rows if w.design == "aa"],
-                 "ab_clean": [r for w, r in rows if w.design == "ab" and not w.hazards],
-                 "ab_hazards": [r for w, r in rows if w.design == "ab" and w.hazards]}
+        kinds = {kind: [r for w, r in rows if _kind(w) == kind]
+                 for kind in ("aa", "ab_clean", "ab_hazards")}
         fires = {k: {kind: _rate(sum(r[k] == CAUSE for r in rs), len(rs)) for kind, rs in kinds.items()}
                  for k in keys}
         rates: dict[str, Any] = {}
@@ -391,7 +394,7 @@ def _cross(rows: list[tuple[BenchWorld, dict[str, str]]], hazard: str, key: str)
 
 
 def _kind(w: BenchWorld) -> str:
-    return "aa" if w.design == "aa" else ("ab_hazards" if w.hazards else "ab_clean")
+    return "aa" if w.design == "aa" else ("ab_hazards" if w.hazards or w.dormant else "ab_clean")
 
 
 def _by_magnitude(present: list[tuple[float, bool]]) -> list[dict[str, Any]]:

@@ -72,7 +72,7 @@ def row_log_error(p: np.ndarray, teacher: np.ndarray) -> np.ndarray:
 
 def win_concentration(control: np.ndarray, treatment: np.ndarray, trim: float,
                       flag: np.ndarray | None = None,
-                      group: np.ndarray | None = None) -> dict[str, float]:
+                      group: np.ndarray | None = None) -> dict[str, float | None]:
     """How much of an offline win a few rows carry: ``control`` and ``treatment`` are the two
     models' per-row losses on the same rows (e.g. :func:`row_log_error`).
 
@@ -82,6 +82,8 @@ def win_concentration(control: np.ndarray, treatment: np.ndarray, trim: float,
     * ``top_share``: the share of the win's numerator, ``sum(control - treatment)``, that the
       ``trim`` share of rows with the largest contribution carry (above 1 when the other rows,
       together, lose).
+
+    An undefined value (a zero denominator) is None.
 
     ``group`` (an id per row, such as the user) adds ``win_trimmed_groups``: the win without the
     rows of the ``trim`` share of groups with the largest total loss of either model (a few
@@ -98,6 +100,12 @@ def win_concentration(control: np.ndarray, treatment: np.ndarray, trim: float,
                          f"{c.shape} and {t.shape}")
     if not 0 < trim < 1:
         raise ValueError(f"`trim` must be in (0, 1), got {trim}")
+    if not (np.isfinite(c).all() and np.isfinite(t).all()):
+        raise ValueError("`control` and `treatment` must be finite losses")
+    for name, a in (("flag", flag), ("group", group)):
+        if a is not None and np.shape(a) != c.shape:
+            raise ValueError(f"`{name}` must have the shape of the losses {c.shape}, got "
+                             f"{np.shape(a)}")
     k = max(1, int(round(trim * c.size)))
     worst = np.argsort(np.maximum(c, t), kind="stable")[::-1][:k]
     keep = np.ones(c.size, bool)
@@ -106,12 +114,12 @@ def win_concentration(control: np.ndarray, treatment: np.ndarray, trim: float,
     total = float(gain.sum())
     top = float(np.sort(gain)[::-1][:k].sum())
 
-    def win(m: np.ndarray) -> float:
-        return 1.0 - float(t[m].sum() / c[m].sum()) if m.any() and c[m].sum() > 0 else float("nan")
+    def win(m: np.ndarray) -> float | None:
+        return 1.0 - float(t[m].sum() / c[m].sum()) if m.any() and c[m].sum() > 0 else None
 
-    out = {"win": win(np.ones(c.size, bool)), "win_trimmed": win(keep),
-           "top_share": top / total if total != 0 else float("nan"), "trim": trim,
-           "rows": int(c.size)}
+    out: dict[str, float | None] = {
+        "win": win(np.ones(c.size, bool)), "win_trimmed": win(keep),
+        "top_share": top / total if total != 0 else None, "trim": trim, "rows": int(c.size)}
     if group is not None:
         ids, of = np.unique(np.asarray(group), return_inverse=True)
         loss = np.maximum(np.bincount(of, c, ids.size), np.bincount(of, t, ids.size))

@@ -160,3 +160,19 @@ def test_the_calibration_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     with B.threshold("TIMEOUT_EXCESS", 0.5):
         assert V.TIMEOUT_EXCESS == 0.5
     assert V.TIMEOUT_EXCESS == c["current"]
+
+
+def test_bots_count_as_the_hazard_only_where_they_carry_the_win() -> None:
+    w = _world(3, "ab", {"outlier_domination": 0.001})
+
+    def conc(win: float | None, humans: float | None) -> dict:
+        return {"offline": {"models": {"treatment": {"concentration": {
+            "auction_winner": {"win": win, "win_unflagged": humans}}}}}}
+    assert B.with_truth(w, conc(0.10, 0.04)).hazards == {"outlier_domination": 0.001}
+    kept = B.with_truth(w, conc(0.10, 0.06))  # most of the win is the humans'
+    assert kept.hazards == {} and kept.dormant == ("outlier_domination",)
+    assert B._kind(kept) == "ab_hazards"  # bots were injected: not a clean A/B
+    assert B.with_truth(w, conc(0.04, 0.0)).hazards == {}  # no win to carry
+    assert B.with_truth(w, None).hazards == {}  # a failed run
+    clean = _world(5, "ab", {})
+    assert B.with_truth(clean, conc(0.1, 0.0)) is clean and B._kind(clean) == "ab_clean"

@@ -25,7 +25,7 @@ from sim.models.label_join import LEAKING_FAMILY, join_draw, joined_rows, label_
 from sim.models.training_log import WINNER, LoggedRows
 from sim.report import verdicts as V
 
-from conftest import run_tiny
+from conftest import run_tiny, tiny_config
 
 COLS = slice(2, 6)  # four counter columns in a toy feature matrix of width 8
 
@@ -76,13 +76,15 @@ def test_nothing_is_joined_without_a_share_a_label_or_the_family() -> None:
 def test_a_share_joins_that_share_of_the_known_conversions_the_same_way_every_time(
         share: float, seed: int) -> None:
     rows = _rows(4000, seed)
-    known = rows.converted_by(math.inf)
-    hit = joined_rows(rows, math.inf, share)
-    assert not (hit & ~known).any()
-    n = int(known.sum())
-    assert abs(hit.sum() - share * n) <= 4 * math.sqrt(n * share * (1 - share)) + 1
-    np.testing.assert_array_equal(hit, joined_rows(rows, math.inf, share))  # a hash, not a draw
-    assert not (joined_rows(rows, math.inf, share / 2) & ~hit).any()  # nested in the share
+    for known_at in (60.0, math.inf):  # inf: every conversion that will ever arrive
+        known = np.isfinite(rows.conversion_time) & (rows.conversion_time <= known_at)
+        hit = joined_rows(rows, known_at, share)
+        assert not (hit & ~known).any()  # never a row that has not converted by then
+        n = int(known.sum())
+        assert 0 < n < len(rows)
+        assert abs(hit.sum() - share * n) <= 4 * math.sqrt(n * share * (1 - share)) + 1
+        np.testing.assert_array_equal(hit, joined_rows(rows, known_at, share))  # a hash
+        assert not (joined_rows(rows, known_at, share / 2) & ~hit).any()  # nested in the share
     u = join_draw(rows)
     assert ((u >= 0) & (u < 1)).all()
 
@@ -115,8 +117,8 @@ def test_the_verdict_reads_the_loss_the_joined_features_took_off() -> None:
 def test_a_tiny_world_trains_on_joined_rows_and_serves_point_in_time(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every release fits on the rows its pipeline joined at the release time; the offline
-    evaluation scores the arm on its joined view and on the point-in-time rows; the verdict
-    fires."""
+    evaluation scores the arm on its joined view and on the point-in-time rows, and the verdict
+    reads the two."""
     seen: list[tuple[float, LoggedRows, LoggedRows]] = []
     fitted: list[LoggedRows] = []
     join, fit = lifecycle.pipeline_rows, lifecycle.fit_l2
@@ -146,3 +148,23 @@ def test_a_tiny_world_trains_on_joined_rows_and_serves_point_in_time(
     logged = model["sources"]["auction_winner"]["overall"]
     assert pit["rows"] == logged["rows"] and pit["label_log_loss"] != logged["label_log_loss"]
     assert _leakage(m).finding.startswith("control:")
+
+
+def test_the_parity_switch_leaves_the_leak_alone() -> None:
+    """Attribution's parity-gap switch onboards every family; it must not reset the join."""
+    from sim.report.attribution import HAZARDS
+    cfg = tiny_config("features.label_join_share=0.5",
+                      "features.onboarding.offsite_conversions=[training_logs,l2_feature_store]")
+    off = HAZARDS["parity_gap"][1](cfg)
+    assert off.features.label_join_share == 0.5
+    assert off.features.onboarding[LEAKING_FAMILY] == ["training_logs", "l2_feature_store",
+                                                       "l1_embedding"]
+    assert HAZARDS["label_leakage"][1](cfg).features.label_join_share == 0.0
+
+
+def test_an_arm_joined_without_labels_to_read_is_not_measurable() -> None:
+    m = {"arms": {}, "offline": {"models": {"control": _model(0.5, None)}}}
+    m["offline"]["models"]["treatment"] = {
+        "sources": {"auction_winner": {"overall": {"label_log_loss": None, "log_mae": 0.3}}},
+        "point_in_time": {"sources": {"auction_winner": {"overall": {"label_log_loss": None}}}}}
+    assert _leakage(m).status == V.NOT_MEASURABLE

@@ -6,7 +6,8 @@ named in the config (``models.l1_family``, ``readiness.families``) by one of the
 
 * ``from_config(query_slices, item_slices, models)`` (a classmethod): a freshly initialised model
   for this world. ``query_slices`` are the query tower's input tokens (the user's latent view, the
-  segment one-hot, the surface one-hot), ``item_slices`` the item tower's (one per ad feature
+  segment one-hot, in a world with bots the user's log request rate, the surface one-hot: three
+  or four tokens), ``item_slices`` the item tower's (one per ad feature
   family, :func:`sim.world.catalog.family_slices`); the last slice of each ends at the input's
   width. ``models`` is the ``models`` config (``embedding_dim`` D, and any sizes of its own);
 * the modules ``query_norm`` and ``item_norm`` (:class:`~sim.models.towers.Standardize` of each

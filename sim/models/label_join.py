@@ -49,11 +49,12 @@ def join_draw(rows: LoggedRows) -> np.ndarray:
 
 def joined_rows(rows: LoggedRows, known_at: float, share: float) -> np.ndarray:
     """(n,) bool: the rows a pipeline with join share ``share`` re-reads at label time ``known_at``
-    (converted by then, logged with the family, and drawn)."""
+    (converted by then, logged with the family, and drawn). ``known_at`` may be ``inf`` (every
+    conversion that will ever arrive): a row that never converts is never joined."""
     if share <= 0.0:
         return np.zeros(len(rows), bool)
-    return (rows.converted_by(known_at) & has_family(rows.families, LEAKING_FAMILY)
-            & (join_draw(rows) < share))
+    converted = np.isfinite(rows.conversion_time) & rows.converted_by(known_at)
+    return converted & has_family(rows.families, LEAKING_FAMILY) & (join_draw(rows) < share)
 
 
 def label_joined(rows: LoggedRows, known_at: float, share: float, columns: slice) -> LoggedRows:

@@ -46,7 +46,7 @@ import joblib
 from omegaconf import OmegaConf
 
 from sim.config.overlay import arm_config, overlay_set
-from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, Config, FeaturesConfig, set_keys
+from sim.config.schema import ARTIFACTS, FEATURE_FAMILIES, Config, set_keys
 from sim.config.store import to_config
 from sim.logs.writer import write_text_atomic
 from sim.report.evidence import gap, stratified, two_arms
@@ -81,8 +81,7 @@ def _set(overlay: Any, dotted: str, value: Any) -> None:
 
 def _all_onboarded(cfg: Config) -> Config:
     onboarding = {f: list(ARTIFACTS) for f in FEATURE_FAMILIES}
-    features = FeaturesConfig(onboarding=onboarding, l2_implies_l1=cfg.features.l2_implies_l1,
-                              changes=[])
+    features = dataclasses.replace(cfg.features, onboarding=onboarding, changes=[])
     overlay = copy.deepcopy(cfg.experiment.treatment)
     _set(overlay, "features.onboarding", onboarding)
     _set(overlay, "features.changes", [])

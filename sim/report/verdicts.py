@@ -99,20 +99,24 @@ def offline_eval(m: dict[str, Any]) -> Verdict:
 
 
 def label_leakage(m: dict[str, Any]) -> Verdict:
-    rule = (f"cause if an arm's offline label log loss on {GAP_SOURCE} is >= {LEAK_CREDIT:.0%} "
-            "lower on the rows as its training pipeline logged them than on the same rows with "
-            "every feature as of its request (point in time): the evaluation credits the model "
-            "with information serving will not have")
+    rule = (f"cause if an arm's offline label log loss on {GAP_SOURCE}, on the same rows with "
+            "every feature as of its request (point in time), is at least "
+            f"{LEAK_CREDIT:.2%} higher than on the rows as its training pipeline logged them: the "
+            "evaluation credits the model with information serving will not have")
     args: dict[str, Any] = {"layer": 1, "key": "label_leakage",
                             "hypothesis": "Label leakage: features joined after the label"}
     models = (m.get("offline") or {}).get("models") or {}
     if not models:
         return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding="no offline evaluation")
-    fired, parts = [], []
+    fired, parts, unread = [], [], []
     for arm, model in models.items():
-        pit = ((model.get("point_in_time") or {}).get("sources", {}).get(GAP_SOURCE) or {}).get("overall")
+        if "point_in_time" not in model:
+            continue
+        pit = ((model["point_in_time"].get("sources") or {}).get(GAP_SOURCE) or {}).get("overall")
         logged = offline_overall(m, arm, GAP_SOURCE)
-        if pit is None or logged is None:
+        if pit is None or logged is None or None in (pit.get("label_log_loss"),
+                                                     logged.get("label_log_loss")):
+            unread.append(arm)
             continue
         joined, point = logged.get("label_log_loss"), pit.get("label_log_loss")
         credit = rel(point, joined)  # how much worse the point-in-time rows score
@@ -121,6 +125,10 @@ def label_leakage(m: dict[str, Any]) -> Verdict:
                      f"{_num(pit.get('log_mae'))}")
         if credit is not None and credit >= LEAK_CREDIT:
             fired.append(arm)
+    if unread and not fired:
+        return Verdict(**args, status=NOT_MEASURABLE, rule=rule, finding="; ".join(
+            [*parts, f"{', '.join(unread)}: joined at label time, but no label log loss on "
+             f"{GAP_SOURCE} to compare (no converted click among its rows)"]))
     if not parts:
         return Verdict(**args, status=RULED_OUT, rule=rule,
                        finding="every arm's training logs hold the features as of each request")
