@@ -105,10 +105,12 @@ def _model(logged: float, pit: float | None) -> dict[str, Any]:
 def test_the_verdict_reads_the_loss_the_joined_features_took_off() -> None:
     def m(models: dict[str, Any]) -> dict[str, Any]:
         return {"arms": {}, "offline": {"models": models}}
-    v = _leakage(m({"control": _model(0.5, None), "treatment": _model(0.5, 0.5 * 1.011)}))
+    v = _leakage(m({"control": _model(0.5, None),
+                    "treatment": _model(0.5, 0.5 * (1 + 1.1 * V.LEAK_CREDIT))}))
     assert v.status == V.CAUSE and v.arms == ("treatment",), v
-    v = _leakage(m({"control": _model(0.5, None), "treatment": _model(0.5, 0.5 * 1.009)}))
-    assert v.status == V.RULED_OUT, v  # the near miss: under 1%
+    v = _leakage(m({"control": _model(0.5, None),
+                    "treatment": _model(0.5, 0.5 * (1 + 0.9 * V.LEAK_CREDIT))}))
+    assert v.status == V.RULED_OUT, v  # the near miss: just under the rule's credit
     v = _leakage(m({"control": _model(0.5, None)}))
     assert v.status == V.RULED_OUT and "as of each request" in v.finding
     assert _leakage({"arms": {}}).status == V.NOT_MEASURABLE

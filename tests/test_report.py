@@ -149,14 +149,17 @@ def _better_l1(m: dict[str, Any]) -> None:
 CASES: dict[str, tuple[Callable[[dict[str, Any]], None], Callable[[dict[str, Any]], None]]] = {
     "offline_eval": (lambda m: _offline(m, (0.8, 1.0, 0.99)),  # a win on winners only
                      lambda m: _offline(m, (0.8, 0.85, 0.85))),  # a win on every source
-    "label_leakage": (lambda m: _joined(m, 0.50, 0.506),  # 1.2% worse point in time
-                      lambda m: _joined(m, 0.50, 0.504)),  # 0.8%
+    "label_leakage": (lambda m: _joined(m, 0.50, 0.50 * (1 + 1.2 * V.LEAK_CREDIT)),
+                      lambda m: _joined(m, 0.50, 0.50 * (1 + 0.8 * V.LEAK_CREDIT))),
     "outlier_domination": (lambda m: _win(m, 0.10, 0.10, 0.04),  # one user in a hundred carries it
                            lambda m: _win(m, 0.10, 0.051, 0.051)),  # half of it survives both
     "exposure_bias": (lambda m: _exposure(m, (1.2, 1.02), (1.2, 1.2)),
                       lambda m: _exposure(m, (1.2, 1.02), (1.2, 1.04))),  # the days close it
-    "timeouts": (lambda m: _treat(m, success_rate={"query_tower": 0.97, "item_lookup": 1.0, "l2": 1.0}),
-                 lambda m: _treat(m, success_rate={"query_tower": 0.985, "item_lookup": 1.0, "l2": 1.0})),
+    # the control's query tower succeeds on 99.9%: 1.5 and 0.75 times the rule's excess
+    "timeouts": (lambda m: _treat(m, success_rate={"query_tower": 0.999 - 1.5 * V.TIMEOUT_EXCESS,
+                                                   "item_lookup": 1.0, "l2": 1.0}),
+                 lambda m: _treat(m, success_rate={"query_tower": 0.999 - 0.75 * V.TIMEOUT_EXCESS,
+                                                   "item_lookup": 1.0, "l2": 1.0})),
     "parity_gap": (lambda m: _audit(m, 0.01, 0.1),
                    lambda m: _audit(m, 0.0, 0.0)),  # missing, but this L1 does not use it
     "version_skew": (lambda m: _treat(m, version_distance={"all": {"0": 0.4, "1": 0.6}}),  # +6%
@@ -209,7 +212,8 @@ def test_each_rule_fires_on_its_trigger_and_not_on_a_near_miss(key: str) -> None
 def test_timeouts_name_a_control_that_falls_back_more() -> None:
     """An exact index under a tight item-lookup SLA against an approximate treatment: the control
     falls back, and that moves the lift as much as a treatment that does."""
-    for control_ok, status in ((0.97, V.CAUSE), (0.985, V.RULED_OUT)):
+    for control_ok, status in ((1 - 1.5 * V.TIMEOUT_EXCESS, V.CAUSE),
+                               (1 - 0.75 * V.TIMEOUT_EXCESS, V.RULED_OUT)):
         m = aa_world()
         m["arms"]["control"]["success_rate"] = {"query_tower": 1.0, "item_lookup": control_ok,
                                                 "l2": 1.0}
