@@ -309,8 +309,9 @@ def calibrate(worlds: Sequence[BenchWorld], metrics: Sequence[dict[str, Any] | N
     """Each verdict's threshold chosen on the worlds of ``half`` by the written rule: among the
     values of :data:`THRESHOLDS`, the one with the highest detection rate of the verdict's own
     hazard whose false-alarm rate (the worlds without the hazard, every kind together) is at
-    most :data:`MAX_FALSE_ALARM`; ties go to the fewer false alarms, then to the value the rules
-    ship with. If no value keeps false alarms that low, the one with the fewest."""
+    most :data:`MAX_FALSE_ALARM`; ties go to the fewer false alarms, then to the value nearest
+    (in ratio) the one the rules ship with. If no value keeps false alarms that low, the one with
+    the fewest."""
     rows = [(w, m) for w, m in zip(worlds, metrics, strict=True) if m is not None and w.half == half]
     out: dict[str, Any] = {}
     for key, (name, values) in THRESHOLDS.items():
@@ -337,7 +338,8 @@ def _rank(r: dict[str, Any], current: float) -> tuple[Any, ...]:
     """The calibration rule's order of a threshold's row (the largest is chosen)."""
     fa = r["false_alarm"]["rate"] or 0.0
     ok = fa <= MAX_FALSE_ALARM
-    return (ok, (r["detection"]["rate"] or 0.0) if ok else -fa, -fa, r["value"] == current)
+    return (ok, (r["detection"]["rate"] or 0.0) if ok else -fa, -fa,
+            -abs(math.log(r["value"] / current)))
 
 
 def rescored(worlds: Sequence[BenchWorld], metrics: Sequence[dict[str, Any] | None],
@@ -453,8 +455,8 @@ def render(scores: dict[str, Any], command: str) -> str:
         lines += ["", "## Thresholds chosen on the calibration half", "",
                   f"The rule: the value with the highest detection whose false-alarm rate (worlds "
                   f"without the hazard) is at most {MAX_FALSE_ALARM:.0%}; ties to fewer false "
-                  "alarms, then to the shipped value. Calibration-half rates per value, then the "
-                  "held-out half's at the chosen one.", "",
+                  "alarms, then to the value nearest the shipped one. Calibration-half rates per "
+                  "value, then the held-out half's at the chosen one.", "",
                   "| verdict | constant | shipped | chosen | calibration half: value → detection, "
                   "false alarm | held out at chosen: detection, false alarm |",
                   "|---|---|---|---|---|---|"]

@@ -34,11 +34,14 @@ from sim.report.evidence import (
 OFFLINE_WIN = 0.05  # a relative log_mae reduction of at least 5% is an offline win
 NO_WIN = 0.02  # ... and below 2% a log source shows none
 EXPOSURE_CLOSE = 0.05  # treatment's |ln calibration| at the last step 0.05 below the held twin's
-TIMEOUT_EXCESS = 0.02  # 2 percentage points more requests past an SLA (than control, or at all)
+# thresholds marked "calibrated" were chosen on the diagnosis benchmark's calibration half
+# (library v2, worlds 0-199: sim/diagnosis_bench.py, its rule); the others kept their round value
+# there (docs/report.md gives the rates)
+TIMEOUT_EXCESS = 0.01  # 1 point more requests past an SLA (than control, or at all); calibrated
 PARITY_LOG_LOSS = 0.001  # nats: importance of a missing family that makes it matter ...
 PARITY_LOG_MAE = 0.02  # ... or its rise in log_mae against the teacher
 SKEW_INCREASE = 0.05  # the served version distances predict >= 5% worse log_mae or excess loss
-RECALL_MOVE = 0.02  # a recall change below 2 points is "did not move"
+RECALL_MOVE = 0.01  # a recall change below 1 point is "did not move"; calibrated
 RECALL_CEILING = 0.95  # a surface whose recall is at least this is at its ceiling
 MIX_SHIFT = 0.05  # an oCPM impression share lift of at least 5%, its 95% interval excluding 0
 ANN_RECALL = 0.95  # a served search that returns less of the exact fp32 top-k ...
@@ -46,7 +49,7 @@ SCORE_ERROR = 0.05  # ... or moves L1's logit by this much on average (about 5% 
 VERSION_BEHIND = 0.05  # share of an arm's impressions served by an older L1 than released
 MDE_CPA = 0.10  # a design that cannot detect a 10% CPA decrease (80% power) has too little traffic
 OUTLIER_KEPT = 0.5  # a win of which less than half survives dropping the largest-loss rows
-LEAK_CREDIT = 0.01  # label log loss 1% lower on the logged (joined) rows than on point-in-time ones
+LEAK_CREDIT = 0.0025  # point-in-time label log loss 0.25% above the logged (joined); calibrated
 
 CAUSE, RULED_OUT, NOT_MEASURABLE = "cause", "ruled_out", "not_measurable"
 
