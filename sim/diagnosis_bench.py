@@ -4,7 +4,8 @@
 (indices K .. K+N-1), runs each through Hydra (``python -m sim -m scenario=...`` with the
 library on Hydra's search path, so ``--launcher joblib`` or ``ray`` scales it like any sweep),
 reads each run's report verdicts and scores them against what was injected. It writes
-``DIR/diagnosis_bench.md``, ``DIR/diagnosis_bench.json`` and ``DIR/plots/*.png``.
+``DIR/diagnosis_bench.md``, ``DIR/diagnosis_bench.json`` and ``DIR/plots/detection.png`` (each
+verdict's detection by magnitude on the held-out half, its false-alarm rate beside it).
 
 **The library** (:func:`draw_world`). World ``i`` is drawn from its own generator
 (``numpy.random.default_rng([LIBRARY_SEED, i])``), so a world does not depend on the library's
@@ -77,6 +78,7 @@ from omegaconf import OmegaConf
 
 from sim.logs.writer import write_json_atomic, write_text_atomic
 from sim.report import verdicts as V
+from sim.report.plots import bench_detection
 from sim.report.rates import held_out_rates
 from sim.report.verdicts import CAUSE, verdicts
 
@@ -522,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         name = (f"library v{LIBRARY_VERSION}, worlds {args.offset}-{args.offset + args.size - 1}, "
                 f"held-out half ({scores['halves']['held_out']['worlds']} worlds)")
         write_json_atomic(args.rates_out, held_out_rates(scores, name, command))
+    (args.out / "plots").mkdir(parents=True, exist_ok=True)
+    bench_detection(scores, args.out / "plots" / "detection.png")
     path = args.out / "diagnosis_bench.md"
     write_text_atomic(path, render(scores, command))
     print(f"diagnosis bench: {path} ({scores['failed']} of {len(worlds)} worlds failed)")

@@ -9,6 +9,7 @@ import pytest
 
 from sim import diagnosis_bench as B
 from sim.report import verdicts as V
+from sim.report.plots import bench_detection
 from sim.report.rates import held_out_rates, rate_line
 from sim.report.verdicts import CAUSE, RULED_OUT
 
@@ -67,7 +68,7 @@ def _world(index: int, design: str, hazards: dict[str, float]) -> B.BenchWorld:
                         design=design, hazards=hazards, overlay={})
 
 
-def test_scores_by_hand() -> None:
+def test_scores_by_hand(tmp_path: Path) -> None:
     worlds = [_world(1, "aa", {}), _world(3, "ab", {}), _world(5, "ab", {"timeouts": 6.0}),
               _world(7, "ab", {"timeouts": 14.0, "parity_gap": 1.0}), _world(9, "ab", {"parity_gap": 1.0}),
               _world(0, "ab", {"timeouts": 6.0})]  # calibration half: not in the held-out scores
@@ -100,6 +101,10 @@ def test_scores_by_hand() -> None:
     assert line is not None and line.startswith("on the diagnosis benchmark (library v2, worlds 1-9)")
     assert "named in 1 of 2 worlds with its hazard" in line
     assert rate_line("no_such_verdict", rates) is None
+    # the detection plot: a panel per verdict with a hazard, written whole
+    fig = bench_detection(s, tmp_path / "detection.png")
+    assert fig is not None and (tmp_path / "detection.png").stat().st_size > 0
+    assert len([ax for ax in fig.axes if ax.get_title()]) == len(s["halves"]["held_out"]["rates"])
 
 
 def test_a_tiny_library_end_to_end(tmp_path: Path) -> None:

@@ -355,3 +355,36 @@ def skew_sweep(metrics: dict[str, Any], path: Path | None) -> Figure | None:
                ylabel=f"{metric} change vs clean (%)", title=f"Skew sweep: {metric}")
         ax.legend()
     return save(fig, path)
+
+
+def bench_detection(scores: dict[str, Any], path: Path | None) -> Figure | None:
+    """The diagnosis benchmark's held-out half: each verdict's detection rate by the magnitude of
+    its hazard (one panel per verdict with a hazard), with its false-alarm rate where the hazard
+    is absent as a dashed line."""
+    rates = scores["halves"]["held_out"]["rates"]
+    keys = [k for k, r in rates.items() if r["by_magnitude"]]
+    if not keys:
+        return None
+    cols = 4
+    rows = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, key in zip(axes.ravel(), keys, strict=False):
+        bins = rates[key]["by_magnitude"]
+        labels = [(f"{m['magnitude'][0]:.3g}-{m['magnitude'][1]:.3g}"
+                   if isinstance(m["magnitude"], list) else f"{m['magnitude']:.3g}") for m in bins]
+        ax.bar(range(len(bins)), [m["rate"] or 0.0 for m in bins], color="#4477aa")
+        for i, m in enumerate(bins):
+            ax.text(i, (m["rate"] or 0.0) + 0.03, f"{m['named']}/{m['worlds']}", ha="center",
+                    fontsize=7)
+        fa = rates[key]["false_alarm_all"]["rate"]
+        if fa is not None:
+            ax.axhline(fa, color="#cc3311", ls="--", lw=1, label=f"false alarms {fa:.0%}")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_xticks(range(len(bins)), labels, fontsize=7, rotation=20)
+        ax.set_ylim(0, 1.15)
+        ax.set_title(key, fontsize=9)
+    for ax in axes.ravel()[len(keys):]:
+        ax.axis("off")
+    fig.suptitle("Detection by magnitude (held-out half)", fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
