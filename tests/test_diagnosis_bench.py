@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sim import diagnosis_bench as B
+from sim.report import diagnosis as D
 from sim.report import verdicts as V
 from sim.report.plots import bench_detection
 from sim.report.rates import held_out_rates, rate_line
@@ -75,7 +76,7 @@ def test_scores_by_hand(tmp_path: Path) -> None:
     quiet = {k: RULED_OUT for k in ("timeouts", "parity_gap", "mix_shift")}
     results = [quiet | {"mix_shift": CAUSE}, quiet | {"timeouts": CAUSE}, quiet | {"timeouts": CAUSE},
                quiet | {"parity_gap": CAUSE}, None, quiet]
-    s = B.score(worlds, results)
+    s = D.score(worlds, results)
     assert s["failed"] == 1
     held = s["halves"]["held_out"]
     assert held["worlds"] == 4
@@ -93,7 +94,7 @@ def test_scores_by_hand(tmp_path: Path) -> None:
     assert held["confusion"]["timeouts"]["parity_gap"]["worlds"] == 1  # world 5 (7 has parity)
     assert held["confusion"]["timeouts"]["timeouts"]["rate"] == 0.5
     assert s["halves"]["calibration"]["rates"]["timeouts"]["detection"]["worlds"] == 1
-    assert "| timeouts | 50% (1/2) |" in B.render(s, "cmd")
+    assert "| timeouts | 50% (1/2) |" in D.render(s, "cmd")
     # the held-out rates as a report prints them beside each verdict
     rates = held_out_rates(s, "library v2, worlds 1-9", "cmd")
     assert rates["verdicts"]["timeouts"]["detection"] == {"named": 1, "worlds": 2}
@@ -142,10 +143,10 @@ def test_the_calibration_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     def fake(m: dict | None) -> dict[str, str] | None:
         if m is None:
             return None
-        out = {k: "ruled_out" for k in B.VERDICT_HAZARD}
+        out = {k: "ruled_out" for k in D.VERDICT_HAZARD}
         out["timeouts"] = CAUSE if m["x"] >= V.TIMEOUT_EXCESS else "ruled_out"
         return out
-    monkeypatch.setattr(B, "statuses", fake)
+    monkeypatch.setattr(D, "statuses", fake)
     present = [0.006, 0.012, 0.03, 0.2]  # excess where the SLA was tight
     absent = [0.0] * 36 + [0.007, 0.011]  # 2 of 38 with some excess anyway (5.3% at 0.005)
     worlds, metrics = [], []
@@ -155,14 +156,14 @@ def test_the_calibration_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
         metrics.append({"x": x})
     worlds.append(_world(1, "ab", {"timeouts": 8.0}))  # held out: never read by the rule
     metrics.append({"x": 1.0})
-    c = B.calibrate(worlds, metrics)["timeouts"]
+    c = D.calibrate(worlds, metrics)["timeouts"]
     rows = {r["value"]: r for r in c["table"]}
     assert rows[0.005]["false_alarm"]["named"] == 2 and rows[0.005]["detection"]["named"] == 4
     assert rows[0.01]["false_alarm"]["named"] == 1 and rows[0.01]["detection"]["named"] == 3
     # 0.005 finds all four but alarms in 5.3% of worlds: 0.01 (3 of 4, 2.6%) is chosen
     assert c["chosen"] == 0.01 and c["current"] == V.TIMEOUT_EXCESS
     assert V.TIMEOUT_EXCESS == c["current"]  # the rules are left as they were
-    with B.threshold("TIMEOUT_EXCESS", 0.5):
+    with D.threshold("TIMEOUT_EXCESS", 0.5):
         assert V.TIMEOUT_EXCESS == 0.5
     assert V.TIMEOUT_EXCESS == c["current"]
 
@@ -176,8 +177,8 @@ def test_bots_count_as_the_hazard_only_where_they_carry_the_win() -> None:
     assert B.with_truth(w, conc(0.10, 0.04)).hazards == {"outlier_domination": 0.001}
     kept = B.with_truth(w, conc(0.10, 0.06))  # most of the win is the humans'
     assert kept.hazards == {} and kept.dormant == ("outlier_domination",)
-    assert B._kind(kept) == "ab_hazards"  # bots were injected: not a clean A/B
+    assert D.kind_of(kept) == "ab_hazards"  # bots were injected: not a clean A/B
     assert B.with_truth(w, conc(0.04, 0.0)).hazards == {}  # no win to carry
     assert B.with_truth(w, None).hazards == {}  # a failed run
     clean = _world(5, "ab", {})
-    assert B.with_truth(clean, conc(0.1, 0.0)) is clean and B._kind(clean) == "ab_clean"
+    assert B.with_truth(clean, conc(0.1, 0.0)) is clean and D.kind_of(clean) == "ab_clean"
