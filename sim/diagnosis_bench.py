@@ -33,7 +33,9 @@ thresholds may be chosen), odd ones the *held-out half* (where scores are report
   - ``model_version``: the treatment's serving pointer lags 1 or 2 releases;
   - ``recall_ceiling``: retrieval returns only as many candidates as L1 keeps
     (``funnel.k_retrieval = k_l1``): L1's cut passes everything, so a better L1 cannot change
-    what reaches L2 (L2's work, and so its latency, is unchanged);
+    what reaches L2 (L2's work, and so its latency, is unchanged). It counts as present only
+    where the treatment wins offline (co-injected hazards can take the win away, and with no
+    win there is nothing for the ceiling to erase; :func:`with_truth`);
   - ``label_leakage``: the treatment's training pipeline joins the offsite conversion counters
     at label time on a share of its converted rows, uniform in [0.1, 1.0]
     (``features.label_join_share``);
@@ -45,10 +47,21 @@ thresholds may be chosen), odd ones the *held-out half* (where scores are report
     humans' rows, ground truth the run logs beside the estimate, :func:`with_truth`); a world
     with bots whose win is mostly the humans' counts as one without the hazard.
 
-Verdicts with no hazard in the library (``traffic``, ``exposure_bias``, ``offline_eval``,
-``metric_mismatch``, ``mix_shift``) are scored only for how often they fire in each kind of
-world. A world's name carries the library's version (``v2w00040``): the draws of a
-world change when a hazard is added, and runs of another version are refused, not mis-scored.
+* a ramp, in 30% of worlds (A/A and A/B; drawn from a stream of its own, so a world without one
+  is the same world as in the previous version of the library): the treatment's share at
+  ``day`` 0, 0.25 and 0.5 is uniform in [0.05, 0.3], then 0.5, then uniform in [0.6, 0.9], with
+  pooled training and the exposure twin (the share held at the first step's). Exposure bias is
+  not injected but measured: it counts as present where the treatment's *true* miscalibration
+  (L1's pCVR over the true conversion probabilities of its clicks, no draw's noise) at the last
+  step is lower under the ramp than in the twin by at least :data:`EXPOSURE_TRUE`
+  (:func:`exposure_closing`).
+
+Verdicts with no hazard in the library (``traffic``, ``offline_eval``, ``metric_mismatch``,
+``mix_shift``) are scored only for how often they fire in each kind of world; the A/A worlds
+also give how often the CPA lift's interval covers 0 (what every "could be noise" rests on). A
+world's name carries the library's version (``v3w00040``); a run is scored as the world whose
+config it holds (its saved ``.hydra/config.yaml`` must hold the world's overlay), so runs of
+another library are refused, not mis-scored.
 
 **Scores** (:func:`score`), on each half: for each verdict with a hazard, its *detection rate*
 (named where the hazard was injected, by magnitude bin) and its *false-alarm rate* where it was
@@ -75,19 +88,24 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from sim.logs.writer import write_json_atomic, write_text_atomic
+from sim.report import verdicts
 from sim.report.diagnosis import (
     HAZARDS,
+    aa_coverage,
     calibrate,
     render,
     rescored,
     score,
     statuses,
 )
+from sim.report.evidence import offline_win
 from sim.report.plots import bench_detection
 from sim.report.rates import held_out_rates
 
 LIBRARY_SEED = 20261205
-LIBRARY_VERSION = 2  # in every world's name: runs of another version's library are refused
+LIBRARY_VERSION = 3  # in every world's name
+RAMP_P = 0.3  # share of worlds (A/A and A/B) with a ramp and its exposure twin
+RAMP_DAYS = (0.0, 0.25, 0.5)  # the ramp's steps; the first share drawn, then 0.5, then the last
 AA_SHARE = 0.25  # share of A/A worlds
 CLEAN_SHARE = 0.15  # share of A/B worlds drawn with no hazard
 HAZARD_P = 0.35  # each hazard's probability in the other A/B worlds
@@ -106,8 +124,10 @@ class BenchWorld:
     hazards: dict[str, float]  # injected hazard -> its magnitude (the knob's value)
     overlay: dict[str, Any] = field(repr=False)  # nested config keys, a scenario file's body
     # injected mechanisms that did not make their hazard present (bots whose rows do not carry
-    # the win: :func:`with_truth`); the world still counts as an A/B with hazards
+    # the win, a recall ceiling with no offline win to erase: :func:`with_truth`); the world
+    # still counts as an A/B with hazards
     dormant: tuple[str, ...] = ()
+    ramp: tuple[float, ...] = ()  # the shares of a ramped world's steps (with an exposure twin)
 
     @property
     def name(self) -> str:
@@ -152,8 +172,17 @@ def draw_world(index: int) -> BenchWorld:
         for h, d, u in zip(HAZARDS, draws, magnitudes, strict=True):
             if kind >= AA_SHARE + CLEAN_SHARE and d < HAZARD_P:
                 hazards[h] = _inject(o, h, float(u))
+    # the ramp from a stream of its own: a world without one is the previous version's world
+    ramp_rng = np.random.default_rng([LIBRARY_SEED, index, 1])
+    ramp: tuple[float, ...] = ()
+    if ramp_rng.random() < RAMP_P:
+        ramp = (round(float(ramp_rng.uniform(0.05, 0.3)), 3), 0.5,
+                round(float(ramp_rng.uniform(0.6, 0.9)), 3))
+        _set(o, "experiment.ramp", [{"day": d, "share": s} for d, s in zip(RAMP_DAYS, ramp,
+                                                                           strict=True)])
+        _set(o, "experiment.exposure_twin", True)
     half = "calibration" if index % 2 == 0 else "held_out"
-    return BenchWorld(index=index, half=half, design=design, hazards=hazards, overlay=o)
+    return BenchWorld(index=index, half=half, design=design, hazards=hazards, overlay=o, ramp=ramp)
 
 
 def _inject(o: dict[str, Any], hazard: str, u: float) -> float:
@@ -199,23 +228,55 @@ def _inject(o: dict[str, Any], hazard: str, u: float) -> float:
 
 
 DOMINATED = 0.5  # bots carry the win when less than this share of it remains on humans' rows
+EXPOSURE_TRUE = 0.05  # exposure bias is present when the true miscalibration closes this much
+
+
+def exposure_closing(m: dict[str, Any] | None) -> float | None:
+    """Ground truth for exposure bias in a ramped world: how much lower the treatment's true
+    miscalibration ``|ln(l1_calibration_true)|`` (L1's pCVR over the true conversion
+    probabilities, no draw's noise) is at the ramp's last step than in its exposure twin at the
+    same step (positive: owning more of the training data helped). None without the read-outs."""
+    ramped = (((m or {}).get("exposure") or {}).get("treatment") or [])
+    held = (((m or {}).get("exposure_twin") or {}).get("treatment") or [])
+    if len(ramped) < 2 or len(held) != len(ramped):
+        return None
+    a, b = ramped[-1].get("l1_calibration_true"), held[-1].get("l1_calibration_true")
+    if not a or not b:
+        return None
+    return abs(math.log(b)) - abs(math.log(a))
 
 
 def with_truth(w: BenchWorld, m: dict[str, Any] | None) -> BenchWorld:
     """``w`` with its hazards as measured where the injection is a mechanism, not the cause:
-    ``outlier_domination`` stays only where the bots' rows carry the treatment's offline win
-    (module docstring; the ``flag`` fields of ``offline.models.treatment.concentration``)."""
-    if "outlier_domination" not in w.hazards:
+
+    * ``outlier_domination`` stays only where the bots' rows carry the treatment's offline win
+      (the ``flag`` fields of ``offline.models.treatment.concentration``);
+    * ``recall_ceiling`` stays only where the treatment wins offline (at least the verdicts'
+      ``OFFLINE_WIN`` on their gap source): with no win, there is nothing for the ceiling to
+      erase (co-injected hazards can take the win away);
+    * ``exposure_bias`` is added in a ramped world where the treatment's true miscalibration
+      closes by at least :data:`EXPOSURE_TRUE` under the ramp (:func:`exposure_closing`).
+
+    A hazard taken away is ``dormant``: the world still counts as one with hazards."""
+    hazards, dormant = dict(w.hazards), list(w.dormant)
+    if "outlier_domination" in hazards:
+        c = (((m or {}).get("offline") or {}).get("models", {}).get("treatment") or {}).get(
+            "concentration", {}).get("auction_winner") or {}
+        win, humans = c.get("win"), c.get("win_unflagged")
+        if not (win is not None and humans is not None and win >= 0.05
+                and humans < DOMINATED * win):
+            del hazards["outlier_domination"]
+            dormant.append("outlier_domination")
+    if "recall_ceiling" in hazards:
+        win = offline_win(m) if m is not None else None
+        if win is None or win < verdicts.OFFLINE_WIN:
+            del hazards["recall_ceiling"]
+            dormant.append("recall_ceiling")
+    if w.ramp and (closing := exposure_closing(m)) is not None and closing >= EXPOSURE_TRUE:
+        hazards["exposure_bias"] = round(closing, 4)
+    if hazards == w.hazards and tuple(dormant) == w.dormant:
         return w
-    c = (((m or {}).get("offline") or {}).get("models", {}).get("treatment") or {}).get(
-        "concentration", {}).get("auction_winner") or {}
-    win, humans = c.get("win"), c.get("win_unflagged")
-    carried = (win is not None and humans is not None and win >= 0.05
-               and humans < DOMINATED * win)
-    if carried:
-        return w
-    return replace(w, hazards={h: v for h, v in w.hazards.items() if h != "outlier_domination"},
-                   dormant=(*w.dormant, "outlier_domination"))
+    return replace(w, hazards=hazards, dormant=tuple(dormant))
 
 
 def library(size: int, offset: int = 0) -> list[BenchWorld]:
@@ -256,24 +317,42 @@ def run_library(worlds: Sequence[BenchWorld], root: Path, launcher: str = "jobli
     return sweep
 
 
-def world_metrics(run_dir: Path, name: str) -> dict[str, Any] | None:
-    """The ``metrics.json`` of the finished run of world ``name`` (None if the run did not
-    complete); a run of another world is an error."""
+def _holds(config: Any, overlay: Any) -> bool:
+    """Whether every leaf of ``overlay`` has its value in ``config`` (a run's saved, unresolved
+    config)."""
+    if isinstance(overlay, dict):
+        return isinstance(config, dict) and all(k in config and _holds(config[k], v)
+                                                for k, v in overlay.items())
+    return bool(config == overlay)
+
+
+def world_metrics(run_dir: Path, world: BenchWorld) -> dict[str, Any] | None:
+    """The ``metrics.json`` of the finished run of ``world`` (None if the run did not complete).
+    A run whose saved config (``.hydra/config.yaml``) does not hold the world's overlay is an
+    error, as is, for a run without one, a run of another world's name: a run is scored as the
+    world it ran, whatever the library's version that named it."""
     manifest = run_dir / "manifest.json"
     if not manifest.exists():
         return None
     info = json.loads(manifest.read_text())
-    if info.get("scenario") not in (None, name):
-        raise ValueError(f"{run_dir} is a run of {info.get('scenario')!r}, not of {name!r}: "
+    saved = run_dir / ".hydra" / "config.yaml"
+    if saved.exists():
+        config = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
+        if not _holds(config, world.overlay):
+            raise ValueError(f"{run_dir} ({info.get('scenario')!r}) did not run the config of "
+                             f"{world.name!r}: score a library's runs with the library's --size "
+                             "and --offset")
+    elif info.get("scenario") not in (None, world.name):
+        raise ValueError(f"{run_dir} is a run of {info.get('scenario')!r}, not of {world.name!r}: "
                          "score a library's runs with the library's --size and --offset")
     if info.get("status") != "complete":
         return None
     return dict(json.loads((run_dir / "metrics.json").read_text()))
 
 
-def world_verdicts(run_dir: Path, name: str) -> dict[str, str] | None:
-    """Each verdict's status in the finished run of world ``name`` (see :func:`world_metrics`)."""
-    return statuses(world_metrics(run_dir, name))
+def world_verdicts(run_dir: Path, world: BenchWorld) -> dict[str, str] | None:
+    """Each verdict's status in the finished run of ``world`` (see :func:`world_metrics`)."""
+    return statuses(world_metrics(run_dir, world))
 
 
 # the threshold each verdict with a hazard is calibrated on, and the round values tried
@@ -305,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.score_only:
         run_library(worlds, args.out, args.launcher, args.jobs, base, hydra)
     try:
-        metrics = [world_metrics(sweep / str(k), w.name) for k, w in enumerate(worlds)]
+        metrics = [world_metrics(sweep / str(k), w) for k, w in enumerate(worlds)]
     except ValueError as exc:
         p.error(str(exc))
     results = [statuses(m) for m in metrics]
@@ -317,6 +396,14 @@ def main(argv: list[str] | None = None) -> int:
     scores["at_chosen"] = rescored(truth, metrics, chosen)["halves"]["held_out"]["rates"]
     scores["bots"] = {"injected": sum("outlier_domination" in w.hazards for w in worlds),
                       "carrying_the_win": sum("outlier_domination" in w.hazards for w in truth)}
+    scores["recall_ceiling"] = {"injected": sum("recall_ceiling" in w.hazards for w in worlds),
+                                "with_an_offline_win": sum("recall_ceiling" in w.hazards
+                                                           for w in truth)}
+    scores["ramps"] = {"worlds": sum(bool(w.ramp) for w in worlds),
+                       "exposure_bias_present": sum("exposure_bias" in w.hazards for w in truth),
+                       "closing": [exposure_closing(m) for w, m in zip(worlds, metrics, strict=True)
+                                   if w.ramp]}
+    scores["aa_cpa_coverage"] = aa_coverage(worlds, metrics)
     command = " ".join(["python -m sim.diagnosis_bench", f"--size {args.size}",
                         f"--offset {args.offset}", *args.overrides])
     write_json_atomic(args.out / "diagnosis_bench.json",

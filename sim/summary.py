@@ -292,7 +292,9 @@ def ramp_strata(logs: dict[str, pl.DataFrame], arms: list[str], ramp: list[Any],
 def exposure_readout(logs: dict[str, pl.DataFrame], arms: list[str],
                      ramp: list[Any]) -> dict[str, list[dict[str, Any]]]:
     """Online calibration and loss of each arm per ramp step: if exposure bias drove a gap, the
-    treatment's numbers would improve as its share grows."""
+    treatment's numbers would improve as its share grows. Beside each estimate (against the drawn
+    conversions) its truth, ``l1_calibration_true``: L1's pCVR over the true conversion
+    probabilities of the same clicks, free of the draw's noise."""
     clicks = logs["clicks"]
     out: dict[str, list[dict[str, Any]]] = {}
     for arm in arms:
@@ -305,6 +307,8 @@ def exposure_readout(logs: dict[str, pl.DataFrame], arms: list[str],
             rows.append({"step": i, "day": step.day, "share": step.share, "clicks": c.height,
                          "conversions": int(c["conversion"].sum()),
                          "l1_calibration": l1_cal, "l1_logloss": l1_ll,
+                         "l1_calibration_true": _ratio(float(c["l1_pcvr"].cast(pl.Float64).sum()),
+                                                       float(c["true_pcvr"].sum())),
                          "l2_calibration": l2_cal, "l2_logloss": l2_ll})
         out[arm] = rows
     return out

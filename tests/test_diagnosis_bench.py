@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from sim import diagnosis_bench as B
 from sim.report import diagnosis as D
 from sim.report import verdicts as V
+from sim.report.evidence import GAP_SOURCE
 from sim.report.plots import bench_detection
 from sim.report.rates import held_out_rates, rate_line
 from sim.report.verdicts import CAUSE, RULED_OUT
@@ -182,3 +187,89 @@ def test_bots_count_as_the_hazard_only_where_they_carry_the_win() -> None:
     assert B.with_truth(w, None).hazards == {}  # a failed run
     clean = _world(5, "ab", {})
     assert B.with_truth(clean, conc(0.1, 0.0)) is clean and D.kind_of(clean) == "ab_clean"
+
+
+def test_a_ramp_is_drawn_from_its_own_stream() -> None:
+    """About 30% of worlds (A/A and A/B) ramp with an exposure twin; the ramp's draws leave every
+    other draw of the world as it is (a world without a ramp is the previous library's)."""
+    worlds = B.library(200)
+    ramped = [w for w in worlds if w.ramp]
+    assert 0.2 < len(ramped) / len(worlds) < 0.4
+    assert {w.design for w in ramped} == {"aa", "ab"}
+    for w in ramped:
+        first, mid, last = w.ramp
+        assert 0.05 <= first <= 0.3 and mid == 0.5 and 0.6 <= last <= 0.9
+        exp = w.overlay["experiment"]
+        assert exp["exposure_twin"] is True
+        assert [s["day"] for s in exp["ramp"]] == list(B.RAMP_DAYS)
+    flat = B.RAMP_P
+    try:
+        B.RAMP_P = 0.0
+        for w in ramped[:10]:
+            plain = B.draw_world(w.index)
+            assert not plain.ramp and plain.hazards == w.hazards
+            exp = dict(w.overlay["experiment"])
+            exp.pop("exposure_twin")
+            exp["ramp"] = [{"day": 0.0, "share": 0.5}]
+            assert plain.overlay == {**w.overlay, "experiment": exp}
+    finally:
+        B.RAMP_P = flat
+
+
+def _exposure(ramped: float, held: float) -> dict:
+    def steps(last: float) -> list[dict]:
+        return [{"step": 0, "l1_calibration_true": 1.3}, {"step": 1, "l1_calibration_true": last}]
+    return {"exposure": {"treatment": steps(ramped)}, "exposure_twin": {"treatment": steps(held)}}
+
+
+def test_exposure_bias_is_present_where_the_true_miscalibration_closes_under_the_ramp() -> None:
+    assert B.exposure_closing(_exposure(1.05, 1.25)) == pytest.approx(
+        math.log(1.25) - math.log(1.05))
+    assert B.exposure_closing(_exposure(0.95, 1 / 0.95)) == pytest.approx(0.0, abs=1e-12)
+    assert B.exposure_closing({"exposure": {"treatment": []}}) is None
+    assert B.exposure_closing(None) is None
+    w = replace(_world(3, "ab", {}), ramp=(0.1, 0.5, 0.8))
+    assert B.with_truth(w, _exposure(1.05, 1.25)).hazards == {"exposure_bias": pytest.approx(
+        math.log(1.25 / 1.05), abs=1e-4)}
+    near = B.with_truth(w, _exposure(1.05, 1.05 * math.exp(0.04)))  # closes 0.04 < 0.05
+    assert near.hazards == {} and near.dormant == () and D.kind_of(near) == "ab_clean"
+    # without a ramp there is no exposure read-out to judge, whatever the metrics say
+    assert B.with_truth(_world(3, "ab", {}), _exposure(1.05, 1.25)).hazards == {}
+
+
+def test_a_recall_ceiling_counts_only_where_there_is_an_offline_win_to_erase() -> None:
+    w = _world(3, "ab", {"recall_ceiling": 1.0})
+
+    def won(change: float) -> dict:
+        src = {"control": 1.0, "treatment": 1.0 + change}
+        return {"arms": {"control": {}, "treatment": {}}, "offline": {"models": {
+            arm: {"sources": {GAP_SOURCE: {"overall": {"log_mae": v}}}} for arm, v in src.items()}}}
+    assert B.with_truth(w, won(-0.10)).hazards == {"recall_ceiling": 1.0}
+    lost = B.with_truth(w, won(-0.03))  # a 3% win: under the verdicts' 5%
+    assert lost.hazards == {} and lost.dormant == ("recall_ceiling",)
+    assert B.with_truth(w, None).dormant == ("recall_ceiling",)  # a failed run
+
+
+def test_a_run_is_scored_as_the_world_its_config_holds(tmp_path: Path) -> None:
+    w = B.draw_world(11)  # a ramped world
+    run = tmp_path / "0"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"scenario": "v2w00011", "status": "complete"}))
+    (run / "metrics.json").write_text(json.dumps({"x": 1}))
+    plain = copy.deepcopy(w.overlay)
+    plain["experiment"]["ramp"] = [{"day": 0.0, "share": 0.5}]
+    del plain["experiment"]["exposure_twin"]
+    (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(plain | {"extra": 1}))
+    with pytest.raises(ValueError, match="did not run the config of 'v3w00011'"):
+        B.world_metrics(run, w)  # the same index, drawn without its ramp
+    (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(w.overlay | {"extra": 1}))
+    assert B.world_metrics(run, w) == {"x": 1}  # another version's name, this world's config
+
+
+def test_aa_coverage_by_hand() -> None:
+    worlds = [_world(1, "aa", {}), _world(3, "aa", {}), _world(5, "ab", {}), _world(0, "aa", {})]
+    iv = [(-0.1, 0.1), (0.01, 0.2), (-0.3, -0.1), (0.02, 0.04)]
+    metrics = [{"lift_stratified": {"cpa": {"low": lo, "high": hi}}} for lo, hi in iv]
+    cov = D.aa_coverage(worlds, metrics)
+    assert cov["held_out"] == {"covered": 1, "worlds": 2, "rate": 0.5}  # the A/B world not counted
+    assert cov["calibration"] == {"covered": 0, "worlds": 1, "rate": 0.0}

@@ -597,3 +597,17 @@ def test_cli_refuses_options_for_the_other_kind_of_directory(tiny_run: Path, tmp
     assert main([str(tiny_run), "--hazards", "parity_gap"]) == 2
     err = capsys.readouterr().err
     assert "--attribute applies to a run directory" in err and "--hazards needs --attribute" in err
+
+
+def test_the_exposure_verdict_prints_the_truth_beside_its_estimate() -> None:
+    """The read-out against the drawn conversions decides; the same read-out against the true
+    conversion probabilities (``l1_calibration_true``) is printed beside it, never read."""
+    m = aa_world()
+    _exposure(m, (1.2, 1.02), (1.2, 1.2))
+    base = next(v for v in V.verdicts(m) if v.key == "exposure_bias")
+    assert "true conversion" not in base.finding
+    for key, true in (("exposure", 1.1), ("exposure_twin", 1.1)):
+        m[key]["treatment"][-1]["l1_calibration_true"] = true
+    v = next(v for v in V.verdicts(m) if v.key == "exposure_bias")
+    assert v.status == base.status == V.CAUSE
+    assert "against the true conversion probabilities, ramp minus held +0.000" in v.finding

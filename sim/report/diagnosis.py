@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from sim.report import verdicts as V
+from sim.report.evidence import stratified
 from sim.report.verdicts import CAUSE, verdicts
 
 
@@ -29,10 +30,14 @@ class BenchWorld(Protocol):
     @property
     def dormant(self) -> tuple[str, ...]: ...  # injected, not present
 
+# the hazards the library injects (each A/B world with hazards draws each one)
 HAZARDS = ("timeouts", "parity_gap", "version_skew", "serving_path", "model_version",
            "recall_ceiling", "label_leakage", "outlier_domination")
+# hazards the library does not inject but measures (exposure bias: in ramped worlds, from the
+# true calibration under the ramp and in its twin)
+MEASURED = ("exposure_bias",)
 # each verdict and the hazard it names (verdicts without one are scored for how often they fire)
-VERDICT_HAZARD = {h: h for h in HAZARDS}
+VERDICT_HAZARD = {h: h for h in (*HAZARDS, *MEASURED)}
 
 
 def statuses(m: dict[str, Any] | None) -> dict[str, str] | None:
@@ -50,6 +55,7 @@ THRESHOLDS: dict[str, tuple[str, tuple[float, ...]]] = {
     "recall_ceiling": ("RECALL_MOVE", (0.005, 0.01, 0.02, 0.05, 0.1)),
     "label_leakage": ("LEAK_CREDIT", (0.0025, 0.005, 0.01, 0.02, 0.05)),
     "outlier_domination": ("OUTLIER_KEPT", (0.25, 0.5, 0.75)),
+    "exposure_bias": ("EXPOSURE_CLOSE", (0.02, 0.05, 0.1, 0.15, 0.2)),
 }
 MAX_FALSE_ALARM = 0.05  # the calibration rule's bound on a threshold's false-alarm rate
 
@@ -141,9 +147,25 @@ def score(worlds: Sequence[BenchWorld], results: Sequence[dict[str, str] | None]
                 "false_alarm": {k: _rate(sum(v), len(v)) for k, v in absent.items()},
                 "false_alarm_all": _rate(sum(sum(v) for v in absent.values()),
                                          sum(len(v) for v in absent.values()))}
-        confusion = {h: {k: _cross(rows, h, k) for k in keys} for h in HAZARDS}
+        confusion = {h: {k: _cross(rows, h, k) for k in keys} for h in (*HAZARDS, *MEASURED)}
         out["halves"][half] = {"worlds": len(rows), "fires": fires, "rates": rates,
                                "confusion": confusion}
+    return out
+
+
+def aa_coverage(worlds: Sequence[BenchWorld],
+                metrics: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """In the A/A worlds of each half (no effect by construction), how often the CPA lift's 95%
+    interval (stratified by ramp step) covers 0: the honesty of every "could be noise"."""
+    out: dict[str, Any] = {}
+    for half in ("calibration", "held_out"):
+        bounds = [(iv.get("low"), iv.get("high")) for w, m in zip(worlds, metrics, strict=True)
+                  if m is not None and w.half == half and w.design == "aa"
+                  and (iv := stratified(m, "cpa"))]
+        ivs = [(lo, hi) for lo, hi in bounds if lo is not None and hi is not None]
+        covered = sum(lo <= 0.0 <= hi for lo, hi in ivs)
+        out[half] = {"covered": covered, "worlds": len(ivs),
+                     "rate": covered / len(ivs) if ivs else None}
     return out
 
 
@@ -200,6 +222,10 @@ def render(scores: dict[str, Any], command: str) -> str:
         fa = r["false_alarm"]
         lines.append(f"| {key} | {_pct(r['detection'])} | {_pct(fa['aa'])} | {_pct(fa['ab_clean'])} "
                      f"| {_pct(fa['ab_hazards'])} | {mags} |")
+    if cov := scores.get("aa_cpa_coverage"):
+        c = cov["held_out"]
+        lines += ["", f"In the A/A worlds, the CPA lift's 95% interval covers 0 in "
+                  f"{_pct({'named': c['covered'], 'worlds': c['worlds'], 'rate': c['rate']})}."]
     lines += ["", "## How often each verdict fires, by kind of world", "",
               "| verdict | A/A | clean A/B | A/B with hazards |", "|---|---|---|---|"]
     for key, f in held["fires"].items():

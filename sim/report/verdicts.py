@@ -203,6 +203,10 @@ def exposure_bias(m: dict[str, Any]) -> Verdict:
                + " → ".join(f"{s['l1_calibration']:.3f}" for s in held)
                + f"; |ln calibration| at the last step, ramp minus held {diff:+.3f} "
                f"(standard error {se:.3f})")
+    true = [last.get("l1_calibration_true"), twin.get("l1_calibration_true")]
+    if all(true):  # the truth beside the estimate: against the true conversion probabilities
+        finding += (f"; against the true conversion probabilities, ramp minus held "
+                    f"{abs(math.log(true[0])) - abs(math.log(true[1])):+.3f}")
     fires = diff <= -max(EXPOSURE_CLOSE, 2.0 * se)
     return Verdict(**args, status=CAUSE if fires else RULED_OUT, rule=rule, finding=finding,
                    arms=("treatment",) if fires else ())
