@@ -34,6 +34,7 @@ from sim.report.evidence import (
 OFFLINE_WIN = 0.05  # a relative log_mae reduction of at least 5% is an offline win
 NO_WIN = 0.02  # ... and below 2% a log source shows none
 EXPOSURE_CLOSE = 0.05  # treatment's |ln calibration| at the last step 0.05 below the held twin's
+EXPOSURE_Z = 2.0  # ... and by this many standard errors (of the drawn conversions)
 # thresholds marked "calibrated" were chosen on the diagnosis benchmark's calibration half
 # (library v2, worlds 0-199: sim/diagnosis_bench.py, its rule); the others kept their round value
 # there (docs/report.md gives the rates)
@@ -175,7 +176,7 @@ def _num(x: float | None) -> str:
 def exposure_bias(m: dict[str, Any]) -> Verdict:
     rule = ("cause if, at the ramp's last step, the treatment's online L1 miscalibration "
             "|ln(calibration)| is lower than in the exposure twin (the same world with the share "
-            f"held at the first step's), by at least {EXPOSURE_CLOSE} and by two standard errors "
+            f"held at the first step's), by at least {EXPOSURE_CLOSE} and by {EXPOSURE_Z:g} standard errors "
             "(sqrt of the sum of 1/conversions of the two calibrations): the gap closes because "
             "the treatment owns more of the training data, not because the days went by")
     args: dict[str, Any] = {"layer": 1, "key": "exposure_bias",
@@ -207,7 +208,7 @@ def exposure_bias(m: dict[str, Any]) -> Verdict:
     if all(true):  # the truth beside the estimate: against the true conversion probabilities
         finding += (f"; against the true conversion probabilities, ramp minus held "
                     f"{abs(math.log(true[0])) - abs(math.log(true[1])):+.3f}")
-    fires = diff <= -max(EXPOSURE_CLOSE, 2.0 * se)
+    fires = diff <= -max(EXPOSURE_CLOSE, EXPOSURE_Z * se)
     return Verdict(**args, status=CAUSE if fires else RULED_OUT, rule=rule, finding=finding,
                    arms=("treatment",) if fires else ())
 
