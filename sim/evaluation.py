@@ -66,18 +66,28 @@ CHANGES = ("log_loss", "excess_loss", "calibration", "log_mae")  # the fields of
 
 
 def evaluation_rows(log: TrainingLog, registry: Registry, lineages: list[str], horizon: float,
-                    cfg: Config, rng: np.random.Generator) -> tuple[LoggedRows | None, EvalWindow]:
+                    cfg: Config, rng: np.random.Generator,
+                    users: Users | None = None) -> tuple[LoggedRows | None, EvalWindow]:
     """The rows offline evaluation and the skew sweep read, and the window they come from.
 
     The window is ``[start, end)``: the last ``releases.train_window_s`` before the horizon,
     starting no earlier than the end of the training window of any model it evaluates
     (``lineages``: each arm's latest L1 and its L2 teacher), so offline evaluation never reads rows
     an evaluated model trained on; of its rows, :func:`eval_rows` (drawn from ``rng``). None when
-    the window holds no rows (``start >= end``: every row is in some model's training window)."""
+    the window holds no rows (``start >= end``: every row is in some model's training window).
+    With ``evaluation.bot_filter_rate`` r > 0, the rows of users whose observed request rate is
+    more than r times the median user's are dropped first (a bot filter: it reads the
+    observable feature, never the world's bot flag)."""
     end = horizon + 1.0
     trained = max(registry.latest(lin).window_end for lin in lineages)
     start = max(end - cfg.releases.train_window_s, trained)
     rows = log.window(end, length=end - start) if start < end else None
+    if rows is not None and cfg.evaluation.bot_filter_rate > 0:
+        rate = None if users is None else users.request_rate
+        if rate is None:
+            raise ValueError("evaluation.bot_filter_rate needs the users' request-rate feature")
+        rows = rows.take(np.flatnonzero(rate[rows.user] <= math.log(cfg.evaluation.bot_filter_rate)))
+        rows = rows if len(rows) else None
     window = EvalWindow(start=start, end=end, rows=0 if rows is None else len(rows))
     return (None if rows is None else eval_rows(rows, cfg, rng)), window
 
@@ -326,7 +336,7 @@ def after_run(registry: Registry, arms: Sequence[Arm], log: TrainingLog, sweep: 
     of ``sweep``'s lineages (family -> lineage), and each arm's family importance against its own
     teacher with the parity audit (:mod:`sim.parity_audit`)."""
     lineages = [lin for arm in arms for lin in (arm.l1_lineage, arm.l2_lineage)]
-    rows, window = evaluation_rows(log, registry, lineages, horizon, cfg, rng)
+    rows, window = evaluation_rows(log, registry, lineages, horizon, cfg, rng, users)
     if rows is None:
         return OfflineResults(window=window)
     models = {arm.name: (arm.l1_lineage, arm.l2_lineage) for arm in arms}

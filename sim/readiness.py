@@ -180,7 +180,7 @@ def replay(cfg: Config, families: list[str], chunks: list[tuple[float, LoggedRow
     env.run(until=world.horizon)
     evaluated = [lin for a in world.arms for lin in (a.l1_lineage, a.l2_lineage)]
     rows, window = evaluation_rows(world.training_log, world.registry, evaluated, world.horizon,
-                                   world.cfg, world.streams.get("offline_eval"))
+                                   world.cfg, world.streams.get("offline_eval"), world.market.users)
     if rows is None:
         raise ConfigError("the run's last training window holds no rows to sweep on (a horizon "
                           "shorter than releases.train_window_s after the last release?)")

@@ -182,3 +182,36 @@ def test_a_win_carried_by_one_heavy_user_is_gone_without_its_rows() -> None:
     m = _metrics(out["win"], out["win_trimmed"])
     m["offline"]["models"]["treatment"]["concentration"]["auction_winner"]["win_trimmed_groups"] = 0.0
     assert _verdict(m).status == V.CAUSE
+
+
+def test_the_bot_filter_drops_the_heavy_users_rows_from_the_evaluation(tmp_path: Path) -> None:
+    """``evaluation.bot_filter_rate``: the same world scored without the rows of users requesting
+    more than r times the median user's rate (the observable feature, not the bot flag); nothing
+    else of the run moves; the attribution switch is that filter."""
+    bots = ["world.bot_share=0.1", "world.bot_activity=20", "experiment.arms=[control,treatment]",
+            "experiment.treatment.models.l1_hidden=64"]
+    plain = run_tiny(tmp_path / "plain", *bots)
+    kept = run_tiny(tmp_path / "kept", *bots, "evaluation.bot_filter_rate=1e6")  # filters no one
+    filtered = run_tiny(tmp_path / "filtered", *bots, "evaluation.bot_filter_rate=5")
+    assert kept["offline"] == plain["offline"] and kept["arms"] == plain["arms"]
+    assert filtered["arms"] == plain["arms"]  # serving untouched: the evaluation only
+    users = build_marketplace(tiny_config(*bots), Streams(0)).users
+    rate = users.request_rate
+    assert rate is not None and users.bot is not None
+    out = rate > np.log(5)
+    assert out[users.bot].mean() > 5 * out[~users.bot].mean()  # bots far more than humans
+    rows = [m["offline"]["models"]["treatment"]["concentration"]["auction_winner"]
+            for m in (plain, filtered)]
+    assert rows[0]["flag_share"] > 0.2 and rows[1]["flag_share"] < rows[0]["flag_share"] / 2
+    from sim.report.attribution import HAZARDS, present_hazards
+    cfg = tiny_config(*bots)
+    assert "outlier_domination" in present_hazards(cfg, plain)
+    off = HAZARDS["outlier_domination"][1](cfg)
+    assert off.evaluation.bot_filter_rate == 20.0 and off.world == cfg.world
+    assert "outlier_domination" not in present_hazards(off, plain)
+
+
+def test_a_bot_filter_needs_the_request_rate() -> None:
+    from sim.config import ConfigError
+    with pytest.raises(ConfigError, match="evaluation.bot_filter_rate"):
+        tiny_config("evaluation.bot_filter_rate=20")

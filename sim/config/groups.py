@@ -320,6 +320,10 @@ class EvaluationConfig:
     """Offline evaluation after the run (``sim.evaluation``)."""
 
     rows: int = bounded(50_000, ge=1)  # rows per log source in offline evaluation
+    # a bot filter on the evaluation's rows: drop the rows of users whose observed request rate
+    # (the user feature a world with bots has) is more than this many times the median user's;
+    # 0: no filter
+    bot_filter_rate: float = bounded(0.0, ge=0)
 
 
 @dataclass

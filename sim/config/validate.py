@@ -88,6 +88,10 @@ def _check_relations(cfg: Config) -> None:
         abs(sum(w.surface_mix) - 1.0) < 1e-6,
         f"`world.surface_mix` must sum to 1, got {w.surface_mix} (sum {sum(w.surface_mix)})",
     )
+    _require(not cfg.evaluation.bot_filter_rate or w.bot_share > 0,
+             f"`evaluation.bot_filter_rate` ({cfg.evaluation.bot_filter_rate}) filters on the "
+             "users' request-rate feature, which only a world with bots has "
+             f"(`world.bot_share` > 0, got {w.bot_share})")
     unknown = sorted(set(w.objective_mix) - set(OBJECTIVES))
     _require(not unknown, f"`world.objective_mix` has unknown objective(s) {unknown}; "
              f"known: {list(OBJECTIVES)}")

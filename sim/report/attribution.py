@@ -6,7 +6,7 @@ without its ground-truth and exposure twins: the world, the traffic and every re
 the same (common random numbers), so two worlds differ only by what the switches change. Each
 outcome ``v`` is then split among the hazards by their Shapley values, ``phi_h = sum over S not
 containing h of |S|! (n-|S|-1)! / n! * (v(S + h) - v(S))``, which sum to ``v(all on) -
-v(all off)``. With n hazards that is 2**n − 1 extra worlds (at most 7 hazards, 127 worlds).
+v(all off)``. With n hazards that is 2**n − 1 extra worlds (at most 8 hazards, 255 worlds).
 
 A hazard is *present* when the run's evidence shows it, and *switched off* by an operational fix
 a team could make (stated in ``HAZARDS``); a switch changes nothing else of the config:
@@ -24,7 +24,12 @@ a team could make (stated in ``HAZARDS``); a switch changes nothing else of the 
   serving pointer names the newest version (``releases.pointer_lag`` 0 in every arm);
 * ``label_leakage`` (an arm's offline evaluation has a point-in-time view: its pipeline joins a
   counter family at label time): every pipeline reads the features as of each request
-  (``features.label_join_share`` 0 in every arm).
+  (``features.label_join_share`` 0 in every arm);
+* ``outlier_domination`` (a world with bots, ``world.bot_share`` > 0, whose offline evaluation
+  filters none): a bot filter on the evaluation's rows (``evaluation.bot_filter_rate``
+  :data:`BOT_FILTER`: the rows of users requesting more than 20 times as often as the median
+  user are dropped). It moves the offline side of the gap only: serving and the models are
+  untouched, as a team that re-scores its offline win without bots would do.
 
 Worlds go to ``RUN_DIR/attribution/<name>/`` (full run directories) and a finished one is reused
 when the command is repeated. Ground-truth worlds are not re-run.
@@ -140,6 +145,18 @@ def _point_in_time(cfg: Config) -> Config:
                                experiment=dataclasses.replace(cfg.experiment, treatment=overlay))
 
 
+BOT_FILTER = 20.0  # the attribution's bot filter: request rate over the median user's
+
+
+def _bots_filtered(cfg: Config) -> Config:
+    return dataclasses.replace(cfg, evaluation=dataclasses.replace(cfg.evaluation,
+                                                                   bot_filter_rate=BOT_FILTER))
+
+
+def _bots_present(cfg: Config, m: dict[str, Any]) -> bool:
+    return cfg.world.bot_share > 0 and cfg.evaluation.bot_filter_rate == 0 and two_arms(m)
+
+
 def _parity_present(cfg: Config, m: dict[str, Any]) -> bool:
     return any(a.get("parity_audit") for a in m["arms"].values())
 
@@ -186,6 +203,9 @@ HAZARDS: dict[str, Switch] = {
     "model_version": (_version_present, _newest_served, "the newest version served (no pointer lag)"),
     "label_leakage": (_leakage_present, _point_in_time,
                       "features as of each request in every training pipeline (no label-time join)"),
+    "outlier_domination": (_bots_present, _bots_filtered,
+                           f"a bot filter on the offline evaluation (request rate > {BOT_FILTER:g}x "
+                           "the median user's)"),
 }
 
 

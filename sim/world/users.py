@@ -25,6 +25,12 @@ class Users:
     def n(self) -> int:
         return int(self.latent.shape[0])
 
+    @property
+    def request_rate(self) -> np.ndarray | None:
+        """(n_users,) the observable log request rate (over the median user's, with the features'
+        noise): the last feature column in a world with bots, None without."""
+        return None if self.bot is None else self.features[:, -1]
+
     def logit_shifts(self, user: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """The (pCTR, pCVR) logit shifts of the users ``user`` (B,) each, None without bots."""
         if self.bot is None:
