@@ -51,10 +51,11 @@ thresholds may be chosen), odd ones the *held-out half* (where scores are report
   is the same world as in the previous version of the library): the treatment's share at
   ``day`` 0, 0.25 and 0.5 is uniform in [0.05, 0.3], then 0.5, then uniform in [0.6, 0.9], with
   pooled training and the exposure twin (the share held at the first step's). Exposure bias is
-  not injected but measured: it counts as present where the treatment's *true* miscalibration
-  (L1's pCVR over the true conversion probabilities of its clicks, no draw's noise) at the last
-  step is lower under the ramp than in the twin by at least :data:`EXPOSURE_TRUE`
-  (:func:`exposure_closing`).
+  not injected but measured: it counts as present in an A/B world where the treatment's *true*
+  miscalibration (L1's pCVR over the true conversion probabilities of its clicks, no draw's
+  noise) at the last step is lower under the ramp than in the twin by at least
+  :data:`EXPOSURE_TRUE` (:func:`exposure_closing`): the causal effect of owning more of the
+  training data on this world's model, whatever its route.
 
 Verdicts with no hazard in the library (``traffic``, ``offline_eval``, ``metric_mismatch``,
 ``mix_shift``) are scored only for how often they fire in each kind of world; the A/A worlds
@@ -254,8 +255,11 @@ def with_truth(w: BenchWorld, m: dict[str, Any] | None) -> BenchWorld:
     * ``recall_ceiling`` stays only where the treatment wins offline (at least the verdicts'
       ``OFFLINE_WIN`` on their gap source): with no win, there is nothing for the ceiling to
       erase (co-injected hazards can take the win away);
-    * ``exposure_bias`` is added in a ramped world where the treatment's true miscalibration
-      closes by at least :data:`EXPOSURE_TRUE` under the ramp (:func:`exposure_closing`).
+    * ``exposure_bias`` is added in a ramped A/B world where the treatment's true miscalibration
+      closes by at least :data:`EXPOSURE_TRUE` under the ramp (:func:`exposure_closing`). Not in
+      an A/A world: its arms run the same model, so no arm learns from another's exposures, and
+      a closing there is the ramp moving the world (budget-split budgets, different data, a
+      different fit), not exposure bias.
 
     A hazard taken away is ``dormant``: the world still counts as one with hazards."""
     hazards, dormant = dict(w.hazards), list(w.dormant)
@@ -272,7 +276,8 @@ def with_truth(w: BenchWorld, m: dict[str, Any] | None) -> BenchWorld:
         if win is None or win < verdicts.OFFLINE_WIN:
             del hazards["recall_ceiling"]
             dormant.append("recall_ceiling")
-    if w.ramp and (closing := exposure_closing(m)) is not None and closing >= EXPOSURE_TRUE:
+    if (w.design == "ab" and w.ramp and (closing := exposure_closing(m)) is not None
+            and closing >= EXPOSURE_TRUE):
         hazards["exposure_bias"] = round(closing, 4)
     if hazards == w.hazards and tuple(dormant) == w.dormant:
         return w

@@ -235,6 +235,9 @@ def test_exposure_bias_is_present_where_the_true_miscalibration_closes_under_the
     assert near.hazards == {} and near.dormant == () and D.kind_of(near) == "ab_clean"
     # without a ramp there is no exposure read-out to judge, whatever the metrics say
     assert B.with_truth(_world(3, "ab", {}), _exposure(1.05, 1.25)).hazards == {}
+    # an A/A world's arms run one model: a closing there is not exposure bias
+    aa = replace(_world(3, "aa", {}), ramp=(0.1, 0.5, 0.8))
+    assert B.with_truth(aa, _exposure(1.05, 1.25)).hazards == {}
 
 
 def test_a_recall_ceiling_counts_only_where_there_is_an_offline_win_to_erase() -> None:
