@@ -33,9 +33,7 @@ thresholds may be chosen), odd ones the *held-out half* (where scores are report
   - ``model_version``: the treatment's serving pointer lags 1 or 2 releases;
   - ``recall_ceiling``: retrieval returns only as many candidates as L1 keeps
     (``funnel.k_retrieval = k_l1``): L1's cut passes everything, so a better L1 cannot change
-    what reaches L2 (L2's work, and so its latency, is unchanged). It counts as present only
-    where the treatment wins offline (co-injected hazards can take the win away, and with no
-    win there is nothing for the ceiling to erase; :func:`with_truth`);
+    what reaches L2 (L2's work, and so its latency, is unchanged);
   - ``label_leakage``: the treatment's training pipeline joins the offsite conversion counters
     at label time on a share of its converted rows, uniform in [0.1, 1.0]
     (``features.label_join_share``);
@@ -89,7 +87,6 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from sim.logs.writer import write_json_atomic, write_text_atomic
-from sim.report import verdicts
 from sim.report.diagnosis import (
     HAZARDS,
     aa_coverage,
@@ -99,7 +96,6 @@ from sim.report.diagnosis import (
     score,
     statuses,
 )
-from sim.report.evidence import offline_win
 from sim.report.plots import bench_detection
 from sim.report.rates import held_out_rates
 
@@ -125,8 +121,7 @@ class BenchWorld:
     hazards: dict[str, float]  # injected hazard -> its magnitude (the knob's value)
     overlay: dict[str, Any] = field(repr=False)  # nested config keys, a scenario file's body
     # injected mechanisms that did not make their hazard present (bots whose rows do not carry
-    # the win, a recall ceiling with no offline win to erase: :func:`with_truth`); the world
-    # still counts as an A/B with hazards
+    # the win: :func:`with_truth`); the world still counts as an A/B with hazards
     dormant: tuple[str, ...] = ()
     ramp: tuple[float, ...] = ()  # the shares of a ramped world's steps (with an exposure twin)
 
@@ -237,13 +232,13 @@ def exposure_closing(m: dict[str, Any] | None) -> float | None:
     miscalibration ``|ln(l1_calibration_true)|`` (L1's pCVR over the true conversion
     probabilities, no draw's noise) is at the ramp's last step than in its exposure twin at the
     same step (positive: owning more of the training data helped). None without the read-outs."""
-    ramped = (((m or {}).get("exposure") or {}).get("treatment") or [])
-    held = (((m or {}).get("exposure_twin") or {}).get("treatment") or [])
-    if len(ramped) < 2 or len(held) != len(ramped):
-        return None
-    a, b = ramped[-1].get("l1_calibration_true"), held[-1].get("l1_calibration_true")
-    if not a or not b:
-        return None
+    ramped = [s for s in (((m or {}).get("exposure") or {}).get("treatment") or [])
+              if s.get("l1_calibration_true")]
+    held = {s["step"]: s for s in (((m or {}).get("exposure_twin") or {}).get("treatment") or [])
+            if s.get("l1_calibration_true")}
+    if len(ramped) < 2 or ramped[-1]["step"] not in held:
+        return None  # matched by step, as the verdict matches its estimates
+    a, b = ramped[-1]["l1_calibration_true"], held[ramped[-1]["step"]]["l1_calibration_true"]
     return abs(math.log(b)) - abs(math.log(a))
 
 
@@ -252,9 +247,6 @@ def with_truth(w: BenchWorld, m: dict[str, Any] | None) -> BenchWorld:
 
     * ``outlier_domination`` stays only where the bots' rows carry the treatment's offline win
       (the ``flag`` fields of ``offline.models.treatment.concentration``);
-    * ``recall_ceiling`` stays only where the treatment wins offline (at least the verdicts'
-      ``OFFLINE_WIN`` on their gap source): with no win, there is nothing for the ceiling to
-      erase (co-injected hazards can take the win away);
     * ``exposure_bias`` is added in a ramped A/B world where the treatment's true miscalibration
       closes by at least :data:`EXPOSURE_TRUE` under the ramp (:func:`exposure_closing`). Not in
       an A/A world: its arms run the same model, so no arm learns from another's exposures, and
@@ -271,11 +263,6 @@ def with_truth(w: BenchWorld, m: dict[str, Any] | None) -> BenchWorld:
                 and humans < DOMINATED * win):
             del hazards["outlier_domination"]
             dormant.append("outlier_domination")
-    if "recall_ceiling" in hazards:
-        win = offline_win(m) if m is not None else None
-        if win is None or win < verdicts.OFFLINE_WIN:
-            del hazards["recall_ceiling"]
-            dormant.append("recall_ceiling")
     if (w.design == "ab" and w.ramp and (closing := exposure_closing(m)) is not None
             and closing >= EXPOSURE_TRUE):
         hazards["exposure_bias"] = round(closing, 4)
@@ -322,20 +309,28 @@ def run_library(worlds: Sequence[BenchWorld], root: Path, launcher: str = "jobli
     return sweep
 
 
-def _holds(config: Any, overlay: Any) -> bool:
-    """Whether every leaf of ``overlay`` has its value in ``config`` (a run's saved, unresolved
-    config)."""
+def _differs(config: Any, overlay: Any, at: str = "") -> str | None:
+    """The first dotted key of ``overlay`` whose value ``config`` (a run's saved, unresolved
+    config) does not hold, or None when it holds every one."""
     if isinstance(overlay, dict):
-        return isinstance(config, dict) and all(k in config and _holds(config[k], v)
-                                                for k, v in overlay.items())
-    return bool(config == overlay)
+        for k, v in overlay.items():
+            key = f"{at}.{k}" if at else str(k)
+            if not isinstance(config, dict) or k not in config:
+                return key
+            if (bad := _differs(config[k], v, key)) is not None:
+                return bad
+        return None
+    return None if config == overlay else (at or "<root>")
 
 
-def world_metrics(run_dir: Path, world: BenchWorld) -> dict[str, Any] | None:
-    """The ``metrics.json`` of the finished run of ``world`` (None if the run did not complete).
-    A run whose saved config (``.hydra/config.yaml``) does not hold the world's overlay is an
-    error, as is, for a run without one, a run of another world's name: a run is scored as the
-    world it ran, whatever the library's version that named it."""
+def world_metrics(run_dir: Path, world: BenchWorld,
+                  base: Sequence[str] = ()) -> dict[str, Any] | None:
+    """The ``metrics.json`` of the finished run of ``world`` under the settings ``base``
+    (:func:`write_library`; None if the run did not complete). A run whose saved config
+    (``.hydra/config.yaml``) does not hold the world's keys over ``base`` is an error naming
+    the first key that differs; so is, for a run without a saved config, a run of another
+    world's name. A run is scored as the world whose config it ran: a world that is the same in
+    two versions of the library can be scored from either's run."""
     manifest = run_dir / "manifest.json"
     if not manifest.exists():
         return None
@@ -343,10 +338,13 @@ def world_metrics(run_dir: Path, world: BenchWorld) -> dict[str, Any] | None:
     saved = run_dir / ".hydra" / "config.yaml"
     if saved.exists():
         config = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
-        if not _holds(config, world.overlay):
+        want = OmegaConf.to_container(OmegaConf.merge(OmegaConf.from_dotlist(list(base)),
+                                                      OmegaConf.create(world.overlay)),
+                                      resolve=False)
+        if (key := _differs(config, want)) is not None:
             raise ValueError(f"{run_dir} ({info.get('scenario')!r}) did not run the config of "
-                             f"{world.name!r}: score a library's runs with the library's --size "
-                             "and --offset")
+                             f"{world.name!r}: `{key}` differs (score a library's runs with "
+                             "the library's --size, --offset and overrides)")
     elif info.get("scenario") not in (None, world.name):
         raise ValueError(f"{run_dir} is a run of {info.get('scenario')!r}, not of {world.name!r}: "
                          "score a library's runs with the library's --size and --offset")
@@ -355,9 +353,10 @@ def world_metrics(run_dir: Path, world: BenchWorld) -> dict[str, Any] | None:
     return dict(json.loads((run_dir / "metrics.json").read_text()))
 
 
-def world_verdicts(run_dir: Path, world: BenchWorld) -> dict[str, str] | None:
+def world_verdicts(run_dir: Path, world: BenchWorld,
+                   base: Sequence[str] = ()) -> dict[str, str] | None:
     """Each verdict's status in the finished run of ``world`` (see :func:`world_metrics`)."""
-    return statuses(world_metrics(run_dir, world))
+    return statuses(world_metrics(run_dir, world, base))
 
 
 # the threshold each verdict with a hazard is calibrated on, and the round values tried
@@ -389,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.score_only:
         run_library(worlds, args.out, args.launcher, args.jobs, base, hydra)
     try:
-        metrics = [world_metrics(sweep / str(k), w) for k, w in enumerate(worlds)]
+        metrics = [world_metrics(sweep / str(k), w, base) for k, w in enumerate(worlds)]
     except ValueError as exc:
         p.error(str(exc))
     results = [statuses(m) for m in metrics]
@@ -401,9 +400,6 @@ def main(argv: list[str] | None = None) -> int:
     scores["at_chosen"] = rescored(truth, metrics, chosen)["halves"]["held_out"]["rates"]
     scores["bots"] = {"injected": sum("outlier_domination" in w.hazards for w in worlds),
                       "carrying_the_win": sum("outlier_domination" in w.hazards for w in truth)}
-    scores["recall_ceiling"] = {"injected": sum("recall_ceiling" in w.hazards for w in worlds),
-                                "with_an_offline_win": sum("recall_ceiling" in w.hazards
-                                                           for w in truth)}
     scores["ramps"] = {"worlds": sum(bool(w.ramp) for w in worlds),
                        "exposure_bias_present": sum("exposure_bias" in w.hazards for w in truth),
                        "closing": [exposure_closing(m) for w, m in zip(worlds, metrics, strict=True)

@@ -76,20 +76,39 @@ def evaluation_rows(log: TrainingLog, registry: Registry, lineages: list[str], h
     an evaluated model trained on; of its rows, :func:`eval_rows` (drawn from ``rng``). None when
     the window holds no rows (``start >= end``: every row is in some model's training window).
     With ``evaluation.bot_filter_rate`` r > 0, the rows of users whose observed request rate is
-    more than r times the median user's are dropped first (a bot filter: it reads the
-    observable feature, never the world's bot flag)."""
+    more than r times the median user's are dropped first (:func:`bot_filtered`); every offline
+    reading (the models' scores, the skew sweep, the parity audit, the readiness replay) is then
+    of the filtered rows."""
     end = horizon + 1.0
     trained = max(registry.latest(lin).window_end for lin in lineages)
     start = max(end - cfg.releases.train_window_s, trained)
     rows = log.window(end, length=end - start) if start < end else None
+    dropped = (0, 0)
     if rows is not None and cfg.evaluation.bot_filter_rate > 0:
-        rate = None if users is None else users.request_rate
-        if rate is None:
-            raise ValueError("evaluation.bot_filter_rate needs the users' request-rate feature")
-        rows = rows.take(np.flatnonzero(rate[rows.user] <= math.log(cfg.evaluation.bot_filter_rate)))
-        rows = rows if len(rows) else None
-    window = EvalWindow(start=start, end=end, rows=0 if rows is None else len(rows))
+        if users is None:
+            raise ValueError("evaluation.bot_filter_rate needs the users")
+        rows, dropped = bot_filtered(rows, users, cfg.evaluation.bot_filter_rate)
+        if rows is None:
+            raise ValueError(f"evaluation.bot_filter_rate={cfg.evaluation.bot_filter_rate} "
+                             f"dropped every one of the window's {dropped[0]} rows: nothing is "
+                             "left to evaluate")
+    window = EvalWindow(start=start, end=end, rows=0 if rows is None else len(rows),
+                        filtered_rows=dropped[0], filtered_users=dropped[1])
     return (None if rows is None else eval_rows(rows, cfg, rng)), window
+
+
+def bot_filtered(rows: LoggedRows, users: Users,
+                 rate: float) -> tuple[LoggedRows | None, tuple[int, int]]:
+    """``rows`` without those of users whose observable request rate (``Users.request_rate``:
+    the log of it over the median user's, with the features' noise) is more than ``rate``
+    times the median (None if none is left), and (rows dropped, users dropped). It reads the
+    feature a team has, never the world's bot flag."""
+    observed = users.request_rate
+    if observed is None:
+        raise ValueError("a bot filter needs the users' request-rate feature (a world with bots)")
+    out = observed[rows.user] > math.log(rate)
+    kept = rows.take(np.flatnonzero(~out))
+    return (kept if len(kept) else None), (int(out.sum()), int(np.unique(rows.user[out]).size))
 
 
 def eval_rows(rows: LoggedRows, cfg: Config, rng: np.random.Generator) -> LoggedRows:

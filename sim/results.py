@@ -118,11 +118,14 @@ class SkewSweep:
 @dataclass(frozen=True, kw_only=True)
 class EvalWindow:
     """The rows offline evaluation read: ``[start, end)`` in simulated seconds, and how many the
-    window held before the per-source sample."""
+    window held before the per-source sample (after the bot filter, if any: it dropped
+    ``filtered_rows`` rows of ``filtered_users`` users)."""
 
     start: float
     end: float
     rows: int
+    filtered_rows: int = 0
+    filtered_users: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,7 +14,6 @@ from omegaconf import OmegaConf
 from sim import diagnosis_bench as B
 from sim.report import diagnosis as D
 from sim.report import verdicts as V
-from sim.report.evidence import GAP_SOURCE
 from sim.report.plots import bench_detection
 from sim.report.rates import held_out_rates, rate_line
 from sim.report.verdicts import CAUSE, RULED_OUT
@@ -217,8 +216,9 @@ def test_a_ramp_is_drawn_from_its_own_stream() -> None:
 
 
 def _exposure(ramped: float, held: float) -> dict:
-    def steps(last: float) -> list[dict]:
-        return [{"step": 0, "l1_calibration_true": 1.3}, {"step": 1, "l1_calibration_true": last}]
+    def steps(last: float) -> list[dict]:  # three steps, as the library's ramps
+        return [{"step": 0, "l1_calibration_true": 1.3}, {"step": 1, "l1_calibration_true": 1.2},
+                {"step": 2, "l1_calibration_true": last}]
     return {"exposure": {"treatment": steps(ramped)}, "exposure_twin": {"treatment": steps(held)}}
 
 
@@ -228,6 +228,12 @@ def test_exposure_bias_is_present_where_the_true_miscalibration_closes_under_the
     assert B.exposure_closing(_exposure(0.95, 1 / 0.95)) == pytest.approx(0.0, abs=1e-12)
     assert B.exposure_closing({"exposure": {"treatment": []}}) is None
     assert B.exposure_closing(None) is None
+    # steps are matched by number: a twin without the last step's clicks gives no truth
+    gap = _exposure(1.05, 1.25)
+    gap["exposure_twin"]["treatment"][-1]["l1_calibration_true"] = None
+    assert B.exposure_closing(gap) is None
+    gap["exposure"]["treatment"][-1]["l1_calibration_true"] = None  # the ramp's last: step 1
+    assert B.exposure_closing(gap) == pytest.approx(0.0)
     w = replace(_world(3, "ab", {}), ramp=(0.1, 0.5, 0.8))
     assert B.with_truth(w, _exposure(1.05, 1.25)).hazards == {"exposure_bias": pytest.approx(
         math.log(1.25 / 1.05), abs=1e-4)}
@@ -240,19 +246,6 @@ def test_exposure_bias_is_present_where_the_true_miscalibration_closes_under_the
     assert B.with_truth(aa, _exposure(1.05, 1.25)).hazards == {}
 
 
-def test_a_recall_ceiling_counts_only_where_there_is_an_offline_win_to_erase() -> None:
-    w = _world(3, "ab", {"recall_ceiling": 1.0})
-
-    def won(change: float) -> dict:
-        src = {"control": 1.0, "treatment": 1.0 + change}
-        return {"arms": {"control": {}, "treatment": {}}, "offline": {"models": {
-            arm: {"sources": {GAP_SOURCE: {"overall": {"log_mae": v}}}} for arm, v in src.items()}}}
-    assert B.with_truth(w, won(-0.10)).hazards == {"recall_ceiling": 1.0}
-    lost = B.with_truth(w, won(-0.03))  # a 3% win: under the verdicts' 5%
-    assert lost.hazards == {} and lost.dormant == ("recall_ceiling",)
-    assert B.with_truth(w, None).dormant == ("recall_ceiling",)  # a failed run
-
-
 def test_a_run_is_scored_as_the_world_its_config_holds(tmp_path: Path) -> None:
     w = B.draw_world(11)  # a ramped world
     run = tmp_path / "0"
@@ -263,10 +256,19 @@ def test_a_run_is_scored_as_the_world_its_config_holds(tmp_path: Path) -> None:
     plain["experiment"]["ramp"] = [{"day": 0.0, "share": 0.5}]
     del plain["experiment"]["exposure_twin"]
     (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(plain | {"extra": 1}))
-    with pytest.raises(ValueError, match="did not run the config of 'v3w00011'"):
+    with pytest.raises(ValueError, match="did not run the config of 'v3w00011': `experiment.ramp`"):
         B.world_metrics(run, w)  # the same index, drawn without its ramp
     (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(w.overlay | {"extra": 1}))
     assert B.world_metrics(run, w) == {"x": 1}  # another version's name, this world's config
+    # settings under every world are part of its config: a smaller world is another world
+    with pytest.raises(ValueError, match="`world.n_users` differs"):
+        B.world_metrics(run, w, base=["world.n_users=400"])
+    small = copy.deepcopy(w.overlay)
+    small.setdefault("world", {})["n_users"] = 400
+    (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(small))
+    assert B.world_metrics(run, w, base=["world.n_users=400"]) == {"x": 1}
+    # a world's own keys win over the base (as write_library writes them)
+    assert B.world_metrics(run, w, base=["world.n_users=400", "days=0.25"]) == {"x": 1}
 
 
 def test_aa_coverage_by_hand() -> None:
@@ -274,5 +276,9 @@ def test_aa_coverage_by_hand() -> None:
     iv = [(-0.1, 0.1), (0.01, 0.2), (-0.3, -0.1), (0.02, 0.04)]
     metrics = [{"lift_stratified": {"cpa": {"low": lo, "high": hi}}} for lo, hi in iv]
     cov = D.aa_coverage(worlds, metrics)
-    assert cov["held_out"] == {"covered": 1, "worlds": 2, "rate": 0.5}  # the A/B world not counted
-    assert cov["calibration"] == {"covered": 0, "worlds": 1, "rate": 0.0}
+    assert cov["held_out"] == {"covered": 1, "worlds": 2, "undefined": 0,
+                               "rate": 0.5}  # the A/B world not counted
+    assert cov["calibration"] == {"covered": 0, "worlds": 1, "undefined": 0, "rate": 0.0}
+    metrics[0] = {"lift_stratified": {"cpa": {"low": None, "high": None}}}
+    assert D.aa_coverage(worlds, metrics)["held_out"] == {"covered": 0, "worlds": 1,
+                                                         "undefined": 1, "rate": 0.0}

@@ -200,6 +200,10 @@ def test_the_bot_filter_drops_the_heavy_users_rows_from_the_evaluation(tmp_path:
     assert rate is not None and users.bot is not None
     out = rate > np.log(5)
     assert out[users.bot].mean() > 5 * out[~users.bot].mean()  # bots far more than humans
+    win = filtered["offline"]["window"]
+    assert win["filtered_rows"] > 0 and 0 < win["filtered_users"] <= out.sum()
+    assert plain["offline"]["window"]["filtered_rows"] == 0
+    assert win["rows"] + win["filtered_rows"] == plain["offline"]["window"]["rows"]
     rows = [m["offline"]["models"]["treatment"]["concentration"]["auction_winner"]
             for m in (plain, filtered)]
     assert rows[0]["flag_share"] > 0.2 and rows[1]["flag_share"] < rows[0]["flag_share"] / 2
@@ -211,7 +215,37 @@ def test_the_bot_filter_drops_the_heavy_users_rows_from_the_evaluation(tmp_path:
     assert "outlier_domination" not in present_hazards(off, plain)
 
 
-def test_a_bot_filter_needs_the_request_rate() -> None:
+def test_a_bot_filter_needs_the_request_rate_and_a_rate_above_the_median() -> None:
     from sim.config import ConfigError
-    with pytest.raises(ConfigError, match="evaluation.bot_filter_rate"):
+    with pytest.raises(ConfigError, match="only a world with bots"):
         tiny_config("evaluation.bot_filter_rate=20")
+    with pytest.raises(ConfigError, match="0 .no filter. or more than 1, got 0.5"):
+        tiny_config("world.bot_share=0.1", "evaluation.bot_filter_rate=0.5")
+
+
+def test_the_bot_filter_reads_the_feature_not_the_flag() -> None:
+    """``bot_filtered`` drops exactly the rows of users whose observable rate passes the cut: a
+    bot under it stays, a human over it goes."""
+    from sim.evaluation import bot_filtered
+    from sim.models.training_log import WINNER, LoggedRows
+    cfg = tiny_config("world.bot_share=0.1", "world.bot_activity=20")
+    users = build_marketplace(cfg, Streams(0)).users
+    rate, bot = users.request_rate, users.bot
+    assert rate is not None and bot is not None
+    cut = np.log(8.0)
+    # users on the wrong side of the cut for their kind exist in this draw
+    assert ((rate <= cut) & bot).any() and ((rate > cut) & ~bot).any()
+    user = np.repeat(np.arange(users.n), 2)
+    n = user.size
+    rows = LoggedRows(
+        time=np.zeros(n), arm=np.zeros(n, np.int8), user=user, surface=np.zeros(n, np.int8),
+        ad_features=np.zeros((n, 1), np.float32), ad_id=np.zeros(n, np.int64),
+        source=np.full(n, WINNER, np.int8), tier=np.zeros(n, np.int8),
+        item_version=np.zeros(n, np.int32), query_version=np.zeros(n, np.int32),
+        position=np.zeros(n, np.int16), click=np.zeros(n, bool),
+        conversion_time=np.full(n, np.inf), true_pcvr=np.zeros(n),
+        l1_pcvr=np.zeros(n, np.float32), families=np.zeros(n, np.uint8))
+    kept, (dropped_rows, dropped_users) = bot_filtered(rows, users, 8.0)
+    assert kept is not None
+    assert set(np.unique(kept.user)) == set(np.flatnonzero(rate <= cut))
+    assert dropped_users == int((rate > cut).sum()) and dropped_rows == 2 * dropped_users

@@ -88,6 +88,10 @@ def _check_relations(cfg: Config) -> None:
         abs(sum(w.surface_mix) - 1.0) < 1e-6,
         f"`world.surface_mix` must sum to 1, got {w.surface_mix} (sum {sum(w.surface_mix)})",
     )
+    _require(cfg.evaluation.bot_filter_rate == 0 or cfg.evaluation.bot_filter_rate > 1,
+             f"`evaluation.bot_filter_rate` is a multiple of the median user's request rate above "
+             f"which a user's rows are dropped: 0 (no filter) or more than 1, got "
+             f"{cfg.evaluation.bot_filter_rate}")
     _require(not cfg.evaluation.bot_filter_rate or w.bot_share > 0,
              f"`evaluation.bot_filter_rate` ({cfg.evaluation.bot_filter_rate}) filters on the "
              "users' request-rate feature, which only a world with bots has "

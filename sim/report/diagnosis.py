@@ -15,7 +15,7 @@ import numpy as np
 
 from sim.report import verdicts as V
 from sim.report.evidence import stratified
-from sim.report.verdicts import CAUSE, verdicts
+from sim.report.verdicts import CAUSE, NOT_MEASURABLE, verdicts
 
 
 class BenchWorld(Protocol):
@@ -77,10 +77,10 @@ def calibrate(worlds: Sequence[BenchWorld], metrics: Sequence[dict[str, Any] | N
               half: str = "calibration") -> dict[str, Any]:
     """Each verdict's threshold chosen on the worlds of ``half`` by the written rule: among the
     values of :data:`THRESHOLDS`, the one with the highest detection rate of the verdict's own
-    hazard whose false-alarm rate (the worlds without the hazard, every kind together) is at
-    most :data:`MAX_FALSE_ALARM`; ties go to the fewer false alarms, then to the value nearest
-    (in ratio) the one the rules ship with. If no value keeps false alarms that low, the one with
-    the fewest."""
+    hazard whose false-alarm rate (the worlds without the hazard where the verdict is
+    measurable, every kind together) is at most :data:`MAX_FALSE_ALARM`; ties go to the fewer
+    false alarms, then to the value nearest (in ratio) the one the rules ship with. If no value
+    keeps false alarms that low, the one with the fewest."""
     rows = [(w, m) for w, m in zip(worlds, metrics, strict=True) if m is not None and w.half == half]
     out: dict[str, Any] = {}
     for key, (name, values) in THRESHOLDS.items():
@@ -91,10 +91,9 @@ def calibrate(worlds: Sequence[BenchWorld], metrics: Sequence[dict[str, Any] | N
         table = []
         for value in sorted({*values, current}):
             with threshold(name, value):
-                fired = [(hazard in w.hazards, statuses(m)[key] == CAUSE)  # type: ignore[index]
-                         for w, m in rows]
-            present = [f for h, f in fired if h]
-            absent = [f for h, f in fired if not h]
+                st = [(hazard in w.hazards, statuses(m)[key]) for w, m in rows]  # type: ignore[index]
+            present = [s == CAUSE for h, s in st if h]
+            absent = [s == CAUSE for h, s in st if not h and s != NOT_MEASURABLE]
             table.append({"value": value, "detection": _rate(sum(present), len(present)),
                           "false_alarm": _rate(sum(absent), len(absent))})
         chosen = max(table, key=functools.partial(_rank, current=current))
@@ -140,8 +139,12 @@ def score(worlds: Sequence[BenchWorld], results: Sequence[dict[str, str] | None]
             if key not in keys:
                 continue
             present = [(w.hazards[hazard], r[key] == CAUSE) for w, r in rows if hazard in w.hazards]
+            # a world where the verdict cannot be measured cannot raise a false alarm: it is
+            # left out of the false-alarm rates (a world with the hazard where it cannot be
+            # measured counts as a miss)
             absent = {kind: [r[key] == CAUSE for w, r in rows
-                             if hazard not in w.hazards and kind_of(w) == kind]
+                             if hazard not in w.hazards and kind_of(w) == kind
+                             and r[key] != NOT_MEASURABLE]
                       for kind in ("aa", "ab_clean", "ab_hazards")}
             rates[key] = {
                 "detection": _rate(sum(f for _, f in present), len(present)),
@@ -158,15 +161,16 @@ def score(worlds: Sequence[BenchWorld], results: Sequence[dict[str, str] | None]
 def aa_coverage(worlds: Sequence[BenchWorld],
                 metrics: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
     """In the A/A worlds of each half (no effect by construction), how often the CPA lift's 95%
-    interval (stratified by ramp step) covers 0: the honesty of every "could be noise"."""
+    interval (stratified by ramp step) covers 0: the honesty of every "could be noise". A
+    world whose interval is undefined is counted apart (``undefined``)."""
     out: dict[str, Any] = {}
     for half in ("calibration", "held_out"):
-        bounds = [(iv.get("low"), iv.get("high")) for w, m in zip(worlds, metrics, strict=True)
-                  if m is not None and w.half == half and w.design == "aa"
-                  and (iv := stratified(m, "cpa"))]
-        ivs = [(lo, hi) for lo, hi in bounds if lo is not None and hi is not None]
+        aa = [m for w, m in zip(worlds, metrics, strict=True)
+              if m is not None and w.half == half and w.design == "aa"]
+        ivs = [(lo, hi) for m in aa if (iv := stratified(m, "cpa"))
+               and (lo := iv.get("low")) is not None and (hi := iv.get("high")) is not None]
         covered = sum(lo <= 0.0 <= hi for lo, hi in ivs)
-        out[half] = {"covered": covered, "worlds": len(ivs),
+        out[half] = {"covered": covered, "worlds": len(ivs), "undefined": len(aa) - len(ivs),
                      "rate": covered / len(ivs) if ivs else None}
     return out
 
