@@ -58,9 +58,11 @@ thresholds may be chosen), odd ones the *held-out half* (where scores are report
 Verdicts with no hazard in the library (``traffic``, ``offline_eval``, ``metric_mismatch``,
 ``mix_shift``) are scored only for how often they fire in each kind of world; the A/A worlds
 also give how often the CPA lift's interval covers 0 (what every "could be noise" rests on). A
-world's name carries the library's version (``v3w00040``); a run is scored as the world whose
-config it holds (its saved ``.hydra/config.yaml`` must hold the world's overlay), so runs of
-another library are refused, not mis-scored.
+world's name carries the library's version (``v3w00040``). A run is scored as the world whose
+config it holds: its saved ``.hydra/config.yaml`` must hold the world's keys over the settings
+under every world, or it is refused, naming the key that differs. So a run of a world that
+changed between versions of the library is refused, not mis-scored, and the run of a world that
+did not change is scored the same under either version.
 
 **Scores** (:func:`score`), on each half: for each verdict with a hazard, its *detection rate*
 (named where the hazard was injected, by magnitude bin) and its *false-alarm rate* where it was
