@@ -4,27 +4,22 @@ These are the numbers a world is fitted to (``python -m sim.calibrate``) and the
 compares. Each is defined on a few columns of a few logs, so a team can compute the same on its
 own logs (the schema of each log: :mod:`sim.logs.schema`):
 
-=========================  =========================================================  ==============================
-statistic                  definition                                                 logs: columns
-=========================  =========================================================  ==============================
-``ctr``                    clicks / impressions                                       impressions: ``click``
-``cvr``                    attributed conversions / clicks                            impressions: ``click``;
-                                                                                      conversions: ``attributed``
-``conversions_per_impr``   attributed conversions / impressions                       the two above
-``delay_within_1h``        share of attributed conversions at most 1 hour after the   conversions: ``click_time``,
-                           click (``delay_within_24h``: 24 hours)                     ``time``, ``attributed``
-``hour_share_<h>``         share of the requests in hour ``h`` of the day (0-23),     requests: ``time``
-                           over whole days
-``peak_to_trough``         the busiest hour's share over the quietest's               requests: ``time``
-``quietest_six_hours``     the smallest share of the day in six consecutive hours     requests: ``time``
-                           (wrapping midnight)
-``budget_target_corr``     correlation of log daily budget with log target CPA over   campaigns: ``objective``,
-                           the oCPM campaigns, as first set (one row per advertiser)  ``target_cpa``, ``budget``
-``position_ctr_<k>``       CTR at slot ``k`` over CTR at the top slot (k = 1, 2)       impressions: ``position``,
-                                                                                      ``click``
-``budget_exhausted``       share of advertiser-days spending at least 95% of budget   budget_days: ``spend``,
-                                                                                      ``budget``
-=========================  =========================================================  ==============================
+* ``ctr``: clicks / impressions (impressions: ``click``);
+* ``cvr``: attributed conversions / clicks (impressions: ``click``; conversions: ``attributed``);
+* ``conversions_per_impr``: attributed conversions / impressions (the same);
+* ``delay_within_1h``, ``delay_within_24h``: the share of attributed conversions at most 1 hour
+  (24 hours) after their click (conversions: ``click_time``, ``time``, ``attributed``);
+* ``hour_share_<h>``: the share of the requests in hour ``h`` of the day (0-23), over whole days
+  (requests: ``time``); ``peak_to_trough``: the busiest hour's share over the quietest's;
+  ``quietest_six_hours``: the smallest share of the day in six consecutive hours (wrapping
+  midnight);
+* ``budget_target_corr``: the correlation of log daily budget with log target CPA over the oCPM
+  campaigns as first set, one row per advertiser (campaigns: ``objective``, ``target_cpa``,
+  ``budget``, ``time``, ``advertiser_id``);
+* ``position_ctr_<k>``: CTR at slot ``k`` over CTR at the top slot, k = 1, 2 (impressions:
+  ``position``, ``click``);
+* ``budget_exhausted``: the share of advertiser-days spending at least 95% of their budget
+  (budget_days: ``spend``, ``budget``).
 
 Times are seconds from the start of the log; a day is 86,400 s. A run's logs hold the arms of an
 experiment together: the statistics are of the marketplace, every arm pooled. The delay shares
