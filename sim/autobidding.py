@@ -19,8 +19,9 @@ Every pacing interval, over the last ``window_s`` of the campaign's oCPM spend::
     g        = clip(1 - observed / expected, -2, 1)
     log m   -= gain x min(1, sqrt(expected / conversions_ref)) x g
 
-**Late conversions are estimated, not ignored.** A conversion arrives an exponential delay after
-its click (``world.conversion_delay_mean_s``) and counts if within ``world.attribution_window_s``;
+**Late conversions are estimated, not ignored.** A conversion arrives a delay after its click
+(drawn from ``world.conversion_delay``: :mod:`sim.world.delay`) and counts if within
+``world.attribution_window_s``;
 spend from an hour ago has had time for only part of its conversions. ``matured_spend`` weighs
 each interval's spend by the share of its eventual attributed conversions that should have arrived
 by now (:func:`matured_share`), and ``observed`` counts the conversions that have arrived. Ignoring
@@ -50,22 +51,22 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim.config.schema import AutobidConfig
+from sim.world.delay import ConversionDelay
 
 ERROR_FLOOR = -2.0  # g >= this: observed at most 3x the expected conversions moves as 3x
 LEAD = 1.25  # the multiplier that does not bind stays within this factor of the one that does
 
 
-def matured_share(age_s: np.ndarray, delay_mean_s: float, window_s: float) -> np.ndarray:
+def matured_share(age_s: np.ndarray, delay: ConversionDelay, window_s: float) -> np.ndarray:
     """The share of an impression's eventual attributed conversions that have arrived ``age_s``
-    seconds after it: ``F(min(age, window)) / F(window)`` for the exponential delay CDF ``F``
-    (1 for a zero mean delay, 0 before the impression)."""
-    age = np.clip(np.asarray(age_s, dtype=np.float64), 0.0, window_s)
-    if delay_mean_s <= 0:
-        return np.where(np.asarray(age_s) >= 0, 1.0, 0.0)
-    full = -np.expm1(-window_s / delay_mean_s)
+    seconds after it: ``F(min(age, window)) / F(window)`` for the delay CDF ``F`` (1 for an
+    exponential of zero mean, 0 before the impression)."""
+    raw = np.asarray(age_s, dtype=np.float64)
+    age = np.clip(raw, 0.0, window_s)
+    full = float(delay.cdf(window_s))
     if full <= 0:  # a zero attribution window: nothing is ever attributed
         return np.zeros_like(age)
-    return -np.expm1(-age / delay_mean_s) / full
+    return np.where(raw >= 0, delay.cdf(age) / full, 0.0)
 
 
 def unwind(m_budget: np.ndarray, m_cpa: np.ndarray,
@@ -129,12 +130,12 @@ class ConversionBook:
             self.conversions[self.current] = (np.concatenate([a, conv_advertiser]),
                                               np.concatenate([t, conv_time]))
 
-    def evidence(self, now: float, delay_mean_s: float,
+    def evidence(self, now: float, delay: ConversionDelay,
                  window_s: float) -> tuple[np.ndarray, np.ndarray]:
         """(A,) matured spend and (A,) conversions arrived by ``now`` over the window."""
         used = np.isfinite(self.start)
         mid = np.where(used, self.start + self.interval_s / 2, now)
-        share = np.where(used, matured_share(now - mid, delay_mean_s, window_s), 0.0)
+        share = np.where(used, matured_share(now - mid, delay, window_s), 0.0)
         matured = share @ self.spend
         observed = np.zeros(self.n_advertisers)
         for a, t in self.conversions:  # one slot per interval of the window, not per request

@@ -55,6 +55,7 @@ from sim.pacing import (
     update_multiplier,
 )
 from sim.world.catalog import CPC, CPM, OCPM, Advertisers
+from sim.world.delay import ConversionDelay
 from sim.world.traffic import day_share
 from sim.world.users import Users
 
@@ -78,6 +79,7 @@ class CampaignDesk:
                  arm_cfgs: dict[str, Config] | None = None) -> None:
         self.cfg, self.adv, self.users, self.writer = cfg, adv, users, writer
         self.base_budget = adv.daily_budget.copy()
+        self.delay = ConversionDelay.from_config(cfg.world)
         arms = list(cfg.experiment.arms)
         arm_cfgs = arm_cfgs or dict.fromkeys(arms, cfg)
         self.autobid = {a: arm_cfgs[a].bidding.autobid for a in arms}
@@ -239,8 +241,7 @@ class CampaignDesk:
         if b.conversions is None:
             return {"cpa_multiplier": nan, "matured_spend": nan, "observed_conversions": nan}
         ab, w = self.autobid_of[b.name], self.cfg.world
-        matured, observed = b.conversions.evidence(now, w.conversion_delay_mean_s,
-                                                   w.attribution_window_s)
+        matured, observed = b.conversions.evidence(now, self.delay, w.attribution_window_s)
         ocpm = self.adv.objective == OCPM
         new = update_cpa_multiplier(b.cpa_multiplier, matured, observed, self.adv.target_cpa,
                                     ab, self.cfg.pacing.min_multiplier)

@@ -117,6 +117,7 @@ class Lifecycle:
         view = feature_view(rows.families)
         start = end - acfg.releases.train_window_s
         users = self.market.users
+        known, late = rows.positives(now, acfg.world.attribution_window_s)
         prev = self.registry.latest(arm.l2_lineage)
         l2 = warm_start(prev.ranker, share, gen)
         fit = fit_l2(l2, rows, now, users, acfg, mcfg, gen, fit_norm=False,
@@ -125,7 +126,7 @@ class Lifecycle:
             lineage=arm.l2_lineage, version=prev.version + 1, kind="l2", family="ranker",
             trained_at=now, window_start=start, window_end=end, feature_view=view,
             rows=int((rows.source == WINNER).sum()), train_loss=fit.loss, epochs=fit.epochs,
-            parameters=parameter_count(l2), model=l2))
+            parameters=parameter_count(l2), model=l2, positives=known, late_positives=late))
         arm.l2 = l2
         draws: RngState | None = None  # where each readiness lineage's draws start
         for lineage, family in l1s.items():
@@ -141,7 +142,8 @@ class Lifecycle:
                 trained_at=now, window_start=start, window_end=end, feature_view=l1_view,
                 rows=len(rows), train_loss=fit.loss, epochs=fit.epochs,
                 parameters=parameter_count(l1), model=l1,
-                offline=self._holdout_metrics(l1, l2, holdout)))
+                offline=self._holdout_metrics(l1, l2, holdout), positives=known,
+                late_positives=late))
             if draws is None:
                 draws = RngState.take(gen)  # after the arm's own L1
 

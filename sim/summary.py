@@ -314,6 +314,21 @@ def exposure_readout(logs: dict[str, pl.DataFrame], arms: list[str],
     return out
 
 
+def delayed_feedback(releases: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per L2 lineage, over its releases after start-up: the conversions of the clicks it trained
+    on that were known when it trained, those still to come within the attribution window
+    (trained as negatives), and the late share ``late / (known + late)``: the delayed-feedback
+    bias of the labels, ground truth (``model_releases``: ``positives``, ``late_positives``)."""
+    out: dict[str, dict[str, Any]] = {}
+    rel = releases.filter((pl.col("kind") == "l2") & (pl.col("time") > 0))
+    for lineage in sorted(set(rel["lineage"].to_list())):
+        r = rel.filter(pl.col("lineage") == lineage)
+        known, late = int(r["positives"].sum()), int(r["late_positives"].sum())
+        out[lineage] = {"releases": r.height, "positives": known, "late_positives": late,
+                        "late_share": late / (known + late) if known + late else None}
+    return out
+
+
 def totals(metrics: dict[str, Any]) -> dict[str, float | None]:
     """World totals over the arms of a run: spend, conversions, revenue, CPA (oCPM)."""
     arms = metrics["arms"].values()
@@ -407,6 +422,7 @@ def summarize(run_dir: Path, arms: list[str], sim_days: float, ramp: list[Any] |
         **(ramp_strata(logs, arms, ramp, clusters, arm_cells) if ramp and len(arms) == 2 else {}),
         "requests": logs["requests"]["request_id"].n_unique(),
         "sim_days": sim_days,
+        "delayed_feedback": delayed_feedback(logs["model_releases"]),
         "overspend": overspend(logs["budget_days"]),
         "pacing": pacing_tracking(pl.read_parquet(run_dir / "logs" / "pacing.parquet"),
                                   logs["budget_days"]),

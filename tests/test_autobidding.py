@@ -8,30 +8,33 @@ import pytest
 
 from sim.autobidding import ConversionBook, matured_share, update_cpa_multiplier
 from sim.config.schema import AutobidConfig
+from sim.world.delay import ConversionDelay
 
 DT, MU, WINDOW = 900.0, 6 * 3600.0, 86_400.0
+EXP = ConversionDelay(kind="exponential", mean_s=MU)
 
 
 def test_matured_share_is_the_attributed_delay_cdf() -> None:
-    f = matured_share(np.array([-5.0, 0.0, MU, WINDOW, 3 * WINDOW]), MU, WINDOW)
+    f = matured_share(np.array([-5.0, 0.0, MU, WINDOW, 3 * WINDOW]), EXP, WINDOW)
     full = 1 - np.exp(-WINDOW / MU)
     np.testing.assert_allclose(f, [0.0, 0.0, (1 - np.exp(-1)) / full, 1.0, 1.0])
-    np.testing.assert_allclose(matured_share(np.array([1.0, 10.0]), 0.0, WINDOW), [1.0, 1.0])
+    instant = ConversionDelay(kind="exponential", mean_s=0.0)
+    np.testing.assert_allclose(matured_share(np.array([1.0, 10.0]), instant, WINDOW), [1.0, 1.0])
 
 
 def test_evidence_counts_arrived_conversions_and_matures_spend() -> None:
     book = ConversionBook(n_advertisers=2, interval_s=DT, n=4)
     book.record(np.array([0, 0, 1]), np.array([1.0, 2.0, 5.0]), np.array([0, 1]),
                 np.array([500.0, 5000.0]))
-    matured, observed = book.evidence(DT, MU, WINDOW)
-    share = matured_share(np.array([DT / 2]), MU, WINDOW)[0]
+    matured, observed = book.evidence(DT, EXP, WINDOW)
+    share = matured_share(np.array([DT / 2]), EXP, WINDOW)[0]
     np.testing.assert_allclose(matured, [3.0 * share, 5.0 * share])
     assert observed.tolist() == [1.0, 0.0]  # advertiser 1's conversion happens later
     book.advance(DT)
-    assert book.evidence(5000.0, MU, WINDOW)[1].tolist() == [1.0, 1.0]
+    assert book.evidence(5000.0, EXP, WINDOW)[1].tolist() == [1.0, 1.0]
     for k in range(4):  # the window moves on: the first interval's spend and conversions leave
         book.advance(DT * (k + 2))
-    matured, observed = book.evidence(10 * DT, MU, WINDOW)
+    matured, observed = book.evidence(10 * DT, EXP, WINDOW)
     assert matured.tolist() == [0.0, 0.0] and observed.tolist() == [0.0, 0.0]
 
 
@@ -68,7 +71,7 @@ def _stationary_market(bias: float, seed: int, days: int = 8, rounds: int = 200)
         book.record(zero, cost, zero[att], at[att])
         spend[i // per_day] += cost.sum()
         conv[i // per_day] += att.sum()
-        matured, observed = book.evidence(t0 + DT, MU, WINDOW)
+        matured, observed = book.evidence(t0 + DT, EXP, WINDOW)
         m = update_cpa_multiplier(m, matured, observed, target, cfg, 0.01)
         book.advance(t0 + DT)
         mults.append(m[0])

@@ -64,7 +64,7 @@ PINNED = {
     "model_releases": [
         "time", "lineage", "kind", "family", "version", "window_start", "window_end", "rows",
         "train_loss", "epochs", "parameters", "feature_view", "holdout_rows", "holdout_log_mae",
-        "holdout_log_loss"
+        "holdout_log_loss", "positives", "late_positives"
     ],
     "rollouts": [
         "time", "arm", "lineage", "side", "version"

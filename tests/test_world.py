@@ -73,6 +73,51 @@ def test_diurnal_traffic_integral_and_day_share() -> None:
     assert abs(fast - cfg.peak_hour) <= 1
 
 
+# AuctionNet's published shape has a peak/trough near 11; any 24 shares summing to 1 will do here
+HOURLY = np.array([2, 1, 1, 1, 1, 1.5, 3, 5, 6, 6, 6, 6, 6, 6, 6, 6, 6, 7, 8, 9, 10, 9, 6, 3.5])
+HOURLY = HOURLY / HOURLY.sum()
+
+
+def test_hourly_shares_give_each_hour_its_share_exactly() -> None:
+    cfg = TrafficConfig(requests_per_day=24_000, hourly_shares=HOURLY.tolist())
+    hours = np.arange(0, 3 * DAY_S + 1, 3600.0)
+    per_hour = np.diff(np.asarray(cumulative_rate(hours, cfg)))
+    np.testing.assert_allclose(per_hour, 24_000 * np.tile(HOURLY, 3))
+    assert isinstance(cumulative_rate(1800.0, cfg), float)
+    assert cumulative_rate(1800.0, cfg) == pytest.approx(24_000 * HOURLY[0] / 2)  # linear inside
+    np.testing.assert_allclose([day_share(DAY_S + h * 3600.0, cfg) for h in range(24)],
+                               np.concatenate(([0.0], np.cumsum(HOURLY)[:-1])), atol=1e-12)
+    # flat shares are the cosine with no swing
+    flat = TrafficConfig(requests_per_day=24_000, hourly_shares=[1 / 24] * 24)
+    t = np.linspace(0, 2 * DAY_S, 97)
+    np.testing.assert_allclose(cumulative_rate(t, flat),
+                               cumulative_rate(t, TrafficConfig(requests_per_day=24_000,
+                                                                diurnal_amplitude=0.0)))
+    # draws follow the shares: the quietest hour against the busiest
+    w = WorldConfig(n_users=100)
+    users = build_users(w, cfg, np.random.default_rng(0))
+    rng = np.random.default_rng(2)
+    counts = [len(draw_requests(rng, h, h + 3600, cfg, users, np.asarray(w.surface_mix), 0))
+              for h in np.arange(0, DAY_S, 3600.0)]
+    z = (np.array(counts) - 24_000 * HOURLY) / np.sqrt(24_000 * HOURLY)
+    assert np.all(np.abs(z) < 5)
+
+
+def test_hourly_shares_must_be_a_day_and_alone() -> None:
+    from sim.config import ConfigError
+
+    from conftest import tiny_config
+    good = "traffic.hourly_shares=[" + ",".join(repr(float(x)) for x in HOURLY) + "]"
+    assert tiny_config(good).traffic.hourly_shares == pytest.approx(HOURLY.tolist())
+    for bad, words in ((["traffic.hourly_shares=[0.5,0.5]"], "24 shares"),
+                       (["traffic.hourly_shares=[" + ",".join(["0.05"] * 24) + "]"], "summing to 1"),
+                       ([good, "traffic.peak_hour=12"], "peak_hour"),
+                       (["traffic.hourly_shares=[" + ",".join(["-0.1"] + ["0.05"] * 22 + ["0.0"])
+                         + "]"], "share")):
+        with pytest.raises(ConfigError, match=words):
+            tiny_config(*bad)
+
+
 def test_request_counts_are_poisson_with_the_diurnal_mean() -> None:
     w, cfg = WorldConfig(n_users=100), TrafficConfig(requests_per_day=50_000)
     users = build_users(w, cfg, np.random.default_rng(0))
@@ -117,3 +162,22 @@ def test_true_rates_follow_quality_and_surface() -> None:
     assert ctr[0, 0] == pytest.approx(1 / (1 + np.exp(-w.base_ctr_logit)))
     assert cvr[0, 1] > cvr[0, 0]  # higher latent quality converts more
     assert cvr[1, 0] > cvr[0, 0]  # shopping surface converts more than home feed
+
+
+def test_budgets_and_targets_drawn_jointly() -> None:
+    """``budget_target_corr`` correlates the logs as asked, keeps both marginals, and at 0 leaves
+    every draw as it was."""
+    base = WorldConfig(n_advertisers=20_000)
+    a = build_advertisers(base, np.random.default_rng(3))
+    for rho in (-0.97, 0.5):
+        b = build_advertisers(dataclasses.replace(base, budget_target_corr=rho),
+                              np.random.default_rng(3))
+        assert np.corrcoef(np.log(b.target_cpa), np.log(b.daily_budget))[0, 1] == pytest.approx(
+            rho, abs=0.02)
+        assert np.array_equal(a.target_cpa, b.target_cpa) and np.array_equal(a.centroid, b.centroid)
+        assert np.std(np.log(b.daily_budget)) == pytest.approx(base.budget_sigma, rel=0.03)
+        assert np.mean(b.daily_budget) == pytest.approx(base.daily_budget_mean, rel=0.03)
+    same = build_advertisers(dataclasses.replace(base, budget_target_corr=0.0),
+                             np.random.default_rng(3))
+    assert np.array_equal(a.daily_budget, same.daily_budget)
+    assert abs(np.corrcoef(np.log(a.target_cpa), np.log(a.daily_budget))[0, 1]) < 0.03

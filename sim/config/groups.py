@@ -30,6 +30,7 @@ ARTIFACTS = ("training_logs", "l2_feature_store", "l1_embedding")
 PRICING_RULES = ("gsp", "second_price", "first_price", "vcg")
 LR_SCHEDULES = ("constant", "cosine")
 SERVING_DTYPES = ("fp32", "bf16", "fp16", "int8")  # sim.serving.precision
+DELAY_KINDS = ("exponential", "lognormal")  # sim.world.delay
 
 
 @dataclass
@@ -52,6 +53,10 @@ class WorldConfig:
     bid_sigma: float = bounded(0.3, ge=0)  # lognormal spread of bids across advertisers
     daily_budget_mean: float = bounded(400.0, gt=0)  # currency per day
     budget_sigma: float = bounded(0.8, ge=0)  # lognormal spread of budgets
+    # correlation of an oCPM advertiser's log budget with its log target CPA (AuctionNet's
+    # generator: about -0.97, the campaigns with the larger budgets ask the lower CPA); 0: drawn
+    # independently, as before the knob
+    budget_target_corr: float = bounded(0.0, ge=-1, le=1)
     base_ctr_logit: float = -3.8
     base_cvr_logit: float = -3.2
     ctr_affinity: float = bounded(1.2, ge=0)  # weight of user-ad affinity in true pCTR logit
@@ -63,7 +68,14 @@ class WorldConfig:
     ad_lifetime_days: float = bounded(7.0, gt=0)  # mean lifetime of an ad (exponential)
     churn_interval_s: float = bounded(3600.0, gt=0)  # how often expired ads are replaced
     feature_refresh_per_day: float = bounded(0.2, ge=0)  # share of live ads whose features change
-    conversion_delay_mean_s: float = bounded(6 * 3600.0, ge=0)  # mean click-to-conversion delay
+    # click-to-conversion delay (sim.world.delay): exponential with this mean, or a mixture of
+    # lognormals, component k of weight conversion_delay_weights[k], median
+    # conversion_delay_medians_s[k] and shape conversion_delay_sigmas[k] (heavy-tailed)
+    conversion_delay: str = bounded("exponential", choices=DELAY_KINDS)
+    conversion_delay_mean_s: float = bounded(6 * 3600.0, ge=0)
+    conversion_delay_weights: list[float] = bounded([], share=True)
+    conversion_delay_medians_s: list[float] = bounded([], gt=0)
+    conversion_delay_sigmas: list[float] = bounded([], gt=0)
     # offsite conversion visit counters (sim.world.offsite): organic visits per day of an ad of
     # conversion quality 0, and how often the counters are recomputed (the feature job)
     offsite_organic_per_day: float = bounded(2.0, ge=0)
@@ -87,6 +99,9 @@ class TrafficConfig:
     tick_s: float = bounded(300.0, gt=0)  # one batch of requests per tick, seconds
     diurnal_amplitude: float = bounded(0.5, ge=0, le=1)  # relative swing of the arrival rate
     peak_hour: float = bounded(20.0, ge=0, le=24)  # hour of day of the peak rate
+    # the day's shape as 24 hourly shares of its requests (summing to 1), the rate constant
+    # within each hour; empty: the cosine of diurnal_amplitude and peak_hour
+    hourly_shares: list[float] = bounded([], share=True)
     user_activity_sigma: float = bounded(1.0, ge=0)  # lognormal spread of per-user activity
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from sim.config.groups import (
     ARTIFACTS,
     BUILD_MODES,
+    DELAY_KINDS,
     FEATURE_FAMILIES,
     L1_FAMILIES,
     LATENCY_STAGES,
@@ -241,6 +242,7 @@ __all__ = [
     "Config",
     "ARTIFACTS",
     "BUILD_MODES",
+    "DELAY_KINDS",
     "FEATURE_FAMILIES",
     "L1_FAMILIES",
     "LATENCY_STAGES",

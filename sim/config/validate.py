@@ -96,6 +96,33 @@ def _check_relations(cfg: Config) -> None:
              f"`evaluation.bot_filter_rate` ({cfg.evaluation.bot_filter_rate}) filters on the "
              "users' request-rate feature, which only a world with bots has "
              f"(`world.bot_share` > 0, got {w.bot_share})")
+    _require(not w.budget_target_corr or (w.bid_sigma > 0 and w.budget_sigma > 0),
+             f"`world.budget_target_corr` ({w.budget_target_corr}) correlates two spreads: it "
+             f"needs `world.bid_sigma` ({w.bid_sigma}) and `world.budget_sigma` "
+             f"({w.budget_sigma}) above 0")
+    tr = cfg.traffic
+    if tr.hourly_shares:
+        _require(len(tr.hourly_shares) == 24 and abs(sum(tr.hourly_shares) - 1.0) < 1e-6,
+                 "`traffic.hourly_shares` must be 24 shares (hours 0-23) summing to 1, got "
+                 f"{len(tr.hourly_shares)} summing to {sum(tr.hourly_shares)}")
+        cosine = {f.name: f.default for f in dataclasses.fields(tr)
+                  if f.name in ("diurnal_amplitude", "peak_hour")}
+        set_too = {k: getattr(tr, k) for k, v in cosine.items() if getattr(tr, k) != v}
+        _require(not set_too, f"`traffic.hourly_shares` gives the day's shape, so the cosine's "
+                 f"{sorted(set_too)} would not be read; leave them at their defaults, got {set_too}")
+    lists = {k: getattr(w, f"conversion_delay_{k}") for k in ("weights", "medians_s", "sigmas")}
+    if w.conversion_delay == "lognormal":
+        _require(len({len(v) for v in lists.values()}) == 1 and lists["weights"],
+                 "`world.conversion_delay=lognormal` needs one entry per mixture component in "
+                 "each of `world.conversion_delay_weights`, `_medians_s` and `_sigmas`, got "
+                 f"{lists}")
+        _require(abs(sum(lists["weights"]) - 1.0) < 1e-6,
+                 f"`world.conversion_delay_weights` must sum to 1, got {lists['weights']}")
+    else:
+        _require(not any(lists.values()),
+                 f"`world.conversion_delay_weights`, `_medians_s` and `_sigmas` describe a "
+                 f"lognormal mixture, but `world.conversion_delay` is {w.conversion_delay!r} "
+                 f"(set it to lognormal, or leave them empty), got {lists}")
     unknown = sorted(set(w.objective_mix) - set(OBJECTIVES))
     _require(not unknown, f"`world.objective_mix` has unknown objective(s) {unknown}; "
              f"known: {list(OBJECTIVES)}")

@@ -109,7 +109,7 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "time": F64, "lineage": STR, "kind": STR, "family": STR, "version": I32,
         "window_start": F64, "window_end": F64, "rows": I64, "train_loss": F64, "epochs": I32,
         "parameters": I64, "feature_view": STR, "holdout_rows": I64, "holdout_log_mae": F64,
-        "holdout_log_loss": F64,
+        "holdout_log_loss": F64, "positives": I64, "late_positives": I64,
     },
     # When a version went live on a side of an arm: ``item`` (enrichment and batch builds use
     # it from then on) or ``query`` (the query tower serving requests).

@@ -28,6 +28,7 @@ from sim.models.registry import ModelVersion, Registry
 from sim.models.training_log import FULL, WINNER, LoggedRows
 from sim.rng import Streams
 from sim.world.catalog import Catalog, family_slices
+from sim.world.delay import ConversionDelay
 from sim.world.marketplace import Marketplace
 from sim.world.response import draw_outcomes, true_rates
 from sim.world.traffic import draw_audience
@@ -51,7 +52,7 @@ def exploration_rows(market: Marketplace, cfg: Config, streams: Streams) -> Logg
     position = np.where(shown, np.arange(s + k), -1).astype(np.int16)
     pctr_pos = pctr * np.where(shown, market.truth.position_ctr[np.minimum(np.arange(s + k), s - 1)], 1)
     out = draw_outcomes(cfg.seed, request_id[:, None], cat.ad_id[slot], pctr_pos, pcvr,
-                        cfg.world.conversion_delay_mean_s)
+                        ConversionDelay.from_config(cfg.world))
     click = out.click & shown
     conv_time = np.where(click & out.conversion, -0.5, np.inf)
     m = n * (s + k)
@@ -98,11 +99,12 @@ def _train_arm(rows: LoggedRows, users: Users, cat: Catalog, n_positions: int, l
                 acfg.world.latent_dim, acfg.models.l2_hidden, n_positions)
     fit = fit_l2(l2, rows, 0.0, users, acfg, acfg.training, gen, fit_norm=True,
                  checkpoints=checkpoints)
+    known, late = rows.positives(0.0, acfg.world.attribution_window_s)
     registry.register(ModelVersion(
         lineage=l2_lineage, version=1, kind="l2", family="ranker", trained_at=0.0,
         window_start=-1.0, window_end=0.0, feature_view=feature_view(rows.families),
         rows=int((rows.source == WINNER).sum()), train_loss=fit.loss, epochs=fit.epochs,
-        parameters=parameter_count(l2), model=l2))
+        parameters=parameter_count(l2), model=l2, positives=known, late_positives=late))
     draws: RngState | None = None  # where each readiness lineage's draws start
     for lineage, family in l1s.items():
         if draws is not None:
@@ -114,6 +116,7 @@ def _train_arm(rows: LoggedRows, users: Users, cat: Catalog, n_positions: int, l
         registry.register(ModelVersion(
             lineage=lineage, version=1, kind="l1", family=family, trained_at=0.0,
             window_start=-1.0, window_end=0.0, feature_view=view, rows=len(rows),
-            train_loss=fit.loss, epochs=fit.epochs, parameters=parameter_count(l1), model=l1))
+            train_loss=fit.loss, epochs=fit.epochs, parameters=parameter_count(l1), model=l1,
+            positives=known, late_positives=late))
         if draws is None:
             draws = RngState.take(gen)  # after the arm's own L1

@@ -34,6 +34,10 @@ class ModelVersion:
     parameters: int
     model: TwoTowerBase | Ranker  # kind "l1": an L1 two-tower; kind "l2": the L2 ranker
     offline: dict[str, Any] = field(default_factory=dict)  # L1: metrics on the next rows
+    # the training rows' conversions known when it trained, and those still to come (truth:
+    # the delayed-feedback bias of its labels; LoggedRows.positives)
+    positives: int = 0
+    late_positives: int = 0
 
     @property
     def tower(self) -> TwoTowerBase:
@@ -86,4 +90,5 @@ class Registry:
                 "parameters": mv.parameters, "feature_view": ",".join(mv.feature_view),
                 "holdout_rows": mv.offline.get("holdout_rows", 0),
                 "holdout_log_mae": mv.offline.get("log_mae", float("nan")),
-                "holdout_log_loss": mv.offline.get("log_loss", float("nan"))}
+                "holdout_log_loss": mv.offline.get("log_loss", float("nan")),
+                "positives": mv.positives, "late_positives": mv.late_positives}

@@ -256,6 +256,21 @@ def _versions_section(m: dict[str, Any]) -> str:
             "(`metrics.json` `arms.<arm>.served_versions`).")
 
 
+def _delayed_section(m: dict[str, Any]) -> str:
+    rows = [[lineage, d["releases"], d["positives"], d["late_positives"], d["late_share"]]
+            for lineage, d in (m.get("delayed_feedback") or {}).items()]
+    if not rows:
+        return "No release after start-up."
+    return (table(["L2 lineage", "releases", "conversions known at training",
+                   "conversions still to come", "late share"], rows)
+            + "\n\nEach release trains on clicks whose conversions have not all arrived: those "
+            "still to come (within the attribution window) are trained as negatives, so a model "
+            "fit to them predicts below the truth, by about the late share on average. A "
+            "longer label wait (`releases.label_wait_s`) or a shorter delay shrinks it; ground "
+            "truth, from the simulator's own conversion times (`metrics.json` "
+            "`delayed_feedback`).")
+
+
 def _attribution_section(m: dict[str, Any]) -> str:
     att = m.get("attribution")
     if not att:
@@ -310,6 +325,7 @@ def render(m: dict[str, Any], verdicts: list[Verdict], plots: set[str], title: s
         _verdict(by["label_leakage"]),
         "### Outlier domination: how many rows carry the offline win",
         _verdict(by["outlier_domination"]),
+        "### Delayed feedback: conversions not yet arrived at training", _delayed_section(m),
         "### Exposure bias: the ramp read-out", _exposure_section(m),
         _plot(plots, "exposure", "exposure read-out"), _verdict(by["exposure_bias"]),
         "### Latency and timeouts", _latency_section(m), _plot(plots, "latency", "latency"),

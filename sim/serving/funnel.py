@@ -38,6 +38,7 @@ from sim.serving.index import TIERS, search, search_exact
 from sim.serving.latency import Latencies, draw_latencies, stage_work
 from sim.topk import take, top_k
 from sim.world.catalog import family_slices
+from sim.world.delay import ConversionDelay
 from sim.world.marketplace import Marketplace
 from sim.world.response import Outcomes, draw_outcomes, true_rates
 from sim.world.traffic import RequestBatch
@@ -293,7 +294,7 @@ def respond(market: Marketplace, cfg: Config, seed: int, batch: RequestBatch, re
     pcvr = pcvr[:, 0]
     ad_id = ret.ad_id[row, colr]
     out = draw_outcomes(seed, batch.request_id[row], ad_id, pctr, pcvr,
-                        cfg.world.conversion_delay_mean_s)
+                        ConversionDelay.from_config(cfg.world))
     per_click = auctioned.bids.per_click[row, col2]
     # per click: the price per click; per impression: what the slot delivers (sim.auction)
     price = np.where(per_click, res.prices[row, position], res.payments[row, position])

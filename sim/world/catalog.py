@@ -92,7 +92,10 @@ class Catalog:
 
 
 def build_advertisers(cfg: WorldConfig, rng: np.random.Generator) -> Advertisers:
-    """Draw objectives by ``objective_mix``, lognormal bids and budgets, latent centroids."""
+    """Draw objectives by ``objective_mix``, lognormal bids and budgets, latent centroids. With
+    ``budget_target_corr`` = rho, the budget's log is rho times the target CPA's standardised log
+    plus sqrt(1 - rho^2) times its own (both means and spreads kept); 0 leaves every draw as it
+    was."""
     a = cfg.n_advertisers
     shares = np.array([cfg.objective_mix.get(o, 0.0) for o in OBJECTIVES])
     objective = rng.choice(len(OBJECTIVES), size=a, p=shares / shares.sum()).astype(np.int8)
@@ -100,13 +103,19 @@ def build_advertisers(cfg: WorldConfig, rng: np.random.Generator) -> Advertisers
     def spread(mean: float, sigma: float) -> np.ndarray:
         return mean * rng.lognormal(-0.5 * sigma**2, sigma, size=a)
 
+    target_cpa = spread(cfg.target_cpa_mean, cfg.bid_sigma)
+    max_cpc = spread(cfg.max_cpc_mean, cfg.bid_sigma)
+    cpm_price = spread(cfg.cpm_price_mean, cfg.bid_sigma)
+    budget = spread(cfg.daily_budget_mean, cfg.budget_sigma)
+    if rho := cfg.budget_target_corr:
+        def z(x: np.ndarray, mean: float, sigma: float) -> np.ndarray:
+            return (np.log(x / mean) + 0.5 * sigma**2) / sigma
+        zb = (rho * z(target_cpa, cfg.target_cpa_mean, cfg.bid_sigma)
+              + np.sqrt(1.0 - rho**2) * z(budget, cfg.daily_budget_mean, cfg.budget_sigma))
+        budget = cfg.daily_budget_mean * np.exp(-0.5 * cfg.budget_sigma**2 + cfg.budget_sigma * zb)
     return Advertisers(
-        objective=objective,
-        target_cpa=spread(cfg.target_cpa_mean, cfg.bid_sigma),
-        max_cpc=spread(cfg.max_cpc_mean, cfg.bid_sigma),
-        cpm_price=spread(cfg.cpm_price_mean, cfg.bid_sigma),
-        daily_budget=spread(cfg.daily_budget_mean, cfg.budget_sigma),
-        centroid=rng.normal(0.0, 1.0, size=(a, cfg.latent_dim)),
+        objective=objective, target_cpa=target_cpa, max_cpc=max_cpc, cpm_price=cpm_price,
+        daily_budget=budget, centroid=rng.normal(0.0, 1.0, size=(a, cfg.latent_dim)),
     )
 
 

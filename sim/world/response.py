@@ -20,6 +20,7 @@ import numpy as np
 from sim.config.schema import WorldConfig
 from sim.numerics import sigmoid
 from sim.rng import CLICK, CONVERSION, CONVERSION_DELAY, keyed_uniform
+from sim.world.delay import ConversionDelay
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,11 +84,11 @@ class Outcomes:
 
 def draw_outcomes(
     seed: int, request_id: np.ndarray, ad_id: np.ndarray, pctr: np.ndarray, pcvr: np.ndarray,
-    delay_mean_s: float,
+    delay: ConversionDelay,
 ) -> Outcomes:
-    """Clicks with probability ``pctr``, conversions given a click with ``pcvr``, exponential delay."""
+    """Clicks with probability ``pctr``, conversions given a click with ``pcvr``, delays drawn
+    from ``delay`` (``sim.world.delay``)."""
     click = keyed_uniform(seed, request_id, ad_id, CLICK) < pctr
     conversion = click & (keyed_uniform(seed, request_id, ad_id, CONVERSION) < pcvr)
     u = keyed_uniform(seed, request_id, ad_id, CONVERSION_DELAY)
-    delay = -delay_mean_s * np.log1p(-u)
-    return Outcomes(click=click, conversion=conversion, delay_s=delay)
+    return Outcomes(click=click, conversion=conversion, delay_s=delay.quantile(u))

@@ -1,8 +1,10 @@
 """Request arrivals: a diurnal Poisson process, drawn one tick at a time as one batch.
 
-The rate is ``mean * (1 + A cos(2 pi (t/day - peak/24)))`` requests per second. Its integral is
-analytic, so a tick's expected count and the share of a day's traffic seen by time ``t`` (the
-pacing controller's spend profile) are exact.
+The rate is ``mean * (1 + A cos(2 pi (t/day - peak/24)))`` requests per second, or, with
+``traffic.hourly_shares`` (24 shares of the day's requests, as published traffic curves give it),
+constant within each hour at that hour's share. Either way its integral is exact (analytic, or
+piecewise linear), so a tick's expected count and the share of a day's traffic seen by time ``t``
+(the pacing controller's spend profile) are exact.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ class RequestBatch:
 
 def cumulative_rate(t: np.ndarray | float, cfg: TrafficConfig) -> np.ndarray | float:
     """Expected requests in [0, t] (t in seconds)."""
+    if cfg.hourly_shares:
+        days = np.floor(np.asarray(t, dtype=np.float64) / DAY_S)
+        hours = (np.asarray(t, dtype=np.float64) - days * DAY_S) / 3600.0
+        done = np.interp(hours, np.arange(25.0), np.concatenate(([0.0], np.cumsum(cfg.hourly_shares))))
+        out = cfg.requests_per_day * (days + done / sum(cfg.hourly_shares))
+        return out if np.ndim(t) else float(out)
     mean = cfg.requests_per_day / DAY_S
     w = 2.0 * np.pi / DAY_S
     phase = 2.0 * np.pi * cfg.peak_hour / 24.0

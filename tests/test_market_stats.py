@@ -1,0 +1,59 @@
+"""A marketplace's statistics: by hand on a tiny run's logs, and what the direct knobs set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from sim.market_stats import hourly_shares, read_logs, statistics
+from sim.world.delay import ConversionDelay
+
+from conftest import run_tiny
+
+
+def test_statistics_by_hand(tiny_run: Path) -> None:
+    logs = read_logs(tiny_run)
+    s = statistics(logs)
+    imp, conv = logs["impressions"], logs["conversions"]
+    att = conv.filter(pl.col("attributed"))
+    assert s["ctr"] == imp["click"].sum() / imp.height
+    assert s["cvr"] == att.height / imp["click"].sum()
+    assert s["conversions_per_impr"] == pytest.approx(s["ctr"] * s["cvr"])
+    delay = (att["time"] - att["click_time"]).to_numpy()
+    assert s["delay_within_1h"] == np.mean(delay <= 3600)
+    top = imp.filter(pl.col("position") == 0)["click"].mean()
+    assert s["position_ctr_1"] == pytest.approx(imp.filter(pl.col("position") == 1)["click"].mean() / top)
+    assert s["hour_share_0"] is None  # a quarter of a day has no whole day
+    assert 0.0 <= s["budget_exhausted"] <= 1.0  # type: ignore[operator]
+
+
+def test_hourly_shares_over_whole_days_only() -> None:
+    t = np.concatenate([np.full(3, 0.5 * 3600), np.full(1, 5.5 * 3600), np.full(7, 86_400 + 100)])
+    shares = hourly_shares(pl.DataFrame({"time": t}))
+    assert shares is not None and shares[0] == 0.75 and shares[5] == 0.25  # the second day's
+    # requests are not a whole day: left out
+    assert hourly_shares(pl.DataFrame({"time": np.array([10.0, 20.0])})) is None
+
+
+def test_the_direct_knobs_come_back_in_the_statistics(tmp_path: Path) -> None:
+    """A day with hourly shares, a heavy-tailed delay and budgets tied to targets: the logs give
+    back what the knobs set (within the noise of a small world)."""
+    hourly = np.array([2, 1, 1, 1, 1, 1.5, 3, 5, 6, 6, 6, 6, 6, 6, 6, 6, 6, 7, 8, 9, 10, 9, 6, 3.5])
+    hourly = hourly / hourly.sum()
+    mix = ["world.conversion_delay=lognormal", "world.conversion_delay_weights=[0.4,0.6]",
+           "world.conversion_delay_medians_s=[900,432000]", "world.conversion_delay_sigmas=[1.2,1.5]",
+           "world.attribution_window_s=2592000"]
+    run_tiny(tmp_path, "days=1", "traffic.hourly_shares=[" + ",".join(repr(float(x)) for x in hourly)
+             + "]", *mix, "world.n_advertisers=60", "world.objective_mix={ocpm:1.0,cpc:0.0,cpm:0.0}",
+             "world.budget_target_corr=-0.9")
+    s = statistics(read_logs(tmp_path))
+    got = np.array([s[f"hour_share_{h}"] for h in range(24)])
+    assert np.abs(got - hourly).max() < 0.012  # 16,000 requests: about 0.002 of noise per hour
+    d = ConversionDelay(kind="lognormal", weights=(0.4, 0.6), medians_s=(900.0, 432_000.0),
+                        sigmas=(1.2, 1.5))
+    assert s["delay_within_1h"] == pytest.approx(float(d.cdf(3600.0)), abs=0.06)
+    assert s["delay_within_24h"] == pytest.approx(float(d.cdf(86_400.0)), abs=0.06)
+    assert s["budget_target_corr"] == pytest.approx(-0.9, abs=0.1)
