@@ -99,6 +99,7 @@ def statistics(logs: dict[str, pl.DataFrame]) -> dict[str, float | None]:
         top, at = ctr_at.get(0), ctr_at.get(k)
         out[f"position_ctr_{k}"] = None if top is None or at is None else _ratio(at, top)
     days = logs["budget_days"].filter(pl.col("budget") > 0)
-    out["budget_exhausted"] = (float((days["spend"] >= EXHAUSTED * days["budget"]).mean())
+    out["budget_exhausted"] = (float(np.mean(days["spend"].to_numpy()
+                                             >= EXHAUSTED * days["budget"].to_numpy()))
                                if days.height else None)
     return out
