@@ -249,3 +249,24 @@ def test_the_bot_filter_reads_the_feature_not_the_flag() -> None:
     assert kept is not None
     assert set(np.unique(kept.user)) == set(np.flatnonzero(rate <= cut))
     assert dropped_users == int((rate > cut).sum()) and dropped_rows == 2 * dropped_users
+
+
+def test_a_bot_flag_is_the_rate_cut_at_a_threshold() -> None:
+    """``world.bot_signal=flag``: the user feature is 1 exactly where the observed rate passes
+    ``log(bot_flag_rate)``; the rate itself (what the bot filter reads) and every other draw are
+    those of the rate world."""
+    from sim.config import ConfigError
+    rate_w = WorldConfig(n_users=4000, bot_share=0.05, bot_activity=50.0)
+    flag_w = WorldConfig(n_users=4000, bot_share=0.05, bot_activity=50.0, bot_signal="flag",
+                         bot_flag_rate=10.0)
+    a = build_users(rate_w, TrafficConfig(), np.random.default_rng(4))
+    b = build_users(flag_w, TrafficConfig(), np.random.default_rng(4))
+    assert a.rate is not None and b.rate is not None and b.bot is not None
+    assert np.array_equal(a.rate, b.rate) and np.array_equal(a.features[:, -1], a.rate)
+    assert np.array_equal(a.features[:, :-1], b.features[:, :-1])
+    assert np.array_equal(b.features[:, -1], (b.rate > np.log(10.0)).astype(np.float32))
+    assert b.features[b.bot, -1].mean() > 0.8 and b.features[~b.bot, -1].mean() < 0.05
+    with pytest.raises(ConfigError, match="bot_signal"):
+        tiny_config("world.bot_signal=flag")  # no bots
+    with pytest.raises(ConfigError, match="bot_flag_rate"):
+        tiny_config("world.bot_share=0.1", "world.bot_flag_rate=5")  # read only with a flag

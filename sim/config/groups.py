@@ -87,6 +87,11 @@ class WorldConfig:
     # behaviour a bot filter reads). 0: no bots, and the user features are as without the knob
     bot_share: float = bounded(0.0, share=True)
     bot_activity: float = bounded(100.0, gt=0)
+    # what that feature column carries: the log request rate itself ("rate"), or an upstream
+    # heuristic's flag ("flag"): 1 where the observed rate is more than bot_flag_rate times the
+    # median user's, else 0
+    bot_signal: str = bounded("rate", choices=("rate", "flag"))
+    bot_flag_rate: float = bounded(20.0, gt=1)
     bot_ctr_shift: float = 2.0
     bot_cvr_shift: float = -6.0
 

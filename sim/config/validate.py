@@ -88,6 +88,15 @@ def _check_relations(cfg: Config) -> None:
         abs(sum(w.surface_mix) - 1.0) < 1e-6,
         f"`world.surface_mix` must sum to 1, got {w.surface_mix} (sum {sum(w.surface_mix)})",
     )
+    bot_defaults = {f.name: f.default for f in dataclasses.fields(w)
+                    if f.name in ("bot_signal", "bot_flag_rate")}
+    moved = {k: getattr(w, k) for k, v in bot_defaults.items() if getattr(w, k) != v}
+    _require(w.bot_share > 0 or not moved,
+             f"{sorted(moved)} describe the bots' feature, but the world has none "
+             f"(`world.bot_share` 0): got {moved}")
+    _require(w.bot_signal == "flag" or w.bot_flag_rate == bot_defaults["bot_flag_rate"],
+             f"`world.bot_flag_rate` ({w.bot_flag_rate}) is read only with "
+             f"`world.bot_signal=flag`, got {w.bot_signal!r}")
     _require(cfg.evaluation.bot_filter_rate == 0 or cfg.evaluation.bot_filter_rate > 1,
              f"`evaluation.bot_filter_rate` is a multiple of the median user's request rate above "
              f"which a user's rows are dropped: 0 (no filter) or more than 1, got "
