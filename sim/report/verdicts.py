@@ -34,10 +34,11 @@ from sim.report.evidence import (
 OFFLINE_WIN = 0.05  # a relative log_mae reduction of at least 5% is an offline win
 NO_WIN = 0.02  # ... and below 2% a log source shows none
 EXPOSURE_CLOSE = 0.05  # treatment's |ln calibration| at the last step 0.05 below the held twin's
-EXPOSURE_Z = 2.0  # ... and by this many standard errors (of the drawn conversions)
-# thresholds marked "calibrated" were chosen on the diagnosis benchmark's calibration half
-# (library v2, worlds 0-199: sim/diagnosis_bench.py, its rule); the others kept their round value
-# there (docs/report.md gives the rates)
+EXPOSURE_Z = 2.0  # ... and by this many standard errors (of the drawn conversions); calibrated
+# thresholds marked "calibrated" are chosen on the diagnosis benchmark's calibration half by its
+# written rule (library v3, worlds 0-199: sim/diagnosis_bench.py, sim/report/diagnosis.py; the
+# rule kept every value there; TIMEOUT_EXCESS, RECALL_MOVE and LEAK_CREDIT were set by it on
+# library v2); the others are round values (docs/report.md gives the rates)
 TIMEOUT_EXCESS = 0.01  # 1 point more requests past an SLA (than control, or at all); calibrated
 PARITY_LOG_LOSS = 0.001  # nats: importance of a missing family that makes it matter ...
 PARITY_LOG_MAE = 0.02  # ... or its rise in log_mae against the teacher
