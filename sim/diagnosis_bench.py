@@ -322,7 +322,21 @@ def _differs(config: Any, overlay: Any, at: str = "") -> str | None:
             if (bad := _differs(config[k], v, key)) is not None:
                 return bad
         return None
-    return None if config == overlay else (at or "<root>")
+    return None if _same(config, overlay) else (at or "<root>")
+
+
+def _same(saved: Any, wanted: Any) -> bool:
+    """Whether a saved config value is the value asked for, across the spellings a typed config
+    and a command line give one value (16000 and 16000.0; a number and its string, as in
+    ``threads.torch=1``)."""
+    if isinstance(saved, bool) or isinstance(wanted, bool):  # True == 1 in Python: not here
+        return type(saved) is type(wanted) and saved == wanted
+    if saved == wanted:
+        return True
+    try:
+        return float(saved) == float(wanted)
+    except (TypeError, ValueError):
+        return False
 
 
 def world_metrics(run_dir: Path, world: BenchWorld,

@@ -267,6 +267,10 @@ def test_a_run_is_scored_as_the_world_its_config_holds(tmp_path: Path) -> None:
     small.setdefault("world", {})["n_users"] = 400
     (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(small))
     assert B.world_metrics(run, w, base=["world.n_users=400"]) == {"x": 1}
+    # one value spelled as a typed config and a command line spell it (16000.0 and 16000, "1"
+    # and 1) is the same value; another value is not
+    assert B._same(16000.0, 16000) and B._same("1", 1) and not B._same(True, 1)
+    assert not B._same("auto", 1) and not B._same(0.5, 0.25)
     # a world's own keys win over the base (as write_library writes them)
     assert B.world_metrics(run, w, base=["world.n_users=400", "days=0.25"]) == {"x": 1}
 

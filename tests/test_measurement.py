@@ -154,4 +154,4 @@ def test_results_become_json_with_the_files_keys() -> None:
     assert type(out["2"]["all"]["delta"]["log_mae"]) is float
     assert json.loads(json.dumps(out)) == out
     assert OfflineResults(window=EvalWindow(start=0.0, end=1.0, rows=0)).json() == {
-        "window": {"start": 0.0, "end": 1.0, "rows": 0}}
+        "window": {"start": 0.0, "end": 1.0, "rows": 0, "filtered_rows": 0, "filtered_users": 0}}
