@@ -7,8 +7,9 @@ own logs (the schema of each log: :mod:`sim.logs.schema`):
 * ``ctr``: clicks / impressions (impressions: ``click``);
 * ``cvr``: attributed conversions / clicks (impressions: ``click``; conversions: ``attributed``);
 * ``conversions_per_impr``: attributed conversions / impressions (the same);
-* ``delay_within_1h``, ``delay_within_24h``: the share of attributed conversions at most 1 hour
-  (24 hours) after their click (conversions: ``click_time``, ``time``, ``attributed``);
+* ``delay_within_1h``, ``_24h``, ``_7d``, ``_30d``: the share of attributed conversions at most
+  1 hour (24 hours, 7 days, 30 days) after their click (conversions: ``click_time``, ``time``,
+  ``attributed``);
 * ``hour_share_<h>``: the share of the requests in hour ``h`` of the day (0-23), over whole days
   (requests: ``time``); ``peak_to_trough``: the busiest hour's share over the quietest's;
   ``quietest_six_hours``: the smallest share of the day in six consecutive hours (wrapping
@@ -38,6 +39,9 @@ import polars as pl
 DAY_S, HOUR_S = 86_400.0, 3_600.0
 EXHAUSTED = 0.95  # an advertiser-day spending this share of its budget has exhausted it
 LOGS = ("impressions", "conversions", "requests", "campaigns", "budget_days")
+# the delay statistics and the delay each reads: the share of attributed conversions within it
+DELAY_SHARES = {"delay_within_1h": HOUR_S, "delay_within_24h": DAY_S,
+                "delay_within_7d": 7 * DAY_S, "delay_within_30d": 30 * DAY_S}
 
 
 def read_logs(run_dir: Path) -> dict[str, pl.DataFrame]:
@@ -75,7 +79,7 @@ def statistics(logs: dict[str, pl.DataFrame]) -> dict[str, float | None]:
         "conversions_per_impr": _ratio(attributed.height, imp.height),
     }
     delay = (attributed["time"] - attributed["click_time"]).to_numpy()
-    for name, limit in (("delay_within_1h", HOUR_S), ("delay_within_24h", DAY_S)):
+    for name, limit in DELAY_SHARES.items():
         out[name] = float(np.mean(delay <= limit)) if delay.size else None
     shares = hourly_shares(logs["requests"])
     for h in range(24):

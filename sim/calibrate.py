@@ -1,0 +1,160 @@
+"""Fit a world to a marketplace's statistics (:mod:`sim.market_stats`).
+
+``python -m sim.calibrate TARGETS.yaml --out DIR`` reads target statistics and writes a config
+overlay (``DIR/calibrated.yaml``, a scenario file's body) and ``DIR/fit.json``. The targets file
+names statistics of :mod:`sim.market_stats` with a value each (a number, or ``{value: v, sd: s}``
+where an uncertainty is known)::
+
+    statistics:
+      delay_within_1h: 0.35
+      delay_within_24h: {value: 0.50, sd: 0.02}
+      budget_target_corr: -0.97
+      hour_share_0: 0.021   # ... one per hour, 0-23
+
+**Direct knobs** are those a statistic reads without the simulator in between; they are fitted
+here in closed form or by a small least-squares problem, with no world run:
+
+* the 24 ``hour_share_<h>`` → ``traffic.hourly_shares`` (normalised to sum to 1);
+* ``budget_target_corr`` → ``world.budget_target_corr``: for the lognormal draws the log-log
+  correlation *is* the knob, so the estimate is the value itself;
+* the delay shares (``delay_within_1h``, ``_24h``, ``_7d``, ``_30d``: at least two) →
+  ``world.conversion_delay: lognormal`` with two components, a fast and a slow one, whose shapes
+  are fixed (``FAST_SIGMA``, ``SLOW_SIGMA``); as many of the slow component's weight, its median
+  and the fast component's median (in that order) as there are shares beyond the first are
+  fitted, the rest held at ``FAST_MEDIAN_S``: with two shares, the fast median is not
+  identifiable and :func:`fit_delay` says so.
+
+**Emergent statistics** (CTR, CVR and conversions per impression after selection, position CTR
+decay, budget exhaustion) depend on the simulator's selection, not on one knob; fitting them runs
+worlds and is not in this module yet: their targets are reported as not fitted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from sim.market_stats import DELAY_SHARES
+from sim.world.delay import ConversionDelay
+
+FAST_SIGMA, SLOW_SIGMA = 1.2, 1.5  # the delay components' shapes, held fixed
+FAST_MEDIAN_S = 900.0  # the fast component's median where the shares cannot identify it
+BOUNDS = {"slow_weight": (0.01, 0.99), "slow_median_s": (3600.0, 60 * 86_400.0),
+          "fast_median_s": (30.0, 6 * 3600.0)}
+DIRECT = ("budget_target_corr", *DELAY_SHARES, *(f"hour_share_{h}" for h in range(24)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fit:
+    """One direct fit: the overlay keys it sets, the statistics it read, the knobs it fitted
+    and those it held (not identifiable from the statistics given), and the fitted world's value
+    of each statistic it read."""
+
+    overlay: dict[str, Any]
+    read: tuple[str, ...]
+    fitted: dict[str, float] = field(default_factory=dict)
+    held: dict[str, float] = field(default_factory=dict)
+    reproduced: dict[str, float] = field(default_factory=dict)
+
+
+def target_values(targets: dict[str, Any]) -> dict[str, float]:
+    """``{name: value}`` from a targets file's ``statistics`` (a number or ``{value, sd}``)."""
+    out: dict[str, float] = {}
+    for name, t in targets.items():
+        v = t.get("value") if isinstance(t, dict) else t
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ValueError(f"statistic `{name}`: a finite number or {{value, sd}}, got {t!r}")
+        out[name] = float(v)
+    return out
+
+
+def fit_delay(shares: dict[str, float]) -> Fit:
+    """A two-component lognormal delay mixture whose CDF passes through ``shares`` (statistic
+    name -> share of conversions within its delay, :data:`sim.market_stats.DELAY_SHARES`)."""
+    known = sorted(((DELAY_SHARES[k], v) for k, v in shares.items()), key=lambda kv: kv[0])
+    if len(known) < 2:
+        raise ValueError(f"a delay fit needs at least two delay shares, got {sorted(shares)}")
+    ts, ys = np.array([t for t, _ in known]), np.array([y for _, y in known])
+    if np.any(np.diff(ys) < 0) or np.any((ys <= 0) | (ys >= 1)):
+        raise ValueError(f"delay shares must lie in (0, 1) and grow with the delay, got {dict(known)}")
+    names = ["slow_weight", "slow_median_s", "fast_median_s"][:min(3, len(known))]
+    start = {"slow_weight": 1.0 - ys[0], "slow_median_s": 5 * 86_400.0,
+             "fast_median_s": FAST_MEDIAN_S}
+
+    def delay(p: dict[str, float]) -> ConversionDelay:
+        return ConversionDelay(kind="lognormal", weights=(1.0 - p["slow_weight"], p["slow_weight"]),
+                               medians_s=(p["fast_median_s"], p["slow_median_s"]),
+                               sigmas=(FAST_SIGMA, SLOW_SIGMA))
+
+    def params(x: np.ndarray) -> dict[str, float]:
+        p = dict(start)
+        for n, v in zip(names, x, strict=True):
+            p[n] = float(v) if n == "slow_weight" else float(math.exp(v))
+        return p
+
+    x0 = [start[n] if n == "slow_weight" else math.log(start[n]) for n in names]
+    lo = [BOUNDS[n][0] if n == "slow_weight" else math.log(BOUNDS[n][0]) for n in names]
+    hi = [BOUNDS[n][1] if n == "slow_weight" else math.log(BOUNDS[n][1]) for n in names]
+    res = least_squares(lambda x: delay(params(x)).cdf(ts) - ys, x0, bounds=(lo, hi))
+    p = params(res.x)
+    d = delay(p)
+    overlay = {"world": {"conversion_delay": "lognormal",
+                         "conversion_delay_weights": [round(1.0 - p["slow_weight"], 6),
+                                                      round(p["slow_weight"], 6)],
+                         "conversion_delay_medians_s": [round(p["fast_median_s"], 3),
+                                                        round(p["slow_median_s"], 3)],
+                         "conversion_delay_sigmas": [FAST_SIGMA, SLOW_SIGMA]}}
+    return Fit(overlay=overlay, read=tuple(k for k in DELAY_SHARES if k in shares),
+               fitted={n: p[n] for n in names},
+               held={n: p[n] for n in ("fast_median_s",) if n not in names},
+               reproduced={k: float(d.cdf(DELAY_SHARES[k])) for k in shares})
+
+
+def fit_hourly(shares: dict[str, float]) -> Fit:
+    """``traffic.hourly_shares`` from all 24 ``hour_share_<h>`` (normalised)."""
+    missing = [h for h in range(24) if f"hour_share_{h}" not in shares]
+    if missing:
+        raise ValueError(f"hourly shares need all 24 hours; missing hours {missing}")
+    v = np.array([shares[f"hour_share_{h}"] for h in range(24)])
+    if np.any(v < 0) or v.sum() <= 0:
+        raise ValueError(f"hourly shares must be >= 0 with a positive sum, got {v.tolist()}")
+    v = v / v.sum()
+    return Fit(overlay={"traffic": {"hourly_shares": [round(float(x), 8) for x in v]}},
+               read=tuple(f"hour_share_{h}" for h in range(24)),
+               fitted={f"hourly_shares[{h}]": float(x) for h, x in enumerate(v)},
+               reproduced={f"hour_share_{h}": float(x) for h, x in enumerate(v)})
+
+
+def fit_corr(corr: float) -> Fit:
+    """``world.budget_target_corr``: the log-log correlation of the lognormal draws is the knob."""
+    if not -1.0 <= corr <= 1.0:
+        raise ValueError(f"budget_target_corr must lie in [-1, 1], got {corr}")
+    return Fit(overlay={"world": {"budget_target_corr": corr}}, read=("budget_target_corr",),
+               fitted={"budget_target_corr": corr}, reproduced={"budget_target_corr": corr})
+
+
+def fit_direct(values: dict[str, float]) -> list[Fit]:
+    """Every direct fit the statistics in ``values`` allow (see the module docstring)."""
+    fits = []
+    delays = {k: v for k, v in values.items() if k in DELAY_SHARES}
+    if delays:
+        fits.append(fit_delay(delays))
+    hours = {k: v for k, v in values.items() if k.startswith("hour_share_")}
+    if hours:
+        fits.append(fit_hourly(hours))
+    if "budget_target_corr" in values:
+        fits.append(fit_corr(values["budget_target_corr"]))
+    return fits
+
+
+def merged_overlay(fits: list[Fit]) -> dict[str, Any]:
+    """The fits' overlays as one (each sets its own keys)."""
+    out: dict[str, Any] = {}
+    for f in fits:
+        for group, keys in f.overlay.items():
+            out.setdefault(group, {}).update(keys)
+    return out

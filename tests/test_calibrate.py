@@ -1,0 +1,67 @@
+"""Direct fits of ``sim.calibrate``: statistics made at known knob values come back, the knobs
+the statistics cannot identify are held and said so, and bad targets stop with their name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim import calibrate as C
+from sim.market_stats import DELAY_SHARES
+from sim.world.delay import ConversionDelay
+
+
+def _shares(weight: float, slow: float, fast: float, names: list[str]) -> dict[str, float]:
+    d = ConversionDelay(kind="lognormal", weights=(1 - weight, weight), medians_s=(fast, slow),
+                        sigmas=(C.FAST_SIGMA, C.SLOW_SIGMA))
+    return {n: float(d.cdf(DELAY_SHARES[n])) for n in names}
+
+
+@pytest.mark.parametrize(("weight", "slow", "fast"), [(0.6, 5 * 86_400.0, 900.0),
+                                                       (0.3, 2 * 86_400.0, 300.0),
+                                                       (0.8, 12 * 86_400.0, 3_000.0)])
+def test_the_delay_mixture_is_recovered_from_four_shares(weight: float, slow: float,
+                                                         fast: float) -> None:
+    fit = C.fit_delay(_shares(weight, slow, fast, list(DELAY_SHARES)))
+    assert fit.fitted["slow_weight"] == pytest.approx(weight, rel=0.01)
+    assert fit.fitted["slow_median_s"] == pytest.approx(slow, rel=0.02)
+    assert fit.fitted["fast_median_s"] == pytest.approx(fast, rel=0.02)
+    assert fit.held == {}
+    w = fit.overlay["world"]
+    assert w["conversion_delay"] == "lognormal" and sum(w["conversion_delay_weights"]) == pytest.approx(1)
+
+
+def test_two_shares_fit_two_knobs_and_hold_the_fast_median() -> None:
+    """Criteo's published shape (Chapelle 2014: about 35% within an hour, half within a day)."""
+    fit = C.fit_delay({"delay_within_1h": 0.35, "delay_within_24h": 0.50})
+    assert set(fit.fitted) == {"slow_weight", "slow_median_s"}
+    assert fit.held == {"fast_median_s": C.FAST_MEDIAN_S}
+    assert fit.reproduced["delay_within_1h"] == pytest.approx(0.35, abs=0.005)
+    assert fit.reproduced["delay_within_24h"] == pytest.approx(0.50, abs=0.005)
+
+
+def test_hourly_shares_and_the_correlation_are_read_directly() -> None:
+    raw = np.arange(1, 25, dtype=float)
+    fit = C.fit_hourly({f"hour_share_{h}": 2 * x for h, x in enumerate(raw)})
+    np.testing.assert_allclose(fit.overlay["traffic"]["hourly_shares"], raw / raw.sum(), atol=1e-8)
+    assert C.fit_corr(-0.97).overlay == {"world": {"budget_target_corr": -0.97}}
+    fits = C.fit_direct({"budget_target_corr": -0.5, "delay_within_1h": 0.2,
+                         "delay_within_24h": 0.6, "ctr": 0.04})
+    merged = C.merged_overlay(fits)
+    assert merged["world"]["budget_target_corr"] == -0.5
+    assert merged["world"]["conversion_delay"] == "lognormal"
+
+
+def test_bad_targets_stop_with_their_name() -> None:
+    with pytest.raises(ValueError, match="at least two"):
+        C.fit_delay({"delay_within_1h": 0.3})
+    with pytest.raises(ValueError, match="grow with the delay"):
+        C.fit_delay({"delay_within_1h": 0.6, "delay_within_24h": 0.5})
+    with pytest.raises(ValueError, match="missing hours"):
+        C.fit_hourly({"hour_share_0": 1.0})
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        C.fit_corr(1.5)
+    with pytest.raises(ValueError, match="`ctr`"):
+        C.target_values({"ctr": "high"})
+    assert C.target_values({"ctr": 0.04, "cvr": {"value": 0.005, "sd": 0.001}}) == {
+        "ctr": 0.04, "cvr": 0.005}
