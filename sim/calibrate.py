@@ -31,14 +31,18 @@ worlds and is not in this module yet: their targets are reported as not fitted.
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from scipy.optimize import least_squares
 
-from sim.market_stats import DELAY_SHARES
+from sim.logs.writer import write_json_atomic, write_text_atomic
+from sim.market_stats import DELAY_SHARES, KNOWN
 from sim.world.delay import ConversionDelay
 
 FAST_SIGMA, SLOW_SIGMA = 1.2, 1.5  # the delay components' shapes, held fixed
@@ -158,3 +162,57 @@ def merged_overlay(fits: list[Fit]) -> dict[str, Any]:
         for group, keys in f.overlay.items():
             out.setdefault(group, {}).update(keys)
     return out
+
+
+def report(values: dict[str, float], fits: list[Fit]) -> str:
+    """``fit.md``: each target against the fitted world's value, the knobs fitted and held, and
+    the statistics not fitted."""
+    lines = ["# Calibration", "", "| statistic | target | fitted world | knob |", "|---|---|---|---|"]
+    done: set[str] = set()
+    for f in fits:
+        knobs = ", ".join(f"`{k}`" for k in f.fitted) if len(f.fitted) <= 3 else \
+            f"{len(f.fitted)} values of `{next(iter(f.overlay))}`"
+        for name in f.read:
+            lines.append(f"| `{name}` | {values[name]:.6g} | {f.reproduced[name]:.6g} | {knobs} |")
+            done.add(name)
+    held = {k: v for f in fits for k, v in f.held.items()}
+    if held:
+        lines += ["", "Held (not identifiable from the statistics given): "
+                  + ", ".join(f"`{k}` = {v:.6g}" for k, v in held.items()) + "."]
+    rest = sorted(set(values) - done)
+    if rest:
+        lines += ["", "Not fitted (emergent statistics need the simulator's fit, not built yet): "
+                  + ", ".join(f"`{k}`" for k in rest) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sim.calibrate", description=__doc__.split("\n")[0])
+    p.add_argument("targets", type=Path, help="YAML with a `statistics` mapping")
+    p.add_argument("--out", type=Path, required=True, help="directory for the overlay and the fit")
+    args = p.parse_args(argv)
+    try:
+        doc = yaml.safe_load(args.targets.read_text())
+        stats = (doc or {}).get("statistics") if isinstance(doc, dict) else None
+        if not isinstance(stats, dict) or not stats:
+            raise ValueError("the targets file needs a non-empty `statistics` mapping")
+        if unknown := sorted(set(stats) - set(KNOWN)):
+            raise ValueError(f"unknown statistics {unknown}; known: {sorted(KNOWN)}")
+        values = target_values(stats)
+        fits = fit_direct(values)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        p.error(str(exc))
+    overlay = merged_overlay(fits)
+    write_text_atomic(args.out / "calibrated.yaml",
+                      "# @package _global_\n" + yaml.safe_dump(overlay, sort_keys=False))
+    write_json_atomic(args.out / "fit.json", {
+        "targets": values, "overlay": overlay,
+        "fits": [{"read": list(f.read), "fitted": f.fitted, "held": f.held,
+                  "reproduced": f.reproduced} for f in fits]})
+    write_text_atomic(args.out / "fit.md", report(values, fits))
+    print(f"calibrate: {args.out / 'calibrated.yaml'} ({len(fits)} direct fits)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

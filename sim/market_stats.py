@@ -44,6 +44,12 @@ DELAY_SHARES = {"delay_within_1h": HOUR_S, "delay_within_24h": DAY_S,
                 "delay_within_7d": 7 * DAY_S, "delay_within_30d": 30 * DAY_S}
 
 
+# every statistic :func:`statistics` returns
+KNOWN = ("ctr", "cvr", "conversions_per_impr", *DELAY_SHARES, *(f"hour_share_{h}" for h in range(24)),
+         "peak_to_trough", "quietest_six_hours", "budget_target_corr", "position_ctr_1",
+         "position_ctr_2", "budget_exhausted")
+
+
 def read_logs(run_dir: Path) -> dict[str, pl.DataFrame]:
     """The logs :func:`statistics` reads, from ``run_dir/logs``."""
     return {n: pl.read_parquet(run_dir / "logs" / f"{n}.parquet") for n in LOGS}

@@ -3,6 +3,8 @@ the statistics cannot identify are held and said so, and bad targets stop with t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -65,3 +67,33 @@ def test_bad_targets_stop_with_their_name() -> None:
         C.target_values({"ctr": "high"})
     assert C.target_values({"ctr": 0.04, "cvr": {"value": 0.005, "sd": 0.001}}) == {
         "ctr": 0.04, "cvr": 0.005}
+
+
+def test_the_command_writes_an_overlay_a_world_accepts(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """End to end on a targets file: the overlay composes into a valid config whose delay and
+    traffic are the fitted ones; unknown statistics stop before anything is written."""
+    import json
+
+    import yaml
+
+    from conftest import tiny_config
+    targets = {"statistics": {"delay_within_1h": 0.35, "delay_within_24h": {"value": 0.5, "sd": 0.02},
+                              "budget_target_corr": -0.9, "ctr": 0.04,
+                              **{f"hour_share_{h}": 1 / 24 for h in range(24)}}}
+    path = tmp_path / "targets.yaml"
+    path.write_text(yaml.safe_dump(targets))
+    assert C.main([str(path), "--out", str(tmp_path / "fit")]) == 0
+    overlay = yaml.safe_load((tmp_path / "fit" / "calibrated.yaml").read_text())
+    w, t = overlay["world"], overlay["traffic"]
+    cfg = tiny_config(*(f"world.{k}={json.dumps(v)}" for k, v in w.items()),
+                      f"traffic.hourly_shares={json.dumps(t['hourly_shares'])}")
+    assert cfg.world.conversion_delay == "lognormal" and cfg.world.budget_target_corr == -0.9
+    md = (tmp_path / "fit" / "fit.md").read_text()
+    assert "Not fitted" in md and "`ctr`" in md and "Held" in md
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"statistics": {"clicks_per_view": 0.1}}))
+    with pytest.raises(SystemExit):
+        C.main([str(bad), "--out", str(tmp_path / "bad")])
+    assert "unknown statistics ['clicks_per_view']" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -57,3 +57,8 @@ def test_the_direct_knobs_come_back_in_the_statistics(tmp_path: Path) -> None:
     assert s["delay_within_1h"] == pytest.approx(float(d.cdf(3600.0)), abs=0.06)
     assert s["delay_within_24h"] == pytest.approx(float(d.cdf(86_400.0)), abs=0.06)
     assert s["budget_target_corr"] == pytest.approx(-0.9, abs=0.1)
+
+
+def test_every_statistic_is_known(tiny_run: Path) -> None:
+    from sim.market_stats import KNOWN
+    assert set(statistics(read_logs(tiny_run))) == set(KNOWN)
