@@ -167,7 +167,8 @@ def merged_overlay(fits: list[Fit]) -> dict[str, Any]:
 def report(values: dict[str, float], fits: list[Fit]) -> str:
     """``fit.md``: each target against the fitted world's value, the knobs fitted and held, and
     the statistics not fitted."""
-    lines = ["# Calibration", "", "| statistic | target | fitted world | knob |", "|---|---|---|---|"]
+    lines = ["# Calibration", "", "| statistic | target | the fitted knobs give | knobs |",
+             "|---|---|---|---|"]
     done: set[str] = set()
     for f in fits:
         knobs = ", ".join(f"`{k}`" for k in f.fitted) if len(f.fitted) <= 3 else \
