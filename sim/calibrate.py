@@ -3,8 +3,9 @@
 ``python -m sim.calibrate TARGETS.yaml --out DIR`` reads target statistics and writes a config
 overlay (``DIR/calibrated.yaml``, a scenario file's body) and ``DIR/fit.json``. The targets file
 names statistics of :mod:`sim.market_stats` with a value each (a number, or ``{value: v, sd: s}``
-where an uncertainty is known)::
+where an uncertainty is known), and the attribution window the delay shares were measured under::
 
+    attribution_window_s: 2592000   # 30 days (the default)
     statistics:
       delay_within_1h: 0.35
       delay_within_24h: {value: 0.50, sd: 0.02}
@@ -17,12 +18,13 @@ here in closed form or by a small least-squares problem, with no world run:
 * the 24 ``hour_share_<h>`` → ``traffic.hourly_shares`` (normalised to sum to 1);
 * ``budget_target_corr`` → ``world.budget_target_corr``: for the lognormal draws the log-log
   correlation *is* the knob, so the estimate is the value itself;
-* the delay shares (``delay_within_1h``, ``_24h``, ``_7d``, ``_30d``: at least two) →
-  ``world.conversion_delay: lognormal`` with two components, a fast and a slow one, whose shapes
-  are fixed (``FAST_SIGMA``, ``SLOW_SIGMA``); as many of the slow component's weight, its median
-  and the fast component's median (in that order) as there are shares beyond the first are
-  fitted, the rest held at ``FAST_MEDIAN_S``: with two shares, the fast median is not
-  identifiable and :func:`fit_delay` says so.
+* the delay shares (``delay_within_1h``, ``_24h``, ``_7d``, ``_30d``: at least two at delays
+  under the attribution window) → ``world.conversion_delay: lognormal`` with two components, a
+  fast and a slow one, whose shapes are fixed (``FAST_SIGMA``, ``SLOW_SIGMA``), and
+  ``world.attribution_window_s``: the shares are of attributed conversions, ``F(t) / F(W)``, under
+  the window W the targets file gives (top-level ``attribution_window_s``, default 30 days). The
+  slow component's weight and median are fitted; the fast one's median only when the 1-hour share
+  is given beside two others, else held at ``FAST_MEDIAN_S`` and reported as not identifiable.
 
 **Emergent statistics** (CTR, CVR and conversions per impression after selection, position CTR
 decay, budget exhaustion) depend on the simulator's selection, not on one knob; fitting them runs
@@ -49,7 +51,8 @@ FAST_SIGMA, SLOW_SIGMA = 1.2, 1.5  # the delay components' shapes, held fixed
 FAST_MEDIAN_S = 900.0  # the fast component's median where the shares cannot identify it
 BOUNDS = {"slow_weight": (0.01, 0.99), "slow_median_s": (3600.0, 60 * 86_400.0),
           "fast_median_s": (30.0, 6 * 3600.0)}
-DIRECT = ("budget_target_corr", *DELAY_SHARES, *(f"hour_share_{h}" for h in range(24)))
+WINDOW_S = 30 * 86_400.0  # the attribution window delay shares are read under, unless given
+REACH = 0.01  # a direct fit that misses a target share by more than this has not reached it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,31 +66,50 @@ class Fit:
     fitted: dict[str, float] = field(default_factory=dict)
     held: dict[str, float] = field(default_factory=dict)
     reproduced: dict[str, float] = field(default_factory=dict)
+    reached: bool = True  # every target reproduced within REACH
+
+
+def _number(x: Any) -> bool:
+    return not isinstance(x, bool) and isinstance(x, int | float) and math.isfinite(x)
 
 
 def target_values(targets: dict[str, Any]) -> dict[str, float]:
-    """``{name: value}`` from a targets file's ``statistics`` (a number or ``{value, sd}``)."""
+    """``{name: value}`` from a targets file's ``statistics`` (a number, or ``{value, sd}`` with
+    ``sd`` > 0: recorded in ``fit.json``; the direct fits are exact and do not weigh it)."""
     out: dict[str, float] = {}
     for name, t in targets.items():
         v = t.get("value") if isinstance(t, dict) else t
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ValueError(f"statistic `{name}`: a finite number or {{value, sd}}, got {t!r}")
+        extra = set(t) - {"value", "sd"} if isinstance(t, dict) else set()
+        sd = t.get("sd") if isinstance(t, dict) else None
+        if v is None or not _number(v) or extra or (sd is not None and not (_number(sd) and sd > 0)):
+            raise ValueError(f"statistic `{name}`: a finite number or {{value, sd > 0}}, got {t!r}")
         out[name] = float(v)
     return out
 
 
-def fit_delay(shares: dict[str, float]) -> Fit:
-    """A two-component lognormal delay mixture whose CDF passes through ``shares`` (statistic
-    name -> share of conversions within its delay, :data:`sim.market_stats.DELAY_SHARES`)."""
-    known = sorted(((DELAY_SHARES[k], v) for k, v in shares.items()), key=lambda kv: kv[0])
-    if len(known) < 2:
-        raise ValueError(f"a delay fit needs at least two delay shares, got {sorted(shares)}")
-    ts, ys = np.array([t for t, _ in known]), np.array([y for _, y in known])
+def fit_delay(shares: dict[str, float], window_s: float = WINDOW_S) -> Fit:
+    """A two-component lognormal delay mixture whose shares of attributed conversions within each
+    delay, ``F(t) / F(W)`` for the attribution window W = ``window_s`` (what
+    :func:`sim.market_stats.statistics` measures), pass through ``shares`` (statistic name ->
+    share; a share at a delay of W or more is 1 by definition and is not read). The slow
+    component's weight and median are fitted; the fast component's median only when the 1-hour
+    share is given beside two others (it is what pins it), else held at :data:`FAST_MEDIAN_S`.
+    A fit that misses a target by more than :data:`REACH` says so (``reached``)."""
+    read = {k: v for k, v in shares.items() if DELAY_SHARES[k] < window_s}
+    if len(read) < 2:
+        raise ValueError(f"a delay fit needs at least two delay shares at delays under the "
+                         f"attribution window ({window_s:g} s), got {sorted(shares)}")
+    names_by_t = sorted(read, key=lambda k: DELAY_SHARES[k])
+    ys = np.array([read[k] for k in names_by_t])
+    ts = np.array([DELAY_SHARES[k] for k in names_by_t])
     if np.any(np.diff(ys) < 0) or np.any((ys <= 0) | (ys >= 1)):
-        raise ValueError(f"delay shares must lie in (0, 1) and grow with the delay, got {dict(known)}")
-    names = ["slow_weight", "slow_median_s", "fast_median_s"][:min(3, len(known))]
-    start = {"slow_weight": 1.0 - ys[0], "slow_median_s": 5 * 86_400.0,
-             "fast_median_s": FAST_MEDIAN_S}
+        raise ValueError("delay shares must lie in (0, 1) and grow with the delay, got "
+                         + ", ".join(f"{k} {read[k]}" for k in names_by_t))
+    names = ["slow_weight", "slow_median_s"]
+    if "delay_within_1h" in read and len(read) >= 3:
+        names.append("fast_median_s")
+    start = {"slow_weight": float(np.clip(1.0 - ys[0], *BOUNDS["slow_weight"])),
+             "slow_median_s": 5 * 86_400.0, "fast_median_s": FAST_MEDIAN_S}
 
     def delay(p: dict[str, float]) -> ConversionDelay:
         return ConversionDelay(kind="lognormal", weights=(1.0 - p["slow_weight"], p["slow_weight"]),
@@ -100,22 +122,28 @@ def fit_delay(shares: dict[str, float]) -> Fit:
             p[n] = float(v) if n == "slow_weight" else float(math.exp(v))
         return p
 
+    def attributed(d: ConversionDelay, t: np.ndarray) -> np.ndarray:
+        return np.asarray(d.cdf(t)) / float(d.cdf(window_s))
+
     x0 = [start[n] if n == "slow_weight" else math.log(start[n]) for n in names]
     lo = [BOUNDS[n][0] if n == "slow_weight" else math.log(BOUNDS[n][0]) for n in names]
     hi = [BOUNDS[n][1] if n == "slow_weight" else math.log(BOUNDS[n][1]) for n in names]
-    res = least_squares(lambda x: delay(params(x)).cdf(ts) - ys, x0, bounds=(lo, hi))
+    res = least_squares(lambda x: attributed(delay(params(x)), ts) - ys, x0, bounds=(lo, hi))
     p = params(res.x)
     d = delay(p)
+    got = dict(zip(names_by_t, attributed(d, ts).tolist(), strict=True))
     overlay = {"world": {"conversion_delay": "lognormal",
                          "conversion_delay_weights": [round(1.0 - p["slow_weight"], 6),
                                                       round(p["slow_weight"], 6)],
                          "conversion_delay_medians_s": [round(p["fast_median_s"], 3),
                                                         round(p["slow_median_s"], 3)],
-                         "conversion_delay_sigmas": [FAST_SIGMA, SLOW_SIGMA]}}
-    return Fit(overlay=overlay, read=tuple(k for k in DELAY_SHARES if k in shares),
+                         "conversion_delay_sigmas": [FAST_SIGMA, SLOW_SIGMA],
+                         "attribution_window_s": window_s}}
+    return Fit(overlay=overlay, read=tuple(names_by_t),
                fitted={n: p[n] for n in names},
                held={n: p[n] for n in ("fast_median_s",) if n not in names},
-               reproduced={k: float(d.cdf(DELAY_SHARES[k])) for k in shares})
+               reproduced=got,
+               reached=all(abs(got[k] - read[k]) <= REACH for k in read))
 
 
 def fit_hourly(shares: dict[str, float]) -> Fit:
@@ -141,12 +169,13 @@ def fit_corr(corr: float) -> Fit:
                fitted={"budget_target_corr": corr}, reproduced={"budget_target_corr": corr})
 
 
-def fit_direct(values: dict[str, float]) -> list[Fit]:
-    """Every direct fit the statistics in ``values`` allow (see the module docstring)."""
+def fit_direct(values: dict[str, float], window_s: float = WINDOW_S) -> list[Fit]:
+    """Every direct fit the statistics in ``values`` allow (see the module docstring); delay
+    shares are read under the attribution window ``window_s``."""
     fits = []
     delays = {k: v for k, v in values.items() if k in DELAY_SHARES}
     if delays:
-        fits.append(fit_delay(delays))
+        fits.append(fit_delay(delays, window_s))
     hours = {k: v for k, v in values.items() if k.startswith("hour_share_")}
     if hours:
         fits.append(fit_hourly(hours))
@@ -176,6 +205,11 @@ def report(values: dict[str, float], fits: list[Fit]) -> str:
         for name in f.read:
             lines.append(f"| `{name}` | {values[name]:.6g} | {f.reproduced[name]:.6g} | {knobs} |")
             done.add(name)
+    missed = [n for f in fits if not f.reached for n in f.read]
+    if missed:
+        lines += ["", f"**Not reached** (off by more than {REACH}): "
+                  + ", ".join(f"`{k}`" for k in missed) + ": the fitted family cannot pass "
+                  "through these targets; read the fitted world's values above."]
     held = {k: v for f in fits for k, v in f.held.items()}
     if held:
         lines += ["", "Held (not identifiable from the statistics given): "
@@ -199,8 +233,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("the targets file needs a non-empty `statistics` mapping")
         if unknown := sorted(set(stats) - set(KNOWN)):
             raise ValueError(f"unknown statistics {unknown}; known: {sorted(KNOWN)}")
+        window = doc.get("attribution_window_s", WINDOW_S)
+        if not _number(window) or window <= 0:
+            raise ValueError(f"`attribution_window_s` must be a positive number, got {window!r}")
+        if unknown_keys := sorted(set(doc) - {"statistics", "attribution_window_s"}):
+            raise ValueError(f"unknown keys {unknown_keys} in the targets file")
         values = target_values(stats)
-        fits = fit_direct(values)
+        fits = fit_direct(values, float(window))
     except (OSError, ValueError, yaml.YAMLError) as exc:
         p.error(str(exc))
     overlay = merged_overlay(fits)
@@ -209,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json_atomic(args.out / "fit.json", {
         "targets": values, "overlay": overlay,
         "fits": [{"read": list(f.read), "fitted": f.fitted, "held": f.held,
-                  "reproduced": f.reproduced} for f in fits]})
+                  "reproduced": f.reproduced, "reached": f.reached} for f in fits]})
     write_text_atomic(args.out / "fit.md", report(values, fits))
     print(f"calibrate: {args.out / 'calibrated.yaml'} ({len(fits)} direct fits)")
     return 0

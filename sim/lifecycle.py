@@ -117,7 +117,7 @@ class Lifecycle:
         view = feature_view(rows.families)
         start = end - acfg.releases.train_window_s
         users = self.market.users
-        known, late = rows.positives(now, acfg.world.attribution_window_s)
+        known, late = rows.positives(now)
         prev = self.registry.latest(arm.l2_lineage)
         l2 = warm_start(prev.ranker, share, gen)
         fit = fit_l2(l2, rows, now, users, acfg, mcfg, gen, fit_norm=False,

@@ -9,18 +9,21 @@ own logs (the schema of each log: :mod:`sim.logs.schema`):
 * ``conversions_per_impr``: attributed conversions / impressions (the same);
 * ``delay_within_1h``, ``_24h``, ``_7d``, ``_30d``: the share of attributed conversions at most
   1 hour (24 hours, 7 days, 30 days) after their click (conversions: ``click_time``, ``time``,
-  ``attributed``);
-* ``hour_share_<h>``: the share of the requests in hour ``h`` of the day (0-23), over whole days
-  (requests: ``time``); ``peak_to_trough``: the busiest hour's share over the quietest's;
-  ``quietest_six_hours``: the smallest share of the day in six consecutive hours (wrapping
-  midnight);
+  ``attributed``): of the delay's CDF F, ``F(t) / F(W)`` for the attribution window W (1 at
+  and past it);
+* ``hour_share_<h>``: the share of the requests in hour ``h`` of the day (0-23), over whole days,
+  time 0 being midnight (requests: ``time``); ``peak_to_trough``: the busiest hour's share over
+  the quietest's; ``quietest_six_hours``: the smallest share of the day in six consecutive hours
+  (wrapping midnight);
 * ``budget_target_corr``: the correlation of log daily budget with log target CPA over the oCPM
-  campaigns as first set, one row per advertiser (campaigns: ``objective``, ``target_cpa``,
-  ``budget``, ``time``, ``advertiser_id``);
+  campaigns as first set, one row per advertiser (under budget-split, the first arm's set of
+  budgets; campaigns: ``objective``, ``target_cpa``, ``budget``, ``time``, ``arm``,
+  ``advertiser_id``);
 * ``position_ctr_<k>``: CTR at slot ``k`` over CTR at the top slot, k = 1, 2 (impressions:
   ``position``, ``click``);
-* ``budget_exhausted``: the share of advertiser-days spending at least 95% of their budget
-  (budget_days: ``spend``, ``budget``).
+* ``budget_exhausted``: the share of advertiser-days spending at least 95% of their budget, each
+  set of budgets apart (under budget-split, each arm's sub-budget is a day of its own; a run's
+  last day counts when it closes: budget_days: ``spend``, ``budget``).
 
 Times are seconds from the start of the log; a day is 86,400 s. A run's logs hold the arms of an
 experiment together: the statistics are of the marketplace, every arm pooled. The delay shares
@@ -97,7 +100,8 @@ def statistics(logs: dict[str, pl.DataFrame]) -> dict[str, float | None]:
     else:
         out["peak_to_trough"] = out["quietest_six_hours"] = None
     first = (logs["campaigns"].filter(pl.col("objective") == "ocpm")
-             .sort("time").group_by("advertiser_id", maintain_order=True).first())
+             .sort(["time", "arm"], maintain_order=True)  # one set of budgets per advertiser
+             .group_by("advertiser_id", maintain_order=True).first())
     ok = first.filter((pl.col("budget") > 0) & (pl.col("target_cpa") > 0))
     out["budget_target_corr"] = (
         float(np.corrcoef(np.log(ok["budget"].to_numpy()), np.log(ok["target_cpa"].to_numpy()))[0, 1])

@@ -316,9 +316,9 @@ def exposure_readout(logs: dict[str, pl.DataFrame], arms: list[str],
 
 def delayed_feedback(releases: pl.DataFrame) -> dict[str, dict[str, Any]]:
     """Per L2 lineage, over its releases after start-up: the conversions of the clicks it trained
-    on that were known when it trained, those still to come within the attribution window
-    (trained as negatives), and the late share ``late / (known + late)``: the delayed-feedback
-    bias of the labels, ground truth (``model_releases``: ``positives``, ``late_positives``)."""
+    on that were known when it trained, those still to come (trained as negatives), and the late
+    share ``late / (known + late)``: the delayed-feedback bias of the labels, ground truth
+    (``model_releases``: ``positives``, ``late_positives``)."""
     out: dict[str, dict[str, Any]] = {}
     rel = releases.filter((pl.col("kind") == "l2") & (pl.col("time") > 0))
     for lineage in sorted(set(rel["lineage"].to_list())):

@@ -18,6 +18,10 @@ def test_matured_share_is_the_attributed_delay_cdf() -> None:
     f = matured_share(np.array([-5.0, 0.0, MU, WINDOW, 3 * WINDOW]), EXP, WINDOW)
     full = 1 - np.exp(-WINDOW / MU)
     np.testing.assert_allclose(f, [0.0, 0.0, (1 - np.exp(-1)) / full, 1.0, 1.0])
+    # the old closed form, bit for bit: -expm1(-age / mean) / -expm1(-window / mean)
+    age = np.linspace(0.0, WINDOW, 97)
+    old = -np.expm1(-age / MU) / -np.expm1(-WINDOW / MU)
+    assert np.array_equal(matured_share(age, EXP, WINDOW), old)
     instant = ConversionDelay(kind="exponential", mean_s=0.0)
     np.testing.assert_allclose(matured_share(np.array([1.0, 10.0]), instant, WINDOW), [1.0, 1.0])
 

@@ -98,11 +98,12 @@ def test_positives_split_by_what_is_known_at_training() -> None:
         click=np.array([True, True, True, True, False, True]),
         conversion_time=np.array([50.0, 150.0, 5000.0, np.inf, 60.0, 70.0]),
         true_pcvr=np.zeros(n), l1_pcvr=np.zeros(n, np.float32), families=np.zeros(n, np.uint8))
-    # at t=100: row 0 known; row 1 late (within a 1000 s window); row 2 lost (past the window);
-    # row 3 never converts; row 4 not clicked; row 5 a candidate
-    assert rows.positives(100.0, 1000.0) == (1, 1)
-    assert rows.positives(100.0, 10_000.0) == (1, 2)
-    assert rows.positives(1e9, 10_000.0) == (3, 0)
+    # at t=100: row 0 known; rows 1 and 2 late (the labels count a conversion whatever the
+    # attribution window, so the late ones do too); row 3 never converts; row 4 not clicked;
+    # row 5 a candidate
+    assert rows.positives(100.0) == (1, 2)
+    assert rows.positives(1000.0) == (2, 1)
+    assert rows.positives(1e9) == (3, 0)
 
 
 def test_a_heavy_tail_leaves_labels_to_come_and_no_delay_leaves_none(tmp_path: Path) -> None:
@@ -117,3 +118,11 @@ def test_a_heavy_tail_leaves_labels_to_come_and_no_delay_leaves_none(tmp_path: P
     assert h["releases"] == z["releases"] >= 1
     assert z["late_positives"] == 0 and z["late_share"] == 0.0
     assert h["late_positives"] > 0 and h["late_share"] > 0.3  # most of the slow component
+
+
+def test_the_exponential_mean_is_not_read_by_a_mixture() -> None:
+    mix = ["world.conversion_delay=lognormal", "world.conversion_delay_weights=[1.0]",
+           "world.conversion_delay_medians_s=[3600]", "world.conversion_delay_sigmas=[1.0]"]
+    assert tiny_config(*mix).world.conversion_delay == "lognormal"
+    with pytest.raises(ConfigError, match="conversion_delay_mean_s"):
+        tiny_config(*mix, "world.conversion_delay_mean_s=7200")

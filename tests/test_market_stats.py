@@ -54,8 +54,10 @@ def test_the_direct_knobs_come_back_in_the_statistics(tmp_path: Path) -> None:
     assert np.abs(got - hourly).max() < 0.012  # 16,000 requests: about 0.002 of noise per hour
     d = ConversionDelay(kind="lognormal", weights=(0.4, 0.6), medians_s=(900.0, 432_000.0),
                         sigmas=(1.2, 1.5))
-    assert s["delay_within_1h"] == pytest.approx(float(d.cdf(3600.0)), abs=0.06)
-    assert s["delay_within_24h"] == pytest.approx(float(d.cdf(86_400.0)), abs=0.06)
+    window = float(d.cdf(2_592_000.0))  # the shares are of attributed conversions: F(t) / F(W)
+    assert s["delay_within_1h"] == pytest.approx(float(d.cdf(3600.0)) / window, abs=0.03)
+    assert s["delay_within_24h"] == pytest.approx(float(d.cdf(86_400.0)) / window, abs=0.03)
+    assert s["delay_within_30d"] == 1.0
     assert s["budget_target_corr"] == pytest.approx(-0.9, abs=0.1)
 
 

@@ -113,7 +113,7 @@ def test_hourly_shares_must_be_a_day_and_alone() -> None:
                        (["traffic.hourly_shares=[" + ",".join(["0.05"] * 24) + "]"], "summing to 1"),
                        ([good, "traffic.peak_hour=12"], "peak_hour"),
                        (["traffic.hourly_shares=[" + ",".join(["-0.1"] + ["0.05"] * 22 + ["0.0"])
-                         + "]"], "share")):
+                         + "]"], "must be a share in")):
         with pytest.raises(ConfigError, match=words):
             tiny_config(*bad)
 

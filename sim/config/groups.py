@@ -53,9 +53,9 @@ class WorldConfig:
     bid_sigma: float = bounded(0.3, ge=0)  # lognormal spread of bids across advertisers
     daily_budget_mean: float = bounded(400.0, gt=0)  # currency per day
     budget_sigma: float = bounded(0.8, ge=0)  # lognormal spread of budgets
-    # correlation of an oCPM advertiser's log budget with its log target CPA (AuctionNet's
-    # generator: about -0.97, the campaigns with the larger budgets ask the lower CPA); 0: drawn
-    # independently, as before the knob
+    # correlation of each advertiser's log budget with its log target CPA draw (which only oCPM
+    # campaigns bid with; AuctionNet's generator: about -0.97, the campaigns with the larger
+    # budgets ask the lower CPA); 0: drawn independently, as before the knob
     budget_target_corr: float = bounded(0.0, ge=-1, le=1)
     base_ctr_logit: float = -3.8
     base_cvr_logit: float = -3.2

@@ -127,6 +127,12 @@ def _check_relations(cfg: Config) -> None:
                  f"{lists}")
         _require(abs(sum(lists["weights"]) - 1.0) < 1e-6,
                  f"`world.conversion_delay_weights` must sum to 1, got {lists['weights']}")
+        mean_default = next(f.default for f in dataclasses.fields(w)
+                            if f.name == "conversion_delay_mean_s")
+        _require(w.conversion_delay_mean_s == mean_default,
+                 f"`world.conversion_delay_mean_s` ({w.conversion_delay_mean_s}) is the "
+                 "exponential delay's mean, not read by the lognormal mixture; leave it at its "
+                 f"default ({mean_default})")
     else:
         _require(not any(lists.values()),
                  f"`world.conversion_delay_weights`, `_medians_s` and `_sigmas` describe a "

@@ -99,7 +99,7 @@ def _train_arm(rows: LoggedRows, users: Users, cat: Catalog, n_positions: int, l
                 acfg.world.latent_dim, acfg.models.l2_hidden, n_positions)
     fit = fit_l2(l2, rows, 0.0, users, acfg, acfg.training, gen, fit_norm=True,
                  checkpoints=checkpoints)
-    known, late = rows.positives(0.0, acfg.world.attribution_window_s)
+    known, late = rows.positives(0.0)
     registry.register(ModelVersion(
         lineage=l2_lineage, version=1, kind="l2", family="ranker", trained_at=0.0,
         window_start=-1.0, window_end=0.0, feature_view=feature_view(rows.families),

@@ -52,13 +52,14 @@ class LoggedRows:
         """Conversion labels as known at time ``t`` (bool)."""
         return self.conversion_time <= t
 
-    def positives(self, t: float, window_s: float) -> tuple[int, int]:
-        """Of the clicked impressions, (conversions known at ``t``, conversions still to come
-        within the attribution window ``window_s`` of the click): ground truth of the
-        delayed-feedback bias, the positives a fit at ``t`` trains as negatives."""
+    def positives(self, t: float) -> tuple[int, int]:
+        """Of the clicked impressions, (conversions known at ``t``, conversions still to come):
+        ground truth of the delayed-feedback bias, the positives a fit at ``t`` trains as
+        negatives. Both by the training labels' rule (:meth:`converted_by`), which counts a
+        conversion whatever the attribution window."""
         clicked = self.click & (self.source == WINNER)
         ct = self.conversion_time
-        late = clicked & np.isfinite(ct) & (ct > t) & (ct - self.time <= window_s)
+        late = clicked & np.isfinite(ct) & (ct > t)
         return int((clicked & (ct <= t)).sum()), int(late.sum())
 
     @staticmethod

@@ -264,7 +264,7 @@ def _delayed_section(m: dict[str, Any]) -> str:
     return (table(["L2 lineage", "releases", "conversions known at training",
                    "conversions still to come", "late share"], rows)
             + "\n\nEach release trains on clicks whose conversions have not all arrived: those "
-            "still to come (within the attribution window) are trained as negatives, so a model "
+            "still to come are trained as negatives, so a model "
             "fit to them predicts below the truth, by about the late share on average. A "
             "longer label wait (`releases.label_wait_s`) or a shorter delay shrinks it; ground "
             "truth, from the simulator's own conversion times (`metrics.json` "
