@@ -15,9 +15,10 @@ from sim.report.evidence import (
     stratified,
     two_arms,
 )
+from sim.report.formatting import detectable, interval, pct
 from sim.report.rates import rate_line
 from sim.report.retrospective import Observation
-from sim.report.verdicts import CAUSE, NOT_MEASURABLE, Verdict, detectable, interval, pct
+from sim.report.verdicts import CAUSE, NOT_MEASURABLE, Verdict
 
 STATUS = {CAUSE: "**could explain the gap**", "ruled_out": "ruled out",
           NOT_MEASURABLE: "not measurable here"}

@@ -30,6 +30,7 @@ from sim.report.evidence import (
     stratified,
     two_arms,
 )
+from sim.report.formatting import detectable, interval, num, pct
 
 OFFLINE_WIN = 0.05  # a relative log_mae reduction of at least 5% is an offline win
 NO_WIN = 0.02  # ... and below 2% a log source shows none
@@ -71,21 +72,6 @@ class Verdict:
         return self.status == CAUSE
 
 
-def pct(x: float | None, signed: bool = True) -> str:
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
-
-
-def interval(iv: dict[str, float | None] | None) -> str:
-    """A lift as 'estimate (low … high)', the estimate alone without an interval, or n/a."""
-    if not iv or iv.get("estimate") is None:
-        return "n/a"
-    if iv.get("low") is None:
-        return pct(iv["estimate"])
-    return f"{pct(iv['estimate'])} ({pct(iv['low'])} … {pct(iv['high'])})"
-
-
 def offline_eval(m: dict[str, Any]) -> Verdict:
     rule = (f"cause if the treatment's offline log_mae win is >= {OFFLINE_WIN:.0%} on one log "
             f"source and below {NO_WIN:.0%} on another (the win depends on what was evaluated)")
@@ -125,9 +111,9 @@ def label_leakage(m: dict[str, Any]) -> Verdict:
             continue
         joined, point = logged.get("label_log_loss"), pit.get("label_log_loss")
         credit = rel(point, joined)  # how much worse the point-in-time rows score
-        parts.append(f"{arm}: label log loss {_num(joined)} as logged, {_num(point)} point in time "
-                     f"({pct(credit)}); log_mae {_num(logged.get('log_mae'))} → "
-                     f"{_num(pit.get('log_mae'))}")
+        parts.append(f"{arm}: label log loss {num(joined)} as logged, {num(point)} point in time "
+                     f"({pct(credit)}); log_mae {num(logged.get('log_mae'))} → "
+                     f"{num(pit.get('log_mae'))}")
         if credit is not None and credit >= LEAK_CREDIT:
             fired.append(arm)
     if unread and not fired:
@@ -170,10 +156,6 @@ def outlier_domination(m: dict[str, Any]) -> Verdict:
                    arms=("treatment",) if fires else ())
 
 
-def _num(x: float | None) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:.4f}"
-
-
 def exposure_bias(m: dict[str, Any]) -> Verdict:
     rule = ("cause if, at the ramp's last step, the treatment's online L1 miscalibration "
             "|ln(calibration)| is lower than in the exposure twin (the same world with the share "
@@ -212,14 +194,6 @@ def exposure_bias(m: dict[str, Any]) -> Verdict:
     fires = diff <= -max(EXPOSURE_CLOSE, EXPOSURE_Z * se)
     return Verdict(**args, status=CAUSE if fires else RULED_OUT, rule=rule, finding=finding,
                    arms=("treatment",) if fires else ())
-
-
-def detectable(iv: dict[str, float | None] | None) -> str:
-    """A lift's minimum detectable effect as '+x% / −y%' (an increase / a decrease), or n/a."""
-    mde = (iv or {}).get("mde")
-    if mde is None or not math.isfinite(mde):
-        return "n/a"
-    return f"{pct(mde)} / {pct(1.0 / (1.0 + mde) - 1.0)}"
 
 
 def traffic(m: dict[str, Any]) -> Verdict:
