@@ -35,14 +35,31 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
 from scipy.optimize import least_squares
 
+from sim.config import ConfigError, load_config
+from sim.emergent_fit import (
+    CONFOUNDED,
+    EMERGENT,
+    KNOBS,
+    Search,
+    check,
+    fidelity,
+    recovery,
+    search,
+    tolerance,
+    world_overlay,
+)
+from sim.launch import LAUNCHERS
 from sim.logs.writer import write_json_atomic, write_text_atomic
 from sim.market_stats import DELAY_SHARES, KNOWN
 from sim.world.delay import ConversionDelay
@@ -193,11 +210,13 @@ def merged_overlay(fits: list[Fit]) -> dict[str, Any]:
     return out
 
 
-def report(values: dict[str, float], fits: list[Fit]) -> str:
-    """``fit.md``: each target against the fitted world's value, the knobs fitted and held, and
-    the statistics not fitted."""
-    lines = ["# Calibration", "", "| statistic | target | the fitted knobs give | knobs |",
-             "|---|---|---|---|"]
+def report(values: dict[str, float], fits: list[Fit], found: Search | None = None,
+           checked: dict[str, dict[str, Any]] | None = None, cost: dict[str, Any] | None = None) -> str:
+    """``fit.md``: each direct target against the fitted world's closed-form value, the search's
+    knobs, the fidelity table (every target against the fitted world at the check seeds), the
+    knobs held (not identifiable from the statistics given) and the statistics not fitted."""
+    lines = ["# Calibration", "", "## Direct fits (closed form, no world run)", "",
+             "| statistic | target | the fitted knobs give | knobs |", "|---|---|---|---|"]
     done: set[str] = set()
     for f in fits:
         knobs = ", ".join(f"`{k}`" for k in f.fitted) if len(f.fitted) <= 3 else \
@@ -205,53 +224,201 @@ def report(values: dict[str, float], fits: list[Fit]) -> str:
         for name in f.read:
             lines.append(f"| `{name}` | {values[name]:.6g} | {f.reproduced[name]:.6g} | {knobs} |")
             done.add(name)
+    if not fits:
+        lines.append("| (none) | | | |")
     missed = [n for f in fits if not f.reached for n in f.read]
     if missed:
         lines += ["", f"**Not reached** (off by more than {REACH}): "
                   + ", ".join(f"`{k}`" for k in missed) + ": the fitted family cannot pass "
                   "through these targets; read the fitted world's values above."]
     held = {k: v for f in fits for k, v in f.held.items()}
+    if found is not None:
+        done |= {n for n in values if n in EMERGENT}
+        lines += ["", "## Searched through the simulator (optuna, GP sampler)", "",
+                  f"{len(found.trials)} trials, {found.worlds} worlds; best loss (mean squared "
+                  f"error in tolerances) {found.best_loss:.4g}.", "",
+                  "| knob | fitted | first trial (the base world) |", "|---|---|---|"]
+        first = found.trials[0]["params"] if found.trials else {}
+        for n, v in found.best.items():
+            lines.append(f"| `{n}` | {v:.6g} | {first.get(n, float('nan')):.6g} |")
+        held |= {f"world.{k}": float("nan") for k in CONFOUNDED}
+    if checked:
+        seeds = next(iter(checked.values()))["seeds"]
+        lines += ["", f"## Fidelity: the fitted world at {seeds} fresh seeds", "",
+                  "| statistic | target | tolerance | median | range | seeds within | median within |",
+                  "|---|---|---|---|---|---|---|"]
+        for n, c in checked.items():
+            tol = f"±{c['tolerance']:.3g}" if n == "budget_exhausted" else f"±{100 * c['tolerance']:.3g}%"
+            med = "n/a" if c["median"] is None else f"{c['median']:.4g}"
+            rng = "n/a" if c["low"] is None else f"{c['low']:.4g} … {c['high']:.4g}"
+            lines.append(f"| `{n}` | {c['target']:.4g} | {tol} | {med} | {rng} | "
+                         f"{c['within']}/{c['seeds']} | {'yes' if c['median_within'] else 'no'} |")
     if held:
-        lines += ["", "Held (not identifiable from the statistics given): "
-                  + ", ".join(f"`{k}` = {v:.6g}" for k, v in held.items()) + "."]
+        lines += ["", "Held (not identifiable from the statistics given): " + ", ".join(
+            f"`{k}`" + ("" if math.isnan(v) else f" = {v:.6g}") for k, v in held.items()) + "."]
+        if found is not None:
+            lines.append("The affinity weights and quality spreads move the same rates as the base "
+                         "logits; these statistics cannot tell them apart, so they keep the base "
+                         "world's values.")
     rest = sorted(set(values) - done)
     if rest:
-        lines += ["", "Not fitted (emergent statistics need the simulator's fit, not built yet): "
-                  + ", ".join(f"`{k}`" for k in rest) + "."]
+        lines += ["", "Not fitted (no knob fitted here reads them; the fidelity table shows the "
+                  "fitted world's values): " + ", ".join(f"`{k}`" for k in rest) + "."]
+    if cost:
+        lines += ["", f"Cost: {cost['worlds']} worlds, {cost['wall_s']:.0f} s wall."]
     return "\n".join(lines) + "\n"
+
+
+FORBIDDEN = ("seed", "scenario", "hydra", "index", "auction", "serving")
+
+
+def split_overrides(items: list[str]) -> dict[str, Any]:
+    """The ``key=value`` settings the fit runs under, as a nested overlay (config-group choices,
+    ``seed``, ``scenario`` and ``hydra.*`` are refused: the fit sets seeds and scenarios itself,
+    and a group choice belongs in the scenario the fit starts from)."""
+    for item in items:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if "=" not in item or key in FORBIDDEN or key.split(".")[0].split("/")[0] == "hydra":
+            raise ValueError(f"setting `{item}`: give plain key=value settings (not {', '.join(FORBIDDEN)}; "
+                             "put a group choice in the scenario the fit starts from)")
+    return OmegaConf.to_container(OmegaConf.from_dotlist(items))  # type: ignore[return-value]
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated integers, got {text!r}") from None
+    if any(s < 0 for s in out) or len(set(out)) != len(out):
+        raise argparse.ArgumentTypeError(f"distinct seeds >= 0, got {text!r}")
+    return out
+
+
+def load_targets(path: Path) -> tuple[dict[str, float], dict[str, float | None], float]:
+    """A targets file's values, sds (None where not given) and attribution window; refuses
+    unknown statistics and keys and malformed values."""
+    doc = yaml.safe_load(path.read_text())
+    stats = (doc or {}).get("statistics") if isinstance(doc, dict) else None
+    if not isinstance(stats, dict) or not stats:
+        raise ValueError("the targets file needs a non-empty `statistics` mapping")
+    if unknown := sorted(set(stats) - set(KNOWN)):
+        raise ValueError(f"unknown statistics {unknown}; known: {sorted(KNOWN)}")
+    window = doc.get("attribution_window_s", WINDOW_S)
+    if not _number(window) or window <= 0:
+        raise ValueError(f"`attribution_window_s` must be a positive number, got {window!r}")
+    if unknown_keys := sorted(set(doc) - {"statistics", "attribution_window_s"}):
+        raise ValueError(f"unknown keys {unknown_keys} in the targets file")
+    values = target_values(stats)
+    sds = {n: (float(t["sd"]) if isinstance(t, dict) and "sd" in t else None) for n, t in stats.items()}
+    return values, sds, float(window)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sim.calibrate", description=__doc__.split("\n")[0])
-    p.add_argument("targets", type=Path, help="YAML with a `statistics` mapping")
+    p.add_argument("targets", type=Path, nargs="?", help="YAML with a `statistics` mapping")
+    p.add_argument("settings", nargs="*", help="key=value settings every world runs under")
     p.add_argument("--out", type=Path, required=True, help="directory for the overlay and the fit")
+    p.add_argument("--scenario", default="default", help="the scenario the fit starts from")
+    p.add_argument("--trials", type=int, default=24, help="the search's trials (0: direct fits only)")
+    p.add_argument("--fit-seeds", type=_seeds, default=[0], help="world seeds of every trial")
+    p.add_argument("--check-seeds", type=_seeds, default=[100, 101, 102, 103, 104],
+                   help="fresh world seeds of the fidelity check (empty: no check)")
+    p.add_argument("--jobs", type=int, default=1, help="worlds at a time")
+    p.add_argument("--launcher", default="joblib", choices=LAUNCHERS)
+    p.add_argument("--recover", type=int, default=0, metavar="N",
+                   help="instead of a targets file: the recovery test on N random knob draws")
+    p.add_argument("--keep-runs", action="store_true", help="keep every world's logs")
     args = p.parse_args(argv)
+    t0 = time.perf_counter()
     try:
-        doc = yaml.safe_load(args.targets.read_text())
-        stats = (doc or {}).get("statistics") if isinstance(doc, dict) else None
-        if not isinstance(stats, dict) or not stats:
-            raise ValueError("the targets file needs a non-empty `statistics` mapping")
-        if unknown := sorted(set(stats) - set(KNOWN)):
-            raise ValueError(f"unknown statistics {unknown}; known: {sorted(KNOWN)}")
-        window = doc.get("attribution_window_s", WINDOW_S)
-        if not _number(window) or window <= 0:
-            raise ValueError(f"`attribution_window_s` must be a positive number, got {window!r}")
-        if unknown_keys := sorted(set(doc) - {"statistics", "attribution_window_s"}):
-            raise ValueError(f"unknown keys {unknown_keys} in the targets file")
-        values = target_values(stats)
-        fits = fit_direct(values, float(window))
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        p.error(str(exc))
-    overlay = merged_overlay(fits)
+        if args.recover and args.targets is not None and "=" in str(args.targets):
+            args.settings.insert(0, str(args.targets))  # --recover takes no targets file
+            args.targets = None
+        if (args.targets is None) == (args.recover == 0):
+            raise ValueError("give a targets file or --recover N (not both)")
+        if args.trials < 0 or args.jobs < 1 or args.recover < 0:
+            raise ValueError("--trials >= 0, --jobs >= 1 and --recover >= 0")
+        settings = split_overrides(list(args.settings))
+        base = load_config(args.scenario, list(args.settings))
+        if args.recover:
+            return _recover(args, base, settings, t0)
+        values, sds, window = load_targets(args.targets)
+        fits = fit_direct(values, window)
+    except (OSError, ValueError, ConfigError, HydraException, yaml.YAMLError) as exc:
+        p.error(str(exc).strip() + (f" ({str(exc.__cause__).strip()})" if exc.__cause__ else ""))
+    direct = merged_overlay(fits)
+    under = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(settings), direct))
+    emergent = {n: v for n, v in values.items() if n in EMERGENT}
+    tols = {n: tolerance(n, v, sds[n]) for n, v in values.items()}
+    found = None
+    overlay: dict[str, Any] = under  # type: ignore[assignment]
+    if emergent and args.trials:
+        found = search(emergent, tols, base=base, under=under, scenario=args.scenario,
+                       root=args.out / "search", trials=args.trials, fit_seeds=args.fit_seeds,
+                       launcher=args.launcher, jobs=args.jobs, keep=args.keep_runs, log=print)
+        overlay = OmegaConf.to_container(OmegaConf.merge(  # type: ignore[assignment]
+            OmegaConf.create(under), world_overlay(found.best, base.world)))
+    per_seed = (check(overlay, scenario=args.scenario, root=args.out / "check",
+                      seeds=args.check_seeds, launcher=args.launcher, jobs=args.jobs,
+                      keep=args.keep_runs) if args.check_seeds else [])
+    checked = fidelity(values, tols, per_seed) if per_seed else None
+    worlds = (found.worlds if found else 0) + len(per_seed)
+    cost = {"worlds": worlds, "wall_s": time.perf_counter() - t0}
+    head = {"defaults": [args.scenario, "_self_"]} if args.scenario != "default" else {}
     write_text_atomic(args.out / "calibrated.yaml",
-                      "# @package _global_\n" + yaml.safe_dump(overlay, sort_keys=False))
+                      "# @package _global_\n" + yaml.safe_dump({**head, **overlay}, sort_keys=False))
     write_json_atomic(args.out / "fit.json", {
-        "targets": values, "overlay": overlay,
+        "targets": values, "sd": sds, "tolerance": tols, "scenario": args.scenario,
+        "settings": list(args.settings), "overlay": overlay,
         "fits": [{"read": list(f.read), "fitted": f.fitted, "held": f.held,
-                  "reproduced": f.reproduced, "reached": f.reached} for f in fits]})
-    write_text_atomic(args.out / "fit.md", report(values, fits))
-    print(f"calibrate: {args.out / 'calibrated.yaml'} ({len(fits)} direct fits)")
+                  "reproduced": f.reproduced, "reached": f.reached} for f in fits],
+        "search": None if found is None else {"knobs": found.knobs, "best": found.best,
+                                              "best_loss": found.best_loss, "trials": found.trials,
+                                              "fit_seeds": args.fit_seeds},
+        "check": {"seeds": args.check_seeds, "statistics": per_seed, "fidelity": checked},
+        "cost": cost})
+    write_text_atomic(args.out / "fit.md", report(values, fits, found, checked, cost))
+    print(f"calibrate: {args.out / 'calibrated.yaml'} ({len(fits)} direct fits, "
+          f"{worlds} worlds, {cost['wall_s']:.0f} s)")
     return 0
+
+
+def _recover(args: argparse.Namespace, base: Any, settings: dict[str, Any], t0: float) -> int:
+    """``--recover N``: the recovery test (:func:`sim.emergent_fit.recovery`) into ``--out``."""
+    draws = recovery(args.recover, base=base, under=settings, scenario=args.scenario,
+                     root=args.out, trials=args.trials, launcher=args.launcher, jobs=args.jobs,
+                     log=print)
+    wall = time.perf_counter() - t0
+    write_json_atomic(args.out / "recovery.json", {"draws": draws, "settings": list(args.settings),
+                                                   "trials": args.trials, "wall_s": wall,
+                                                   "tolerance": {n: k.tolerance for n, k in KNOBS.items()}})
+    write_text_atomic(args.out / "recovery.md", recovery_report(draws, wall))
+    print(f"calibrate: {args.out / 'recovery.md'} ({len(draws)} draws, {wall:.0f} s)")
+    return 0
+
+
+def recovery_report(draws: list[dict[str, Any]], wall_s: float) -> str:
+    """``recovery.md``: each draw's true knobs against the fitted, and per knob how many draws
+    came back within its tolerance."""
+    names = list(KNOBS)
+    lines = ["# Recovery: knobs drawn at random, their statistics fitted back", "",
+             "| draw | " + " | ".join(f"`{n}` true → fitted" for n in names) + " | loss |",
+             "|---|" + "---|" * (len(names) + 1)]
+    for i, d in enumerate(draws):
+        if d.get("failed"):
+            lines.append(f"| {i} | " + " | ".join("failed" for _ in names) + " | |")
+            continue
+        cells = [f"{d['truth'][n]:.4g} → {d['fitted'][n]:.4g}" + ("" if d["within"][n] else " ✗")
+                 for n in names]
+        lines.append(f"| {i} | " + " | ".join(cells) + f" | {d['loss']:.3g} |")
+    ok = [d for d in draws if not d.get("failed")]
+    lines += ["", "| knob | tolerance | draws within |", "|---|---|---|"]
+    for n in names:
+        k = KNOBS[n]
+        tol = f"±{100 * k.tolerance:.0f}% (relative)" if k.log else f"±{k.tolerance:g}"
+        lines.append(f"| `{n}` | {tol} | {sum(d['within'][n] for d in ok)}/{len(draws)} |")
+    lines += ["", f"Wall time {wall_s:.0f} s, {sum(d.get('worlds', 0) for d in ok)} worlds."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

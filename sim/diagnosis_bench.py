@@ -78,8 +78,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -88,6 +86,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from sim.launch import LAUNCHERS, multirun
 from sim.logs.writer import write_json_atomic, write_text_atomic
 from sim.report.diagnosis import (
     HAZARDS,
@@ -303,12 +302,7 @@ def run_library(worlds: Sequence[BenchWorld], root: Path, launcher: str = "jobli
     every world (:func:`write_library`), ``hydra`` (``hydra.*`` overrides) to the command. A
     world that fails is a job whose manifest says so; the sweep goes on (scored as failed)."""
     lib = write_library(worlds, root, base)
-    sweep = root / "runs"
-    cmd = [sys.executable, "-m", "sim", "-m", "scenario=" + ",".join(w.name for w in worlds),
-           f"hydra.searchpath=[file://{lib.resolve()}]", f"hydra.sweep.dir={sweep.resolve()}"]
-    cmd += ([f"hydra.launcher.n_jobs={jobs}"] if launcher == "joblib" else ["hydra/launcher=ray"])
-    subprocess.run([*cmd, *hydra], check=False)
-    return sweep
+    return multirun([w.name for w in worlds], lib, root / "runs", launcher, jobs, hydra)
 
 
 def _differs(config: Any, overlay: Any, at: str = "") -> str | None:
@@ -381,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=200, help="worlds in the library")
     p.add_argument("--offset", type=int, default=0, help="index of the first world")
     p.add_argument("--out", type=Path, required=True, help="directory for the runs and the scores")
-    p.add_argument("--launcher", default="joblib", choices=("joblib", "ray"),
+    p.add_argument("--launcher", default="joblib", choices=LAUNCHERS,
                    help="Hydra launcher: local processes, or the Ray cluster ray.init finds")
     p.add_argument("--jobs", type=int, default=1, help="worlds at a time (joblib, ray)")
     p.add_argument("--score-only", action="store_true", help="score the runs already in --out")

@@ -107,14 +107,15 @@ def test_the_command_writes_an_overlay_a_world_accepts(tmp_path: Path,
                               **{f"hour_share_{h}": 1 / 24 for h in range(24)}}}
     path = tmp_path / "targets.yaml"
     path.write_text(yaml.safe_dump(targets))
-    assert C.main([str(path), "--out", str(tmp_path / "fit")]) == 0
+    assert C.main([str(path), "--out", str(tmp_path / "fit"), "--trials", "0",
+                   "--check-seeds", ""]) == 0
     overlay = yaml.safe_load((tmp_path / "fit" / "calibrated.yaml").read_text())
     w, t = overlay["world"], overlay["traffic"]
     cfg = tiny_config(*(f"world.{k}={json.dumps(v)}" for k, v in w.items()),
                       f"traffic.hourly_shares={json.dumps(t['hourly_shares'])}")
     assert cfg.world.conversion_delay == "lognormal" and cfg.world.budget_target_corr == -0.9
     md = (tmp_path / "fit" / "fit.md").read_text()
-    assert "Not fitted" in md and "`ctr`" in md and "Held" in md
+    assert "Not fitted" in md and "`ctr`" in md and "Held" in md and "Fidelity" not in md
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"statistics": {"clicks_per_view": 0.1}}))
     with pytest.raises(SystemExit):

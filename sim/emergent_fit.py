@@ -1,0 +1,377 @@
+"""Fit the statistics the funnel's selection makes, through the simulator.
+
+Clicks and conversions per impression, position decay and budget exhaustion are *emergent*: the
+winners of each auction are chosen on affinity, creative quality and the models' predictions, so
+the realised CTR is several times the base logit's and no knob can be set from a target by hand.
+They are fitted by running worlds:
+
+* **the search**: Bayesian optimisation with optuna's Gaussian-process sampler (``GPSampler``: a
+  Matérn-5/2 GP with a noise term, log expected improvement, and batches of trials asked before
+  the previous ones are told), over the knobs of :data:`KNOBS` the targets name (:func:`searched`).
+  Each trial is a world per fit seed (the same seeds for every trial: common random numbers, so
+  the loss is smooth in the knobs), run as one Hydra multirun on the launcher (``joblib`` or
+  ``ray``, :mod:`sim.launch`). The loss is the mean squared error of each statistic in units of
+  its tolerance (:func:`z_score`); the best trial is the fit.
+* **the fidelity check**: the fitted world at fresh seeds; each target statistic against the
+  fitted world's median and range (:func:`sim.calibrate` writes the table).
+* **the recovery test** (:func:`recovery`): statistics made by the simulator at knob values drawn
+  at random and not told to the search, fitted back; each knob within :attr:`Knob.tolerance`.
+
+Why optuna and not simulation-based inference: a world of the default size takes about a minute,
+so a fit can afford tens of worlds, not the thousands an amortised posterior (``sbi``) needs to
+train; and Hydra's own Optuna sweeper pins optuna below 3 (no GP sampler, no batched asks), so
+the search asks optuna for trials itself and runs them through Hydra's launchers.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from omegaconf import OmegaConf
+
+from sim.launch import multirun
+from sim.logs.writer import write_text_atomic
+from sim.market_stats import read_logs, statistics
+
+RELATIVE_TOL = 0.10  # a rate's tolerance where the target gives no sd: 10% of the target
+EXHAUSTED_TOL = 0.05  # budget_exhausted's (a share; absolute) where the target gives no sd
+MISSING_Z = 10.0  # a statistic a world cannot define (no clicks, no conversions) counts as this
+BOX_LOGIT, BOX_POSITION, BOX_BUDGET = 1.5, 0.2, 10.0  # the search box about its centre
+
+
+@dataclass(frozen=True, kw_only=True)
+class Knob:
+    """A world key the search sets: ``world.<key>`` (element ``index`` of a list key), searched in
+    ``[low, high]`` (on a log scale where ``log``); ``tolerance`` is how close the recovery test
+    asks it to come back (absolute, or relative where ``log``), and ``recover`` the box the
+    recovery test draws its unknown values from."""
+
+    key: str
+    index: int | None = None
+    low: float
+    high: float
+    log: bool = False
+    tolerance: float
+    recover: tuple[float, float]
+
+
+KNOBS = {
+    "base_ctr_logit": Knob(key="base_ctr_logit", low=-10.0, high=0.0, tolerance=0.15,
+                           recover=(-7.0, -3.0)),
+    "base_cvr_logit": Knob(key="base_cvr_logit", low=-10.0, high=0.0, tolerance=0.15,
+                           recover=(-6.0, -2.5)),
+    "position_ctr_1": Knob(key="position_ctr", index=1, low=0.05, high=1.0, tolerance=0.05,
+                           recover=(0.6, 0.9)),
+    "position_ctr_2": Knob(key="position_ctr", index=2, low=0.05, high=1.0, tolerance=0.05,
+                           recover=(0.35, 0.7)),
+    "daily_budget_mean": Knob(key="daily_budget_mean", low=10.0, high=20_000.0, log=True,
+                              tolerance=0.25, recover=(150.0, 1200.0)),
+}
+# statistics fitted through the simulator, and knobs that move them but that these statistics
+# cannot tell apart from the base logits (they are held at the base world's values)
+EMERGENT = ("ctr", "cvr", "conversions_per_impr", "position_ctr_1", "position_ctr_2",
+            "budget_exhausted")
+CONFOUNDED = ("ctr_affinity", "cvr_affinity", "creative_sigma", "quality_sigma")
+
+
+def searched(stats: Sequence[str]) -> list[str]:
+    """The knobs the emergent statistics ``stats`` identify: ``ctr`` the CTR logit, ``cvr`` the
+    CVR logit, conversions per impression whichever of the two the others leave free (the CVR
+    logit where it is given alone: the split between clicking and converting is not identifiable
+    from it), each position ratio its slot's CTR factor, budget exhaustion the budget level."""
+    s = set(stats)
+    out = []
+    if "ctr" in s or ("conversions_per_impr" in s and "cvr" in s and "ctr" not in s):
+        out.append("base_ctr_logit")
+    if "cvr" in s or "conversions_per_impr" in s:
+        out.append("base_cvr_logit")
+    out += [k for k in ("position_ctr_1", "position_ctr_2", "budget_exhausted") if k in s]
+    return [("daily_budget_mean" if k == "budget_exhausted" else k) for k in out]
+
+
+def tolerance(name: str, value: float, sd: float | None) -> float:
+    """A statistic's tolerance: its sd where given, else :data:`RELATIVE_TOL` of the value
+    (relative; :data:`EXHAUSTED_TOL` absolute for ``budget_exhausted``); as a relative error for
+    the rates, an absolute one for ``budget_exhausted``."""
+    if name == "budget_exhausted":
+        return sd if sd is not None else EXHAUSTED_TOL
+    return sd / value if sd is not None else RELATIVE_TOL
+
+
+def z_score(name: str, got: float | None, target: float, tol: float) -> float:
+    """The error of ``got`` against ``target`` in tolerances: the log ratio for the rates (the
+    relative error near the target), the difference for ``budget_exhausted``."""
+    if got is None or not math.isfinite(got) or (name != "budget_exhausted" and got <= 0):
+        return MISSING_Z
+    if name == "budget_exhausted":
+        return (got - target) / tol
+    return math.log(got / target) / tol
+
+
+def knob_values(world: Any, names: Sequence[str]) -> dict[str, float]:
+    """The base world's value of each knob (``world``: a config's ``world`` section)."""
+    out = {}
+    for n in names:
+        k = KNOBS[n]
+        v = getattr(world, k.key)
+        out[n] = float(v[k.index] if k.index is not None else v)
+    return out
+
+
+def world_overlay(values: Mapping[str, float], world: Any) -> dict[str, Any]:
+    """``{"world": {...}}`` setting the knobs to ``values`` (a list knob's other elements from
+    ``world``, the base world's section)."""
+    out: dict[str, Any] = {}
+    for n, v in values.items():
+        k = KNOBS[n]
+        if k.index is None:
+            out[k.key] = float(v)
+        else:
+            lst = out.setdefault(k.key, [float(x) for x in getattr(world, k.key)])
+            lst[k.index] = float(v)
+    return {"world": out}
+
+
+@dataclass(kw_only=True)
+class Batch:
+    """Worlds to run: scenario name -> the overlay over the base scenario."""
+
+    worlds: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def run_worlds(batch: Batch, root: Path, scenario: str, launcher: str, jobs: int,
+               keep: bool = False) -> dict[str, dict[str, float | None] | None]:
+    """Run each world of ``batch`` (its overlay over ``scenario``) as one multirun under
+    ``root``; return its statistics (None for a world that did not complete). The logs are
+    removed once read unless ``keep``."""
+    lib = root / "library"
+    for name, overlay in batch.worlds.items():
+        body = OmegaConf.to_yaml(OmegaConf.create({"defaults": [scenario, "_self_"], **overlay}))
+        write_text_atomic(lib / "scenario" / f"{name}.yaml", "# @package _global_\n" + body)
+    names = list(batch.worlds)
+    sweep = multirun(names, lib, root / "runs", launcher, jobs)
+    out: dict[str, dict[str, float | None] | None] = {}
+    for k, name in enumerate(names):
+        d = sweep / str(k)
+        try:
+            ok = '"status": "complete"' in (d / "manifest.json").read_text()
+            out[name] = statistics(read_logs(d)) if ok else None
+        except OSError:
+            out[name] = None
+        if not keep and (d / "logs").exists():
+            shutil.rmtree(d / "logs")
+    return out
+
+
+def mean_statistics(per_seed: Sequence[dict[str, float | None] | None]) -> dict[str, float | None]:
+    """Each statistic's mean over the seeds that define it (None if a world failed)."""
+    if any(s is None for s in per_seed) or not per_seed:
+        return {}
+    names = per_seed[0]
+    out: dict[str, float | None] = {}
+    for n in names:  # type: ignore[union-attr]
+        vals = [s[n] for s in per_seed if s is not None and s[n] is not None]
+        out[n] = float(np.mean(vals)) if len(vals) == len(per_seed) else None
+    return out
+
+
+def loss(stats: Mapping[str, float | None], targets: Mapping[str, float],
+         tols: Mapping[str, float]) -> float:
+    """The mean squared :func:`z_score` of the targets (``stats`` empty: a failed trial)."""
+    if not stats:
+        return math.inf
+    return float(np.mean([z_score(n, stats.get(n), t, tols[n]) ** 2 for n, t in targets.items()]))
+
+
+@dataclass(kw_only=True)
+class Search:
+    """The search's record: every trial's knob values, statistics and loss, and the best."""
+
+    knobs: list[str]
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, float] = field(default_factory=dict)
+    best_loss: float = math.inf
+    worlds: int = 0
+    box: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any,
+           under: Mapping[str, Any], scenario: str, root: Path, trials: int,
+           fit_seeds: Sequence[int], launcher: str = "joblib", jobs: int = 1, seed: int = 0,
+           keep: bool = False, log: Any = None) -> Search:
+    """Fit the knobs :func:`searched` from ``targets`` (emergent statistics -> value; ``tols``
+    their :func:`tolerance`) with ``trials`` trials of optuna's GP sampler (seeded ``seed``);
+    the first trial is the base world's knob values (``base``: the composed config). Each trial
+    runs ``under`` (the overlay the direct fits and the user's settings make) with its knobs at
+    each of ``fit_seeds``; a trial's statistics are their means over the seeds. ``jobs`` worlds
+    run at a time."""
+    names = searched(list(targets))
+    if not names:
+        raise ValueError(f"no knob to search for the statistics {sorted(targets)}")
+    rec = Search(knobs=names)
+    start = {n: float(np.clip(v, KNOBS[n].low, KNOBS[n].high))
+             for n, v in knob_values(base.world, names).items()}
+
+    def run(params: list[dict[str, float]], first: int) -> list[dict[str, float | None]]:
+        batch = Batch()
+        for i, p in enumerate(params):
+            for s in fit_seeds:
+                batch.worlds[f"t{first + i:03d}_s{s}"] = OmegaConf.to_container(OmegaConf.merge(
+                    OmegaConf.create(dict(under)), world_overlay(p, base.world),
+                    {"seed": s}))  # type: ignore[assignment]
+        stats = run_worlds(batch, root / f"batch_{first:03d}", scenario, launcher, jobs, keep)
+        rec.worlds += len(batch.worlds)
+        return [mean_statistics([stats[f"t{first + i:03d}_s{s}"] for s in fit_seeds])
+                for i in range(len(params))]
+
+    def record(number: int, params: dict[str, float], m: dict[str, float | None]) -> float:
+        value = loss(m, targets, tols)
+        rec.trials.append({"number": number, "params": dict(params), "loss": value,
+                           "statistics": {n: m.get(n) for n in targets}})
+        if value < rec.best_loss:
+            rec.best, rec.best_loss = dict(params), value
+        if log:
+            log(f"trial {number}: loss {value:.4g} " + " ".join(f"{n}={v:.4g}" for n, v in params.items()))
+        return value
+
+    first = run([start], 0)[0]  # the base world: where its selection puts the rates
+    record(0, start, first)
+    if not first:
+        raise RuntimeError("the base world of the fit failed; see its run directory under "
+                           f"{root / 'batch_000'}")
+    box = search_box(start, first, targets)
+    dists = {n: optuna.distributions.FloatDistribution(lo, hi, log=KNOBS[n].log)
+             for n, (lo, hi) in box.items()}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(trials, max(4, 2 * len(names))))
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    per_batch = max(1, jobs // len(fit_seeds))
+    while len(rec.trials) < trials:
+        asked = [study.ask(dists) for _ in range(min(per_batch, trials - len(rec.trials)))]
+        got = run([t.params for t in asked], len(rec.trials))
+        for t, m in zip(asked, got, strict=True):
+            value = record(len(rec.trials), t.params, m)
+            if math.isfinite(value):  # the GP models log(1 + loss): the bowl's far walls are
+                study.tell(t, math.log1p(value))  # thousands of times its floor
+            else:
+                study.tell(t, state=optuna.trial.TrialState.FAIL)
+    rec.box = box
+    return rec
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def search_box(start: Mapping[str, float], first: Mapping[str, float | None],
+               targets: Mapping[str, float]) -> dict[str, tuple[float, float]]:
+    """Each knob's search interval, from the base world (knobs ``start``, statistics ``first``):
+    selection lifts a rate by about the same logit whatever the base logit, so a logit's box is
+    centred where that lift puts the target (± :data:`BOX_LOGIT`); a slot's CTR factor is centred
+    where the base world's ratio of realised to set decay puts it (± :data:`BOX_POSITION`); the
+    budget level spans a factor :data:`BOX_BUDGET` either side of the base. A knob whose base
+    statistic is undefined (no clicks) gets its whole range."""
+    def rate(name: str, stats: Mapping[str, float | None]) -> float | None:
+        v = stats.get(name)
+        if v is None and name in ("ctr", "cvr") and stats.get("conversions_per_impr"):
+            other = stats.get("cvr" if name == "ctr" else "ctr") or first.get(
+                "cvr" if name == "ctr" else "ctr")
+            v = stats["conversions_per_impr"] / other if other else None  # type: ignore[operator]
+        return v if v is not None and 0 < v < 1 else None
+
+    box = {}
+    for n, x in start.items():
+        k = KNOBS[n]
+        centre, width = None, None
+        if n in ("base_ctr_logit", "base_cvr_logit"):
+            stat = "ctr" if n == "base_ctr_logit" else "cvr"
+            t, b = rate(stat, targets), rate(stat, first)
+            if t is not None and b is not None:
+                centre, width = x + _logit(t) - _logit(b), BOX_LOGIT
+        elif n.startswith("position_ctr_"):
+            b = first.get(n)
+            if b:
+                centre, width = x * targets[n] / b, BOX_POSITION
+        else:
+            centre, width = math.log(x), math.log(BOX_BUDGET)
+        if centre is None or width is None:
+            box[n] = (k.low, k.high)
+            continue
+        lo_all, hi_all = (math.log(k.low), math.log(k.high)) if k.log else (k.low, k.high)
+        lo = max(lo_all, min(centre - width, hi_all - 2 * width))
+        hi = min(hi_all, lo + 2 * width)
+        box[n] = (math.exp(lo), math.exp(hi)) if k.log else (lo, hi)
+    return box
+
+
+def check(overlay: Mapping[str, Any], *, scenario: str, root: Path, seeds: Sequence[int],
+          launcher: str = "joblib", jobs: int = 1, keep: bool = False
+          ) -> list[dict[str, float | None] | None]:
+    """The fitted world (``overlay`` over ``scenario``) at each of ``seeds``: its statistics."""
+    batch = Batch(worlds={f"check_s{s}": OmegaConf.to_container(OmegaConf.merge(  # type: ignore[misc]
+        OmegaConf.create(dict(overlay)), {"seed": s})) for s in seeds})
+    got = run_worlds(batch, root, scenario, launcher, jobs, keep)
+    return [got[f"check_s{s}"] for s in seeds]
+
+
+def fidelity(targets: Mapping[str, float], tols: Mapping[str, float],
+             per_seed: Sequence[dict[str, float | None] | None]) -> dict[str, dict[str, Any]]:
+    """Each target against the fitted world across the check seeds: median, range, and how many
+    seeds (and whether the median) lie within the statistic's tolerance."""
+    out = {}
+    for n, t in targets.items():
+        vals = [s[n] for s in per_seed if s is not None and s.get(n) is not None]
+        zs = [abs(z_score(n, v, t, tols[n])) for v in vals]
+        med = float(np.median(vals)) if vals else None
+        out[n] = {"target": t, "tolerance": tols[n], "values": vals, "median": med,
+                  "low": min(vals) if vals else None, "high": max(vals) if vals else None,
+                  "within": sum(z <= 1 for z in zs), "seeds": len(per_seed),
+                  "median_within": med is not None and abs(z_score(n, med, t, tols[n])) <= 1}
+    return out
+
+
+def recovery(draws: int, *, base: Any, under: Mapping[str, Any], scenario: str, root: Path,
+             trials: int, launcher: str = "joblib", jobs: int = 1, seed: int = 0,
+             log: Any = None) -> list[dict[str, Any]]:
+    """The recovery test: ``draws`` knob vectors drawn uniformly from each knob's
+    :attr:`Knob.recover` box (a generator seeded ``seed``), the emergent statistics of a world at
+    each (world seed ``1000 + i``) as targets, fitted back at the same world seed (what is tested
+    is whether the statistics pin the knobs and the search finds them, not the seed-to-seed
+    spread, which the fidelity check measures); each knob against its truth and tolerance."""
+    rng = np.random.default_rng(seed)
+    names = list(KNOBS)
+    truths = []
+    for _ in range(draws):
+        v = {n: float(rng.uniform(*KNOBS[n].recover)) for n in names}
+        if KNOBS["daily_budget_mean"].log:
+            lo, hi = KNOBS["daily_budget_mean"].recover
+            v["daily_budget_mean"] = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+        truths.append(v)
+    made = Batch(worlds={f"truth_{i}": OmegaConf.to_container(OmegaConf.merge(  # type: ignore[misc]
+        OmegaConf.create(dict(under)), world_overlay(v, base.world), {"seed": 1000 + i}))
+        for i, v in enumerate(truths)})
+    stats = run_worlds(made, root / "truths", scenario, launcher, jobs)
+    out = []
+    for i, truth in enumerate(truths):
+        s = stats[f"truth_{i}"]
+        if s is None:
+            out.append({"truth": truth, "failed": True})
+            continue
+        targets = {n: float(s[n]) for n in EMERGENT if n != "conversions_per_impr" and s[n] is not None}
+        tols = {n: tolerance(n, v, None) for n, v in targets.items()}
+        rec = search(targets, tols, base=base, under=under, scenario=scenario,
+                     root=root / f"draw_{i}", trials=trials, fit_seeds=[1000 + i],
+                     launcher=launcher, jobs=jobs, seed=seed + i, log=log)
+        err = {n: (abs(math.log(rec.best[n] / truth[n])) if KNOBS[n].log
+                   else abs(rec.best[n] - truth[n])) for n in rec.best}
+        out.append({"truth": truth, "targets": targets, "fitted": rec.best, "loss": rec.best_loss,
+                    "error": err, "within": {n: e <= KNOBS[n].tolerance for n, e in err.items()},
+                    "worlds": rec.worlds + 1})
+    return out

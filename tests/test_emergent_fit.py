@@ -1,0 +1,159 @@
+"""The search through the simulator: which knobs the statistics identify, the loss, the search
+itself on a synthetic world with a known answer, and the command end to end on tiny worlds."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sim import calibrate as C
+from sim import emergent_fit as E
+
+
+def test_each_statistic_identifies_its_knob() -> None:
+    assert E.searched(["ctr", "cvr"]) == ["base_ctr_logit", "base_cvr_logit"]
+    # conversions per impression alone cannot split clicking from converting: the CVR logit
+    assert E.searched(["conversions_per_impr"]) == ["base_cvr_logit"]
+    # beside the CVR it pins the CTR
+    assert E.searched(["conversions_per_impr", "cvr"]) == ["base_ctr_logit", "base_cvr_logit"]
+    assert E.searched(["position_ctr_2", "budget_exhausted"]) == ["position_ctr_2", "daily_budget_mean"]
+    assert E.searched(["delay_within_1h"]) == []
+
+
+def test_the_loss_counts_errors_in_tolerances() -> None:
+    assert E.tolerance("ctr", 0.04, None) == E.RELATIVE_TOL
+    assert E.tolerance("cvr", 0.005, 0.001) == pytest.approx(0.2)
+    assert E.tolerance("budget_exhausted", 0.3, None) == E.EXHAUSTED_TOL
+    assert E.z_score("ctr", 0.04 * math.exp(0.1), 0.04, 0.1) == pytest.approx(1.0)
+    assert E.z_score("budget_exhausted", 0.35, 0.3, 0.05) == pytest.approx(1.0)
+    assert E.z_score("cvr", None, 0.01, 0.1) == E.MISSING_Z
+    assert E.z_score("cvr", 0.0, 0.01, 0.1) == E.MISSING_Z
+    assert E.loss({}, {"ctr": 0.04}, {"ctr": 0.1}) == math.inf
+    assert E.loss({"ctr": 0.04 * math.exp(-0.2)}, {"ctr": 0.04}, {"ctr": 0.1}) == pytest.approx(4.0)
+
+
+def test_a_list_knob_keeps_its_other_slots() -> None:
+    from conftest import tiny_config
+    w = tiny_config().world
+    o = E.world_overlay({"position_ctr_2": 0.4, "base_ctr_logit": -5.0}, w)
+    assert o == {"world": {"position_ctr": [w.position_ctr[0], w.position_ctr[1], 0.4],
+                           "base_ctr_logit": -5.0}}
+    assert E.knob_values(w, ["position_ctr_1", "daily_budget_mean"]) == {
+        "position_ctr_1": w.position_ctr[1], "daily_budget_mean": w.daily_budget_mean}
+
+
+def _synthetic(base: dict[str, Any]) -> Any:
+    """A stand-in for the simulator whose statistics are smooth, coupled functions of the knobs
+    (selection lifts CTR above the base logit; budget exhaustion falls with the budget and rises
+    with the CTR); a knob an overlay does not set keeps its value in ``base``."""
+    def stats(world: dict[str, Any]) -> dict[str, float | None]:
+        sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+        ctr = sig(world["base_ctr_logit"] + 1.5)
+        pos = world["position_ctr"]
+        budget = world["daily_budget_mean"]
+        return {"ctr": ctr, "cvr": sig(world["base_cvr_logit"] + 0.8), "position_ctr_1": pos[1] * 0.9,
+                "position_ctr_2": pos[2] * 0.85,
+                "budget_exhausted": sig(1.0 - math.log(budget / 100.0) + 10 * ctr)}
+
+    def run(batch: E.Batch, root: Path, scenario: str, launcher: str, jobs: int,
+            keep: bool = False) -> dict[str, dict[str, float | None] | None]:
+        return {name: stats({**base, **o["world"]}) for name, o in batch.worlds.items()}
+    return run, stats
+
+
+def test_the_search_finds_known_knobs_on_a_synthetic_world(monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    """Optuna's GP sampler, the loss and the batching recover every knob of a known synthetic
+    world within the recovery tolerance, starting from the base world's values."""
+    from conftest import tiny_config
+    base = tiny_config()
+    truth = {"base_ctr_logit": -5.5, "base_cvr_logit": -4.0, "daily_budget_mean": 400.0}
+    run, stats = _synthetic({"position_ctr": list(base.world.position_ctr)})
+    monkeypatch.setattr(E, "run_worlds", run)
+    s = stats({"position_ctr": list(base.world.position_ctr),
+               **E.world_overlay(truth, base.world)["world"]})
+    targets = {n: float(s[n]) for n in ("ctr", "cvr", "budget_exhausted")}  # type: ignore[arg-type]
+    tols = {n: E.tolerance(n, v, None) for n, v in targets.items()}
+    rec = E.search(targets, tols, base=base, under={}, scenario="default", root=tmp_path,
+                   trials=40, fit_seeds=[0], jobs=2, seed=3)
+    assert rec.trials[0]["params"] == E.knob_values(base.world, rec.knobs)  # the base world first
+    assert rec.worlds == 40 and len(rec.trials) == 40
+    for n, v in truth.items():
+        err = abs(math.log(rec.best[n] / v)) if E.KNOBS[n].log else abs(rec.best[n] - v)
+        assert err <= E.KNOBS[n].tolerance, (n, rec.best[n], v)
+
+
+def test_the_command_fits_and_checks_on_tiny_worlds(tmp_path: Path) -> None:
+    """``python -m sim.calibrate`` end to end on a tiny budget: the direct fits, a two-trial
+    search through real worlds, the fidelity check at a fresh seed; the overlay holds the
+    settings, the direct and the searched knobs, and composes into a valid config."""
+    from conftest import TINY, tiny_config
+    path = tmp_path / "targets.yaml"
+    path.write_text(yaml.safe_dump({"statistics": {"ctr": 0.03, "delay_within_1h": 0.35,
+                                                   "delay_within_24h": 0.5}}))
+    settings = [t for t in TINY if not t.startswith("progress")]
+    assert C.main([str(path), *settings, "--out", str(tmp_path / "fit"), "--trials", "2",
+                   "--check-seeds", "7", "--jobs", "1"]) == 0
+    fit = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert fit["search"]["knobs"] == ["base_ctr_logit"] and len(fit["search"]["trials"]) == 2
+    assert fit["cost"]["worlds"] == 3
+    check = fit["check"]["fidelity"]
+    assert set(check) == {"ctr", "delay_within_1h", "delay_within_24h"}
+    assert check["ctr"]["seeds"] == 1 and 0 < check["ctr"]["median"] < 1
+    overlay = yaml.safe_load((tmp_path / "fit" / "calibrated.yaml").read_text())
+    assert overlay["world"]["base_ctr_logit"] == fit["search"]["best"]["base_ctr_logit"]
+    assert overlay["days"] == 0.25 and overlay["world"]["conversion_delay"] == "lognormal"
+    cfg = tiny_config(*(f"world.{k}={json.dumps(v)}" for k, v in overlay["world"].items()))
+    assert cfg.world.base_ctr_logit == overlay["world"]["base_ctr_logit"]
+    md = (tmp_path / "fit" / "fit.md").read_text()
+    assert "Fidelity" in md and "world.ctr_affinity" in md and "Cost: 3 worlds" in md
+    # the logs of the search's worlds are gone once read
+    assert not list((tmp_path / "fit").rglob("impressions.parquet"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["seed=3"], "plain key=value"),
+    (["index=batch"], "plain key=value"),
+    (["hydra.launcher.n_jobs=4"], "plain key=value"),
+    (["world.no_such_knob=1"], "no_such_knob"),
+    (["--recover", "2"], "not both"),
+])
+def test_bad_settings_stop_before_any_world(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            args: list[str], message: str) -> None:
+    path = tmp_path / "targets.yaml"
+    path.write_text(yaml.safe_dump({"statistics": {"ctr": 0.03}}))
+    with pytest.raises(SystemExit):
+        C.main([str(path), *args, "--out", str(tmp_path / "fit")])
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "fit").exists()
+
+
+def test_the_box_is_centred_where_the_base_worlds_selection_lift_puts_the_target() -> None:
+    """Selection lifts a rate by about the same logit whatever the base logit: the box of a
+    logit is centred at base + logit(target) - logit(base world's rate); a slot factor where the
+    base world's realised-to-set ratio puts the target; the budget a factor 10 either way."""
+    lg = lambda p: math.log(p / (1 - p))  # noqa: E731
+    start = {"base_ctr_logit": -3.8, "base_cvr_logit": -3.2, "position_ctr_1": 0.75,
+             "daily_budget_mean": 400.0}
+    first = {"ctr": 0.086, "cvr": 0.24, "conversions_per_impr": 0.0206, "position_ctr_1": 0.655}
+    box = E.search_box(start, first, {"ctr": 0.04, "cvr": 0.0053, "position_ctr_1": 0.8})
+    centre = -3.8 + lg(0.04) - lg(0.086)
+    assert box["base_ctr_logit"] == pytest.approx((centre - E.BOX_LOGIT, centre + E.BOX_LOGIT))
+    centre = -3.2 + lg(0.0053) - lg(0.24)
+    assert box["base_cvr_logit"] == pytest.approx((centre - E.BOX_LOGIT, centre + E.BOX_LOGIT))
+    # 0.75 * 0.8 / 0.655 = 0.916: the box keeps its width inside the knob's range (<= 1)
+    assert box["position_ctr_1"] == pytest.approx((1.0 - 2 * E.BOX_POSITION, 1.0))
+    assert box["daily_budget_mean"] == pytest.approx((40.0, 4000.0))
+    # conversions per impression alone: the CVR the target implies at the base world's CTR
+    box = E.search_box({"base_cvr_logit": -3.2}, first, {"conversions_per_impr": 0.0005})
+    centre = -3.2 + lg(0.0005 / 0.086) - lg(0.24)
+    assert box["base_cvr_logit"] == pytest.approx((centre - E.BOX_LOGIT, centre + E.BOX_LOGIT))
+    # a base world with no conversions: the whole range
+    assert E.search_box({"base_cvr_logit": -3.2}, {"ctr": 0.01, "cvr": None},
+                        {"cvr": 0.01})["base_cvr_logit"] == (E.KNOBS["base_cvr_logit"].low,
+                                                             E.KNOBS["base_cvr_logit"].high)
