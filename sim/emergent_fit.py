@@ -250,7 +250,7 @@ def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any
     dists = {n: optuna.distributions.FloatDistribution(lo, hi, log=KNOBS[n].log)
              for n, (lo, hi) in box.items()}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(trials, max(4, 2 * len(names))))
+    sampler = optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(trials, max(4, len(names) + 1)))
     study = optuna.create_study(direction="minimize", sampler=sampler)
     per_batch = max(1, jobs // len(fit_seeds))
     while len(rec.trials) < trials:
