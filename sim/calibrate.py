@@ -1,7 +1,8 @@
 """Fit a world to a marketplace's statistics (:mod:`sim.market_stats`).
 
-``python -m sim.calibrate TARGETS.yaml --out DIR`` reads target statistics and writes a config
-overlay (``DIR/calibrated.yaml``, a scenario file's body) and ``DIR/fit.json``. The targets file
+``python -m sim.calibrate TARGETS.yaml [key=value ...] --out DIR`` reads target statistics and
+writes a config overlay (``DIR/calibrated.yaml``, a scenario file's body), ``DIR/fit.json`` and
+``DIR/fit.md``. The targets file
 names statistics of :mod:`sim.market_stats` with a value each (a number, or ``{value: v, sd: s}``
 where an uncertainty is known), and the attribution window the delay shares were measured under::
 
@@ -27,8 +28,16 @@ here in closed form or by a small least-squares problem, with no world run:
   is given beside two others, else held at ``FAST_MEDIAN_S`` and reported as not identifiable.
 
 **Emergent statistics** (CTR, CVR and conversions per impression after selection, position CTR
-decay, budget exhaustion) depend on the simulator's selection, not on one knob; fitting them runs
-worlds and is not in this module yet: their targets are reported as not fitted.
+decay, budget exhaustion) depend on the simulator's selection, not on one knob; they are fitted
+through the simulator (:mod:`sim.emergent_fit`: Bayesian optimisation over the knobs they
+identify, each trial a world per ``--fit-seeds`` seed run on the launcher), on top of the direct
+fits and of the ``key=value`` settings given after the targets file. The fitted world is then run
+at ``--check-seeds`` fresh seeds, and ``fit.md`` puts every target beside the fitted world's
+median and range (the fidelity table). ``--recover N`` runs the recovery test instead.
+
+Cost: each trial is ``len(--fit-seeds)`` worlds of the size the settings give (a default world
+takes about a minute), ``--jobs`` at a time; ``fit.md`` and ``fit.json`` record the number of
+worlds and the wall time.
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ They are fitted by running worlds:
 
 * **the search**: Bayesian optimisation with optuna's Gaussian-process sampler (``GPSampler``: a
   Matérn-5/2 GP with a noise term, log expected improvement, and batches of trials asked before
-  the previous ones are told), over the knobs of :data:`KNOBS` the targets name (:func:`searched`).
-  Each trial is a world per fit seed (the same seeds for every trial: common random numbers, so
+  the previous ones are told), over the knobs of :data:`KNOBS` the targets name (:func:`searched`),
+  in a box the base world places: the first trial runs the base world, and each knob's box is
+  centred where its selection lift puts the target (:func:`search_box`). Each trial is a world
+  per fit seed (the same seeds for every trial: common random numbers, so
   the loss is smooth in the knobs), run as one Hydra multirun on the launcher (``joblib`` or
   ``ray``, :mod:`sim.launch`). The loss is the mean squared error of each statistic in units of
   its tolerance (:func:`z_score`); the best trial is the fit.
