@@ -63,6 +63,9 @@ from sim.emergent_fit import (
     Search,
     check,
     fidelity,
+    level_step,
+    loss,
+    medians,
     recovery,
     search,
     tolerance,
@@ -220,7 +223,8 @@ def merged_overlay(fits: list[Fit]) -> dict[str, Any]:
 
 
 def report(values: dict[str, float], fits: list[Fit], found: Search | None = None,
-           checked: dict[str, dict[str, Any]] | None = None, cost: dict[str, Any] | None = None) -> str:
+           checked: dict[str, dict[str, Any]] | None = None, cost: dict[str, Any] | None = None,
+           stepped: dict[str, Any] | None = None) -> str:
     """``fit.md``: each direct target against the fitted world's closed-form value, the search's
     knobs, the fidelity table (every target against the fitted world at the check seeds), the
     knobs held (not identifiable from the statistics given) and the statistics not fitted."""
@@ -252,16 +256,18 @@ def report(values: dict[str, float], fits: list[Fit], found: Search | None = Non
             lines.append(f"| `{n}` | {v:.6g} | {first.get(n, float('nan')):.6g} |")
         held |= {f"world.{k}": float("nan") for k in CONFOUNDED}
     if checked:
-        seeds = next(iter(checked.values()))["seeds"]
-        lines += ["", f"## Fidelity: the fitted world at {seeds} fresh seeds", "",
-                  "| statistic | target | tolerance | median | range | seeds within | median within |",
-                  "|---|---|---|---|---|---|---|"]
-        for n, c in checked.items():
-            tol = f"±{c['tolerance']:.3g}" if n == "budget_exhausted" else f"±{100 * c['tolerance']:.3g}%"
-            med = "n/a" if c["median"] is None else f"{c['median']:.4g}"
-            rng = "n/a" if c["low"] is None else f"{c['low']:.4g} … {c['high']:.4g}"
-            lines.append(f"| `{n}` | {c['target']:.4g} | {tol} | {med} | {rng} | "
-                         f"{c['within']}/{c['seeds']} | {'yes' if c['median_within'] else 'no'} |")
+        lines += _fidelity_table(checked, "the fitted world")
+    if stepped:
+        lines += ["", "## The level step", "",
+                  "The fit seeds met the targets; the fitted world's median over fresh seeds "
+                  "is the level a user meets. One step moved the knobs by that level's error "
+                  "(each logit over its slope across the trials):", "",
+                  "| knob | searched | stepped |", "|---|---|---|"]
+        lines += [f"| `{n}` | {found.best[n]:.6g} | {v:.6g} |" for n, v in stepped["knobs"].items()]  # type: ignore[union-attr]
+        lines += _fidelity_table(stepped["fidelity"], "the stepped world")
+        lines += ["", f"Loss of the medians: {stepped['loss_before']:.3g} before the step, "
+                  f"{stepped['loss_after']:.3g} after: the overlay holds the "
+                  f"{'stepped' if stepped['kept'] else 'searched'} knobs."]
     if held:
         lines += ["", "Held (not identifiable from the statistics given): " + ", ".join(
             f"`{k}`" + ("" if math.isnan(v) else f" = {v:.6g}") for k, v in held.items()) + "."]
@@ -276,6 +282,20 @@ def report(values: dict[str, float], fits: list[Fit], found: Search | None = Non
     if cost:
         lines += ["", f"Cost: {cost['worlds']} worlds, {cost['wall_s']:.0f} s wall."]
     return "\n".join(lines) + "\n"
+
+
+def _fidelity_table(checked: dict[str, dict[str, Any]], what: str) -> list[str]:
+    seeds = next(iter(checked.values()))["seeds"]
+    lines = ["", f"## Fidelity: {what} at {seeds} fresh seeds", "",
+             "| statistic | target | tolerance | median | range | seeds within | median within |",
+             "|---|---|---|---|---|---|---|"]
+    for n, c in checked.items():
+        tol = f"±{c['tolerance']:.3g}" if n == "budget_exhausted" else f"±{100 * c['tolerance']:.3g}%"
+        med = "n/a" if c["median"] is None else f"{c['median']:.4g}"
+        rng = "n/a" if c["low"] is None else f"{c['low']:.4g} … {c['high']:.4g}"
+        lines.append(f"| `{n}` | {c['target']:.4g} | {tol} | {med} | {rng} | "
+                     f"{c['within']}/{c['seeds']} | {'yes' if c['median_within'] else 'no'} |")
+    return lines
 
 
 FORBIDDEN = ("seed", "scenario", "hydra", "index", "auction", "serving")
@@ -356,11 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, ConfigError, HydraException, yaml.YAMLError) as exc:
         p.error(str(exc).strip() + (f" ({str(exc.__cause__).strip()})" if exc.__cause__ else ""))
     direct = merged_overlay(fits)
-    under = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(settings), direct))
+    under: dict[str, Any] = OmegaConf.to_container(  # type: ignore[assignment]
+        OmegaConf.merge(OmegaConf.create(settings), direct))
     emergent = {n: v for n, v in values.items() if n in EMERGENT}
     tols = {n: tolerance(n, v, sds[n]) for n, v in values.items()}
     found = None
-    overlay: dict[str, Any] = under  # type: ignore[assignment]
+    overlay: dict[str, Any] = under
     if emergent and args.trials:
         found = search(emergent, tols, base=base, under=under, scenario=args.scenario,
                        root=args.out / "search", trials=args.trials, fit_seeds=args.fit_seeds,
@@ -371,7 +392,23 @@ def main(argv: list[str] | None = None) -> int:
                       seeds=args.check_seeds, launcher=args.launcher, jobs=args.jobs,
                       keep=args.keep_runs) if args.check_seeds else [])
     checked = fidelity(values, tols, per_seed) if per_seed else None
-    worlds = (found.worlds if found else 0) + len(per_seed)
+    stepped = None
+    if found is not None and per_seed:
+        knobs = level_step(found, emergent, medians(per_seed))
+        if knobs != found.best:  # the level step, checked at as many seeds again, fresh ones
+            seeds = [max(args.check_seeds) + 1 + i for i in range(len(args.check_seeds))]
+            stepped_overlay = OmegaConf.to_container(OmegaConf.merge(
+                OmegaConf.create(under), world_overlay(knobs, base.world)))
+            again = check(stepped_overlay, scenario=args.scenario, root=args.out / "check_step",  # type: ignore[arg-type]
+                          seeds=seeds, launcher=args.launcher, jobs=args.jobs, keep=args.keep_runs)
+            before, after = loss(medians(per_seed), emergent, tols), loss(medians(again), emergent, tols)
+            stepped = {"knobs": knobs, "seeds": seeds, "statistics": again,
+                       "fidelity": fidelity(values, tols, again), "loss_before": before,
+                       "loss_after": after, "kept": after < before}
+            if after < before:
+                overlay = stepped_overlay  # type: ignore[assignment]
+            per_seed = [*per_seed, *again]
+    worlds = (found.worlds if found else 0) + len(per_seed)  # the step's worlds included
     cost = {"worlds": worlds, "wall_s": time.perf_counter() - t0}
     head = {"defaults": [args.scenario, "_self_"]} if args.scenario != "default" else {}
     write_text_atomic(args.out / "calibrated.yaml",
@@ -384,9 +421,11 @@ def main(argv: list[str] | None = None) -> int:
         "search": None if found is None else {"knobs": found.knobs, "best": found.best,
                                               "best_loss": found.best_loss, "trials": found.trials,
                                               "fit_seeds": args.fit_seeds},
-        "check": {"seeds": args.check_seeds, "statistics": per_seed, "fidelity": checked},
+        "check": {"seeds": args.check_seeds, "statistics": per_seed[:len(args.check_seeds)],
+                  "fidelity": checked},
+        "level_step": stepped,
         "cost": cost})
-    write_text_atomic(args.out / "fit.md", report(values, fits, found, checked, cost))
+    write_text_atomic(args.out / "fit.md", report(values, fits, found, checked, cost, stepped))
     print(f"calibrate: {args.out / 'calibrated.yaml'} ({len(fits)} direct fits, "
           f"{worlds} worlds, {cost['wall_s']:.0f} s)")
     return 0

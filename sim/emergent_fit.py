@@ -172,6 +172,16 @@ def run_worlds(batch: Batch, root: Path, scenario: str, launcher: str, jobs: int
     return out
 
 
+def _values(per_seed: Sequence[Mapping[str, float | None] | None], name: str) -> list[float]:
+    """``name``'s value in each world that defines it."""
+    out: list[float] = []
+    for s in per_seed:
+        v = None if s is None else s.get(name)
+        if v is not None:
+            out.append(float(v))
+    return out
+
+
 def mean_statistics(per_seed: Sequence[dict[str, float | None] | None]) -> dict[str, float | None]:
     """Each statistic's mean over the seeds that define it (None if a world failed)."""
     if any(s is None for s in per_seed) or not per_seed:
@@ -179,7 +189,7 @@ def mean_statistics(per_seed: Sequence[dict[str, float | None] | None]) -> dict[
     names = per_seed[0]
     out: dict[str, float | None] = {}
     for n in names:  # type: ignore[union-attr]
-        vals = [s[n] for s in per_seed if s is not None and s[n] is not None]
+        vals = _values(per_seed, n)
         out[n] = float(np.mean(vals)) if len(vals) == len(per_seed) else None
     return out
 
@@ -236,7 +246,7 @@ def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any
     def record(number: int, params: dict[str, float], m: dict[str, float | None]) -> float:
         value = loss(m, targets, tols)
         rec.trials.append({"number": number, "params": dict(params), "loss": value,
-                           "statistics": {n: m.get(n) for n in targets}})
+                           "statistics": {n: m.get(n) for n in (*EMERGENT, *targets)}})
         if value < rec.best_loss:
             rec.best, rec.best_loss = dict(params), value
         if log:
@@ -249,8 +259,8 @@ def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any
         raise RuntimeError("the base world of the fit failed; see its run directory under "
                            f"{root / 'batch_000'}")
     box = search_box(start, first, targets)
-    dists = {n: optuna.distributions.FloatDistribution(lo, hi, log=KNOBS[n].log)
-             for n, (lo, hi) in box.items()}
+    dists: dict[str, optuna.distributions.BaseDistribution] = {
+        n: optuna.distributions.FloatDistribution(lo, hi, log=KNOBS[n].log) for n, (lo, hi) in box.items()}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(trials, max(4, len(names) + 1)))
     study = optuna.create_study(direction="minimize", sampler=sampler)
@@ -272,6 +282,52 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
+def _rate(name: str, stats: Mapping[str, float | None],
+          world: Mapping[str, float | None]) -> float | None:
+    """``ctr`` or ``cvr`` from ``stats``, or where only conversions per impression is there, the
+    rate it implies beside the other rate (from ``stats``, else from ``world``'s)."""
+    v = stats.get(name)
+    if v is None and name in ("ctr", "cvr") and stats.get("conversions_per_impr"):
+        other = stats.get("cvr" if name == "ctr" else "ctr") or world.get(
+            "cvr" if name == "ctr" else "ctr")
+        v = stats["conversions_per_impr"] / other if other else None  # type: ignore[operator]
+    return v if v is not None and 0 < v < 1 else None
+
+
+def level_step(found: Search, targets: Mapping[str, float],
+               medians: Mapping[str, float | None]) -> dict[str, float]:
+    """One step from the search's best knobs toward the targets at the level the check measured.
+
+    The search matches the targets on its fit seeds; the rates of one world differ from those of
+    another by 10-20% (which ads a catalogue draw holds decides what selection can find), so the
+    fitted world's median over fresh seeds (``medians``) can miss a target the fit seeds met. The
+    step moves each logit knob by the logit error of its rate's median over the slope of that
+    logit in the knob (least squares over the search's trials: the realised rate's logit on the
+    knobs), at most :data:`BOX_LOGIT` / 2; a slot's CTR factor by the ratio of target to median.
+    The budget level and a knob whose slope is not positive are left where the search put them."""
+    out = dict(found.best)
+    rows = [t for t in found.trials if math.isfinite(t["loss"])]
+    names = list(found.best)
+    x = np.array([[1.0, *(t["params"][n] for n in names)] for t in rows])
+    for n in names:
+        if n in ("base_ctr_logit", "base_cvr_logit"):
+            stat = "ctr" if n == "base_ctr_logit" else "cvr"
+            t, m = _rate(stat, targets, medians), _rate(stat, medians, medians)
+            ys = [_rate(stat, r["statistics"], r["statistics"]) for r in rows]
+            ok = [i for i, y in enumerate(ys) if y is not None]
+            if t is None or m is None or len(ok) <= len(names) + 1:
+                continue
+            y = np.array([_logit(ys[i]) for i in ok])  # type: ignore[arg-type]
+            coef = np.linalg.lstsq(x[ok], y, rcond=None)[0]
+            slope = float(coef[1 + names.index(n)])
+            if slope > 0:
+                step = float(np.clip((_logit(t) - _logit(m)) / slope, -BOX_LOGIT / 2, BOX_LOGIT / 2))
+                out[n] = float(np.clip(out[n] + step, KNOBS[n].low, KNOBS[n].high))
+        elif n.startswith("position_ctr_") and medians.get(n):
+            out[n] = float(np.clip(out[n] * targets[n] / medians[n], KNOBS[n].low, KNOBS[n].high))  # type: ignore[operator]
+    return out
+
+
 def search_box(start: Mapping[str, float], first: Mapping[str, float | None],
                targets: Mapping[str, float]) -> dict[str, tuple[float, float]]:
     """Each knob's search interval, from the base world (knobs ``start``, statistics ``first``):
@@ -281,12 +337,7 @@ def search_box(start: Mapping[str, float], first: Mapping[str, float | None],
     budget level spans a factor :data:`BOX_BUDGET` either side of the base. A knob whose base
     statistic is undefined (no clicks) gets its whole range."""
     def rate(name: str, stats: Mapping[str, float | None]) -> float | None:
-        v = stats.get(name)
-        if v is None and name in ("ctr", "cvr") and stats.get("conversions_per_impr"):
-            other = stats.get("cvr" if name == "ctr" else "ctr") or first.get(
-                "cvr" if name == "ctr" else "ctr")
-            v = stats["conversions_per_impr"] / other if other else None  # type: ignore[operator]
-        return v if v is not None and 0 < v < 1 else None
+        return _rate(name, stats, first)
 
     box = {}
     for n, x in start.items():
@@ -323,13 +374,23 @@ def check(overlay: Mapping[str, Any], *, scenario: str, root: Path, seeds: Seque
     return [got[f"check_s{s}"] for s in seeds]
 
 
+def medians(per_seed: Sequence[dict[str, float | None] | None]) -> dict[str, float | None]:
+    """Each statistic's median over the seeds that define it."""
+    names = {n for s in per_seed if s is not None for n in s}
+    out: dict[str, float | None] = {}
+    for n in sorted(names):
+        vals = _values(per_seed, n)
+        out[n] = float(np.median(vals)) if vals else None
+    return out
+
+
 def fidelity(targets: Mapping[str, float], tols: Mapping[str, float],
              per_seed: Sequence[dict[str, float | None] | None]) -> dict[str, dict[str, Any]]:
     """Each target against the fitted world across the check seeds: median, range, and how many
     seeds (and whether the median) lie within the statistic's tolerance."""
     out = {}
     for n, t in targets.items():
-        vals = [s[n] for s in per_seed if s is not None and s.get(n) is not None]
+        vals = _values(per_seed, n)
         zs = [abs(z_score(n, v, t, tols[n])) for v in vals]
         med = float(np.median(vals)) if vals else None
         out[n] = {"target": t, "tolerance": tols[n], "values": vals, "median": med,
@@ -366,7 +427,7 @@ def recovery(draws: int, *, base: Any, under: Mapping[str, Any], scenario: str, 
         if s is None:
             out.append({"truth": truth, "failed": True})
             continue
-        targets = {n: float(s[n]) for n in EMERGENT if n != "conversions_per_impr" and s[n] is not None}
+        targets = {n: v for n in EMERGENT if n != "conversions_per_impr" for v in _values([s], n)}
         tols = {n: tolerance(n, v, None) for n, v in targets.items()}
         rec = search(targets, tols, base=base, under=under, scenario=scenario,
                      root=root / f"draw_{i}", trials=trials, fit_seeds=[1000 + i],

@@ -157,3 +157,26 @@ def test_the_box_is_centred_where_the_base_worlds_selection_lift_puts_the_target
     assert E.search_box({"base_cvr_logit": -3.2}, {"ctr": 0.01, "cvr": None},
                         {"cvr": 0.01})["base_cvr_logit"] == (E.KNOBS["base_cvr_logit"].low,
                                                              E.KNOBS["base_cvr_logit"].high)
+
+
+def test_the_level_step_moves_each_logit_by_its_error_over_its_slope() -> None:
+    """The trials' realised CTR logit is 1.2 x the knob + 1 (and ignores the CVR knob): the step
+    from the best trial moves the CTR knob by the median's logit error / 1.2, the slot factor by
+    target / median, and holds a knob whose rate the check could not measure."""
+    lg = lambda p: math.log(p / (1 - p))  # noqa: E731
+    sg = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    trials = [{"number": i, "loss": 1.0, "params": {"base_ctr_logit": c, "base_cvr_logit": v,
+                                                     "position_ctr_1": 0.7},
+               "statistics": {"ctr": sg(1.2 * c + 1.0), "cvr": sg(v + 0.5)}}
+              for i, (c, v) in enumerate([(-5.0, -4.0), (-4.5, -3.0), (-4.0, -4.5), (-3.5, -3.5),
+                                          (-4.2, -3.8)])]
+    found = E.Search(knobs=["base_ctr_logit", "base_cvr_logit", "position_ctr_1"], trials=trials,
+                     best=dict(trials[4]["params"]), best_loss=0.5)
+    targets = {"ctr": 0.04, "position_ctr_1": 0.8}
+    step = E.level_step(found, targets, {"ctr": 0.05, "position_ctr_1": 0.64})
+    assert step["base_ctr_logit"] == pytest.approx(-4.2 + (lg(0.04) - lg(0.05)) / 1.2)
+    assert step["position_ctr_1"] == pytest.approx(0.7 * 0.8 / 0.64)
+    assert step["base_cvr_logit"] == -3.8  # no cvr target: held
+    far = E.level_step(found, {"ctr": 0.001}, {"ctr": 0.05})  # at most half the box per step
+    assert far["base_ctr_logit"] == pytest.approx(-4.2 - E.BOX_LOGIT / 2)
+    assert E.level_step(found, targets, {"ctr": None}) == {**found.best, "position_ctr_1": 0.7}
