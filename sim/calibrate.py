@@ -62,6 +62,7 @@ from sim.emergent_fit import (
     KNOBS,
     Search,
     check,
+    check_targets,
     fidelity,
     level_step,
     loss,
@@ -261,12 +262,13 @@ def report(values: dict[str, float], fits: list[Fit], found: Search | None = Non
         lines += ["", "## The level step", "",
                   "The fit seeds met the targets; the fitted world's median over fresh seeds "
                   "is the level a user meets. One step moved the knobs by that level's error "
-                  "(each logit over its slope across the trials):", "",
+                  "(each logit over its slope across the trials), and the stepped world ran at "
+                  "the same check seeds:", "",
                   "| knob | searched | stepped |", "|---|---|---|"]
         lines += [f"| `{n}` | {found.best[n]:.6g} | {v:.6g} |" for n, v in stepped["knobs"].items()]  # type: ignore[union-attr]
-        lines += _fidelity_table(stepped["fidelity"], "the stepped world")
-        lines += ["", f"Loss of the medians: {stepped['loss_before']:.3g} before the step, "
-                  f"{stepped['loss_after']:.3g} after: the overlay holds the "
+        lines += _fidelity_table(stepped["fidelity"], "the stepped world, the same")
+        lines += ["", f"Loss of the medians: {stepped['loss_before']} before the step, "
+                  f"{stepped['loss_after']} after: the overlay holds the "
                   f"{'stepped' if stepped['kept'] else 'searched'} knobs."]
     if held:
         lines += ["", "Held (not identifiable from the statistics given): " + ", ".join(
@@ -306,10 +308,11 @@ def split_overrides(items: list[str]) -> dict[str, Any]:
     ``seed``, ``scenario`` and ``hydra.*`` are refused: the fit sets seeds and scenarios itself,
     and a group choice belongs in the scenario the fit starts from)."""
     for item in items:
-        key = item.split("=", 1)[0].lstrip("+~")
-        if "=" not in item or key in FORBIDDEN or key.split(".")[0].split("/")[0] == "hydra":
-            raise ValueError(f"setting `{item}`: give plain key=value settings (not {', '.join(FORBIDDEN)}; "
-                             "put a group choice in the scenario the fit starts from)")
+        key = item.split("=", 1)[0]
+        if ("=" not in item or key in FORBIDDEN or key.startswith(("+", "~"))
+                or key.split(".")[0].split("/")[0] == "hydra"):
+            raise ValueError(f"setting `{item}`: give plain key=value settings (not {', '.join(FORBIDDEN)}, "
+                             "hydra.*, + or ~; put a group choice in the scenario the fit starts from)")
     return OmegaConf.to_container(OmegaConf.from_dotlist(items))  # type: ignore[return-value]
 
 
@@ -342,13 +345,17 @@ def load_targets(path: Path) -> tuple[dict[str, float], dict[str, float | None],
     return values, sds, float(window)
 
 
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None  # fit.json stays strict JSON: a failed trial is null
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sim.calibrate", description=__doc__.split("\n")[0])
-    p.add_argument("targets", type=Path, nargs="?", help="YAML with a `statistics` mapping")
+    p.add_argument("targets", nargs="?", help="YAML with a `statistics` mapping")
     p.add_argument("settings", nargs="*", help="key=value settings every world runs under")
-    p.add_argument("--out", type=Path, required=True, help="directory for the overlay and the fit")
+    p.add_argument("--out", type=Path, required=True, help="a new directory for the fit")
     p.add_argument("--scenario", default="default", help="the scenario the fit starts from")
-    p.add_argument("--trials", type=int, default=24, help="the search's trials (0: direct fits only)")
+    p.add_argument("--trials", type=int, default=24, help="the search's trials (0: no search)")
     p.add_argument("--fit-seeds", type=_seeds, default=[0], help="world seeds of every trial")
     p.add_argument("--check-seeds", type=_seeds, default=[100, 101, 102, 103, 104],
                    help="fresh world seeds of the fidelity check (empty: no check)")
@@ -357,24 +364,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recover", type=int, default=0, metavar="N",
                    help="instead of a targets file: the recovery test on N random knob draws")
     p.add_argument("--keep-runs", action="store_true", help="keep every world's logs")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     t0 = time.perf_counter()
     try:
-        if args.recover and args.targets is not None and "=" in str(args.targets):
-            args.settings.insert(0, str(args.targets))  # --recover takes no targets file
+        if args.recover and args.targets is not None and "=" in args.targets:
+            args.settings.insert(0, args.targets)  # --recover takes no targets file
             args.targets = None
         if (args.targets is None) == (args.recover == 0):
             raise ValueError("give a targets file or --recover N (not both)")
         if args.trials < 0 or args.jobs < 1 or args.recover < 0:
             raise ValueError("--trials >= 0, --jobs >= 1 and --recover >= 0")
+        if args.recover and args.trials < 2:
+            raise ValueError("the recovery test needs --trials >= 2")
+        if not args.fit_seeds:
+            raise ValueError("--fit-seeds needs at least one seed")
+        if both := set(args.fit_seeds) & set(args.check_seeds):
+            raise ValueError(f"the check's seeds must be fresh: {sorted(both)} are fit seeds too")
+        if args.out.exists() and any(args.out.iterdir()):
+            raise ValueError(f"--out {args.out} is not empty: give a new directory")
         settings = split_overrides(list(args.settings))
         base = load_config(args.scenario, list(args.settings))
-        if args.recover:
-            return _recover(args, base, settings, t0)
-        values, sds, window = load_targets(args.targets)
-        fits = fit_direct(values, window)
+        if not args.recover:
+            values, sds, window = load_targets(Path(args.targets))
+            check_targets(values)
+            fits = fit_direct(values, window)
     except (OSError, ValueError, ConfigError, HydraException, yaml.YAMLError) as exc:
         p.error(str(exc).strip() + (f" ({str(exc.__cause__).strip()})" if exc.__cause__ else ""))
+    if args.recover:
+        return _recover(args, base, settings, t0)
     direct = merged_overlay(fits)
     under: dict[str, Any] = OmegaConf.to_container(  # type: ignore[assignment]
         OmegaConf.merge(OmegaConf.create(settings), direct))
@@ -393,23 +410,25 @@ def main(argv: list[str] | None = None) -> int:
                       keep=args.keep_runs) if args.check_seeds else [])
     checked = fidelity(values, tols, per_seed) if per_seed else None
     stepped = None
+    step_worlds = 0
     if found is not None and per_seed:
         knobs = level_step(found, emergent, medians(per_seed))
-        if knobs != found.best:  # the level step, checked at as many seeds again, fresh ones
-            seeds = [max(args.check_seeds) + 1 + i for i in range(len(args.check_seeds))]
-            stepped_overlay = OmegaConf.to_container(OmegaConf.merge(
+        if knobs != found.best:  # the stepped world at the same seeds: the two compared on
+            stepped_overlay = OmegaConf.to_container(OmegaConf.merge(  # the same draws
                 OmegaConf.create(under), world_overlay(knobs, base.world)))
             again = check(stepped_overlay, scenario=args.scenario, root=args.out / "check_step",  # type: ignore[arg-type]
-                          seeds=seeds, launcher=args.launcher, jobs=args.jobs, keep=args.keep_runs)
+                          seeds=args.check_seeds, launcher=args.launcher, jobs=args.jobs,
+                          keep=args.keep_runs)
+            step_worlds = len(again)
             before, after = loss(medians(per_seed), emergent, tols), loss(medians(again), emergent, tols)
-            stepped = {"knobs": knobs, "seeds": seeds, "statistics": again,
-                       "fidelity": fidelity(values, tols, again), "loss_before": before,
-                       "loss_after": after, "kept": after < before}
+            stepped = {"knobs": knobs, "seeds": args.check_seeds, "statistics": again,
+                       "fidelity": fidelity(values, tols, again), "loss_before": _finite(before),
+                       "loss_after": _finite(after), "kept": after < before}
             if after < before:
                 overlay = stepped_overlay  # type: ignore[assignment]
-            per_seed = [*per_seed, *again]
-    worlds = (found.worlds if found else 0) + len(per_seed)  # the step's worlds included
-    cost = {"worlds": worlds, "wall_s": time.perf_counter() - t0}
+    worlds = (found.worlds if found else 0) + len(per_seed) + step_worlds
+    cost = {"worlds": worlds, "wall_s": time.perf_counter() - t0, "jobs": args.jobs,
+            "batch": found.batch if found else None}
     head = {"defaults": [args.scenario, "_self_"]} if args.scenario != "default" else {}
     write_text_atomic(args.out / "calibrated.yaml",
                       "# @package _global_\n" + yaml.safe_dump({**head, **overlay}, sort_keys=False))
@@ -418,11 +437,11 @@ def main(argv: list[str] | None = None) -> int:
         "settings": list(args.settings), "overlay": overlay,
         "fits": [{"read": list(f.read), "fitted": f.fitted, "held": f.held,
                   "reproduced": f.reproduced, "reached": f.reached} for f in fits],
-        "search": None if found is None else {"knobs": found.knobs, "best": found.best,
-                                              "best_loss": found.best_loss, "trials": found.trials,
-                                              "fit_seeds": args.fit_seeds},
-        "check": {"seeds": args.check_seeds, "statistics": per_seed[:len(args.check_seeds)],
-                  "fidelity": checked},
+        "search": None if found is None else {
+            "knobs": found.knobs, "best": found.best, "best_loss": _finite(found.best_loss),
+            "trials": [{**t, "loss": _finite(t["loss"])} for t in found.trials],
+            "refused": found.refused, "box": found.box, "fit_seeds": args.fit_seeds},
+        "check": {"seeds": args.check_seeds, "statistics": per_seed, "fidelity": checked},
         "level_step": stepped,
         "cost": cost})
     write_text_atomic(args.out / "fit.md", report(values, fits, found, checked, cost, stepped))
@@ -437,6 +456,7 @@ def _recover(args: argparse.Namespace, base: Any, settings: dict[str, Any], t0: 
                      root=args.out, trials=args.trials, launcher=args.launcher, jobs=args.jobs,
                      log=print)
     wall = time.perf_counter() - t0
+    draws = [{**d, "loss": _finite(d["loss"])} if "loss" in d else d for d in draws]
     write_json_atomic(args.out / "recovery.json", {"draws": draws, "settings": list(args.settings),
                                                    "trials": args.trials, "wall_s": wall,
                                                    "tolerance": {n: k.tolerance for n, k in KNOBS.items()}})
@@ -457,14 +477,15 @@ def recovery_report(draws: list[dict[str, Any]], wall_s: float) -> str:
             lines.append(f"| {i} | " + " | ".join("failed" for _ in names) + " | |")
             continue
         cells = [f"{d['truth'][n]:.4g} → {d['fitted'][n]:.4g}" + ("" if d["within"][n] else " ✗")
-                 for n in names]
-        lines.append(f"| {i} | " + " | ".join(cells) + f" | {d['loss']:.3g} |")
+                 if n in d["fitted"] else f"{d['truth'][n]:.4g} → not identifiable" for n in names]
+        loss_cell = "failed" if d["loss"] is None else f"{d['loss']:.3g}"
+        lines.append(f"| {i} | " + " | ".join(cells) + f" | {loss_cell} |")
     ok = [d for d in draws if not d.get("failed")]
     lines += ["", "| knob | tolerance | draws within |", "|---|---|---|"]
     for n in names:
         k = KNOBS[n]
         tol = f"±{100 * k.tolerance:.0f}% (relative)" if k.log else f"±{k.tolerance:g}"
-        lines.append(f"| `{n}` | {tol} | {sum(d['within'][n] for d in ok)}/{len(draws)} |")
+        lines.append(f"| `{n}` | {tol} | {sum(d['within'].get(n, False) for d in ok)}/{len(draws)} |")
     lines += ["", f"Wall time {wall_s:.0f} s, {sum(d.get('worlds', 0) for d in ok)} worlds."]
     return "\n".join(lines) + "\n"
 

@@ -8,8 +8,9 @@ They are fitted by running worlds:
 * **the search**: Bayesian optimisation with optuna's Gaussian-process sampler (``GPSampler``: a
   Matérn-5/2 GP with a noise term, log expected improvement, and batches of trials asked before
   the previous ones are told), over the knobs of :data:`KNOBS` the targets name (:func:`searched`),
-  in a box the base world places: the first trial runs the base world, and each knob's box is
-  centred where its selection lift puts the target (:func:`search_box`). Each trial is a world
+  in a box the base world places: the first trial runs the base world, and each logit's box is
+  centred where its selection lift puts the target, a slot factor's where the base world's
+  realised-to-set ratio does, the budget's on the base value (:func:`search_box`). Each trial is a world
   per fit seed (the same seeds for every trial: common random numbers, so
   the loss is smooth in the knobs), run as one Hydra multirun on the launcher (``joblib`` or
   ``ray``, :mod:`sim.launch`). The loss is the mean squared error of each statistic in units of
@@ -27,6 +28,7 @@ the search asks optuna for trials itself and runs them through Hydra's launchers
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections.abc import Mapping, Sequence
@@ -98,23 +100,63 @@ def searched(stats: Sequence[str]) -> list[str]:
     return [("daily_budget_mean" if k == "budget_exhausted" else k) for k in out]
 
 
+# statistics compared by their log ratio (positive rates and ratios); every other statistic
+# (shares that can be 0, correlations, budget exhaustion) by its difference
+RATIOS = ("ctr", "cvr", "conversions_per_impr", "position_ctr_1", "position_ctr_2", "peak_to_trough")
+
+
+def relative(name: str) -> bool:
+    """Whether ``name`` is compared by its log ratio (:data:`RATIOS`) or its difference."""
+    return name in RATIOS
+
+
 def tolerance(name: str, value: float, sd: float | None) -> float:
-    """A statistic's tolerance: its sd where given, else :data:`RELATIVE_TOL` of the value
-    (relative; :data:`EXHAUSTED_TOL` absolute for ``budget_exhausted``); as a relative error for
-    the rates, an absolute one for ``budget_exhausted``."""
-    if name == "budget_exhausted":
-        return sd if sd is not None else EXHAUSTED_TOL
-    return sd / value if sd is not None else RELATIVE_TOL
+    """A statistic's tolerance: for a ratio (:data:`RATIOS`), relative: ``sd / value`` where the
+    target gives an sd, else :data:`RELATIVE_TOL`; for every other statistic, absolute: the sd,
+    else :data:`EXHAUSTED_TOL` for ``budget_exhausted`` and ``budget_target_corr``, else
+    :data:`RELATIVE_TOL` of the value (0.01 for a value of 0)."""
+    if relative(name):
+        return sd / value if sd is not None else RELATIVE_TOL
+    if sd is not None:
+        return sd
+    if name in ("budget_exhausted", "budget_target_corr"):
+        return EXHAUSTED_TOL
+    return RELATIVE_TOL * abs(value) if value else 0.01
 
 
 def z_score(name: str, got: float | None, target: float, tol: float) -> float:
-    """The error of ``got`` against ``target`` in tolerances: the log ratio for the rates (the
-    relative error near the target), the difference for ``budget_exhausted``."""
-    if got is None or not math.isfinite(got) or (name != "budget_exhausted" and got <= 0):
+    """The error of ``got`` against ``target`` in tolerances: the log ratio for a ratio (the
+    relative error near the target), the difference for every other statistic; a value the
+    world could not define (or a ratio of 0) counts as :data:`MISSING_Z`."""
+    if got is None or not math.isfinite(got) or (relative(name) and got <= 0):
         return MISSING_Z
-    if name == "budget_exhausted":
-        return (got - target) / tol
-    return math.log(got / target) / tol
+    if relative(name):
+        return math.log(got / target) / tol
+    return (got - target) / tol
+
+
+def check_targets(targets: Mapping[str, float]) -> None:
+    """Refuse targets no world can have: a rate outside (0, 1), a ratio <= 0, a share outside
+    [0, 1], a correlation outside [-1, 1] (named with its value)."""
+    for n, v in targets.items():
+        bad = ((n in ("ctr", "cvr", "conversions_per_impr") and not 0 < v < 1)
+               or (n in RATIOS and v <= 0)
+               or ((n == "budget_exhausted" or n.startswith(("delay_within_", "hour_share_"))
+                    or n == "quietest_six_hours") and not 0 <= v <= 1)
+               or (n == "budget_target_corr" and not -1 <= v <= 1))
+        if bad:
+            raise ValueError(f"statistic `{n}`: {v} is out of its range")
+    if "conversions_per_impr" in targets:
+        for a, b in (("ctr", "cvr"), ("cvr", "ctr")):
+            if a in targets and targets["conversions_per_impr"] / targets[a] >= 1:
+                raise ValueError(f"`conversions_per_impr` / `{a}` must be < 1 (it is `{b}`)")
+
+
+def ordered(world: Mapping[str, Any]) -> bool:
+    """Whether a world overlay's slot factors, where it sets them, do not grow down the slots (the
+    config refuses a list that does)."""
+    pos = world.get("position_ctr")
+    return pos is None or all(a >= b for a, b in zip(pos, pos[1:], strict=False))
 
 
 def knob_values(world: Any, names: Sequence[str]) -> dict[str, float]:
@@ -158,14 +200,17 @@ def run_worlds(batch: Batch, root: Path, scenario: str, launcher: str, jobs: int
         body = OmegaConf.to_yaml(OmegaConf.create({"defaults": [scenario, "_self_"], **overlay}))
         write_text_atomic(lib / "scenario" / f"{name}.yaml", "# @package _global_\n" + body)
     names = list(batch.worlds)
+    if (root / "runs").exists():
+        raise FileExistsError(f"{root / 'runs'} already holds runs; give a new --out")
     sweep = multirun(names, lib, root / "runs", launcher, jobs)
     out: dict[str, dict[str, float | None] | None] = {}
     for k, name in enumerate(names):
         d = sweep / str(k)
         try:
-            ok = '"status": "complete"' in (d / "manifest.json").read_text()
+            man = json.loads((d / "manifest.json").read_text())
+            ok = man.get("status") == "complete" and man.get("scenario") == name
             out[name] = statistics(read_logs(d)) if ok else None
-        except OSError:
+        except (OSError, ValueError):
             out[name] = None
         if not keep and (d / "logs").exists():
             shutil.rmtree(d / "logs")
@@ -183,7 +228,8 @@ def _values(per_seed: Sequence[Mapping[str, float | None] | None], name: str) ->
 
 
 def mean_statistics(per_seed: Sequence[dict[str, float | None] | None]) -> dict[str, float | None]:
-    """Each statistic's mean over the seeds that define it (None if a world failed)."""
+    """Each statistic's mean over the seeds (None where a seed's world cannot define it; empty
+    if a world failed)."""
     if any(s is None for s in per_seed) or not per_seed:
         return {}
     names = per_seed[0]
@@ -212,6 +258,8 @@ class Search:
     best_loss: float = math.inf
     worlds: int = 0
     box: dict[str, tuple[float, float]] = field(default_factory=dict)
+    refused: int = 0  # proposals not run: slot factors growing down the slots
+    batch: int = 1  # trials asked before the previous ones are told
 
 
 def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any,
@@ -228,8 +276,10 @@ def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any
     if not names:
         raise ValueError(f"no knob to search for the statistics {sorted(targets)}")
     rec = Search(knobs=names)
-    start = {n: float(np.clip(v, KNOBS[n].low, KNOBS[n].high))
-             for n, v in knob_values(base.world, names).items()}
+    start = knob_values(base.world, names)  # trial 0 runs the base world as it is
+    if off := {n: v for n, v in start.items() if not KNOBS[n].low <= v <= KNOBS[n].high}:
+        raise ValueError(f"the starting world's knobs {off} lie outside the search's ranges "
+                         f"{ {n: (KNOBS[n].low, KNOBS[n].high) for n in off} }")
 
     def run(params: list[dict[str, float]], first: int) -> list[dict[str, float | None]]:
         batch = Batch()
@@ -264,11 +314,23 @@ def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(trials, max(4, len(names) + 1)))
     study = optuna.create_study(direction="minimize", sampler=sampler)
-    per_batch = max(1, jobs // len(fit_seeds))
+    if not fit_seeds:
+        raise ValueError("a search needs at least one fit seed")
+    rec.batch = per_batch = max(1, jobs // len(fit_seeds))
     while len(rec.trials) < trials:
         asked = [study.ask(dists) for _ in range(min(per_batch, trials - len(rec.trials)))]
-        got = run([t.params for t in asked], len(rec.trials))
-        for t, m in zip(asked, got, strict=True):
+        # a proposal whose slot factors grow down the slots is a world the config refuses: not
+        # run, told to the GP at the loss of a world with every statistic missing
+        runnable = [t for t in asked if ordered(world_overlay(t.params, base.world)["world"])]
+        got = dict(zip([t.number for t in runnable],
+                       run([t.params for t in runnable], len(rec.trials)) if runnable else [],
+                       strict=True))
+        for t in asked:
+            m = got.get(t.number)
+            if m is None:
+                study.tell(t, math.log1p(MISSING_Z ** 2))
+                rec.refused += 1
+                continue
             value = record(len(rec.trials), t.params, m)
             if math.isfinite(value):  # the GP models log(1 + loss): the bowl's far walls are
                 study.tell(t, math.log1p(value))  # thousands of times its floor
@@ -323,8 +385,10 @@ def level_step(found: Search, targets: Mapping[str, float],
             if slope > 0:
                 step = float(np.clip((_logit(t) - _logit(m)) / slope, -BOX_LOGIT / 2, BOX_LOGIT / 2))
                 out[n] = float(np.clip(out[n] + step, KNOBS[n].low, KNOBS[n].high))
-        elif n.startswith("position_ctr_") and medians.get(n):
+        elif n.startswith("position_ctr_") and medians.get(n) and n in targets:
             out[n] = float(np.clip(out[n] * targets[n] / medians[n], KNOBS[n].low, KNOBS[n].high))  # type: ignore[operator]
+    if "position_ctr_1" in out and "position_ctr_2" in out:  # the slots' order, as the config asks
+        out["position_ctr_2"] = min(out["position_ctr_2"], out["position_ctr_1"])
     return out
 
 
@@ -404,7 +468,8 @@ def recovery(draws: int, *, base: Any, under: Mapping[str, Any], scenario: str, 
              trials: int, launcher: str = "joblib", jobs: int = 1, seed: int = 0,
              log: Any = None) -> list[dict[str, Any]]:
     """The recovery test: ``draws`` knob vectors drawn uniformly from each knob's
-    :attr:`Knob.recover` box (a generator seeded ``seed``), the emergent statistics of a world at
+    :attr:`Knob.recover` box (the budget log-uniformly, the third slot's factor no higher than the
+    second's; a generator seeded ``seed``), the emergent statistics of a world at
     each (world seed ``1000 + i``) as targets, fitted back at the same world seed (what is tested
     is whether the statistics pin the knobs and the search finds them, not the seed-to-seed
     spread, which the fidelity check measures); each knob against its truth and tolerance."""
@@ -413,9 +478,10 @@ def recovery(draws: int, *, base: Any, under: Mapping[str, Any], scenario: str, 
     truths = []
     for _ in range(draws):
         v = {n: float(rng.uniform(*KNOBS[n].recover)) for n in names}
-        if KNOBS["daily_budget_mean"].log:
-            lo, hi = KNOBS["daily_budget_mean"].recover
-            v["daily_budget_mean"] = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+        lo, hi = KNOBS["daily_budget_mean"].recover
+        v["daily_budget_mean"] = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+        lo, hi = KNOBS["position_ctr_2"].recover  # the slots' factors do not grow down the slots
+        v["position_ctr_2"] = float(rng.uniform(lo, min(hi, v["position_ctr_1"])))
         truths.append(v)
     made = Batch(worlds={f"truth_{i}": OmegaConf.to_container(OmegaConf.merge(  # type: ignore[misc]
         OmegaConf.create(dict(under)), world_overlay(v, base.world), {"seed": 1000 + i}))

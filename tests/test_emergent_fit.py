@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,9 @@ def test_the_command_fits_and_checks_on_tiny_worlds(tmp_path: Path) -> None:
     (["hydra.launcher.n_jobs=4"], "plain key=value"),
     (["world.no_such_knob=1"], "no_such_knob"),
     (["--recover", "2"], "not both"),
+    (["--fit-seeds", ""], "at least one seed"),
+    (["--fit-seeds", "100"], "must be fresh"),
+    (["+world.extra=1"], "plain key=value"),
 ])
 def test_bad_settings_stop_before_any_world(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                             args: list[str], message: str) -> None:
@@ -180,3 +184,79 @@ def test_the_level_step_moves_each_logit_by_its_error_over_its_slope() -> None:
     far = E.level_step(found, {"ctr": 0.001}, {"ctr": 0.05})  # at most half the box per step
     assert far["base_ctr_logit"] == pytest.approx(-4.2 - E.BOX_LOGIT / 2)
     assert E.level_step(found, targets, {"ctr": None}) == {**found.best, "position_ctr_1": 0.7}
+
+
+def test_signed_and_zero_statistics_are_compared_by_their_difference() -> None:
+    """A correlation of -0.97 met exactly is within tolerance; an hour share of 0 has one."""
+    tol = E.tolerance("budget_target_corr", -0.97, None)
+    assert tol == E.EXHAUSTED_TOL and E.z_score("budget_target_corr", -0.97, -0.97, tol) == 0.0
+    assert E.z_score("budget_target_corr", -0.92, -0.97, tol) == pytest.approx(1.0)
+    assert E.tolerance("hour_share_3", 0.0, None) == 0.01
+    row = E.fidelity({"budget_target_corr": -0.97}, {"budget_target_corr": tol},
+                     [{"budget_target_corr": -0.96}, {"budget_target_corr": -0.9}])
+    assert row["budget_target_corr"]["within"] == 1 and row["budget_target_corr"]["median_within"]
+
+
+@pytest.mark.parametrize("targets,message", [
+    ({"ctr": 0.0}, "`ctr`: 0.0"), ({"cvr": 1.2}, "`cvr`: 1.2"),
+    ({"position_ctr_1": -0.1}, "`position_ctr_1`"), ({"budget_exhausted": 1.5}, "`budget_exhausted`"),
+    ({"budget_target_corr": -1.5}, "`budget_target_corr`"),
+    ({"ctr": 0.01, "conversions_per_impr": 0.02}, "must be < 1"),
+])
+def test_targets_no_world_can_have_are_refused(targets: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        E.check_targets(targets)
+
+
+def test_an_out_directory_that_holds_files_is_refused(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "targets.yaml"
+    path.write_text(yaml.safe_dump({"statistics": {"ctr": 0.03}}))
+    (tmp_path / "fit").mkdir()
+    (tmp_path / "fit" / "fit.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        C.main([str(path), "--out", str(tmp_path / "fit"), "--trials", "0", "--check-seeds", ""])
+    assert "not empty" in capsys.readouterr().err
+    assert (tmp_path / "fit" / "fit.json").read_text() == "{}"
+
+
+def test_each_world_is_read_from_the_job_that_ran_it(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    """A job's statistics are used only if its manifest names the world asked for and says it
+    completed: a failed job and a job holding another world read as failed worlds."""
+    def fake(names: list[str], searchpath: Path, sweep: Path, launcher: str, jobs: int) -> Path:
+        for k, name in enumerate(names):
+            d = sweep / str(k)
+            d.mkdir(parents=True)
+            status = "failed" if name == "b" else "complete"
+            scenario = "a" if name == "c" else name  # job 2 holds another world
+            (d / "manifest.json").write_text(json.dumps({"status": status, "scenario": scenario}))
+        return sweep
+    monkeypatch.setattr(E, "multirun", fake)
+    monkeypatch.setattr(E, "read_logs", lambda d: {"dir": d.name})
+    monkeypatch.setattr(E, "statistics", lambda logs: {"ctr": float(logs["dir"]) + 0.5})
+    got = E.run_worlds(E.Batch(worlds={"a": {}, "b": {}, "c": {}}), tmp_path, "default", "joblib", 1)
+    assert got == {"a": {"ctr": 0.5}, "b": None, "c": None}
+    with pytest.raises(FileExistsError):  # a second batch into the same directory
+        E.run_worlds(E.Batch(worlds={"a": {}}), tmp_path, "default", "joblib", 1)
+
+
+def test_a_proposal_with_slot_factors_growing_down_the_slots_is_not_run(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The config refuses slot factors that grow down the slots: such a proposal is told to the
+    GP as a missing world, never run; every world run is ordered."""
+    from conftest import tiny_config
+    base = tiny_config()
+    seen: list[list[float]] = []
+    run, stats = _synthetic({"position_ctr": list(base.world.position_ctr), "daily_budget_mean": 60.0,
+                             "base_ctr_logit": -3.8, "base_cvr_logit": -3.2})
+
+    def spy(batch: E.Batch, *a: Any, **k: Any) -> Any:
+        seen.extend(o["world"]["position_ctr"] for o in batch.worlds.values())
+        return run(batch, *a, **k)
+    monkeypatch.setattr(E, "run_worlds", spy)
+    targets = {"position_ctr_1": 0.85 * 0.9, "position_ctr_2": 0.8 * 0.85}  # near-equal factors
+    rec = E.search(targets, {n: 0.1 for n in targets}, base=base, under={}, scenario="default",
+                   root=tmp_path, trials=16, fit_seeds=[0], jobs=2, seed=1)
+    assert all(p[1] >= p[2] for p in seen) and len(seen) == rec.worlds == len(rec.trials)
+    assert rec.refused > 0 and len(rec.trials) + rec.refused >= 16
