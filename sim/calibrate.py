@@ -484,7 +484,7 @@ def recovery_report(draws: list[dict[str, Any]], wall_s: float) -> str:
     lines += ["", "| knob | tolerance | draws within |", "|---|---|---|"]
     for n in names:
         k = KNOBS[n]
-        tol = f"±{100 * k.tolerance:.0f}% (relative)" if k.log else f"±{k.tolerance:g}"
+        tol = f"log ratio ±{k.tolerance:g}" if k.log else f"±{k.tolerance:g}"
         lines.append(f"| `{n}` | {tol} | {sum(d['within'].get(n, False) for d in ok)}/{len(draws)} |")
     lines += ["", f"Wall time {wall_s:.0f} s, {sum(d.get('worlds', 0) for d in ok)} worlds."]
     return "\n".join(lines) + "\n"
