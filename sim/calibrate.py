@@ -61,17 +61,13 @@ from sim.emergent_fit import (
     EMERGENT,
     KNOBS,
     Search,
-    check,
     check_targets,
-    fidelity,
-    level_step,
     loss,
-    medians,
-    recovery,
     search,
     tolerance,
     world_overlay,
 )
+from sim.fit_check import check, fidelity, level_step, medians, recovery, recovery_report
 from sim.launch import LAUNCHERS
 from sim.logs.writer import write_json_atomic, write_text_atomic
 from sim.market_stats import DELAY_SHARES, KNOWN
@@ -451,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _recover(args: argparse.Namespace, base: Any, settings: dict[str, Any], t0: float) -> int:
-    """``--recover N``: the recovery test (:func:`sim.emergent_fit.recovery`) into ``--out``."""
+    """``--recover N``: the recovery test (:func:`sim.fit_check.recovery`) into ``--out``."""
     draws = recovery(args.recover, base=base, under=settings, scenario=args.scenario,
                      root=args.out, trials=args.trials, launcher=args.launcher, jobs=args.jobs,
                      log=print)
@@ -463,31 +459,6 @@ def _recover(args: argparse.Namespace, base: Any, settings: dict[str, Any], t0: 
     write_text_atomic(args.out / "recovery.md", recovery_report(draws, wall))
     print(f"calibrate: {args.out / 'recovery.md'} ({len(draws)} draws, {wall:.0f} s)")
     return 0
-
-
-def recovery_report(draws: list[dict[str, Any]], wall_s: float) -> str:
-    """``recovery.md``: each draw's true knobs against the fitted, and per knob how many draws
-    came back within its tolerance."""
-    names = list(KNOBS)
-    lines = ["# Recovery: knobs drawn at random, their statistics fitted back", "",
-             "| draw | " + " | ".join(f"`{n}` true → fitted" for n in names) + " | loss |",
-             "|---|" + "---|" * (len(names) + 1)]
-    for i, d in enumerate(draws):
-        if d.get("failed"):
-            lines.append(f"| {i} | " + " | ".join("failed" for _ in names) + " | |")
-            continue
-        cells = [f"{d['truth'][n]:.4g} → {d['fitted'][n]:.4g}" + ("" if d["within"][n] else " ✗")
-                 if n in d["fitted"] else f"{d['truth'][n]:.4g} → not identifiable" for n in names]
-        loss_cell = "failed" if d["loss"] is None else f"{d['loss']:.3g}"
-        lines.append(f"| {i} | " + " | ".join(cells) + f" | {loss_cell} |")
-    ok = [d for d in draws if not d.get("failed")]
-    lines += ["", "| knob | tolerance | draws within |", "|---|---|---|"]
-    for n in names:
-        k = KNOBS[n]
-        tol = f"log ratio ±{k.tolerance:g}" if k.log else f"±{k.tolerance:g}"
-        lines.append(f"| `{n}` | {tol} | {sum(d['within'].get(n, False) for d in ok)}/{len(draws)} |")
-    lines += ["", f"Wall time {wall_s:.0f} s, {sum(d.get('worlds', 0) for d in ok)} worlds."]
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ They are fitted by running worlds:
   the loss is smooth in the knobs), run as one Hydra multirun on the launcher (``joblib`` or
   ``ray``, :mod:`sim.launch`). The loss is the mean squared error of each statistic in units of
   its tolerance (:func:`z_score`); the best trial is the fit.
-* **the fidelity check**: the fitted world at fresh seeds; each target statistic against the
-  fitted world's median and range (:func:`sim.calibrate` writes the table).
-* **the recovery test** (:func:`recovery`): statistics made by the simulator at knob values drawn
-  at random and not told to the search, fitted back; each knob within :attr:`Knob.tolerance`.
+* **the fidelity check** (:mod:`sim.fit_check`): the fitted world at fresh seeds; each target
+  statistic against the fitted world's median and range (:mod:`sim.calibrate` writes the table).
+* **the recovery test** (:func:`sim.fit_check.recovery`): statistics made by the simulator at
+  knob values drawn at random and not told to the search, fitted back; each knob within
+  :attr:`Knob.tolerance`.
 
 Why optuna and not simulation-based inference: a world of the default size takes about a minute,
 so a fit can afford tens of worlds, not the thousands an amortised posterior (``sbi``) needs to
@@ -356,42 +357,6 @@ def _rate(name: str, stats: Mapping[str, float | None],
     return v if v is not None and 0 < v < 1 else None
 
 
-def level_step(found: Search, targets: Mapping[str, float],
-               medians: Mapping[str, float | None]) -> dict[str, float]:
-    """One step from the search's best knobs toward the targets at the level the check measured.
-
-    The search matches the targets on its fit seeds; the rates of one world differ from those of
-    another by 10-20% (which ads a catalogue draw holds decides what selection can find), so the
-    fitted world's median over fresh seeds (``medians``) can miss a target the fit seeds met. The
-    step moves each logit knob by the logit error of its rate's median over the slope of that
-    logit in the knob (least squares over the search's trials: the realised rate's logit on the
-    knobs), at most :data:`BOX_LOGIT` / 2; a slot's CTR factor by the ratio of target to median.
-    The budget level and a knob whose slope is not positive are left where the search put them."""
-    out = dict(found.best)
-    rows = [t for t in found.trials if math.isfinite(t["loss"])]
-    names = list(found.best)
-    x = np.array([[1.0, *(t["params"][n] for n in names)] for t in rows])
-    for n in names:
-        if n in ("base_ctr_logit", "base_cvr_logit"):
-            stat = "ctr" if n == "base_ctr_logit" else "cvr"
-            t, m = _rate(stat, targets, medians), _rate(stat, medians, medians)
-            ys = [_rate(stat, r["statistics"], r["statistics"]) for r in rows]
-            ok = [i for i, y in enumerate(ys) if y is not None]
-            if t is None or m is None or len(ok) <= len(names) + 1:
-                continue
-            y = np.array([_logit(ys[i]) for i in ok])  # type: ignore[arg-type]
-            coef = np.linalg.lstsq(x[ok], y, rcond=None)[0]
-            slope = float(coef[1 + names.index(n)])
-            if slope > 0:
-                step = float(np.clip((_logit(t) - _logit(m)) / slope, -BOX_LOGIT / 2, BOX_LOGIT / 2))
-                out[n] = float(np.clip(out[n] + step, KNOBS[n].low, KNOBS[n].high))
-        elif n.startswith("position_ctr_") and medians.get(n) and n in targets:
-            out[n] = float(np.clip(out[n] * targets[n] / medians[n], KNOBS[n].low, KNOBS[n].high))  # type: ignore[operator]
-    if "position_ctr_1" in out and "position_ctr_2" in out:  # the slots' order, as the config asks
-        out["position_ctr_2"] = min(out["position_ctr_2"], out["position_ctr_1"])
-    return out
-
-
 def search_box(start: Mapping[str, float], first: Mapping[str, float | None],
                targets: Mapping[str, float]) -> dict[str, tuple[float, float]]:
     """Each knob's search interval, from the base world (knobs ``start``, statistics ``first``):
@@ -426,81 +391,3 @@ def search_box(start: Mapping[str, float], first: Mapping[str, float | None],
         hi = min(hi_all, lo + 2 * width)
         box[n] = (math.exp(lo), math.exp(hi)) if k.log else (lo, hi)
     return box
-
-
-def check(overlay: Mapping[str, Any], *, scenario: str, root: Path, seeds: Sequence[int],
-          launcher: str = "joblib", jobs: int = 1, keep: bool = False
-          ) -> list[dict[str, float | None] | None]:
-    """The fitted world (``overlay`` over ``scenario``) at each of ``seeds``: its statistics."""
-    batch = Batch(worlds={f"check_s{s}": OmegaConf.to_container(OmegaConf.merge(  # type: ignore[misc]
-        OmegaConf.create(dict(overlay)), {"seed": s})) for s in seeds})
-    got = run_worlds(batch, root, scenario, launcher, jobs, keep)
-    return [got[f"check_s{s}"] for s in seeds]
-
-
-def medians(per_seed: Sequence[dict[str, float | None] | None]) -> dict[str, float | None]:
-    """Each statistic's median over the seeds that define it."""
-    names = {n for s in per_seed if s is not None for n in s}
-    out: dict[str, float | None] = {}
-    for n in sorted(names):
-        vals = _values(per_seed, n)
-        out[n] = float(np.median(vals)) if vals else None
-    return out
-
-
-def fidelity(targets: Mapping[str, float], tols: Mapping[str, float],
-             per_seed: Sequence[dict[str, float | None] | None]) -> dict[str, dict[str, Any]]:
-    """Each target against the fitted world across the check seeds: median, range, and how many
-    seeds (and whether the median) lie within the statistic's tolerance."""
-    out = {}
-    for n, t in targets.items():
-        vals = _values(per_seed, n)
-        zs = [abs(z_score(n, v, t, tols[n])) for v in vals]
-        med = float(np.median(vals)) if vals else None
-        out[n] = {"target": t, "tolerance": tols[n], "values": vals, "median": med,
-                  "low": min(vals) if vals else None, "high": max(vals) if vals else None,
-                  "within": sum(z <= 1 for z in zs), "seeds": len(per_seed),
-                  "median_within": med is not None and abs(z_score(n, med, t, tols[n])) <= 1}
-    return out
-
-
-def recovery(draws: int, *, base: Any, under: Mapping[str, Any], scenario: str, root: Path,
-             trials: int, launcher: str = "joblib", jobs: int = 1, seed: int = 0,
-             log: Any = None) -> list[dict[str, Any]]:
-    """The recovery test: ``draws`` knob vectors drawn uniformly from each knob's
-    :attr:`Knob.recover` box (the budget log-uniformly, the third slot's factor no higher than the
-    second's; a generator seeded ``seed``), the emergent statistics of a world at
-    each (world seed ``1000 + i``) as targets, fitted back at the same world seed (what is tested
-    is whether the statistics pin the knobs and the search finds them, not the seed-to-seed
-    spread, which the fidelity check measures); each knob against its truth and tolerance."""
-    rng = np.random.default_rng(seed)
-    names = list(KNOBS)
-    truths = []
-    for _ in range(draws):
-        v = {n: float(rng.uniform(*KNOBS[n].recover)) for n in names}
-        lo, hi = KNOBS["daily_budget_mean"].recover
-        v["daily_budget_mean"] = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-        lo, hi = KNOBS["position_ctr_2"].recover  # the slots' factors do not grow down the slots
-        v["position_ctr_2"] = float(rng.uniform(lo, min(hi, v["position_ctr_1"])))
-        truths.append(v)
-    made = Batch(worlds={f"truth_{i}": OmegaConf.to_container(OmegaConf.merge(  # type: ignore[misc]
-        OmegaConf.create(dict(under)), world_overlay(v, base.world), {"seed": 1000 + i}))
-        for i, v in enumerate(truths)})
-    stats = run_worlds(made, root / "truths", scenario, launcher, jobs)
-    out = []
-    for i, truth in enumerate(truths):
-        s = stats[f"truth_{i}"]
-        if s is None:
-            out.append({"truth": truth, "failed": True})
-            continue
-        targets = {n: v for n in EMERGENT if n != "conversions_per_impr" for v in _values([s], n)}
-        tols = {n: tolerance(n, v, None) for n, v in targets.items()}
-        rec = search(targets, tols, base=base, under=under, scenario=scenario,
-                     root=root / f"draw_{i}", trials=trials, fit_seeds=[1000 + i],
-                     launcher=launcher, jobs=jobs, seed=seed + i, log=log)
-        err = {n: (abs(math.log(rec.best[n] / truth[n])) if KNOBS[n].log
-                   else abs(rec.best[n] - truth[n])) for n in rec.best}
-        out.append({"truth": truth, "targets": targets, "fitted": rec.best, "loss": rec.best_loss,
-                    "error": err, "within": {n: e <= KNOBS[n].tolerance for n, e in err.items()},
-                    "worlds": rec.worlds + 1})
-    return out

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("simulation", {"sim.build", "sim.simulation"}),
     ("analysis", {"sim.recall", "sim.billing", "sim.delivery", "sim.summary", "sim.market_stats"}),
     ("entry", {"sim.run", "sim.report", "sim.bench", "sim.__main__", "sim.api", "sim.readiness",
-               "sim.diagnosis_bench", "sim.calibrate", "sim.emergent_fit", "sim.launch"}),
+               "sim.diagnosis_bench", "sim.calibrate", "sim.emergent_fit", "sim.fit_check", "sim.launch"}),
 ]
 
 

@@ -14,6 +14,7 @@ import yaml
 
 from sim import calibrate as C
 from sim import emergent_fit as E
+from sim import fit_check as F
 
 
 def test_each_statistic_identifies_its_knob() -> None:
@@ -177,13 +178,13 @@ def test_the_level_step_moves_each_logit_by_its_error_over_its_slope() -> None:
     found = E.Search(knobs=["base_ctr_logit", "base_cvr_logit", "position_ctr_1"], trials=trials,
                      best=dict(trials[4]["params"]), best_loss=0.5)
     targets = {"ctr": 0.04, "position_ctr_1": 0.8}
-    step = E.level_step(found, targets, {"ctr": 0.05, "position_ctr_1": 0.64})
+    step = F.level_step(found, targets, {"ctr": 0.05, "position_ctr_1": 0.64})
     assert step["base_ctr_logit"] == pytest.approx(-4.2 + (lg(0.04) - lg(0.05)) / 1.2)
     assert step["position_ctr_1"] == pytest.approx(0.7 * 0.8 / 0.64)
     assert step["base_cvr_logit"] == -3.8  # no cvr target: held
-    far = E.level_step(found, {"ctr": 0.001}, {"ctr": 0.05})  # at most half the box per step
+    far = F.level_step(found, {"ctr": 0.001}, {"ctr": 0.05})  # at most half the box per step
     assert far["base_ctr_logit"] == pytest.approx(-4.2 - E.BOX_LOGIT / 2)
-    assert E.level_step(found, targets, {"ctr": None}) == {**found.best, "position_ctr_1": 0.7}
+    assert F.level_step(found, targets, {"ctr": None}) == {**found.best, "position_ctr_1": 0.7}
 
 
 def test_signed_and_zero_statistics_are_compared_by_their_difference() -> None:
@@ -192,7 +193,7 @@ def test_signed_and_zero_statistics_are_compared_by_their_difference() -> None:
     assert tol == E.EXHAUSTED_TOL and E.z_score("budget_target_corr", -0.97, -0.97, tol) == 0.0
     assert E.z_score("budget_target_corr", -0.92, -0.97, tol) == pytest.approx(1.0)
     assert E.tolerance("hour_share_3", 0.0, None) == 0.01
-    row = E.fidelity({"budget_target_corr": -0.97}, {"budget_target_corr": tol},
+    row = F.fidelity({"budget_target_corr": -0.97}, {"budget_target_corr": tol},
                      [{"budget_target_corr": -0.96}, {"budget_target_corr": -0.9}])
     assert row["budget_target_corr"]["within"] == 1 and row["budget_target_corr"]["median_within"]
 
