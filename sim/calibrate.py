@@ -62,12 +62,11 @@ from sim.emergent_fit import (
     KNOBS,
     Search,
     check_targets,
-    loss,
     search,
     tolerance,
     world_overlay,
 )
-from sim.fit_check import check, fidelity, level_step, medians, recovery, recovery_report
+from sim.fit_check import check, fidelity, recovery, recovery_report
 from sim.launch import LAUNCHERS
 from sim.logs.writer import write_json_atomic, write_text_atomic
 from sim.market_stats import DELAY_SHARES, KNOWN
@@ -220,8 +219,8 @@ def merged_overlay(fits: list[Fit]) -> dict[str, Any]:
 
 
 def report(values: dict[str, float], fits: list[Fit], found: Search | None = None,
-           checked: dict[str, dict[str, Any]] | None = None, cost: dict[str, Any] | None = None,
-           stepped: dict[str, Any] | None = None) -> str:
+           checked: dict[str, dict[str, Any]] | None = None, cost: dict[str, Any] | None = None
+           ) -> str:
     """``fit.md``: each direct target against the fitted world's closed-form value, the search's
     knobs, the fidelity table (every target against the fitted world at the check seeds), the
     knobs held (not identifiable from the statistics given) and the statistics not fitted."""
@@ -245,8 +244,9 @@ def report(values: dict[str, float], fits: list[Fit], found: Search | None = Non
     if found is not None:
         done |= {n for n in values if n in EMERGENT}
         lines += ["", "## Searched through the simulator (optuna, GP sampler)", "",
-                  f"{len(found.trials)} trials, {found.worlds} worlds; best loss (mean squared "
-                  f"error in tolerances) {found.best_loss:.4g}.", "",
+                  f"{len(found.trials)} trials ({len(found.trials) - found.polished} of the GP, "
+                  f"{found.polished} root steps after it), {found.worlds} worlds; best loss (mean "
+                  f"squared error in tolerances, at the fit seeds) {found.best_loss:.4g}.", "",
                   "| knob | fitted | first trial (the base world) |", "|---|---|---|"]
         first = found.trials[0]["params"] if found.trials else {}
         for n, v in found.best.items():
@@ -254,18 +254,6 @@ def report(values: dict[str, float], fits: list[Fit], found: Search | None = Non
         held |= {f"world.{k}": float("nan") for k in CONFOUNDED}
     if checked:
         lines += _fidelity_table(checked, "the fitted world")
-    if stepped:
-        lines += ["", "## The level step", "",
-                  "The fit seeds met the targets; the fitted world's median over fresh seeds "
-                  "is the level a user meets. One step moved the knobs by that level's error "
-                  "(each logit over its slope across the trials), and the stepped world ran at "
-                  "the same check seeds:", "",
-                  "| knob | searched | stepped |", "|---|---|---|"]
-        lines += [f"| `{n}` | {found.best[n]:.6g} | {v:.6g} |" for n, v in stepped["knobs"].items()]  # type: ignore[union-attr]
-        lines += _fidelity_table(stepped["fidelity"], "the stepped world, the same")
-        lines += ["", f"Loss of the medians: {stepped['loss_before']} before the step, "
-                  f"{stepped['loss_after']} after: the overlay holds the "
-                  f"{'stepped' if stepped['kept'] else 'searched'} knobs."]
     if held:
         lines += ["", "Held (not identifiable from the statistics given): " + ", ".join(
             f"`{k}`" + ("" if math.isnan(v) else f" = {v:.6g}") for k, v in held.items()) + "."]
@@ -351,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("settings", nargs="*", help="key=value settings every world runs under")
     p.add_argument("--out", type=Path, required=True, help="a new directory for the fit")
     p.add_argument("--scenario", default="default", help="the scenario the fit starts from")
-    p.add_argument("--trials", type=int, default=24, help="the search's trials (0: no search)")
+    p.add_argument("--trials", type=int, default=24, help="the search's GP trials (0: no search)")
+    p.add_argument("--polish", type=int, default=3,
+                   help="root-step rounds after the GP's trials, from its best (0: none)")
     p.add_argument("--fit-seeds", type=_seeds, default=[0], help="world seeds of every trial")
     p.add_argument("--check-seeds", type=_seeds, default=[100, 101, 102, 103, 104],
                    help="fresh world seeds of the fidelity check (empty: no check)")
@@ -368,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             args.targets = None
         if (args.targets is None) == (args.recover == 0):
             raise ValueError("give a targets file or --recover N (not both)")
-        if args.trials < 0 or args.jobs < 1 or args.recover < 0:
-            raise ValueError("--trials >= 0, --jobs >= 1 and --recover >= 0")
+        if args.trials < 0 or args.jobs < 1 or args.recover < 0 or args.polish < 0:
+            raise ValueError("--trials >= 0, --polish >= 0, --jobs >= 1 and --recover >= 0")
         if args.recover and args.trials < 2:
             raise ValueError("the recovery test needs --trials >= 2")
         if not args.fit_seeds:
@@ -398,31 +388,15 @@ def main(argv: list[str] | None = None) -> int:
     if emergent and args.trials:
         found = search(emergent, tols, base=base, under=under, scenario=args.scenario,
                        root=args.out / "search", trials=args.trials, fit_seeds=args.fit_seeds,
-                       launcher=args.launcher, jobs=args.jobs, keep=args.keep_runs, log=print)
+                       launcher=args.launcher, jobs=args.jobs, polish=args.polish,
+                       keep=args.keep_runs, log=print)
         overlay = OmegaConf.to_container(OmegaConf.merge(  # type: ignore[assignment]
             OmegaConf.create(under), world_overlay(found.best, base.world)))
     per_seed = (check(overlay, scenario=args.scenario, root=args.out / "check",
                       seeds=args.check_seeds, launcher=args.launcher, jobs=args.jobs,
                       keep=args.keep_runs) if args.check_seeds else [])
     checked = fidelity(values, tols, per_seed) if per_seed else None
-    stepped = None
-    step_worlds = 0
-    if found is not None and per_seed:
-        knobs = level_step(found, emergent, medians(per_seed))
-        if knobs != found.best:  # the stepped world at the same seeds: the two compared on
-            stepped_overlay = OmegaConf.to_container(OmegaConf.merge(  # the same draws
-                OmegaConf.create(under), world_overlay(knobs, base.world)))
-            again = check(stepped_overlay, scenario=args.scenario, root=args.out / "check_step",  # type: ignore[arg-type]
-                          seeds=args.check_seeds, launcher=args.launcher, jobs=args.jobs,
-                          keep=args.keep_runs)
-            step_worlds = len(again)
-            before, after = loss(medians(per_seed), emergent, tols), loss(medians(again), emergent, tols)
-            stepped = {"knobs": knobs, "seeds": args.check_seeds, "statistics": again,
-                       "fidelity": fidelity(values, tols, again), "loss_before": _finite(before),
-                       "loss_after": _finite(after), "kept": after < before}
-            if after < before:
-                overlay = stepped_overlay  # type: ignore[assignment]
-    worlds = (found.worlds if found else 0) + len(per_seed) + step_worlds
+    worlds = (found.worlds if found else 0) + len(per_seed)
     cost = {"worlds": worlds, "wall_s": time.perf_counter() - t0, "jobs": args.jobs,
             "batch": found.batch if found else None}
     head = {"defaults": [args.scenario, "_self_"]} if args.scenario != "default" else {}
@@ -436,11 +410,11 @@ def main(argv: list[str] | None = None) -> int:
         "search": None if found is None else {
             "knobs": found.knobs, "best": found.best, "best_loss": _finite(found.best_loss),
             "trials": [{**t, "loss": _finite(t["loss"])} for t in found.trials],
-            "refused": found.refused, "box": found.box, "fit_seeds": args.fit_seeds},
+            "refused": found.refused, "polished": found.polished, "box": found.box,
+            "fit_seeds": args.fit_seeds},
         "check": {"seeds": args.check_seeds, "statistics": per_seed, "fidelity": checked},
-        "level_step": stepped,
         "cost": cost})
-    write_text_atomic(args.out / "fit.md", report(values, fits, found, checked, cost, stepped))
+    write_text_atomic(args.out / "fit.md", report(values, fits, found, checked, cost))
     print(f"calibrate: {args.out / 'calibrated.yaml'} ({len(fits)} direct fits, "
           f"{worlds} worlds, {cost['wall_s']:.0f} s)")
     return 0
@@ -449,12 +423,13 @@ def main(argv: list[str] | None = None) -> int:
 def _recover(args: argparse.Namespace, base: Any, settings: dict[str, Any], t0: float) -> int:
     """``--recover N``: the recovery test (:func:`sim.fit_check.recovery`) into ``--out``."""
     draws = recovery(args.recover, base=base, under=settings, scenario=args.scenario,
-                     root=args.out, trials=args.trials, launcher=args.launcher, jobs=args.jobs,
-                     log=print)
+                     root=args.out, trials=args.trials, polish=args.polish, launcher=args.launcher,
+                     jobs=args.jobs, log=print)
     wall = time.perf_counter() - t0
     draws = [{**d, "loss": _finite(d["loss"])} if "loss" in d else d for d in draws]
     write_json_atomic(args.out / "recovery.json", {"draws": draws, "settings": list(args.settings),
-                                                   "trials": args.trials, "wall_s": wall,
+                                                   "trials": args.trials, "polish": args.polish,
+                                                   "wall_s": wall,
                                                    "tolerance": {n: k.tolerance for n, k in KNOBS.items()}})
     write_text_atomic(args.out / "recovery.md", recovery_report(draws, wall))
     print(f"calibrate: {args.out / 'recovery.md'} ({len(draws)} draws, {wall:.0f} s)")

@@ -261,18 +261,21 @@ class Search:
     box: dict[str, tuple[float, float]] = field(default_factory=dict)
     refused: int = 0  # proposals not run: slot factors growing down the slots
     batch: int = 1  # trials asked before the previous ones are told
+    polished: int = 0  # trials made by root steps after the GP's
 
 
 def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any,
            under: Mapping[str, Any], scenario: str, root: Path, trials: int,
            fit_seeds: Sequence[int], launcher: str = "joblib", jobs: int = 1, seed: int = 0,
-           keep: bool = False, log: Any = None) -> Search:
+           polish: int = 0, keep: bool = False, log: Any = None) -> Search:
     """Fit the knobs :func:`searched` from ``targets`` (emergent statistics -> value; ``tols``
     their :func:`tolerance`) with ``trials`` trials of optuna's GP sampler (seeded ``seed``);
     the first trial is the base world's knob values (``base``: the composed config). Each trial
     runs ``under`` (the overlay the direct fits and the user's settings make) with its knobs at
     each of ``fit_seeds``; a trial's statistics are their means over the seeds. ``jobs`` worlds
-    run at a time."""
+    run at a time. Then ``polish`` rounds of :func:`root_step` from the best trial so far (its
+    full step, and where a batch holds more, the same step halved), each told to the record
+    like a trial: the GP finds the basin, the steps its floor."""
     names = searched(list(targets))
     if not names:
         raise ValueError(f"no knob to search for the statistics {sorted(targets)}")
@@ -338,7 +341,75 @@ def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any
             else:
                 study.tell(t, state=optuna.trial.TrialState.FAIL)
     rec.box = box
+    for _ in range(polish):
+        steps = [root_step(rec, targets, damping=d) for d in (1.0, 0.5)[:max(1, per_batch)]]
+        steps = [p for i, p in enumerate(steps) if p != rec.best and p not in steps[:i]
+                 and ordered(world_overlay(p, base.world)["world"])]
+        if not steps:
+            break
+        for p, m in zip(steps, run(steps, len(rec.trials)), strict=True):
+            record(len(rec.trials), p, m)
+            rec.polished += 1
     return rec
+
+
+def _slope(rec: Search, knob: str, y: Any, lo: float, hi: float, default: float | None) -> float | None:
+    """The coefficient of ``knob`` (its log where the knob is on a log scale) in the least-squares
+    fit of ``y(trial statistics)`` (None: undefined) on every searched knob over the finite
+    trials; ``default`` where there are too few trials or the coefficient lies outside
+    ``[lo, hi]`` (a sign the trials are too noisy or too far apart to read it)."""
+    names = rec.knobs
+    rows = [(t, y(t["statistics"])) for t in rec.trials if math.isfinite(t["loss"])]
+    rows = [(t, v) for t, v in rows if v is not None]
+    if len(rows) <= len(names) + 1:
+        return default
+    def coord(n: str, v: float) -> float:
+        return math.log(v) if KNOBS[n].log else v
+    x = np.array([[1.0, *(coord(n, t["params"][n]) for n in names)] for t, _ in rows])
+    coef = np.linalg.lstsq(x, np.array([v for _, v in rows]), rcond=None)[0]
+    b = float(coef[1 + names.index(knob)])
+    return b if lo <= b <= hi else default
+
+
+def root_step(rec: Search, targets: Mapping[str, float], damping: float = 1.0) -> dict[str, float]:
+    """A Newton step, knob by knob, from the best trial toward the targets: each knob moves by
+    its statistic's error over that statistic's slope in it, times ``damping``. The slopes are
+    read from the trials (:func:`_slope`, every searched knob a regressor), within bounds that
+    the mechanism sets: a rate's logit rises with its base logit at a slope near 1 (selection
+    lifts it by about the same logit whatever the base: 0.5-2 accepted, else 1); a slot's CTR
+    ratio with its factor in proportion (log-log slope 1); budget exhaustion falls with the log
+    budget at a slope read from the trials alone (held where they show no fall). A logit moves at
+    most :data:`BOX_LOGIT` / 2, the budget a factor √:data:`BOX_BUDGET`; each knob stays in its
+    range and the slots' factors in order."""
+    best = next(t for t in rec.trials if t["params"] == rec.best)
+    m = best["statistics"]
+    out = dict(rec.best)
+    for n in rec.knobs:
+        k = KNOBS[n]
+        step = None
+        if n in ("base_ctr_logit", "base_cvr_logit"):
+            stat = "ctr" if n == "base_ctr_logit" else "cvr"
+            t, got = _rate(stat, targets, m), _rate(stat, m, m)
+            if t is not None and got is not None:
+                def y(s: Mapping[str, float | None], stat: str = stat) -> float | None:
+                    r = _rate(stat, s, s)
+                    return None if r is None else _logit(r)
+                slope = _slope(rec, n, y, 0.5, 2.0, 1.0) or 1.0
+                step = float(np.clip((_logit(t) - _logit(got)) / slope, -BOX_LOGIT / 2, BOX_LOGIT / 2))
+        elif n.startswith("position_ctr_"):
+            if m.get(n) and targets.get(n):
+                step = out[n] * (targets[n] / m[n] - 1)
+        elif "budget_exhausted" in targets and m.get("budget_exhausted") is not None:
+            fall = _slope(rec, n, lambda s: s.get("budget_exhausted"), -math.inf, -1e-3, None)
+            if fall is not None:
+                lg = float(np.clip((targets["budget_exhausted"] - m["budget_exhausted"]) / fall,
+                                   -math.log(BOX_BUDGET) / 2, math.log(BOX_BUDGET) / 2))
+                out[n] = float(np.clip(out[n] * math.exp(damping * lg), k.low, k.high))
+        if step is not None:
+            out[n] = float(np.clip(out[n] + damping * step, k.low, k.high))
+    if "position_ctr_1" in out and "position_ctr_2" in out:
+        out["position_ctr_2"] = min(out["position_ctr_2"], out["position_ctr_1"])
+    return out
 
 
 def _logit(p: float) -> float:

@@ -1,6 +1,6 @@
-"""The fitted world against its targets (the fidelity check at fresh seeds and the level step
-after it) and the recovery test of the search (:mod:`sim.emergent_fit`): what ``python -m
-sim.calibrate`` runs once the search has found its knobs, or instead of it (``--recover N``)."""
+"""The fitted world against its targets (the fidelity check at fresh seeds) and the recovery
+test of the search (:mod:`sim.emergent_fit`): what ``python -m sim.calibrate`` runs once the
+search has found its knobs, or instead of it (``--recover N``)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,9 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from sim.emergent_fit import (
-    BOX_LOGIT,
     EMERGENT,
     KNOBS,
     Batch,
-    Search,
-    _logit,
-    _rate,
     _values,
     run_worlds,
     search,
@@ -27,42 +23,6 @@ from sim.emergent_fit import (
     world_overlay,
     z_score,
 )
-
-
-def level_step(found: Search, targets: Mapping[str, float],
-               medians: Mapping[str, float | None]) -> dict[str, float]:
-    """One step from the search's best knobs toward the targets at the level the check measured.
-
-    The search matches the targets on its fit seeds; the rates of one world differ from those of
-    another by 10-20% (which ads a catalogue draw holds decides what selection can find), so the
-    fitted world's median over fresh seeds (``medians``) can miss a target the fit seeds met. The
-    step moves each logit knob by the logit error of its rate's median over the slope of that
-    logit in the knob (least squares over the search's trials: the realised rate's logit on the
-    knobs), at most :data:`BOX_LOGIT` / 2; a slot's CTR factor by the ratio of target to median.
-    The budget level and a knob whose slope is not positive are left where the search put them."""
-    out = dict(found.best)
-    rows = [t for t in found.trials if math.isfinite(t["loss"])]
-    names = list(found.best)
-    x = np.array([[1.0, *(t["params"][n] for n in names)] for t in rows])
-    for n in names:
-        if n in ("base_ctr_logit", "base_cvr_logit"):
-            stat = "ctr" if n == "base_ctr_logit" else "cvr"
-            t, m = _rate(stat, targets, medians), _rate(stat, medians, medians)
-            ys = [_rate(stat, r["statistics"], r["statistics"]) for r in rows]
-            ok = [i for i, y in enumerate(ys) if y is not None]
-            if t is None or m is None or len(ok) <= len(names) + 1:
-                continue
-            y = np.array([_logit(ys[i]) for i in ok])  # type: ignore[arg-type]
-            coef = np.linalg.lstsq(x[ok], y, rcond=None)[0]
-            slope = float(coef[1 + names.index(n)])
-            if slope > 0:
-                step = float(np.clip((_logit(t) - _logit(m)) / slope, -BOX_LOGIT / 2, BOX_LOGIT / 2))
-                out[n] = float(np.clip(out[n] + step, KNOBS[n].low, KNOBS[n].high))
-        elif n.startswith("position_ctr_") and medians.get(n) and n in targets:
-            out[n] = float(np.clip(out[n] * targets[n] / medians[n], KNOBS[n].low, KNOBS[n].high))  # type: ignore[operator]
-    if "position_ctr_1" in out and "position_ctr_2" in out:  # the slots' order, as the config asks
-        out["position_ctr_2"] = min(out["position_ctr_2"], out["position_ctr_1"])
-    return out
 
 
 def check(overlay: Mapping[str, Any], *, scenario: str, root: Path, seeds: Sequence[int],
@@ -102,8 +62,8 @@ def fidelity(targets: Mapping[str, float], tols: Mapping[str, float],
 
 
 def recovery(draws: int, *, base: Any, under: Mapping[str, Any], scenario: str, root: Path,
-             trials: int, launcher: str = "joblib", jobs: int = 1, seed: int = 0,
-             log: Any = None) -> list[dict[str, Any]]:
+             trials: int, polish: int = 0, launcher: str = "joblib", jobs: int = 1,
+             seed: int = 0, log: Any = None) -> list[dict[str, Any]]:
     """The recovery test: ``draws`` knob vectors drawn uniformly from each knob's
     :attr:`Knob.recover` box (the budget log-uniformly, the third slot's factor no higher than the
     second's; a generator seeded ``seed``), the emergent statistics of a world at
@@ -134,7 +94,7 @@ def recovery(draws: int, *, base: Any, under: Mapping[str, Any], scenario: str, 
         tols = {n: tolerance(n, v, None) for n, v in targets.items()}
         rec = search(targets, tols, base=base, under=under, scenario=scenario,
                      root=root / f"draw_{i}", trials=trials, fit_seeds=[1000 + i],
-                     launcher=launcher, jobs=jobs, seed=seed + i, log=log)
+                     launcher=launcher, jobs=jobs, seed=seed + i, polish=polish, log=log)
         err = {n: (abs(math.log(rec.best[n] / truth[n])) if KNOBS[n].log
                    else abs(rec.best[n] - truth[n])) for n in rec.best}
         out.append({"truth": truth, "targets": targets, "fitted": rec.best, "loss": rec.best_loss,

@@ -92,7 +92,7 @@ def test_the_search_finds_known_knobs_on_a_synthetic_world(monkeypatch: pytest.M
 
 def test_the_command_fits_and_checks_on_tiny_worlds(tmp_path: Path) -> None:
     """``python -m sim.calibrate`` end to end on a tiny budget: the direct fits, a two-trial
-    search through real worlds, the fidelity check at a fresh seed; the overlay holds the
+    search through real worlds and one root step after it, the fidelity check at a fresh seed; the overlay holds the
     settings, the direct and the searched knobs, and composes into a valid config."""
     from conftest import TINY, tiny_config
     path = tmp_path / "targets.yaml"
@@ -100,10 +100,10 @@ def test_the_command_fits_and_checks_on_tiny_worlds(tmp_path: Path) -> None:
                                                    "delay_within_24h": 0.5}}))
     settings = [t for t in TINY if not t.startswith("progress")]
     assert C.main([str(path), *settings, "--out", str(tmp_path / "fit"), "--trials", "2",
-                   "--check-seeds", "7", "--jobs", "1"]) == 0
+                   "--polish", "1", "--check-seeds", "7", "--jobs", "1"]) == 0
     fit = json.loads((tmp_path / "fit" / "fit.json").read_text())
-    assert fit["search"]["knobs"] == ["base_ctr_logit"] and len(fit["search"]["trials"]) == 2
-    assert fit["cost"]["worlds"] == 3
+    assert fit["search"]["knobs"] == ["base_ctr_logit"] and len(fit["search"]["trials"]) == 3
+    assert fit["search"]["polished"] == 1 and fit["cost"]["worlds"] == 4
     check = fit["check"]["fidelity"]
     assert set(check) == {"ctr", "delay_within_1h", "delay_within_24h"}
     assert check["ctr"]["seeds"] == 1 and 0 < check["ctr"]["median"] < 1
@@ -113,7 +113,7 @@ def test_the_command_fits_and_checks_on_tiny_worlds(tmp_path: Path) -> None:
     cfg = tiny_config(*(f"world.{k}={json.dumps(v)}" for k, v in overlay["world"].items()))
     assert cfg.world.base_ctr_logit == overlay["world"]["base_ctr_logit"]
     md = (tmp_path / "fit" / "fit.md").read_text()
-    assert "Fidelity" in md and "world.ctr_affinity" in md and "Cost: 3 worlds" in md
+    assert "Fidelity" in md and "world.ctr_affinity" in md and "Cost: 4 worlds" in md
     # the logs of the search's worlds are gone once read
     assert not list((tmp_path / "fit").rglob("impressions.parquet"))
 
@@ -164,27 +164,62 @@ def test_the_box_is_centred_where_the_base_worlds_selection_lift_puts_the_target
                                                              E.KNOBS["base_cvr_logit"].high)
 
 
-def test_the_level_step_moves_each_logit_by_its_error_over_its_slope() -> None:
-    """The trials' realised CTR logit is 1.2 x the knob + 1 (and ignores the CVR knob): the step
-    from the best trial moves the CTR knob by the median's logit error / 1.2, the slot factor by
-    target / median, and holds a knob whose rate the check could not measure."""
+def test_the_root_step_moves_each_knob_by_its_error_over_its_slope() -> None:
+    """The trials' realised CTR logit is 1.2 x the knob + 1 (and ignores the CVR knob), budget
+    exhaustion falls 0.2 per unit of log budget: from the best trial the CTR knob moves by the
+    logit error / 1.2, the slot factor by target / realised, the budget by its error / -0.2 in
+    log; a knob with no target is held; a damping of 0.5 halves every step."""
     lg = lambda p: math.log(p / (1 - p))  # noqa: E731
     sg = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
-    trials = [{"number": i, "loss": 1.0, "params": {"base_ctr_logit": c, "base_cvr_logit": v,
-                                                     "position_ctr_1": 0.7},
-               "statistics": {"ctr": sg(1.2 * c + 1.0), "cvr": sg(v + 0.5)}}
-              for i, (c, v) in enumerate([(-5.0, -4.0), (-4.5, -3.0), (-4.0, -4.5), (-3.5, -3.5),
-                                          (-4.2, -3.8)])]
-    found = E.Search(knobs=["base_ctr_logit", "base_cvr_logit", "position_ctr_1"], trials=trials,
-                     best=dict(trials[4]["params"]), best_loss=0.5)
-    targets = {"ctr": 0.04, "position_ctr_1": 0.8}
-    step = F.level_step(found, targets, {"ctr": 0.05, "position_ctr_1": 0.64})
-    assert step["base_ctr_logit"] == pytest.approx(-4.2 + (lg(0.04) - lg(0.05)) / 1.2)
+    points = [(-5.0, -4.0, 300.0), (-4.5, -3.0, 500.0), (-4.0, -4.5, 200.0), (-3.5, -3.5, 800.0),
+              (-4.2, -3.8, 400.0), (-4.8, -3.2, 250.0)]
+    trials = [{"number": i, "loss": 1.0,
+               "params": {"base_ctr_logit": c, "base_cvr_logit": v, "position_ctr_1": 0.7,
+                          "daily_budget_mean": b},
+               "statistics": {"ctr": sg(1.2 * c + 1.0), "cvr": sg(v + 0.5), "position_ctr_1": 0.64,
+                              "budget_exhausted": 1.5 - 0.2 * math.log(b)}}
+              for i, (c, v, b) in enumerate(points)]
+    found = E.Search(knobs=["base_ctr_logit", "base_cvr_logit", "position_ctr_1", "daily_budget_mean"],
+                     trials=trials, best=dict(trials[4]["params"]), best_loss=0.5)
+    targets = {"ctr": 0.04, "position_ctr_1": 0.8, "budget_exhausted": 0.2}
+    step = E.root_step(found, targets)
+    got = trials[4]["statistics"]
+    assert step["base_ctr_logit"] == pytest.approx(-4.2 + (lg(0.04) - lg(got["ctr"])) / 1.2)
     assert step["position_ctr_1"] == pytest.approx(0.7 * 0.8 / 0.64)
+    assert step["daily_budget_mean"] == pytest.approx(400.0 * math.exp((0.2 - got["budget_exhausted"]) / -0.2))
     assert step["base_cvr_logit"] == -3.8  # no cvr target: held
-    far = F.level_step(found, {"ctr": 0.001}, {"ctr": 0.05})  # at most half the box per step
+    half = E.root_step(found, targets, damping=0.5)
+    assert half["base_ctr_logit"] == pytest.approx(-4.2 + 0.5 * (lg(0.04) - lg(got["ctr"])) / 1.2)
+    far = E.root_step(found, {"ctr": 0.0001})  # at most half the box per step
     assert far["base_ctr_logit"] == pytest.approx(-4.2 - E.BOX_LOGIT / 2)
-    assert F.level_step(found, targets, {"ctr": None}) == {**found.best, "position_ctr_1": 0.7}
+    # too few trials to read a slope: a rate's logit at slope 1, the budget held
+    few = E.Search(knobs=found.knobs, trials=trials[4:5], best=found.best, best_loss=0.5)
+    step = E.root_step(few, {**targets, "ctr": 0.03})
+    assert step["base_ctr_logit"] == pytest.approx(-4.2 + lg(0.03) - lg(got["ctr"]))
+    assert step["daily_budget_mean"] == 400.0
+
+
+def test_root_steps_after_the_gp_reach_the_floor_it_found(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    """On the synthetic world, a short GP search leaves the knobs off; three rounds of root steps
+    from its best bring every knob within the recovery tolerance and the loss below the GP's."""
+    from conftest import tiny_config
+    base = tiny_config()
+    truth = {"base_ctr_logit": -5.5, "base_cvr_logit": -4.0, "position_ctr_1": 0.62,
+             "daily_budget_mean": 400.0}
+    run, stats = _synthetic({"position_ctr": list(base.world.position_ctr)})
+    monkeypatch.setattr(E, "run_worlds", run)
+    s = stats({**E.world_overlay(truth, base.world)["world"]})
+    targets = {n: float(s[n]) for n in ("ctr", "cvr", "position_ctr_1", "budget_exhausted")}  # type: ignore[arg-type]
+    tols = {n: E.tolerance(n, v, None) for n, v in targets.items()}
+    kw = dict(base=base, under={}, scenario="default", trials=10, fit_seeds=[0], jobs=2, seed=3)
+    gp = E.search(targets, tols, root=tmp_path / "gp", **kw)  # type: ignore[arg-type]
+    rec = E.search(targets, tols, root=tmp_path / "polished", polish=3, **kw)  # type: ignore[arg-type]
+    assert rec.trials[:10] == gp.trials and rec.polished == len(rec.trials) - 10 <= 6
+    assert rec.best_loss < gp.best_loss
+    for n, v in truth.items():
+        err = abs(math.log(rec.best[n] / v)) if E.KNOBS[n].log else abs(rec.best[n] - v)
+        assert err <= E.KNOBS[n].tolerance, (n, rec.best[n], v)
 
 
 def test_signed_and_zero_statistics_are_compared_by_their_difference() -> None:
