@@ -71,7 +71,8 @@ BENCH_TIME_S = 3600.0  # simulated time the benchmark batches carry (after the i
 
 
 def bench_config(n_ads: int, threads: int, factory: str = "Flat", nprobe: int = 1) -> Config:
-    """The benchmark world: ``n_ads`` ads (10 per advertiser), two arms, the issue's shape."""
+    """The benchmark world: ``n_ads`` ads (10 per advertiser), two arms: the shape the cost
+    target was set on."""
     return load_config("default", [
         f"world.n_advertisers={max(1, n_ads // 10)}", "world.ads_per_advertiser=10",
         "world.daily_budget_mean=1e9",  # no budget caps: every repetition does the same work

@@ -12,7 +12,7 @@ no evaluated model trained on (:func:`evaluation_rows`):
 * ``label_log_loss``, ``label_calibration``: against drawn conversions on clicked impressions
   (``auction_winner`` only), what a real team could compute.
 
-*Skew sweep* (the seeds' version-skew sensitivity check): for each family, fix the query tower at
+*Skew sweep* (the retrospective's version-skew sensitivity check): for each family, fix the query tower at
 the latest version V and pair it with the item tower of version V - k, k = 0..``readiness.max_distance``;
 loss and calibration per log source and per index tier. ``excess_loss`` is the log loss minus
 the entropy of the truth (the mean KL divergence from the true pCVR): the part of the loss a model
@@ -238,7 +238,7 @@ def skew_sweep(registry: Registry, families: dict[str, str], l2_lineage: str, ro
     For distance k, every query version a with an item version a - k is an *anchor*: the metrics
     of (query a, item a - k) are averaged over anchors, and ``delta`` is the mean change against
     the clean pairing (query a, item a) of the same anchor, which cancels how good or stale each
-    version is on this window and leaves the effect of the skew. ``latest_query`` is the seeds'
+    version is on this window and leaves the effect of the skew. ``latest_query`` is the retrospective's
     single-anchor curve (query fixed at the latest version).
 
     The mechanism beside the metrics, averaged over anchors: ``logit_shift``, the mean |change of

@@ -1,12 +1,12 @@
 """``python -m sim.readiness``: the version-skew readiness check of any L1 family, without serving.
 
-The seeds' second pattern: every new model family goes through a version-skew sensitivity check
+The retrospective's second pattern: every new model family goes through a version-skew sensitivity check
 as part of model readiness. A team runs it on its own architecture, on the production logs,
 before the family serves anything::
 
     python -m sim.readiness --families simple,dhen          # makes version_skew's logs first
     python -m sim.readiness --families simple,dhen replicates=5   # five worlds, seeds 0-4
-    python -m sim.readiness --run RUN_DIR --families simple,my_pkg.towers:MyFamily
+    PYTHONPATH=examples python -m sim.readiness --run RUN_DIR --families simple,wide_tower:WideTwoTower
     python -m sim.readiness --run RUN_DIR --families dhen models.dhen_layer_norm=false
 
 **What it does.** A world's releases are replayed from its training logs (the table

@@ -19,7 +19,7 @@ the true pCTR and pCVR with the same bid multiplier, `sim.bidding.actuators` —
 
 A request with fewer live candidates than the cut counts all of them. Ties in utility go to the
 better retrieval rank. A low recall with a good L1 offline metric is the recall-ceiling question of
-the seeds: L1 can only change what it lets through.
+the retrospective: L1 can only change what it lets through.
 """
 
 from __future__ import annotations

@@ -193,7 +193,7 @@ def test_mixed_bidders_pay_for_what_their_slot_delivers(rule: str, reserve: floa
 
 
 def test_vcg_per_impression_charge_is_the_externality() -> None:
-    """The issue's example: slot 3 of (1, .75, .55) delivers 0.55 x value 0.8 = 0.44; its VCG
+    """A worked example: slot 3 of (1, .75, .55) delivers 0.55 x value 0.8 = 0.44; its VCG
     payment is .55 x .7 = .385 per impression, not the 0.7 per unit once charged."""
     res = allocate(np.array([[1.0, 0.9, 0.8, 0.7]]), n_slots=3, rule="vcg", slot_ctr=SLOT_CTR)
     assert res.payments[0, 2] == pytest.approx(0.385)

@@ -92,8 +92,8 @@ def test_the_search_finds_known_knobs_on_a_synthetic_world(monkeypatch: pytest.M
 
 def test_the_command_fits_and_checks_on_tiny_worlds(tmp_path: Path) -> None:
     """``python -m sim.calibrate`` end to end on a tiny budget: the direct fits, a two-trial
-    search through real worlds and one root step after it, the fidelity check at a fresh seed; the overlay holds the
-    settings, the direct and the searched knobs, and composes into a valid config."""
+    search through real worlds and one root step after it, the fidelity check at a fresh seed;
+    the overlay holds the settings, the direct and the searched knobs, and composes into a valid config."""
     from conftest import TINY, tiny_config
     path = tmp_path / "targets.yaml"
     path.write_text(yaml.safe_dump({"statistics": {"ctr": 0.03, "delay_within_1h": 0.35,
@@ -186,7 +186,8 @@ def test_the_root_step_moves_each_knob_by_its_error_over_its_slope() -> None:
     got = trials[4]["statistics"]
     assert step["base_ctr_logit"] == pytest.approx(-4.2 + (lg(0.04) - lg(got["ctr"])) / 1.2)
     assert step["position_ctr_1"] == pytest.approx(0.7 * 0.8 / 0.64)
-    assert step["daily_budget_mean"] == pytest.approx(400.0 * math.exp((0.2 - got["budget_exhausted"]) / -0.2))
+    fall = (0.2 - got["budget_exhausted"]) / -0.2
+    assert step["daily_budget_mean"] == pytest.approx(400.0 * math.exp(fall))
     assert step["base_cvr_logit"] == -3.8  # no cvr target: held
     half = E.root_step(found, targets, damping=0.5)
     assert half["base_ctr_logit"] == pytest.approx(-4.2 + 0.5 * (lg(0.04) - lg(got["ctr"])) / 1.2)

@@ -85,3 +85,20 @@ def test_the_example_family_builds(monkeypatch: pytest.MonkeyPatch) -> None:
     q = model.query_vectors(torch.zeros(4, 19))
     assert q.shape == (4, cfg.models.embedding_dim + 1) and (q[:, -1] == 1).all()
     sys.modules.pop("wide_tower", None)
+
+
+def test_the_smallest_family_of_the_docs_is_the_example_and_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``docs/families.md`` shows ``examples/linear_tower.py`` word for word; it builds, its query
+    vector carries the constant 1, its item vector the bias slot."""
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "families.md").read_text()
+    shown = page.split("```python\nfrom __future__")[1].split("```")[0]
+    assert "from __future__" + shown in (root / "examples" / "linear_tower.py").read_text()
+    monkeypatch.syspath_prepend(str(root / "examples"))
+    cfg = load_config("default", ["models.l1_family='linear_tower:LinearTwoTower'"])
+    model = family_class(cfg.models.l1_family).from_config(
+        [slice(0, 8), slice(8, 16), slice(16, 19)], [slice(0, 30)], cfg.models)
+    q = model.query_vectors(torch.zeros(4, 19))
+    assert q.shape == (4, cfg.models.embedding_dim + 1) and (q[:, -1] == 1).all()
+    assert model.item_tower(torch.zeros(2, 30)).shape == (2, cfg.models.embedding_dim + 1)
+    sys.modules.pop("linear_tower", None)

@@ -228,7 +228,7 @@ def _deciles(m: dict[str, Any], arm: str, calibrations: list[float]) -> None:
 
 
 def _the_retrospective(m: dict[str, Any]) -> None:
-    """Every observation of the seeds' retrospective, each just inside its line."""
+    """Every observation of the retrospective, each just inside its line."""
     _offline(m, (0.7, 0.79, 0.56))  # -30%, -21%, -44%
     _deciles(m, "control", [0.8, 0.9, 1.2])
     _deciles(m, "treatment", [0.9, 1.05, 0.9])  # |ln| .105 < .223, .049 < .105, .105 < .182

@@ -1,4 +1,4 @@
-"""The feature registry (the seeds' UFR): for each ad feature family, the artifacts it is
+"""The feature registry (the retrospective's UFR): for each ad feature family, the artifacts it is
 onboarded to.
 
 * ``training_logs``: the rows serving logs for training and offline evaluation hold the family;
@@ -10,7 +10,7 @@ feature columns, the value a missing feature reads as). A model that learned to 
 from the training logs therefore meets zeros wherever the family is not onboarded: that is the
 parity gap, and it acts through the real inputs of the real models, nowhere else.
 
-``l2_implies_l1`` (the seeds' tooling fix) makes every family onboarded for the L2 store also
+``l2_implies_l1`` (the retrospective's tooling fix) makes every family onboarded for the L2 store also
 considered for the L1 embedding path. A :class:`FeatureRegistry` is mutable: scheduled changes
 (``features.changes``) are applied at their simulated time by a process; their effect on the
 index arrives only as ads are re-embedded and new tier builds deploy.

@@ -298,7 +298,7 @@ def _retrospective_section(obs: list[Observation]) -> str:
         return "*(one arm: nothing to compare with the retrospective)*"
     mark = {True: "yes", False: "**no**", None: "n/a"}
     shown = sum(o.holds is True for o in obs)
-    return (f"Does this run show what the seeds' retrospective reported? {shown} of {len(obs)}.\n\n"
+    return (f"Does this run show what the retrospective reported? {shown} of {len(obs)}.\n\n"
             + table(["the retrospective reported", "shown here", "this run"],
                     [[o.claim, mark[o.holds], o.measured] for o in obs]))
 
