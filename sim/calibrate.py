@@ -61,12 +61,11 @@ from sim.emergent_fit import (
     EMERGENT,
     KNOBS,
     Search,
-    check_targets,
     search,
-    tolerance,
     world_overlay,
 )
 from sim.fit_check import check, fidelity, recovery, recovery_report
+from sim.fit_targets import check_targets, tolerance
 from sim.launch import LAUNCHERS
 from sim.logs.writer import write_json_atomic, write_text_atomic
 from sim.market_stats import DELAY_SHARES, KNOWN

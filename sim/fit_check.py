@@ -12,17 +12,8 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from sim.emergent_fit import (
-    EMERGENT,
-    KNOBS,
-    Batch,
-    _values,
-    run_worlds,
-    search,
-    tolerance,
-    world_overlay,
-    z_score,
-)
+from sim.emergent_fit import EMERGENT, KNOBS, Batch, run_worlds, search, world_overlay
+from sim.fit_targets import _values, tolerance, z_score
 
 
 def check(overlay: Mapping[str, Any], *, scenario: str, root: Path, seeds: Sequence[int],

@@ -25,7 +25,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("serving", {"sim.serving"}),
     ("lifecycle", {"sim.lifecycle", "sim.evaluation", "sim.parity_audit", "sim.campaigns"}),
     ("simulation", {"sim.build", "sim.simulation"}),
-    ("analysis", {"sim.recall", "sim.billing", "sim.delivery", "sim.summary", "sim.market_stats"}),
+    ("analysis", {"sim.recall", "sim.billing", "sim.delivery", "sim.summary", "sim.market_stats",
+                  "sim.fit_targets"}),
     ("entry", {"sim.run", "sim.report", "sim.bench", "sim.__main__", "sim.api", "sim.readiness",
                "sim.diagnosis_bench", "sim.calibrate", "sim.emergent_fit", "sim.fit_check", "sim.launch"}),
 ]

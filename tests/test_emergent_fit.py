@@ -15,6 +15,7 @@ import yaml
 from sim import calibrate as C
 from sim import emergent_fit as E
 from sim import fit_check as F
+from sim import fit_targets as T
 
 
 def test_each_statistic_identifies_its_knob() -> None:
@@ -28,15 +29,15 @@ def test_each_statistic_identifies_its_knob() -> None:
 
 
 def test_the_loss_counts_errors_in_tolerances() -> None:
-    assert E.tolerance("ctr", 0.04, None) == E.RELATIVE_TOL
-    assert E.tolerance("cvr", 0.005, 0.001) == pytest.approx(0.2)
-    assert E.tolerance("budget_exhausted", 0.3, None) == E.EXHAUSTED_TOL
-    assert E.z_score("ctr", 0.04 * math.exp(0.1), 0.04, 0.1) == pytest.approx(1.0)
-    assert E.z_score("budget_exhausted", 0.35, 0.3, 0.05) == pytest.approx(1.0)
-    assert E.z_score("cvr", None, 0.01, 0.1) == E.MISSING_Z
-    assert E.z_score("cvr", 0.0, 0.01, 0.1) == E.MISSING_Z
-    assert E.loss({}, {"ctr": 0.04}, {"ctr": 0.1}) == math.inf
-    assert E.loss({"ctr": 0.04 * math.exp(-0.2)}, {"ctr": 0.04}, {"ctr": 0.1}) == pytest.approx(4.0)
+    assert T.tolerance("ctr", 0.04, None) == T.RELATIVE_TOL
+    assert T.tolerance("cvr", 0.005, 0.001) == pytest.approx(0.2)
+    assert T.tolerance("budget_exhausted", 0.3, None) == T.EXHAUSTED_TOL
+    assert T.z_score("ctr", 0.04 * math.exp(0.1), 0.04, 0.1) == pytest.approx(1.0)
+    assert T.z_score("budget_exhausted", 0.35, 0.3, 0.05) == pytest.approx(1.0)
+    assert T.z_score("cvr", None, 0.01, 0.1) == T.MISSING_Z
+    assert T.z_score("cvr", 0.0, 0.01, 0.1) == T.MISSING_Z
+    assert T.loss({}, {"ctr": 0.04}, {"ctr": 0.1}) == math.inf
+    assert T.loss({"ctr": 0.04 * math.exp(-0.2)}, {"ctr": 0.04}, {"ctr": 0.1}) == pytest.approx(4.0)
 
 
 def test_a_list_knob_keeps_its_other_slots() -> None:
@@ -80,7 +81,7 @@ def test_the_search_finds_known_knobs_on_a_synthetic_world(monkeypatch: pytest.M
     s = stats({"position_ctr": list(base.world.position_ctr),
                **E.world_overlay(truth, base.world)["world"]})
     targets = {n: float(s[n]) for n in ("ctr", "cvr", "budget_exhausted")}  # type: ignore[arg-type]
-    tols = {n: E.tolerance(n, v, None) for n, v in targets.items()}
+    tols = {n: T.tolerance(n, v, None) for n, v in targets.items()}
     rec = E.search(targets, tols, base=base, under={}, scenario="default", root=tmp_path,
                    trials=40, fit_seeds=[0], jobs=2, seed=3)
     assert rec.trials[0]["params"] == E.knob_values(base.world, rec.knobs)  # the base world first
@@ -212,7 +213,7 @@ def test_root_steps_after_the_gp_reach_the_floor_it_found(monkeypatch: pytest.Mo
     monkeypatch.setattr(E, "run_worlds", run)
     s = stats({**E.world_overlay(truth, base.world)["world"]})
     targets = {n: float(s[n]) for n in ("ctr", "cvr", "position_ctr_1", "budget_exhausted")}  # type: ignore[arg-type]
-    tols = {n: E.tolerance(n, v, None) for n, v in targets.items()}
+    tols = {n: T.tolerance(n, v, None) for n, v in targets.items()}
     kw = dict(base=base, under={}, scenario="default", trials=10, fit_seeds=[0], jobs=2, seed=3)
     gp = E.search(targets, tols, root=tmp_path / "gp", **kw)  # type: ignore[arg-type]
     rec = E.search(targets, tols, root=tmp_path / "polished", polish=3, **kw)  # type: ignore[arg-type]
@@ -225,10 +226,10 @@ def test_root_steps_after_the_gp_reach_the_floor_it_found(monkeypatch: pytest.Mo
 
 def test_signed_and_zero_statistics_are_compared_by_their_difference() -> None:
     """A correlation of -0.97 met exactly is within tolerance; an hour share of 0 has one."""
-    tol = E.tolerance("budget_target_corr", -0.97, None)
-    assert tol == E.EXHAUSTED_TOL and E.z_score("budget_target_corr", -0.97, -0.97, tol) == 0.0
-    assert E.z_score("budget_target_corr", -0.92, -0.97, tol) == pytest.approx(1.0)
-    assert E.tolerance("hour_share_3", 0.0, None) == 0.01
+    tol = T.tolerance("budget_target_corr", -0.97, None)
+    assert tol == T.EXHAUSTED_TOL and T.z_score("budget_target_corr", -0.97, -0.97, tol) == 0.0
+    assert T.z_score("budget_target_corr", -0.92, -0.97, tol) == pytest.approx(1.0)
+    assert T.tolerance("hour_share_3", 0.0, None) == 0.01
     row = F.fidelity({"budget_target_corr": -0.97}, {"budget_target_corr": tol},
                      [{"budget_target_corr": -0.96}, {"budget_target_corr": -0.9}])
     assert row["budget_target_corr"]["within"] == 1 and row["budget_target_corr"]["median_within"]
@@ -242,7 +243,7 @@ def test_signed_and_zero_statistics_are_compared_by_their_difference() -> None:
 ])
 def test_targets_no_world_can_have_are_refused(targets: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
-        E.check_targets(targets)
+        T.check_targets(targets)
 
 
 def test_an_out_directory_that_holds_files_is_refused(tmp_path: Path,
