@@ -30,14 +30,16 @@ here in closed form or by a small least-squares problem, with no world run:
 **Emergent statistics** (CTR, CVR and conversions per impression after selection, position CTR
 decay, budget exhaustion) depend on the simulator's selection, not on one knob; they are fitted
 through the simulator (:mod:`sim.emergent_fit`: Bayesian optimisation over the knobs they
-identify, each trial a world per ``--fit-seeds`` seed run on the launcher), on top of the direct
+identify, each trial a world per ``--fit-seeds`` seed run on the launcher; then ``--polish``
+root steps from the best trial), on top of the direct
 fits and of the ``key=value`` settings given after the targets file. The fitted world is then run
 at ``--check-seeds`` fresh seeds, and ``fit.md`` puts every target beside the fitted world's
 median and range (the fidelity table). ``--recover N`` runs the recovery test instead.
 
 Cost: each trial is ``len(--fit-seeds)`` worlds of the size the settings give (a default world
-takes about a minute), ``--jobs`` at a time; ``fit.md`` and ``fit.json`` record the number of
-worlds and the wall time.
+takes about a minute), ``--jobs`` at a time: the base world, ``--trials`` - 1 of the GP, up to
+``--polish`` rounds of one or two steps, and the check's worlds; ``fit.md`` and ``fit.json``
+record the number of worlds and the wall time.
 """
 
 from __future__ import annotations
@@ -243,9 +245,9 @@ def report(values: dict[str, float], fits: list[Fit], found: Search | None = Non
     if found is not None:
         done |= {n for n in values if n in EMERGENT}
         lines += ["", "## Searched through the simulator (optuna, GP sampler)", "",
-                  f"{len(found.trials)} trials ({len(found.trials) - found.polished} of the GP, "
-                  f"{found.polished} root steps after it), {found.worlds} worlds; best loss (mean "
-                  f"squared error in tolerances, at the fit seeds) {found.best_loss:.4g}.", "",
+                  f"{len(found.trials)} trials (the base world, {len(found.trials) - found.polished - 1} "
+                  f"of the GP, {found.polished} root steps after it), {found.worlds} worlds; best "
+                  f"loss (mean squared error in tolerances, at the fit seeds) {found.best_loss:.4g}.", "",
                   "| knob | fitted | first trial (the base world) |", "|---|---|---|"]
         first = found.trials[0]["params"] if found.trials else {}
         for n, v in found.best.items():
@@ -338,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("settings", nargs="*", help="key=value settings every world runs under")
     p.add_argument("--out", type=Path, required=True, help="a new directory for the fit")
     p.add_argument("--scenario", default="default", help="the scenario the fit starts from")
-    p.add_argument("--trials", type=int, default=24, help="the search's GP trials (0: no search)")
+    p.add_argument("--trials", type=int, default=24,
+                   help="the search's trials: the base world and the GP's (0: no search)")
     p.add_argument("--polish", type=int, default=3,
                    help="root-step rounds after the GP's trials, from its best (0: none)")
     p.add_argument("--fit-seeds", type=_seeds, default=[0], help="world seeds of every trial")

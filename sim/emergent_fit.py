@@ -13,8 +13,11 @@ They are fitted by running worlds:
   realised-to-set ratio does, the budget's on the base value (:func:`search_box`). Each trial is a world
   per fit seed (the same seeds for every trial: common random numbers, so
   the loss is smooth in the knobs), run as one Hydra multirun on the launcher (``joblib`` or
-  ``ray``, :mod:`sim.launch`). The loss is the mean squared error of each statistic in units of
-  its tolerance (:func:`z_score`); the best trial is the fit.
+  ``ray``: a local Ray instance, :mod:`sim.launch`). The loss is the mean squared error of each
+  statistic in units of its tolerance (:func:`sim.fit_targets.z_score`);
+* **root steps** after the GP's trials (:func:`root_step`, ``polish`` rounds): from the best
+  trial, each knob by its statistic's error over the slope the trials show near it; the best
+  trial of all is the fit.
 * **the fidelity check** (:mod:`sim.fit_check`): the fitted world at fresh seeds; each target
   statistic against the fitted world's median and range (:mod:`sim.calibrate` writes the table).
 * **the recovery test** (:func:`sim.fit_check.recovery`): statistics made by the simulator at
@@ -181,6 +184,7 @@ class Search:
     refused: int = 0  # proposals not run: slot factors growing down the slots
     batch: int = 1  # trials asked before the previous ones are told
     polished: int = 0  # trials made by root steps after the GP's
+    best_index: int = -1  # the best trial's place in ``trials``
 
 
 def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any,
@@ -188,13 +192,15 @@ def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any
            fit_seeds: Sequence[int], launcher: str = "joblib", jobs: int = 1, seed: int = 0,
            polish: int = 0, keep: bool = False, log: Any = None) -> Search:
     """Fit the knobs :func:`searched` from ``targets`` (emergent statistics -> value; ``tols``
-    their :func:`tolerance`) with ``trials`` trials of optuna's GP sampler (seeded ``seed``);
+    their :func:`sim.fit_targets.tolerance`) with ``trials`` trials of optuna's GP sampler (seeded ``seed``);
     the first trial is the base world's knob values (``base``: the composed config). Each trial
     runs ``under`` (the overlay the direct fits and the user's settings make) with its knobs at
     each of ``fit_seeds``; a trial's statistics are their means over the seeds. ``jobs`` worlds
     run at a time. Then ``polish`` rounds of :func:`root_step` from the best trial so far (its
-    full step, and where a batch holds more, the same step halved), each told to the record
-    like a trial: the GP finds the basin, the steps its floor."""
+    step, and where a batch holds more worlds, the same step halved beside it), each recorded
+    like a trial: the GP finds the basin, the steps its floor. A round that does not improve on
+    the best halves the next round's step (a backtracking line search); a point already run is
+    not run again, and the rounds stop when no new point is left."""
     names = searched(list(targets))
     if not names:
         raise ValueError(f"no knob to search for the statistics {sorted(targets)}")
@@ -221,7 +227,7 @@ def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any
         rec.trials.append({"number": number, "params": dict(params), "loss": value,
                            "statistics": {n: m.get(n) for n in (*EMERGENT, *targets)}})
         if value < rec.best_loss:
-            rec.best, rec.best_loss = dict(params), value
+            rec.best, rec.best_loss, rec.best_index = dict(params), value, len(rec.trials) - 1
         if log:
             log(f"trial {number}: loss {value:.4g} " + " ".join(f"{n}={v:.4g}" for n, v in params.items()))
         return value
@@ -260,37 +266,56 @@ def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any
             else:
                 study.tell(t, state=optuna.trial.TrialState.FAIL)
     rec.box = box
+    slots = [float(x) for x in base.world.position_ctr]
+    damping = 1.0
     for _ in range(polish):
-        steps = [root_step(rec, targets, damping=d) for d in (1.0, 0.5)[:max(1, per_batch)]]
-        steps = [p for i, p in enumerate(steps) if p != rec.best and p not in steps[:i]
-                 and ordered(world_overlay(p, base.world)["world"])]
+        steps = [root_step(rec, targets, damping=d, slots=slots)
+                 for d in (damping, damping / 2)[:max(1, per_batch)]]
+        seen = [t["params"] for t in rec.trials]
+        steps = [p for i, p in enumerate(steps) if p not in seen and p not in steps[:i]]
         if not steps:
             break
+        before = rec.best_loss
         for p, m in zip(steps, run(steps, len(rec.trials)), strict=True):
             record(len(rec.trials), p, m)
             rec.polished += 1
+        if not rec.best_loss < before:
+            damping /= 2
     return rec
+
+
+def _coord(n: str, v: float) -> float:
+    return math.log(v) if KNOBS[n].log else v
 
 
 def _slope(rec: Search, knob: str, y: Any, lo: float, hi: float, default: float | None) -> float | None:
     """The coefficient of ``knob`` (its log where the knob is on a log scale) in the least-squares
-    fit of ``y(trial statistics)`` (None: undefined) on every searched knob over the finite
-    trials; ``default`` where there are too few trials or the coefficient lies outside
-    ``[lo, hi]`` (a sign the trials are too noisy or too far apart to read it)."""
+    fit of ``y(trial statistics)`` (None: undefined) on every searched knob, over the finite
+    trials nearest the best (2 x (knobs + 1) + 1 of them, distances in units of each knob's
+    box, so the slope is the one near the best, not across the whole range); ``default`` where
+    there are too few trials or the coefficient lies outside ``[lo, hi]`` (a sign the trials are
+    too noisy or too far apart to read it)."""
     names = rec.knobs
     rows = [(t, y(t["statistics"])) for t in rec.trials if math.isfinite(t["loss"])]
     rows = [(t, v) for t, v in rows if v is not None]
     if len(rows) <= len(names) + 1:
         return default
-    def coord(n: str, v: float) -> float:
-        return math.log(v) if KNOBS[n].log else v
-    x = np.array([[1.0, *(coord(n, t["params"][n]) for n in names)] for t, _ in rows])
+    width = {n: (_coord(n, rec.box[n][1]) - _coord(n, rec.box[n][0])) if n in rec.box else 1.0
+             for n in names}
+    best = rec.best
+
+    def far(t: dict[str, Any]) -> float:
+        return sum(((_coord(n, t["params"][n]) - _coord(n, best[n])) / (width[n] or 1.0)) ** 2
+                   for n in names)
+    rows = sorted(rows, key=lambda r: far(r[0]))[:2 * (len(names) + 1) + 1]
+    x = np.array([[1.0, *(_coord(n, t["params"][n]) for n in names)] for t, _ in rows])
     coef = np.linalg.lstsq(x, np.array([v for _, v in rows]), rcond=None)[0]
     b = float(coef[1 + names.index(knob)])
     return b if lo <= b <= hi else default
 
 
-def root_step(rec: Search, targets: Mapping[str, float], damping: float = 1.0) -> dict[str, float]:
+def root_step(rec: Search, targets: Mapping[str, float], damping: float = 1.0,
+              slots: Sequence[float] | None = None) -> dict[str, float]:
     """A Newton step, knob by knob, from the best trial toward the targets: each knob moves by
     its statistic's error over that statistic's slope in it, times ``damping``. The slopes are
     read from the trials (:func:`_slope`, every searched knob a regressor), within bounds that
@@ -298,9 +323,11 @@ def root_step(rec: Search, targets: Mapping[str, float], damping: float = 1.0) -
     lifts it by about the same logit whatever the base: 0.5-2 accepted, else 1); a slot's CTR
     ratio with its factor in proportion (log-log slope 1); budget exhaustion falls with the log
     budget at a slope read from the trials alone (held where they show no fall). A logit moves at
-    most :data:`BOX_LOGIT` / 2, the budget a factor √:data:`BOX_BUDGET`; each knob stays in its
-    range and the slots' factors in order."""
-    best = next(t for t in rec.trials if t["params"] == rec.best)
+    most :data:`BOX_LOGIT` / 2, a slot factor :data:`BOX_POSITION` / 2, the budget a factor
+    √:data:`BOX_BUDGET`; each knob stays in its range, and a searched slot factor between its
+    neighbours (``slots``: the base world's factors, for the slots not searched), so the slots'
+    factors never grow down the slots."""
+    best = rec.trials[rec.best_index]
     m = best["statistics"]
     out = dict(rec.best)
     for n in rec.knobs:
@@ -317,7 +344,7 @@ def root_step(rec: Search, targets: Mapping[str, float], damping: float = 1.0) -
                 step = float(np.clip((_logit(t) - _logit(got)) / slope, -BOX_LOGIT / 2, BOX_LOGIT / 2))
         elif n.startswith("position_ctr_"):
             if m.get(n) and targets.get(n):
-                step = out[n] * (targets[n] / m[n] - 1)
+                step = float(np.clip(out[n] * (targets[n] / m[n] - 1), -BOX_POSITION / 2, BOX_POSITION / 2))
         elif "budget_exhausted" in targets and m.get("budget_exhausted") is not None:
             fall = _slope(rec, n, lambda s: s.get("budget_exhausted"), -math.inf, -1e-3, None)
             if fall is not None:
@@ -326,7 +353,17 @@ def root_step(rec: Search, targets: Mapping[str, float], damping: float = 1.0) -
                 out[n] = float(np.clip(out[n] * math.exp(damping * lg), k.low, k.high))
         if step is not None:
             out[n] = float(np.clip(out[n] + damping * step, k.low, k.high))
-    if "position_ctr_1" in out and "position_ctr_2" in out:
+    if slots is not None:  # down the slots: each searched factor at most the one above it and
+        pos = list(slots)  # at least the one below
+        for n in ("position_ctr_1", "position_ctr_2"):
+            if n in out:
+                pos[KNOBS[n].index] = out[n]  # type: ignore[index]
+        for j in range(1, len(pos)):
+            name = f"position_ctr_{j}"
+            if name in out:
+                below = pos[j + 1] if j + 1 < len(pos) and f"position_ctr_{j + 1}" not in out else 0.0
+                pos[j] = out[name] = float(min(max(pos[j], below), pos[j - 1]))
+    elif "position_ctr_1" in out and "position_ctr_2" in out:
         out["position_ctr_2"] = min(out["position_ctr_2"], out["position_ctr_1"])
     return out
 

@@ -26,16 +26,6 @@ def check(overlay: Mapping[str, Any], *, scenario: str, root: Path, seeds: Seque
     return [got[f"check_s{s}"] for s in seeds]
 
 
-def medians(per_seed: Sequence[dict[str, float | None] | None]) -> dict[str, float | None]:
-    """Each statistic's median over the seeds that define it."""
-    names = {n for s in per_seed if s is not None for n in s}
-    out: dict[str, float | None] = {}
-    for n in sorted(names):
-        vals = _values(per_seed, n)
-        out[n] = float(np.median(vals)) if vals else None
-    return out
-
-
 def fidelity(targets: Mapping[str, float], tols: Mapping[str, float],
              per_seed: Sequence[dict[str, float | None] | None]) -> dict[str, dict[str, Any]]:
     """Each target against the fitted world across the check seeds: median, range, and how many

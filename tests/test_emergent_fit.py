@@ -181,21 +181,30 @@ def test_the_root_step_moves_each_knob_by_its_error_over_its_slope() -> None:
                               "budget_exhausted": 1.5 - 0.2 * math.log(b)}}
               for i, (c, v, b) in enumerate(points)]
     found = E.Search(knobs=["base_ctr_logit", "base_cvr_logit", "position_ctr_1", "daily_budget_mean"],
-                     trials=trials, best=dict(trials[4]["params"]), best_loss=0.5)
-    targets = {"ctr": 0.04, "position_ctr_1": 0.8, "budget_exhausted": 0.2}
+                     trials=trials, best=dict(trials[4]["params"]), best_loss=0.5, best_index=4)
+    targets = {"ctr": 0.04, "position_ctr_1": 0.72, "budget_exhausted": 0.2}
     step = E.root_step(found, targets)
     got = trials[4]["statistics"]
     assert step["base_ctr_logit"] == pytest.approx(-4.2 + (lg(0.04) - lg(got["ctr"])) / 1.2)
-    assert step["position_ctr_1"] == pytest.approx(0.7 * 0.8 / 0.64)
+    assert step["position_ctr_1"] == pytest.approx(0.7 * 0.72 / 0.64)
     fall = (0.2 - got["budget_exhausted"]) / -0.2
     assert step["daily_budget_mean"] == pytest.approx(400.0 * math.exp(fall))
     assert step["base_cvr_logit"] == -3.8  # no cvr target: held
     half = E.root_step(found, targets, damping=0.5)
     assert half["base_ctr_logit"] == pytest.approx(-4.2 + 0.5 * (lg(0.04) - lg(got["ctr"])) / 1.2)
+    assert half["position_ctr_1"] == pytest.approx(0.7 + 0.5 * 0.7 * (0.72 / 0.64 - 1))
+    assert half["daily_budget_mean"] == pytest.approx(400.0 * math.exp(fall / 2))
+    # a slot factor moves at most half its box; between its neighbours (the base world's slots)
+    far_slot = E.root_step(found, {"position_ctr_1": 2.0})
+    assert far_slot["position_ctr_1"] == pytest.approx(0.7 + E.BOX_POSITION / 2)
+    low = E.root_step(found, {"position_ctr_1": 0.2}, slots=[1.0, 0.7, 0.6])
+    assert low["position_ctr_1"] == 0.6  # not below slot 3's factor
+    high = E.root_step(found, {"position_ctr_1": 0.9}, slots=[0.72, 0.7, 0.6])
+    assert high["position_ctr_1"] == 0.72  # not above the top slot's
     far = E.root_step(found, {"ctr": 0.0001})  # at most half the box per step
     assert far["base_ctr_logit"] == pytest.approx(-4.2 - E.BOX_LOGIT / 2)
     # too few trials to read a slope: a rate's logit at slope 1, the budget held
-    few = E.Search(knobs=found.knobs, trials=trials[4:5], best=found.best, best_loss=0.5)
+    few = E.Search(knobs=found.knobs, trials=trials[4:5], best=found.best, best_loss=0.5, best_index=0)
     step = E.root_step(few, {**targets, "ctr": 0.03})
     assert step["base_ctr_logit"] == pytest.approx(-4.2 + lg(0.03) - lg(got["ctr"]))
     assert step["daily_budget_mean"] == 400.0
@@ -222,6 +231,29 @@ def test_root_steps_after_the_gp_reach_the_floor_it_found(monkeypatch: pytest.Mo
     for n, v in truth.items():
         err = abs(math.log(rec.best[n] / v)) if E.KNOBS[n].log else abs(rec.best[n] - v)
         assert err <= E.KNOBS[n].tolerance, (n, rec.best[n], v)
+
+
+def test_a_root_step_that_does_not_improve_halves_the_next_and_no_point_runs_twice(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A slot ratio three times as steep as the step assumes: the full step overshoots, so the
+    next round's step is half as long; no knob vector is run twice, and the rounds still end
+    nearer the target than the GP's best."""
+    from conftest import tiny_config
+    base = tiny_config()
+
+    def run(batch: E.Batch, root: Path, scenario: str, launcher: str, jobs: int,
+            keep: bool = False) -> dict[str, dict[str, float | None] | None]:
+        return {name: {"position_ctr_1": 0.6 * (o["world"]["position_ctr"][1] / 0.7) ** 3}
+                for name, o in batch.worlds.items()}
+    monkeypatch.setattr(E, "run_worlds", run)
+    targets = {"position_ctr_1": 0.6 * (0.62 / 0.7) ** 3}
+    tols = {"position_ctr_1": 0.01}
+    rec = E.search(targets, tols, base=base, under={}, scenario="default", root=tmp_path,
+                   trials=3, fit_seeds=[0], jobs=1, seed=1, polish=6)
+    points = [t["params"]["position_ctr_1"] for t in rec.trials]
+    assert len(points) == len(set(points))
+    assert rec.polished >= 2 and abs(rec.best["position_ctr_1"] - 0.62) < min(
+        abs(p - 0.62) for p in points[:3])
 
 
 def test_signed_and_zero_statistics_are_compared_by_their_difference() -> None:
