@@ -297,8 +297,8 @@ def write_library(worlds: Sequence[BenchWorld], root: Path, base: Sequence[str] 
 def run_library(worlds: Sequence[BenchWorld], root: Path, launcher: str = "joblib",
                 jobs: int = 1, base: Sequence[str] = (), hydra: Sequence[str] = ()) -> Path:
     """Run every world as one Hydra multirun into ``root/runs`` (job ``k`` is ``worlds[k]``):
-    ``jobs`` worlds at a time on local processes (``joblib``), or as tasks of the Ray cluster
-    ``ray.init`` finds (``ray``; how many run at once is the cluster's). ``base`` goes under
+    ``jobs`` worlds at a time on local processes (``joblib``), or as tasks of a local Ray
+    instance (``ray``; how many run at once is Ray's). ``base`` goes under
     every world (:func:`write_library`), ``hydra`` (``hydra.*`` overrides) to the command. A
     world that fails is a job whose manifest says so; the sweep goes on (scored as failed)."""
     lib = write_library(worlds, root, base)
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--offset", type=int, default=0, help="index of the first world")
     p.add_argument("--out", type=Path, required=True, help="directory for the runs and the scores")
     p.add_argument("--launcher", default="joblib", choices=LAUNCHERS,
-                   help="Hydra launcher: local processes, or the Ray cluster ray.init finds")
+                   help="Hydra launcher: local processes, or a local Ray instance")
     p.add_argument("--jobs", type=int, default=1, help="worlds at a time (joblib, ray)")
     p.add_argument("--score-only", action="store_true", help="score the runs already in --out")
     p.add_argument("--rates-out", type=Path, default=None,

@@ -92,8 +92,9 @@ def test_the_smallest_family_of_the_docs_is_the_example_and_builds(monkeypatch: 
     vector carries the constant 1, its item vector the bias slot."""
     root = Path(__file__).resolve().parents[1]
     page = (root / "docs" / "families.md").read_text()
-    shown = page.split("```python\nfrom __future__")[1].split("```")[0]
-    assert "from __future__" + shown in (root / "examples" / "linear_tower.py").read_text()
+    shown = "from __future__" + page.split("```python\nfrom __future__")[1].split("```")[0]
+    code = (root / "examples" / "linear_tower.py").read_text()
+    assert code[code.index("from __future__"):] == shown
     monkeypatch.syspath_prepend(str(root / "examples"))
     cfg = load_config("default", ["models.l1_family='linear_tower:LinearTwoTower'"])
     model = family_class(cfg.models.l1_family).from_config(
@@ -101,4 +102,6 @@ def test_the_smallest_family_of_the_docs_is_the_example_and_builds(monkeypatch: 
     q = model.query_vectors(torch.zeros(4, 19))
     assert q.shape == (4, cfg.models.embedding_dim + 1) and (q[:, -1] == 1).all()
     assert model.item_tower(torch.zeros(2, 30)).shape == (2, cfg.models.embedding_dim + 1)
+    scores = model(torch.randn(4, 19), torch.randn(4, 30))
+    assert scores.shape == (4,) and torch.isfinite(scores).all()
     sys.modules.pop("linear_tower", None)

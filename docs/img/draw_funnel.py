@@ -30,8 +30,8 @@ BOXES = {
     "out": (810, 45, 135, 95, GREEN, "Outcomes", ["impressions, clicks,", "delayed conversions,",
                                                   "spend"]),
     "rel": (20, 235, 205, 112, ORANGE, "Model releases", [
-        "every 12 h: L1 and L2 trained on", "the logged rows whose labels have",
-        "arrived, evaluated offline; the query", "tower rolls out 1 h later"]),
+        "daily (or as set): L1 and L2 trained", "on the logged rows whose labels have",
+        "arrived, evaluated offline; the query", "tower rolls out later"]),
     "emb": (245, 235, 205, 112, ORANGE, "Embedding snapshots", [
         "ads re-embedded with the newest", "item tower: streaming every",
         "10 min, snapshots hourly"]),
@@ -40,7 +40,7 @@ BOXES = {
         "item vectors of mixed versions", "(version skew)"]),
     "feat": (695, 235, 250, 112, ORANGE, "Features, budgets, experiment", [
         "feature families onboarded per artifact", "(a gap is zero-filled: parity); daily",
-        "budgets and pacing; the treatment's", "ramp (20% → 70% of traffic)"]),
+        "budgets and pacing; a treatment's", "traffic ramp (e.g. 20% → 70%)"]),
     "met": (20, 410, 280, 112, GREEN, "metrics.json", [
         "CPA and its lift with intervals,", "calibration, recall, latency, offline",
         "log_mae per log source, each beside", "its ground truth   (python -m sim)"]),
