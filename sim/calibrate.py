@@ -67,7 +67,7 @@ from sim.emergent_fit import (
     world_overlay,
 )
 from sim.fit_check import check, fidelity, recovery, recovery_report
-from sim.fit_targets import check_targets, tolerance
+from sim.fit_targets import check_targets, relative, tolerance
 from sim.launch import LAUNCHERS
 from sim.logs.writer import write_json_atomic, write_text_atomic
 from sim.market_stats import DELAY_SHARES, KNOWN
@@ -277,7 +277,7 @@ def _fidelity_table(checked: dict[str, dict[str, Any]], what: str) -> list[str]:
              "| statistic | target | tolerance | median | range | seeds within | median within |",
              "|---|---|---|---|---|---|---|"]
     for n, c in checked.items():
-        tol = f"±{c['tolerance']:.3g}" if n == "budget_exhausted" else f"±{100 * c['tolerance']:.3g}%"
+        tol = f"±{100 * c['tolerance']:.3g}%" if relative(n) else f"±{c['tolerance']:.3g}"
         med = "n/a" if c["median"] is None else f"{c['median']:.4g}"
         rng = "n/a" if c["low"] is None else f"{c['low']:.4g} … {c['high']:.4g}"
         lines.append(f"| `{n}` | {c['target']:.4g} | {tol} | {med} | {rng} | "

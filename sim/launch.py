@@ -1,7 +1,7 @@
 """Run many worlds as one Hydra multirun: each world a scenario file in a directory put on
 Hydra's search path, the jobs spread by a launcher (``joblib``: local processes, as many at a
-time as asked; ``ray``: tasks of a local Ray instance, Hydra's ``hydra/launcher=ray``). The diagnosis library and
-the calibration's search run their worlds through here, so both scale the way any sweep does.
+time as asked; ``ray``: tasks of a local Ray instance, Hydra's ``hydra/launcher=ray``). The
+diagnosis library and the calibration's search run their worlds through here.
 """
 
 from __future__ import annotations
