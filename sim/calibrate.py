@@ -47,7 +47,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ from sim.emergent_fit import (
     search,
     world_overlay,
 )
-from sim.fit_check import check, fidelity, recovery, recovery_report
+from sim.fit_check import Fidelity, check, fidelity, recovery, recovery_report
 from sim.fit_targets import check_targets, relative, tolerance
 from sim.launch import LAUNCHERS
 from sim.logs.writer import write_json_atomic, write_text_atomic
@@ -220,7 +220,7 @@ def merged_overlay(fits: list[Fit]) -> dict[str, Any]:
 
 
 def report(values: dict[str, float], fits: list[Fit], found: Search | None = None,
-           checked: dict[str, dict[str, Any]] | None = None, cost: dict[str, Any] | None = None
+           checked: dict[str, Fidelity] | None = None, cost: dict[str, Any] | None = None
            ) -> str:
     """``fit.md``: each direct target against the fitted world's closed-form value, the search's
     knobs, the fidelity table (every target against the fitted world at the check seeds), the
@@ -249,7 +249,7 @@ def report(values: dict[str, float], fits: list[Fit], found: Search | None = Non
                   f"of the GP, {found.polished} root steps after it), {found.worlds} worlds; best "
                   f"loss (mean squared error in tolerances, at the fit seeds) {found.best_loss:.4g}.", "",
                   "| knob | fitted | first trial (the base world) |", "|---|---|---|"]
-        first = found.trials[0]["params"] if found.trials else {}
+        first = found.trials[0].params if found.trials else {}
         for n, v in found.best.items():
             lines.append(f"| `{n}` | {v:.6g} | {first.get(n, float('nan')):.6g} |")
         held |= {f"world.{k}": float("nan") for k in CONFOUNDED}
@@ -271,17 +271,17 @@ def report(values: dict[str, float], fits: list[Fit], found: Search | None = Non
     return "\n".join(lines) + "\n"
 
 
-def _fidelity_table(checked: dict[str, dict[str, Any]], what: str) -> list[str]:
-    seeds = next(iter(checked.values()))["seeds"]
+def _fidelity_table(checked: dict[str, Fidelity], what: str) -> list[str]:
+    seeds = next(iter(checked.values())).seeds
     lines = ["", f"## Fidelity: {what} at {seeds} fresh seeds", "",
              "| statistic | target | tolerance | median | range | seeds within | median within |",
              "|---|---|---|---|---|---|---|"]
     for n, c in checked.items():
-        tol = f"±{100 * c['tolerance']:.3g}%" if relative(n) else f"±{c['tolerance']:.3g}"
-        med = "n/a" if c["median"] is None else f"{c['median']:.4g}"
-        rng = "n/a" if c["low"] is None else f"{c['low']:.4g} … {c['high']:.4g}"
-        lines.append(f"| `{n}` | {c['target']:.4g} | {tol} | {med} | {rng} | "
-                     f"{c['within']}/{c['seeds']} | {'yes' if c['median_within'] else 'no'} |")
+        tol = f"±{100 * c.tolerance:.3g}%" if relative(n) else f"±{c.tolerance:.3g}"
+        med = "n/a" if c.median is None else f"{c.median:.4g}"
+        rng = "n/a" if c.low is None or c.high is None else f"{c.low:.4g} … {c.high:.4g}"
+        lines.append(f"| `{n}` | {c.target:.4g} | {tol} | {med} | {rng} | "
+                     f"{c.within}/{c.seeds} | {'yes' if c.median_within else 'no'} |")
     return lines
 
 
@@ -411,10 +411,11 @@ def main(argv: list[str] | None = None) -> int:
                   "reproduced": f.reproduced, "reached": f.reached} for f in fits],
         "search": None if found is None else {
             "knobs": found.knobs, "best": found.best, "best_loss": _finite(found.best_loss),
-            "trials": [{**t, "loss": _finite(t["loss"])} for t in found.trials],
+            "trials": [{**asdict(t), "loss": _finite(t.loss)} for t in found.trials],
             "refused": found.refused, "polished": found.polished, "box": found.box,
             "fit_seeds": args.fit_seeds},
-        "check": {"seeds": args.check_seeds, "statistics": per_seed, "fidelity": checked},
+        "check": {"seeds": args.check_seeds, "statistics": per_seed,
+                  "fidelity": None if checked is None else {n: asdict(c) for n, c in checked.items()}},
         "cost": cost})
     write_text_atomic(args.out / "fit.md", report(values, fits, found, checked, cost))
     print(f"calibrate: {args.out / 'calibrated.yaml'} ({len(fits)} direct fits, "
@@ -428,8 +429,8 @@ def _recover(args: argparse.Namespace, base: Any, settings: dict[str, Any], t0: 
                      root=args.out, trials=args.trials, polish=args.polish, launcher=args.launcher,
                      jobs=args.jobs, log=print)
     wall = time.perf_counter() - t0
-    draws = [{**d, "loss": _finite(d["loss"])} if "loss" in d else d for d in draws]
-    write_json_atomic(args.out / "recovery.json", {"draws": draws, "settings": list(args.settings),
+    rows = [{**asdict(d), "loss": None if d.loss is None else _finite(d.loss)} for d in draws]
+    write_json_atomic(args.out / "recovery.json", {"draws": rows, "settings": list(args.settings),
                                                    "trials": args.trials, "polish": args.polish,
                                                    "wall_s": wall,
                                                    "tolerance": {n: k.tolerance for n, k in KNOBS.items()}})

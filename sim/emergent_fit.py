@@ -171,12 +171,24 @@ def run_worlds(batch: Batch, root: Path, scenario: str, launcher: str, jobs: int
     return out
 
 
+@dataclass(frozen=True, kw_only=True)
+class Trial:
+    """One trial of the search: its knob values, its statistics (the mean over the fit seeds of
+    each statistic; None where a world could not define it, empty where a world failed) and its
+    loss (``inf`` for a failed trial)."""
+
+    number: int
+    params: dict[str, float]
+    loss: float
+    statistics: dict[str, float | None]
+
+
 @dataclass(kw_only=True)
 class Search:
     """The search's record: every trial's knob values, statistics and loss, and the best."""
 
     knobs: list[str]
-    trials: list[dict[str, Any]] = field(default_factory=list)
+    trials: list[Trial] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
     best_loss: float = math.inf
     worlds: int = 0
@@ -224,8 +236,8 @@ def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any
 
     def record(number: int, params: dict[str, float], m: dict[str, float | None]) -> float:
         value = loss(m, targets, tols)
-        rec.trials.append({"number": number, "params": dict(params), "loss": value,
-                           "statistics": {n: m.get(n) for n in (*EMERGENT, *targets)}})
+        rec.trials.append(Trial(number=number, params=dict(params), loss=value,
+                                statistics={n: m.get(n) for n in (*EMERGENT, *targets)}))
         if value < rec.best_loss:
             rec.best, rec.best_loss, rec.best_index = dict(params), value, len(rec.trials) - 1
         if log:
@@ -271,7 +283,7 @@ def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any
     for _ in range(polish):
         steps = [root_step(rec, targets, damping=d, slots=slots)
                  for d in (damping, damping / 2)[:max(1, per_batch)]]
-        seen = [t["params"] for t in rec.trials]
+        seen = [t.params for t in rec.trials]
         steps = [p for i, p in enumerate(steps) if p not in seen and p not in steps[:i]]
         if not steps:
             break
@@ -296,7 +308,7 @@ def _slope(rec: Search, knob: str, y: Any, lo: float, hi: float, default: float 
     there are too few trials or the coefficient lies outside ``[lo, hi]`` (a sign the trials are
     too noisy or too far apart to read it)."""
     names = rec.knobs
-    rows = [(t, y(t["statistics"])) for t in rec.trials if math.isfinite(t["loss"])]
+    rows = [(t, y(t.statistics)) for t in rec.trials if math.isfinite(t.loss)]
     rows = [(t, v) for t, v in rows if v is not None]
     if len(rows) <= len(names) + 1:
         return default
@@ -304,11 +316,11 @@ def _slope(rec: Search, knob: str, y: Any, lo: float, hi: float, default: float 
              for n in names}
     best = rec.best
 
-    def far(t: dict[str, Any]) -> float:
-        return sum(((_coord(n, t["params"][n]) - _coord(n, best[n])) / (width[n] or 1.0)) ** 2
+    def far(t: Trial) -> float:
+        return sum(((_coord(n, t.params[n]) - _coord(n, best[n])) / (width[n] or 1.0)) ** 2
                    for n in names)
     rows = sorted(rows, key=lambda r: far(r[0]))[:2 * (len(names) + 1) + 1]
-    x = np.array([[1.0, *(_coord(n, t["params"][n]) for n in names)] for t, _ in rows])
+    x = np.array([[1.0, *(_coord(n, t.params[n]) for n in names)] for t, _ in rows])
     coef = np.linalg.lstsq(x, np.array([v for _, v in rows]), rcond=None)[0]
     b = float(coef[1 + names.index(knob)])
     return b if lo <= b <= hi else default
@@ -327,8 +339,7 @@ def root_step(rec: Search, targets: Mapping[str, float], damping: float = 1.0,
     √:data:`BOX_BUDGET`; each knob stays in its range, and a searched slot factor between its
     neighbours (``slots``: the base world's factors, for the slots not searched), so the slots'
     factors never grow down the slots."""
-    best = rec.trials[rec.best_index]
-    m = best["statistics"]
+    m = rec.trials[rec.best_index].statistics
     out = dict(rec.best)
     for n in rec.knobs:
         k = KNOBS[n]
@@ -343,12 +354,13 @@ def root_step(rec: Search, targets: Mapping[str, float], damping: float = 1.0,
                 slope = _slope(rec, n, y, 0.5, 2.0, 1.0) or 1.0
                 step = float(np.clip((_logit(t) - _logit(got)) / slope, -BOX_LOGIT / 2, BOX_LOGIT / 2))
         elif n.startswith("position_ctr_"):
-            if m.get(n) and targets.get(n):
-                step = float(np.clip(out[n] * (targets[n] / m[n] - 1), -BOX_POSITION / 2, BOX_POSITION / 2))
-        elif "budget_exhausted" in targets and m.get("budget_exhausted") is not None:
+            ratio = m.get(n)
+            if ratio and targets.get(n):
+                step = float(np.clip(out[n] * (targets[n] / ratio - 1), -BOX_POSITION / 2, BOX_POSITION / 2))
+        elif "budget_exhausted" in targets and (share := m.get("budget_exhausted")) is not None:
             fall = _slope(rec, n, lambda s: s.get("budget_exhausted"), -math.inf, -1e-3, None)
             if fall is not None:
-                lg = float(np.clip((targets["budget_exhausted"] - m["budget_exhausted"]) / fall,
+                lg = float(np.clip((targets["budget_exhausted"] - share) / fall,
                                    -math.log(BOX_BUDGET) / 2, math.log(BOX_BUDGET) / 2))
                 out[n] = float(np.clip(out[n] * math.exp(damping * lg), k.low, k.high))
         if step is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,42 @@ def check(overlay: Mapping[str, Any], *, scenario: str, root: Path, seeds: Seque
     return [got[f"check_s{s}"] for s in seeds]
 
 
+@dataclass(frozen=True, kw_only=True)
+class Fidelity:
+    """One target against the fitted world across the check's seeds: the world's value at each
+    seed that defines it, their median and range, how many lie within the tolerance and whether
+    the median does."""
+
+    target: float
+    tolerance: float
+    values: list[float]
+    median: float | None
+    low: float | None
+    high: float | None
+    within: int
+    seeds: int
+    median_within: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Draw:
+    """One draw of the recovery test: the knobs drawn (``truth``), the statistics a world made
+    at them (``targets``), the knobs fitted back, the search's best loss, and each knob's error
+    (absolute, or the log ratio for a knob on a log scale) and whether it is within its
+    tolerance; ``failed`` where the truth's world did not complete."""
+
+    truth: dict[str, float]
+    targets: dict[str, float] | None = None
+    fitted: dict[str, float] | None = None
+    loss: float | None = None
+    error: dict[str, float] | None = None
+    within: dict[str, bool] | None = None
+    worlds: int = 0
+    failed: bool = False
+
+
 def fidelity(targets: Mapping[str, float], tols: Mapping[str, float],
-             per_seed: Sequence[dict[str, float | None] | None]) -> dict[str, dict[str, Any]]:
+             per_seed: Sequence[dict[str, float | None] | None]) -> dict[str, Fidelity]:
     """Each target against the fitted world across the check seeds: median, range, and how many
     seeds (and whether the median) lie within the statistic's tolerance."""
     out = {}
@@ -35,16 +70,16 @@ def fidelity(targets: Mapping[str, float], tols: Mapping[str, float],
         vals = _values(per_seed, n)
         zs = [abs(z_score(n, v, t, tols[n])) for v in vals]
         med = float(np.median(vals)) if vals else None
-        out[n] = {"target": t, "tolerance": tols[n], "values": vals, "median": med,
-                  "low": min(vals) if vals else None, "high": max(vals) if vals else None,
-                  "within": sum(z <= 1 for z in zs), "seeds": len(per_seed),
-                  "median_within": med is not None and abs(z_score(n, med, t, tols[n])) <= 1}
+        out[n] = Fidelity(target=t, tolerance=tols[n], values=vals, median=med,
+                          low=min(vals) if vals else None, high=max(vals) if vals else None,
+                          within=sum(z <= 1 for z in zs), seeds=len(per_seed),
+                          median_within=med is not None and abs(z_score(n, med, t, tols[n])) <= 1)
     return out
 
 
 def recovery(draws: int, *, base: Any, under: Mapping[str, Any], scenario: str, root: Path,
              trials: int, polish: int = 0, launcher: str = "joblib", jobs: int = 1,
-             seed: int = 0, log: Any = None) -> list[dict[str, Any]]:
+             seed: int = 0, log: Any = None) -> list[Draw]:
     """The recovery test: ``draws`` knob vectors drawn uniformly from each knob's
     :attr:`Knob.recover` box (the budget log-uniformly, the third slot's factor no higher than the
     second's; a generator seeded ``seed``), the emergent statistics of a world at
@@ -69,7 +104,7 @@ def recovery(draws: int, *, base: Any, under: Mapping[str, Any], scenario: str, 
     for i, truth in enumerate(truths):
         s = stats[f"truth_{i}"]
         if s is None:
-            out.append({"truth": truth, "failed": True})
+            out.append(Draw(truth=truth, failed=True))
             continue
         targets = {n: v for n in EMERGENT if n != "conversions_per_impr" for v in _values([s], n)}
         tols = {n: tolerance(n, v, None) for n, v in targets.items()}
@@ -78,13 +113,13 @@ def recovery(draws: int, *, base: Any, under: Mapping[str, Any], scenario: str, 
                      launcher=launcher, jobs=jobs, seed=seed + i, polish=polish, log=log)
         err = {n: (abs(math.log(rec.best[n] / truth[n])) if KNOBS[n].log
                    else abs(rec.best[n] - truth[n])) for n in rec.best}
-        out.append({"truth": truth, "targets": targets, "fitted": rec.best, "loss": rec.best_loss,
-                    "error": err, "within": {n: e <= KNOBS[n].tolerance for n, e in err.items()},
-                    "worlds": rec.worlds + 1})
+        out.append(Draw(truth=truth, targets=targets, fitted=rec.best, loss=rec.best_loss,
+                        error=err, within={n: e <= KNOBS[n].tolerance for n, e in err.items()},
+                        worlds=rec.worlds + 1))
     return out
 
 
-def recovery_report(draws: list[dict[str, Any]], wall_s: float) -> str:
+def recovery_report(draws: list[Draw], wall_s: float) -> str:
     """``recovery.md``: each draw's true knobs against the fitted, and per knob how many draws
     came back within its tolerance."""
     names = list(KNOBS)
@@ -92,18 +127,19 @@ def recovery_report(draws: list[dict[str, Any]], wall_s: float) -> str:
              "| draw | " + " | ".join(f"`{n}` true → fitted" for n in names) + " | loss |",
              "|---|" + "---|" * (len(names) + 1)]
     for i, d in enumerate(draws):
-        if d.get("failed"):
+        if d.failed or d.fitted is None or d.within is None:
             lines.append(f"| {i} | " + " | ".join("failed" for _ in names) + " | |")
             continue
-        cells = [f"{d['truth'][n]:.4g} → {d['fitted'][n]:.4g}" + ("" if d["within"][n] else " ✗")
-                 if n in d["fitted"] else f"{d['truth'][n]:.4g} → not identifiable" for n in names]
-        loss_cell = "failed" if d["loss"] is None else f"{d['loss']:.3g}"
+        cells = [f"{d.truth[n]:.4g} → {d.fitted[n]:.4g}" + ("" if d.within[n] else " ✗")
+                 if n in d.fitted else f"{d.truth[n]:.4g} → not identifiable" for n in names]
+        loss_cell = "failed" if d.loss is None or not math.isfinite(d.loss) else f"{d.loss:.3g}"
         lines.append(f"| {i} | " + " | ".join(cells) + f" | {loss_cell} |")
-    ok = [d for d in draws if not d.get("failed")]
+    ok = [d for d in draws if not d.failed and d.within is not None]
     lines += ["", "| knob | tolerance | draws within |", "|---|---|---|"]
     for n in names:
         k = KNOBS[n]
         tol = f"log ratio ±{k.tolerance:g}" if k.log else f"±{k.tolerance:g}"
-        lines.append(f"| `{n}` | {tol} | {sum(d['within'].get(n, False) for d in ok)}/{len(draws)} |")
-    lines += ["", f"Wall time {wall_s:.0f} s, {sum(d.get('worlds', 0) for d in ok)} worlds."]
+        hits = sum(bool(d.within.get(n, False)) for d in ok if d.within is not None)
+        lines.append(f"| `{n}` | {tol} | {hits}/{len(draws)} |")
+    lines += ["", f"Wall time {wall_s:.0f} s, {sum(d.worlds for d in ok)} worlds."]
     return "\n".join(lines) + "\n"

@@ -84,7 +84,7 @@ def test_the_search_finds_known_knobs_on_a_synthetic_world(monkeypatch: pytest.M
     tols = {n: T.tolerance(n, v, None) for n, v in targets.items()}
     rec = E.search(targets, tols, base=base, under={}, scenario="default", root=tmp_path,
                    trials=40, fit_seeds=[0], jobs=2, seed=3)
-    assert rec.trials[0]["params"] == E.knob_values(base.world, rec.knobs)  # the base world first
+    assert rec.trials[0].params == E.knob_values(base.world, rec.knobs)  # the base world first
     assert rec.worlds == 40 and len(rec.trials) == 40
     for n, v in truth.items():
         err = abs(math.log(rec.best[n] / v)) if E.KNOBS[n].log else abs(rec.best[n] - v)
@@ -174,17 +174,17 @@ def test_the_root_step_moves_each_knob_by_its_error_over_its_slope() -> None:
     sg = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     points = [(-5.0, -4.0, 300.0), (-4.5, -3.0, 500.0), (-4.0, -4.5, 200.0), (-3.5, -3.5, 800.0),
               (-4.2, -3.8, 400.0), (-4.8, -3.2, 250.0)]
-    trials = [{"number": i, "loss": 1.0,
-               "params": {"base_ctr_logit": c, "base_cvr_logit": v, "position_ctr_1": 0.7,
-                          "daily_budget_mean": b},
-               "statistics": {"ctr": sg(1.2 * c + 1.0), "cvr": sg(v + 0.5), "position_ctr_1": 0.64,
-                              "budget_exhausted": 1.5 - 0.2 * math.log(b)}}
+    trials = [E.Trial(number=i, loss=1.0,
+                      params={"base_ctr_logit": c, "base_cvr_logit": v, "position_ctr_1": 0.7,
+                              "daily_budget_mean": b},
+                      statistics={"ctr": sg(1.2 * c + 1.0), "cvr": sg(v + 0.5), "position_ctr_1": 0.64,
+                                  "budget_exhausted": 1.5 - 0.2 * math.log(b)})
               for i, (c, v, b) in enumerate(points)]
     found = E.Search(knobs=["base_ctr_logit", "base_cvr_logit", "position_ctr_1", "daily_budget_mean"],
-                     trials=trials, best=dict(trials[4]["params"]), best_loss=0.5, best_index=4)
+                     trials=trials, best=dict(trials[4].params), best_loss=0.5, best_index=4)
     targets = {"ctr": 0.04, "position_ctr_1": 0.72, "budget_exhausted": 0.2}
     step = E.root_step(found, targets)
-    got = trials[4]["statistics"]
+    got = trials[4].statistics
     assert step["base_ctr_logit"] == pytest.approx(-4.2 + (lg(0.04) - lg(got["ctr"])) / 1.2)
     assert step["position_ctr_1"] == pytest.approx(0.7 * 0.72 / 0.64)
     fall = (0.2 - got["budget_exhausted"]) / -0.2
@@ -250,10 +250,38 @@ def test_a_root_step_that_does_not_improve_halves_the_next_and_no_point_runs_twi
     tols = {"position_ctr_1": 0.01}
     rec = E.search(targets, tols, base=base, under={}, scenario="default", root=tmp_path,
                    trials=3, fit_seeds=[0], jobs=1, seed=1, polish=6)
-    points = [t["params"]["position_ctr_1"] for t in rec.trials]
+    points = [t.params["position_ctr_1"] for t in rec.trials]
     assert len(points) == len(set(points))
     assert rec.polished >= 2 and abs(rec.best["position_ctr_1"] - 0.62) < min(
         abs(p - 0.62) for p in points[:3])
+
+
+def test_the_recovery_test_end_to_end_on_the_synthetic_world(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    """Two draws on the synthetic world: each a typed draw with its truth, targets, fitted knobs,
+    errors and verdicts, the world count the search ran; the report counts the draws within each
+    knob's tolerance and marks a failed truth world."""
+    from conftest import tiny_config
+    base = tiny_config()
+    run, _ = _synthetic({"position_ctr": list(base.world.position_ctr),
+                         "daily_budget_mean": base.world.daily_budget_mean})
+    monkeypatch.setattr(E, "run_worlds", run)
+    monkeypatch.setattr(F, "run_worlds", run)
+    draws = F.recovery(2, base=base, under={}, scenario="default", root=tmp_path, trials=8,
+                       polish=3, jobs=2)
+    assert len(draws) == 2 and not any(d.failed for d in draws)
+    for d in draws:
+        assert d.fitted is not None and d.within is not None and d.error is not None
+        assert set(d.fitted) == set(d.within) == set(E.KNOBS)  # every knob searched
+        assert d.targets is not None and "conversions_per_impr" not in d.targets
+        assert 8 < d.worlds <= 8 + 2 * 3 + 1
+        for n, e in d.error.items():
+            assert d.within[n] == (e <= E.KNOBS[n].tolerance)
+    md = F.recovery_report([*draws, F.Draw(truth=draws[0].truth, failed=True)], 12.0)
+    for n in E.KNOBS:
+        hits = sum(d.within[n] for d in draws)  # type: ignore[index]
+        assert f"| `{n}` |" in md and f"| {hits}/3 |" in md.split(f"| `{n}` |")[-1].split("\n")[0]
+    assert "| 2 | failed |" in md
 
 
 def test_signed_and_zero_statistics_are_compared_by_their_difference() -> None:
@@ -264,7 +292,7 @@ def test_signed_and_zero_statistics_are_compared_by_their_difference() -> None:
     assert T.tolerance("hour_share_3", 0.0, None) == 0.01
     row = F.fidelity({"budget_target_corr": -0.97}, {"budget_target_corr": tol},
                      [{"budget_target_corr": -0.96}, {"budget_target_corr": -0.9}])
-    assert row["budget_target_corr"]["within"] == 1 and row["budget_target_corr"]["median_within"]
+    assert row["budget_target_corr"].within == 1 and row["budget_target_corr"].median_within
 
 
 @pytest.mark.parametrize("targets,message", [
