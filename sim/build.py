@@ -2,7 +2,8 @@
 that runs a world get one.
 
 :func:`build_world` makes, from one config, in this order: the threads, the named random streams,
-the marketplace, the arms' configs (the treatment's overlay applied), the lineages the skew sweep
+the marketplace (from the streams of ``world.market_seed`` where it is set, so that one
+marketplace can be run at many seeds), the arms' configs (the treatment's overlay applied), the lineages the skew sweep
 reads, the checkpoint cache, the start-up models (trained on the exploration log, or loaded), the
 training log, the arms and the model lifecycle that releases their next versions. With
 ``serving=True`` (a run) it adds what serves traffic: the campaign desk and its budgets, each arm's
@@ -124,7 +125,8 @@ def build_world(cfg: Config, writer: LogWriter, *, threads: Threads | None = Non
         cfg = dataclasses.replace(cfg, readiness=dataclasses.replace(cfg.readiness,
                                                                      families=list(checked)))
     streams = Streams(cfg.seed)
-    market = build_marketplace(cfg, streams)
+    market_seed = cfg.world.market_seed
+    market = build_marketplace(cfg, streams if market_seed is None else Streams(market_seed))
     arm_cfgs = arm_configs(cfg)
     sweep, extra = checked_lineages(cfg, arm_cfgs)
     if not serving and "treatment/l1" not in sweep.values():

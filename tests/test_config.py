@@ -42,6 +42,7 @@ from conftest import read_json
     ("index.factory=PQ4", "index.factory", "17-dimensional"),
     ("index.nprobe=0", "index.nprobe", "0"),
     ("pacing.interval_s=450", "pacing.interval_s", "450"),
+    ("world.market_seed=-1", "world.market_seed", "-1"),
     ("experiment.treatment.world.n_users=5", "experiment.treatment", "n_users"),
     ("experiment.treatment.models.l1_family=dhen", "experiment.treatment", "dhen"),
 ])
@@ -54,6 +55,8 @@ def test_out_of_range_values_name_key_and_value(override: str, key: str, value: 
 @pytest.mark.parametrize(("override", "key"), [
     ("world.n_userz=10", "world.n_userz"),
     ("world.n_users=abc", "world.n_users"),
+    ("world.market_seed=abc", "world.market_seed"),
+    ("world.market_seed=1.5", "world.market_seed"),
     ("days=soon", "days"),
     ("pacing.enabled=maybe", "pacing.enabled"),
     ("world.objective_mix={ocpm:0.5,cpc:0.3,cpm:0.2,cpa:0.0}", "world.objective_mix"),

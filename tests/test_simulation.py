@@ -88,6 +88,35 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path: Path) -> None:
     assert read_log(tmp_path / "a", "impressions").equals(read_log(tmp_path / "b", "impressions"))
 
 
+def test_market_seed_pins_the_marketplace_not_the_run(tmp_path: Path) -> None:
+    """``world.market_seed`` draws the marketplace (budgets, targets, the response to each user
+    and ad) as the run at that seed does; the run's seed still draws the traffic and outcomes."""
+    run_tiny(tmp_path / "market", "seed=5")
+    run_tiny(tmp_path / "a", "seed=1", "world.market_seed=5")
+    run_tiny(tmp_path / "b", "seed=2", "world.market_seed=5")
+    run_tiny(tmp_path / "own", "seed=1")
+
+    def budgets(name: str) -> pl.DataFrame:
+        return (read_log(tmp_path / name, "campaigns").filter(pl.col("time") == 0)
+                .select("advertiser_id", "objective", "budget", "target_cpa"))
+
+    assert budgets("a").equals(budgets("market")) and budgets("b").equals(budgets("market"))
+    assert not budgets("own").equals(budgets("market"))
+    key = ["user_id", "ad_id", "surface"]
+
+    def truth(name: str) -> pl.DataFrame:
+        return read_log(tmp_path / name, "impressions").select(*key, "true_pcvr").unique(key)
+
+    both = truth("a").join(truth("market"), on=key, suffix="_m")
+    assert both.height > 50
+    assert (both["true_pcvr"] == both["true_pcvr_m"]).all()
+    ra, rb = (read_log(tmp_path / x, "requests") for x in "ab")
+    assert not ra.select("time", "user_id").equals(rb.select("time", "user_id"))
+    # the arrival times are the run seed's; who arrives, the marketplace's users
+    own = read_log(tmp_path / "own", "requests")
+    assert ra["time"].equals(own["time"]) and not ra["user_id"].equals(own["user_id"])
+
+
 def test_common_random_numbers_across_worlds(tmp_path: Path) -> None:
     run_tiny(tmp_path / "gsp")
     run_tiny(tmp_path / "fp", "auction=first_price")
