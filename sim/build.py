@@ -3,9 +3,10 @@ that runs a world get one.
 
 :func:`build_world` makes, from one config, in this order: the threads, the named random streams,
 the marketplace (from the streams of ``world.market_seed`` where it is set, so that one
-marketplace can be run at many seeds), the arms' configs (the treatment's overlay applied), the lineages the skew sweep
-reads, the checkpoint cache, the start-up models (trained on the exploration log, or loaded), the
-training log, the arms and the model lifecycle that releases their next versions. With
+marketplace can be run at many seeds), the arms' configs (the treatment's overlay applied), the
+lineages the skew sweep reads, the checkpoint cache, the start-up models (trained on the
+exploration log, or loaded), the training log, the arms and the model lifecycle that releases
+their next versions. With
 ``serving=True`` (a run) it adds what serves traffic: the campaign desk and its budgets, each arm's
 serving stack and its index pipeline with the initial tiers deployed. With ``serving=False`` (the
 readiness check's replay) it builds only the arms whose releases the check needs, and nothing that
