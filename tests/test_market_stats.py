@@ -64,3 +64,29 @@ def test_the_direct_knobs_come_back_in_the_statistics(tmp_path: Path) -> None:
 def test_every_statistic_is_known(tiny_run: Path) -> None:
     from sim.market_stats import KNOWN
     assert set(statistics(read_logs(tiny_run))) == set(KNOWN)
+
+
+def _spread(*args: str) -> dict[str, float | None]:
+    """``examples/markets/spread.py`` in its own process (it replaces the streams' methods)."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import TINY
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(root / "examples/markets/spread.py"), *args,
+                          "--scenario", "default", *TINY],
+                         capture_output=True, text=True, check=True, cwd=root)
+    row: dict[str, float | None] = json.loads(out.stdout.strip().splitlines()[-1])
+    return row
+
+
+def test_the_spread_script_varies_only_its_group(tmp_path: Path) -> None:
+    """At its base seed the script's world is the plain run's; a group at another seed changes
+    the world."""
+    run_tiny(tmp_path / "plain", "seed=7")
+    plain = statistics(read_logs(tmp_path / "plain"))
+    same = _spread("users", "7", "--base", "7")
+    assert {k: same[k] for k in plain} == plain
+    other = _spread("market", "8", "--base", "7")
+    assert other["ctr"] != plain["ctr"]

@@ -47,7 +47,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="key=value settings of the world")
     p.add_argument("--base", type=int, default=105, help="the seed of every other stream")
     p.add_argument("--scenario", default="market_feed")
-    a = p.parse_args()
+    a = p.parse_intermixed_args()
 
     def varied(name: str) -> bool:
         return name in GROUPS[a.group] or (a.group == "models" and name.startswith("release"))
@@ -75,8 +75,8 @@ def main() -> None:
     run_dir = Path(tempfile.mkdtemp()) / "world"
     try:
         simulate(a.scenario, seed=a.seed if a.group == "run" else a.base, run_dir=run_dir,
-                 **{"threads.torch": 1, "threads.faiss": 1},
-                 **{k: _parse(v) for k, v in settings.items()})
+                 **{"threads.torch": 1, "threads.faiss": 1,
+                    **{k: _parse(v) for k, v in settings.items()}})
         stats = statistics(read_logs(run_dir))
     finally:
         shutil.rmtree(run_dir.parent, ignore_errors=True)
