@@ -88,5 +88,10 @@ def test_the_spread_script_varies_only_its_group(tmp_path: Path) -> None:
     plain = statistics(read_logs(tmp_path / "plain"))
     same = _spread("users", "7", "--base", "7")
     assert {k: same[k] for k in plain} == plain
+    # the budgets and targets are the advertisers' draws: another with the marketplace, held
+    # with the run
     other = _spread("market", "8", "--base", "7")
-    assert other["ctr"] != plain["ctr"]
+    assert other["budget_target_corr"] != plain["budget_target_corr"]
+    run = _spread("run", "8", "--base", "7")
+    assert run["budget_target_corr"] == plain["budget_target_corr"]
+    assert run["ctr"] != plain["ctr"]

@@ -95,6 +95,9 @@ def test_market_seed_pins_the_marketplace_not_the_run(tmp_path: Path) -> None:
     run_tiny(tmp_path / "a", "seed=1", "world.market_seed=5")
     run_tiny(tmp_path / "b", "seed=2", "world.market_seed=5")
     run_tiny(tmp_path / "own", "seed=1")
+    run_tiny(tmp_path / "itself", "seed=5", "world.market_seed=5")
+    assert read_log(tmp_path / "itself", "impressions").equals(
+        read_log(tmp_path / "market", "impressions"))  # a seed's own marketplace: the plain run
 
     def budgets(name: str) -> pl.DataFrame:
         return (read_log(tmp_path / name, "campaigns").filter(pl.col("time") == 0)
@@ -104,8 +107,10 @@ def test_market_seed_pins_the_marketplace_not_the_run(tmp_path: Path) -> None:
     assert not budgets("own").equals(budgets("market"))
     key = ["user_id", "ad_id", "surface"]
 
-    def truth(name: str) -> pl.DataFrame:
-        return read_log(tmp_path / name, "impressions").select(*key, "true_pcvr").unique(key)
+    def truth(name: str) -> pl.DataFrame:  # the initial catalogue's ads (ids 0 … 12 x 8 - 1):
+        # the ads that replace expired ones are drawn by the run's churn stream
+        return (read_log(tmp_path / name, "impressions").filter(pl.col("ad_id") < 12 * 8)
+                .select(*key, "true_pcvr").unique(key))
 
     both = truth("a").join(truth("market"), on=key, suffix="_m")
     assert both.height > 50

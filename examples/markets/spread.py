@@ -9,15 +9,15 @@ runs the ``market_feed`` scenario with every named random stream (:class:`sim.rn
 * ``market``: advertisers, catalogue, feature maps, response constants, offsite history;
 * ``users``: the users;
 * ``models``: the exploration serving, parameter initialisation, training batches and releases;
-* ``run``: traffic, churn, contexts, offline evaluation and the keyed outcomes (clicks and
-  conversions, the exploration log's labels among them), i.e. the run's ``seed``.
+* ``run``: traffic, churn (replacement ads, feature refreshes), the L1 prior's reference
+  contexts, offline evaluation, and every keyed draw (clicks and conversions, the exploration
+  log's labels among them; participation, log sampling, assignment): the config's ``seed``.
 
 Not part of the package: it replaces :class:`sim.rng.Streams`'s methods in this process (the
-world runs in-process, one torch and one faiss thread). The table of docs/calibration.md ("Why
-one world's rates are not another's") is this script at the preset's knobs before its marketplace
-was pinned: ``world.market_seed=null world.base_ctr_logit=-4.155348
-world.base_cvr_logit=-6.721028``, SEED 106-109 for each group, and GROUP ``run`` at SEED 105 for
-the world every row shares.
+world runs in-process, one torch and one faiss thread), and refuses ``world.market_seed``, which
+it would silently override. The table of docs/calibration.md ("Why one world's rates are not
+another's") is this script with no settings, SEED 106-109 for each group; the world at SEED 105
+(any group) is the fifth of every row.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ def main() -> None:
     from sim.market_stats import read_logs, statistics
 
     settings = dict(o.split("=", 1) for o in a.overrides)
+    if "world.market_seed" in settings:
+        p.error("world.market_seed: the script sets every stream's seed itself")
     run_dir = Path(tempfile.mkdtemp()) / "world"
     try:
         simulate(a.scenario, seed=a.seed if a.group == "run" else a.base, run_dir=run_dir,

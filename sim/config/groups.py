@@ -38,9 +38,10 @@ class WorldConfig:
     """The ground-truth marketplace (``sim.world``)."""
 
     # the seed of the marketplace's own draws: users, advertisers and their budgets, feature maps,
-    # the catalogue, the response constants, the offsite history (sim.world.marketplace); null:
-    # the run's ``seed``. Set, the run's seed still draws traffic, outcomes, the exploration log,
-    # every model's training and the ads that replace expired ones: one marketplace, many runs
+    # the initial catalogue, the response constants, the offsite counters' draws (at the start and
+    # through the run; sim.world.marketplace); null: the run's ``seed``. Set, the run's seed still
+    # draws traffic, outcomes, the exploration log, every model's training, and the ads that
+    # replace expired ones and their feature refreshes: one marketplace, many runs
     market_seed: int | None = bounded(None, ge=0)
     latent_dim: int = bounded(8, ge=1)  # dimension of user and ad latent vectors
     n_users: int = bounded(20_000, ge=1)
