@@ -50,6 +50,9 @@ def main() -> None:
     a = p.parse_intermixed_args()
 
     def varied(name: str) -> bool:
+        known = any(name in g for g in GROUPS.values()) or name.startswith("release")
+        if not known:  # a stream added to the simulator since: say which group it belongs to
+            raise SystemExit(f"spread.py: stream {name!r} is in no group; add it to GROUPS")
         return name in GROUPS[a.group] or (a.group == "models" and name.startswith("release"))
 
     def seq(self: rng.Streams, name: str) -> np.random.SeedSequence:
@@ -68,33 +71,22 @@ def main() -> None:
     rng.Streams.torch_seed = lambda self, name: int(  # type: ignore[method-assign]
         seq(self, name).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
 
-    from sim.api import simulate
+    from sim.api import simulate_config
+    from sim.config import load_config
     from sim.market_stats import read_logs, statistics
 
-    settings = dict(o.split("=", 1) for o in a.overrides)
-    if "world.market_seed" in settings:
+    seed = a.seed if a.group == "run" else a.base
+    cfg = load_config(a.scenario, ["threads.torch=1", "threads.faiss=1", *a.overrides,
+                                   f"seed={seed}"])
+    if cfg.world.market_seed is not None:
         p.error("world.market_seed: the script sets every stream's seed itself")
     run_dir = Path(tempfile.mkdtemp()) / "world"
     try:
-        simulate(a.scenario, seed=a.seed if a.group == "run" else a.base, run_dir=run_dir,
-                 **{"threads.torch": 1, "threads.faiss": 1,
-                    **{k: _parse(v) for k, v in settings.items()}})
+        simulate_config(cfg, a.scenario, run_dir)
         stats = statistics(read_logs(run_dir))
     finally:
         shutil.rmtree(run_dir.parent, ignore_errors=True)
     print(json.dumps({"group": a.group, "seed": a.seed, **stats}))
-
-
-def _parse(value: str) -> object:
-    """A command-line value as Hydra would read it (null, numbers, else the string)."""
-    if value == "null":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
 
 
 if __name__ == "__main__":
