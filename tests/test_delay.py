@@ -126,3 +126,22 @@ def test_the_exponential_mean_is_not_read_by_a_mixture() -> None:
     assert tiny_config(*mix).world.conversion_delay == "lognormal"
     with pytest.raises(ConfigError, match="conversion_delay_mean_s"):
         tiny_config(*mix, "world.conversion_delay_mean_s=7200")
+
+
+def test_a_conversion_has_its_keyed_delay_and_nothing_else_has_one() -> None:
+    """Only conversions are given a delay (the bisection is the costly part of an outcome draw),
+    and a conversion's delay is its own keyed quantile, whatever is drawn beside it."""
+    from sim.rng import CONVERSION_DELAY, keyed_uniform
+    from sim.world.response import draw_outcomes
+
+    rid = np.arange(2000, dtype=np.int64)[:, None]
+    ads = np.arange(3, dtype=np.int64)[None, :].repeat(2000, 0)
+    out = draw_outcomes(7, rid, ads, np.full((2000, 3), 0.5), np.full((2000, 3), 0.3), CRITEO_LIKE)
+    conv = out.conversion
+    assert 800 < conv.sum() < 1000 and np.isinf(out.delay_s[~conv]).all()
+    want = CRITEO_LIKE.quantile(keyed_uniform(7, np.broadcast_to(rid, ads.shape), ads,
+                                              CONVERSION_DELAY))
+    assert np.array_equal(out.delay_s[conv], want[conv])
+    one = draw_outcomes(7, rid[:50], ads[:50, :1], np.full((50, 1), 0.5), np.full((50, 1), 0.3),
+                        CRITEO_LIKE)
+    assert np.array_equal(one.delay_s[one.conversion], want[:50, :1][one.conversion])

@@ -283,6 +283,11 @@ class TrainingConfig:
     (``sim.models.bootstrap``, ``sim.models.training``)."""
 
     exploration_requests: int = bounded(60_000, ge=1)  # randomised-serving warm-up requests
+    # share of the exploration log's unclicked impressions and unshown pairs kept (every click
+    # is kept), with L2's click logit trained offset by -log of it so pCTR stays calibrated:
+    # a long log (the tens of conversions a short one holds at real rates train a CVR head that
+    # picks advertisers by chance) at the rows of a short one (sim.models.bootstrap)
+    exploration_negative_rate: float = bounded(1.0, gt=0, le=1)
     distill_ads_per_request: int = bounded(4, ge=1)  # random ads per request for L1 distillation
     label_weight: float = bounded(1.0, ge=0)  # weight of conversion labels next to L2 teacher
     # share of clicked, non-converting impressions kept for L2's pCVR head (negative

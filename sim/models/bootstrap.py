@@ -14,6 +14,8 @@ conversion of the warm-up is known by time 0. On that log:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -35,15 +37,36 @@ from sim.world.traffic import draw_audience
 from sim.world.users import Users
 
 EXPLORATION_ID_BASE = 1 << 40
+EXPLORATION_CHUNK = 100_000  # requests drawn at once when the log is downsampled
 
 
 def exploration_rows(market: Marketplace, cfg: Config, streams: Streams) -> LoggedRows:
-    """The exploration log: shown impressions (WINNER rows) and random unshown pairs (FULL rows)."""
+    """The exploration log: shown impressions (WINNER rows) and random unshown pairs (FULL rows).
+
+    With ``training.exploration_negative_rate`` w below 1 the log is drawn in chunks and keeps
+    every clicked impression, a w share of the unclicked ones and a w share of the unshown pairs
+    (negative downsampling: a log many times longer for the rows of a short one). The ranker's
+    click head is then trained with its logit offset by -log w (:func:`train_initial_models`),
+    which undoes the sampling in expectation: among kept rows the odds of a click are the
+    population's divided by w. At w = 1 nothing is dropped and no draw is added (every world
+    as before)."""
     rng = streams.get("exploration")
-    n, s, k = cfg.training.exploration_requests, cfg.auction.n_slots, cfg.training.distill_ads_per_request
+    tc = cfg.training
+    n, s, k, w = tc.exploration_requests, cfg.auction.n_slots, tc.distill_ads_per_request, \
+        tc.exploration_negative_rate
+    logged = FeatureRegistry.from_config(cfg.features).families("training_logs")
+    chunk = n if w == 1.0 else EXPLORATION_CHUNK
+    parts = [_exploration_chunk(market, cfg, rng, start, min(chunk, n - start), s, k, w, logged)
+             for start in range(0, n, chunk)]
+    return parts[0] if len(parts) == 1 else LoggedRows.concat(parts)
+
+
+def _exploration_chunk(market: Marketplace, cfg: Config, rng: np.random.Generator, start: int,
+                       n: int, s: int, k: int, w: float, logged: frozenset[str]) -> LoggedRows:
+    """Requests ``start .. start + n`` of the exploration log, the rows kept at rate ``w``."""
     cat, users = market.catalog, market.users
     user, surface = draw_audience(rng, n, users, market.surface_mix)
-    request_id = EXPLORATION_ID_BASE + np.arange(n, dtype=np.int64)
+    request_id = EXPLORATION_ID_BASE + start + np.arange(n, dtype=np.int64)
     slot = rng.integers(0, cat.n, size=(n, s + k))
     pctr, pcvr = true_rates(market.truth, users.latent[user], surface, cat.latent[slot],
                             cat.creative[slot], cat.quality[slot], users.logit_shifts(user))
@@ -55,17 +78,21 @@ def exploration_rows(market: Marketplace, cfg: Config, streams: Streams) -> Logg
                         ConversionDelay.from_config(cfg.world))
     click = out.click & shown
     conv_time = np.where(click & out.conversion, -0.5, np.inf)
-    m = n * (s + k)
-    logged = FeatureRegistry.from_config(cfg.features).families("training_logs")
-    features = fill_default(cat.features[slot.ravel()], logged, family_slices(cfg.world.latent_dim))
+    keep = (click | (rng.random((n, s + k)) < w)).ravel() if w < 1.0 else slice(None)
+    features = fill_default(cat.features[slot.ravel()[keep]], logged,
+                            family_slices(cfg.world.latent_dim))
+    ad_id = cat.ad_id[slot].ravel()[keep]
+    kept = len(ad_id)
     return LoggedRows(
-        time=np.full(m, -1.0), arm=np.zeros(m, np.int8), user=np.repeat(user, s + k),
-        surface=np.repeat(surface, s + k), ad_features=features,
-        ad_id=cat.ad_id[slot].ravel(), source=np.where(shown, WINNER, FULL).astype(np.int8).ravel(),
-        tier=np.zeros(m, np.int8), item_version=np.zeros(m, np.int32),
-        query_version=np.zeros(m, np.int32), position=position.ravel(), click=click.ravel(),
-        conversion_time=conv_time.ravel(), true_pcvr=pcvr.ravel(),
-        l1_pcvr=np.full(m, np.nan, np.float32), families=np.full(m, bits(logged), np.uint8))
+        time=np.full(kept, -1.0), arm=np.zeros(kept, np.int8),
+        user=np.repeat(user, s + k)[keep], surface=np.repeat(surface, s + k)[keep],
+        ad_features=features, ad_id=ad_id,
+        source=np.where(shown, WINNER, FULL).astype(np.int8).ravel()[keep],
+        tier=np.zeros(kept, np.int8), item_version=np.zeros(kept, np.int32),
+        query_version=np.zeros(kept, np.int32), position=position.ravel()[keep],
+        click=click.ravel()[keep], conversion_time=conv_time.ravel()[keep],
+        true_pcvr=pcvr.ravel()[keep], l1_pcvr=np.full(kept, np.nan, np.float32),
+        families=np.full(kept, bits(logged), np.uint8))
 
 
 def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, registry: Registry,
@@ -74,8 +101,12 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
     """Register version 1 of each arm's L2 lineage and its L1 lineages (lineage -> family).
 
     ``plan`` lists ``(l2 lineage, arm config, L1 lineages)``. Every arm trains from the same
-    exploration log with the same seeds, so two arms with the same config get the same models."""
+    exploration log with the same seeds, so two arms with the same config get the same models.
+    Returns the log's served impressions, clicks and conversions (all of them kept, whatever its
+    negative rate)."""
     rows = exploration_rows(market, cfg, streams)
+    # a downsampled log's click odds are the population's / w: the click logit trains offset
+    ctr_offset = -math.log(cfg.training.exploration_negative_rate)
     users, cat = market.users, market.catalog
     # every L2 learns a bias for each slot any arm auctions: under pooled training it trains on
     # the impressions of both arms, and an arm may have more slots than the control
@@ -84,21 +115,22 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
         gen = torch.Generator().manual_seed(streams.torch_seed("training/1"))
         with torch_draws(streams.torch_seed("init")):  # parameter initialisation
             _train_arm(pipeline_rows(rows, 0.0, acfg), users, cat, n_positions, l2_lineage,
-                       acfg, l1s, gen, registry, checkpoints)
-    shown = rows.source == WINNER
-    return {"impressions": int(shown.sum()), "clicks": int(rows.click.sum()),
+                       acfg, l1s, gen, registry, checkpoints, ctr_offset)
+    served = cfg.training.exploration_requests * cfg.auction.n_slots
+    return {"impressions": served, "clicks": int(rows.click.sum()),
             "conversions": int(np.isfinite(rows.conversion_time).sum())}
 
 
 def _train_arm(rows: LoggedRows, users: Users, cat: Catalog, n_positions: int, l2_lineage: str,
                acfg: Config, l1s: dict[str, str], gen: torch.Generator, registry: Registry,
-               checkpoints: Checkpoints | None) -> None:
+               checkpoints: Checkpoints | None, ctr_offset: float) -> None:
     """Version 1 of an arm's L2 and of its L1 lineages, each L1 beside the arm's own starting
-    where the arm's own L1 ended (:class:`sim.models.fitting.RngState`)."""
+    where the arm's own L1 ended (:class:`sim.models.fitting.RngState`); ``ctr_offset`` is added
+    to L2's click logit in training (:func:`sim.models.training.train_ranker`)."""
     l2 = Ranker(users.features.shape[1], len(acfg.world.surfaces), cat.features.shape[1],
                 acfg.world.latent_dim, acfg.models.l2_hidden, n_positions)
     fit = fit_l2(l2, rows, 0.0, users, acfg, acfg.training, gen, fit_norm=True,
-                 checkpoints=checkpoints)
+                 checkpoints=checkpoints, ctr_offset=ctr_offset)
     known, late = rows.positives(0.0)
     registry.register(ModelVersion(
         lineage=l2_lineage, version=1, kind="l2", family="ranker", trained_at=0.0,

@@ -79,9 +79,10 @@ def tower_vectors(l1: TwoTowerBase, rows: LoggedRows, users: Users,
 
 def fit_l2(model: Ranker, rows: LoggedRows, known_at: float, users: Users, cfg: Config,
            mcfg: TrainingConfig, gen: torch.Generator, fit_norm: bool,
-           checkpoints: Checkpoints | None = None) -> FitReport:
+           checkpoints: Checkpoints | None = None, ctr_offset: float = 0.0) -> FitReport:
     """Fit ``model`` in place on the impressions of ``rows`` (a known fit is loaded from
-    ``checkpoints``: same model, same generator state after)."""
+    ``checkpoints``: same model, same generator state after); ``ctr_offset``: see
+    :func:`sim.models.training.train_ranker`."""
     imp = rows.take(np.flatnonzero(rows.source == WINNER))
     ns = len(cfg.world.surfaces)
 
@@ -94,7 +95,7 @@ def fit_l2(model: Ranker, rows: LoggedRows, known_at: float, users: Users, cfg: 
             keep = torch.rand(len(imp), generator=gen).numpy() < mcfg.cvr_negative_rate
             cvr_rows = torch.from_numpy(imp.click & (conv | keep))
         report = train_ranker(model, x, pos, _t(imp.click), _t(conv), mcfg, gen, fit_norm,
-                              cvr_rows)
+                              cvr_rows, ctr_offset)
         model.eval()
         return report
 
@@ -102,6 +103,8 @@ def fit_l2(model: Ranker, rows: LoggedRows, known_at: float, users: Users, cfg: 
         return train()
     inputs = {"rows": _training_fields(imp), "known_at": known_at, "users": users.features,
               "surfaces": ns, "training": dataclasses.asdict(mcfg), "fit_norm": fit_norm}
+    if ctr_offset:
+        inputs["ctr_offset"] = ctr_offset
     return checkpoints.fit("l2", model, gen, inputs, train)
 
 

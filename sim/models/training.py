@@ -129,17 +129,24 @@ def learning_rate(cfg: TrainingConfig, step: int, total: int) -> float:
 def train_ranker(
     model: Ranker, x: torch.Tensor, position: torch.Tensor, click: torch.Tensor,
     conversion: torch.Tensor, cfg: TrainingConfig, gen: torch.Generator, fit_norm: bool = True,
-    cvr_rows: torch.Tensor | None = None,
+    cvr_rows: torch.Tensor | None = None, ctr_offset: float = 0.0,
 ) -> FitReport:
     """Fit pCTR on every impression and pCVR on clicked impressions (BCE on both heads), or on
     the rows of ``cvr_rows`` (bool, a subset of the clicked ones) when given.
+
+    ``ctr_offset`` is added to the click logit in the loss only: for rows whose unclicked
+    impressions were kept at rate w, an offset of -log w makes the model's own logit the
+    population's (the kept rows' click odds are the population's / w), so its pCTR stays
+    calibrated (He et al. 2014, "Practical Lessons from Predicting Clicks on Ads at Facebook",
+    section 6.2, recalibrate after negative downsampling; here the correction is in training).
 
     ``fit_norm=False`` keeps the input standardisation of a warm-started model."""
     clicked = click > 0.5 if cvr_rows is None else cvr_rows
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         out = model(x[idx], position[idx])
-        loss = F.binary_cross_entropy_with_logits(out[:, 0], click[idx])
+        ctr_logit = out[:, 0] + ctr_offset if ctr_offset else out[:, 0]
+        loss = F.binary_cross_entropy_with_logits(ctr_logit, click[idx])
         m = clicked[idx]
         if m.any():
             loss = loss + F.binary_cross_entropy_with_logits(out[m, 1], conversion[idx][m])

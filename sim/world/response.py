@@ -79,16 +79,24 @@ class Outcomes:
 
     click: np.ndarray  # bool
     conversion: np.ndarray  # bool (only ever true where click is true)
-    delay_s: np.ndarray  # float64 seconds from click to conversion (drawn for every impression)
+    delay_s: np.ndarray  # float64 seconds from click to conversion (inf where none)
 
 
 def draw_outcomes(
     seed: int, request_id: np.ndarray, ad_id: np.ndarray, pctr: np.ndarray, pcvr: np.ndarray,
     delay: ConversionDelay,
 ) -> Outcomes:
-    """Clicks with probability ``pctr``, conversions given a click with ``pcvr``, delays drawn
-    from ``delay`` (``sim.world.delay``)."""
+    """Clicks with probability ``pctr``, conversions given a click with ``pcvr``, and each
+    conversion's delay drawn from ``delay`` (``sim.world.delay``; keyed, so a conversion's delay
+    is the same whichever impressions are drawn beside it). Only conversions are given a delay:
+    a lognormal mixture's quantile is a bisection, most of a batch's outcome cost when it was
+    drawn for every impression."""
     click = keyed_uniform(seed, request_id, ad_id, CLICK) < pctr
     conversion = click & (keyed_uniform(seed, request_id, ad_id, CONVERSION) < pcvr)
-    u = keyed_uniform(seed, request_id, ad_id, CONVERSION_DELAY)
-    return Outcomes(click=click, conversion=conversion, delay_s=delay.quantile(u))
+    delay_s = np.full(conversion.shape, np.inf)
+    if conversion.any():
+        rid = np.broadcast_to(request_id, conversion.shape)
+        aid = np.broadcast_to(ad_id, conversion.shape)
+        delay_s[conversion] = delay.quantile(
+            keyed_uniform(seed, rid[conversion], aid[conversion], CONVERSION_DELAY))
+    return Outcomes(click=click, conversion=conversion, delay_s=delay_s)
