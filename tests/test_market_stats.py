@@ -95,3 +95,7 @@ def test_the_spread_script_varies_only_its_group(tmp_path: Path) -> None:
     run = _spread("run", "8", "--base", "7")
     assert run["budget_target_corr"] == plain["budget_target_corr"]
     assert run["ctr"] != plain["ctr"]
+    # the exploration log's labels alone: another start-up model, the same marketplace
+    labels = _spread("exploration_labels", "8", "--base", "7")
+    assert labels["budget_target_corr"] == plain["budget_target_corr"]
+    assert labels["ctr"] != plain["ctr"] and labels["ctr"] != run["ctr"]

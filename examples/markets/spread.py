@@ -13,6 +13,14 @@ runs the ``market_feed`` scenario with every named random stream (:class:`sim.rn
   contexts, offline evaluation, and every keyed draw (clicks and conversions, the exploration
   log's labels among them; participation, log sampling, assignment): the config's ``seed``.
 
+and three parts of ``run`` (the config's seed held at the base):
+
+* ``run_streams``: its named streams only (traffic, churn, contexts, offline evaluation);
+* ``exploration_labels``: the keyed draws of the exploration log's requests (its clicks and
+  conversions);
+* ``live_draws``: the keyed draws of live requests (clicks, conversions and their delays,
+  participation, log sampling, latency; not the arm assignment, which is keyed by its salt).
+
 Not part of the package: it replaces :class:`sim.rng.Streams`'s methods in this process (the
 world runs in-process, one torch and one faiss thread), and refuses ``world.market_seed``, which
 it would silently override. The table of docs/calibration.md ("Why one world's rates are not
@@ -38,11 +46,12 @@ GROUPS = {
     "models": {"exploration", "training/1", "init"},  # and every release/... stream
     "run": {"traffic", "churn", "contexts", "offline_eval"},
 }
+RUN_PARTS = ("run_streams", "exploration_labels", "live_draws")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("group", choices=sorted(GROUPS))
+    p.add_argument("group", choices=sorted([*GROUPS, *RUN_PARTS]))
     p.add_argument("seed", type=int)
     p.add_argument("overrides", nargs="*", help="key=value settings of the world")
     p.add_argument("--base", type=int, default=105, help="the seed of every other stream")
@@ -53,7 +62,9 @@ def main() -> None:
         known = any(name in g for g in GROUPS.values()) or name.startswith("release")
         if not known:  # a stream added to the simulator since: say which group it belongs to
             raise SystemExit(f"spread.py: stream {name!r} is in no group; add it to GROUPS")
-        return name in GROUPS[a.group] or (a.group == "models" and name.startswith("release"))
+        if a.group == "run_streams":
+            return name in GROUPS["run"]
+        return name in GROUPS.get(a.group, ()) or (a.group == "models" and name.startswith("release"))
 
     def seq(self: rng.Streams, name: str) -> np.random.SeedSequence:
         # under "run" the config's seed is SEED (the keyed draws read it) and the streams
@@ -71,6 +82,9 @@ def main() -> None:
     rng.Streams.torch_seed = lambda self, name: int(  # type: ignore[method-assign]
         seq(self, name).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
 
+    if a.group in ("exploration_labels", "live_draws"):
+        _key_by_request(a.group == "exploration_labels", a.base, a.seed)
+
     from sim.api import simulate_config
     from sim.config import load_config
     from sim.market_stats import read_logs, statistics
@@ -87,6 +101,27 @@ def main() -> None:
     finally:
         shutil.rmtree(run_dir.parent, ignore_errors=True)
     print(json.dumps({"group": a.group, "seed": a.seed, **stats}))
+
+
+def _key_by_request(exploration: bool, base: int, seed: int) -> None:
+    """Keyed draws at the run's seed (the base) take ``seed`` for the exploration log's requests
+    (or for live ones): every module's reference to :func:`sim.rng.keyed_uniform` is replaced."""
+    import sys
+
+    from sim.models.bootstrap import EXPLORATION_ID_BASE
+
+    original = rng.keyed_uniform
+
+    def keyed(s: int, request_id, ad_id, event: int):  # type: ignore[no-untyped-def]
+        if s != base:  # another key (an assignment salt): as it was
+            return original(s, request_id, ad_id, event)
+        held, moved = original(base, request_id, ad_id, event), original(seed, request_id, ad_id, event)
+        mine = (np.asarray(request_id) >= EXPLORATION_ID_BASE) == exploration
+        return np.where(np.broadcast_to(mine, held.shape), moved, held)
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "keyed_uniform", None) is original:
+            module.keyed_uniform = keyed  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":
