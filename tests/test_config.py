@@ -45,6 +45,8 @@ from conftest import read_json
     ("world.market_seed=-1", "world.market_seed", "-1"),
     ("experiment.treatment.world.n_users=5", "experiment.treatment", "n_users"),
     ("experiment.treatment.models.l1_family=dhen", "experiment.treatment", "dhen"),
+    ("training.exploration_negative_rate=0", "training.exploration_negative_rate", "0"),
+    ("training.exploration_negative_rate=1.5", "training.exploration_negative_rate", "1.5"),
 ])
 def test_out_of_range_values_name_key_and_value(override: str, key: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -201,6 +203,11 @@ def test_cli_rejects_unknown_key(tmp_path: Path) -> None:
 
 
 def test_bad_treatment_overlay_fails_at_load() -> None:
+    # one exploration log for both arms: the treatment cannot draw its own
+    for key, value in (("exploration_negative_rate", "0.1"), ("exploration_requests", "9")):
+        with pytest.raises(ConfigError, match=rf"experiment.treatment.training.{key}.*{value}"):
+            load_config("default", ["experiment.arms=[control,treatment]",
+                                    f"experiment.treatment.training.{key}={value}"])
     with pytest.raises(ConfigError, match="l1_famly"):
         load_config("default", ["experiment.arms=[control,treatment]",
                                 "experiment.treatment.models.l1_famly=dhen"])

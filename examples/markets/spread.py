@@ -11,7 +11,8 @@ runs the ``market_feed`` scenario with every named random stream (:class:`sim.rn
 * ``models``: the exploration serving, parameter initialisation, training batches and releases;
 * ``run``: traffic, churn (replacement ads, feature refreshes), the L1 prior's reference
   contexts, offline evaluation, and every keyed draw (clicks and conversions, the exploration
-  log's labels among them; participation, log sampling, assignment): the config's ``seed``.
+  log's labels among them; participation, log sampling, latency): the config's ``seed``
+  (the arm assignment is keyed by the experiment's salt, not the seed).
 
 and three parts of ``run`` (the config's seed held at the base):
 

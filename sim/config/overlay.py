@@ -19,6 +19,9 @@ from sim.config.schema import MOVED_KEYS, ArmOverlay, Config, set_keys
 from sim.config.validate import ConfigError, validate
 
 PREFIX = "experiment.treatment"
+# the exploration log is drawn once, by the control's config, and every arm's start-up models
+# train on it (sim.models.bootstrap): the treatment cannot set how it is drawn
+START_UP_LOG = ("exploration_requests", "exploration_negative_rate", "distill_ads_per_request")
 
 
 def typed_overlay(overlay: Any) -> Any:
@@ -60,6 +63,10 @@ def arm_config(cfg: Config, overlay: Any) -> Config:
     nothing changes nothing, and ``cfg`` was validated where it was composed (this saves a
     structured-config round trip, about 0.15 s, in every A/A world)."""
     sets = overlay_dict(overlay)
+    for key in START_UP_LOG:
+        if key in sets.get("training", {}):
+            raise ConfigError(f"`{PREFIX}.training.{key}`: the exploration log is drawn once for "
+                              f"both arms; set `training.{key}` (got {sets['training'][key]!r})")
     if not sets:
         return copy.deepcopy(cfg)
     try:

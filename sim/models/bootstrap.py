@@ -28,7 +28,7 @@ from sim.models.label_join import pipeline_rows
 from sim.models.ranker import Ranker
 from sim.models.registry import ModelVersion, Registry
 from sim.models.training_log import FULL, WINNER, LoggedRows
-from sim.rng import Streams
+from sim.rng import EXPLORATION_KEEP, Streams, keyed_uniform
 from sim.world.catalog import Catalog, family_slices
 from sim.world.delay import ConversionDelay
 from sim.world.marketplace import Marketplace
@@ -37,34 +37,34 @@ from sim.world.traffic import draw_audience
 from sim.world.users import Users
 
 EXPLORATION_ID_BASE = 1 << 40
-EXPLORATION_CHUNK = 100_000  # requests drawn at once when the log is downsampled
+EXPLORATION_CHUNK = 100_000  # requests drawn at once (a default log is one chunk)
 
 
 def exploration_rows(market: Marketplace, cfg: Config, streams: Streams) -> LoggedRows:
-    """The exploration log: shown impressions (WINNER rows) and random unshown pairs (FULL rows).
+    """The exploration log: shown impressions (WINNER rows) and random unshown pairs (FULL rows),
+    drawn :data:`EXPLORATION_CHUNK` requests at a time.
 
-    With ``training.exploration_negative_rate`` w below 1 the log is drawn in chunks and keeps
-    every clicked impression, a w share of the unclicked ones and a w share of the unshown pairs
-    (negative downsampling: a log many times longer for the rows of a short one). The ranker's
-    click head is then trained with its logit offset by -log w (:func:`train_initial_models`),
-    which undoes the sampling in expectation: among kept rows the odds of a click are the
-    population's divided by w. At w = 1 nothing is dropped and no draw is added (every world
-    as before)."""
+    With ``training.exploration_negative_rate`` w below 1 the log keeps every clicked impression,
+    a w share of the unclicked ones and a w share of the unshown pairs (negative downsampling; a
+    keyed draw per row, so the kept rows are a subset of the whole log's at the same seed): a log
+    many times longer for the rows of a short one. The ranker's click logit then trains offset by
+    -log w, which undoes the sampling in expectation (among kept rows the odds of a click are the
+    population's divided by w), and L1's distillation weighs each kept unclicked row by 1 / w
+    (:func:`train_initial_models`)."""
     rng = streams.get("exploration")
     tc = cfg.training
-    n, s, k, w = tc.exploration_requests, cfg.auction.n_slots, tc.distill_ads_per_request, \
-        tc.exploration_negative_rate
+    n, w = tc.exploration_requests, tc.exploration_negative_rate
     logged = FeatureRegistry.from_config(cfg.features).families("training_logs")
-    chunk = n if w == 1.0 else EXPLORATION_CHUNK
-    parts = [_exploration_chunk(market, cfg, rng, start, min(chunk, n - start), s, k, w, logged)
-             for start in range(0, n, chunk)]
+    parts = [_exploration_chunk(market, cfg, rng, start, min(EXPLORATION_CHUNK, n - start), w,
+                                logged) for start in range(0, n, EXPLORATION_CHUNK)]
     return parts[0] if len(parts) == 1 else LoggedRows.concat(parts)
 
 
 def _exploration_chunk(market: Marketplace, cfg: Config, rng: np.random.Generator, start: int,
-                       n: int, s: int, k: int, w: float, logged: frozenset[str]) -> LoggedRows:
-    """Requests ``start .. start + n`` of the exploration log, the rows kept at rate ``w``."""
+                       n: int, w: float, logged: frozenset[str]) -> LoggedRows:
+    """Requests ``start .. start + n`` of the exploration log, the unclicked rows kept at ``w``."""
     cat, users = market.catalog, market.users
+    s, k = cfg.auction.n_slots, cfg.training.distill_ads_per_request
     user, surface = draw_audience(rng, n, users, market.surface_mix)
     request_id = EXPLORATION_ID_BASE + start + np.arange(n, dtype=np.int64)
     slot = rng.integers(0, cat.n, size=(n, s + k))
@@ -78,7 +78,11 @@ def _exploration_chunk(market: Marketplace, cfg: Config, rng: np.random.Generato
                         ConversionDelay.from_config(cfg.world))
     click = out.click & shown
     conv_time = np.where(click & out.conversion, -0.5, np.inf)
-    keep = (click | (rng.random((n, s + k)) < w)).ravel() if w < 1.0 else slice(None)
+    keep: np.ndarray | slice = slice(None)
+    if w < 1.0:
+        column = np.arange(s + k, dtype=np.int64)
+        keep = (click | (keyed_uniform(cfg.seed, request_id[:, None], column, EXPLORATION_KEEP)
+                         < w)).ravel()
     features = fill_default(cat.features[slot.ravel()[keep]], logged,
                             family_slices(cfg.world.latent_dim))
     ad_id = cat.ad_id[slot].ravel()[keep]
@@ -105,8 +109,6 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
     Returns the log's served impressions, clicks and conversions (all of them kept, whatever its
     negative rate)."""
     rows = exploration_rows(market, cfg, streams)
-    # a downsampled log's click odds are the population's / w: the click logit trains offset
-    ctr_offset = -math.log(cfg.training.exploration_negative_rate)
     users, cat = market.users, market.catalog
     # every L2 learns a bias for each slot any arm auctions: under pooled training it trains on
     # the impressions of both arms, and an arm may have more slots than the control
@@ -115,7 +117,7 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
         gen = torch.Generator().manual_seed(streams.torch_seed("training/1"))
         with torch_draws(streams.torch_seed("init")):  # parameter initialisation
             _train_arm(pipeline_rows(rows, 0.0, acfg), users, cat, n_positions, l2_lineage,
-                       acfg, l1s, gen, registry, checkpoints, ctr_offset)
+                       acfg, l1s, gen, registry, checkpoints, cfg.training.exploration_negative_rate)
     served = cfg.training.exploration_requests * cfg.auction.n_slots
     return {"impressions": served, "clicks": int(rows.click.sum()),
             "conversions": int(np.isfinite(rows.conversion_time).sum())}
@@ -123,14 +125,16 @@ def train_initial_models(market: Marketplace, cfg: Config, streams: Streams, reg
 
 def _train_arm(rows: LoggedRows, users: Users, cat: Catalog, n_positions: int, l2_lineage: str,
                acfg: Config, l1s: dict[str, str], gen: torch.Generator, registry: Registry,
-               checkpoints: Checkpoints | None, ctr_offset: float) -> None:
+               checkpoints: Checkpoints | None, negative_rate: float) -> None:
     """Version 1 of an arm's L2 and of its L1 lineages, each L1 beside the arm's own starting
-    where the arm's own L1 ended (:class:`sim.models.fitting.RngState`); ``ctr_offset`` is added
-    to L2's click logit in training (:func:`sim.models.training.train_ranker`)."""
+    where the arm's own L1 ended (:class:`sim.models.fitting.RngState`). ``rows`` keep their
+    unclicked rows at ``negative_rate`` w: L2's click logit trains offset by -log w
+    (:func:`sim.models.training.train_ranker`), and L1's distillation weighs an unclicked row by
+    1 / w (the distilled pairs weighted as the whole log's)."""
     l2 = Ranker(users.features.shape[1], len(acfg.world.surfaces), cat.features.shape[1],
                 acfg.world.latent_dim, acfg.models.l2_hidden, n_positions)
     fit = fit_l2(l2, rows, 0.0, users, acfg, acfg.training, gen, fit_norm=True,
-                 checkpoints=checkpoints, ctr_offset=ctr_offset)
+                 checkpoints=checkpoints, ctr_offset=-math.log(negative_rate))
     known, late = rows.positives(0.0)
     registry.register(ModelVersion(
         lineage=l2_lineage, version=1, kind="l2", family="ranker", trained_at=0.0,
@@ -143,7 +147,7 @@ def _train_arm(rows: LoggedRows, users: Users, cat: Catalog, n_positions: int, l
             draws.restore(gen)
         l1 = make_l1(family, acfg)
         fit = fit_l1(l1, l2, rows, 0.0, users, acfg, acfg.training, gen, fit_norm=True,
-                     checkpoints=checkpoints)
+                     checkpoints=checkpoints, unclicked_weight=1.0 / negative_rate)
         view = feature_view(rows.families, list(acfg.models.l1_features))
         registry.register(ModelVersion(
             lineage=lineage, version=1, kind="l1", family=family, trained_at=0.0,

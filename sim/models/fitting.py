@@ -110,17 +110,23 @@ def fit_l2(model: Ranker, rows: LoggedRows, known_at: float, users: Users, cfg: 
 
 def fit_l1(model: TwoTowerBase, l2: Ranker, rows: LoggedRows, known_at: float, users: Users,
            cfg: Config, mcfg: TrainingConfig, gen: torch.Generator, fit_norm: bool,
-           checkpoints: Checkpoints | None = None) -> FitReport:
+           checkpoints: Checkpoints | None = None, unclicked_weight: float = 1.0) -> FitReport:
     """Distill ``model`` in place from the teacher ``l2`` on ``rows`` (a known fit is loaded
-    from ``checkpoints``)."""
+    from ``checkpoints``); ``unclicked_weight``: each unclicked row's weight in the teacher's
+    term against a clicked row's (the weights scaled to mean 1), for rows whose unclicked ones
+    were downsampled."""
     ns = len(cfg.world.surfaces)
 
     def train() -> FitReport:
         teacher = torch.from_numpy(teacher_pcvr(l2, rows, users, ns).astype(np.float32))
         label = rows.click & rows.converted_by(known_at)
         qx = _t(query_inputs(users, rows.user, rows.surface, ns))
+        weight = None
+        if unclicked_weight != 1.0:
+            w = np.where(rows.click, 1.0, unclicked_weight)
+            weight = torch.from_numpy((w / w.mean()).astype(np.float32))
         report = distill_two_tower(model, qx, _t(rows.ad_features), teacher, _t(label),
-                                   torch.from_numpy(rows.click), mcfg, gen, fit_norm)
+                                   torch.from_numpy(rows.click), mcfg, gen, fit_norm, weight)
         model.eval()
         return report
 
@@ -129,6 +135,8 @@ def fit_l1(model: TwoTowerBase, l2: Ranker, rows: LoggedRows, known_at: float, u
     inputs = {"rows": _training_fields(rows), "teacher": dict(l2.state_dict()), "known_at": known_at,
               "users": users.features, "surfaces": ns, "training": dataclasses.asdict(mcfg),
               "fit_norm": fit_norm, "family": model.family}
+    if unclicked_weight != 1.0:
+        inputs["unclicked_weight"] = unclicked_weight
     return checkpoints.fit("l1", model, gen, inputs, train)
 
 

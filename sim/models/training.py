@@ -138,7 +138,7 @@ def train_ranker(
     impressions were kept at rate w, an offset of -log w makes the model's own logit the
     population's (the kept rows' click odds are the population's / w), so its pCTR stays
     calibrated (He et al. 2014, "Practical Lessons from Predicting Clicks on Ads at Facebook",
-    section 6.2, recalibrate after negative downsampling; here the correction is in training).
+    section 6: negative downsampling, then a recalibration; here the correction is in training).
 
     ``fit_norm=False`` keeps the input standardisation of a warm-started model."""
     clicked = click > 0.5 if cvr_rows is None else cvr_rows
@@ -161,16 +161,19 @@ def train_ranker(
 def distill_two_tower(
     model: TwoTowerBase, query_x: torch.Tensor, item_x: torch.Tensor, teacher: torch.Tensor,
     label: torch.Tensor, has_label: torch.Tensor, cfg: TrainingConfig, gen: torch.Generator,
-    fit_norm: bool = True,
+    fit_norm: bool = True, weight: torch.Tensor | None = None,
 ) -> FitReport:
     """Fit the L1 logit to the L2 teacher's pCVR on every pair, plus conversion labels where known.
 
     ``query_x`` (N, Fq), ``item_x`` (N, Fi) are aligned pairs; ``teacher`` (N,) probabilities;
-    ``label`` (N,) 0/1 conversions, used where ``has_label`` (clicked impressions).
+    ``label`` (N,) 0/1 conversions, used where ``has_label`` (clicked impressions); ``weight``
+    (N,), when given, weighs each pair's teacher term (the label term is a mean over the labelled
+    pairs).
     """
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         logit = model(query_x[idx], item_x[idx])
-        loss = F.binary_cross_entropy_with_logits(logit, teacher[idx])
+        loss = F.binary_cross_entropy_with_logits(
+            logit, teacher[idx], weight=None if weight is None else weight[idx])
         m = has_label[idx]
         if cfg.label_weight > 0 and m.any():
             loss = loss + cfg.label_weight * F.binary_cross_entropy_with_logits(
