@@ -63,10 +63,10 @@ def arm_config(cfg: Config, overlay: Any) -> Config:
     nothing changes nothing, and ``cfg`` was validated where it was composed (this saves a
     structured-config round trip, about 0.15 s, in every A/A world)."""
     sets = overlay_dict(overlay)
-    for key in START_UP_LOG:
-        if key in sets.get("training", {}):
-            raise ConfigError(f"`{PREFIX}.training.{key}`: the exploration log is drawn once for "
-                              f"both arms; set `training.{key}` (got {sets['training'][key]!r})")
+    for name in START_UP_LOG:
+        if name in sets.get("training", {}):
+            raise ConfigError(f"`{PREFIX}.training.{name}`: the exploration log is drawn once for "
+                              f"both arms; set `training.{name}` (got {sets['training'][name]!r})")
     if not sets:
         return copy.deepcopy(cfg)
     try:
