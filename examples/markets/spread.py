@@ -18,7 +18,7 @@ and three parts of ``run`` (the config's seed held at the base):
 
 * ``run_streams``: its named streams only (traffic, churn, contexts, offline evaluation);
 * ``exploration_labels``: the keyed draws of the exploration log's requests (its clicks and
-  conversions);
+  conversions, and in a downsampled log which rows it keeps);
 * ``live_draws``: the keyed draws of live requests (clicks, conversions and their delays,
   participation, log sampling, latency; not the arm assignment, which is keyed by its salt).
 
@@ -113,7 +113,7 @@ def _key_by_request(exploration: bool, base: int, seed: int) -> None:
 
     original = rng.keyed_uniform
 
-    def keyed(s: int, request_id, ad_id, event: int):  # type: ignore[no-untyped-def]
+    def keyed(s: int, request_id: np.ndarray, ad_id: np.ndarray | int, event: int) -> np.ndarray:
         if s != base:  # another key (an assignment salt): as it was
             return original(s, request_id, ad_id, event)
         held, moved = original(base, request_id, ad_id, event), original(seed, request_id, ad_id, event)
