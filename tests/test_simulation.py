@@ -104,6 +104,7 @@ def test_market_seed_pins_the_marketplace_not_the_run(tmp_path: Path) -> None:
                 .select("advertiser_id", "objective", "budget", "target_cpa"))
 
     assert budgets("a").equals(budgets("market")) and budgets("b").equals(budgets("market"))
+    assert read_json(tmp_path / "a" / "manifest.json")["market_seed"] == 5  # said where it is pinned
     assert not budgets("own").equals(budgets("market"))
     key = ["user_id", "ad_id", "surface"]
 
@@ -192,8 +193,9 @@ def test_complete_manifest(tiny_run: Path) -> None:
     man = read_json(tiny_run / "manifest.json")
     assert man["status"] == "complete"
     for key in ("seed", "config_hash", "packages", "sim_start_s", "sim_end_s", "wall_s",
-                "wall_start", "wall_end", "scenario"):
+                "wall_start", "wall_end", "scenario", "market_seed"):
         assert key in man
+    assert man["market_seed"] is None  # the tiny world draws its marketplace from its seed
     assert man["packages"]["torch"] is not None
     parts = [man[k] for k in ("setup_s", "releases_s", "data_plane_s", "evaluation_s")]
     assert man["releases_s"] > 0 and all(p >= 0 for p in parts)  # the tiny world releases twice
