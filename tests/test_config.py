@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -345,3 +346,26 @@ def test_a_config_with_a_treatment_crosses_to_another_process() -> None:
                          capture_output=True, timeout=120)
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     assert out.stdout.decode().strip() == cfg.experiment.treatment.index.factory
+
+
+@pytest.mark.parametrize("override, key, got", [
+    ("world.n_users='1000'", "world.n_users", "'1000'"),
+    ("seed='7'", "seed", "'7'"),
+    ("pacing.enabled='true'", "pacing.enabled", "'true'"),  # a bool: OmegaConf casts 'true' too
+    ("world.market_seed='3'", "world.market_seed", "'3'"),  # int | None
+    ("world.position_ctr=[1.0,'0.8',0.6]", "world.position_ctr", "'0.8'"),  # a list's element
+    ("world.objective_mix={ocpm: '1.0', cpc: 0.0, cpm: 0.0}", "world.objective_mix.ocpm", "'1.0'"),
+    ("experiment.treatment.funnel.k_l1='50'", "experiment.treatment.funnel.k_l1", "'50'"),
+])
+def test_a_quoted_number_is_refused_not_cast(override: str, key: str, got: str) -> None:
+    """OmegaConf casts the string '1000' to the int field's 1000 without a word: refused, named."""
+    with pytest.raises(ConfigError, match=rf"`{re.escape(key)}` is a number, got the string {got}"):
+        load_config("default", ["experiment.arms=[control,treatment]", override])
+    assert load_config("default", ["progress='off'"]).progress == "off"  # a string field takes one
+
+
+def test_a_scenario_file_s_quoted_number_is_named_with_its_file(tmp_path: Path) -> None:
+    (tmp_path / "quoted.yaml").write_text("# @package _global_\nworld:\n  n_users: '1000'\n")
+    with pytest.raises(ConfigError, match=r"`world.n_users` is a number, got the string '1000' "
+                                          r"\(in scenarios/quoted.yaml\)"):
+        check_scenario("quoted", tmp_path)

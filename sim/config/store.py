@@ -11,6 +11,8 @@ overlay that states only what it changes.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,83 @@ def check_moved_keys(overrides: list[str]) -> None:
         if key.startswith("experiment.treatment") and override.startswith("+"):
             raise ConfigError(f"{override!r}: the treatment's keys are in the schema, typed like "
                               "any other; drop the `+`")
+        check_quoted_number(override)
+
+
+def _members(hint: Any) -> tuple[Any, ...]:
+    """A union's members, ``None``'s type left out; any other annotation alone."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return tuple(a for a in typing.get_args(hint) if a is not type(None))
+    return (hint,)
+
+
+def schema_type(key: str) -> Any:
+    """The schema's annotation of a dotted ``key`` (a dict-valued key's entry: the dict's value
+    type); None where the key is not in :class:`Config` (``hydra.*``, ``scenario``)."""
+    hint: Any = Config
+    for part in key.split("."):
+        (inner,) = _members(hint)[:1] or (None,)
+        if dataclasses.is_dataclass(inner):
+            hints = typing.get_type_hints(inner)
+            if part not in hints:
+                return None
+            hint = hints[part]
+        elif typing.get_origin(inner) is dict:
+            hint = typing.get_args(inner)[1]
+        else:
+            return None
+    return hint
+
+
+NUMBERS = (int, float, bool)
+BOOL_WORDS = ("true", "false", "yes", "no", "on", "off")
+
+
+def _castable(text: str, members: tuple[Any, ...]) -> bool:
+    """Whether OmegaConf would turn the string ``text`` into one of ``members``' numbers (a string
+    that is no number, ``abc``, fails on its own with OmegaConf's error)."""
+    if bool in members and text.strip().lower() in BOOL_WORDS:
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_quoted_number(override: str) -> None:
+    """Fail on a quoted string given for a number on the command line (``world.n_users='1000'``):
+    OmegaConf would cast it to the number without a word, and a value is never silently cast
+    (:func:`check_number`)."""
+    key, sep, text = override.partition("=")
+    if not sep or not text.strip() or schema_type(key.lstrip("+~")) is None:
+        return
+    try:
+        value = OverridesParser.create().parse_override(override.lstrip("+~")).value()
+    except Exception:  # noqa: BLE001 - a malformed override: Hydra's own error says what is wrong
+        return
+    check_number(key.lstrip("+~"), value, repr(override))
+
+
+def check_number(key: str, value: Any, given: str) -> None:
+    """Fail, naming ``key`` and where it was ``given``, where ``value`` holds a string at a place
+    the schema types as a number: a leaf, a list's element (``world.position_ctr=[1.0,'0.8']``)
+    or a dict's entry (``world.objective_mix={ocpm: '1.0'}``)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_number(f"{key}.{k}", v, given)
+        return
+    if (hint := schema_type(key)) is None:
+        return
+    members, values = _members(hint), [value]
+    if lists := [m for m in members if typing.get_origin(m) is list]:
+        members = _members(typing.get_args(lists[0])[0])
+        values = value if isinstance(value, list) else []
+    if str in members or not any(m in NUMBERS for m in members):
+        return
+    if quoted := [v for v in values if isinstance(v, str) and _castable(v, members)]:
+        raise ConfigError(f"`{key}` is a number, got the string {quoted[0]!r} ({given}): drop "
+                          "the quotes (a string is not cast to a number)")
 
 
 def check_treatment_key(key: str, given: str) -> None:
@@ -123,12 +202,16 @@ def _leaf_keys(node: dict[str, Any], prefix: str = "") -> list[str]:
 
 def check_scenario(name: str, scenario_dir: Path = SCENARIO_DIR) -> None:
     """The treatment keys a scenario file states (and the scenarios its defaults list takes),
-    checked as a command line's are, so a bad one is named with its file before composition."""
+    checked as a command line's are, and its numbers (no quoted string where the schema has a
+    number: :func:`check_number`), so a bad one is named with its file before composition."""
     path = scenario_dir / f"{name}.yaml"
     if not path.exists():
         return  # Hydra says which scenarios there are
     node = OmegaConf.to_container(OmegaConf.load(path)) or {}
     assert isinstance(node, dict)
+    for key, value in node.items():
+        if key != "defaults":
+            check_number(str(key), value, f"in scenarios/{name}.yaml")
     for parent in node.get("defaults") or []:
         if isinstance(parent, str) and parent != "_self_":
             check_scenario(parent, scenario_dir)
