@@ -36,6 +36,7 @@ def main(dcfg: DictConfig) -> None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:
+        check_moved_keys(list(hc.overrides.task))  # this job's own values (a sweep's, one each)
         cfg = to_config(dcfg)
         resolve_threads(cfg)  # deterministic mode needs MKL's strict mode in this process
     except ConfigError as exc:

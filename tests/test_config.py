@@ -16,7 +16,13 @@ from omegaconf import OmegaConf
 from sim.config import ConfigError, load_config
 from sim.config.overlay import arm_config
 from sim.config.schema import ArmOverlay, Config, set_keys
-from sim.config.store import CONF_DIR, SCENARIO_DIR, check_launcher, check_scenario
+from sim.config.store import (
+    CONF_DIR,
+    SCENARIO_DIR,
+    check_launcher,
+    check_quoted_number,
+    check_scenario,
+)
 
 from conftest import read_json
 
@@ -353,15 +359,26 @@ def test_a_config_with_a_treatment_crosses_to_another_process() -> None:
     ("seed='7'", "seed", "'7'"),
     ("pacing.enabled='true'", "pacing.enabled", "'true'"),  # a bool: OmegaConf casts 'true' too
     ("world.market_seed='3'", "world.market_seed", "'3'"),  # int | None
-    ("world.position_ctr=[1.0,'0.8',0.6]", "world.position_ctr", "'0.8'"),  # a list's element
+    ("world.position_ctr=[1.0,'0.8',0.6]", "world.position_ctr.1", "'0.8'"),  # a list's element
     ("world.objective_mix={ocpm: '1.0', cpc: 0.0, cpm: 0.0}", "world.objective_mix.ocpm", "'1.0'"),
     ("experiment.treatment.funnel.k_l1='50'", "experiment.treatment.funnel.k_l1", "'50'"),
+    ("experiment.ramp=[{day: '1', share: 0.5}]", "experiment.ramp.0.day", "'1'"),  # a list's dataclass
+    ("experiment.ramp.0.day='1'", "experiment.ramp.0.day", "'1'"),  # a list position
+    ("pacing.enabled='y'", "pacing.enabled", "'y'"),
 ])
 def test_a_quoted_number_is_refused_not_cast(override: str, key: str, got: str) -> None:
     """OmegaConf casts the string '1000' to the int field's 1000 without a word: refused, named."""
-    with pytest.raises(ConfigError, match=rf"`{re.escape(key)}` is a number, got the string {got}"):
+    with pytest.raises(ConfigError, match=rf"`{re.escape(key)}` is a (number|bool), got the string "
+                                          rf"{got}"):
         load_config("default", ["experiment.arms=[control,treatment]", override])
-    assert load_config("default", ["progress='off'"]).progress == "off"  # a string field takes one
+
+
+def test_a_sweep_s_quoted_number_is_refused_and_strings_that_look_like_numbers_are_kept() -> None:
+    with pytest.raises(ConfigError, match=r"`world.n_users` is a number, got the string '1000'"):
+        check_quoted_number("world.n_users='1000',2000")  # each value of a sweep
+    check_quoted_number("seed=0,1,2")
+    cfg = load_config("default", ["experiment.salt='123'", "cache.dir='2024'", "progress='off'"])
+    assert (cfg.experiment.salt, cfg.cache.dir, cfg.progress) == ("123", "2024", "off")  # string fields
 
 
 def test_a_scenario_file_s_quoted_number_is_named_with_its_file(tmp_path: Path) -> None:

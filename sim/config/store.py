@@ -19,6 +19,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import QuotedString
 from omegaconf import DictConfig, OmegaConf
 
 from sim.config.overlay import arm_config
@@ -90,11 +91,12 @@ def _members(hint: Any) -> tuple[Any, ...]:
 
 
 def schema_type(key: str) -> Any:
-    """The schema's annotation of a dotted ``key`` (a dict-valued key's entry: the dict's value
-    type); None where the key is not in :class:`Config` (``hydra.*``, ``scenario``)."""
+    """The schema's annotation of a dotted ``key`` (a dict's entry: the dict's value type; a list
+    position, ``experiment.ramp.0``: the list's element type); None where the key is not in
+    :class:`Config` (``hydra.*``, ``scenario``)."""
     hint: Any = Config
     for part in key.split("."):
-        (inner,) = _members(hint)[:1] or (None,)
+        inner = _members(hint)[0]
         if dataclasses.is_dataclass(inner):
             hints = typing.get_type_hints(inner)
             if part not in hints:
@@ -102,13 +104,15 @@ def schema_type(key: str) -> Any:
             hint = hints[part]
         elif typing.get_origin(inner) is dict:
             hint = typing.get_args(inner)[1]
+        elif typing.get_origin(inner) is list and part.isdigit():
+            hint = typing.get_args(inner)[0]
         else:
             return None
     return hint
 
 
 NUMBERS = (int, float, bool)
-BOOL_WORDS = ("true", "false", "yes", "no", "on", "off")
+BOOL_WORDS = ("true", "false", "yes", "no", "on", "off", "y", "n")
 
 
 def _castable(text: str, members: tuple[Any, ...]) -> bool:
@@ -124,38 +128,52 @@ def _castable(text: str, members: tuple[Any, ...]) -> bool:
 
 
 def check_quoted_number(override: str) -> None:
-    """Fail on a quoted string given for a number on the command line (``world.n_users='1000'``):
-    OmegaConf would cast it to the number without a word, and a value is never silently cast
-    (:func:`check_number`)."""
+    """Fail on a string given for a number on the command line (``world.n_users='1000'``, each
+    value of a sweep ``world.n_users='1000',2000``): OmegaConf would cast it to the number without
+    a word, and a value is never silently cast (:func:`check_number`)."""
     key, sep, text = override.partition("=")
-    if not sep or not text.strip() or schema_type(key.lstrip("+~")) is None:
+    key = key.lstrip("+~")
+    if not sep or not text.strip() or schema_type(key) is None:
         return
     try:
         value = OverridesParser.create().parse_override(override.lstrip("+~")).value()
     except Exception:  # noqa: BLE001 - a malformed override: Hydra's own error says what is wrong
         return
-    check_number(key.lstrip("+~"), value, repr(override))
+    for v in getattr(value, "list", None) or [value]:  # a choice sweep: each of its values
+        check_number(key, v.text if isinstance(v, QuotedString) else v, repr(override))
 
 
-def check_number(key: str, value: Any, given: str) -> None:
+def check_number(key: str, value: Any, given: str, hint: Any = None) -> None:
     """Fail, naming ``key`` and where it was ``given``, where ``value`` holds a string at a place
-    the schema types as a number: a leaf, a list's element (``world.position_ctr=[1.0,'0.8']``)
-    or a dict's entry (``world.objective_mix={ocpm: '1.0'}``)."""
+    the schema (``hint``, else :func:`schema_type` of ``key``) types as a number: a leaf, a
+    list's element (``world.position_ctr=[1.0,'0.8']``), a dict's entry
+    (``world.objective_mix={ocpm: '1.0'}``) or a field of a list's dataclass
+    (``experiment.ramp=[{day: '1', share: 0.5}]``)."""
+    if hint is None and (hint := schema_type(key)) is None:
+        return
+    members = _members(hint)
+    inner = members[0]
     if isinstance(value, dict):
-        for k, v in value.items():
-            check_number(f"{key}.{k}", v, given)
+        if dataclasses.is_dataclass(inner):
+            hints = typing.get_type_hints(inner)
+            for k, v in value.items():
+                if k in hints:
+                    check_number(f"{key}.{k}", v, given, hints[k])
+        elif typing.get_origin(inner) is dict:
+            for k, v in value.items():
+                check_number(f"{key}.{k}", v, given, typing.get_args(inner)[1])
         return
-    if (hint := schema_type(key)) is None:
+    if isinstance(value, list):
+        if typing.get_origin(inner) is list:
+            for i, v in enumerate(value):
+                check_number(f"{key}.{i}", v, given, typing.get_args(inner)[0])
         return
-    members, values = _members(hint), [value]
-    if lists := [m for m in members if typing.get_origin(m) is list]:
-        members = _members(typing.get_args(lists[0])[0])
-        values = value if isinstance(value, list) else []
-    if str in members or not any(m in NUMBERS for m in members):
-        return
-    if quoted := [v for v in values if isinstance(v, str) and _castable(v, members)]:
-        raise ConfigError(f"`{key}` is a number, got the string {quoted[0]!r} ({given}): drop "
-                          "the quotes (a string is not cast to a number)")
+    if isinstance(value, str) and str not in members and any(m in NUMBERS for m in members) \
+            and _castable(value, members):
+        kind = "a bool" if bool in members else "a number"
+        write = "true or false" if bool in members else "a number, unquoted"
+        raise ConfigError(f"`{key}` is {kind}, got the string {value!r} ({given}): write "
+                          f"{write} (a string is not cast)")
 
 
 def check_treatment_key(key: str, given: str) -> None:
