@@ -54,8 +54,9 @@ if __name__ == "__main__":
         sys.argv[1:] = expand_replicates(sys.argv[1:])
         check_moved_keys(sys.argv[1:])
         for arg in sys.argv[1:]:
-            if arg.startswith("scenario=") and "," not in arg:
-                check_scenario(arg.split("=", 1)[1])
+            if arg.startswith("scenario="):  # each of a sweep's scenarios too
+                for name in arg.split("=", 1)[1].split(","):
+                    check_scenario(name.strip())
         check_launcher(sys.argv[1:])
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

@@ -54,7 +54,8 @@ def test_a_world_depends_on_its_index_only() -> None:
 def test_bad_arguments_stop_before_any_world_runs(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     for args, words in ((["--size", "0"], "--size"), (["--jobs", "0"], "--jobs"),
-                        (["days"], "key=value")):
+                        (["days"], "key=value"),
+                        (["world.n_users='1000'"], "`world.n_users` is a number")):  # not cast
         with pytest.raises(SystemExit) as stop:
             B.main([*args, "--out", str(tmp_path)])
         assert stop.value.code == 2 and words in capsys.readouterr().err

@@ -116,6 +116,7 @@ def test_the_cli_makes_each_world_then_checks_it_loading_the_fits_the_world_made
     (["--families", ""], "name at least one L1 family"),
     (["--families", "simple", "readiness.gate_distance=9"], "readiness.gate_distance"),
     (["--families", "simple", "replicates=2"], "with --run the worlds are the runs'"),
+    (["--families", "simple", "readiness.max_distance='3'"], "`readiness.max_distance` is a number"),
 ])
 def test_bad_input_stops_with_the_key_and_writes_nothing(
         logged_run: tuple[Path, dict[str, Any]], tmp_path: Path, args: list[str], message: str,

@@ -168,6 +168,10 @@ def check_number(key: str, value: Any, given: str, hint: Any = None) -> None:
             for i, v in enumerate(value):
                 check_number(f"{key}.{i}", v, given, typing.get_args(inner)[0])
         return
+    if bool in members and int not in members and isinstance(value, int | float) \
+            and not isinstance(value, bool):
+        raise ConfigError(f"`{key}` is a bool, got the number {value!r} ({given}): write true or "
+                          "false (a number is not cast)")
     if isinstance(value, str) and str not in members and any(m in NUMBERS for m in members) \
             and _castable(value, members):
         kind = "a bool" if bool in members else "a number"
