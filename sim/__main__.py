@@ -18,7 +18,7 @@ from sim.clock import DAY_S
 from sim.config import CONF_DIR, ConfigError, register_configs
 from sim.config.store import (
     check_launcher,
-    check_moved_keys,
+    check_overrides,
     check_scenario,
     expand_replicates,
     to_config,
@@ -36,7 +36,7 @@ def main(dcfg: DictConfig) -> None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:
-        check_moved_keys(list(hc.overrides.task))  # this job's own values (a sweep's, one each)
+        check_overrides(list(hc.overrides.task))  # this job's own values (a sweep's, one each)
         cfg = to_config(dcfg)
         resolve_threads(cfg)  # deterministic mode needs MKL's strict mode in this process
     except ConfigError as exc:
@@ -52,7 +52,7 @@ def main(dcfg: DictConfig) -> None:
 if __name__ == "__main__":
     try:
         sys.argv[1:] = expand_replicates(sys.argv[1:])
-        check_moved_keys(sys.argv[1:])
+        check_overrides(sys.argv[1:])
         for arg in sys.argv[1:]:
             if arg.startswith("scenario="):  # each of a sweep's scenarios too
                 for name in arg.split("=", 1)[1].split(","):

@@ -87,7 +87,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from sim.config import ConfigError
-from sim.config.store import check_moved_keys
+from sim.config.store import check_overrides
 from sim.launch import LAUNCHERS, multirun
 from sim.logs.writer import write_json_atomic, write_text_atomic
 from sim.report.diagnosis import (
@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad := [o for o in base if "=" not in o or o.startswith("=")]:
         p.error(f"an override is key=value, got {bad}")
     try:
-        check_moved_keys(base)  # here, before they are written into every world's scenario
+        check_overrides(base)  # here, before they are written into every world's scenario
     except ConfigError as exc:
         p.error(str(exc))
     worlds = library(args.size, args.offset)

@@ -82,7 +82,7 @@ from sim.build import build_world
 from sim.clock import StagedEnvironment
 from sim.config import ConfigError, load_config
 from sim.config.schema import Config
-from sim.config.store import check_moved_keys, to_config
+from sim.config.store import check_overrides, to_config
 from sim.config.validate import validate
 from sim.evaluation import evaluation_rows, skew_sweep
 from sim.logs.writer import LogWriter, write_json_atomic
@@ -201,7 +201,7 @@ def run_config(run_dir: Path, overrides: list[str]) -> Config:
     if bad:
         raise ConfigError(f"overrides {bad}: with --run the world is the run's; only "
                           f"{', '.join(k + '*' for k in RUN_KEYS)} may change")
-    check_moved_keys(overrides)
+    check_overrides(overrides)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path),
                                  OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))

@@ -60,7 +60,7 @@ from sim.config.groups import (
 )
 
 # keys that moved out of ``models`` when it was split into groups that mirror the code: an old
-# key fails before the run with its new name (sim.config.store.check_moved_keys)
+# key fails before the run with its new name (sim.config.store.check_overrides)
 MOVED_KEYS = {
     "models.exploration_requests": "training.exploration_requests",
     "models.distill_ads_per_request": "training.distill_ads_per_request",

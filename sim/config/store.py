@@ -55,11 +55,12 @@ def register_configs(scenario_dir: Path = SCENARIO_DIR) -> list[str]:
     return names
 
 
-def check_moved_keys(overrides: list[str]) -> None:
-    """Fail on a command-line override of a key that moved to another group (``MOVED_KEYS``),
-    naming its new home, before Hydra reports it as unknown; and on a treatment key an arm
-    cannot set, given the old way or deleted (:func:`check_treatment_key`), including a whole
-    ``experiment.treatment={...}``."""
+def check_overrides(overrides: list[str]) -> None:
+    """Fail, before Hydra composes anything, on a command-line override of a key that moved to
+    another group (``MOVED_KEYS``), naming its new home; on a treatment key an arm cannot set,
+    given the old way or deleted (:func:`check_treatment_key`), including a whole
+    ``experiment.treatment={...}``; and on a string given for a number
+    (:func:`check_quoted_number`)."""
     for override in overrides:
         key, _, value = override.partition("=")
         key = key.lstrip("+~")
@@ -301,7 +302,7 @@ def to_config(cfg: DictConfig) -> Config:
 
 def load_config(scenario: str = "default", overrides: list[str] | None = None) -> Config:
     """Compose and validate a config the way ``python -m sim scenario=NAME ...`` does."""
-    check_moved_keys(list(overrides or []))
+    check_overrides(list(overrides or []))
     check_scenario(scenario)
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
