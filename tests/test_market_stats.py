@@ -99,3 +99,24 @@ def test_the_spread_script_varies_only_its_group(tmp_path: Path) -> None:
     labels = _spread("exploration_labels", "8", "--base", "7")
     assert labels["budget_target_corr"] == plain["budget_target_corr"]
     assert labels["ctr"] != plain["ctr"] and labels["ctr"] != run["ctr"]
+
+
+def test_the_spread_script_keeps_a_pinned_marketplace(tmp_path: Path) -> None:
+    """In a pinned marketplace the script leaves the marketplace's streams at its seed: at the
+    base seed its world is the plain run's; ``live`` varies the run after start-up only; the
+    marketplace's own groups are refused."""
+    import subprocess
+    import sys
+
+    run_tiny(tmp_path / "plain", "seed=7", "world.market_seed=3")
+    plain = statistics(read_logs(tmp_path / "plain"))
+    same = _spread("models", "7", "--base", "7", "world.market_seed=3")
+    assert {k: same[k] for k in plain} == plain
+    live = _spread("live", "8", "--base", "7", "world.market_seed=3")
+    assert live["budget_target_corr"] == plain["budget_target_corr"]
+    assert live["ctr"] != plain["ctr"]
+    root = Path(__file__).resolve().parent.parent
+    refused = subprocess.run([sys.executable, str(root / "examples/markets/spread.py"), "users",
+                              "8", "--base", "7", "--scenario", "default",
+                              "world.market_seed=3"], capture_output=True, text=True, cwd=root)
+    assert refused.returncode == 2 and "marketplace is pinned" in refused.stderr

@@ -22,13 +22,20 @@ and three parts of ``run`` (the config's seed held at the base):
 * ``live_draws``: the keyed draws of live requests (clicks, conversions and their delays,
   participation, log sampling, latency; not the arm assignment, which is keyed by its salt).
 
+Under a pinned marketplace (``world.market_seed``, as in ``market_feed`` today: ``--first``
+not given) the marketplace's streams keep that seed, so ``market`` and ``users`` are refused, and
+one more part of ``run`` is offered:
+
+* ``live``: ``run_streams`` and ``live_draws`` together: everything the run draws after start-up,
+  the start-up log (its serving and its labels) and the models' own draws held at the base.
+
 Not part of the package: it replaces :class:`sim.rng.Streams`'s methods in this process (the
-world runs in-process, one torch and one faiss thread), and refuses ``world.market_seed``, which
-it would silently override. The table of docs/calibration.md ("Why one world's rates are not
-another's") is this script with no settings, SEED 106-109 for each group; the world at SEED 105
-(any group) is the fifth of every row. That table was measured on the feed preset's first
-version (its first knobs, the default exploration log, no ``market_seed``): on ``market_feed``
-the script runs that version (:data:`FIRST_FEED`, settings given after it win).
+world runs in-process, one torch and one faiss thread). The first table of docs/calibration.md
+("Why one world's rates are not another's") is this script with ``--first`` and no settings,
+SEED 106-109 for each group; the world at SEED 105 (any group) is the fifth of every row. That
+table was measured on the feed preset's first version (its first knobs, the default exploration
+log, no ``market_seed``: :data:`FIRST_FEED`, settings given after it win). Its second table is
+the preset as it is (marketplace 0), ``models`` and ``live`` at SEED 110-114 (base 105).
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ GROUPS = {
     "models": {"exploration", "training/1", "init"},  # and every release/... stream
     "run": {"traffic", "churn", "contexts", "offline_eval"},
 }
-RUN_PARTS = ("run_streams", "exploration_labels", "live_draws")
+RUN_PARTS = ("run_streams", "exploration_labels", "live_draws", "live")
 
 
 # the feed preset as the docs' table measured it: the preset has since pinned its marketplace,
@@ -66,19 +73,24 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="key=value settings of the world")
     p.add_argument("--base", type=int, default=105, help="the seed of every other stream")
     p.add_argument("--scenario", default="market_feed")
+    p.add_argument("--first", action="store_true",
+                   help="market_feed as the first table measured it (FIRST_FEED)")
     a = p.parse_intermixed_args()
+    market_seed: int | None = None  # set below, once the config is read
 
     def varied(name: str) -> bool:
         known = any(name in g for g in GROUPS.values()) or name.startswith("release")
         if not known:  # a stream added to the simulator since: say which group it belongs to
             raise SystemExit(f"spread.py: stream {name!r} is in no group; add it to GROUPS")
-        if a.group == "run_streams":
+        if a.group in ("run_streams", "live"):
             return name in GROUPS["run"]
         return name in GROUPS.get(a.group, ()) or (a.group == "models" and name.startswith("release"))
 
     def seq(self: rng.Streams, name: str) -> np.random.SeedSequence:
         # under "run" the config's seed is SEED (the keyed draws read it) and the streams
         # outside the group are held at the base; otherwise the config's seed is the base
+        if self.seed == market_seed:  # the pinned marketplace's own streams: as they are
+            return np.random.SeedSequence(entropy=self.seed, spawn_key=(rng._name_key(name),))
         seed = a.seed if varied(name) else a.base
         return np.random.SeedSequence(entropy=seed, spawn_key=(rng._name_key(name),))
 
@@ -92,7 +104,7 @@ def main() -> None:
     rng.Streams.torch_seed = lambda self, name: int(  # type: ignore[method-assign]
         seq(self, name).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
 
-    if a.group in ("exploration_labels", "live_draws"):
+    if a.group in ("exploration_labels", "live_draws", "live"):
         _key_by_request(a.group == "exploration_labels", a.base, a.seed)
 
     from sim.api import simulate_config
@@ -100,11 +112,17 @@ def main() -> None:
     from sim.market_stats import read_logs, statistics
 
     seed = a.seed if a.group == "run" else a.base
-    first = FIRST_FEED if a.scenario == "market_feed" else []
+    if a.first and a.scenario != "market_feed":
+        p.error("--first: the first version of market_feed only")
+    first = FIRST_FEED if a.first else []
     cfg = load_config(a.scenario, ["threads.torch=1", "threads.faiss=1", *first, *a.overrides,
                                    f"seed={seed}"])
-    if cfg.world.market_seed is not None:
-        p.error("world.market_seed: the script sets every stream's seed itself")
+    market_seed = cfg.world.market_seed
+    if market_seed is not None:
+        if a.group in ("market", "users"):
+            p.error(f"{a.group}: the marketplace is pinned (world.market_seed={market_seed})")
+        if market_seed in (a.seed, a.base):
+            p.error(f"SEED and --base must differ from world.market_seed ({market_seed})")
     run_dir = Path(tempfile.mkdtemp()) / "world"
     try:
         simulate_config(cfg, a.scenario, run_dir)
