@@ -103,18 +103,24 @@ def test_the_spread_script_varies_only_its_group(tmp_path: Path) -> None:
 
 def test_the_spread_script_keeps_a_pinned_marketplace(tmp_path: Path) -> None:
     """In a pinned marketplace the script leaves the marketplace's streams at its seed: at the
-    base seed its world is the plain run's; ``live`` varies the run after start-up only; the
-    marketplace's own groups are refused."""
+    base seed its world is the plain run's; ``live`` varies the run after start-up only (the
+    start-up log as the plain run's), ``startup`` the start-up log; the marketplace's own groups
+    are refused."""
+    import json
     import subprocess
     import sys
 
     run_tiny(tmp_path / "plain", "seed=7", "world.market_seed=3")
     plain = statistics(read_logs(tmp_path / "plain"))
+    warmup = json.loads((tmp_path / "plain" / "metrics.json").read_text())["warmup"]
     same = _spread("models", "7", "--base", "7", "world.market_seed=3")
-    assert {k: same[k] for k in plain} == plain
+    assert {k: same[k] for k in plain} == plain and same["warmup"] == warmup
     live = _spread("live", "8", "--base", "7", "world.market_seed=3")
     assert live["budget_target_corr"] == plain["budget_target_corr"]
-    assert live["ctr"] != plain["ctr"]
+    assert live["warmup"] == warmup and live["ctr"] != plain["ctr"]
+    startup = _spread("startup", "8", "--base", "7", "world.market_seed=3")
+    assert startup["budget_target_corr"] == plain["budget_target_corr"]
+    assert startup["warmup"] != warmup
     root = Path(__file__).resolve().parent.parent
     refused = subprocess.run([sys.executable, str(root / "examples/markets/spread.py"), "users",
                               "8", "--base", "7", "--scenario", "default",

@@ -4,7 +4,8 @@
 
 runs the ``market_feed`` scenario with every named random stream (:class:`sim.rng.Streams`) at
 ``--base`` (105) except those of GROUP, which take SEED, and prints the world's statistics
-(:func:`sim.market_stats.statistics`) as one JSON line. GROUP is one of
+(:func:`sim.market_stats.statistics`) and its start-up log's counts (``metrics.json``'s
+``warmup``) as one JSON line. GROUP is one of
 
 * ``market``: advertisers, catalogue, feature maps, response constants, offsite history;
 * ``users``: the users;
@@ -23,11 +24,17 @@ and three parts of ``run`` (the config's seed held at the base):
   participation, log sampling, latency; not the arm assignment, which is keyed by its salt).
 
 Under a pinned marketplace (``world.market_seed``, as in ``market_feed`` today: ``--first``
-not given) the marketplace's streams keep that seed, so ``market`` and ``users`` are refused, and
-one more part of ``run`` is offered:
+not given) the marketplace's streams keep that seed, so ``market`` and ``users`` are refused.
+Two more groups (with or without a pinned marketplace):
 
-* ``live``: ``run_streams`` and ``live_draws`` together: everything the run draws after start-up,
-  the start-up log (its serving and its labels) and the models' own draws held at the base.
+* ``startup``: ``models`` and ``exploration_labels`` together: the start-up log (which users
+  and ads fill it, and which of its impressions click and convert) and every model's own draws
+  (initialisation, training batches, the releases' too);
+* ``live``: ``run_streams`` and ``live_draws`` together: the run's named streams and the live
+  requests' keyed draws.
+
+``startup`` and ``live`` split a run's draws in two: each stream and keyed draw is in exactly one
+(a release's own training draws are in ``startup``; what it trains on comes from both).
 
 Not part of the package: it replaces :class:`sim.rng.Streams`'s methods in this process (the
 world runs in-process, one torch and one faiss thread). The first table of docs/calibration.md
@@ -35,7 +42,7 @@ world runs in-process, one torch and one faiss thread). The first table of docs/
 SEED 106-109 for each group; the world at SEED 105 (any group) is the fifth of every row. That
 table was measured on the feed preset's first version (its first knobs, the default exploration
 log, no ``market_seed``: :data:`FIRST_FEED`, settings given after it win). Its second table is
-the preset as it is (marketplace 0), ``models`` and ``live`` at SEED 110-114 (base 105).
+the preset as it is (marketplace 0), ``startup`` and ``live`` at SEED 110-114 (base 105).
 """
 
 from __future__ import annotations
@@ -56,7 +63,7 @@ GROUPS = {
     "models": {"exploration", "training/1", "init"},  # and every release/... stream
     "run": {"traffic", "churn", "contexts", "offline_eval"},
 }
-RUN_PARTS = ("run_streams", "exploration_labels", "live_draws", "live")
+RUN_PARTS = ("run_streams", "exploration_labels", "live_draws", "startup", "live")
 
 
 # the feed preset as the docs' table measured it: the preset has since pinned its marketplace,
@@ -76,6 +83,8 @@ def main() -> None:
     p.add_argument("--first", action="store_true",
                    help="market_feed as the first table measured it (FIRST_FEED)")
     a = p.parse_intermixed_args()
+    if a.first and a.scenario != "market_feed":
+        p.error("--first: the first version of market_feed only")
     market_seed: int | None = None  # set below, once the config is read
 
     def varied(name: str) -> bool:
@@ -84,7 +93,8 @@ def main() -> None:
             raise SystemExit(f"spread.py: stream {name!r} is in no group; add it to GROUPS")
         if a.group in ("run_streams", "live"):
             return name in GROUPS["run"]
-        return name in GROUPS.get(a.group, ()) or (a.group == "models" and name.startswith("release"))
+        group = "models" if a.group == "startup" else a.group
+        return name in GROUPS.get(group, ()) or (group == "models" and name.startswith("release"))
 
     def seq(self: rng.Streams, name: str) -> np.random.SeedSequence:
         # under "run" the config's seed is SEED (the keyed draws read it) and the streams
@@ -104,16 +114,14 @@ def main() -> None:
     rng.Streams.torch_seed = lambda self, name: int(  # type: ignore[method-assign]
         seq(self, name).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
 
-    if a.group in ("exploration_labels", "live_draws", "live"):
-        _key_by_request(a.group == "exploration_labels", a.base, a.seed)
+    if a.group in ("exploration_labels", "live_draws", "startup", "live"):
+        _key_by_request(a.group in ("exploration_labels", "startup"), a.base, a.seed)
 
     from sim.api import simulate_config
     from sim.config import load_config
     from sim.market_stats import read_logs, statistics
 
     seed = a.seed if a.group == "run" else a.base
-    if a.first and a.scenario != "market_feed":
-        p.error("--first: the first version of market_feed only")
     first = FIRST_FEED if a.first else []
     cfg = load_config(a.scenario, ["threads.torch=1", "threads.faiss=1", *first, *a.overrides,
                                    f"seed={seed}"])
@@ -127,9 +135,11 @@ def main() -> None:
     try:
         simulate_config(cfg, a.scenario, run_dir)
         stats = statistics(read_logs(run_dir))
+        # the start-up log's counts: which draws made it shows here, not in the statistics
+        warmup = json.loads((run_dir / "metrics.json").read_text())["warmup"]
     finally:
         shutil.rmtree(run_dir.parent, ignore_errors=True)
-    print(json.dumps({"group": a.group, "seed": a.seed, **stats}))
+    print(json.dumps({"group": a.group, "seed": a.seed, **stats, "warmup": warmup}))
 
 
 def _key_by_request(exploration: bool, base: int, seed: int) -> None:
