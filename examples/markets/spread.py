@@ -63,7 +63,10 @@ GROUPS = {
     "models": {"exploration", "training/1", "init"},  # and every release/... stream
     "run": {"traffic", "churn", "contexts", "offline_eval"},
 }
-RUN_PARTS = ("run_streams", "exploration_labels", "live_draws", "startup", "live")
+# the run's three parts, and two splits of a whole run: startup (models + exploration_labels)
+# against live (run_streams + live_draws)
+RUN_PARTS = ("run_streams", "exploration_labels", "live_draws")
+SPLITS = ("startup", "live")
 
 
 # the feed preset as the docs' table measured it: the preset has since pinned its marketplace,
@@ -75,7 +78,7 @@ FIRST_FEED = ["world.market_seed=null", "training.exploration_requests=60000",
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("group", choices=sorted([*GROUPS, *RUN_PARTS]))
+    p.add_argument("group", choices=sorted([*GROUPS, *RUN_PARTS, *SPLITS]))
     p.add_argument("seed", type=int)
     p.add_argument("overrides", nargs="*", help="key=value settings of the world")
     p.add_argument("--base", type=int, default=105, help="the seed of every other stream")
@@ -98,7 +101,8 @@ def main() -> None:
 
     def seq(self: rng.Streams, name: str) -> np.random.SeedSequence:
         # under "run" the config's seed is SEED (the keyed draws read it) and the streams
-        # outside the group are held at the base; otherwise the config's seed is the base
+        # outside the group are held at the base; otherwise the config's seed is the base and
+        # the keyed draws of the group's requests take SEED (_key_by_request)
         if self.seed == market_seed:  # the pinned marketplace's own streams: as they are
             return np.random.SeedSequence(entropy=self.seed, spawn_key=(rng._name_key(name),))
         seed = a.seed if varied(name) else a.base
