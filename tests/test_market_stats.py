@@ -126,3 +126,38 @@ def test_the_spread_script_keeps_a_pinned_marketplace(tmp_path: Path) -> None:
                               "8", "--base", "7", "--scenario", "default",
                               "world.market_seed=3"], capture_output=True, text=True, cwd=root)
     assert refused.returncode == 2 and "marketplace is pinned" in refused.stderr
+
+
+def _concentration_module():  # examples/ is not a package: load the script by path
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "examples/markets/concentration.py"
+    spec = importlib.util.spec_from_file_location("concentration", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_concentration_shares_by_hand() -> None:
+    shares = _concentration_module().shares
+    w = pl.DataFrame({"advertiser_id": [1, 2, 1, 3, 2, 4, 5, 6],
+                      "x": [0.3, 0.2, 0.2, 0.1, 0.1, 0.05, 0.03, 0.02]})
+    # by advertiser: 0.5, 0.3, 0.1, 0.05, 0.03, 0.02
+    s = shares(w, "x")
+    assert s["top1"] == 0.5 and s["top5"] == 0.98
+    assert s["effective"] == round(1 / (0.25 + 0.09 + 0.01 + 0.0025 + 0.0009 + 0.0004), 1)
+    one = shares(pl.DataFrame({"advertiser_id": [7, 7], "x": [0.1, 0.2]}), "x")
+    assert one == {"top1": 1.0, "top5": 1.0, "effective": 1.0}
+
+
+def test_concentration_of_a_tiny_run(tiny_run: Path) -> None:
+    c = _concentration_module().concentration(tiny_run)
+    clicks = pl.read_parquet(tiny_run / "logs" / "clicks.parquet")
+    conv = pl.read_parquet(tiny_run / "logs" / "conversions.parquet").filter(pl.col("attributed"))
+    assert c["expected_conversions"] == round(float(clicks["true_pcvr"].sum()), 1)
+    assert c["attributed_conversions"] == conv.height
+    top = clicks.group_by("advertiser_id").agg(pl.col("true_pcvr").sum())["true_pcvr"].max()
+    assert c["expected"]["top1"] == round(top / clicks["true_pcvr"].sum(), 3)  # type: ignore[index]
+    n = clicks["advertiser_id"].n_unique()
+    assert 1.0 <= c["expected"]["effective"] <= n  # type: ignore[index]
+    assert set(c["advertisers_spending"]) <= {"ocpm", "cpc", "cpm"}  # type: ignore[arg-type]
