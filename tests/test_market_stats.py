@@ -152,12 +152,21 @@ def test_concentration_shares_by_hand() -> None:
 
 def test_concentration_of_a_tiny_run(tiny_run: Path) -> None:
     c = _concentration_module().concentration(tiny_run)
-    clicks = pl.read_parquet(tiny_run / "logs" / "clicks.parquet")
-    conv = pl.read_parquet(tiny_run / "logs" / "conversions.parquet").filter(pl.col("attributed"))
+    logs = tiny_run / "logs"
+    clicks = pl.read_parquet(logs / "clicks.parquet")
+    conv = pl.read_parquet(logs / "conversions.parquet").filter(pl.col("attributed"))
+    days = pl.read_parquet(logs / "budget_days.parquet")
     assert c["expected_conversions"] == round(float(clicks["true_pcvr"].sum()), 1)
-    assert c["attributed_conversions"] == conv.height
-    top = clicks.group_by("advertiser_id").agg(pl.col("true_pcvr").sum())["true_pcvr"].max()
-    assert c["expected"]["top1"] == round(top / clicks["true_pcvr"].sum(), 3)  # type: ignore[index]
-    n = clicks["advertiser_id"].n_unique()
-    assert 1.0 <= c["expected"]["effective"] <= n  # type: ignore[index]
-    assert set(c["advertisers_spending"]) <= {"ocpm", "cpc", "cpm"}  # type: ignore[arg-type]
+    assert c["attributed_conversions"] == conv.height > 0
+    # the top advertiser by counting, row by row
+    counts: dict[int, int] = {}
+    for adv in conv["advertiser_id"].to_list():
+        counts[adv] = counts.get(adv, 0) + 1
+    top1 = c["attributed"]["top1"]  # type: ignore[index]
+    assert top1 == round(max(counts.values()) / conv.height, 3)
+    n = len(counts)
+    assert 1.0 <= c["attributed"]["effective"] <= n  # type: ignore[index,operator]
+    for objective in days["objective"].unique().to_list():  # advertiser-days that spent anything
+        rows = [r for r in days.iter_rows(named=True) if r["objective"] == objective]
+        spent = sum(r["spend"] > 0 for r in rows) / len(rows)
+        assert c["advertiser_days_spending"][objective] == round(spent, 3)  # type: ignore[index]

@@ -1,5 +1,4 @@
-"""How many advertisers carry a world's conversions: the share of the top ones and the effective
-number.
+"""How many advertisers carry a world's conversions.
 
     python examples/markets/concentration.py RUN_DIR [RUN_DIR ...]
 
@@ -15,8 +14,10 @@ effective number of advertisers (1 / the sum of squared shares), twice:
 A world whose conversions come from a handful of advertisers has a conversion rate that is a
 handful of advertisers' rates: which of them the models and the auction let win moves it from run
 to run however many requests the run serves. docs/calibration.md ("How many advertisers carry
-the rate") measured the feed preset with it. Also prints, by objective, the share of advertisers
-that spent anything and the median share of its budget an advertiser spent (``budget_days``).
+the rate") measured the feed preset with it. Also prints, by objective, the share of
+advertiser-days (``budget_days`` rows: per arm under an experiment) that spent anything and the
+median share of its budget an advertiser-day spent. A share with nothing to share (no clicks, no
+conversions) is ``null``.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ import polars as pl
 from sim.market_stats import read_logs, statistics
 
 
-def shares(weights: pl.DataFrame, column: str) -> dict[str, float]:
+def shares(weights: pl.DataFrame, column: str) -> dict[str, float | None]:
     """Top-1 and top-5 shares of ``column`` summed by advertiser, and 1 / sum of squared shares."""
     by = weights.group_by("advertiser_id").agg(pl.col(column).sum()).get_column(column).to_numpy()
     total = float(by.sum())
     if total <= 0:
-        return {"top1": float("nan"), "top5": float("nan"), "effective": float("nan")}
+        return {"top1": None, "top5": None, "effective": None}
     s = np.sort(by / total)[::-1]
     return {"top1": round(float(s[0]), 3), "top5": round(float(s[:5].sum()), 3),
             "effective": round(float(1.0 / (s**2).sum()), 1)}
@@ -45,10 +46,10 @@ def shares(weights: pl.DataFrame, column: str) -> dict[str, float]:
 def concentration(run_dir: Path) -> dict[str, object]:
     logs = read_logs(run_dir)
     stats = statistics(logs)
-    clicks, conversions, days = (pl.read_parquet(run_dir / "logs" / f"{name}.parquet")
-                                 for name in ("clicks", "conversions", "budget_days"))
-    conv = conversions.filter(pl.col("attributed")).with_columns(pl.lit(1.0).alias("n"))
-    days = days.with_columns((pl.col("spend") / pl.col("budget")).alias("used"))
+    clicks = pl.read_parquet(run_dir / "logs" / "clicks.parquet")
+    conv = logs["conversions"].filter(pl.col("attributed")).with_columns(pl.lit(1.0).alias("n"))
+    days = logs["budget_days"].filter(pl.col("budget") > 0).with_columns(
+        (pl.col("spend") / pl.col("budget")).alias("used"))
     spend = days.group_by("objective").agg(
         (pl.col("spend") > 0).mean().round(3).alias("spending"),
         pl.col("used").median().round(3).alias("median_used")).sort("objective")
@@ -58,8 +59,10 @@ def concentration(run_dir: Path) -> dict[str, object]:
         "expected": shares(clicks, "true_pcvr"),
         "attributed_conversions": conv.height,
         "attributed": shares(conv, "n"),
-        "advertisers_spending": {r["objective"]: r["spending"] for r in spend.iter_rows(named=True)},
-        "median_budget_used": {r["objective"]: r["median_used"] for r in spend.iter_rows(named=True)},
+        "advertiser_days_spending": {r["objective"]: r["spending"]
+                                     for r in spend.iter_rows(named=True)},
+        "median_budget_used": {r["objective"]: r["median_used"]
+                               for r in spend.iter_rows(named=True)},
     }
 
 
