@@ -166,7 +166,10 @@ def test_concentration_of_a_tiny_run(tiny_run: Path) -> None:
     assert top1 == round(max(counts.values()) / conv.height, 3)
     n = len(counts)
     assert 1.0 <= c["attributed"]["effective"] <= n  # type: ignore[index,operator]
-    for objective in days["objective"].unique().to_list():  # advertiser-days that spent anything
-        rows = [r for r in days.iter_rows(named=True) if r["objective"] == objective]
+    budgeted = [r for r in days.iter_rows(named=True) if r["budget"] > 0]
+    for objective in {r["objective"] for r in budgeted}:  # advertiser-days with a budget
+        rows = [r for r in budgeted if r["objective"] == objective]
         spent = sum(r["spend"] > 0 for r in rows) / len(rows)
         assert c["advertiser_days_spending"][objective] == round(spent, 3)  # type: ignore[index]
+        used = float(np.median([r["spend"] / r["budget"] for r in rows]))
+        assert c["median_budget_used"][objective] == round(used, 3)  # type: ignore[index]
