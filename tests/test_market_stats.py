@@ -173,3 +173,31 @@ def test_concentration_of_a_tiny_run(tiny_run: Path) -> None:
         assert c["advertiser_days_spending"][objective] == round(spent, 3)  # type: ignore[index]
         used = float(np.median([r["spend"] / r["budget"] for r in rows]))
         assert c["median_budget_used"][objective] == round(used, 3)  # type: ignore[index]
+
+
+def test_the_churn_watch_leaves_the_world_alone(tmp_path: Path) -> None:
+    """The churn-watch script's world is the plain run's, and what it reports happened: a refreshed
+    slot's ad is still the slot's, a replaced one's successor is a new id."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import TINY
+    run_tiny(tmp_path / "plain", "seed=7", "world.feature_refresh_per_day=20")
+    plain = statistics(read_logs(tmp_path / "plain"))
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(root / "examples/markets/churn_watch.py"), "3", "7",
+                          *TINY, "world.feature_refresh_per_day=20", "--scenario", "default"],
+                         capture_output=True, text=True, check=True, cwd=root)
+    rows = [json.loads(line) for line in out.stdout.strip().splitlines()]
+    assert rows[-1] == {"ctr": plain["ctr"], "cvr": plain["cvr"]}
+    events = rows[:-1]
+    assert any(e["event"] == "refresh" for e in events)  # 83% of the ads an hour
+    ad = 3  # an initial ad's id is its slot
+    for e in events:
+        assert e["ad_id"] == ad and 0 < e["time"] <= 0.25 * 86_400
+        if e["event"] == "refresh":
+            assert e["change"] > 0
+        else:
+            assert e["new_ad_id"] > ad
+            ad = e["new_ad_id"]
