@@ -201,3 +201,26 @@ def test_the_churn_watch_leaves_the_world_alone(tmp_path: Path) -> None:
         else:
             assert e["new_ad_id"] > ad
             ad = e["new_ad_id"]
+
+
+def test_the_market_scripts_refuse_bad_input_before_running(tmp_path: Path) -> None:
+    """A slot outside the catalogue (a negative one would index another slot), an unknown key, a
+    directory that is not a run: exit 2 naming what is wrong, before any world is built."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    markets = root / "examples/markets"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=root)
+
+    from conftest import TINY
+    for slot in ("-1", "96"):  # the tiny world's 12 advertisers x 8 ads: slots 0-95
+        out = run(str(markets / "churn_watch.py"), slot, "7", *TINY, "--scenario", "default")
+        assert out.returncode == 2 and f"SLOT {slot}: the catalogue has slots 0-95" in out.stderr
+    for script, group in (("churn_watch.py", "3"), ("spread.py", "live")):
+        out = run(str(markets / script), group, "7", "world.n_userz=5", "--scenario", "default")
+        assert out.returncode == 2 and "world.n_userz" in out.stderr
+    out = run(str(markets / "concentration.py"), str(tmp_path))
+    assert out.returncode == 2 and "is not a finished run directory" in out.stderr

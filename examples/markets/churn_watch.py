@@ -60,14 +60,23 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="key=value settings of the world")
     p.add_argument("--scenario", default="market_feed")
     a = p.parse_intermixed_args()
-    events: list[dict[str, Any]] = []
-    watch(a.slot, events)
+    from hydra.errors import HydraException
+
     from sim.api import simulate_config
-    from sim.config import load_config
+    from sim.config import ConfigError, load_config
     from sim.market_stats import read_logs, statistics
 
-    cfg = load_config(a.scenario, [f"seed={a.seed}", "threads.torch=1", "threads.faiss=1",
-                                   "progress=off", *a.overrides])
+    try:  # bad settings stop here, before the world is built
+        cfg = load_config(a.scenario, [f"seed={a.seed}", "threads.torch=1", "threads.faiss=1",
+                                       "progress=off", *a.overrides])
+    except (ConfigError, HydraException) as exc:
+        p.error(str(exc).strip())
+    slots = cfg.world.n_advertisers * cfg.world.ads_per_advertiser
+    if not 0 <= a.slot < slots:  # a negative index would silently watch another slot
+        p.error(f"SLOT {a.slot}: the catalogue has slots 0-{slots - 1} "
+                f"(world.n_advertisers x world.ads_per_advertiser)")
+    events: list[dict[str, Any]] = []
+    watch(a.slot, events)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         simulate_config(cfg, a.scenario, run_dir)

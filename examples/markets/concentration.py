@@ -69,7 +69,13 @@ def concentration(run_dir: Path) -> dict[str, object]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="run directories (each with logs/)")
-    for run in p.parse_args().runs:
+    runs = p.parse_args().runs
+    for run in runs:  # every directory checked before any is read
+        missing = [f"{n}.parquet" for n in ("clicks", "conversions", "budget_days", "impressions")
+                   if not (run / "logs" / f"{n}.parquet").exists()]
+        if missing:
+            p.error(f"{run} is not a finished run directory (logs/ lacks {', '.join(missing)})")
+    for run in runs:
         print(json.dumps(concentration(run)))
 
 

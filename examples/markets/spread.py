@@ -121,14 +121,19 @@ def main() -> None:
     if a.group in ("exploration_labels", "live_draws", "startup", "live"):
         _key_by_request(a.group in ("exploration_labels", "startup"), a.base, a.seed)
 
+    from hydra.errors import HydraException
+
     from sim.api import simulate_config
-    from sim.config import load_config
+    from sim.config import ConfigError, load_config
     from sim.market_stats import read_logs, statistics
 
     seed = a.seed if a.group == "run" else a.base
     first = FIRST_FEED if a.first else []
-    cfg = load_config(a.scenario, ["threads.torch=1", "threads.faiss=1", *first, *a.overrides,
-                                   f"seed={seed}"])
+    try:  # bad settings stop here, before the world is built
+        cfg = load_config(a.scenario, ["threads.torch=1", "threads.faiss=1", *first,
+                                       *a.overrides, f"seed={seed}"])
+    except (ConfigError, HydraException) as exc:
+        p.error(str(exc).strip())
     market_seed = cfg.world.market_seed
     if market_seed is not None:
         if a.group in ("market", "users"):
