@@ -26,8 +26,9 @@ K_r = 200, K_1 = 50, K_2 = 10, 3 slots.
 * ``headline_s``, ``attribution_worlds_s``, ``attribution_over_headline``: wall time of
   ``python -m sim scenario=l1_cvr_discrepancy`` and of ``python -m sim.report RUN_DIR --attribute
   --hazards parity_gap,version_skew`` on it (three more worlds), each in a subprocess
-  (``--skip-headline``); ``headline_parts_s``: the headline's ``setup_s``, ``releases_s``,
-  ``data_plane_s``, ``evaluation_s`` (its manifest) and ``other_s``, the rest of its wall time.
+  (``--skip-headline``); ``headline_parts_s``: the headline's ``setup_s``, ``opening_s``,
+  ``releases_s``, ``data_plane_s``, ``evaluation_s`` (its manifest) and ``other_s``, the rest of
+  its wall time.
 * ``peak_rss_mb``: this process's peak resident memory (``ru_maxrss``), which includes every world
   built for ``scaling``.
 
@@ -228,7 +229,8 @@ def headline_costs() -> dict[str, Any]:
     """Wall seconds of the headline world (``scenario=l1_cvr_discrepancy``, without its exposure
     twin: the world itself) and of its attribution over ``parity_gap,version_skew`` (three more
     worlds sharing their checkpoints), each a subprocess, one after the other; and the
-    headline's parts by its manifest: set-up (the world and its start-up training), releases,
+    headline's parts by its manifest: set-up (the world and its start-up training), the
+    market's opening (the first day's delivery forecast), releases,
     data plane, offline evaluation, and the rest (control plane, summary, logs)."""
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "headline"
@@ -238,7 +240,8 @@ def headline_costs() -> dict[str, Any]:
                        check=True, capture_output=True)
         world = time.perf_counter() - t
         manifest = json.loads((run_dir / "manifest.json").read_text())
-        parts = {k: manifest[k] for k in ("setup_s", "releases_s", "data_plane_s", "evaluation_s")}
+        parts = {k: manifest[k] for k in ("setup_s", "opening_s", "releases_s", "data_plane_s",
+                                          "evaluation_s")}
         parts["other_s"] = manifest["wall_s"] - sum(parts.values())
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "sim.report", str(run_dir), "--attribute",

@@ -37,11 +37,12 @@ import simpy
 from sim.autobidding import ConversionBook
 from sim.build import World, build_world
 from sim.clock import DAY_S, hour_of
-from sim.config.schema import ARTIFACTS, Config
+from sim.config.schema import ARTIFACTS, OBJECTIVES, Config
 from sim.evaluation import after_run
 from sim.experiment import in_treatment
 from sim.features.coverage import count_coverage, flush_coverage
 from sim.logs.writer import LogWriter
+from sim.opening import open_market
 from sim.progress import Progress
 from sim.results import OfflineResults
 from sim.serving import records
@@ -61,6 +62,7 @@ class Stats:
     impressions: int = 0
     batches: int = 0
     data_plane_s: float = 0.0
+    opening_s: float = 0.0  # the first day's delivery forecast (sim.opening)
     bootstrap: dict[str, Any] = field(default_factory=dict)
 
 
@@ -211,9 +213,27 @@ class Simulation:
 
     # -- run ------------------------------------------------------------------------------
 
+    def open_market(self) -> None:
+        """The first day's multipliers from a forecast of its delivery (:mod:`sim.opening`),
+        with ``pacing.opening=forecast`` and pacing on; logged as ``opening``."""
+        pc = self.cfg.pacing
+        if not (pc.enabled and pc.opening == "forecast"):
+            return
+        started = time.perf_counter()
+        rng = self.world.streams.get("opening")
+        adv = self.market.advertisers
+        for o in open_market(self.desk, self.arms, self.market, self.cfg, rng):
+            self.writer.append("opening", {
+                "arm": o.name, "advertiser_id": np.arange(adv.n),
+                "objective": np.asarray(OBJECTIVES)[adv.objective], "multiplier": o.multiplier,
+                "forecast_multiplier": o.forecast_multiplier, "forecast_spend": o.forecast_spend,
+                "budget": o.budget, "requests": o.requests, "rounds": pc.opening_rounds})
+        self.stats.opening_s = time.perf_counter() - started
+
     def run(self) -> Stats:
         """Run to the horizon, then close the last (possibly partial) day."""
         env, wait = self.env, self.env.wait
+        self.open_market()
         env.process(self.desk.pacing(env, wait))
         env.process(self.desk.ramp(env, wait))
         env.process(self.desk.campaigns(env, wait, self.horizon))

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("models", {"sim.models"}),
     ("serving", {"sim.serving"}),
     ("lifecycle", {"sim.lifecycle", "sim.evaluation", "sim.parity_audit", "sim.campaigns"}),
-    ("simulation", {"sim.build", "sim.simulation"}),
+    ("simulation", {"sim.build", "sim.opening", "sim.simulation"}),
     ("analysis", {"sim.recall", "sim.billing", "sim.delivery", "sim.summary", "sim.market_stats",
                   "sim.fit_targets"}),
     ("entry", {"sim.run", "sim.report", "sim.bench", "sim.__main__", "sim.api", "sim.readiness",

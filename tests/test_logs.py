@@ -50,6 +50,10 @@ PINNED = {
         "auctions",
         "cpa_multiplier", "matured_spend", "observed_conversions", "spent_today", "budget"
     ],
+    "opening": [
+        "arm", "advertiser_id", "objective", "multiplier", "forecast_multiplier", "forecast_spend",
+        "budget", "requests", "rounds"
+    ],
     "budget_days": [
         "day", "arm", "advertiser_id", "objective", "budget", "spend", "billed", "overspend",
         "max_tick_spend"

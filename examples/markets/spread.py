@@ -17,11 +17,13 @@ runs the ``market_feed`` scenario with every named random stream (:class:`sim.rn
 
 and three parts of ``run`` (the config's seed held at the base):
 
-* ``run_streams``: its named streams only (traffic, churn, contexts, offline evaluation);
+* ``run_streams``: its named streams only (traffic, churn, contexts, offline evaluation, the
+  opening forecast's sample);
 * ``exploration_labels``: the keyed draws of the exploration log's requests (its clicks and
   conversions, and in a downsampled log which rows it keeps);
 * ``live_draws``: the keyed draws of live requests (clicks, conversions and their delays,
-  participation, log sampling, latency; not the arm assignment, which is keyed by its salt).
+  participation, log sampling, latency; the opening forecast's requests too; not the arm
+  assignment, which is keyed by its salt).
 
 Under a pinned marketplace (``world.market_seed``, as in ``market_feed`` today: ``--first``
 not given) the marketplace's streams keep that seed, so ``market`` and ``users`` are refused.
@@ -61,7 +63,7 @@ GROUPS = {
     "market": {"advertisers", "catalog", "feature_maps", "truth", "offsite"},
     "users": {"users"},
     "models": {"exploration", "training/1", "init"},  # and every release/... stream
-    "run": {"traffic", "churn", "contexts", "offline_eval"},
+    "run": {"traffic", "churn", "contexts", "offline_eval", "opening"},
 }
 # the run's three parts, and two splits of a whole run: startup (models + exploration_labels)
 # against live (run_streams + live_draws)
@@ -157,6 +159,7 @@ def _key_by_request(exploration: bool, base: int, seed: int) -> None:
     import sys
 
     from sim.models.bootstrap import EXPLORATION_ID_BASE
+    from sim.opening import OPENING_ID_BASE
 
     original = rng.keyed_uniform
 
@@ -164,7 +167,8 @@ def _key_by_request(exploration: bool, base: int, seed: int) -> None:
         if s != base:  # another key (an assignment salt): as it was
             return original(s, request_id, ad_id, event)
         held, moved = original(base, request_id, ad_id, event), original(seed, request_id, ad_id, event)
-        mine = (np.asarray(request_id) >= EXPLORATION_ID_BASE) == exploration
+        ids = np.asarray(request_id)  # the opening forecast's requests count as live ones
+        mine = ((ids >= EXPLORATION_ID_BASE) & (ids < OPENING_ID_BASE)) == exploration
         return np.where(np.broadcast_to(mine, held.shape), moved, held)
 
     for module in list(sys.modules.values()):

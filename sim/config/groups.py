@@ -234,6 +234,9 @@ class AuctionConfig:
     slot_ctr: list[float] = bounded([1.0, 0.75, 0.55], gt=0, le=1)  # platform's slot CTR belief
 
 
+OPENINGS = ("forecast", "ceiling")
+
+
 @dataclass
 class PacingConfig:
     """The per-advertiser pacing controller (``sim.pacing``)."""
@@ -252,6 +255,12 @@ class PacingConfig:
     min_participation: float = bounded(1e-4, gt=0, le=1)
     min_multiplier: float = bounded(0.01, gt=0, le=1)
     max_multiplier: float = bounded(1.0, gt=0, le=1)
+    # where the first day's multipliers start (sim.opening): `forecast`, the desk's controller
+    # run on a sample of the first day's requests through the time-0 funnel; `ceiling`, every
+    # campaign at its ceiling (the controller brings it down during the day)
+    opening: str = bounded("forecast", choices=OPENINGS)
+    opening_requests: int = bounded(2_000, ge=1)  # the forecast's sample of the first day
+    opening_rounds: int = bounded(12, ge=1)  # controller steps on it (the first half wide)
 
 
 @dataclass
