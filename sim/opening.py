@@ -11,30 +11,37 @@ largest oCPM advertiser spent 26-56% of its day-0 budget in the first two hours 
 day's traffic) and was paced out until hour 8-17; in the default world the budget-bound
 advertisers' mean gap between spent share and traffic share was twice the second day's.
 
-Real platforms forecast a campaign's delivery before it runs (a bid landscape from the market's
-logs). Here the desk does the same with what it has at time 0 (``pacing.opening=forecast``, the
-default): a sample of the first day's requests (``pacing.opening_requests``, drawn from the
-traffic model with the day's profile, on the ``opening`` stream, with request ids from
-:data:`OPENING_ID_BASE` so that no keyed draw of a live request is reused) is served through
-every arm's funnel as it stands at time 0 (the start-up models, the initial index), once per
+Real platforms forecast a campaign's delivery before it runs (a bid landscape from the
+market's logs). Here the desk does the same with what it has when the traffic starts
+(``pacing.opening=forecast``, the default; after every time-0 change, such as a day-0 feature
+change): a sample of the first day's requests (``pacing.opening_requests``, users by activity
+and surfaces as live requests are drawn, on the ``opening`` stream, with request ids from
+:data:`OPENING_ID_BASE` so that no keyed draw of a live or exploration request is reused) is
+served through every arm's funnel as it stands (the start-up models, the initial index), once a
 round, each arm's spend weighted by its traffic share, and after each round the desk's own
 controller (:func:`sim.pacing.update_multiplier`) takes one step, with the sample's spend and
-the budget's both expressed per pacing interval at the day's mean rate. The same sample every
-round: the forecast's spend is a deterministic function of the multipliers, so the search does
-not chase noise. The first half of the rounds take the wide error bound (a factor 2.72 a round)
-to travel decades, the second half each advertiser's live bound to settle near the cliff a
-fixed-price or funnel-cut bidder has.
+the budget both expressed per pacing interval at the day's mean rate. The same sample every
+round, and every round starts from the arms' query caches as they were: the forecast is a
+function of the multipliers alone. But it is a sample: an advertiser seen in a handful of its
+auctions has a noisy estimate of its day, so each step is weighted by the auctions it took part
+in, in the sample, as the live controller weights an interval's (:func:`sim.pacing.step_weight`).
+The first half of the rounds take the wide error bound (down by up to a factor 2.72 a round, up
+by up to 1.65: spend is never negative) to travel decades, the second half each advertiser's
+live bound, to settle near the cliff a fixed-price or funnel-cut bidder has.
 
-What the forecast spends is what the platform expects to charge: a per-impression charge as the
-auction sets it, a per-click one at the price times the clicks the platform's own models expect
-at the slot (L2's pCTR times the slot's CTR belief, ``auction.slot_ctr``), never the world's
-true rates. The oCPM autobidder's CPA multiplier is not forecast (no conversion has been seen):
-it starts at 1 as before. Nothing is charged, logged as traffic or trained on; each arm's
-query-vector cache is restored. The forecast's multipliers and its spend at them are logged
-(``opening``) beside the day's realised spend (``budget_days``).
+What the forecast spends is what the platform expects to charge: the auction's payment for the
+slot, which for a click-charged impression is the price per click times the clicks the
+platform's own models expect there (the pCTR the auction ranked by times the slot's CTR belief,
+``auction.slot_ctr``), never the world's true rates. The oCPM autobidder's CPA multiplier is
+not forecast (no conversion has been seen): it starts at 1 as before, and an autobid campaign's
+opening multiplier is kept within the autobidder's lead of it (:func:`sim.autobidding.unwind`,
+as every live update does). A budget-split arm without traffic at time 0 (a ramp that holds it
+at 0) is forecast for its sub-budget at the ramp's first positive share. Nothing is charged,
+logged as traffic or trained on. The forecast's multipliers, its spend at them and the auctions
+it saw are logged (``opening``) beside the day's realised spend (``budget_days``).
 
-Cost: ``opening_rounds x opening_requests`` requests through each arm's funnel (24,000 at the
-defaults, a sixth of a default day's traffic; measured 2.0-2.3 s of a one-arm world).
+Cost: ``opening_rounds x opening_requests`` requests through each arm's funnel with traffic
+(24,000 at the defaults, a sixth of a default day's traffic).
 """
 
 from __future__ import annotations
@@ -45,123 +52,159 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.campaigns import CampaignDesk
+from sim.autobidding import unwind
+from sim.campaigns import CampaignDesk, traffic_shares
 from sim.clock import DAY_S
 from sim.config.schema import Config, PacingConfig
 from sim.pacing import ERROR_CLIP_RATE, Budgets, update_multiplier
 from sim.serving.arm import Arm
-from sim.serving.funnel import Impressions, arm_work, serve
+from sim.serving.funnel import Served, arm_work, serve
 from sim.serving.latency import fleet_load
+from sim.world.catalog import OCPM
 from sim.world.marketplace import Marketplace
 from sim.world.traffic import RequestBatch, draw_requests
 
 OPENING_ID_BASE = 1 << 41  # the forecast's request ids (the exploration log's start at 1 << 40)
 
 
-Part = tuple[Arm, RequestBatch, dict[str, float]]  # an arm, its rows of the sample, its work
-
-
 @dataclass(frozen=True, kw_only=True)
 class Opening:
     """One set of budgets' opening: (A,) ``multiplier`` (what day 0 starts at), and the last
-    round's ``forecast_multiplier`` and ``forecast_spend`` (its spend in the sample, per day),
-    beside the (A,) ``budget``; ``requests`` in the sample."""
+    round's ``forecast_multiplier``, ``forecast_spend`` (the sample's spend at it, per day) and
+    ``auctions`` (those it took part in, in the sample), beside the (A,) ``budget`` the forecast
+    planned for; ``requests`` in the sample."""
 
     name: str
     multiplier: np.ndarray
     forecast_multiplier: np.ndarray
     forecast_spend: np.ndarray
+    auctions: np.ndarray
     budget: np.ndarray
     requests: int
 
 
-def forecast_cost(imps: Impressions, slot_ctr: np.ndarray) -> np.ndarray:
-    """What the platform expects to charge for each impression: the auction's charge per
-    impression, or per click the price times L2's pCTR at the slot (its own belief)."""
-    believed = imps.price * imps.l2_pctr * slot_ctr[imps.position]
-    return np.where(imps.per_click, believed, imps.cost)
+@dataclass(frozen=True, kw_only=True)
+class Forecast:
+    """One round of the forecast at some multipliers: (A,) spend of one pacing interval at the
+    day's mean rate, and the auctions each advertiser took part in, in the sample."""
+
+    spend: np.ndarray
+    auctions: np.ndarray
+
+
+def forecast_cost(served: Served) -> np.ndarray:
+    """What the platform expects to charge for each of ``served``'s impressions: the auction's
+    payment for its slot (per impression, :mod:`sim.auction`), which for a click-charged one is
+    the price per click times the clicks the platform expects there (its pCTR times the slot's
+    CTR belief), never the world's truth."""
+    imps = served.impressions
+    return served.auctioned.result.payments[imps.row, imps.position]
 
 
 def sample_requests(cfg: Config, market: Marketplace, rng: np.random.Generator) -> RequestBatch:
-    """About ``pacing.opening_requests`` requests with the first day's profile (a Poisson count)."""
+    """About ``pacing.opening_requests`` requests of the first day (a Poisson count; users by
+    activity and surfaces as live requests are drawn)."""
     traffic = dataclasses.replace(cfg.traffic, requests_per_day=float(cfg.pacing.opening_requests))
     return draw_requests(rng, 0.0, DAY_S, traffic, market.users, market.surface_mix,
                          OPENING_ID_BASE)
 
 
-def controller_rounds(start: np.ndarray, spend_at: Callable[[np.ndarray], np.ndarray],
+def controller_rounds(start: np.ndarray, forecast: Callable[[np.ndarray], Forecast],
                       budget: np.ndarray, cfg: PacingConfig, rounds: int,
                       upper: np.ndarray | float, lower: np.ndarray | float,
-                      error_clip: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``rounds`` steps of the pacing controller from ``start`` on a deterministic forecast:
-    ``spend_at(m)`` is the (A,) spend of one pacing interval at the day's mean rate at
-    multipliers ``m``, against ``budget`` (A,) a day. The first half of the rounds take the wide
-    error bound (:data:`sim.pacing.ERROR_CLIP_RATE`), the rest ``error_clip``; every step is a full
-    one (the spend has no noise to average). An advertiser without a budget keeps its start.
-    Returns the final multipliers, and the last round's multipliers and spend."""
+                      error_clip: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, Forecast]:
+    """``rounds`` steps of the pacing controller from ``start`` on a forecast: ``forecast(m)``
+    at multipliers ``m``, against ``budget`` (A,) a day. The first half of the rounds take the
+    wide error bound (:data:`sim.pacing.ERROR_CLIP_RATE`), the rest ``error_clip``; each step is
+    weighted by the auctions the advertiser took part in, in the sample
+    (:func:`sim.pacing.step_weight`: a handful of sampled wins is a noisy estimate of the day's,
+    and moves the multiplier less). An advertiser without a budget keeps its start. Returns the
+    final multipliers, and the last round's multipliers and forecast."""
     per_interval = budget * cfg.interval_s / DAY_S
-    full = np.full(start.shape, cfg.auctions_ref)
     m = start.copy()
-    evaluated, spend = m.copy(), np.zeros_like(m)
+    evaluated = m.copy()
+    seen = Forecast(spend=np.zeros_like(m), auctions=np.zeros_like(m))
     for r in range(rounds):
-        evaluated, spend = m.copy(), spend_at(m)
+        evaluated, seen = m.copy(), forecast(m)
         clip = ERROR_CLIP_RATE if r < (rounds + 1) // 2 else error_clip
-        new = update_multiplier(m, spend, per_interval, budget, full, cfg, upper, lower, clip)
+        new = update_multiplier(m, seen.spend, per_interval, budget, seen.auctions, cfg, upper,
+                                lower, clip)
         m = np.where(budget > 0, new, m)
-    return m, evaluated, spend
+    return m, evaluated, seen
+
+
+def opening_weights(desk: CampaignDesk, market: Marketplace, cfg: Config) -> dict[str, float]:
+    """Each arm's traffic share in the forecast: at time 0, or for an arm without traffic then
+    (a ramp whose first step holds it at 0), at the ramp's first positive share, when it starts."""
+    now = desk.traffic_shares()
+    first = next((step.share for step in cfg.experiment.ramp if step.share > 0), None)
+    if first is None or len(now) == 1:
+        return now
+    then = traffic_shares(cfg.experiment.salt, market.users, first, list(now))
+    return {a: s if s > 0 else then[a] for a, s in now.items()}
 
 
 def open_market(desk: CampaignDesk, arms: list[Arm], market: Marketplace, cfg: Config,
                 rng: np.random.Generator) -> list[Opening]:
     """Set every set of budgets' multipliers to the forecast's (module docstring); return them.
 
-    Every arm serves the whole sample and its spend is weighted by the arm's traffic share at
-    time 0 (:meth:`sim.campaigns.CampaignDesk.traffic_shares`), so the two arms of an A/A test
-    see the same requests and open alike, rather than differing by which of the sample's users
-    each was assigned."""
+    Every arm serves the whole sample and its spend is weighted by its traffic share
+    (:func:`opening_weights`), so the two arms of an A/A test see the same requests and open
+    alike, rather than differing by which of the sample's users each was assigned. A
+    budget-split arm without traffic at time 0 is forecast for its sub-budget at the ramp's
+    first positive share (its budget is 0 until then, and its multiplier holds)."""
     pc = cfg.pacing
     batch = sample_requests(cfg, market, rng)
     share = len(batch) / cfg.traffic.requests_per_day  # of the day's expected requests
-    traffic = desk.traffic_shares()
-    parts = [(arm, batch, arm_work(arm, arm.cfg)) for arm in arms
-             if len(batch) and traffic.get(arm.name, 1.0) > 0]
-    load = fleet_load(((round(len(batch) * traffic.get(arm.name, 1.0)), work)
-                       for arm, _, work in parts), max(share, 1e-9) * DAY_S)
+    weights = opening_weights(desk, market, cfg)
+    parts = [(arm, arm_work(arm, arm.cfg)) for arm in arms
+             if len(batch) and weights.get(arm.name, 1.0) > 0]
+    load = fleet_load(((len(batch) * weights.get(arm.name, 1.0), work) for arm, work in parts),
+                      max(share, 1e-9) * DAY_S)
     n = desk.adv.n
     out = []
     for b in desk.budgets:
-        mine = [(arm, part, work) for arm, part, work in parts if arm.budgets is b]
+        mine = [(arm, work) for arm, work in parts if arm.budgets is b]
         eligible = b.ledger.eligible()
+        budget = b.ledger.budget.copy()
+        if b.name in weights and not budget.any():  # a budget-split arm that starts later
+            budget = desk.base_budget * weights[b.name]
+            eligible = budget > 0
+        caches = [(arm.query_cache.vectors.copy(), arm.query_cache.valid.copy())
+                  for arm, _ in mine]
 
-        def spend_at(m: np.ndarray, b: Budgets = b, mine: list[Part] = mine,
-                     eligible: np.ndarray = eligible) -> np.ndarray:
+        def forecast(m: np.ndarray, b: Budgets = b, mine: list[tuple[Arm, dict[str, float]]] = mine,
+                     eligible: np.ndarray = eligible,
+                     caches: list[tuple[np.ndarray, np.ndarray]] = caches) -> Forecast:
             b.multiplier[:] = m  # what the funnel reads (sim.serving.funnel.arm_actuators)
-            total = np.zeros(n)
-            for arm, part, work in mine:
-                auc = arm.cfg.auction
-                imps = serve(arm, market, arm.cfg, arm.cfg.seed, part, eligible, load,
-                             work).impressions
-                cost = forecast_cost(imps, np.asarray(auc.slot_ctr[:auc.n_slots]))
-                total += traffic.get(arm.name, 1.0) * np.bincount(imps.advertiser, cost,
-                                                                   minlength=n)
-            return total * pc.interval_s / DAY_S / share
+            spend, auctions = np.zeros(n), np.zeros(n)
+            for (arm, work), (vectors, valid) in zip(mine, caches, strict=True):
+                # every round sees the query cache as at time 0 (serving a batch fills it)
+                arm.query_cache.vectors[:], arm.query_cache.valid[:] = vectors, valid
+                served = serve(arm, market, arm.cfg, arm.cfg.seed, batch, eligible, load, work)
+                spend += weights.get(arm.name, 1.0) * np.bincount(
+                    served.impressions.advertiser, forecast_cost(served), minlength=n)
+                auctions += np.bincount(served.auctioned.entrants(), minlength=n)
+            return Forecast(spend=spend * pc.interval_s / DAY_S / share, auctions=auctions)
 
         start = b.multiplier.copy()
-        caches = [(arm.query_cache.vectors.copy(), arm.query_cache.valid.copy())
-                  for arm, _, _ in mine]
         try:
             if mine:
-                m, evaluated, spend = controller_rounds(
-                    start, spend_at, b.ledger.budget, pc, pc.opening_rounds, desk.ceiling(b),
-                    desk.floor, desk.error_clip)
-            else:  # no traffic reaches these budgets at time 0: they keep their start
-                m, evaluated, spend = start, start.copy(), np.zeros(n)
+                m, evaluated, seen = controller_rounds(
+                    start, forecast, budget, pc, pc.opening_rounds, desk.ceiling(b), desk.floor,
+                    desk.error_clip)
+            else:  # no traffic reaches these budgets: they keep their start
+                m, evaluated = start, start.copy()
+                seen = Forecast(spend=np.zeros(n), auctions=np.zeros(n))
         finally:
             b.multiplier[:] = start
-            for (arm, _, _), (vectors, valid) in zip(mine, caches, strict=True):
+            for (arm, _), (vectors, valid) in zip(mine, caches, strict=True):
                 arm.query_cache.vectors[:], arm.query_cache.valid[:] = vectors, valid
+        if b.conversions is not None:  # the autobidder's cap is not reached on the CPA's behalf
+            ocpm = desk.adv.objective == OCPM
+            m[ocpm], _ = unwind(m[ocpm], b.cpa_multiplier[ocpm])
         b.multiplier[:] = m
         out.append(Opening(name=b.name, multiplier=m.copy(), forecast_multiplier=evaluated,
-                           forecast_spend=spend * DAY_S / pc.interval_s,
-                           budget=b.ledger.budget.copy(), requests=len(batch)))
+                           forecast_spend=seen.spend * DAY_S / pc.interval_s,
+                           auctions=seen.auctions, budget=budget, requests=len(batch)))
     return out

@@ -171,6 +171,6 @@ def _run(cfg: Config, run_dir: Path, scenario: str, progress: Progress | None,
         "status": "complete", "requests": stats.requests, "setup_s": setup_s,
         "data_plane_s": stats.data_plane_s, "opening_s": stats.opening_s,
         "releases_s": sim.world.lifecycle.release_s,
-        "requests_per_s": stats.requests / max(wall - setup_s, 1e-9),
+        "requests_per_s": stats.requests / max(wall - setup_s - stats.opening_s, 1e-9),
     })
     return metrics

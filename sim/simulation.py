@@ -119,6 +119,7 @@ class Simulation:
     # -- data plane -----------------------------------------------------------------------
 
     def traffic(self) -> Generator[simpy.Event, None, None]:
+        self.open_market()  # at time 0, after the processes started before this one
         rng = self.world.streams.get("traffic")
         tick = self.cfg.traffic.tick_s
         while True:
@@ -165,11 +166,7 @@ class Simulation:
         served = serve(arm, self.market, cfg, cfg.seed, batch, eligible, load, work)
         imps = served.impressions
         tick = arm.budgets.book(imps.advertiser, imps.cost)
-        auc = served.auctioned  # an advertiser's auction counts once, whatever its ads in it
-        seen = np.sort(np.where(auc.present, auc.advertiser, -1), axis=1)
-        first = np.ones(seen.shape, bool)
-        first[:, 1:] = seen[:, 1:] != seen[:, :-1]
-        arm.budgets.saw(seen[first & (seen >= 0)])
+        arm.budgets.saw(served.auctioned.entrants())
         if arm.budgets.conversions is not None:
             self._book_ocpm(arm.budgets.conversions, batch, imps, objective)
         self.stats.impressions += imps.row.size
@@ -227,13 +224,13 @@ class Simulation:
                 "arm": o.name, "advertiser_id": np.arange(adv.n),
                 "objective": np.asarray(OBJECTIVES)[adv.objective], "multiplier": o.multiplier,
                 "forecast_multiplier": o.forecast_multiplier, "forecast_spend": o.forecast_spend,
-                "budget": o.budget, "requests": o.requests, "rounds": pc.opening_rounds})
+                "auctions": o.auctions, "budget": o.budget, "requests": o.requests,
+                "rounds": pc.opening_rounds})
         self.stats.opening_s = time.perf_counter() - started
 
     def run(self) -> Stats:
         """Run to the horizon, then close the last (possibly partial) day."""
         env, wait = self.env, self.env.wait
-        self.open_market()
         env.process(self.desk.pacing(env, wait))
         env.process(self.desk.ramp(env, wait))
         env.process(self.desk.campaigns(env, wait, self.horizon))

@@ -52,7 +52,7 @@ PINNED = {
     ],
     "opening": [
         "arm", "advertiser_id", "objective", "multiplier", "forecast_multiplier", "forecast_spend",
-        "budget", "requests", "rounds"
+        "auctions", "budget", "requests", "rounds"
     ],
     "budget_days": [
         "day", "arm", "advertiser_id", "objective", "budget", "spend", "billed", "overspend",

@@ -1,8 +1,9 @@
 """The market's opening: the first day's multipliers from the desk's controller run on a
-forecast (closed forms on synthetic spend functions), and in a tiny world."""
+forecast (closed forms on synthetic forecasts), and in tiny worlds."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -11,40 +12,58 @@ import pytest
 
 from sim.clock import DAY_S
 from sim.config.schema import PacingConfig
+from sim.logs.writer import LogWriter
+from sim.models.bootstrap import EXPLORATION_ID_BASE
+from sim.opening import OPENING_ID_BASE, Forecast, controller_rounds, open_market
 from sim.pacing import ERROR_CLIP
 
-from conftest import read_log, run_tiny
+from conftest import read_log, run_tiny, tiny_config
+
+CFG = PacingConfig()
+TWO_ARMS = ("experiment.arms=[control,treatment]",)
+PER_INTERVAL = CFG.interval_s / DAY_S
 
 
-def _rounds(spend_per_day, budget, rounds: int = 12, start: float = 1.0):  # type: ignore[no-untyped-def]
-    from sim.opening import controller_rounds
-
-    cfg = PacingConfig()
+def _rounds(spend_per_day, budget, start=1.0, auctions=1000.0, rounds: int = 12):  # type: ignore[no-untyped-def]
+    """The controller's rounds on ``spend_per_day(m)``, every advertiser seen in ``auctions``."""
     budget = np.asarray(budget, dtype=float)
-    per_interval = cfg.interval_s / DAY_S
-    return controller_rounds(np.full(budget.shape, start),
-                             lambda m: spend_per_day(m) * per_interval, budget, cfg, rounds,
-                             cfg.max_multiplier, cfg.min_multiplier, ERROR_CLIP)
+    seen = np.broadcast_to(np.asarray(auctions, dtype=float), budget.shape)
+    return controller_rounds(
+        np.broadcast_to(np.asarray(start, dtype=float), budget.shape).copy(),
+        lambda m: Forecast(spend=spend_per_day(m) * PER_INTERVAL, auctions=seen), budget, CFG,
+        rounds, CFG.max_multiplier, CFG.min_multiplier, ERROR_CLIP)
 
 
 def test_the_forecast_reaches_the_closed_form_optimum_of_a_stationary_market() -> None:
     """Value 1 per auction, one competing bid ~ U[0, 1], second price: at multiplier m an
     auction costs m^2 / 2 in expectation, so a budget of b per auction is spent at m = sqrt(2b);
-    two advertisers, b = 1/8 and 1/32: m = 0.5 and 0.25, from the ceiling in 12 rounds."""
+    two advertisers, b = 1/8 and 1/32: m = 0.5 and 0.25, from the ceiling in 12 rounds, where
+    the last round's forecast spends the budget."""
     n = 10_000  # auctions a day
-    m, evaluated, spend = _rounds(lambda m: n * m**2 / 2, [n / 8, n / 32])
+    budget = np.array([n / 8, n / 32])
+    m, _, seen = _rounds(lambda m: n * m**2 / 2, budget)
     np.testing.assert_allclose(m, [0.5, 0.25], rtol=0.02)
-    np.testing.assert_allclose(spend, (n * evaluated**2 / 2) * PacingConfig().interval_s / DAY_S)
+    np.testing.assert_allclose(seen.spend / PER_INTERVAL, budget, rtol=0.05)
 
 
-def test_an_advertiser_that_cannot_spend_its_budget_stays_at_its_ceiling() -> None:
-    m, _, _ = _rounds(lambda m: 50.0 * m, [100.0])
-    assert m[0] == PacingConfig().max_multiplier
+def test_an_advertiser_that_cannot_spend_its_budget_climbs_to_its_ceiling() -> None:
+    m, _, _ = _rounds(lambda m: 50.0 * m, [100.0], start=0.2)
+    assert m[0] == CFG.max_multiplier
 
 
-def test_an_advertiser_without_a_budget_keeps_its_start() -> None:
-    m, _, _ = _rounds(lambda m: 50.0 * m, [0.0], start=0.7)
-    assert m[0] == 0.7
+def test_an_advertiser_without_a_budget_keeps_its_start_while_others_move() -> None:
+    m, _, _ = _rounds(lambda m: 400.0 * m, [0.0, 100.0], start=0.7)
+    assert m[0] == 0.7 and m[1] < 0.5
+
+
+def test_a_few_sampled_auctions_move_the_multiplier_less() -> None:
+    """The same overspend seen in 3 sampled auctions and in 300: the first is a noisy estimate
+    and its step is sqrt(3 / auctions_ref) of the full one (sim.pacing.step_weight)."""
+    spend = lambda m: 400.0 * m  # noqa: E731
+    few, _, _ = _rounds(spend, [100.0], auctions=3.0, rounds=1)
+    many, _, _ = _rounds(spend, [100.0], auctions=300.0, rounds=1)
+    assert np.log(many[0]) < np.log(few[0]) < 0
+    assert np.log(few[0]) == pytest.approx(np.sqrt(3.0 / CFG.auctions_ref) * np.log(many[0]))
 
 
 @pytest.mark.parametrize("cliff", [0.05, 0.3, 0.8])
@@ -53,39 +72,108 @@ def test_a_bidder_on_a_cliff_ends_within_one_live_step_of_it(cliff: float) -> No
     spends the budget, and the search settles across the cliff, within the live bound's factor
     (exp(gain x ERROR_CLIP) = 1.28 at the defaults) of it."""
     m, _, _ = _rounds(lambda m: np.where(m > cliff, 400.0, 0.0), [100.0])
-    factor = np.exp(PacingConfig().gain * ERROR_CLIP)
+    factor = np.exp(CFG.gain * ERROR_CLIP)
     assert cliff / factor <= m[0] <= cliff * factor
 
 
-def test_the_opening_is_logged_and_leaves_the_live_draws_alone(tmp_path: Path) -> None:
-    """With the forecast, an `opening` row per advertiser with its multiplier inside the
-    controller's bounds; the live requests are the same as with every campaign at its ceiling
-    (the forecast draws on its own stream and ids), and that world writes no opening."""
+def _state(sim) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Everything of a built world's serving state the forecast could touch, but the
+    multipliers it sets."""
+    out: dict[str, object] = {}
+    for b in sim.desk.budgets:
+        out[f"{b.name}.ledger"] = copy.deepcopy(vars(b.ledger))
+        out[f"{b.name}.budgets"] = {k: copy.deepcopy(v) for k, v in vars(b).items()
+                                    if k not in ("multiplier", "ledger")}
+    for arm in sim.arms:
+        out[f"{arm.name}.cache"] = (arm.query_cache.vectors.copy(), arm.query_cache.valid.copy())
+    out["offsite"] = copy.deepcopy(vars(sim.market.offsite))
+    out["next_request_id"] = sim.next_request_id
+    return out
+
+
+def _equal(a: object, b: object) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and np.array_equal(a, b, equal_nan=True)
+    return bool(a == b)
+
+
+@pytest.mark.parametrize("design", [(), (*TWO_ARMS, "experiment.ramp=[{day:0,share:0.5}]"),
+                                    (*TWO_ARMS, "experiment.design=user_split")])
+def test_the_forecast_changes_nothing_but_the_multipliers(tmp_path: Path,
+                                                           design: tuple[str, ...]) -> None:
+    """On a built tiny world (one arm; an A/A budget-split at 50%; the same under user-split):
+    ledgers, the desk's other state, the arms' query caches, the offsite counters and the
+    request ids are exactly as before. Its ids are disjoint from live and exploration ones.
+    In the A/A budget-split each arm serves the whole sample and is weighted by its traffic
+    share, so both arms open exactly alike."""
+    from sim.simulation import Simulation
+
+    cfg = tiny_config(*design)
+    sim = Simulation.from_config(cfg, LogWriter(tmp_path, 10_000))
+    before = _state(sim)
+    start = {b.name: b.multiplier.copy() for b in sim.desk.budgets}
+    openings = open_market(sim.desk, sim.arms, sim.market, cfg, sim.world.streams.get("opening"))
+    assert _equal(_state(sim), before)
+    assert OPENING_ID_BASE > EXPLORATION_ID_BASE + cfg.training.exploration_requests
+    moved = [not np.array_equal(o.multiplier, start[o.name]) for o in openings]
+    assert all(moved), "the tiny world's budgets bind: every set of budgets opens lower"
+    for o in openings:
+        assert o.requests > 0
+        b = next(b for b in sim.desk.budgets if b.name == o.name)
+        assert np.array_equal(b.multiplier, o.multiplier)
+    if "experiment.ramp=[{day:0,share:0.5}]" in design:
+        control, treatment = openings
+        np.testing.assert_allclose(control.multiplier, treatment.multiplier, rtol=1e-9)
+
+
+def test_a_budget_split_arm_that_starts_later_is_forecast_for_its_first_share(
+        tmp_path: Path) -> None:
+    """A ramp that holds the treatment at 0 until day 0.5: its budget is 0 at time 0, and it is
+    forecast for its sub-budget at the ramp's first positive share (not left at its ceiling)."""
+    from sim.simulation import Simulation
+
+    cfg = tiny_config(*TWO_ARMS, "experiment.ramp=[{day:0,share:0},{day:0.5,share:0.5}]", "days=1")
+    sim = Simulation.from_config(cfg, LogWriter(tmp_path, 10_000))
+    assert not sim.desk.by_arm["treatment"].ledger.budget.any()
+    openings = {o.name: o for o in open_market(sim.desk, sim.arms, sim.market, cfg,
+                                               sim.world.streams.get("opening"))}
+    t = openings["treatment"]
+    assert t.budget.sum() > 0 and (t.multiplier < CFG.max_multiplier).any()
+
+
+def test_the_opening_is_logged_and_the_live_run_starts_from_it(tmp_path: Path) -> None:
+    """With the forecast, an `opening` row per advertiser inside the controller's bounds, and
+    the live controller's first update one bounded step from it (cpc: a bid multiplier without
+    the autobidder's part); with every campaign at its ceiling, no opening rows and the first
+    update one step from the ceiling. The live requests are the same in both worlds."""
     run_tiny(tmp_path / "forecast")
     run_tiny(tmp_path / "ceiling", "pacing.opening=ceiling")
     op = read_log(tmp_path / "forecast", "opening")
-    cfg = PacingConfig()
     assert op.height == op["advertiser_id"].n_unique() == 12
-    assert op["requests"].min() > 0 and (op["rounds"] == cfg.opening_rounds).all()
+    assert op["requests"].min() > 0 and (op["rounds"] == CFG.opening_rounds).all()
     thr = op.filter(pl.col("objective") == "cpm")
     bid = op.filter(pl.col("objective") != "cpm")
-    assert thr["multiplier"].is_between(cfg.min_participation, 1.0).all()
-    assert bid["multiplier"].is_between(cfg.min_multiplier, cfg.max_multiplier).all()
-    assert (op["multiplier"] < 1.0).any(), "the tiny world's budgets bind: some start lower"
+    assert thr["multiplier"].is_between(CFG.min_participation, 1.0).all()
+    assert bid["multiplier"].is_between(CFG.min_multiplier, CFG.max_multiplier).all()
     assert read_log(tmp_path / "ceiling", "opening").height == 0
     cols = ["request_id", "time", "user_id", "surface"]
     a = read_log(tmp_path / "forecast", "requests").filter(pl.col("day") == 0).select(cols)
     b = read_log(tmp_path / "ceiling", "requests").filter(pl.col("day") == 0).select(cols)
     assert a.equals(b)
-    # the live controller starts from the opening: one bounded step from it at the first update
-    # (cpc: a bid multiplier without the autobidder's part), from the ceiling without a forecast
-    step = np.exp(cfg.gain * ERROR_CLIP) * (1 + 1e-9)
-    for world, start in (("forecast", op.select("advertiser_id", start="multiplier")),
-                         ("ceiling", op.select("advertiser_id", start=pl.lit(cfg.max_multiplier)))):
+    step = np.exp(CFG.gain * ERROR_CLIP) * (1 + 1e-9)
+    low = op.filter((pl.col("objective") == "cpc") & (pl.col("multiplier") < 1 / step))
+    assert low.height > 0, "some cpc campaign opens more than a step below its ceiling"
+    for world, start in (("forecast", op.select("arm", "advertiser_id", start="multiplier")),
+                         ("ceiling", op.select("arm", "advertiser_id",
+                                               start=pl.lit(CFG.max_multiplier)))):
         first = (read_log(tmp_path / world, "pacing").filter(pl.col("time") == pl.col("time").min())
-                 .join(start, on="advertiser_id").join(op.select("advertiser_id", "objective"),
-                                                       on="advertiser_id")
+                 .join(start, on=["arm", "advertiser_id"])
+                 .join(op.select("arm", "advertiser_id", "objective"), on=["arm", "advertiser_id"])
                  .filter(pl.col("objective") == "cpc"))
-        assert first.height > 0
+        assert first.height == op.filter(pl.col("objective") == "cpc").height
         ratio = first["multiplier"] / first["start"]
         assert ratio.is_between(1 / step, step).all(), (world, ratio.to_list())

@@ -197,7 +197,7 @@ def test_complete_manifest(tiny_run: Path) -> None:
         assert key in man
     assert man["market_seed"] is None  # the tiny world draws its marketplace from its seed
     assert man["packages"]["torch"] is not None
-    parts = [man[k] for k in ("setup_s", "releases_s", "data_plane_s", "evaluation_s")]
+    parts = [man[k] for k in ("setup_s", "opening_s", "releases_s", "data_plane_s", "evaluation_s")]
     assert man["releases_s"] > 0 and all(p >= 0 for p in parts)  # the tiny world releases twice
     assert sum(parts) <= man["wall_s"]  # the parts do not overlap
 

@@ -125,6 +125,13 @@ class Auctioned:
     advertiser: np.ndarray  # (B, K2) each candidate's advertiser
     present: np.ndarray  # (B, K2) bool: the candidate took part (L2 kept it)
 
+    def entrants(self) -> np.ndarray:
+        """Each advertiser id once per auction it took part in (whatever its ads in it)."""
+        seen = np.sort(np.where(self.present, self.advertiser, -1), axis=1)
+        first = np.ones(seen.shape, bool)
+        first[:, 1:] = seen[:, 1:] != seen[:, :-1]
+        return seen[first & (seen >= 0)]
+
 
 @dataclass(frozen=True, kw_only=True)
 class Served:

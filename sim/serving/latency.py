@@ -66,7 +66,7 @@ class Latencies:
     ok: dict[str, np.ndarray]
 
 
-def fleet_load(arms: Iterable[tuple[int, dict[str, float]]], seconds: float) -> dict[str, float]:
+def fleet_load(arms: Iterable[tuple[float, dict[str, float]]], seconds: float) -> dict[str, float]:
     """The fleet's work per second at each stage (fp32-equivalent MFLOP/s) while it serves, over
     ``seconds`` of simulated time, each ``(requests, per-request work of each stage)`` of
     ``arms``."""
