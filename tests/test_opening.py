@@ -24,7 +24,7 @@ TWO_ARMS = ("experiment.arms=[control,treatment]",)
 PER_INTERVAL = CFG.interval_s / DAY_S
 
 
-def _rounds(spend_per_day, budget, start=1.0, auctions=1000.0, rounds: int = 12):  # type: ignore[no-untyped-def]
+def _rounds(spend_per_day, budget, start=1.0, auctions=1000.0, rounds=CFG.opening_rounds):  # type: ignore[no-untyped-def]
     """The controller's rounds on ``spend_per_day(m)``, every advertiser seen in ``auctions``."""
     budget = np.asarray(budget, dtype=float)
     seen = np.broadcast_to(np.asarray(auctions, dtype=float), budget.shape)
@@ -37,7 +37,7 @@ def _rounds(spend_per_day, budget, start=1.0, auctions=1000.0, rounds: int = 12)
 def test_the_forecast_reaches_the_closed_form_optimum_of_a_stationary_market() -> None:
     """Value 1 per auction, one competing bid ~ U[0, 1], second price: at multiplier m an
     auction costs m^2 / 2 in expectation, so a budget of b per auction is spent at m = sqrt(2b);
-    two advertisers, b = 1/8 and 1/32: m = 0.5 and 0.25, from the ceiling in 12 rounds, where
+    two advertisers, b = 1/8 and 1/32: m = 0.5 and 0.25, from the ceiling in 16 rounds, where
     the last round's forecast spends the budget."""
     n = 10_000  # auctions a day
     budget = np.array([n / 8, n / 32])
@@ -147,8 +147,8 @@ def test_a_budget_split_arm_that_starts_later_is_forecast_for_its_first_share(
 
 def test_the_opening_is_logged_and_the_live_run_starts_from_it(tmp_path: Path) -> None:
     """With the forecast, an `opening` row per advertiser inside the controller's bounds, and
-    the live controller's first update one bounded step from it (cpc: a bid multiplier without
-    the autobidder's part); with every campaign at its ceiling, no opening rows and the first
+    the live controller's first update one bounded step from it (oCPM and CPC: bid multipliers,
+    the autobidder off); with every campaign at its ceiling, no opening rows and the first
     update one step from the ceiling. The live requests are the same in both worlds."""
     run_tiny(tmp_path / "forecast")
     run_tiny(tmp_path / "ceiling", "pacing.opening=ceiling")
@@ -165,15 +165,15 @@ def test_the_opening_is_logged_and_the_live_run_starts_from_it(tmp_path: Path) -
     b = read_log(tmp_path / "ceiling", "requests").filter(pl.col("day") == 0).select(cols)
     assert a.equals(b)
     step = np.exp(CFG.gain * ERROR_CLIP) * (1 + 1e-9)
-    low = op.filter((pl.col("objective") == "cpc") & (pl.col("multiplier") < 1 / step))
-    assert low.height > 0, "some cpc campaign opens more than a step below its ceiling"
+    low = op.filter((pl.col("objective") != "cpm") & (pl.col("multiplier") < 1 / step))
+    assert low.height > 0, "some campaign opens more than a step below its ceiling"
     for world, start in (("forecast", op.select("arm", "advertiser_id", start="multiplier")),
                          ("ceiling", op.select("arm", "advertiser_id",
                                                start=pl.lit(CFG.max_multiplier)))):
         first = (read_log(tmp_path / world, "pacing").filter(pl.col("time") == pl.col("time").min())
                  .join(start, on=["arm", "advertiser_id"])
                  .join(op.select("arm", "advertiser_id", "objective"), on=["arm", "advertiser_id"])
-                 .filter(pl.col("objective") == "cpc"))
-        assert first.height == op.filter(pl.col("objective") == "cpc").height
+                 .filter(pl.col("objective") != "cpm"))
+        assert first.height == op.filter(pl.col("objective") != "cpm").height
         ratio = first["multiplier"] / first["start"]
         assert ratio.is_between(1 / step, step).all(), (world, ratio.to_list())

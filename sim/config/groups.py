@@ -260,7 +260,7 @@ class PacingConfig:
     # campaign at its ceiling (the controller brings it down during the day)
     opening: str = bounded("forecast", choices=OPENINGS)
     opening_requests: int = bounded(2_000, ge=1)  # the forecast's sample of the first day
-    opening_rounds: int = bounded(12, ge=1)  # controller steps on it (the first half wide)
+    opening_rounds: int = bounded(16, ge=1)  # controller steps on it, each bounded as live
 
 
 @dataclass
