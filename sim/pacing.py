@@ -38,14 +38,15 @@ expected spend is linear in the rate, with no cliff to jump, and the rate may ha
 four decades (a fixed price far above the market on a small budget).
 
 **How a day starts.** The multiplier carries over from the end of yesterday (the market of this
-morning is yesterday's market). The first day has no yesterday: it starts where a forecast of
-its delivery puts it (:mod:`sim.opening`: this controller run on a sample of the first day's
-requests through the time-0 funnel), or, with ``pacing.opening=ceiling``, at the ceiling, and
-the first intervals bring it down (a burst in the first hours for an advertiser far above the
-clearing price, then a wait for the traffic to catch up). **A capped advertiser** (its spend
-reached its budget) is not eligible until the daily reset; it then has no plan and no spend, so
-its error is 0 and its multiplier holds: it does not decay towards the floor overnight and start
-the next morning starved. But what it holds is close to the multiplier that spent its budget by
+morning is yesterday's market). The first day has no yesterday: by default
+(``pacing.opening=ceiling``) it starts at ``max_multiplier`` and the first intervals bring it
+down (a burst in the first hours for an advertiser far above the clearing price, then a wait for
+the traffic to catch up); with ``pacing.opening=forecast`` it starts where a forecast of its
+delivery puts it (:mod:`sim.opening`: this controller run on a sample of the first day's
+requests through the funnel as the traffic starts). **A capped advertiser** (its spend reached
+its budget) is not eligible until the daily reset; it then has no plan and no spend, so its
+error is 0 and its multiplier holds: it does not decay towards the floor overnight and start the
+next morning starved. But what it holds is close to the multiplier that spent its budget by
 traffic share ``s < 1`` (one step below it: the update that saw the cap), too high by the
 evening's measure, so the desk starts its day at ``max(m x s, floor)`` (:mod:`sim.campaigns`),
 when pacing is enabled.

@@ -132,9 +132,9 @@ def test_a_tiny_library_end_to_end(tmp_path: Path) -> None:
         if w.design == "aa":
             assert [k for k, s in v.items() if s == CAUSE] == [], (w, v)
     # which of the two parity-gap worlds' L1s lean on the zeroed counters in a quarter of a day
-    # is a trace that moves with any mechanism (5 alone, then 4 alone, then both, then 4, as the
-    # first day's opening changed): named at least once, only where injected, and the scores
-    # count the verdicts by half (world 4 is in the calibration half, 5 held out)
+    # is a trace that moves with any mechanism (5 alone; with the first day opening on a forecast
+    # 4 alone, both, or 4, by the forecast's version): named at least once, only where injected,
+    # and the scores count the verdicts by half (world 4 is in the calibration half, 5 held out)
     assert named and set(named) <= {4, 5}
     rates = out["scores"]["halves"]
     assert rates["calibration"]["rates"]["parity_gap"]["detection"]["named"] == int(4 in named)

@@ -107,7 +107,7 @@ PINNED = {
     ],
 }
 # empty in a run without registry changes; training_rows unless logs.training_rows
-EVENT_TABLES = {"feature_changes", "parity_audit", "training_rows"}
+EVENT_TABLES = {"feature_changes", "parity_audit", "training_rows", "opening"}  # opening: forecast only
 
 
 def test_declared_schemas_are_pinned() -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from sim.clock import DAY_S
 from sim.config.schema import PacingConfig
+from sim.logs.schema import SCHEMAS
 from sim.logs.writer import LogWriter
 from sim.models.bootstrap import EXPLORATION_ID_BASE
 from sim.opening import OPENING_ID_BASE, Forecast, controller_rounds, open_market
@@ -150,9 +151,10 @@ def test_the_opening_is_logged_and_the_live_run_starts_from_it(tmp_path: Path) -
     the live controller's first update one bounded step from it (oCPM and CPC: bid multipliers,
     the autobidder off); with every campaign at its ceiling, no opening rows and the first
     update one step from the ceiling. The live requests are the same in both worlds."""
-    run_tiny(tmp_path / "forecast")
-    run_tiny(tmp_path / "ceiling", "pacing.opening=ceiling")
+    run_tiny(tmp_path / "forecast", "pacing.opening=forecast")
+    run_tiny(tmp_path / "ceiling")  # the default
     op = read_log(tmp_path / "forecast", "opening")
+    assert op.schema == pl.Schema(SCHEMAS["opening"])
     assert op.height == op["advertiser_id"].n_unique() == 12
     assert op["requests"].min() > 0 and (op["rounds"] == CFG.opening_rounds).all()
     thr = op.filter(pl.col("objective") == "cpm")

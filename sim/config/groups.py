@@ -255,10 +255,12 @@ class PacingConfig:
     min_participation: float = bounded(1e-4, gt=0, le=1)
     min_multiplier: float = bounded(0.01, gt=0, le=1)
     max_multiplier: float = bounded(1.0, gt=0, le=1)
-    # where the first day's multipliers start (sim.opening): `forecast`, the desk's controller
-    # run on a sample of the first day's requests through the time-0 funnel; `ceiling`, every
-    # campaign at its ceiling (the controller brings it down during the day)
-    opening: str = bounded("forecast", choices=OPENINGS)
+    # where the first day's multipliers start (sim.opening): `ceiling`, every campaign at
+    # max_multiplier (the controller brings it down during the day: a burst, then a wait, for a
+    # campaign far above the clearing price); `forecast`, the desk's controller run on a sample
+    # of the first day's requests through the funnel as the traffic starts (not yet the default:
+    # it moves every world's first day, and the lessons' figures are measured at the ceiling)
+    opening: str = bounded("ceiling", choices=OPENINGS)
     opening_requests: int = bounded(2_000, ge=1)  # the forecast's sample of the first day
     opening_rounds: int = bounded(16, ge=1)  # controller steps on it, each bounded as live
 
