@@ -25,22 +25,22 @@ the budget both expressed per pacing interval at the day's mean rate. The same s
 round, and every round starts from the arms' query caches as they were: the forecast is a
 function of the multipliers alone. But it is a sample: an advertiser seen in a handful of its
 auctions has a noisy estimate of its day, so each step is weighted by the auctions it took part
-in, in the sample, as the live controller weights an interval's
-(:func:`sim.pacing.step_weight`). Each round's step is the live one, bounded as live (a bid
-multiplier by a factor 1.28, a participation rate by 2.72 down and 1.65 up): the forecast plays
-the controller's first intervals on a sample instead of on the advertisers' money. A wide bound
-for every campaign (tried) reached the same day-0 pacing in the default and feed worlds, but in
-a market of many campaigns far above their budgets, all stepping at once, it swings the
-multipliers between rounds (who wins depends on everyone's step), where the live bound's smaller
-steps settle.
+in, in the sample, as the live controller weights an interval's (:func:`sim.pacing.step_weight`;
+the weight is the sample's count, whatever a live interval brings, so in a world of many
+requests an advertiser with few auctions in the sample keeps nearer its ceiling than the live
+controller would put it). Each round's step is the live one, bounded as live (a bid multiplier
+by a factor 1.28, a participation rate by 2.72 down and 1.65 up): the forecast plays the
+controller's first intervals on a sample instead of on the advertisers' money. A wider bound was
+tried and reached the same day-0 pacing in the default and feed worlds; the live one is kept for
+the live reason: spend is a cliff in a bid multiplier.
 
 What the forecast spends is what the platform expects to charge: the auction's payment for the
 slot, which for a click-charged impression is the price per click times the clicks the
 platform's own models expect there (the pCTR the auction ranked by times the slot's CTR belief,
 ``auction.slot_ctr``), never the world's true rates. The oCPM autobidder's CPA multiplier is
 not forecast (no conversion has been seen): it starts at 1 as before, and an autobid campaign's
-opening multiplier is kept within the autobidder's lead of it (:func:`sim.autobidding.unwind`,
-as every live update does). A budget-split arm without traffic at time 0 (a ramp that holds it
+opening multiplier is kept within the autobidder's lead of it (``LEAD``, as every live update
+keeps it: :func:`sim.autobidding.unwind`). A budget-split arm without traffic at time 0 (a ramp that holds it
 at 0) is forecast for its sub-budget at the ramp's first positive share. Nothing is charged,
 logged as traffic or trained on. The forecast's multipliers, its spend at them and the auctions
 it saw are logged (``opening``) beside the day's realised spend (``budget_days``).
@@ -54,7 +54,7 @@ docs/mechanisms.md, Pacing).
 
 Cost: ``opening_rounds x opening_requests`` requests through each arm's funnel with traffic
 (32,000 at the defaults, a fifth of a default day's traffic; 3.4-8.6 s of a default world's
-75-173 s and 3.7 s of a feed preset world's 168 s, each with other worlds beside it).
+75-172 s and 3.7 s of a feed preset world's 168 s, each with other worlds beside it).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.autobidding import unwind
+from sim.autobidding import LEAD
 from sim.campaigns import CampaignDesk, traffic_shares
 from sim.clock import DAY_S
 from sim.config.schema import Config, PacingConfig
@@ -145,33 +145,33 @@ def controller_rounds(start: np.ndarray, forecast: Callable[[np.ndarray], Foreca
     return m, evaluated, seen
 
 
-def opening_weights(desk: CampaignDesk, market: Marketplace, cfg: Config) -> dict[str, float]:
-    """Each arm's traffic share in the forecast: at time 0, or for an arm without traffic then
-    (a ramp whose first step holds it at 0), at the ramp's first positive share, when it starts."""
-    now = desk.traffic_shares()
+def later_shares(desk: CampaignDesk, market: Marketplace, cfg: Config) -> dict[str, float]:
+    """Under budget-split, each arm's traffic share at the ramp's first positive share: what an
+    arm without traffic at time 0 (a ramp that holds it at 0) is forecast for. Empty otherwise
+    (under user-split the arms share one set of budgets, which the time-0 traffic funds)."""
     first = next((step.share for step in cfg.experiment.ramp if step.share > 0), None)
-    if first is None or len(now) == 1:
-        return now
-    then = traffic_shares(cfg.experiment.salt, market.users, first, list(now))
-    return {a: s if s > 0 else then[a] for a, s in now.items()}
+    arms = list(cfg.experiment.arms)
+    if first is None or len(arms) == 1 or cfg.experiment.design != "budget_split":
+        return {}
+    return traffic_shares(cfg.experiment.salt, market.users, first, arms)
 
 
 def open_market(desk: CampaignDesk, arms: list[Arm], market: Marketplace, cfg: Config,
                 rng: np.random.Generator) -> list[Opening]:
     """Set every set of budgets' multipliers to the forecast's (module docstring); return them.
 
-    Every arm serves the whole sample and its spend is weighted by its traffic share
-    (:func:`opening_weights`), so the two arms of an A/A test see the same requests and open
-    alike, rather than differing by which of the sample's users each was assigned. A
+    Every arm serves the whole sample and its spend is weighted by its traffic share (an arm that
+    starts later: :func:`later_shares`), so the two arms of an A/A test see the same requests and
+    open alike, rather than differing by which of the sample's users each was assigned. A
     budget-split arm without traffic at time 0 is forecast for its sub-budget at the ramp's
     first positive share (its budget is 0 until then, and its multiplier holds)."""
     pc = cfg.pacing
     batch = sample_requests(cfg, market, rng)
     share = len(batch) / cfg.traffic.requests_per_day  # of the day's expected requests
-    weights = opening_weights(desk, market, cfg)
-    parts = [(arm, arm_work(arm, arm.cfg)) for arm in arms
-             if len(batch) and weights.get(arm.name, 1.0) > 0]
-    load = fleet_load(((len(batch) * weights.get(arm.name, 1.0), work) for arm, work in parts),
+    now, later = desk.traffic_shares(), later_shares(desk, market, cfg)
+    weights = {a: s if s > 0 else later.get(a, 0.0) for a, s in now.items()}
+    parts = [(arm, arm_work(arm, arm.cfg)) for arm in arms if len(batch) and weights[arm.name] > 0]
+    load = fleet_load(((len(batch) * now[arm.name], work) for arm, work in parts),  # time 0's
                       max(share, 1e-9) * DAY_S)
     n = desk.adv.n
     out = []
@@ -179,9 +179,13 @@ def open_market(desk: CampaignDesk, arms: list[Arm], market: Marketplace, cfg: C
         mine = [(arm, work) for arm, work in parts if arm.budgets is b]
         eligible = b.ledger.eligible()
         budget = b.ledger.budget.copy()
-        if b.name in weights and not budget.any():  # a budget-split arm that starts later
-            budget = desk.base_budget * weights[b.name]
+        if b.name in later and not budget.any():  # a budget-split arm that starts later
+            budget = desk.base_budget * later[b.name]
             eligible = budget > 0
+        upper = desk.ceiling(b)
+        if b.conversions is not None:  # autobid oCPM: within the autobidder's lead of its CPA
+            upper = np.where(desk.adv.objective == OCPM,  # multiplier, as every live step keeps it
+                             np.minimum(upper, LEAD * b.cpa_multiplier), upper)
         caches = [(arm.query_cache.vectors.copy(), arm.query_cache.valid.copy())
                   for arm, _ in mine]
 
@@ -194,16 +198,20 @@ def open_market(desk: CampaignDesk, arms: list[Arm], market: Marketplace, cfg: C
                 # every round sees the query cache as at time 0 (serving a batch fills it)
                 arm.query_cache.vectors[:], arm.query_cache.valid[:] = vectors, valid
                 served = serve(arm, market, arm.cfg, arm.cfg.seed, batch, eligible, load, work)
-                spend += weights.get(arm.name, 1.0) * np.bincount(
+                spend += weights[arm.name] * np.bincount(
                     served.impressions.advertiser, forecast_cost(served), minlength=n)
-                auctions += np.bincount(served.auctioned.entrants(), minlength=n)
-            return Forecast(spend=spend * pc.interval_s / DAY_S / share, auctions=auctions)
+                auctions += weights[arm.name] * np.bincount(served.auctioned.entrants(),
+                                                            minlength=n)
+            # the sample's auctions per arm serving it (each arm serves the whole sample: the
+            # estimate rests on one sample's auctions however many arms share the budgets)
+            wsum = sum(weights[arm.name] for arm, _ in mine)
+            return Forecast(spend=spend * pc.interval_s / DAY_S / share, auctions=auctions / wsum)
 
         start = b.multiplier.copy()
         try:
             if mine:
                 m, evaluated, seen = controller_rounds(
-                    start, forecast, budget, pc, pc.opening_rounds, desk.ceiling(b), desk.floor,
+                    start, forecast, budget, pc, pc.opening_rounds, upper, desk.floor,
                     desk.error_clip)
             else:  # no traffic reaches these budgets: they keep their start
                 m, evaluated = start, start.copy()
@@ -212,9 +220,6 @@ def open_market(desk: CampaignDesk, arms: list[Arm], market: Marketplace, cfg: C
             b.multiplier[:] = start
             for (arm, _), (vectors, valid) in zip(mine, caches, strict=True):
                 arm.query_cache.vectors[:], arm.query_cache.valid[:] = vectors, valid
-        if b.conversions is not None:  # the autobidder's cap is not reached on the CPA's behalf
-            ocpm = desk.adv.objective == OCPM
-            m[ocpm], _ = unwind(m[ocpm], b.cpa_multiplier[ocpm])
         b.multiplier[:] = m
         out.append(Opening(name=b.name, multiplier=m.copy(), forecast_multiplier=evaluated,
                            forecast_spend=seen.spend * DAY_S / pc.interval_s,

@@ -117,8 +117,8 @@ def test_a_tiny_library_end_to_end(tmp_path: Path) -> None:
     """Four worlds through the Hydra launcher (worlds 4-7: two A/B worlds with a parity gap and a
     tight SLA, one of them with version skew and label leakage too, an A/A world, an A/B world
     with an approximate index). Every run completes, the scores count its own verdicts, the
-    parity gap (a family the treatment reads, zero in its index) is named, and only where it was
-    injected, label leakage only where it was, and the A/A world names nothing."""
+    parity gap (a family the treatment reads, zero in its index) is named only where it was
+    injected, and the A/A world names nothing."""
     assert B.main(["--size", "4", "--offset", "4", "--out", str(tmp_path), *TINY_BENCH]) == 0
     out = json.loads((tmp_path / "diagnosis_bench.json").read_text())
     worlds = [B.draw_world(i) for i in range(4, 8)]
@@ -131,18 +131,13 @@ def test_a_tiny_library_end_to_end(tmp_path: Path) -> None:
             named.append(w.index)
         if w.design == "aa":
             assert [k for k, s in v.items() if s == CAUSE] == [], (w, v)
-    # which of the two parity-gap worlds' L1s lean on the zeroed counters in a quarter of a day
-    # is a trace that moves with any mechanism (5 alone; with the first day opening on a forecast
-    # 4 alone, both, or 4, by the forecast's version): named at least once, only where injected,
-    # and the scores count the verdicts by half (world 4 is in the calibration half, 5 held out)
-    assert named and set(named) <= {4, 5}
-    rates = out["scores"]["halves"]
-    assert rates["calibration"]["rates"]["parity_gap"]["detection"]["named"] == int(4 in named)
-    assert rates["held_out"]["rates"]["parity_gap"]["detection"]["named"] == int(5 in named)
-    # world 5's treatment pipeline joins the counters at label time: leakage is named nowhere else
-    assert "label_leakage" in worlds[1].hazards
-    assert {w.index for w, v in zip(worlds, out["verdicts"], strict=True)
-            if v["label_leakage"] == CAUSE} <= {5}
+    # world 5's L1 leans on the zeroed counters; world 4's does not in this tiny world (zeroing
+    # them lowers its offline loss), and the audit says so
+    assert named == [5]
+    assert out["scores"]["halves"]["held_out"]["rates"]["parity_gap"]["detection"]["named"] == 1
+    # world 5's treatment pipeline joins the counters at label time, and only there is it named
+    assert [w.index for w, v in zip(worlds, out["verdicts"], strict=True)
+            if v["label_leakage"] == CAUSE] == [5] and "label_leakage" in worlds[1].hazards
     assert (tmp_path / "diagnosis_bench.md").read_text().startswith("# Diagnosis benchmark")
 
 

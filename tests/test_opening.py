@@ -4,6 +4,7 @@ forecast (closed forms on synthetic forecasts), and in tiny worlds."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,9 @@ from sim.clock import DAY_S
 from sim.config.schema import PacingConfig
 from sim.logs.schema import SCHEMAS
 from sim.logs.writer import LogWriter
-from sim.models.bootstrap import EXPLORATION_ID_BASE
-from sim.opening import OPENING_ID_BASE, Forecast, controller_rounds, open_market
+from sim.opening import Forecast, controller_rounds, open_market
 from sim.pacing import ERROR_CLIP
+from sim.world.catalog import OCPM
 
 from conftest import read_log, run_tiny, tiny_config
 
@@ -25,7 +26,8 @@ TWO_ARMS = ("experiment.arms=[control,treatment]",)
 PER_INTERVAL = CFG.interval_s / DAY_S
 
 
-def _rounds(spend_per_day, budget, start=1.0, auctions=1000.0, rounds=CFG.opening_rounds):  # type: ignore[no-untyped-def]
+def _rounds(spend_per_day, budget, start=1.0, auctions=1000.0,  # type: ignore[no-untyped-def]
+            rounds=CFG.opening_rounds):
     """The controller's rounds on ``spend_per_day(m)``, every advertiser seen in ``auctions``."""
     budget = np.asarray(budget, dtype=float)
     seen = np.broadcast_to(np.asarray(auctions, dtype=float), budget.shape)
@@ -93,6 +95,8 @@ def _state(sim) -> dict[str, object]:  # type: ignore[no-untyped-def]
 
 
 def _equal(a: object, b: object) -> bool:
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        return type(a) is type(b) and _equal(vars(a), vars(b))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
@@ -102,33 +106,65 @@ def _equal(a: object, b: object) -> bool:
     return bool(a == b)
 
 
-@pytest.mark.parametrize("design", [(), (*TWO_ARMS, "experiment.ramp=[{day:0,share:0.5}]"),
-                                    (*TWO_ARMS, "experiment.design=user_split")])
-def test_the_forecast_changes_nothing_but_the_multipliers(tmp_path: Path,
-                                                           design: tuple[str, ...]) -> None:
-    """On a built tiny world (one arm; an A/A budget-split at 50%; the same under user-split):
-    ledgers, the desk's other state, the arms' query caches, the offsite counters and the
-    request ids are exactly as before. Its ids are disjoint from live and exploration ones.
-    In the A/A budget-split each arm serves the whole sample and is weighted by its traffic
-    share, so both arms open exactly alike."""
+def _open(tmp_path: Path, *overrides: str):  # type: ignore[no-untyped-def]
+    """A built tiny world, its state before, and its openings (by set of budgets)."""
     from sim.simulation import Simulation
 
-    cfg = tiny_config(*design)
+    cfg = tiny_config(*overrides)
     sim = Simulation.from_config(cfg, LogWriter(tmp_path, 10_000))
     before = _state(sim)
     start = {b.name: b.multiplier.copy() for b in sim.desk.budgets}
-    openings = open_market(sim.desk, sim.arms, sim.market, cfg, sim.world.streams.get("opening"))
+    out = open_market(sim.desk, sim.arms, sim.market, cfg, sim.world.streams.get("opening"))
+    return sim, before, start, {o.name: o for o in out}
+
+
+DESIGNS = {
+    "one_arm": (),
+    "budget_split": (*TWO_ARMS, "experiment.ramp=[{day:0,share:0.5}]"),
+    "user_split": (*TWO_ARMS, "experiment.design=user_split", "experiment.ramp=[{day:0,share:0.5}]"),
+    "user_split_from_0": (*TWO_ARMS, "experiment.design=user_split",
+                          "experiment.ramp=[{day:0,share:0},{day:0.1,share:0.5}]"),
+}
+
+
+def test_the_forecast_changes_nothing_but_the_multipliers_and_an_a_a_opens_as_one_arm(
+        tmp_path: Path) -> None:
+    """On built tiny worlds (one arm; A/A budget-split at 50%; A/A user-split at 50%, and from
+    0%): ledgers, the desk's other state, the arms' query caches, the offsite counters and the
+    request ids are exactly as before. Each arm serves the whole sample and is weighted by its
+    traffic share against its (sub-)budget, so every A/A set of budgets opens exactly as the one
+    arm does: budget-split arms alike, the shared budgets alike whether the treatment has half
+    the traffic or none yet."""
+    openings = {}
+    for name, design in DESIGNS.items():
+        sim, before, start, opened = _open(tmp_path / name, *design)
+        assert _equal(_state(sim), before), name
+        for o in opened.values():
+            assert o.requests > 0
+            b = next(b for b in sim.desk.budgets if b.name == o.name)
+            assert np.array_equal(b.multiplier, o.multiplier)
+            assert not np.array_equal(o.multiplier, start[o.name]), "the tiny budgets bind"
+        openings[name] = opened
+    one = openings["one_arm"]["control"].multiplier
+    for name, opened in openings.items():
+        for o in opened.values():
+            np.testing.assert_allclose(o.multiplier, one, rtol=1e-9, err_msg=f"{name} {o.name}")
+
+
+def test_an_autobid_campaign_opens_within_the_autobidders_lead(tmp_path: Path) -> None:
+    """With the oCPM autobidder on (its cap 1.5, its CPA multiplier 1 at the start) an oCPM
+    campaign's opening stays within LEAD of the CPA multiplier, as every live step keeps it;
+    and the autobidder's book is untouched."""
+    from sim.autobidding import LEAD
+
+    sim, before, _, opened = _open(tmp_path, "bidding.autobid.enabled=true")
     assert _equal(_state(sim), before)
-    assert OPENING_ID_BASE > EXPLORATION_ID_BASE + cfg.training.exploration_requests
-    moved = [not np.array_equal(o.multiplier, start[o.name]) for o in openings]
-    assert all(moved), "the tiny world's budgets bind: every set of budgets opens lower"
-    for o in openings:
-        assert o.requests > 0
-        b = next(b for b in sim.desk.budgets if b.name == o.name)
-        assert np.array_equal(b.multiplier, o.multiplier)
-    if "experiment.ramp=[{day:0,share:0.5}]" in design:
-        control, treatment = openings
-        np.testing.assert_allclose(control.multiplier, treatment.multiplier, rtol=1e-9)
+    o = opened["control"]
+    b = sim.desk.budgets[0]
+    ocpm = sim.market.advertisers.objective == OCPM
+    assert ocpm.any() and b.conversions is not None
+    assert (o.multiplier[ocpm] <= LEAD * b.cpa_multiplier[ocpm] + 1e-12).all()
+    assert (o.multiplier[~ocpm] <= CFG.max_multiplier).all()
 
 
 def test_a_budget_split_arm_that_starts_later_is_forecast_for_its_first_share(
