@@ -13,8 +13,10 @@ Processes (each a thin generator around pure functions):
                 each arm's query tower follows after the rollout delay (:mod:`sim.lifecycle`).
 * per arm, the index pipeline (:mod:`sim.serving.pipeline`): ``enrichment``, ``snapshots``,
                 and the ``large`` and ``fresh`` tier builds, each deployed after its delay.
-* ``traffic``   every ``traffic.tick_s``: draw the requests of [t, t + tick), assign each to an
-                arm by its user, and serve them as one batch per arm.
+* ``traffic``   first, with ``pacing.opening=forecast``, the market's opening (:mod:`sim.opening`:
+                the first day's multipliers from a forecast of its delivery); then every
+                ``traffic.tick_s``: draw the requests of [t, t + tick), assign each to an arm by
+                its user, and serve them as one batch per arm.
 
 Same-time order is explicit: every event is scheduled with the priority of its stage
 (:data:`sim.clock.STAGES`, earlier first). So the requests of
@@ -118,6 +120,24 @@ class Simulation:
 
     # -- data plane -----------------------------------------------------------------------
 
+    def open_market(self) -> None:
+        """The first day's multipliers from a forecast of its delivery (:mod:`sim.opening`),
+        with ``pacing.opening=forecast`` and pacing on; logged as ``opening``."""
+        pc = self.cfg.pacing
+        if not (pc.enabled and pc.opening == "forecast"):
+            return
+        started = time.perf_counter()
+        rng = self.world.streams.get("opening")
+        adv = self.market.advertisers
+        for o in open_market(self.desk, self.arms, self.market, self.cfg, rng):
+            self.writer.append("opening", {
+                "arm": o.name, "advertiser_id": np.arange(adv.n),
+                "objective": np.asarray(OBJECTIVES)[adv.objective], "multiplier": o.multiplier,
+                "forecast_multiplier": o.forecast_multiplier, "forecast_spend": o.forecast_spend,
+                "auctions": o.auctions, "budget": o.budget, "requests": o.requests,
+                "rounds": pc.opening_rounds})
+        self.stats.opening_s = time.perf_counter() - started
+
     def traffic(self) -> Generator[simpy.Event, None, None]:
         self.open_market()  # at time 0, after the processes started before this one
         rng = self.world.streams.get("traffic")
@@ -209,24 +229,6 @@ class Simulation:
                                             **dataclasses.asdict(p)})
 
     # -- run ------------------------------------------------------------------------------
-
-    def open_market(self) -> None:
-        """The first day's multipliers from a forecast of its delivery (:mod:`sim.opening`),
-        with ``pacing.opening=forecast`` and pacing on; logged as ``opening``."""
-        pc = self.cfg.pacing
-        if not (pc.enabled and pc.opening == "forecast"):
-            return
-        started = time.perf_counter()
-        rng = self.world.streams.get("opening")
-        adv = self.market.advertisers
-        for o in open_market(self.desk, self.arms, self.market, self.cfg, rng):
-            self.writer.append("opening", {
-                "arm": o.name, "advertiser_id": np.arange(adv.n),
-                "objective": np.asarray(OBJECTIVES)[adv.objective], "multiplier": o.multiplier,
-                "forecast_multiplier": o.forecast_multiplier, "forecast_spend": o.forecast_spend,
-                "auctions": o.auctions, "budget": o.budget, "requests": o.requests,
-                "rounds": pc.opening_rounds})
-        self.stats.opening_s = time.perf_counter() - started
 
     def run(self) -> Stats:
         """Run to the horizon, then close the last (possibly partial) day."""
