@@ -85,6 +85,9 @@ class CampaignDesk:
         self.autobid = {a: arm_cfgs[a].bidding.autobid for a in arms}
         self.autobid_of: dict[str, AutobidConfig] = {}  # by set of budgets' name
         self.share = treatment_share(0.0, cfg.experiment.ramp) if len(arms) > 1 else 0.0
+        # budget-split arms a ramp step has just given traffic for the first time (their
+        # budgets were 0): the simulation opens them (sim.opening) when the traffic next comes
+        self.funded: list[str] = []
         if cfg.experiment.design == "user_split" or len(arms) == 1:
             differ = sorted({k for ab in self.autobid.values()
                              for k, v in dataclasses.asdict(ab).items()
@@ -153,9 +156,11 @@ class CampaignDesk:
         spend so far plus its share of the remainder, so sub-budgets still sum to the campaign
         budget and none falls below what it has spent, and each arm's plan is re-anchored at the
         step (its spend and the day's traffic share then). From the next day on, sub-budgets are
-        the traffic shares of the budget."""
+        the traffic shares of the budget. An arm whose share was 0 is listed in ``funded``."""
+        before = self.traffic_shares()
         self.share = share
         if self.cfg.experiment.design == "budget_split" and len(self.by_arm) > 1:
+            self.funded += [a for a, s in self.traffic_shares().items() if s > 0 and before[a] == 0]
             spent = sum(b.ledger.spent_today for b in self.by_arm.values())
             remaining = np.maximum(self.base_budget - spent, 0.0)
             at = 0.0 if now % DAY_S == 0 else day_share(now, self.cfg.traffic)

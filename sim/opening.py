@@ -40,14 +40,20 @@ platform's own models expect there (the pCTR the auction ranked by times the slo
 ``auction.slot_ctr``), never the world's true rates. The oCPM autobidder's CPA multiplier is
 not forecast (no conversion has been seen): it starts at 1 as before, and an autobid campaign's
 opening multiplier is kept within the autobidder's lead of it (``LEAD``, as every live update
-keeps it: :func:`sim.autobidding.unwind`). A budget-split arm without traffic at time 0 (a ramp that holds it
-at 0) is forecast for its sub-budget at the ramp's first positive share. Nothing is charged,
+keeps it: :func:`sim.autobidding.unwind`). A budget-split arm without traffic at time 0 (a ramp
+that holds it at 0) has no budget and keeps its ceiling until a ramp step funds it; then, at the
+first traffic after the step, it is opened the same way, with the funnel as it stands then
+(the releases and index deploys since time 0), on a sample of the rest of its day against what
+is left of its day's sub-budget, spent along the rest of the day. Nothing is charged,
 logged as traffic or trained on. The forecast's multipliers, its spend at them and the auctions
 it saw are logged (``opening``) beside the day's realised spend (``budget_days``).
 
-**Not yet the default.** It moves every world's first day, so every lesson's figures and the
-diagnosis benchmark's rates, which were measured with the ceiling start, move with it; until
-they are re-measured the default stays ``ceiling`` (measured here in the default world at seeds
+**The market presets open with it; the default world does not yet.** A world fitted to a real
+marketplace's rates should not inherit a first morning no platform has, so the presets
+(``scenarios/market_*.yaml``) set ``forecast`` and were refitted with it. It moves every world's
+first day, so every lesson's figures and the diagnosis benchmark's rates, which were measured
+with the ceiling start, move with it; until they are re-measured the default stays ``ceiling``
+(measured here in the default world at seeds
 0-4: the budget-bound advertisers' day-0 mean gap between spent share and traffic share is
 0.023-0.033 with the forecast, as on day 1, against 0.045-0.101 at the ceiling;
 docs/mechanisms.md, Pacing).
@@ -60,13 +66,13 @@ Cost: ``opening_rounds x opening_requests`` requests through each arm's funnel w
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
 
 from sim.autobidding import LEAD
-from sim.campaigns import CampaignDesk, traffic_shares
+from sim.campaigns import CampaignDesk
 from sim.clock import DAY_S
 from sim.config.schema import Config, PacingConfig
 from sim.pacing import Budgets, update_multiplier
@@ -75,19 +81,21 @@ from sim.serving.funnel import Served, arm_work, serve
 from sim.serving.latency import fleet_load
 from sim.world.catalog import OCPM
 from sim.world.marketplace import Marketplace
-from sim.world.traffic import RequestBatch, draw_requests
+from sim.world.traffic import RequestBatch, day_share, draw_requests
 
 OPENING_ID_BASE = 1 << 41  # the forecast's request ids (the exploration log's start at 1 << 40)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Opening:
-    """One set of budgets' opening: (A,) ``multiplier`` (what day 0 starts at), and the last
-    round's ``forecast_multiplier``, ``forecast_spend`` (the sample's spend at it, per day) and
-    ``auctions`` (those it took part in, in the sample), beside the (A,) ``budget`` the forecast
-    planned for; ``requests`` in the sample."""
+    """One set of budgets' opening at ``time`` (0, or a ramp step that funds it): (A,)
+    ``multiplier`` (what it starts at), and the last round's ``forecast_multiplier``,
+    ``forecast_spend`` (the sample's spend at it, over the rest of the day) and ``auctions``
+    (those it took part in, in the sample), beside the (A,) ``budget`` the forecast planned for
+    (what is left of today's); ``requests`` in the sample."""
 
     name: str
+    time: float
     multiplier: np.ndarray
     forecast_multiplier: np.ndarray
     forecast_spend: np.ndarray
@@ -114,12 +122,21 @@ def forecast_cost(served: Served) -> np.ndarray:
     return served.auctioned.result.payments[imps.row, imps.position]
 
 
-def sample_requests(cfg: Config, market: Marketplace, rng: np.random.Generator) -> RequestBatch:
-    """About ``pacing.opening_requests`` requests of the first day (a Poisson count; users by
-    activity and surfaces as live requests are drawn)."""
-    traffic = dataclasses.replace(cfg.traffic, requests_per_day=float(cfg.pacing.opening_requests))
-    return draw_requests(rng, 0.0, DAY_S, traffic, market.users, market.surface_mix,
-                         OPENING_ID_BASE)
+def sample_requests(cfg: Config, market: Marketplace, rng: np.random.Generator, now: float,
+                    first_id: int) -> RequestBatch:
+    """About ``pacing.opening_requests`` requests of the rest of the day from ``now`` (the whole
+    first day at time 0; a Poisson count, arrival times by the daily curve, users by activity
+    and surfaces as live requests are drawn), with request ids from ``first_id``."""
+    rest = 1.0 - day_share(now, cfg.traffic)
+    traffic = dataclasses.replace(cfg.traffic,
+                                  requests_per_day=float(cfg.pacing.opening_requests) / rest)
+    return draw_requests(rng, now, day_end(now), traffic, market.users, market.surface_mix,
+                         first_id)
+
+
+def day_end(now: float) -> float:
+    """The end of the day ``now`` is in."""
+    return (np.floor(now / DAY_S) + 1.0) * DAY_S
 
 
 def controller_rounds(start: np.ndarray, forecast: Callable[[np.ndarray], Forecast],
@@ -145,43 +162,40 @@ def controller_rounds(start: np.ndarray, forecast: Callable[[np.ndarray], Foreca
     return m, evaluated, seen
 
 
-def later_shares(desk: CampaignDesk, market: Marketplace, cfg: Config) -> dict[str, float]:
-    """Under budget-split, each arm's traffic share at the ramp's first positive share: what an
-    arm without traffic at time 0 (a ramp that holds it at 0) is forecast for. Empty otherwise
-    (under user-split the arms share one set of budgets, which the time-0 traffic funds)."""
-    first = next((step.share for step in cfg.experiment.ramp if step.share > 0), None)
-    arms = list(cfg.experiment.arms)
-    if first is None or len(arms) == 1 or cfg.experiment.design != "budget_split":
-        return {}
-    return traffic_shares(cfg.experiment.salt, market.users, first, arms)
-
-
 def open_market(desk: CampaignDesk, arms: list[Arm], market: Marketplace, cfg: Config,
-                rng: np.random.Generator) -> list[Opening]:
-    """Set every set of budgets' multipliers to the forecast's (module docstring); return them.
+                rng: np.random.Generator, now: float = 0.0, names: Collection[str] | None = None,
+                first_id: int = OPENING_ID_BASE) -> list[Opening]:
+    """Set the multipliers of the sets of budgets ``names`` (every one by default) to the
+    forecast of their delivery over the rest of the day from ``now`` (module docstring); return
+    their openings.
 
-    Every arm serves the whole sample and its spend is weighted by its traffic share (an arm that
-    starts later: :func:`later_shares`), so the two arms of an A/A test see the same requests and
-    open alike, rather than differing by which of the sample's users each was assigned. A
-    budget-split arm without traffic at time 0 is forecast for its sub-budget at the ramp's
-    first positive share (its budget is 0 until then, and its multiplier holds)."""
+    Every arm serves the whole sample and its spend is weighted by its traffic share at ``now``,
+    so the two arms of an A/A test see the same requests and open alike, rather than differing
+    by which of the sample's users each was assigned. Budgets no traffic reaches at ``now`` (a
+    budget-split arm a ramp holds at 0) keep their start and are not opened (no opening); they
+    are opened when a ramp step funds them, with the funnel as it stands then
+    (:meth:`sim.simulation.Simulation.open_market`).
+    The budget forecast for is what is left of today's, spent along the rest of the day."""
     pc = cfg.pacing
-    batch = sample_requests(cfg, market, rng)
-    share = len(batch) / cfg.traffic.requests_per_day  # of the day's expected requests
-    now, later = desk.traffic_shares(), later_shares(desk, market, cfg)
-    weights = {a: s if s > 0 else later.get(a, 0.0) for a, s in now.items()}
+    batch = sample_requests(cfg, market, rng, now, first_id)
+    rest_s = day_end(now) - now
+    # of the rest of the day's expected requests (of the whole day's at time 0)
+    share = len(batch) / (cfg.traffic.requests_per_day * (1.0 - day_share(now, cfg.traffic)))
+    weights = desk.traffic_shares()
     parts = [(arm, arm_work(arm, arm.cfg)) for arm in arms if len(batch) and weights[arm.name] > 0]
-    load = fleet_load(((len(batch) * now[arm.name], work) for arm, work in parts),  # time 0's
-                      max(share, 1e-9) * DAY_S)
+    load = fleet_load(((len(batch) * weights[arm.name], work) for arm, work in parts),
+                      max(share, 1e-9) * rest_s)  # the fleet's load at now's shares
     n = desk.adv.n
     out = []
     for b in desk.budgets:
+        if names is not None and b.name not in names:
+            continue
         mine = [(arm, work) for arm, work in parts if arm.budgets is b]
+        if not mine:  # no traffic reaches these budgets now: they keep their start, unopened
+            continue
         eligible = b.ledger.eligible()
-        budget = b.ledger.budget.copy()
-        if b.name in later and not budget.any():  # a budget-split arm that starts later
-            budget = desk.base_budget * later[b.name]
-            eligible = budget > 0
+        left = np.maximum(b.ledger.budget - b.ledger.spent_today, 0.0)  # for the rest of today
+        budget = left * (DAY_S / rest_s)  # as a day's, for the controller (x 1 at time 0)
         upper = desk.ceiling(b)
         if b.conversions is not None:  # autobid oCPM: within the autobidder's lead of its CPA
             upper = np.where(desk.adv.objective == OCPM,  # multiplier, as every live step keeps it
@@ -205,23 +219,19 @@ def open_market(desk: CampaignDesk, arms: list[Arm], market: Marketplace, cfg: C
             # the sample's auctions per arm serving it (each arm serves the whole sample: the
             # estimate rests on one sample's auctions however many arms share the budgets)
             wsum = sum(weights[arm.name] for arm, _ in mine)
-            return Forecast(spend=spend * pc.interval_s / DAY_S / share, auctions=auctions / wsum)
+            return Forecast(spend=spend * pc.interval_s / rest_s / share, auctions=auctions / wsum)
 
         start = b.multiplier.copy()
         try:
-            if mine:
-                m, evaluated, seen = controller_rounds(
-                    start, forecast, budget, pc, pc.opening_rounds, upper, desk.floor,
-                    desk.error_clip)
-            else:  # no traffic reaches these budgets: they keep their start
-                m, evaluated = start, start.copy()
-                seen = Forecast(spend=np.zeros(n), auctions=np.zeros(n))
+            m, evaluated, seen = controller_rounds(start, forecast, budget, pc, pc.opening_rounds,
+                                                   upper, desk.floor, desk.error_clip)
         finally:
             b.multiplier[:] = start
             for (arm, _), (vectors, valid) in zip(mine, caches, strict=True):
                 arm.query_cache.vectors[:], arm.query_cache.valid[:] = vectors, valid
         b.multiplier[:] = m
-        out.append(Opening(name=b.name, multiplier=m.copy(), forecast_multiplier=evaluated,
-                           forecast_spend=seen.spend * DAY_S / pc.interval_s,
-                           auctions=seen.auctions, budget=budget, requests=len(batch)))
+        out.append(Opening(name=b.name, time=now, multiplier=m.copy(),
+                           forecast_multiplier=evaluated,
+                           forecast_spend=seen.spend * rest_s / pc.interval_s,
+                           auctions=seen.auctions, budget=left, requests=len(batch)))
     return out

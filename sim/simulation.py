@@ -15,8 +15,10 @@ Processes (each a thin generator around pure functions):
                 and the ``large`` and ``fresh`` tier builds, each deployed after its delay.
 * ``traffic``   first, with ``pacing.opening=forecast``, the market's opening (:mod:`sim.opening`:
                 the first day's multipliers from a forecast of its delivery); then every
-                ``traffic.tick_s``: draw the requests of [t, t + tick), assign each to an arm by
-                its user, and serve them as one batch per arm.
+                ``traffic.tick_s``: open any budget-split arm a ramp step has just given its
+                first traffic (the same forecast, for the rest of its day), draw the requests of
+                [t, t + tick), assign each to an arm by its user, and serve them as one batch per
+                arm.
 
 Same-time order is explicit: every event is scheduled with the priority of its stage
 (:data:`sim.clock.STAGES`, earlier first). So the requests of
@@ -44,7 +46,7 @@ from sim.evaluation import after_run
 from sim.experiment import in_treatment
 from sim.features.coverage import count_coverage, flush_coverage
 from sim.logs.writer import LogWriter
-from sim.opening import open_market
+from sim.opening import OPENING_ID_BASE, open_market
 from sim.progress import Progress
 from sim.results import OfflineResults
 from sim.serving import records
@@ -64,7 +66,7 @@ class Stats:
     impressions: int = 0
     batches: int = 0
     data_plane_s: float = 0.0
-    opening_s: float = 0.0  # the first day's delivery forecast (sim.opening)
+    opening_s: float = 0.0  # the delivery forecasts (sim.opening): time 0's, a funded arm's
     bootstrap: dict[str, Any] = field(default_factory=dict)
 
 
@@ -86,6 +88,7 @@ class Simulation:
         self.surfaces = np.asarray(self.cfg.world.surfaces)
         self.stats = Stats(bootstrap=world.bootstrap)
         self.next_request_id = 0
+        self.next_opening_id = OPENING_ID_BASE  # the forecasts' request ids (sim.opening)
         self.training_chunks = 0  # chunks appended to the training log (``training_rows``)
 
     @classmethod
@@ -120,23 +123,26 @@ class Simulation:
 
     # -- data plane -----------------------------------------------------------------------
 
-    def open_market(self) -> None:
-        """The first day's multipliers from a forecast of its delivery (:mod:`sim.opening`),
-        with ``pacing.opening=forecast`` and pacing on; logged as ``opening``."""
+    def open_market(self, names: list[str] | None = None) -> None:
+        """The multipliers of the sets of budgets ``names`` (at time 0, every one) from a
+        forecast of their delivery over the rest of the day (:mod:`sim.opening`), with
+        ``pacing.opening=forecast`` and pacing on; logged as ``opening``."""
         pc = self.cfg.pacing
         if not (pc.enabled and pc.opening == "forecast"):
             return
         started = time.perf_counter()
         rng = self.world.streams.get("opening")
         adv = self.market.advertisers
-        for o in open_market(self.desk, self.arms, self.market, self.cfg, rng):
+        for o in open_market(self.desk, self.arms, self.market, self.cfg, rng, self.env.now,
+                             names, self.next_opening_id):
+            self.next_opening_id += o.requests
             self.writer.append("opening", {
-                "arm": o.name, "advertiser_id": np.arange(adv.n),
+                "time": o.time, "arm": o.name, "advertiser_id": np.arange(adv.n),
                 "objective": np.asarray(OBJECTIVES)[adv.objective], "multiplier": o.multiplier,
                 "forecast_multiplier": o.forecast_multiplier, "forecast_spend": o.forecast_spend,
                 "auctions": o.auctions, "budget": o.budget, "requests": o.requests,
                 "rounds": pc.opening_rounds})
-        self.stats.opening_s = time.perf_counter() - started
+        self.stats.opening_s += time.perf_counter() - started
 
     def traffic(self) -> Generator[simpy.Event, None, None]:
         self.open_market()  # at time 0, after the processes started before this one
@@ -144,6 +150,9 @@ class Simulation:
         tick = self.cfg.traffic.tick_s
         while True:
             t0 = self.env.now
+            if self.desk.funded:  # a ramp step has given a budget-split arm its first traffic
+                self.open_market(self.desk.funded)
+                self.desk.funded = []
             t1 = min(t0 + tick, self.horizon)
             batch = draw_requests(rng, t0, t1, self.cfg.traffic, self.market.users,
                                   self.market.surface_mix, self.next_request_id)

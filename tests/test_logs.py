@@ -51,8 +51,8 @@ PINNED = {
         "cpa_multiplier", "matured_spend", "observed_conversions", "spent_today", "budget"
     ],
     "opening": [
-        "arm", "advertiser_id", "objective", "multiplier", "forecast_multiplier", "forecast_spend",
-        "auctions", "budget", "requests", "rounds"
+        "time", "arm", "advertiser_id", "objective", "multiplier", "forecast_multiplier",
+        "forecast_spend", "auctions", "budget", "requests", "rounds"
     ],
     "budget_days": [
         "day", "arm", "advertiser_id", "objective", "budget", "spend", "billed", "overspend",

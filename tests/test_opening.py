@@ -167,19 +167,39 @@ def test_an_autobid_campaign_opens_within_the_autobidders_lead(tmp_path: Path) -
     assert (o.multiplier[~ocpm] <= CFG.max_multiplier).all()
 
 
-def test_a_budget_split_arm_that_starts_later_is_forecast_for_its_first_share(
-        tmp_path: Path) -> None:
-    """A ramp that holds the treatment at 0 until day 0.5: its budget is 0 at time 0, and it is
-    forecast for its sub-budget at the ramp's first positive share (not left at its ceiling)."""
-    from sim.simulation import Simulation
-
-    cfg = tiny_config(*TWO_ARMS, "experiment.ramp=[{day:0,share:0},{day:0.5,share:0.5}]", "days=1")
-    sim = Simulation.from_config(cfg, LogWriter(tmp_path, 10_000))
-    assert not sim.desk.by_arm["treatment"].ledger.budget.any()
-    openings = {o.name: o for o in open_market(sim.desk, sim.arms, sim.market, cfg,
-                                               sim.world.streams.get("opening"))}
-    t = openings["treatment"]
-    assert t.budget.sum() > 0 and (t.multiplier < CFG.max_multiplier).any()
+@pytest.mark.parametrize("step_day", [0.125, 1.0])
+def test_a_budget_split_arm_a_ramp_holds_at_0_opens_when_the_step_funds_it(
+        tmp_path: Path, step_day: float) -> None:
+    """A ramp that holds the treatment at 0 until a step inside a day or at a day's start: at
+    time 0 only the control opens (the treatment has no budget, and keeps its ceiling); at the
+    first traffic after the step the treatment opens on a forecast of the rest of its day,
+    against its sub-budget then as the campaigns log has it (inside a day: its share of what the
+    control left; at a day's start: its share of the budget, after the day's reset), and the
+    live controller's first update after it is one bounded step from the opening."""
+    t = step_day * DAY_S
+    run_tiny(tmp_path, *TWO_ARMS, "pacing.opening=forecast",
+             f"experiment.ramp=[{{day:0,share:0}},{{day:{step_day},share:0.5}}]",
+             f"days={step_day + 0.125}")
+    op = read_log(tmp_path, "opening")
+    assert sorted(op.group_by("arm", "time").len().select("arm", "time").rows()) == [
+        ("control", 0.0), ("treatment", t)]
+    treat = op.filter(pl.col("arm") == "treatment").sort("advertiser_id")
+    camp = (read_log(tmp_path, "campaigns").filter((pl.col("arm") == "treatment")
+                                                   & (pl.col("time") == t))
+            .sort("advertiser_id"))
+    np.testing.assert_allclose(treat["budget"].to_numpy(), camp["budget"].to_numpy(), rtol=1e-12)
+    assert treat["budget"].sum() > 0
+    bid = treat.filter(pl.col("objective") != "cpm")
+    assert (bid["multiplier"] < CFG.max_multiplier / np.exp(CFG.gain * ERROR_CLIP)).any()
+    first = (read_log(tmp_path, "pacing").filter((pl.col("arm") == "treatment")
+                                                 & (pl.col("time") > t))
+             .filter(pl.col("time") == pl.col("time").min())
+             .join(bid.select("advertiser_id", start="multiplier"), on="advertiser_id"))
+    step = np.exp(CFG.gain * ERROR_CLIP) * (1 + 1e-9)
+    assert first.height == bid.height
+    assert (first["multiplier"] / first["start"]).is_between(1 / step, step).all()
+    # the forecasts' request ids are their own (time 0's, then the step's after them)
+    assert op.filter(pl.col("arm") == "control")["requests"][0] > 0
 
 
 def test_the_opening_is_logged_and_the_live_run_starts_from_it(tmp_path: Path) -> None:

@@ -86,14 +86,15 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "multiplier": F64, "planned": F64, "actual": F64, "auctions": F64, "cpa_multiplier": F64,
         "matured_spend": F64, "observed_conversions": F64, "spent_today": F64, "budget": F64,
     },
-    # One row per set of budgets and advertiser, at time 0, with ``pacing.opening=forecast`` and
-    # pacing on (sim.opening): the multiplier (or participation rate) the first day starts at,
-    # and the forecast's last round: the multiplier it served, its spend per day at it (what the
-    # platform expected to charge) and the auctions taken part in, in the sample, beside the
-    # budget it planned for (a budget-split arm without traffic at time 0: its sub-budget at the
-    # ramp's first positive share). The day's realised spend is in ``budget_days``.
+    # One row per set of budgets and advertiser, with ``pacing.opening=forecast`` and pacing on
+    # (sim.opening), at time 0 and, for a budget-split arm a ramp holds at 0, at the first
+    # traffic after the step that funds it: the multiplier (or participation rate) it starts at,
+    # and the forecast's last round: the multiplier it served, its spend over the rest of the
+    # day at it (what the platform expected to charge) and the auctions taken part in, in the
+    # sample, beside the budget it planned for (what was left of the day's). The day's realised
+    # spend is in ``budget_days``.
     "opening": {
-        "arm": STR, "advertiser_id": I32, "objective": STR, "multiplier": F64,
+        "time": F64, "arm": STR, "advertiser_id": I32, "objective": STR, "multiplier": F64,
         "forecast_multiplier": F64, "forecast_spend": F64, "auctions": F64, "budget": F64,
         "requests": I64, "rounds": I32,
     },
