@@ -1,5 +1,6 @@
 """How the market opens: each campaign's pacing multiplier at time 0, from a forecast of the
-first day's delivery.
+first day's delivery (and a budget-split arm's when a ramp step first funds it, from a forecast
+of the rest of its day).
 
 A world's campaigns all start at its first midnight. Later days start from yesterday's
 multipliers (:mod:`sim.pacing`), but the first has no yesterday, and starting every campaign at
@@ -21,7 +22,8 @@ as live requests are drawn, on the ``opening`` stream, with request ids from
 served through every arm's funnel as it stands (the start-up models, the initial index), once a
 round, each arm's spend weighted by its traffic share, and after each round the desk's own
 controller (:func:`sim.pacing.update_multiplier`) takes one step, with the sample's spend and
-the budget both expressed per pacing interval at the day's mean rate. The same sample every
+the budget both expressed per pacing interval at the mean rate of the rest of the day (of the
+whole day at time 0). The same sample every
 round, and every round starts from the arms' query caches as they were: the forecast is a
 function of the multipliers alone. But it is a sample: an advertiser seen in a handful of its
 auctions has a noisy estimate of its day, so each step is weighted by the auctions it took part
@@ -38,7 +40,8 @@ What the forecast spends is what the platform expects to charge: the auction's p
 slot, which for a click-charged impression is the price per click times the clicks the
 platform's own models expect there (the pCTR the auction ranked by times the slot's CTR belief,
 ``auction.slot_ctr``), never the world's true rates. The oCPM autobidder's CPA multiplier is
-not forecast (no conversion has been seen): it starts at 1 as before, and an autobid campaign's
+not forecast (no conversion has been seen): it is what it is then (1 at time 0; an arm a ramp
+holds at 0 runs its autobidder with no spend meanwhile), and an autobid campaign's
 opening multiplier is kept within the autobidder's lead of it (``LEAD``, as every live update
 keeps it: :func:`sim.autobidding.unwind`). A budget-split arm without traffic at time 0 (a ramp
 that holds it at 0) has no budget and keeps its ceiling until a ramp step funds it; then, at the
@@ -74,7 +77,7 @@ import numpy as np
 from sim.autobidding import LEAD
 from sim.campaigns import CampaignDesk
 from sim.clock import DAY_S
-from sim.config.schema import Config, PacingConfig
+from sim.config.schema import Config, PacingConfig, TrafficConfig
 from sim.pacing import Budgets, update_multiplier
 from sim.serving.arm import Arm
 from sim.serving.funnel import Served, arm_work, serve
@@ -107,7 +110,8 @@ class Opening:
 @dataclass(frozen=True, kw_only=True)
 class Forecast:
     """One round of the forecast at some multipliers: (A,) spend of one pacing interval at the
-    day's mean rate, and the auctions each advertiser took part in, in the sample."""
+    mean rate of the rest of the day, and the auctions each advertiser took part in, in the
+    sample."""
 
     spend: np.ndarray
     auctions: np.ndarray
@@ -122,21 +126,32 @@ def forecast_cost(served: Served) -> np.ndarray:
     return served.auctioned.result.payments[imps.row, imps.position]
 
 
+@dataclass(frozen=True, kw_only=True)
+class RestOfDay:
+    """What is left of the day at some time: its ``seconds`` and its ``share`` of the day's
+    expected traffic (at time 0, the whole day: 86,400 s and exactly 1)."""
+
+    seconds: float
+    share: float
+
+
+def rest_of_day(now: float, traffic: TrafficConfig) -> RestOfDay:
+    """The rest of the day ``now`` is in (a time at midnight starts its day)."""
+    end = (np.floor(now / DAY_S) + 1.0) * DAY_S
+    return RestOfDay(seconds=float(end - now), share=1.0 - day_share(now, traffic))
+
+
 def sample_requests(cfg: Config, market: Marketplace, rng: np.random.Generator, now: float,
                     first_id: int) -> RequestBatch:
     """About ``pacing.opening_requests`` requests of the rest of the day from ``now`` (the whole
     first day at time 0; a Poisson count, arrival times by the daily curve, users by activity
-    and surfaces as live requests are drawn), with request ids from ``first_id``."""
-    rest = 1.0 - day_share(now, cfg.traffic)
+    and surfaces as live requests are drawn), with request ids from ``first_id``. The rest of the
+    day must hold traffic."""
+    rest = rest_of_day(now, cfg.traffic)
     traffic = dataclasses.replace(cfg.traffic,
-                                  requests_per_day=float(cfg.pacing.opening_requests) / rest)
-    return draw_requests(rng, now, day_end(now), traffic, market.users, market.surface_mix,
+                                  requests_per_day=float(cfg.pacing.opening_requests) / rest.share)
+    return draw_requests(rng, now, now + rest.seconds, traffic, market.users, market.surface_mix,
                          first_id)
-
-
-def day_end(now: float) -> float:
-    """The end of the day ``now`` is in."""
-    return (np.floor(now / DAY_S) + 1.0) * DAY_S
 
 
 def controller_rounds(start: np.ndarray, forecast: Callable[[np.ndarray], Forecast],
@@ -144,7 +159,9 @@ def controller_rounds(start: np.ndarray, forecast: Callable[[np.ndarray], Foreca
                       upper: np.ndarray | float, lower: np.ndarray | float,
                       error_clip: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, Forecast]:
     """``rounds`` steps of the pacing controller from ``start`` on a forecast: ``forecast(m)``
-    at multipliers ``m``, against ``budget`` (A,) a day, each error bounded by ``error_clip``
+    at multipliers ``m``, against ``budget`` (A,) a day (after a ramp step funds an arm, what is
+    left of its day's budget, as a day's: the plan and the error's scale at the rest of the day's
+    rate), each error bounded by ``error_clip``
     (the live bounds, :data:`sim.pacing.ERROR_CLIP` and ``ERROR_CLIP_RATE``); each step is
     weighted by the auctions the advertiser took part in, in the sample
     (:func:`sim.pacing.step_weight`: a handful of sampled wins is a noisy estimate of the day's,
@@ -178,9 +195,10 @@ def open_market(desk: CampaignDesk, arms: list[Arm], market: Marketplace, cfg: C
     The budget forecast for is what is left of today's, spent along the rest of the day."""
     pc = cfg.pacing
     batch = sample_requests(cfg, market, rng, now, first_id)
-    rest_s = day_end(now) - now
+    rest = rest_of_day(now, cfg.traffic)
+    rest_s = rest.seconds
     # of the rest of the day's expected requests (of the whole day's at time 0)
-    share = len(batch) / (cfg.traffic.requests_per_day * (1.0 - day_share(now, cfg.traffic)))
+    share = len(batch) / (cfg.traffic.requests_per_day * rest.share)
     weights = desk.traffic_shares()
     parts = [(arm, arm_work(arm, arm.cfg)) for arm in arms if len(batch) and weights[arm.name] > 0]
     load = fleet_load(((len(batch) * weights[arm.name], work) for arm, work in parts),
@@ -195,7 +213,11 @@ def open_market(desk: CampaignDesk, arms: list[Arm], market: Marketplace, cfg: C
             continue
         eligible = b.ledger.eligible()
         left = np.maximum(b.ledger.budget - b.ledger.spent_today, 0.0)  # for the rest of today
-        budget = left * (DAY_S / rest_s)  # as a day's, for the controller (x 1 at time 0)
+        # as a day's at the rest of the day's rate (x 1 at time 0): the plan and the error's
+        # scale. Live, the error's scale after a step stays the day's sub-budget, so late in a
+        # day its steps are up to a day / the rest larger than the plan's (bounded by the clip);
+        # the forecast keeps the stable scale
+        budget = left * (DAY_S / rest_s)
         upper = desk.ceiling(b)
         if b.conversions is not None:  # autobid oCPM: within the autobidder's lead of its CPA
             upper = np.where(desk.adv.objective == OCPM,  # multiplier, as every live step keeps it
@@ -223,8 +245,9 @@ def open_market(desk: CampaignDesk, arms: list[Arm], market: Marketplace, cfg: C
 
         start = b.multiplier.copy()
         try:
-            m, evaluated, seen = controller_rounds(start, forecast, budget, pc, pc.opening_rounds,
-                                                   upper, desk.floor, desk.error_clip)
+            m, evaluated, seen = controller_rounds(start, forecast, budget, pc,
+                                                   pc.opening_rounds, upper, desk.floor,
+                                                   desk.error_clip)
         finally:
             b.multiplier[:] = start
             for (arm, _), (vectors, valid) in zip(mine, caches, strict=True):

@@ -46,7 +46,7 @@ from sim.evaluation import after_run
 from sim.experiment import in_treatment
 from sim.features.coverage import count_coverage, flush_coverage
 from sim.logs.writer import LogWriter
-from sim.opening import OPENING_ID_BASE, open_market
+from sim.opening import OPENING_ID_BASE, open_market, rest_of_day
 from sim.progress import Progress
 from sim.results import OfflineResults
 from sim.serving import records
@@ -133,9 +133,10 @@ class Simulation:
         started = time.perf_counter()
         rng = self.world.streams.get("opening")
         adv = self.market.advertisers
-        for o in open_market(self.desk, self.arms, self.market, self.cfg, rng, self.env.now,
-                             names, self.next_opening_id):
-            self.next_opening_id += o.requests
+        openings = open_market(self.desk, self.arms, self.market, self.cfg, rng, self.env.now,
+                               names, self.next_opening_id)
+        self.next_opening_id += max((o.requests for o in openings), default=0)  # one sample
+        for o in openings:
             self.writer.append("opening", {
                 "time": o.time, "arm": o.name, "advertiser_id": np.arange(adv.n),
                 "objective": np.asarray(OBJECTIVES)[adv.objective], "multiplier": o.multiplier,
@@ -150,7 +151,9 @@ class Simulation:
         tick = self.cfg.traffic.tick_s
         while True:
             t0 = self.env.now
-            if self.desk.funded:  # a ramp step has given a budget-split arm its first traffic
+            # a ramp step has given a budget-split arm its first traffic: it opens on the rest of
+            # the day (kept for the next day's first tick if no traffic is left in this one)
+            if self.desk.funded and rest_of_day(t0, self.cfg.traffic).share > 0:
                 self.open_market(self.desk.funded)
                 self.desk.funded = []
             t1 = min(t0 + tick, self.horizon)

@@ -235,3 +235,57 @@ def test_the_opening_is_logged_and_the_live_run_starts_from_it(tmp_path: Path) -
         assert first.height == op.filter(pl.col("objective") != "cpm").height
         ratio = first["multiplier"] / first["start"]
         assert ratio.is_between(1 / step, step).all(), (world, ratio.to_list())
+
+
+@pytest.mark.parametrize("at", [0.0, 0.3, 0.8])
+def test_a_forecast_of_the_rest_of_the_day_reaches_its_closed_form(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: float) -> None:
+    """A stub market where every sampled request brings each advertiser of the opened arm one
+    auction and one impression costing ``k_a x m_a``: over the rest of the day from ``now`` the
+    forecast's spend is ``w x R x k x m`` (``w`` the arm's traffic share, ``R`` the rest of the
+    day's expected requests: ``requests_per_day x (1 - day_share(now))`` on the default curve),
+    so the controller's fixed point is ``m* = left / (w x R x k)``, ``left`` what remains of the
+    budget. Fails if the rest's share, its seconds or the plan's day are mixed up (each off by a
+    factor 1 / (1 - day_share) or 86,400 / rest seconds). The sample's requests fall in [now, the
+    day's end) with ids from the id given."""
+    import types
+
+    import sim.opening as opening
+    from sim.simulation import Simulation
+    from sim.world.traffic import day_share
+
+    cfg = tiny_config(*TWO_ARMS, "experiment.ramp=[{day:0,share:0},{day:0.3,share:0.5}]",
+                      "days=1", "pacing.opening_rounds=400")
+    sim = Simulation.from_config(cfg, LogWriter(tmp_path, 10_000))
+    now = at * DAY_S
+    if at > 0:
+        sim.desk.resplit(0.5, now)
+    name = "treatment" if at > 0 else "control"
+    b = sim.desk.by_arm[name]
+    n = sim.desk.adv.n
+    w = sim.desk.traffic_shares()[name]
+    rest_requests = cfg.traffic.requests_per_day * (1.0 - day_share(now, cfg.traffic))
+    left = b.ledger.budget - b.ledger.spent_today
+    k = left / (w * rest_requests) * np.linspace(0.5, 20.0, n)  # fixed points 2 ... 0.05
+    seen: list[np.ndarray] = []
+
+    def serve(arm, market, acfg, seed, batch, eligible, load, work):  # type: ignore[no-untyped-def]
+        seen.append(batch.time.copy())
+        seen.append(batch.request_id.copy())
+        adv = np.tile(np.arange(n), len(batch))
+        cost = np.tile(k * arm.budgets.multiplier, len(batch))
+        return types.SimpleNamespace(impressions=types.SimpleNamespace(advertiser=adv), cost=cost,
+                                     auctioned=types.SimpleNamespace(entrants=lambda: adv))
+
+    monkeypatch.setattr(opening, "serve", serve)
+    monkeypatch.setattr(opening, "forecast_cost", lambda served: served.cost)
+    first_id = opening.OPENING_ID_BASE + 12_345
+    [o] = opening.open_market(sim.desk, sim.arms, sim.market, cfg, np.random.default_rng(0), now,
+                              [name], first_id)
+    target = np.clip(left / (w * rest_requests * k), sim.desk.floor, cfg.pacing.max_multiplier)
+    assert (left > 0).all() and (target < cfg.pacing.max_multiplier).sum() > n // 2
+    np.testing.assert_allclose(o.multiplier, target, rtol=0.01)
+    np.testing.assert_allclose(o.budget, left)
+    times, ids = seen[0], seen[1]
+    assert len(times) and times.min() >= now and times.max() < (np.floor(at) + 1) * DAY_S
+    assert ids[0] == first_id and (np.diff(ids) == 1).all()
