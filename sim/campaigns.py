@@ -157,9 +157,10 @@ class CampaignDesk:
         budget and none falls below what it has spent, and each arm's plan is re-anchored at the
         step (its spend and the day's traffic share then). From the next day on, sub-budgets are
         the traffic shares of the budget. An arm whose share was 0 is listed in ``funded``."""
-        before = self.traffic_shares()
+        split = self.cfg.experiment.design == "budget_split" and len(self.by_arm) > 1
+        before = self.traffic_shares() if split else {}
         self.share = share
-        if self.cfg.experiment.design == "budget_split" and len(self.by_arm) > 1:
+        if split:
             self.funded += [a for a, s in self.traffic_shares().items() if s > 0 and before[a] == 0]
             spent = sum(b.ledger.spent_today for b in self.by_arm.values())
             remaining = np.maximum(self.base_budget - spent, 0.0)

@@ -234,7 +234,7 @@ def open_market(desk: CampaignDesk, arms: list[Arm], market: Marketplace, cfg: C
             b.multiplier[:] = m  # what the funnel reads (sim.serving.funnel.arm_actuators)
             spend, auctions = np.zeros(n), np.zeros(n)
             for (arm, work), (vectors, valid) in zip(mine, caches, strict=True):
-                # every round sees the query cache as at time 0 (serving a batch fills it)
+                # every round sees the query cache as it was at ``now`` (serving a batch fills it)
                 arm.query_cache.vectors[:], arm.query_cache.valid[:] = vectors, valid
                 served = serve(arm, market, arm.cfg, arm.cfg.seed, batch, eligible, load, work)
                 spend += weights[arm.name] * np.bincount(
