@@ -5,7 +5,8 @@ that runs a world get one.
 the marketplace (from the streams of ``world.market_seed`` where it is set, so that one
 marketplace can be run at many seeds), the arms' configs (the treatment's overlay applied), the
 lineages the skew sweep reads, the checkpoint cache, the start-up models (trained on the
-exploration log, or loaded), the training log, the arms and the model lifecycle that releases
+exploration log, or loaded; both from the streams of ``training.startup_seed`` where it is set),
+the training log, the arms and the model lifecycle that releases
 their next versions. With
 ``serving=True`` (a run) it adds what serves traffic: the campaign desk and its budgets, each arm's
 serving stack and its index pipeline with the initial tiers deployed. With ``serving=False`` (the
@@ -136,7 +137,9 @@ def build_world(cfg: Config, writer: LogWriter, *, threads: Threads | None = Non
     checkpoints = checkpoint_cache(cfg, threads)
     plan = [(f"{a}/l2", acfg, {f"{a}/l1": acfg.models.l1_family} | (extra if a == "control" else {}))
             for a, acfg in arm_cfgs.items()]
-    bootstrap = train_initial_models(market, cfg, streams, registry, plan, checkpoints)
+    startup_seed = cfg.training.startup_seed
+    startup = streams if startup_seed is None else Streams(startup_seed)
+    bootstrap = train_initial_models(market, cfg, startup, registry, plan, checkpoints)
     for lineage in registry.lineages():
         writer.append("model_releases", registry.log_rows(registry.latest(lineage)))
     rc = cfg.releases

@@ -129,6 +129,7 @@ def run(cfg: Config, run_dir: Path, scenario: str,
     manifest: dict[str, Any] = {
         "status": "running", "scenario": scenario, "seed": cfg.seed,
         "market_seed": cfg.world.market_seed,  # the marketplace's seed where it is pinned
+        "startup_seed": cfg.training.startup_seed,  # the start-up's seed where it is pinned
         "config_hash": config_hash(cfg), "packages": package_versions(),
         "argv": sys.argv, "sim_start_s": 0.0, "sim_end_s": cfg.days * 86_400.0,
         "wall_start": _now(), "wall_end": None, "wall_s": None, "error": None,

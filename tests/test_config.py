@@ -50,6 +50,7 @@ from conftest import read_json
     ("index.nprobe=0", "index.nprobe", "0"),
     ("pacing.interval_s=450", "pacing.interval_s", "450"),
     ("world.market_seed=-1", "world.market_seed", "-1"),
+    ("training.startup_seed=-2", "training.startup_seed", "-2"),
     ("experiment.treatment.world.n_users=5", "experiment.treatment", "n_users"),
     ("experiment.treatment.models.l1_family=dhen", "experiment.treatment", "dhen"),
     ("training.exploration_negative_rate=0", "training.exploration_negative_rate", "0"),
@@ -66,6 +67,7 @@ def test_out_of_range_values_name_key_and_value(override: str, key: str, value: 
     ("world.n_users=abc", "world.n_users"),
     ("world.market_seed=abc", "world.market_seed"),
     ("world.market_seed=1.5", "world.market_seed"),
+    ("training.startup_seed=1.5", "training.startup_seed"),
     ("days=soon", "days"),
     ("pacing.enabled=maybe", "pacing.enabled"),
     ("world.objective_mix={ocpm:0.5,cpc:0.3,cpm:0.2,cpa:0.0}", "world.objective_mix"),
@@ -211,7 +213,8 @@ def test_cli_rejects_unknown_key(tmp_path: Path) -> None:
 
 def test_bad_treatment_overlay_fails_at_load() -> None:
     # one exploration log for both arms: the treatment cannot draw its own
-    for key, value in (("exploration_negative_rate", "0.1"), ("exploration_requests", "9")):
+    for key, value in (("exploration_negative_rate", "0.1"), ("exploration_requests", "9"),
+                       ("startup_seed", "4")):
         with pytest.raises(ConfigError, match=rf"experiment.treatment.training.{key}.*{value}"):
             load_config("default", ["experiment.arms=[control,treatment]",
                                     f"experiment.treatment.training.{key}={value}"])

@@ -123,6 +123,34 @@ def test_market_seed_pins_the_marketplace_not_the_run(tmp_path: Path) -> None:
     assert ra["time"].equals(own["time"]) and not ra["user_id"].equals(own["user_id"])
 
 
+def test_startup_seed_pins_the_start_up_not_the_run(tmp_path: Path) -> None:
+    """In one marketplace, ``training.startup_seed`` draws the exploration log and the start-up
+    models as the run at that seed does, whatever the run's seed; the run's seed still draws the
+    live run; set to the run's own seed it is the plain run."""
+    market = "world.market_seed=3"
+    run_tiny(tmp_path / "own5", "seed=5", market)
+    run_tiny(tmp_path / "a", "seed=1", market, "training.startup_seed=5")
+    run_tiny(tmp_path / "b", "seed=2", market, "training.startup_seed=5")
+    run_tiny(tmp_path / "own1", "seed=1", market)
+    run_tiny(tmp_path / "itself", "seed=1", market, "training.startup_seed=1")
+    metrics = {x: read_json(tmp_path / x / "metrics.json") for x in ("own5", "a", "b", "own1", "itself")}
+    assert metrics["itself"] == metrics["own1"]  # its own seed: the plain run
+    assert metrics["a"]["warmup"] == metrics["b"]["warmup"] == metrics["own5"]["warmup"]
+    assert metrics["a"]["warmup"] != metrics["own1"]["warmup"]  # another start-up log
+    assert read_json(tmp_path / "a" / "manifest.json")["startup_seed"] == 5
+
+    def first(name: str) -> pl.DataFrame:  # the start-up models, as trained
+        return (read_log(tmp_path / name, "model_releases").filter(pl.col("version") == 1)
+                .drop("time").sort("lineage"))
+
+    assert first("a").equals(first("own5")) and first("b").equals(first("own5"))
+    assert not first("own1").equals(first("own5"))
+    ra, rb, r1 = (read_log(tmp_path / x, "requests") for x in ("a", "b", "own1"))
+    assert not ra.select("time", "user_id").equals(rb.select("time", "user_id"))
+    assert ra.select("time", "user_id").equals(r1.select("time", "user_id"))  # the run's traffic
+    assert metrics["a"] != metrics["own1"]  # served by seed 5's models
+
+
 def test_common_random_numbers_across_worlds(tmp_path: Path) -> None:
     run_tiny(tmp_path / "gsp")
     run_tiny(tmp_path / "fp", "auction=first_price")

@@ -295,6 +295,12 @@ class TrainingConfig:
     (``sim.models.bootstrap``, ``sim.models.training``)."""
 
     exploration_requests: int = bounded(60_000, ge=1)  # randomised-serving warm-up requests
+    # the seed of the start-up: the exploration log (which users and ads fill it, which of its
+    # impressions click and convert, which rows are kept) and the start-up models' own draws
+    # (initialisation, training batches). Null: the run's `seed`. Set, every run seed starts from
+    # the same platform (the same log and models, as a real platform's experiments start from the
+    # models it serves), and `seed` draws the live run alone (sim.models.bootstrap)
+    startup_seed: int | None = bounded(None, ge=0)
     # share of the exploration log's unclicked impressions and unshown pairs kept (every click
     # is kept), with L2's click logit trained offset by -log of it so pCTR stays calibrated:
     # a long log (the tens of conversions a short one holds at real rates train a CVR head that

@@ -20,8 +20,9 @@ from sim.config.validate import ConfigError, validate
 
 PREFIX = "experiment.treatment"
 # the exploration log is drawn once, by the control's config, and every arm's start-up models
-# train on it (sim.models.bootstrap): the treatment cannot set how it is drawn
-START_UP_LOG = ("exploration_requests", "exploration_negative_rate", "distill_ads_per_request")
+# train on it with the same seeds (sim.models.bootstrap): the treatment cannot set how it is drawn
+START_UP_LOG = ("exploration_requests", "exploration_negative_rate", "distill_ads_per_request",
+                "startup_seed")
 
 
 def typed_overlay(overlay: Any) -> Any:
@@ -65,8 +66,9 @@ def arm_config(cfg: Config, overlay: Any) -> Config:
     sets = overlay_dict(overlay)
     for name in START_UP_LOG:
         if name in sets.get("training", {}):
-            raise ConfigError(f"`{PREFIX}.training.{name}`: the exploration log is drawn once for "
-                              f"both arms; set `training.{name}` (got {sets['training'][name]!r})")
+            raise ConfigError(f"`{PREFIX}.training.{name}`: the start-up (its exploration log and "
+                              f"seed) is one for both arms; set `training.{name}` "
+                              f"(got {sets['training'][name]!r})")
     if not sets:
         return copy.deepcopy(cfg)
     try:

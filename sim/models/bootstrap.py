@@ -3,7 +3,10 @@
 Before live traffic starts, ``training.exploration_requests`` requests are served ads drawn
 uniformly from the catalog into every slot, and their clicks and conversions are drawn from the
 true response (keyed by their own request ids, above :data:`EXPLORATION_ID_BASE`); every
-conversion of the warm-up is known by time 0. On that log:
+conversion of the warm-up is known by time 0. Its draws and the start-up models' (initialisation,
+training batches) come from the streams the caller passes: the run's, or with
+``training.startup_seed`` set that seed's (:func:`sim.build.build_world`), so that in one
+marketplace every run seed starts from the same log and models. On that log:
 
 * the L2 ranker (version 1 of ``<arm>/l2``) learns pCTR from every impression and pCVR from the
   clicked ones;
@@ -55,14 +58,16 @@ def exploration_rows(market: Marketplace, cfg: Config, streams: Streams) -> Logg
     tc = cfg.training
     n, w = tc.exploration_requests, tc.exploration_negative_rate
     logged = FeatureRegistry.from_config(cfg.features).families("training_logs")
-    parts = [_exploration_chunk(market, cfg, rng, start, min(EXPLORATION_CHUNK, n - start), w,
-                                logged) for start in range(0, n, EXPLORATION_CHUNK)]
+    parts = [_exploration_chunk(market, cfg, rng, streams.seed, start,
+                                min(EXPLORATION_CHUNK, n - start), w, logged)
+             for start in range(0, n, EXPLORATION_CHUNK)]
     return parts[0] if len(parts) == 1 else LoggedRows.concat(parts)
 
 
-def _exploration_chunk(market: Marketplace, cfg: Config, rng: np.random.Generator, start: int,
-                       n: int, w: float, logged: frozenset[str]) -> LoggedRows:
-    """Requests ``start .. start + n`` of the exploration log, the unclicked rows kept at ``w``."""
+def _exploration_chunk(market: Marketplace, cfg: Config, rng: np.random.Generator, seed: int,
+                       start: int, n: int, w: float, logged: frozenset[str]) -> LoggedRows:
+    """Requests ``start .. start + n`` of the exploration log, the unclicked rows kept at ``w``;
+    its clicks, conversions and kept rows are keyed draws at ``seed`` (the start-up's)."""
     cat, users = market.catalog, market.users
     s, k = cfg.auction.n_slots, cfg.training.distill_ads_per_request
     user, surface = draw_audience(rng, n, users, market.surface_mix)
@@ -74,14 +79,14 @@ def _exploration_chunk(market: Marketplace, cfg: Config, rng: np.random.Generato
     shown[:, :s] = True
     position = np.where(shown, np.arange(s + k), -1).astype(np.int16)
     pctr_pos = pctr * np.where(shown, market.truth.position_ctr[np.minimum(np.arange(s + k), s - 1)], 1)
-    out = draw_outcomes(cfg.seed, request_id[:, None], cat.ad_id[slot], pctr_pos, pcvr,
+    out = draw_outcomes(seed, request_id[:, None], cat.ad_id[slot], pctr_pos, pcvr,
                         ConversionDelay.from_config(cfg.world))
     click = out.click & shown
     conv_time = np.where(click & out.conversion, -0.5, np.inf)
     keep: np.ndarray | slice = slice(None)
     if w < 1.0:
         column = np.arange(s + k, dtype=np.int64)
-        keep = (click | (keyed_uniform(cfg.seed, request_id[:, None], column, EXPLORATION_KEEP)
+        keep = (click | (keyed_uniform(seed, request_id[:, None], column, EXPLORATION_KEEP)
                          < w)).ravel()
     features = fill_default(cat.features[slot.ravel()[keep]], logged,
                             family_slices(cfg.world.latent_dim))
