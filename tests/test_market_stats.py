@@ -133,6 +133,17 @@ def test_the_spread_script_keeps_a_pinned_marketplace(tmp_path: Path) -> None:
                               "8", "--base", "7", "--scenario", "default",
                               "world.market_seed=3"], capture_output=True, text=True, cwd=root)
     assert refused.returncode == 2 and "marketplace is pinned" in refused.stderr
+    # under a pinned start-up, `live` keeps it: the start-up log's counts as the plain run's
+    run_tiny(tmp_path / "pinned", "seed=7", "world.market_seed=3", "training.startup_seed=2")
+    pinned = json.loads((tmp_path / "pinned" / "metrics.json").read_text())["warmup"]
+    live = _spread("live", "8", "--base", "7", "world.market_seed=3", "training.startup_seed=2")
+    assert live["warmup"] == pinned != warmup
+    for group in ("startup", "models", "exploration_labels"):  # a pinned start-up: not varied
+        refused = subprocess.run([sys.executable, str(root / "examples/markets/spread.py"), group,
+                                  "8", "--base", "7", "--scenario", "default", "world.market_seed=3",
+                                  "training.startup_seed=2"], capture_output=True, text=True,
+                                 cwd=root)
+        assert refused.returncode == 2 and "start-up is pinned" in refused.stderr
 
 
 def _concentration_module():  # examples/ is not a package: load the script by path

@@ -27,6 +27,9 @@ and three parts of ``run`` (the config's seed held at the base):
 
 Under a pinned marketplace (``world.market_seed``, as in ``market_feed`` today: ``--first``
 not given) the marketplace's streams keep that seed, so ``market`` and ``users`` are refused.
+Under a pinned start-up (``training.startup_seed``, as in ``market_feed`` today) the start-up's
+streams and its log's keyed draws keep that seed, so ``models``, ``exploration_labels`` and
+``startup`` are refused (``training.startup_seed=null`` gives each run its own start-up again).
 Two more groups (with or without a pinned marketplace):
 
 * ``startup``: ``models`` and ``exploration_labels`` together: the start-up log (which users
@@ -71,9 +74,10 @@ RUN_PARTS = ("run_streams", "exploration_labels", "live_draws")
 SPLITS = ("startup", "live")
 
 
-# the feed preset as the docs' table measured it: the preset has since pinned its marketplace,
-# lengthened its exploration log and refitted its logits (scenarios/market_feed.yaml)
-FIRST_FEED = ["world.market_seed=null", "training.exploration_requests=60000",
+# the feed preset as the docs' table measured it: the preset has since pinned its marketplace
+# and its start-up, lengthened its exploration log and refitted its logits (scenarios/market_feed.yaml)
+FIRST_FEED = ["world.market_seed=null", "training.startup_seed=null",
+              "training.exploration_requests=60000",
               "training.exploration_negative_rate=1.0", "world.base_ctr_logit=-4.155348",
               "world.base_cvr_logit=-6.721028"]
 
@@ -91,6 +95,7 @@ def main() -> None:
     if a.first and a.scenario != "market_feed":
         p.error("--first: the first version of market_feed only")
     market_seed: int | None = None  # set below, once the config is read
+    startup_seed: int | None = None
 
     def varied(name: str) -> bool:
         known = any(name in g for g in GROUPS.values()) or name.startswith("release")
@@ -105,7 +110,8 @@ def main() -> None:
         # under "run" the config's seed is SEED (the keyed draws read it) and the streams
         # outside the group are held at the base; otherwise the config's seed is the base and
         # the keyed draws of the group's requests take SEED (_key_by_request)
-        if self.seed == market_seed:  # the pinned marketplace's own streams: as they are
+        if self.seed in (market_seed, startup_seed):  # a pinned marketplace's or start-up's own
+            # streams: as they are
             return np.random.SeedSequence(entropy=self.seed, spawn_key=(rng._name_key(name),))
         seed = a.seed if varied(name) else a.base
         return np.random.SeedSequence(entropy=seed, spawn_key=(rng._name_key(name),))
@@ -136,7 +142,13 @@ def main() -> None:
                                        *a.overrides, f"seed={seed}"])
     except (ConfigError, HydraException) as exc:
         p.error(str(exc).strip())
-    market_seed = cfg.world.market_seed
+    market_seed, startup_seed = cfg.world.market_seed, cfg.training.startup_seed
+    if startup_seed is not None:
+        if a.group in ("models", "exploration_labels", "startup"):
+            p.error(f"{a.group}: the start-up is pinned (training.startup_seed={startup_seed}); "
+                    "add training.startup_seed=null")
+        if startup_seed in (a.seed, a.base):
+            p.error(f"SEED and --base must differ from training.startup_seed ({startup_seed})")
     if market_seed is not None:
         if a.group in ("market", "users"):
             p.error(f"{a.group}: the marketplace is pinned (world.market_seed={market_seed})")
