@@ -127,12 +127,12 @@ def test_startup_seed_pins_the_start_up_not_the_run(tmp_path: Path) -> None:
     """In one marketplace, ``training.startup_seed`` draws the exploration log and the start-up
     models as the run at that seed does, whatever the run's seed; the run's seed still draws the
     live run; set to the run's own seed it is the plain run."""
-    market = "world.market_seed=3"
-    run_tiny(tmp_path / "own5", "seed=5", market)
-    run_tiny(tmp_path / "a", "seed=1", market, "training.startup_seed=5")
-    run_tiny(tmp_path / "b", "seed=2", market, "training.startup_seed=5")
-    run_tiny(tmp_path / "own1", "seed=1", market)
-    run_tiny(tmp_path / "itself", "seed=1", market, "training.startup_seed=1")
+    market = "world.market_seed=3", "training.exploration_negative_rate=0.5"  # the keep draw too
+    run_tiny(tmp_path / "own5", "seed=5", *market)
+    run_tiny(tmp_path / "a", "seed=1", *market, "training.startup_seed=5")
+    run_tiny(tmp_path / "b", "seed=2", *market, "training.startup_seed=5")
+    run_tiny(tmp_path / "own1", "seed=1", *market)
+    run_tiny(tmp_path / "itself", "seed=1", *market, "training.startup_seed=1")
     metrics = {x: read_json(tmp_path / x / "metrics.json") for x in ("own5", "a", "b", "own1", "itself")}
     assert metrics["itself"] == metrics["own1"]  # its own seed: the plain run
     assert metrics["a"]["warmup"] == metrics["b"]["warmup"] == metrics["own5"]["warmup"]

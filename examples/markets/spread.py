@@ -29,7 +29,9 @@ Under a pinned marketplace (``world.market_seed``, as in ``market_feed`` today: 
 not given) the marketplace's streams keep that seed, so ``market`` and ``users`` are refused.
 Under a pinned start-up (``training.startup_seed``, as in ``market_feed`` today) the start-up's
 streams and its log's keyed draws keep that seed, so ``models``, ``exploration_labels`` and
-``startup`` are refused (``training.startup_seed=null`` gives each run its own start-up again).
+``startup`` are refused (``training.startup_seed=null`` gives each run its own start-up again),
+and the releases' own draws, which then change with the run's seed, belong to ``run``,
+``run_streams`` and ``live``: ``live`` is then all of a run that its seed draws.
 Two more groups (with or without a pinned marketplace):
 
 * ``startup``: ``models`` and ``exploration_labels`` together: the start-up log (which users
@@ -47,7 +49,8 @@ world runs in-process, one torch and one faiss thread). The first table of docs/
 SEED 106-109 for each group; the world at SEED 105 (any group) is the fifth of every row. That
 table was measured on the feed preset's first version (its first knobs, the default exploration
 log, no ``market_seed``: :data:`FIRST_FEED`, settings given after it win). Its second table is
-the preset as it is (marketplace 0), ``startup`` and ``live`` at SEED 110-114 (base 105).
+the preset as it was before it pinned its start-up (marketplace 0; ``training.startup_seed=null``
+and that version's logits), ``startup`` and ``live`` at SEED 110-114 (base 105).
 """
 
 from __future__ import annotations
@@ -101,6 +104,10 @@ def main() -> None:
         known = any(name in g for g in GROUPS.values()) or name.startswith("release")
         if not known:  # a stream added to the simulator since: say which group it belongs to
             raise SystemExit(f"spread.py: stream {name!r} is in no group; add it to GROUPS")
+        if startup_seed is not None and name.startswith("release"):
+            # a pinned start-up: the releases' own draws change with the run's seed, so they go
+            # with the run's streams (the start-up's are not varied at all)
+            return a.group in ("run", "run_streams", "live")
         if a.group in ("run_streams", "live"):
             return name in GROUPS["run"]
         group = "models" if a.group == "startup" else a.group
