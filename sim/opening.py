@@ -51,11 +51,11 @@ is left of its day's sub-budget, spent along the rest of the day. Nothing is cha
 logged as traffic or trained on. The forecast's multipliers, its spend at them and the auctions
 it saw are logged (``opening``) beside the day's realised spend (``budget_days``).
 
-**The feed and AuctionNet presets open with it; the display preset and the default world do not
-yet.** A world fitted to a real marketplace's rates should not inherit a first morning no
-platform has, so ``scenarios/market_feed.yaml`` (refitted with it) and
-``scenarios/market_auctionnet.yaml`` (its fit checked under it) set ``forecast``; the display
-preset keeps the ceiling until a refit meets its click rate (docs/calibration.md). It moves every
+**The three market presets open with it; the default world does not yet.** A world fitted to a
+real marketplace's rates should not inherit a first morning no platform has, so
+``scenarios/market_feed.yaml`` and ``scenarios/market_display.yaml`` (each refitted with it) and
+``scenarios/market_auctionnet.yaml`` (its fit checked under it) set ``forecast``
+(docs/calibration.md). It moves every
 world's first day, so every lesson's figures (but the real-marketplace lesson's, on the feed
 preset) and the diagnosis benchmark's rates, which were measured with the ceiling start, move with
 it; until they are re-measured the default stays ``ceiling``

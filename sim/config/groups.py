@@ -258,8 +258,8 @@ class PacingConfig:
     # where the first day's multipliers start (sim.opening): `ceiling`, every campaign at
     # max_multiplier (the controller brings it down during the day: a burst, then a wait, for a
     # campaign far above the clearing price); `forecast`, the desk's controller run on a sample
-    # of the first day's requests through the funnel as the traffic starts (the feed and AuctionNet
-    # presets' opening; not the default world's: it moves every world's first day, and the lessons'
+    # of the first day's requests through the funnel as the traffic starts (the market presets'
+    # opening; not the default world's: it moves every world's first day, and the lessons'
     # figures and the diagnosis benchmark's rates are measured at the ceiling)
     opening: str = bounded("ceiling", choices=OPENINGS)
     opening_requests: int = bounded(2_000, ge=1)  # the forecast's sample (of the rest of the day)
