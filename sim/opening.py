@@ -55,10 +55,10 @@ it saw are logged (``opening``) beside the day's realised spend (``budget_days``
 real marketplace's rates should not inherit a first morning no platform has, so
 ``scenarios/market_feed.yaml`` and ``scenarios/market_display.yaml`` (each refitted with it) and
 ``scenarios/market_auctionnet.yaml`` (its fit checked under it) set ``forecast``
-(docs/calibration.md). It moves every
-world's first day, so every lesson's figures (but the real-marketplace lesson's, on the feed
-preset) and the diagnosis benchmark's rates, which were measured with the ceiling start, move with
-it; until they are re-measured the default stays ``ceiling``
+(docs/calibration.md). It moves every world's first day, so every lesson's figures (but the
+real-marketplace lesson's, on the feed preset) and the diagnosis benchmark's rates, which were
+measured with the ceiling start, move with it; until they are re-measured the default stays
+``ceiling``
 (measured here in the default world at seeds
 0-4: the budget-bound advertisers' day-0 mean gap between spent share and traffic share is
 0.023-0.033 with the forecast, as on day 1, against 0.045-0.101 at the ceiling;
