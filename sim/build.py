@@ -143,7 +143,8 @@ def build_world(cfg: Config, writer: LogWriter, *, threads: Threads | None = Non
     for lineage in registry.lineages():
         writer.append("model_releases", registry.log_rows(registry.latest(lineage)))
     rc = cfg.releases
-    log = TrainingLog(rc.train_window_s, rc.train_max_rows, keep_s=rc.train_window_s + rc.label_wait_s)
+    log = TrainingLog(rc.train_window_s, rc.train_max_rows, keep_s=rc.train_window_s + rc.label_wait_s,
+                      seed=streams.seed)
     desk = (CampaignDesk(cfg, market.advertisers, market.users, writer, arm_cfgs) if serving
             else None)
     arms: list[ReleasedArm] = []

@@ -29,6 +29,7 @@ ASSIGNMENT = 7  # a user's arm (sim.experiment)
 LATENCY = 8  # a request's latency at a stage (sim.serving.latency; the stage index as the id)
 PARTICIPATION = 9  # whether a throttled advertiser takes part in a request (sim.bidding)
 EXPLORATION_KEEP = 10  # whether an exploration row is kept (sim.models.bootstrap; column as the id)
+TRAINING_LOG_KEEP = 11  # whether a logged row stays in a thinned training log (sim.models.training_log)
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

@@ -150,7 +150,8 @@ def _run(cfg: Config, run_dir: Path, scenario: str, progress: Progress | None,
     manifest["evaluation_s"] = time.perf_counter() - started - wall
     metrics = summarize(run_dir, list(cfg.experiment.arms), cfg.days, cfg.experiment.ramp,
                         extra={"warmup": stats.bootstrap, "offline": offline.json(),
-                               "releases": sim.world.lifecycle.releases},
+                               "releases": sim.world.lifecycle.releases,
+                               "training_log_keep": sim.world.training_log.keep},
                         clusters=cfg.experiment.ci_clusters,
                         funnel_sizes={a.name: (a.cfg.auction.n_slots, a.cfg.funnel.k_l1)
                                       for a in sim.arms},

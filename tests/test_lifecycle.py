@@ -9,6 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sim.build import checked_lineages
 from sim.config.overlay import arm_config
@@ -20,6 +22,7 @@ from sim.models.fitting import l1_pcvr, torch_draws, tower_vectors
 from sim.models.inputs import query_inputs
 from sim.models.registry import ModelVersion, Registry
 from sim.models.training_log import FULL, WINNER, LoggedRows, TrainingLog
+from sim.rng import TRAINING_LOG_KEEP, keyed_uniform
 from sim.serving.pipeline import EmbeddingTable, Snapshot, stale_slots, tier_members
 from sim.simulation import Simulation
 from sim.world.catalog import family_slices
@@ -84,6 +87,69 @@ def test_training_log_window_and_late_labels() -> None:
     # a conversion 30 s after its click is not yet known at the end of the window
     known = rows.converted_by(300.0)
     assert known.tolist() == [True] * 8 + [False] * 2
+
+
+def _draws(rows: LoggedRows, seed: int) -> np.ndarray:
+    """The keyed draw a row of ``rows`` is kept by (the log's own key, spelled out)."""
+    with np.errstate(over="ignore"):
+        key = rows.time.view(np.uint64) ^ (rows.user.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    return keyed_uniform(seed, key, rows.ad_id, TRAINING_LOG_KEEP)
+
+
+def test_training_log_thins_past_its_cap_and_keeps_the_releases_window() -> None:
+    """Logging 200 rows every 10 s against a cap of 1,000 rows: the log halves the share it keeps
+    (to 1/4: 15 chunks of 200 within keep_s hold ~750 at 1/4, 1,500 at 1/2), the window a release
+    at 150 s trains on (0-100 s, ending a 50 s wait before it) still holds every 10 s at the
+    same share, and the rows kept are exactly those whose keyed draw is below the share.
+    Dropping the oldest rows (the log before thinning) left none of that window."""
+    log = TrainingLog(window_s=100.0, max_rows=1000, keep_s=150.0, seed=7)
+    sent = []
+    for t0 in range(0, 160, 10):
+        chunk = _rows(np.full(200, float(t0)), np.full(200, np.inf))
+        sent.append(chunk)
+        log.append(chunk)
+        assert len(log) <= 1000
+    assert log.keep == 0.25
+    rows = log.window(100.0)
+    assert rows is not None
+    per_time = np.bincount((rows.time / 10).astype(int), minlength=10)
+    assert per_time.size == 10 and per_time.min() > 0
+    # each time's kept count is binomial(200, 1/4): mean 50, SD 6.1
+    assert np.all(np.abs(per_time - 50) < 5 * 6.2)
+    want = LoggedRows.concat([c.take(np.flatnonzero(_draws(c, 7) < 0.25)) for c in sent
+                              if c.time[-1] >= 150.0 - 150.0])
+    got = LoggedRows.concat([rows, log.window(151.0, length=51.0)])  # the whole log
+    assert sorted(zip(got.time, got.ad_id, strict=True)) == sorted(zip(want.time, want.ad_id, strict=True))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=30), st.integers(1, 2000),
+       st.sampled_from([20.0, 60.0, 1000.0]), st.integers(0, 3))
+def test_training_log_holds_its_cap_and_a_uniform_share(sizes: list[int], cap: int, keep_s: float,
+                                                         seed: int) -> None:
+    """Whatever is appended, the log never holds more than its cap, and it holds exactly the rows
+    appended within keep_s of the newest whose keyed draw is below its share (1 while it never
+    passed the cap: every such row)."""
+    log = TrainingLog(window_s=keep_s, max_rows=cap, keep_s=keep_s, seed=seed)
+    sent: list[LoggedRows] = []
+    peak = 0  # the most rows within keep_s of the newest appended, unthinned
+    newest = -np.inf
+    for i, n in enumerate(sizes):
+        chunk = _rows(np.full(n, 10.0 * i), np.full(n, np.inf))
+        chunk = LoggedRows(**{**{f: getattr(chunk, f) for f in chunk.__dataclass_fields__},
+                              "user": np.full(n, i, np.int64)})
+        log.append(chunk)
+        assert len(log) <= cap
+        if n:
+            sent.append(chunk)
+            newest = 10.0 * i
+            peak = max(peak, sum(len(r) for r in sent if r.time[-1] >= newest - keep_s))
+    want = [(r.time[j], r.user[j], r.ad_id[j]) for r in sent if r.time[-1] >= newest - keep_s
+            for j in np.flatnonzero(_draws(r, seed) < log.keep)]
+    got = log.window(newest + 1.0, length=newest + 2.0) if sent else None
+    have = [] if got is None else list(zip(got.time, got.user, got.ad_id, strict=True))
+    assert sorted(have) == sorted(want)
+    assert (log.keep == 1.0) == (peak <= cap)
 
 
 def test_stale_slots_and_tier_members() -> None:

@@ -6,8 +6,10 @@ seeds: ``auction_winner`` (every impression), ``full_request`` (every live retri
 a sampled request) and ``partial_request`` (a random subset of a sampled request's candidates).
 Labels arrive late: a conversion counts for training at time ``t`` only if it happened by ``t``.
 
-Rows are kept in chunks (one per served batch) and pruned by age and by ``max_rows``, so memory
-is bounded by the window and the sampling rates, not by the run's length.
+Rows are kept in chunks (one per served batch) and pruned by age, so memory is bounded by the
+window and the sampling rates, not by the run's length; past ``max_rows`` the log thins
+(:class:`TrainingLog`) rather than dropping its oldest rows, which are the ones the next release
+trains on.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections import deque
 from dataclasses import dataclass, fields
 
 import numpy as np
+
+from sim.rng import TRAINING_LOG_KEEP, keyed_uniform
 
 SOURCES = ("auction_winner", "full_request", "partial_request")
 WINNER, FULL, PARTIAL = 0, 1, 2
@@ -69,23 +73,53 @@ class LoggedRows:
 
 
 class TrainingLog:
-    """A bounded window of logged rows."""
+    """A bounded window of logged rows.
 
-    def __init__(self, window_s: float, max_rows: int, keep_s: float | None = None) -> None:
+    Rows older than ``keep_s`` (behind the newest appended) are dropped. Past ``max_rows`` the log
+    thins: it halves the share of the logged rows it keeps (``keep``, 1 until then) until it is
+    within the cap, and keeps that share of every later chunk. A row stays while its keyed draw
+    (of the run's ``seed``, the row's time, user and ad: :func:`sim.rng.keyed_uniform`) is below
+    the share, so each halving keeps a uniform half of what was kept, at every time alike, and
+    two worlds that log the same rows (a replay, a twin) keep the same ones. Dropping the oldest
+    rows instead would drop the next release's window first (it ends ``releases.label_wait_s``
+    before the release): at a traffic that fills the cap within that wait every release would
+    find its window empty. A release samples its window anyway
+    (``releases.train_sample_rows``), so a thinned window is a smaller uniform sample of it;
+    ``keep`` is in the run's metrics (``training_log_keep``)."""
+
+    def __init__(self, window_s: float, max_rows: int, keep_s: float | None = None,
+                 seed: int = 0) -> None:
         self.window_s = window_s
         self.keep_s = window_s if keep_s is None else keep_s  # how long rows are kept
         self.max_rows = max_rows
+        self.seed = seed
+        self.keep = 1.0  # the share of logged rows kept: halved each time the log passes its cap
         self._chunks: deque[LoggedRows] = deque()
         self._rows = 0
+
+    def _kept(self, rows: LoggedRows) -> LoggedRows:
+        """The rows whose draw is below the share kept."""
+        with np.errstate(over="ignore"):
+            key = rows.time.view(np.uint64) ^ (rows.user.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        return rows.take(np.flatnonzero(keyed_uniform(self.seed, key, rows.ad_id,
+                                                      TRAINING_LOG_KEEP) < self.keep))
 
     def append(self, rows: LoggedRows) -> None:
         if len(rows) == 0:
             return
-        self._chunks.append(rows)
-        self._rows += len(rows)
-        while self._chunks and (self._rows - len(self._chunks[0]) >= self.max_rows or
-                                self._chunks[0].time[-1] < rows.time[-1] - self.keep_s):
+        newest = float(rows.time[-1])
+        if self.keep < 1.0:
+            rows = self._kept(rows)
+        if len(rows):
+            self._chunks.append(rows)
+            self._rows += len(rows)
+        while self._chunks and self._chunks[0].time[-1] < newest - self.keep_s:
             self._rows -= len(self._chunks.popleft())
+        while self._rows > self.max_rows:
+            self.keep /= 2.0
+            chunks = (self._kept(c) for c in self._chunks)
+            self._chunks = deque(c for c in chunks if len(c))
+            self._rows = sum(len(c) for c in self._chunks)
 
     def window(self, end: float, arm: int | None = None,
                length: float | None = None) -> LoggedRows | None:
