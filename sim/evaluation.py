@@ -82,7 +82,7 @@ def evaluation_rows(log: TrainingLog, registry: Registry, lineages: list[str], h
     end = horizon + 1.0
     trained = max(registry.latest(lin).window_end for lin in lineages)
     start = max(end - cfg.releases.train_window_s, trained)
-    rows = log.window(end, length=end - start) if start < end else None
+    rows = log.window(end, length=end - start, uniform=True) if start < end else None
     dropped = (0, 0)
     if rows is not None and cfg.evaluation.bot_filter_rate > 0:
         if users is None:

@@ -17,6 +17,7 @@ register as before; only what serving loads is older.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
@@ -77,7 +78,7 @@ class Lifecycle:
             return {}
         self.releases += 1
         out: dict[str, int] = {}
-        holdout = self.log.window(now, length=self.cfg.releases.label_wait_s)
+        holdout = self.log.window(now, length=self.cfg.releases.label_wait_s, uniform=True)
         for arm in self.arms:
             rows = window
             if self.cfg.experiment.training == "diverted":
@@ -120,8 +121,11 @@ class Lifecycle:
         known, late = rows.positives(now)
         prev = self.registry.latest(arm.l2_lineage)
         l2 = warm_start(prev.ranker, share, gen)
+        # a log thinned past its cap kept a share w of its unclicked rows: as on the start-up's
+        # exploration log, the click logit trains offset by -log w and L1 weighs them by 1 / w
+        w = self.log.keep
         fit = fit_l2(l2, rows, now, users, acfg, mcfg, gen, fit_norm=False,
-                     checkpoints=self.checkpoints)
+                     checkpoints=self.checkpoints, ctr_offset=-math.log(w) if w < 1.0 else 0.0)
         self._register(ModelVersion(
             lineage=arm.l2_lineage, version=prev.version + 1, kind="l2", family="ranker",
             trained_at=now, window_start=start, window_end=end, feature_view=view,
@@ -135,7 +139,7 @@ class Lifecycle:
             prev = self.registry.latest(lineage)
             l1 = warm_start(prev.tower, share, gen)
             fit = fit_l1(l1, l2, rows, now, users, acfg, mcfg, gen, fit_norm=False,
-                         checkpoints=self.checkpoints)
+                         checkpoints=self.checkpoints, unclicked_weight=1.0 / w)
             l1_view = feature_view(rows.families, list(acfg.models.l1_features))
             self._register(ModelVersion(
                 lineage=lineage, version=prev.version + 1, kind="l1", family=family,

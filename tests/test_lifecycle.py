@@ -3,13 +3,14 @@ version telemetry, offline evaluation and the skew sweep."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from sim.build import checked_lineages
@@ -90,66 +91,88 @@ def test_training_log_window_and_late_labels() -> None:
 
 
 def _draws(rows: LoggedRows, seed: int) -> np.ndarray:
-    """The keyed draw a row of ``rows`` is kept by (the log's own key, spelled out)."""
+    """The keyed draw an unclicked row of ``rows`` is kept by (the log's own key, spelled out)."""
     with np.errstate(over="ignore"):
         key = rows.time.view(np.uint64) ^ (rows.user.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
     return keyed_uniform(seed, key, rows.ad_id, TRAINING_LOG_KEEP)
 
 
+def _clicked_every(rows: LoggedRows, k: int) -> LoggedRows:
+    """``rows`` with every k-th one clicked (by ad id) and the rest not."""
+    return dataclasses.replace(rows, click=rows.ad_id % k == 0)
+
+
 def test_training_log_thins_past_its_cap_and_keeps_the_releases_window() -> None:
-    """Logging 200 rows every 10 s against a cap of 1,000 rows: the log halves the share it keeps
-    (to 1/4: 15 chunks of 200 within keep_s hold ~750 at 1/4, 1,500 at 1/2), the window a release
-    at 150 s trains on (0-100 s, ending a 50 s wait before it) still holds every 10 s at the
-    same share, and the rows kept are exactly those whose keyed draw is below the share.
-    Dropping the oldest rows (the log before thinning) left none of that window."""
+    """Logging 200 rows every 10 s, a fifth of them clicked, against a cap of 1,000 rows: the
+    log halves the share of unclicked rows it keeps (to 1/8: the 16 chunks within keep_s hold
+    640 clicked rows, and 2,560 unclicked ones at 1, ~320 at 1/8, ~640 at 1/4), keeps every
+    clicked row, and the window a release at 150 s trains on (0-100 s, ending a 50 s wait before
+    it) still holds every 10 s, the unclicked rows at the same share. The rows kept are exactly
+    the clicked ones and the unclicked ones whose keyed draw is below the share; the uniform view
+    is every row whose draw is below it. Dropping the oldest rows (the log before) left none of
+    the window."""
     log = TrainingLog(window_s=100.0, max_rows=1000, keep_s=150.0, seed=7)
     sent = []
     for t0 in range(0, 160, 10):
-        chunk = _rows(np.full(200, float(t0)), np.full(200, np.inf))
+        chunk = _clicked_every(_rows(np.full(200, float(t0)), np.full(200, np.inf)), 5)
         sent.append(chunk)
         log.append(chunk)
         assert len(log) <= 1000
-    assert log.keep == 0.25
+    assert log.keep == 0.125
     rows = log.window(100.0)
     assert rows is not None
-    per_time = np.bincount((rows.time / 10).astype(int), minlength=10)
-    assert per_time.size == 10 and per_time.min() > 0
-    # each time's kept count is binomial(200, 1/4): mean 50, SD 6.1
-    assert np.all(np.abs(per_time - 50) < 5 * 6.2)
-    want = LoggedRows.concat([c.take(np.flatnonzero(_draws(c, 7) < 0.25)) for c in sent
-                              if c.time[-1] >= 150.0 - 150.0])
-    got = LoggedRows.concat([rows, log.window(151.0, length=51.0)])  # the whole log
-    assert sorted(zip(got.time, got.ad_id, strict=True)) == sorted(zip(want.time, want.ad_id, strict=True))
+    bins = (rows.time / 10).astype(int)
+    assert np.bincount(bins[rows.click], minlength=10).tolist() == [40] * 10  # every click kept
+    unclicked = np.bincount(bins[~rows.click], minlength=10)
+    assert unclicked.size == 10 and np.all(np.abs(unclicked - 20) < 5 * 4.2)  # binomial(160, 1/8)
+    everything = LoggedRows.concat(sent)
+    draws = _draws(everything, 7)
+    for uniform, kept in ((False, everything.click | (draws < 0.125)), (True, draws < 0.125)):
+        got, want = log.window(151.0, length=151.0, uniform=uniform), everything.take(np.flatnonzero(kept))
+        assert got is not None
+        assert sorted(zip(got.time, got.ad_id, strict=True)) == \
+            sorted(zip(want.time, want.ad_id, strict=True))
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.integers(0, 300), min_size=1, max_size=30), st.integers(1, 2000),
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=30), st.integers(60, 2000),
        st.sampled_from([20.0, 60.0, 1000.0]), st.integers(0, 3))
 def test_training_log_holds_its_cap_and_a_uniform_share(sizes: list[int], cap: int, keep_s: float,
                                                          seed: int) -> None:
-    """Whatever is appended, the log never holds more than its cap, and it holds exactly the rows
-    appended within keep_s of the newest whose keyed draw is below its share (1 while it never
-    passed the cap: every such row)."""
+    """Whatever is appended (a tenth of it clicked, never more than the cap within keep_s), the
+    log never holds more than its cap, and it holds exactly the rows appended within keep_s of
+    the newest that were clicked or whose keyed draw is below its share (1 while it never passed
+    the cap: every such row); its uniform view, exactly those whose draw is below the share."""
+    clicks = [-(-n // 10) for n in sizes]  # ad ids 0, 10, 20, ... of each chunk
+    at = [i for i, n in enumerate(sizes) if n]
+    assume(all(sum(clicks[j] for j in at if j <= i and 10.0 * (i - j) <= keep_s) <= cap for i in at))
     log = TrainingLog(window_s=keep_s, max_rows=cap, keep_s=keep_s, seed=seed)
     sent: list[LoggedRows] = []
     peak = 0  # the most rows within keep_s of the newest appended, unthinned
     newest = -np.inf
     for i, n in enumerate(sizes):
         chunk = _rows(np.full(n, 10.0 * i), np.full(n, np.inf))
-        chunk = LoggedRows(**{**{f: getattr(chunk, f) for f in chunk.__dataclass_fields__},
-                              "user": np.full(n, i, np.int64)})
+        chunk = _clicked_every(dataclasses.replace(chunk, user=np.full(n, i, np.int64)), 10)
         log.append(chunk)
         assert len(log) <= cap
         if n:
             sent.append(chunk)
             newest = 10.0 * i
             peak = max(peak, sum(len(r) for r in sent if r.time[-1] >= newest - keep_s))
-    want = [(r.time[j], r.user[j], r.ad_id[j]) for r in sent if r.time[-1] >= newest - keep_s
-            for j in np.flatnonzero(_draws(r, seed) < log.keep)]
-    got = log.window(newest + 1.0, length=newest + 2.0) if sent else None
-    have = [] if got is None else list(zip(got.time, got.user, got.ad_id, strict=True))
-    assert sorted(have) == sorted(want)
+    live = [r for r in sent if r.time[-1] >= newest - keep_s]
+    for uniform in (False, True):
+        want = sorted((r.time[j], r.user[j], r.ad_id[j]) for r in live
+                      for j in np.flatnonzero((_draws(r, seed) < log.keep) | (~uniform & r.click)))
+        got = log.window(newest + 1.0, length=newest + 2.0, uniform=uniform) if sent else None
+        have = [] if got is None else list(zip(got.time, got.user, got.ad_id, strict=True))
+        assert sorted(have) == want
     assert (log.keep == 1.0) == (peak <= cap)
+
+
+def test_a_training_log_of_clicks_beyond_its_cap_is_an_error() -> None:
+    log = TrainingLog(window_s=100.0, max_rows=10, keep_s=100.0)
+    with pytest.raises(RuntimeError, match=r"clicked rows alone \(20\).*train_max_rows=10"):
+        log.append(_rows(np.arange(20.0), np.full(20, np.inf)))
 
 
 def test_stale_slots_and_tier_members() -> None:

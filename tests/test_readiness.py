@@ -5,6 +5,7 @@ others are checked with it; bad input stops before anything runs."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import polars as pl
 import pytest
 from test_families import PATH
 
+from sim import lifecycle
 from sim.config import ConfigError
 from sim.readiness import check, main, training_chunks
 from sim.report.attribution import save_config
@@ -69,6 +71,49 @@ def test_the_replay_runs_the_runs_release_process(logged_run: tuple[Path, dict[s
         assert replayed.equals(ran), table
     sides = pl.read_parquet(out / "logs" / "rollouts.parquet")["side"].to_list()
     assert sides.count("query") == sides.count("item") == r.releases
+
+
+def test_a_log_past_its_cap_thins_and_the_replay_thins_alike(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tiny world whose training log's cap (1,000 rows) fills within the label wait: its
+    releases still train (a log that dropped its oldest rows found every release's window empty
+    and released nothing), on the unclicked rows the log kept at a share w < 1 with L2's click
+    logit offset by -log w and L1's unclicked rows weighted by 1 / w, and the replay, re-feeding
+    the logged chunks, thins them alike: its releases are the run's, row for row."""
+    seen: list[tuple[str, float]] = []
+    fit_l2, fit_l1 = lifecycle.fit_l2, lifecycle.fit_l1
+
+    def l2(*a: Any, **k: Any) -> Any:
+        seen.append(("l2", k["ctr_offset"]))
+        return fit_l2(*a, **k)
+
+    def l1(*a: Any, **k: Any) -> Any:
+        seen.append(("l1", k["unclicked_weight"]))
+        return fit_l1(*a, **k)
+
+    monkeypatch.setattr(lifecycle, "fit_l2", l2)
+    monkeypatch.setattr(lifecycle, "fit_l1", l1)
+    d = tmp_path / "run"
+    cfg = tiny_config("logs.training_rows=true", "releases.train_max_rows=1000")
+    save_config(cfg, d)
+    m = run(cfg, d, scenario="default")
+    assert m["training_log_keep"] < 1 and m["releases"] >= 2
+    offsets = [v for kind, v in seen if kind == "l2"]
+    weights = [v for kind, v in seen if kind == "l1"]
+    assert len(offsets) == len(weights) == m["releases"]
+    for offset, weight in zip(offsets, weights, strict=True):  # w = 1/2, 1/4, ...
+        assert offset > 0 and math.isclose(weight, math.exp(offset)) and math.log2(weight).is_integer()
+    assert weights == sorted(weights) and weights[-1] <= 1 / m["training_log_keep"]  # w only falls
+    logged = pl.read_parquet(d / "logs" / "training_rows.parquet")
+    # the first release (at 7,200 s) trains on rows before 5,400 s: more than the cap came after
+    assert logged.filter(pl.col("time").is_between(5400, 7200, closed="left")).height > 1000
+    out = tmp_path / "out"
+    r = check(["simple"], d, out)
+    assert r.releases == m["releases"]
+    for table in ("model_releases", "rollouts"):
+        replayed, ran = pl.read_parquet(out / "logs" / f"{table}.parquet"), \
+            pl.read_parquet(d / "logs" / f"{table}.parquet")
+        assert replayed.equals(ran), table
 
 
 def test_a_family_the_treatment_serves_is_the_treatments_lineage_as_in_the_run(tmp_path: Path) -> None:

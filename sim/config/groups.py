@@ -407,8 +407,9 @@ class LogsConfig:
     partial_request_rate: float = bounded(0.05, share=True)  # requests logged with a subset
     partial_candidates: int = bounded(10, ge=1)  # candidates per partial-request sample
     flush_rows: int = bounded(250_000, ge=1)  # rows buffered per table before a part is written
-    # write the training logs releases read (table ``training_rows``): what ``python -m
-    # sim.readiness --run`` replays; ~22 bytes a row on disk, off by default
+    # write the training logs releases read (table ``training_rows``; every appended row, before
+    # the log thins past releases.train_max_rows): what ``python -m sim.readiness --run``
+    # replays; ~22 bytes a row on disk, off by default
     training_rows: bool = False
 
 

@@ -161,7 +161,9 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "query_norm": F64, "delta_excess_loss": F64, "delta_log_mae": F64,
     },
     # The training logs as releases read them (``logs.training_rows: true``; empty otherwise):
-    # every chunk the data plane appended to the in-memory training log (one per served batch and
+    # every chunk the data plane appended to the in-memory training log, whole (where the log
+    # thinned past its cap, metrics ``training_log_keep`` < 1, it kept that share of the
+    # unclicked ones, and the replay thins them alike) (one per served batch and
     # arm, ``chunk`` in append order, ``logged_at`` the tick it was appended at) with the fields of
     # :class:`sim.models.training_log.LoggedRows` under their names (``arm`` is the arm's index,
     # ``surface``/``source``/``tier`` codes, ``ad_features`` the features as logged,

@@ -7,9 +7,9 @@ a sampled request) and ``partial_request`` (a random subset of a sampled request
 Labels arrive late: a conversion counts for training at time ``t`` only if it happened by ``t``.
 
 Rows are kept in chunks (one per served batch) and pruned by age, so memory is bounded by the
-window and the sampling rates, not by the run's length; past ``max_rows`` the log thins
-(:class:`TrainingLog`) rather than dropping its oldest rows, which are the ones the next release
-trains on.
+window and the sampling rates, not by the run's length; past ``max_rows`` the log thins its
+unclicked rows (:class:`TrainingLog`) rather than dropping its oldest rows, which are the ones
+the next release trains on.
 """
 
 from __future__ import annotations
@@ -76,33 +76,44 @@ class TrainingLog:
     """A bounded window of logged rows.
 
     Rows older than ``keep_s`` (behind the newest appended) are dropped. Past ``max_rows`` the log
-    thins: it halves the share of the logged rows it keeps (``keep``, 1 until then) until it is
-    within the cap, and keeps that share of every later chunk. A row stays while its keyed draw
-    (of the run's ``seed``, the row's time, user and ad: :func:`sim.rng.keyed_uniform`) is below
-    the share, so each halving keeps a uniform half of what was kept, at every time alike, and
-    two worlds that log the same rows (a replay, a twin) keep the same ones. Dropping the oldest
-    rows instead would drop the next release's window first (it ends ``releases.label_wait_s``
-    before the release): at a traffic that fills the cap within that wait every release would
-    find its window empty. A release samples its window anyway
-    (``releases.train_sample_rows``), so a thinned window is a smaller uniform sample of it;
-    ``keep`` is in the run's metrics (``training_log_keep``)."""
+    thins its unclicked rows (impressions not clicked, candidates not shown), as the start-up's
+    exploration log does (``training.exploration_negative_rate``): it halves the share of them it
+    keeps (``keep``, 1 until then) until it is within the cap, and keeps that share of every
+    later chunk's; every clicked row stays, so no conversion is lost. An unclicked row stays while
+    its keyed draw (of the run's ``seed``, the row's time, user and ad:
+    :func:`sim.rng.keyed_uniform`) is below the share, so each halving keeps a uniform half of
+    what was kept, at every time alike, and a replay keeps the same rows (a twin, of the rows it
+    shares, where it reached the same share). Releases train on the rows as kept, the click logit
+    offset and the unclicked rows weighted as the start-up's (:mod:`sim.lifecycle`); what counts
+    rows or scores a model on them reads :meth:`window` with ``uniform=True``, where the clicked
+    rows are thinned by the same draws, a uniform sample at the share.
+
+    Dropping the oldest rows instead (the log before this) drops the next release's window first
+    (it ends ``releases.label_wait_s`` before the release): at a traffic that fills the cap within
+    that wait every release found its window empty and was skipped. ``keep`` is in the run's
+    metrics (``training_log_keep``)."""
 
     def __init__(self, window_s: float, max_rows: int, keep_s: float | None = None,
                  seed: int = 0) -> None:
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1, got {max_rows}")
         self.window_s = window_s
         self.keep_s = window_s if keep_s is None else keep_s  # how long rows are kept
         self.max_rows = max_rows
         self.seed = seed
-        self.keep = 1.0  # the share of logged rows kept: halved each time the log passes its cap
+        self.keep = 1.0  # the share of unclicked rows kept: halved each time the log passes its cap
         self._chunks: deque[LoggedRows] = deque()
         self._rows = 0
 
-    def _kept(self, rows: LoggedRows) -> LoggedRows:
-        """The rows whose draw is below the share kept."""
+    def _draws(self, rows: LoggedRows) -> np.ndarray:
         with np.errstate(over="ignore"):
             key = rows.time.view(np.uint64) ^ (rows.user.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
-        return rows.take(np.flatnonzero(keyed_uniform(self.seed, key, rows.ad_id,
-                                                      TRAINING_LOG_KEEP) < self.keep))
+        return keyed_uniform(self.seed, key, rows.ad_id, TRAINING_LOG_KEEP)
+
+    def _kept(self, rows: LoggedRows, clicked: bool = True) -> LoggedRows:
+        """The rows whose draw is below the share kept; every clicked row too, if ``clicked``."""
+        keep = self._draws(rows) < self.keep
+        return rows.take(np.flatnonzero(keep | rows.click if clicked else keep))
 
     def append(self, rows: LoggedRows) -> None:
         if len(rows) == 0:
@@ -116,15 +127,21 @@ class TrainingLog:
         while self._chunks and self._chunks[0].time[-1] < newest - self.keep_s:
             self._rows -= len(self._chunks.popleft())
         while self._rows > self.max_rows:
+            if all(c.click.all() for c in self._chunks):
+                raise RuntimeError(
+                    f"the training log's clicked rows alone ({self._rows}) are more than "
+                    f"releases.train_max_rows={self.max_rows}: raise it")
             self.keep /= 2.0
             chunks = (self._kept(c) for c in self._chunks)
             self._chunks = deque(c for c in chunks if len(c))
             self._rows = sum(len(c) for c in self._chunks)
 
-    def window(self, end: float, arm: int | None = None,
-               length: float | None = None) -> LoggedRows | None:
+    def window(self, end: float, arm: int | None = None, length: float | None = None,
+               uniform: bool = False) -> LoggedRows | None:
         """Rows logged in ``[end - length, end)`` (default length: the window; of one arm, if
-        given); None if empty."""
+        given); None if empty. ``uniform``: a uniform sample at the share kept (the clicked rows
+        thinned alike), for counting and scoring; otherwise every clicked row and that share of
+        the unclicked ones, as releases train on them."""
         if not self._chunks:
             return None
         rows = LoggedRows.concat(list(self._chunks))
@@ -132,7 +149,10 @@ class TrainingLog:
         keep = (rows.time >= end - length) & (rows.time < end)
         if arm is not None:
             keep &= rows.arm == arm
-        return rows.take(np.flatnonzero(keep)) if keep.any() else None
+        rows = rows.take(np.flatnonzero(keep))
+        if uniform and self.keep < 1.0 and len(rows):
+            rows = self._kept(rows, clicked=False)
+        return rows if len(rows) else None
 
     def __len__(self) -> int:
         return self._rows
