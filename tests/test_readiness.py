@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 from test_families import PATH
@@ -18,6 +19,7 @@ from sim.config import ConfigError
 from sim.readiness import check, main, training_chunks
 from sim.report.attribution import save_config
 from sim.results import to_json
+from sim.rng import TRAINING_LOG_KEEP, keyed_uniform
 from sim.run import run
 
 from conftest import TINY, tiny_config
@@ -107,6 +109,15 @@ def test_a_log_past_its_cap_thins_and_the_replay_thins_alike(tmp_path: Path,
     logged = pl.read_parquet(d / "logs" / "training_rows.parquet")
     # the first release (at 7,200 s) trains on rows before 5,400 s: more than the cap came after
     assert logged.filter(pl.col("time").is_between(5400, 7200, closed="left")).height > 1000
+    # offline evaluation reads the uniform view: the window's rows whose keyed draw is below the
+    # share, clicked or not (every clicked row would be more)
+    w = m["offline"]["window"]
+    inside = logged.filter(pl.col("time").is_between(w["start"], w["end"], closed="left"))
+    with np.errstate(over="ignore"):
+        key = inside["time"].to_numpy().view(np.uint64) ^ \
+            (inside["user"].to_numpy().astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    draws = keyed_uniform(cfg.seed, key, inside["ad_id"].to_numpy(), TRAINING_LOG_KEEP)
+    assert w["rows"] == int((draws < m["training_log_keep"]).sum()) < inside.height
     out = tmp_path / "out"
     r = check(["simple"], d, out)
     assert r.releases == m["releases"]
