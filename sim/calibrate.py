@@ -348,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check-seeds", type=_seeds, default=[100, 101, 102, 103, 104],
                    help="fresh world seeds of the fidelity check (empty: no check)")
     p.add_argument("--jobs", type=int, default=1, help="worlds at a time")
+    p.add_argument("--batch", type=int, default=1,
+                   help="trials the GP proposes before it is told the previous ones' (the fit "
+                        "depends on it, not on --jobs)")
     p.add_argument("--launcher", default="joblib", choices=LAUNCHERS)
     p.add_argument("--recover", type=int, default=0, metavar="N",
                    help="instead of a targets file: the recovery test on N random knob draws")
@@ -360,8 +363,10 @@ def main(argv: list[str] | None = None) -> int:
             args.targets = None
         if (args.targets is None) == (args.recover == 0):
             raise ValueError("give a targets file or --recover N (not both)")
-        if args.trials < 0 or args.jobs < 1 or args.recover < 0 or args.polish < 0:
-            raise ValueError("--trials >= 0, --polish >= 0, --jobs >= 1 and --recover >= 0")
+        if args.trials < 0 or args.jobs < 1 or args.recover < 0 or args.polish < 0 or args.batch < 1:
+            raise ValueError("--trials >= 0, --polish >= 0, --jobs >= 1, --batch >= 1 and "
+                             f"--recover >= 0 (got {args.trials}, {args.polish}, {args.jobs}, "
+                             f"{args.batch}, {args.recover})")
         if args.recover and args.trials < 2:
             raise ValueError("the recovery test needs --trials >= 2")
         if not args.fit_seeds:
@@ -391,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         found = search(emergent, tols, base=base, under=under, scenario=args.scenario,
                        root=args.out / "search", trials=args.trials, fit_seeds=args.fit_seeds,
                        launcher=args.launcher, jobs=args.jobs, polish=args.polish,
-                       keep=args.keep_runs, log=print)
+                       keep=args.keep_runs, log=print, batch=args.batch)
         overlay = OmegaConf.to_container(OmegaConf.merge(  # type: ignore[assignment]
             OmegaConf.create(under), world_overlay(found.best, base.world)))
     per_seed = (check(overlay, scenario=args.scenario, root=args.out / "check",
@@ -427,11 +432,12 @@ def _recover(args: argparse.Namespace, base: Any, settings: dict[str, Any], t0: 
     """``--recover N``: the recovery test (:func:`sim.fit_check.recovery`) into ``--out``."""
     draws = recovery(args.recover, base=base, under=settings, scenario=args.scenario,
                      root=args.out, trials=args.trials, polish=args.polish, launcher=args.launcher,
-                     jobs=args.jobs, log=print)
+                     jobs=args.jobs, log=print, batch=args.batch)
     wall = time.perf_counter() - t0
     rows = [{**asdict(d), "loss": None if d.loss is None else _finite(d.loss)} for d in draws]
     write_json_atomic(args.out / "recovery.json", {"draws": rows, "settings": list(args.settings),
                                                    "trials": args.trials, "polish": args.polish,
+                                                   "batch": args.batch,
                                                    "wall_s": wall,
                                                    "tolerance": {n: k.tolerance for n, k in KNOBS.items()}})
     write_text_atomic(args.out / "recovery.md", recovery_report(draws, wall))

@@ -202,20 +202,27 @@ class Search:
 def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any,
            under: Mapping[str, Any], scenario: str, root: Path, trials: int,
            fit_seeds: Sequence[int], launcher: str = "joblib", jobs: int = 1, seed: int = 0,
-           polish: int = 0, keep: bool = False, log: Any = None) -> Search:
+           polish: int = 0, keep: bool = False, log: Any = None, batch: int = 1) -> Search:
     """Fit the knobs :func:`searched` from ``targets`` (emergent statistics -> value; ``tols``
     their :func:`sim.fit_targets.tolerance`) with ``trials`` trials of optuna's GP sampler (seeded ``seed``);
     the first trial is the base world's knob values (``base``: the composed config). Each trial
     runs ``under`` (the overlay the direct fits and the user's settings make) with its knobs at
-    each of ``fit_seeds``; a trial's statistics are their means over the seeds. ``jobs`` worlds
-    run at a time. Then ``polish`` rounds of :func:`root_step` from the best trial so far (its
-    step, and where a batch holds more worlds, the same step halved beside it), each recorded
+    each of ``fit_seeds``; a trial's statistics are their means over the seeds. The GP proposes
+    ``batch`` trials before it is told the previous ones' losses; their ``batch`` x ``fit_seeds``
+    worlds run ``jobs`` at a time. The search depends on ``batch``, never on ``jobs`` or the
+    launcher (which only set how the same worlds are run). Then ``polish`` rounds of
+    :func:`root_step` from the best trial so far (its step, and where ``batch`` is 2 or more, the
+    same step halved beside it), each recorded
     like a trial: the GP finds the basin, the steps its floor. A round that does not improve on
     the best halves the next round's step (a backtracking line search); a point already run is
     not run again, and the rounds stop when no new point is left."""
     names = searched(list(targets))
     if not names:
         raise ValueError(f"no knob to search for the statistics {sorted(targets)}")
+    if not fit_seeds:
+        raise ValueError("a search needs at least one fit seed")
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
     rec = Search(knobs=names)
     start = knob_values(base.world, names)  # trial 0 runs the base world as it is
     if off := {n: v for n, v in start.items() if not KNOBS[n].low <= v <= KNOBS[n].high}:
@@ -255,9 +262,7 @@ def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(trials, max(4, len(names) + 1)))
     study = optuna.create_study(direction="minimize", sampler=sampler)
-    if not fit_seeds:
-        raise ValueError("a search needs at least one fit seed")
-    rec.batch = per_batch = max(1, jobs // len(fit_seeds))
+    rec.batch = per_batch = batch
     while len(rec.trials) < trials:
         asked = [study.ask(dists) for _ in range(min(per_batch, trials - len(rec.trials)))]
         # a proposal whose slot factors grow down the slots is a world the config refuses: not

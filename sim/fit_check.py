@@ -79,7 +79,7 @@ def fidelity(targets: Mapping[str, float], tols: Mapping[str, float],
 
 def recovery(draws: int, *, base: Any, under: Mapping[str, Any], scenario: str, root: Path,
              trials: int, polish: int = 0, launcher: str = "joblib", jobs: int = 1,
-             seed: int = 0, log: Any = None) -> list[Draw]:
+             seed: int = 0, log: Any = None, batch: int = 1) -> list[Draw]:
     """The recovery test: ``draws`` knob vectors drawn uniformly from each knob's
     :attr:`Knob.recover` box (the budget log-uniformly, the third slot's factor no higher than the
     second's; a generator seeded ``seed``), the emergent statistics of a world at
@@ -110,7 +110,8 @@ def recovery(draws: int, *, base: Any, under: Mapping[str, Any], scenario: str, 
         tols = {n: tolerance(n, v, None) for n, v in targets.items()}
         rec = search(targets, tols, base=base, under=under, scenario=scenario,
                      root=root / f"draw_{i}", trials=trials, fit_seeds=[1000 + i],
-                     launcher=launcher, jobs=jobs, seed=seed + i, polish=polish, log=log)
+                     launcher=launcher, jobs=jobs, seed=seed + i, polish=polish, log=log,
+                     batch=batch)
         err = {n: (abs(math.log(rec.best[n] / truth[n])) if KNOBS[n].log
                    else abs(rec.best[n] - truth[n])) for n in rec.best}
         out.append(Draw(truth=truth, targets=targets, fitted=rec.best, loss=rec.best_loss,

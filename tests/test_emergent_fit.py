@@ -83,7 +83,7 @@ def test_the_search_finds_known_knobs_on_a_synthetic_world(monkeypatch: pytest.M
     targets = {n: float(s[n]) for n in ("ctr", "cvr", "budget_exhausted")}  # type: ignore[arg-type]
     tols = {n: T.tolerance(n, v, None) for n, v in targets.items()}
     rec = E.search(targets, tols, base=base, under={}, scenario="default", root=tmp_path,
-                   trials=40, fit_seeds=[0], jobs=2, seed=3)
+                   trials=40, fit_seeds=[0], jobs=2, batch=2, seed=3)
     assert rec.trials[0].params == E.knob_values(base.world, rec.knobs)  # the base world first
     assert rec.worlds == 40 and len(rec.trials) == 40
     for n, v in truth.items():
@@ -127,6 +127,7 @@ def test_the_command_fits_and_checks_on_tiny_worlds(tmp_path: Path) -> None:
     (["--recover", "2"], "not both"),
     (["--fit-seeds", ""], "at least one seed"),
     (["--fit-seeds", "100"], "must be fresh"),
+    (["--batch", "0"], "--batch >= 1"),
     (["+world.extra=1"], "plain key=value"),
 ])
 def test_bad_settings_stop_before_any_world(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -223,7 +224,7 @@ def test_root_steps_after_the_gp_reach_the_floor_it_found(monkeypatch: pytest.Mo
     s = stats({**E.world_overlay(truth, base.world)["world"]})
     targets = {n: float(s[n]) for n in ("ctr", "cvr", "position_ctr_1", "budget_exhausted")}  # type: ignore[arg-type]
     tols = {n: T.tolerance(n, v, None) for n, v in targets.items()}
-    kw = dict(base=base, under={}, scenario="default", trials=10, fit_seeds=[0], jobs=2, seed=3)
+    kw = dict(base=base, under={}, scenario="default", trials=10, fit_seeds=[0], jobs=2, batch=2, seed=3)
     gp = E.search(targets, tols, root=tmp_path / "gp", **kw)  # type: ignore[arg-type]
     rec = E.search(targets, tols, root=tmp_path / "polished", polish=3, **kw)  # type: ignore[arg-type]
     assert rec.trials[:10] == gp.trials and rec.polished == len(rec.trials) - 10 <= 6
@@ -231,6 +232,33 @@ def test_root_steps_after_the_gp_reach_the_floor_it_found(monkeypatch: pytest.Mo
     for n, v in truth.items():
         err = abs(math.log(rec.best[n] / v)) if E.KNOBS[n].log else abs(rec.best[n] - v)
         assert err <= E.KNOBS[n].tolerance, (n, rec.best[n], v)
+
+
+def test_the_search_is_the_same_at_any_number_of_jobs(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    """``jobs`` sets how many of a batch's worlds run at a time, nothing else: at one job and at
+    four the GP proposes the same trials and the root steps are the same; ``batch`` is what the
+    search depends on (two proposals before the GP is told differ from one)."""
+    from conftest import tiny_config
+    base = tiny_config()
+    fixed = {"position_ctr": list(base.world.position_ctr),
+             "daily_budget_mean": base.world.daily_budget_mean}
+    run, stats = _synthetic(fixed)
+    monkeypatch.setattr(E, "run_worlds", run)
+    s = stats({**fixed, **E.world_overlay(
+        {"base_ctr_logit": -5.5, "base_cvr_logit": -4.0}, base.world)["world"]})
+    targets = {n: float(s[n]) for n in ("ctr", "cvr")}  # type: ignore[arg-type]
+    tols = {n: T.tolerance(n, v, None) for n, v in targets.items()}
+    kw = dict(base=base, under={}, scenario="default", trials=8, fit_seeds=[0], seed=2, polish=2)
+    runs = {(jobs, batch): E.search(targets, tols, root=tmp_path / f"j{jobs}b{batch}", jobs=jobs,
+                                    batch=batch, **kw)  # type: ignore[arg-type]
+            for jobs, batch in ((1, 1), (4, 1), (1, 2), (4, 2))}
+    for batch in (1, 2):
+        assert runs[(1, batch)].trials == runs[(4, batch)].trials
+        assert runs[(1, batch)].batch == batch
+    assert runs[(1, 1)].trials != runs[(1, 2)].trials
+    with pytest.raises(ValueError, match="batch must be at least 1"):
+        E.search(targets, tols, root=tmp_path / "bad", jobs=1, batch=0, **kw)  # type: ignore[arg-type]
 
 
 def test_a_root_step_that_does_not_improve_halves_the_next_and_no_point_runs_twice(
@@ -268,7 +296,7 @@ def test_the_recovery_test_end_to_end_on_the_synthetic_world(monkeypatch: pytest
     monkeypatch.setattr(E, "run_worlds", run)
     monkeypatch.setattr(F, "run_worlds", run)
     draws = F.recovery(2, base=base, under={}, scenario="default", root=tmp_path, trials=8,
-                       polish=3, jobs=2)
+                       polish=3, jobs=2, batch=2)
     assert len(draws) == 2 and not any(d.failed for d in draws)
     for d in draws:
         assert d.fitted is not None and d.within is not None and d.error is not None
@@ -355,6 +383,6 @@ def test_a_proposal_with_slot_factors_growing_down_the_slots_is_not_run(
     monkeypatch.setattr(E, "run_worlds", spy)
     targets = {"position_ctr_1": 0.85 * 0.9, "position_ctr_2": 0.8 * 0.85}  # near-equal factors
     rec = E.search(targets, {n: 0.1 for n in targets}, base=base, under={}, scenario="default",
-                   root=tmp_path, trials=16, fit_seeds=[0], jobs=2, seed=1)
+                   root=tmp_path, trials=16, fit_seeds=[0], jobs=2, batch=2, seed=1)
     assert all(p[1] >= p[2] for p in seen) and len(seen) == rec.worlds == len(rec.trials)
     assert rec.refused > 0 and len(rec.trials) + rec.refused >= 16
