@@ -31,7 +31,9 @@ PARTICIPATION = 9  # whether a throttled advertiser takes part in a request (sim
 EXPLORATION_KEEP = 10  # whether an exploration row is kept (sim.models.bootstrap; column as the id)
 TRAINING_LOG_KEEP = 11  # whether a logged row stays in a thinned training log (sim.models.training_log)
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+# the 64-bit golden-ratio constant: SplitMix64's increment, and the multiplier that spreads an
+# integer column over 64 bits in the per-row keys of sim.models.training_log and label_join
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
@@ -68,7 +70,7 @@ class Streams:
 
 def _mix(x: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic)."""
-    x = x + _GOLDEN
+    x = x + GOLDEN
     x = (x ^ (x >> np.uint64(30))) * _M1
     x = (x ^ (x >> np.uint64(27))) * _M2
     return x ^ (x >> np.uint64(31))

@@ -26,18 +26,17 @@ import numpy as np
 from sim.config.schema import Config
 from sim.features.registry import has_family
 from sim.models.training_log import LoggedRows
+from sim.rng import GOLDEN
 from sim.world.catalog import family_slices
 
 LEAKING_FAMILY = "offsite_conversions"  # the counter family a late join re-reads
-
-_MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
 def join_draw(rows: LoggedRows) -> np.ndarray:
     """A uniform in [0, 1) per row, a hash of the row's (ad, user, surface, time): the same row
     gets the same draw wherever it is read, with no random stream consumed."""
     with np.errstate(over="ignore"):
-        h = rows.ad_id.astype(np.uint64) * _MIX
+        h = rows.ad_id.astype(np.uint64) * GOLDEN
         h ^= rows.user.astype(np.uint64) + np.uint64(0x632BE59BD9B4E019) + (h << np.uint64(6))
         h ^= rows.surface.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
         h ^= rows.time.astype(np.float64).view(np.uint64) * np.uint64(0x94D049BB133111EB)

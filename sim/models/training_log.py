@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from sim.rng import TRAINING_LOG_KEEP, keyed_uniform
+from sim.rng import GOLDEN, TRAINING_LOG_KEEP, keyed_uniform
 
 SOURCES = ("auction_winner", "full_request", "partial_request")
 WINNER, FULL, PARTIAL = 0, 1, 2
@@ -107,7 +107,7 @@ class TrainingLog:
 
     def _draws(self, rows: LoggedRows) -> np.ndarray:
         with np.errstate(over="ignore"):
-            key = rows.time.view(np.uint64) ^ (rows.user.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+            key = rows.time.view(np.uint64) ^ (rows.user.astype(np.uint64) * GOLDEN)
         return keyed_uniform(self.seed, key, rows.ad_id, TRAINING_LOG_KEEP)
 
     def _kept(self, rows: LoggedRows, clicked: bool = True) -> LoggedRows:
