@@ -37,8 +37,10 @@ at ``--check-seeds`` fresh seeds, and ``fit.md`` puts every target beside the fi
 median and range (the fidelity table). ``--recover N`` runs the recovery test instead.
 
 Cost: each trial is ``len(--fit-seeds)`` worlds of the size the settings give (a default world
-takes about a minute), ``--jobs`` at a time: the base world, ``--trials`` - 1 of the GP, up to
-``--polish`` rounds of one or two steps, and the check's worlds; ``fit.md`` and ``fit.json``
+takes about a minute), ``--jobs`` at a time out of the ``--batch`` x ``len(--fit-seeds)`` a round
+holds (with one fit seed and ``--batch 1`` one world runs at a time): the base world, ``--trials``
+- 1 of the GP, up to ``--polish`` rounds of one step (two at ``--batch`` 2 or more), and the
+check's worlds; ``fit.md`` and ``fit.json``
 record the number of worlds and the wall time.
 """
 
@@ -349,8 +351,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="fresh world seeds of the fidelity check (empty: no check)")
     p.add_argument("--jobs", type=int, default=1, help="worlds at a time")
     p.add_argument("--batch", type=int, default=1,
-                   help="trials the GP proposes before it is told the previous ones' (the fit "
-                        "depends on it, not on --jobs)")
+                   help="trials the GP proposes before it is told the previous ones' (the "
+                        "search's proposals depend on it, not on --jobs; with one fit seed, give "
+                        "--batch 2 to keep two jobs busy)")
     p.add_argument("--launcher", default="joblib", choices=LAUNCHERS)
     p.add_argument("--recover", type=int, default=0, metavar="N",
                    help="instead of a targets file: the recovery test on N random knob draws")
@@ -363,10 +366,11 @@ def main(argv: list[str] | None = None) -> int:
             args.targets = None
         if (args.targets is None) == (args.recover == 0):
             raise ValueError("give a targets file or --recover N (not both)")
-        if args.trials < 0 or args.jobs < 1 or args.recover < 0 or args.polish < 0 or args.batch < 1:
-            raise ValueError("--trials >= 0, --polish >= 0, --jobs >= 1, --batch >= 1 and "
-                             f"--recover >= 0 (got {args.trials}, {args.polish}, {args.jobs}, "
-                             f"{args.batch}, {args.recover})")
+        for flag, value, least in (("--trials", args.trials, 0), ("--polish", args.polish, 0),
+                                   ("--jobs", args.jobs, 1), ("--batch", args.batch, 1),
+                                   ("--recover", args.recover, 0)):
+            if value < least:
+                raise ValueError(f"{flag} must be >= {least}, got {value}")
         if args.recover and args.trials < 2:
             raise ValueError("the recovery test needs --trials >= 2")
         if not args.fit_seeds:

@@ -209,8 +209,10 @@ def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any
     runs ``under`` (the overlay the direct fits and the user's settings make) with its knobs at
     each of ``fit_seeds``; a trial's statistics are their means over the seeds. The GP proposes
     ``batch`` trials before it is told the previous ones' losses; their ``batch`` x ``fit_seeds``
-    worlds run ``jobs`` at a time. The search depends on ``batch``, never on ``jobs`` or the
-    launcher (which only set how the same worlds are run). Then ``polish`` rounds of
+    worlds run ``jobs`` at a time. The search's proposals depend on ``batch``, not on ``jobs`` or
+    the launcher; a world's bits do where its threads are ``auto`` (the cores its job is given:
+    ``sim.threads``), so the whole fit is the same at any ``jobs`` with ``threads.torch`` and
+    ``threads.faiss`` given as numbers in ``under``. Then ``polish`` rounds of
     :func:`root_step` from the best trial so far (its step, and where ``batch`` is 2 or more, the
     same step halved beside it), each recorded
     like a trial: the GP finds the basin, the steps its floor. A round that does not improve on
@@ -230,14 +232,14 @@ def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any
                          f"{ {n: (KNOBS[n].low, KNOBS[n].high) for n in off} }")
 
     def run(params: list[dict[str, float]], first: int) -> list[dict[str, float | None]]:
-        batch = Batch()
+        worlds = Batch()
         for i, p in enumerate(params):
             for s in fit_seeds:
-                batch.worlds[f"t{first + i:03d}_s{s}"] = OmegaConf.to_container(OmegaConf.merge(
+                worlds.worlds[f"t{first + i:03d}_s{s}"] = OmegaConf.to_container(OmegaConf.merge(
                     OmegaConf.create(dict(under)), world_overlay(p, base.world),
                     {"seed": s}))  # type: ignore[assignment]
-        stats = run_worlds(batch, root / f"batch_{first:03d}", scenario, launcher, jobs, keep)
-        rec.worlds += len(batch.worlds)
+        stats = run_worlds(worlds, root / f"batch_{first:03d}", scenario, launcher, jobs, keep)
+        rec.worlds += len(worlds.worlds)
         return [mean_statistics([stats[f"t{first + i:03d}_s{s}"] for s in fit_seeds])
                 for i in range(len(params))]
 
@@ -262,9 +264,9 @@ def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(trials, max(4, len(names) + 1)))
     study = optuna.create_study(direction="minimize", sampler=sampler)
-    rec.batch = per_batch = batch
+    rec.batch = batch
     while len(rec.trials) < trials:
-        asked = [study.ask(dists) for _ in range(min(per_batch, trials - len(rec.trials)))]
+        asked = [study.ask(dists) for _ in range(min(batch, trials - len(rec.trials)))]
         # a proposal whose slot factors grow down the slots is a world the config refuses: not
         # run, told to the GP at the loss of a world with every statistic missing
         runnable = [t for t in asked if ordered(world_overlay(t.params, base.world)["world"])]
@@ -287,7 +289,7 @@ def search(targets: Mapping[str, float], tols: Mapping[str, float], *, base: Any
     damping = 1.0
     for _ in range(polish):
         steps = [root_step(rec, targets, damping=d, slots=slots)
-                 for d in (damping, damping / 2)[:max(1, per_batch)]]
+                 for d in (damping, damping / 2)[:batch]]
         seen = [t.params for t in rec.trials]
         steps = [p for i, p in enumerate(steps) if p not in seen and p not in steps[:i]]
         if not steps:

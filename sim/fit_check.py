@@ -85,7 +85,10 @@ def recovery(draws: int, *, base: Any, under: Mapping[str, Any], scenario: str, 
     second's; a generator seeded ``seed``), the emergent statistics of a world at
     each (world seed ``1000 + i``) as targets, fitted back at the same world seed (what is tested
     is whether the statistics pin the knobs and the search finds them, not the seed-to-seed
-    spread, which the fidelity check measures); each knob against its truth and tolerance."""
+    spread, which the fidelity check measures); each knob against its truth and tolerance. Each
+    draw's search asks ``batch`` trials at a time (:func:`sim.emergent_fit.search`)."""
+    if batch < 1:  # before the truth worlds run
+        raise ValueError(f"batch must be at least 1, got {batch}")
     rng = np.random.default_rng(seed)
     names = list(KNOBS)
     truths = []

@@ -127,7 +127,8 @@ def test_the_command_fits_and_checks_on_tiny_worlds(tmp_path: Path) -> None:
     (["--recover", "2"], "not both"),
     (["--fit-seeds", ""], "at least one seed"),
     (["--fit-seeds", "100"], "must be fresh"),
-    (["--batch", "0"], "--batch >= 1"),
+    (["--batch", "0"], "--batch must be >= 1, got 0"),
+    (["--jobs", "0"], "--jobs must be >= 1, got 0"),
     (["+world.extra=1"], "plain key=value"),
 ])
 def test_bad_settings_stop_before_any_world(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -259,6 +260,10 @@ def test_the_search_is_the_same_at_any_number_of_jobs(monkeypatch: pytest.Monkey
     assert runs[(1, 1)].trials != runs[(1, 2)].trials
     with pytest.raises(ValueError, match="batch must be at least 1"):
         E.search(targets, tols, root=tmp_path / "bad", jobs=1, batch=0, **kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(F, "run_worlds", lambda *a, **k: pytest.fail("a world ran"))
+    with pytest.raises(ValueError, match="batch must be at least 1, got 0"):  # before the truths
+        F.recovery(1, base=base, under={}, scenario="default", root=tmp_path / "rec", trials=4,
+                   batch=0)
 
 
 def test_a_root_step_that_does_not_improve_halves_the_next_and_no_point_runs_twice(
