@@ -28,7 +28,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("analysis", {"sim.recall", "sim.billing", "sim.delivery", "sim.summary", "sim.market_stats",
                   "sim.fit_targets"}),
     ("entry", {"sim.run", "sim.report", "sim.bench", "sim.__main__", "sim.api", "sim.readiness",
-               "sim.diagnosis_bench", "sim.calibrate", "sim.emergent_fit", "sim.fit_check", "sim.launch"}),
+               "sim.diagnosis_bench", "sim.calibrate", "sim.direct_fit", "sim.emergent_fit", "sim.fit_check",
+               "sim.launch"}),
 ]
 
 

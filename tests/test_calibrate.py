@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 
 from sim import calibrate as C
+from sim import direct_fit as D
 from sim.market_stats import DELAY_SHARES
 from sim.world.delay import ConversionDelay
 
 
 def _shares(weight: float, slow: float, fast: float, names: list[str],
-            window: float = C.WINDOW_S) -> dict[str, float]:
+            window: float = D.WINDOW_S) -> dict[str, float]:
     """What ``sim.market_stats`` measures of this mixture: attributed shares F(t) / F(W)."""
     d = ConversionDelay(kind="lognormal", weights=(1 - weight, weight), medians_s=(fast, slow),
-                        sigmas=(C.FAST_SIGMA, C.SLOW_SIGMA))
+                        sigmas=(D.FAST_SIGMA, D.SLOW_SIGMA))
     return {n: float(d.cdf(DELAY_SHARES[n]) / d.cdf(window)) for n in names}
 
 
@@ -31,7 +32,7 @@ def test_the_delay_mixture_is_recovered_from_three_shares(weight: float, slow: f
                                                           fast: float) -> None:
     """The 30-day share is 1 under a 30-day window (not read); the other three pin all three
     knobs."""
-    fit = C.fit_delay(_shares(weight, slow, fast, list(DELAY_SHARES)))
+    fit = D.fit_delay(_shares(weight, slow, fast, list(DELAY_SHARES)))
     assert fit.read == tuple(THREE) and fit.reached
     assert fit.fitted["slow_weight"] == pytest.approx(weight, rel=0.01)
     assert fit.fitted["slow_median_s"] == pytest.approx(slow, rel=0.02)
@@ -39,57 +40,57 @@ def test_the_delay_mixture_is_recovered_from_three_shares(weight: float, slow: f
     assert fit.held == {}
     w = fit.overlay["world"]
     assert w["conversion_delay"] == "lognormal" and sum(w["conversion_delay_weights"]) == pytest.approx(1)
-    assert w["attribution_window_s"] == C.WINDOW_S
+    assert w["attribution_window_s"] == D.WINDOW_S
 
 
 def test_two_shares_fit_two_knobs_and_hold_the_fast_median() -> None:
     """Criteo's published shape (Chapelle 2014: about 35% within an hour, half within a day)."""
-    fit = C.fit_delay({"delay_within_1h": 0.35, "delay_within_24h": 0.50})
+    fit = D.fit_delay({"delay_within_1h": 0.35, "delay_within_24h": 0.50})
     assert set(fit.fitted) == {"slow_weight", "slow_median_s"}
-    assert fit.held == {"fast_median_s": C.FAST_MEDIAN_S} and fit.reached
+    assert fit.held == {"fast_median_s": D.FAST_MEDIAN_S} and fit.reached
     assert fit.reproduced["delay_within_1h"] == pytest.approx(0.35, abs=0.005)
     assert fit.reproduced["delay_within_24h"] == pytest.approx(0.50, abs=0.005)
     # without the 1-hour share the fast median is not pinned, whatever the number of shares
     made = _shares(0.6, 5 * 86_400.0, 900.0, ["delay_within_24h", "delay_within_7d"])
-    assert C.fit_delay(made).held == {"fast_median_s": C.FAST_MEDIAN_S}
+    assert D.fit_delay(made).held == {"fast_median_s": D.FAST_MEDIAN_S}
 
 
 def test_a_fit_that_cannot_reach_its_targets_says_so() -> None:
-    far = C.fit_delay({"delay_within_1h": 0.9, "delay_within_24h": 0.95})
+    far = D.fit_delay({"delay_within_1h": 0.9, "delay_within_24h": 0.95})
     assert not far.reached
     # a fast market whose first share is near 1: the start is kept inside the bounds
-    fast = C.fit_delay({"delay_within_24h": 0.995, "delay_within_7d": 0.9999})
+    fast = D.fit_delay({"delay_within_24h": 0.995, "delay_within_7d": 0.9999})
     assert set(fast.reproduced) == {"delay_within_24h", "delay_within_7d"}
 
 
 def test_hourly_shares_and_the_correlation_are_read_directly() -> None:
     raw = np.arange(1, 25, dtype=float)
-    fit = C.fit_hourly({f"hour_share_{h}": 2 * x for h, x in enumerate(raw)})
+    fit = D.fit_hourly({f"hour_share_{h}": 2 * x for h, x in enumerate(raw)})
     np.testing.assert_allclose(fit.overlay["traffic"]["hourly_shares"], raw / raw.sum(), atol=1e-8)
-    assert C.fit_corr(-0.97).overlay == {"world": {"budget_target_corr": -0.97}}
-    fits = C.fit_direct({"budget_target_corr": -0.5, "delay_within_1h": 0.2,
+    assert D.fit_corr(-0.97).overlay == {"world": {"budget_target_corr": -0.97}}
+    fits = D.fit_direct({"budget_target_corr": -0.5, "delay_within_1h": 0.2,
                          "delay_within_24h": 0.6, "ctr": 0.04})
-    merged = C.merged_overlay(fits)
+    merged = D.merged_overlay(fits)
     assert merged["world"]["budget_target_corr"] == -0.5
     assert merged["world"]["conversion_delay"] == "lognormal"
 
 
 def test_bad_targets_stop_with_their_name() -> None:
     with pytest.raises(ValueError, match="at least two"):
-        C.fit_delay({"delay_within_1h": 0.3})
+        D.fit_delay({"delay_within_1h": 0.3})
     with pytest.raises(ValueError, match="under the attribution window"):
-        C.fit_delay({"delay_within_1h": 0.3, "delay_within_30d": 0.9}, window_s=86_400.0)
+        D.fit_delay({"delay_within_1h": 0.3, "delay_within_30d": 0.9}, window_s=86_400.0)
     with pytest.raises(ValueError, match="grow with the delay"):
-        C.fit_delay({"delay_within_1h": 0.6, "delay_within_24h": 0.5})
+        D.fit_delay({"delay_within_1h": 0.6, "delay_within_24h": 0.5})
     with pytest.raises(ValueError, match="missing hours"):
-        C.fit_hourly({"hour_share_0": 1.0})
+        D.fit_hourly({"hour_share_0": 1.0})
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-        C.fit_corr(1.5)
+        D.fit_corr(1.5)
     with pytest.raises(ValueError, match="`ctr`"):
-        C.target_values({"ctr": "high"})
+        D.target_values({"ctr": "high"})
     with pytest.raises(ValueError, match="`cvr`"):
-        C.target_values({"cvr": {"value": 0.005, "sd": -1}})
-    assert C.target_values({"ctr": 0.04, "cvr": {"value": 0.005, "sd": 0.001}}) == {
+        D.target_values({"cvr": {"value": 0.005, "sd": -1}})
+    assert D.target_values({"ctr": 0.04, "cvr": {"value": 0.005, "sd": 0.001}}) == {
         "ctr": 0.04, "cvr": 0.005}
 
 
